@@ -1,0 +1,1 @@
+"""The generation engine: typed requests in, images out. No global state lives here."""

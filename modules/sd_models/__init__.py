@@ -1,0 +1,1 @@
+"""Checkpoint discovery, family detection, safe single-file and diffusers loading, ModelManager."""

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run the whole test suite: same environment as webui.sh plus test dependencies,
+# lint (ruff), then pytest. Extra arguments go to pytest (e.g. ./run_tests.sh -k api).
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/venv.sh
+ensure_venv requirements.txt requirements-test.txt
+ensure_chromium
+"$VENV_PY" -m ruff check .
+"$VENV_PY" -m ruff format --check .
+exec "$VENV_PY" -m pytest "$@"

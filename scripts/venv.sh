@@ -1,0 +1,33 @@
+# Shared by webui.sh and run_tests.sh: an idempotent virtual environment.
+# A stamp file holds the hash of the requirement files; pip runs only when it changes.
+VENV_DIR="${VENV_DIR:-.venv}"
+VENV_PY="$VENV_DIR/bin/python"
+
+ensure_venv() {
+  if [ ! -x "$VENV_PY" ]; then
+    echo "Creating virtual environment in $VENV_DIR"
+    python3 -m venv "$VENV_DIR"
+  fi
+  local stamp="$VENV_DIR/.requirements-stamp" want
+  want=$(cat "$@" | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || ! grep -qx "$want" "$stamp"; then
+    echo "Installing requirements: $*"
+    "$VENV_PY" -m pip install --quiet --upgrade pip
+    local args=()
+    for f in "$@"; do args+=(-r "$f"); done
+    "$VENV_PY" -m pip install --quiet "${args[@]}"
+    echo "$want" >"$stamp"
+  fi
+}
+
+# Browser tests drive Debian's Chromium through Playwright (no browser downloads).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing Debian's chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+      echo "warning: could not install chromium; browser tests will be skipped"
+  else
+    echo "warning: chromium not found and not root; browser tests will be skipped"
+  fi
+}
