@@ -91,6 +91,7 @@ class Job:
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)  # what the work raised
     seq: int = 0  # submission order
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)  # submitter's data (e.g. the API payload)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property

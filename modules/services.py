@@ -1,0 +1,266 @@
+"""The app's objects in one container, built once at start-up and handed to the UI and the API.
+
+Nothing here is global: app.py calls `build_services(args)` and passes the result on. Every generation,
+model switch and option change goes through `services.jobs`, the one queue shared by UI and API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from modules.engine.context import JobContext, StepInfo
+from modules.engine.hooks import EngineHooks
+from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from modules.engine.settings import EngineSettings
+from modules.jobs import Job, JobQueue, PreviewFn
+from modules.options import Options, default_templates
+from modules.paths import DataPaths
+from modules.sd_models.model import CheckpointInfo, LoadedModel
+from modules.styles import StyleDatabase
+
+log = logging.getLogger(__name__)
+
+GenerateFn = Callable[..., GenerationResult]  # generate(model, request, ctx, settings, hooks=None)
+
+
+class ModelProvider(Protocol):
+    """What the API and UI need from the ModelManager (modules.sd_models)."""
+
+    def checkpoints(self) -> list[CheckpointInfo]: ...
+    def checkpoint_titles(self) -> list[str]: ...
+    def refresh(self) -> None: ...
+    def current_title(self) -> str | None: ...
+    def load(self, title: str | None = None) -> LoadedModel: ...
+    def unload(self) -> None: ...
+    def vae_names(self) -> list[str]: ...
+
+
+@dataclass
+class ScriptCall:
+    """Script selection of one API/UI request, as A1111 sends it."""
+
+    kind: str  # "txt2img" or "img2img"
+    script_name: str | None = None
+    script_args: list[Any] = field(default_factory=list)
+    alwayson_scripts: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class ScriptRunner(Protocol):
+    """Hook point filled by the extension layer (modules.scripts). `prepare` raises RequestError for an
+    unknown script; it returns the function that runs the job (a selectable script replaces the normal run)."""
+
+    def titles(self, kind: str) -> list[str]: ...
+    def script_info(self) -> list[dict[str, Any]]: ...
+    def prepare(
+        self, call: ScriptCall, run: Callable[[Txt2ImgRequest, EngineHooks | None], GenerationResult]
+    ) -> Callable[[Txt2ImgRequest], GenerationResult]: ...
+
+
+class NoScripts:
+    """Until extensions are loaded: no scripts, any named script is an error."""
+
+    def titles(self, kind: str) -> list[str]:
+        return []
+
+    def script_info(self) -> list[dict[str, Any]]:
+        return []
+
+    def prepare(self, call: ScriptCall, run):
+        if call.script_name:
+            raise RequestError(
+                "script_name", f"unknown script {call.script_name!r}; no scripts are installed"
+            )
+        if call.alwayson_scripts:
+            name = next(iter(call.alwayson_scripts))
+            raise RequestError("alwayson_scripts", f"unknown script {name!r}; no scripts are installed")
+        return lambda request: run(request, None)
+
+
+@dataclass
+class AppServices:
+    args: argparse.Namespace
+    paths: DataPaths
+    options: Options
+    models: ModelProvider
+    jobs: JobQueue
+    styles: StyleDatabase
+    generate: GenerateFn
+    scripts: ScriptRunner = field(default_factory=NoScripts)
+    # live preview of a step's latents on the job's model (modules.previews); None = no previews
+    preview: Callable[[LoadedModel, StepInfo], Image.Image | None] | None = None
+    # installed extensions as A1111's /sdapi/v1/extensions items (filled by the extension layer)
+    extension_list: Callable[[], list[dict[str, Any]]] = list
+    version: str = "sdwebui-0.1.0"
+    _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(getattr(self.args, "max_image_pixels", 4096 * 4096))
+
+    # --- settings ---
+    def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
+        values = {**self.options.items(), **(overrides or {})}
+        root = Path(values.get("outdir_samples") or self.paths.outputs_dir)
+        if not root.is_absolute():
+            root = self.paths.data_dir / root
+        return EngineSettings(
+            outputs_root=root,
+            save_images=bool(values.get("samples_save", True)),
+            live_preview_every=int(values.get("show_progress_every_n_steps", 0))
+            if values.get("live_previews_enable", True)
+            else 0,
+            img2img_fix_steps=bool(values.get("img2img_fix_steps", False)),
+            inpainting_mask_weight=float(values.get("inpainting_mask_weight", 1.0)),
+            eta_ancestral=float(values.get("eta_ancestral", 1.0)),
+            eta_ddim=float(values.get("eta_ddim", 0.0)),
+            version=self.version,
+        )
+
+    # --- jobs ---
+    def submit_generation(
+        self,
+        request: Txt2ImgRequest,
+        task_id: str | None = None,
+        script_call: ScriptCall | None = None,
+        restore_overrides: bool = True,
+    ) -> Job:
+        """Queue one generation; the job's result is a GenerationResult. Raises RequestError before queueing."""
+        request.validate()
+        kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
+        call = script_call or ScriptCall(kind)
+        overrides = dict(request.override_settings)
+        settings = self.engine_settings(overrides)
+
+        holder: dict[str, Any] = {}
+
+        def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
+            model = self.models.load(overrides.get("sd_model_checkpoint") or None)
+            holder["model"] = model
+            result = self.generate(model, req, ctx, settings, hooks)
+            result.request = result.request or req
+            return result
+
+        runner = self.scripts.prepare(call, lambda req, hooks: run(req, hooks, holder["ctx"]))
+
+        def work(ctx: JobContext) -> GenerationResult:
+            holder["ctx"] = ctx
+            result = runner(request)
+            if not restore_overrides and overrides:
+                self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
+            return result
+
+        return self.jobs.submit(
+            work,
+            kind=kind,
+            task_id=task_id,
+            preview_fn=self._preview_fn(holder),
+            preview_every=max(1, settings.live_preview_every),
+        )
+
+    def _preview_fn(self, holder: dict[str, Any]) -> PreviewFn | None:
+        preview = self.preview
+        if preview is None:
+            return None
+        return lambda info: preview(holder["model"], info) if "model" in holder else None
+
+    def set_options(self, values: dict[str, Any], timeout: float | None = None) -> list[str]:
+        """Change settings through the queue (a checkpoint change loads that model); returns changed keys."""
+        known = self.options.items()
+        for key, value in values.items():
+            if key in known and not self.options.same_type(key, value):
+                raise RequestError(key, f"expected {type(known[key]).__name__}, got {value!r}")
+        checkpoint = values.get("sd_model_checkpoint")
+        if checkpoint and checkpoint != known.get("sd_model_checkpoint"):
+            self._check_checkpoint(checkpoint)
+
+        def work(ctx: JobContext) -> list[str]:
+            if checkpoint and checkpoint != self.options.get("sd_model_checkpoint"):
+                model = self.models.load(checkpoint)
+                values_now = {**values, "sd_model_checkpoint": model.info.title}
+            else:
+                values_now = values
+            return self._write_options(values_now)
+
+        return self.jobs.submit(work, kind="options").wait(timeout)
+
+    def _write_options(self, values: dict[str, Any]) -> list[str]:
+        with self._options_lock:
+            changed = [key for key, value in values.items() if self.options.set(key, value)]
+            if changed:
+                self.options.save()
+        return changed
+
+    def _check_checkpoint(self, name: str) -> None:
+        titles = self.models.checkpoint_titles()
+        infos = self.models.checkpoints()
+        names = {info.title for info in infos} | {info.name for info in infos} | set(titles)
+        names |= {Path(info.filename).name for info in infos}
+        if name not in names:
+            raise RequestError("sd_model_checkpoint", f"unknown checkpoint {name!r}; available: {titles}")
+
+    def model_info(self) -> dict[str, Any]:
+        """sd_model_name / hash / vae of the model jobs run on now (A1111 info keys)."""
+        title = self.models.current_title()
+        info = next((c for c in self.models.checkpoints() if c.title == title), None)
+        if info is None:
+            return {}
+        return {
+            "sd_model_name": info.name,
+            "sd_model_hash": info.shorthash,
+            "sd_vae_name": None,
+            "sd_vae_hash": None,
+        }
+
+
+def build_services(
+    args: argparse.Namespace,
+    models: ModelProvider | None = None,
+    generate: GenerateFn | None = None,
+    workers: int = 1,
+) -> AppServices:
+    """Build every app object from the parsed flags (models/generate may be injected by tests)."""
+    paths = DataPaths(Path(args.data_dir).resolve())
+    paths.ensure()
+    options = Options(default_templates(), paths.config_file)
+    options.load()
+    if models is None:
+        models = _default_model_manager(args, paths, options)
+    if generate is None:
+        from modules.engine import generate as engine_generate
+
+        generate = engine_generate
+    services = AppServices(
+        args=args,
+        paths=paths,
+        options=options,
+        models=models,
+        jobs=JobQueue(workers=workers),
+        styles=StyleDatabase(paths.styles_file),
+        generate=generate,
+    )
+    return services
+
+
+def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:
+    from modules.sd_models.manager import ModelManager
+
+    return ModelManager.from_args(args, paths, options)
+
+
+def serve(services: AppServices) -> int:
+    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step)."""
+    from modules.api.server import create_app, serve_app
+    from modules.cmd_args import bind_address
+
+    app = create_app(
+        services, with_ui=not services.args.nowebui, with_api=bool(services.args.api or services.args.nowebui)
+    )
+    return serve_app(app, bind_address(services.args), services.args.port)
