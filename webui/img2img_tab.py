@@ -1,0 +1,363 @@
+"""The img2img tab: sub-tabs img2img, Sketch, Inpaint, Inpaint sketch, Inpaint upload, Batch; outpainting.
+
+Masks drawn with the brush are the alpha of the editor's stroke layer: painted = repaint (white).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image, ImageChops
+
+from modules.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
+from modules.jobs import JobState
+from webui.backend import UiBackend, describe_error
+from webui.params import ParamControls, build_params
+from webui.progress import error_html
+from webui.prompt_row import PromptRow, build_prompt_row
+from webui.results import ResultsPanel, build_results, run_job, wire_controls
+from webui.txt2img_tab import wire_reuse_seed
+from webui.ui_config import UiConfig
+
+TAB = "img2img"
+MODES = ("img2img", "sketch", "inpaint", "inpaint_sketch", "inpaint_upload", "batch")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")
+
+
+@dataclass
+class Img2ImgTab:
+    prompt_row: PromptRow
+    params: ParamControls
+    tabs: gr.Tabs
+    init_image: gr.Image
+    sketch: gr.ImageEditor
+    inpaint: gr.ImageEditor
+    denoising_strength: gr.Slider
+    results: ResultsPanel
+
+
+def _editor(elem_id: str, colors: list[str], label: str) -> gr.ImageEditor:
+    return gr.ImageEditor(
+        label=label,
+        elem_id=elem_id,
+        type="pil",
+        image_mode="RGBA",
+        sources=("upload", "clipboard"),
+        brush=gr.Brush(
+            colors=colors, default_size=24, color_mode="fixed" if len(colors) == 1 else "defaults"
+        ),
+        transforms=(),
+        layers=False,
+        height=480,
+    )
+
+
+def stroke_mask(editor_value: dict | None) -> Image.Image | None:
+    """White where the user painted (any layer with alpha), black elsewhere; None when nothing drawn."""
+    if not editor_value:
+        return None
+    background = editor_value.get("background")
+    layers = [layer for layer in editor_value.get("layers") or [] if layer is not None]
+    if background is None or not layers:
+        return None
+    mask = Image.new("L", background.size, 0)
+    for layer in layers:
+        alpha = layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0)
+        if alpha.size != mask.size:
+            alpha = alpha.resize(mask.size)
+        mask = ImageChops.lighter(mask, alpha)
+    return mask if mask.getbbox() else None
+
+
+def outpaint_canvas(
+    image: Image.Image, directions: list[str], pixels: int
+) -> tuple[Image.Image, Image.Image]:
+    """Grow the image by `pixels` on the chosen sides (edge colours stretched); mask = the new area."""
+    left = pixels if "left" in directions else 0
+    right = pixels if "right" in directions else 0
+    up = pixels if "up" in directions else 0
+    down = pixels if "down" in directions else 0
+    width, height = image.width + left + right, image.height + up + down
+    canvas = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    canvas.paste(image.convert("RGB"), (left, up))
+    mask = Image.new("L", (width, height), 255)
+    mask.paste(0, (left, up, left + image.width, up + image.height))
+    return canvas, mask
+
+
+def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
+    prompt_row = build_prompt_row(TAB, backend)
+    mode = gr.State("img2img")
+    with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
+        with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
+            with gr.Tabs(elem_id="mode_img2img") as tabs:
+                with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_img2img:
+                    init_image = gr.Image(
+                        label="Image for img2img", elem_id="img2img_image", type="pil", height=400
+                    )
+                with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
+                    sketch = _editor(
+                        "img2img_sketch", ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"], "Sketch"
+                    )
+                with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
+                    inpaint = _editor("img2maskimg", ["#ffffff"], "Image for inpainting with mask")
+                with gr.Tab(
+                    "Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab"
+                ) as tab_isk:
+                    inpaint_sketch = _editor(
+                        "inpaint_sketch",
+                        ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"],
+                        "Inpaint sketch",
+                    )
+                with gr.Tab(
+                    "Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab"
+                ) as tab_up:
+                    upload_image = gr.Image(label="Image", elem_id="img_inpaint_base", type="pil", height=300)
+                    upload_mask = gr.Image(
+                        label="Mask", elem_id="img_inpaint_mask", type="pil", image_mode="L", height=300
+                    )
+                with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as tab_batch:
+                    batch_input = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+                    batch_output = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
+            for tab_item, name in zip(
+                (tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch), MODES, strict=True
+            ):
+                tab_item.select(lambda n=name: n, outputs=mode, show_progress="hidden", queue=False)
+
+            resize_mode = cfg.make(
+                TAB,
+                gr.Radio,
+                "Resize mode",
+                choices=list(RESIZE_MODES),
+                value=RESIZE_MODES[0],
+                elem_id="resize_mode",
+            )
+            with gr.Accordion("Inpaint settings", open=True, elem_id=f"{TAB}_inpaint_controls"):
+                mask_blur = cfg.make(
+                    TAB,
+                    gr.Slider,
+                    "Mask blur",
+                    minimum=0,
+                    maximum=64,
+                    step=1,
+                    value=4,
+                    elem_id="img2img_mask_blur",
+                )
+                mask_mode = cfg.make(
+                    TAB,
+                    gr.Radio,
+                    "Mask mode",
+                    choices=list(MASK_MODES),
+                    value=MASK_MODES[0],
+                    elem_id="img2img_mask_mode",
+                )
+                masked_content = cfg.make(
+                    TAB,
+                    gr.Radio,
+                    "Masked content",
+                    choices=list(MASKED_CONTENT),
+                    value=MASKED_CONTENT[1],
+                    elem_id="img2img_inpainting_fill",
+                )
+                inpaint_area = cfg.make(
+                    TAB,
+                    gr.Radio,
+                    "Inpaint area",
+                    choices=list(INPAINT_AREAS),
+                    value=INPAINT_AREAS[0],
+                    elem_id="img2img_inpaint_full_res",
+                )
+                padding = cfg.make(
+                    TAB,
+                    gr.Slider,
+                    "Only masked padding, pixels",
+                    minimum=0,
+                    maximum=256,
+                    step=4,
+                    value=32,
+                    elem_id="img2img_inpaint_full_res_padding",
+                )
+            with gr.Accordion("Outpainting", open=False, elem_id=f"{TAB}_outpainting"):
+                outpaint_on = gr.Checkbox(label="Outpaint", value=False, elem_id="img2img_outpaint_enable")
+                outpaint_dirs = gr.CheckboxGroup(
+                    label="Outpainting direction",
+                    choices=list(OUTPAINT_DIRECTIONS),
+                    value=list(OUTPAINT_DIRECTIONS),
+                    elem_id="img2img_outpaint_directions",
+                )
+                outpaint_pixels = cfg.make(
+                    TAB,
+                    gr.Slider,
+                    "Pixels to expand",
+                    minimum=8,
+                    maximum=256,
+                    step=8,
+                    value=128,
+                    elem_id="img2img_outpaint_pixels",
+                )
+            params = build_params(
+                TAB, cfg, backend.samplers(), backend.schedulers(), backend.options.get("default_sampler", "")
+            )
+            denoising = cfg.make(
+                TAB,
+                gr.Slider,
+                "Denoising strength",
+                minimum=0.0,
+                maximum=1.0,
+                step=0.01,
+                value=0.75,
+                elem_id="img2img_denoising_strength",
+            )
+            script = gr.Dropdown(
+                label="Script", choices=["None"], value="None", elem_id=f"{TAB}_script_container"
+            )
+        results = build_results(TAB, backend, lambda: backend.outputs_dir)
+
+    def image_and_mask(values: dict) -> tuple[Image.Image, Image.Image | None]:
+        current = values[mode]
+        if current == "img2img":
+            image, mask = values[init_image], None
+        elif current == "sketch":
+            editor = values[sketch] or {}
+            image, mask = editor.get("composite"), None
+        elif current == "inpaint":
+            editor = values[inpaint] or {}
+            image, mask = editor.get("background"), stroke_mask(editor)
+            if image is not None and mask is None and not values[outpaint_on]:
+                raise gr.Error("Inpaint: draw a mask on the image with the brush first.")
+        elif current == "inpaint_sketch":
+            editor = values[inpaint_sketch] or {}
+            image, mask = editor.get("composite"), stroke_mask(editor)
+        else:  # inpaint upload
+            image, mask = values[upload_image], values[upload_mask]
+            if image is not None and mask is None:
+                raise gr.Error("Inpaint upload: upload a mask image too.")
+        if image is None:
+            raise gr.Error(f"{current}: upload an image first.")
+        image = image.convert("RGB")
+        if mask is not None:
+            mask = mask.convert("L").resize(image.size)
+        if values[outpaint_on]:
+            if not values[outpaint_dirs]:
+                raise gr.Error("Outpainting: choose at least one direction.")
+            image, grown_mask = outpaint_canvas(image, values[outpaint_dirs], int(values[outpaint_pixels]))
+            mask = grown_mask
+        return image, mask
+
+    def build_request(values: dict, image: Image.Image, mask: Image.Image | None) -> Img2ImgRequest:
+        fields = params.request_fields(values)
+        if values[outpaint_on]:  # the canvas grew: generate at its size (multiple of 8)
+            fields["width"] = max(64, image.width // 8 * 8)
+            fields["height"] = max(64, image.height // 8 * 8)
+        return Img2ImgRequest(
+            prompt=values[prompt_row.prompt] or "",
+            negative_prompt=values[prompt_row.negative_prompt] or "",
+            styles=list(values[prompt_row.styles] or []),
+            init_images=[image],
+            mask=mask,
+            resize_mode=RESIZE_MODES.index(values[resize_mode]),
+            denoising_strength=float(values[denoising]),
+            mask_blur_x=int(values[mask_blur]),
+            mask_blur_y=int(values[mask_blur]),
+            inpainting_fill=MASKED_CONTENT.index(values[masked_content]),
+            inpaint_full_res=values[inpaint_area] == INPAINT_AREAS[1],
+            inpaint_full_res_padding=int(values[padding]),
+            inpainting_mask_invert=MASK_MODES.index(values[mask_mode]),
+            **fields,
+        )
+
+    def generate(values: dict):
+        if values[mode] == "batch":
+            yield from run_batch(
+                backend, results, values[batch_input], values[batch_output], values, build_request
+            )
+            return
+        image, mask = image_and_mask(values)
+        yield from run_job(backend, results, lambda: build_request(values, image, mask))
+
+    inputs = {
+        mode,
+        prompt_row.prompt,
+        prompt_row.negative_prompt,
+        prompt_row.styles,
+        init_image,
+        sketch,
+        inpaint,
+        inpaint_sketch,
+        upload_image,
+        upload_mask,
+        batch_input,
+        batch_output,
+        resize_mode,
+        mask_blur,
+        mask_mode,
+        masked_content,
+        inpaint_area,
+        padding,
+        outpaint_on,
+        outpaint_dirs,
+        outpaint_pixels,
+        denoising,
+        script,
+        *params.components(),
+    }
+    outputs = [
+        results.gallery,
+        results.progress,
+        results.infotext,
+        results.status,
+        results.task_id,
+        results.last,
+    ]
+    prompt_row.generate.click(
+        generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None
+    )
+    wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
+    wire_reuse_seed(params, results)
+    return Img2ImgTab(prompt_row, params, tabs, init_image, sketch, inpaint, denoising, results)
+
+
+def run_batch(
+    backend: UiBackend, panel: ResultsPanel, input_dir: str, output_dir: str, values: dict, build_request
+):
+    """One queued job per image of the input folder; results saved to the output folder."""
+    source = Path(input_dir or "").expanduser()
+    if not input_dir or not source.is_dir():
+        yield {panel.status: error_html(f"Batch: input directory {input_dir!r} does not exist.")}
+        return
+    target = Path(output_dir).expanduser() if output_dir else backend.outputs_dir / "img2img-batch"
+    target.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        yield {panel.status: error_html(f"Batch: no images in {input_dir}.")}
+        return
+    done = 0
+    for path in files:
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+            job = backend.submit(build_request(values, image, None))
+        except Exception as exc:
+            yield {panel.status: error_html(f"Batch: {path.name}: {describe_error(exc)}")}
+            return
+        yield {panel.task_id: job.id, panel.progress: f"<span>Batch image {done + 1}/{len(files)}</span>"}
+        try:
+            result = job.wait()
+        except Exception as exc:
+            yield {panel.status: error_html(f"Batch: {path.name}: {describe_error(exc)}"), panel.progress: ""}
+            return
+        for index, out in enumerate(result.images):
+            suffix = f"-{index}" if index else ""
+            out.save(target / f"{path.stem}{suffix}.png")
+        done += 1
+        if job.state is JobState.DONE and result.interrupted:
+            break
+    yield {
+        panel.progress: "",
+        panel.task_id: "",
+        panel.status: f"<span>Batch: {done} image(s) written to {html.escape(str(target))}</span>",
+    }

@@ -1,0 +1,126 @@
+"""The whole page: quicksettings bar, then the txt2img / img2img / Extras / PNG Info / Settings tabs.
+
+`create_ui(services)` builds the Blocks; `ui_assets()` gives the CSS and scripts that go with it (Gradio 6
+takes them at launch / mount time); `mount_ui` puts both on a FastAPI app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from webui import paste
+from webui.backend import UiBackend
+from webui.extras_tab import build_extras_tab
+from webui.img2img_tab import build_img2img_tab
+from webui.pnginfo_tab import build_pnginfo_tab
+from webui.settings_tab import build_quicksettings, build_settings_tab
+from webui.txt2img_tab import build_txt2img_tab
+from webui.ui_config import UiConfig
+
+WEBUI_DIR = Path(__file__).resolve().parent
+
+
+def ui_assets(extra_css: list[Path] | None = None, extra_js: list[Path] | None = None) -> dict[str, str]:
+    """CSS and <script> tags for the page; extensions' style.css / javascript files can be appended."""
+    css_files = [WEBUI_DIR / "style.css", *(extra_css or [])]
+    js_files = sorted((WEBUI_DIR / "javascript").glob("*.js")) + list(extra_js or [])
+    css = "\n".join(path.read_text(encoding="utf-8") for path in css_files if path.exists())
+    head = "\n".join(
+        f"<script>\n{path.read_text(encoding='utf-8')}\n</script>" for path in js_files if path.exists()
+    )
+    return {"css": css, "head": head}
+
+
+def create_ui(services: Any) -> gr.Blocks:
+    backend = UiBackend(services)
+    cfg = UiConfig(Path(services.paths.ui_config_file))
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+        quick = build_quicksettings(backend)
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                txt2img = build_txt2img_tab(backend, cfg)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                img2img = build_img2img_tab(backend, cfg)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                extras = build_extras_tab(backend, cfg)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                pnginfo = build_pnginfo_tab()
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings = build_settings_tab(backend)
+
+        _wire_send_to(tabs, txt2img, img2img, extras, pnginfo)
+
+        def refresh_settings():
+            # values change after the Blocks were built (Apply, API, another browser): show the saved ones
+            return [*settings.current_values(backend), *quick.current_values(backend)]
+
+        demo.load(refresh_settings, outputs=[*settings.components, *quick.components], show_progress="hidden")
+    cfg.save_missing()
+    return demo
+
+
+def _wire_send_to(tabs: gr.Tabs, txt2img, img2img, extras, pnginfo) -> None:
+    """Send-to buttons: results to img2img / inpaint / extras, PNG Info parameters to txt2img / img2img."""
+
+    def selected(last):
+        return last.selected_image()
+
+    for source in (txt2img.results, img2img.results):
+        source.send_to_img2img.click(
+            lambda last: (selected(last), gr.Tabs(selected="img2img"), gr.Tabs(selected="img2img")),
+            inputs=source.last,
+            outputs=[img2img.init_image, tabs, img2img.tabs],
+            show_progress="hidden",
+        )
+        source.send_to_inpaint.click(
+            lambda last: (
+                _editor_value(selected(last)),
+                gr.Tabs(selected="img2img"),
+                gr.Tabs(selected="inpaint"),
+            ),
+            inputs=source.last,
+            outputs=[img2img.inpaint, tabs, img2img.tabs],
+            show_progress="hidden",
+        )
+        source.send_to_extras.click(
+            lambda last: (selected(last), gr.Tabs(selected="extras")),
+            inputs=source.last,
+            outputs=[extras.image, tabs],
+            show_progress="hidden",
+        )
+
+    for button, target, tab_id, extra_outputs in (
+        (pnginfo.send_to_txt2img, txt2img, "txt2img", []),
+        (pnginfo.send_to_img2img, img2img, "img2img", [img2img.init_image]),
+    ):
+        outputs = paste.all_outputs(target.prompt_row, target.params)
+
+        def send(text, image, target=target, outputs=outputs, tab_id=tab_id, extra=extra_outputs):
+            if not text:
+                raise gr.Error("This image has no generation parameters to send.")
+            updates = paste.field_updates(paste.parse_infotext(text), target.prompt_row, target.params)
+            values = paste.as_outputs(updates, outputs)
+            return [*values, gr.Tabs(selected=tab_id), *([image] if extra else [])]
+
+        button.click(
+            send,
+            inputs=[pnginfo.parameters, pnginfo.image],
+            outputs=[*outputs, tabs, *extra_outputs],
+            show_progress="hidden",
+        )
+
+
+def _editor_value(image):
+    if image is None:
+        return None
+    return {"background": image, "layers": [], "composite": image}
+
+
+def mount_ui(app, services: Any, path: str = "/", auth: Any = None, **kwargs: Any):
+    """Mount the UI on a FastAPI app with its CSS and scripts."""
+    demo = create_ui(services)
+    demo.queue(default_concurrency_limit=None)
+    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(), **kwargs)

@@ -1,0 +1,199 @@
+"""The generation parameters shared by txt2img and img2img (sampler, steps, size, CFG, seed, batch).
+
+`ParamControls` keeps the components by name so handlers read values by name, not by position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import gradio as gr
+
+from webui.ui_config import UiConfig
+
+
+@dataclass
+class ParamControls:
+    sampler_name: gr.Dropdown
+    scheduler: gr.Dropdown
+    steps: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    batch_count: gr.Slider
+    batch_size: gr.Slider
+    cfg_scale: gr.Slider
+    seed: gr.Number
+    subseed: gr.Number
+    subseed_strength: gr.Slider
+    seed_resize_from_w: gr.Slider
+    seed_resize_from_h: gr.Slider
+    reuse_seed_button: gr.Button  # wired by the tab, which knows the last result
+
+    def components(self) -> list[gr.components.Component]:
+        return [getattr(self, f.name) for f in fields(self) if f.name != "reuse_seed_button"]
+
+    def request_fields(self, values: dict) -> dict[str, Any]:
+        """Request keyword arguments (A1111 names) from a Gradio inputs dict."""
+        return {
+            "sampler_name": values[self.sampler_name],
+            "scheduler": values[self.scheduler],
+            "steps": int(values[self.steps]),
+            "width": int(values[self.width]),
+            "height": int(values[self.height]),
+            "n_iter": int(values[self.batch_count]),
+            "batch_size": int(values[self.batch_size]),
+            "cfg_scale": float(values[self.cfg_scale]),
+            "seed": _seed(values[self.seed], "seed"),
+            "subseed": _seed(values[self.subseed], "subseed"),
+            "subseed_strength": float(values[self.subseed_strength]),
+            "seed_resize_from_w": int(values[self.seed_resize_from_w]) or -1,
+            "seed_resize_from_h": int(values[self.seed_resize_from_h]) or -1,
+        }
+
+
+def _seed(value: Any, name: str) -> int:
+    if value is None or value == "":
+        return -1
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise gr.Error(f"{name}: must be a whole number, got {value!r}") from exc
+    if not number.is_integer():
+        raise gr.Error(f"{name}: must be a whole number, got {value!r}")
+    return int(number)
+
+
+def build_params(
+    tab: str, cfg: UiConfig, samplers: list[str], schedulers: list[str], default_sampler: str, show_size=True
+) -> ParamControls:
+    """Lay out the parameter block; returns the components by name."""
+    with gr.Row(elem_id=f"{tab}_sampler_row"):
+        sampler_name = cfg.make(
+            tab,
+            gr.Dropdown,
+            "Sampling method",
+            choices=samplers,
+            value=default_sampler if default_sampler in samplers else (samplers[0] if samplers else None),
+            elem_id=f"{tab}_sampling",
+            min_width=160,
+        )
+        scheduler = cfg.make(
+            tab,
+            gr.Dropdown,
+            "Schedule type",
+            choices=schedulers,
+            value=schedulers[0] if schedulers else None,
+            elem_id=f"{tab}_scheduler",
+            min_width=160,
+        )
+        steps = cfg.make(
+            tab, gr.Slider, "Sampling steps", minimum=1, maximum=150, step=1, value=20, elem_id=f"{tab}_steps"
+        )
+    with gr.Row(elem_id=f"{tab}_dimensions_row", visible=show_size):
+        with gr.Column(elem_id=f"{tab}_column_size", scale=4, min_width=200):
+            width = cfg.make(
+                tab, gr.Slider, "Width", minimum=64, maximum=2048, step=8, value=512, elem_id=f"{tab}_width"
+            )
+            height = cfg.make(
+                tab, gr.Slider, "Height", minimum=64, maximum=2048, step=8, value=512, elem_id=f"{tab}_height"
+            )
+        swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", min_width=40, scale=0, size="sm")
+        with gr.Column(elem_id=f"{tab}_column_batch", scale=2, min_width=160):
+            batch_count = cfg.make(
+                tab,
+                gr.Slider,
+                "Batch count",
+                minimum=1,
+                maximum=100,
+                step=1,
+                value=1,
+                elem_id=f"{tab}_batch_count",
+            )
+            batch_size = cfg.make(
+                tab,
+                gr.Slider,
+                "Batch size",
+                minimum=1,
+                maximum=8,
+                step=1,
+                value=1,
+                elem_id=f"{tab}_batch_size",
+            )
+    swap.click(lambda w, h: (h, w), inputs=[width, height], outputs=[width, height], show_progress="hidden")
+    cfg_scale = cfg.make(
+        tab,
+        gr.Slider,
+        "CFG Scale",
+        minimum=1.0,
+        maximum=30.0,
+        step=0.5,
+        value=7.0,
+        elem_id=f"{tab}_cfg_scale",
+    )
+    with gr.Row(elem_id=f"{tab}_seed_row"):
+        seed = cfg.make(tab, gr.Number, "Seed", value=-1, precision=0, elem_id=f"{tab}_seed", min_width=160)
+        random_seed = gr.Button("🎲", elem_id=f"{tab}_random_seed", min_width=40, scale=0, size="sm")
+        reuse_seed = gr.Button("♻️", elem_id=f"{tab}_reuse_seed", min_width=40, scale=0, size="sm")
+        seed_extras = gr.Checkbox(label="Extra", value=False, elem_id=f"{tab}_subseed_show", min_width=80)
+    with gr.Group(visible=False, elem_id=f"{tab}_seed_extras") as extras_group:
+        with gr.Row():
+            subseed = cfg.make(
+                tab,
+                gr.Number,
+                "Variation seed",
+                value=-1,
+                precision=0,
+                elem_id=f"{tab}_subseed",
+                min_width=160,
+            )
+            subseed_strength = cfg.make(
+                tab,
+                gr.Slider,
+                "Variation strength",
+                minimum=0.0,
+                maximum=1.0,
+                step=0.01,
+                value=0.0,
+                elem_id=f"{tab}_subseed_strength",
+            )
+        with gr.Row():
+            seed_resize_from_w = cfg.make(
+                tab,
+                gr.Slider,
+                "Resize seed from width",
+                minimum=0,
+                maximum=2048,
+                step=8,
+                value=0,
+                elem_id=f"{tab}_seed_resize_from_w",
+            )
+            seed_resize_from_h = cfg.make(
+                tab,
+                gr.Slider,
+                "Resize seed from height",
+                minimum=0,
+                maximum=2048,
+                step=8,
+                value=0,
+                elem_id=f"{tab}_seed_resize_from_h",
+            )
+    seed_extras.change(lambda show: gr.update(visible=show), inputs=seed_extras, outputs=extras_group)
+    random_seed.click(lambda: -1, outputs=seed, show_progress="hidden")
+    controls = ParamControls(
+        sampler_name,
+        scheduler,
+        steps,
+        width,
+        height,
+        batch_count,
+        batch_size,
+        cfg_scale,
+        seed,
+        subseed,
+        subseed_strength,
+        seed_resize_from_w,
+        seed_resize_from_h,
+        reuse_seed,
+    )
+    return controls

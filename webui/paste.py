@@ -1,0 +1,70 @@
+"""A1111 paste semantics: fill a tab's fields from parsed infotext (keys as A1111's parser returns them).
+
+A field whose key is absent keeps its current value; values that do not fit a field are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from webui.params import ParamControls
+from webui.prompt_row import PromptRow
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    from modules import infotext
+
+    return infotext.parse_generation_parameters(text or "")
+
+
+def _number(value: Any, kind: type) -> Any:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if kind is int else number
+
+
+def field_updates(parsed: dict[str, Any], prompt_row: PromptRow, params: ParamControls) -> dict:
+    """{component: new value} for every key present in `parsed`."""
+    updates: dict = {}
+    if "Prompt" in parsed:
+        updates[prompt_row.prompt] = parsed["Prompt"]
+    if "Negative prompt" in parsed:
+        updates[prompt_row.negative_prompt] = parsed["Negative prompt"]
+    numeric = (
+        ("Steps", params.steps, int),
+        ("CFG scale", params.cfg_scale, float),
+        ("Seed", params.seed, int),
+        ("Size-1", params.width, int),
+        ("Size-2", params.height, int),
+        ("Variation seed", params.subseed, int),
+        ("Variation seed strength", params.subseed_strength, float),
+        ("Seed resize from-1", params.seed_resize_from_w, int),
+        ("Seed resize from-2", params.seed_resize_from_h, int),
+    )
+    for key, component, kind in numeric:
+        if key in parsed:
+            value = _number(parsed[key], kind)
+            if value is not None:
+                updates[component] = value
+    if parsed.get("Sampler") in _choices(params.sampler_name):
+        updates[params.sampler_name] = parsed["Sampler"]
+        schedule = parsed.get("Schedule type", "Automatic")
+        if schedule in _choices(params.scheduler):
+            updates[params.scheduler] = schedule
+    return updates
+
+
+def _choices(dropdown: gr.Dropdown) -> list[str]:
+    return [choice[1] if isinstance(choice, tuple) else choice for choice in dropdown.choices or []]
+
+
+def all_outputs(prompt_row: PromptRow, params: ParamControls) -> list:
+    return [prompt_row.prompt, prompt_row.negative_prompt, *params.components()]
+
+
+def as_outputs(updates: dict, outputs: list) -> list:
+    return [updates.get(component, gr.update()) for component in outputs]

@@ -1,0 +1,72 @@
+"""The txt2img tab: prompt row, parameters, script dropdown, results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from modules.engine.requests import Txt2ImgRequest
+from webui.backend import UiBackend
+from webui.params import ParamControls, build_params
+from webui.prompt_row import PromptRow, build_prompt_row
+from webui.results import LastResult, ResultsPanel, build_results, run_job, wire_controls
+from webui.ui_config import UiConfig
+
+TAB = "txt2img"
+
+
+@dataclass
+class Txt2ImgTab:
+    prompt_row: PromptRow
+    params: ParamControls
+    script: gr.Dropdown
+    results: ResultsPanel
+
+
+def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
+    prompt_row = build_prompt_row(TAB, backend)
+    with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
+        with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
+            params = build_params(
+                TAB, cfg, backend.samplers(), backend.schedulers(), backend.options.get("default_sampler", "")
+            )
+            script = gr.Dropdown(
+                label="Script", choices=["None"], value="None", elem_id=f"{TAB}_script_container"
+            )
+        results = build_results(TAB, backend, lambda: backend.outputs_dir)
+
+    def build_request(values: dict) -> Txt2ImgRequest:
+        return Txt2ImgRequest(
+            prompt=values[prompt_row.prompt] or "",
+            negative_prompt=values[prompt_row.negative_prompt] or "",
+            styles=list(values[prompt_row.styles] or []),
+            **params.request_fields(values),
+        )
+
+    def generate(values: dict):
+        yield from run_job(backend, results, lambda: build_request(values))
+
+    inputs = {prompt_row.prompt, prompt_row.negative_prompt, prompt_row.styles, *params.components()}
+    outputs = [
+        results.gallery,
+        results.progress,
+        results.infotext,
+        results.status,
+        results.task_id,
+        results.last,
+    ]
+    for trigger in (prompt_row.generate.click,):
+        trigger(generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None)
+    wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
+    wire_reuse_seed(params, results)
+    return Txt2ImgTab(prompt_row, params, script, results)
+
+
+def wire_reuse_seed(params: ParamControls, results: ResultsPanel) -> None:
+    def reuse(last: LastResult):
+        if not last.seeds:
+            return gr.update()
+        return last.seeds[min(last.selected, len(last.seeds) - 1)]
+
+    params.reuse_seed_button.click(reuse, inputs=results.last, outputs=params.seed, show_progress="hidden")
