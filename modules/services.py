@@ -142,7 +142,8 @@ class AppServices:
         holder: dict[str, Any] = {}
 
         def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
-            model = self.models.load(overrides.get("sd_model_checkpoint") or None)
+            wanted = overrides.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint") or None
+            model = self.models.load(wanted)
             holder["model"] = model
             result = self.generate(model, req, ctx, settings, hooks)
             result.request = result.request or req
@@ -157,13 +158,15 @@ class AppServices:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
             return result
 
-        return self.jobs.submit(
+        job = self.jobs.submit(
             work,
             kind=kind,
             task_id=task_id,
             preview_fn=self._preview_fn(holder),
             preview_every=max(1, settings.live_preview_every),
         )
+        job.meta["run"] = holder  # holder["model"]: the model the job ran on, for the response's info
+        return job
 
     def _preview_fn(self, holder: dict[str, Any]) -> PreviewFn | None:
         preview = self.preview
@@ -206,17 +209,22 @@ class AppServices:
         if name not in names:
             raise RequestError("sd_model_checkpoint", f"unknown checkpoint {name!r}; available: {titles}")
 
-    def model_info(self) -> dict[str, Any]:
-        """sd_model_name / hash / vae of the model jobs run on now (A1111 info keys)."""
-        title = self.models.current_title()
-        info = next((c for c in self.models.checkpoints() if c.title == title), None)
+    def model_info(self, job: Job | None = None) -> dict[str, Any]:
+        """sd_model_name / hash / vae of the model a job ran on (default: the current one), A1111 info keys."""
+        model = (job.meta.get("run") or {}).get("model") if job is not None else None
+        if model is not None:
+            info = model.info
+        else:
+            title = self.models.current_title()
+            info = next((c for c in self.models.checkpoints() if c.title == title), None)
         if info is None:
             return {}
         return {
             "sd_model_name": info.name,
             "sd_model_hash": info.shorthash,
-            "sd_vae_name": None,
+            "sd_vae_name": getattr(model, "vae_name", None),
             "sd_vae_hash": None,
+            "is_inpainting": bool(getattr(model, "is_inpainting", False)) if model is not None else False,
         }
 
 

@@ -56,7 +56,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
             result = job.wait()
         except JobError as exc:
             return job_failure_response(exc.job)
-        return mapping.build_response(payload, request, result, services.model_info())
+        return mapping.build_response(payload, request, result, services.model_info(job))
 
     def submitted(job: Job) -> JSONResponse:
         body = m.TaskSubmitted(
@@ -87,7 +87,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         result = None
         if with_result and job.state is JobState.DONE and "payload" in job.meta:
             result = mapping.build_response(
-                job.meta["payload"], job.meta["request"], job.result, services.model_info()
+                job.meta["payload"], job.meta["request"], job.result, services.model_info(job)
             )
         return m.TaskStatus(
             task_id=job.id,
