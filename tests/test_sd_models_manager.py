@@ -1,0 +1,100 @@
+import gc
+import json
+import weakref
+
+import pytest
+
+from modules.sd_models import discovery
+from modules.sd_models.errors import CheckpointLoadError
+from modules.sd_models.hashing import HashCache, sha256_file
+from modules.sd_models.manager import ModelManager
+from modules.sd_models.model import ModelFamily
+from tests import tiny_models
+
+
+@pytest.fixture
+def models_dir(tmp_path, tiny_model_factory):
+    root = tmp_path / "models" / "Stable-diffusion"
+    tiny_models.write_single_file(tiny_model_factory("sd1"), root / "a-sd1.safetensors")
+    tiny_models.write_single_file(tiny_model_factory("sdxl"), root / "sub" / "b-sdxl.safetensors")
+    return root
+
+
+def _manager(tmp_path, models_dir, **kw):
+    return ModelManager(
+        [models_dir], [tmp_path / "models" / "VAE"], tmp_path / "cache.json", include_default_dir=False, **kw
+    )
+
+
+def test_discovery_and_refresh(tmp_path, models_dir, tiny_model_factory):
+    manager = _manager(tmp_path, models_dir)
+    assert [c.name for c in manager.checkpoints()] == ["a-sd1", "sub/b-sdxl"]
+    tiny_models.write_diffusers_folder(tiny_model_factory("sd1"), models_dir / "c-folder")
+    manager.refresh()
+    names = [c.name for c in manager.checkpoints()]
+    assert names == ["a-sd1", "c-folder", "sub/b-sdxl"]
+
+
+def test_default_dir_is_listed_after_user_models(tmp_path, models_dir):
+    infos = discovery.list_checkpoints([models_dir], include_default=True)
+    assert [i.name for i in infos][:2] == ["a-sd1", "sub/b-sdxl"]
+    assert discovery.DEFAULT_MODEL_DIR.parts[-2:] == ("models", "default")
+
+
+def test_hash_is_a1111_style_and_cached(tmp_path, models_dir, monkeypatch):
+    manager = _manager(tmp_path, models_dir)
+    model = manager.load("a-sd1")
+    path = models_dir / "a-sd1.safetensors"
+    assert model.info.sha256 == sha256_file(path)
+    assert model.info.title == f"a-sd1.safetensors [{model.info.sha256[:10]}]"
+    assert json.loads((tmp_path / "cache.json").read_text())["hashes"][str(path.resolve())]["sha256"]
+    monkeypatch.setattr("modules.sd_models.hashing.sha256_file", lambda p: pytest.fail("re-hashed"))
+    assert HashCache(tmp_path / "cache.json").sha256(path) == model.info.sha256
+    assert manager.find_checkpoint(model.info.sha256[:10]).name == "a-sd1"
+
+
+def test_switch_keeps_n_and_unload_frees(tmp_path, models_dir):
+    manager = _manager(tmp_path, models_dir, max_loaded=1)
+    first = manager.load("a-sd1")
+    ref = weakref.ref(first.unet)
+    del first
+    second = manager.load("sub/b-sdxl")
+    assert manager.current is second and second.family == ModelFamily.SDXL
+    gc.collect()
+    assert ref() is None and len(manager.loaded()) == 1
+    manager2 = _manager(tmp_path, models_dir, max_loaded=2)
+    a, b = manager2.load("a-sd1"), manager2.load("sub/b-sdxl")
+    assert manager2.load("a-sd1") is a and len(manager2.loaded()) == 2
+    ref_b = weakref.ref(b.unet)
+    del b
+    manager2.unload("sub/b-sdxl")
+    gc.collect()
+    assert ref_b() is None and manager2.current is a
+
+
+def test_failed_load_keeps_previous_model(tmp_path, models_dir):
+    (models_dir / "broken.safetensors").write_text("not a model")
+    manager = _manager(tmp_path, models_dir)
+    good = manager.load("a-sd1")
+    with pytest.raises(CheckpointLoadError, match="broken.safetensors"):
+        manager.load("broken")
+    assert manager.current is good and good.unet is not None
+    with pytest.raises(CheckpointLoadError, match="not found"):
+        manager.load("nope")
+
+
+def test_vae_selection(tmp_path, models_dir):
+    vae_dir = tmp_path / "models" / "VAE"
+    other = tiny_models.tiny_loaded_model("sd1", seed=3).vae
+    tiny_models.write_vae_file(other, vae_dir / "custom.safetensors")
+    tiny_models.write_vae_file(other, models_dir / "a-sd1.vae.pt")
+    manager = _manager(tmp_path, models_dir)
+    assert manager.vae_names() == ["Automatic", "None", "custom.safetensors", "a-sd1.vae.pt"]
+    model = manager.load("a-sd1")  # Automatic -> the same-named .vae.pt
+    assert model.vae_name == "a-sd1.vae.pt"
+    w = other.decoder.conv_out.weight
+    assert (model.vae.decoder.conv_out.weight == w).all()
+    manager.set_vae("None")
+    assert model.vae_name is None and not (model.vae.decoder.conv_out.weight == w).all()
+    manager.set_vae("custom.safetensors")
+    assert model.vae_name == "custom.safetensors" and (model.vae.decoder.conv_out.weight == w).all()
