@@ -86,7 +86,8 @@ EMPTY_CHUNK = PromptChunk((), ())
 
 
 def _comma_token(tokenizer: Any) -> int | None:
-    return tokenizer.get_vocab().get(",</w>")
+    token_id = tokenizer.convert_tokens_to_ids(",</w>")  # get_vocab() would copy 49408 entries per call
+    return None if token_id is None or token_id == tokenizer.unk_token_id else token_id
 
 
 def tokenize_prompt(text: str, tokenizer: Any, comma_backtrack: int = COMMA_BACKTRACK) -> TokenizedPrompt:

@@ -236,7 +236,11 @@ def get_learned_conditioning_prompt_schedules(
 
 
 def text_at_step(schedule: list[tuple[int, str]], step: int) -> str:
-    """The text of a schedule that applies at `step` (1-based), as A1111's reconstruct_cond_batch picks it."""
+    """The text of a schedule that applies at `step`: the first entry with `step <= end_at_step`.
+
+    A1111's CFG denoiser passes its model-call counter, starting at 0, so with 10 steps `[a:b:3]` gives a for
+    sampling steps 0..3 (four steps) and `[a|b]` gives a, a, b, a, b, ...
+    """
     for end_at_step, text in schedule:
         if step <= end_at_step:
             return text

@@ -87,7 +87,7 @@ def test_schedules_keep_order_and_duplicates():
 
 def test_text_at_step():
     sched = get_learned_conditioning_prompt_schedules(["[a:b:2]"], 4)[0]
-    assert [text_at_step(sched, s) for s in range(1, 5)] == ["a", "a", "b", "b"]
+    assert [text_at_step(sched, s) for s in range(0, 5)] == ["a", "a", "a", "b", "b"]
 
 
 @pytest.mark.parametrize("steps", [0, -1, 2.5])
