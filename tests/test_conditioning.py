@@ -255,3 +255,16 @@ def test_openclip_tokenizer_chunks_like_clip(tokenizer):
     assert tokenize_prompt("a cat, a dog", build_openclip_tokenizer()) == tokenize_prompt(
         "a cat, a dog", tokenizer
     )
+
+
+def test_leading_break_gives_an_empty_first_chunk(tiny_sd1_model, tokenizer):
+    assert [c.tokens for c in tokenize_prompt("BREAK a cat", tokenizer).chunks] == [(), (320, 2368)]
+    encoder = PromptEncoder(tiny_sd1_model)
+    out = encoder.encode(["BREAK a cat"]).embeds[0]
+    assert_same(out[:77], encoder.encode([""]).embeds[0])
+
+
+def test_half_precision_encoder_keeps_its_dtype(tiny_sd1_model):
+    tiny_sd1_model.text_encoders[0].to(torch.bfloat16)
+    out = PromptEncoder(tiny_sd1_model).encode(["a (cat:1.3) [photo]"]).embeds
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 77, 32) and torch.isfinite(out).all()
