@@ -260,8 +260,12 @@ def convert_state_dict(
     state: dict[str, torch.Tensor], family: ModelFamily, config: dict[str, Any], path: Path
 ) -> Components:
     """LDM/SGM tensors -> diffusers modules (built on meta, tensors assigned, no copies where possible)."""
-    check_layout({k: tuple(v.shape) for k, v in state.items()}, expected_layout(family, config), path, family)
     components = build_components(config, device="meta")
+    # The exporter applied to the empty modules gives exactly the keys/shapes a file of this config has.
+    expected = components_to_ldm(family, components.unet, components.vae, components.text_encoders)
+    expected_shapes = {k: tuple(v.shape) for k, v in expected.items()}
+    del expected
+    check_layout({k: tuple(v.shape) for k, v in state.items()}, expected_shapes, path, family)
     unet_state = sfu.convert_ldm_unet_checkpoint(state, config["unet"])
     _load_into(components.unet, unet_state, "UNet", path)
     vae_state = sfu.convert_ldm_vae_checkpoint(state, config["vae"])
