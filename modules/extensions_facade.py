@@ -1,0 +1,117 @@
+"""Wiring of the extension system into the app: start-up, reload ("Apply and restart UI"), job running.
+
+`attach_extensions(services)` is called once after `build_services(args)`: it binds `modules.shared` to the
+app, runs pending install.py files, imports the scripts of enabled extensions, lets them add settings
+(`on_ui_settings`) and installs `ExtensionScripts` as `services.scripts` (the job queue's script hook).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modules import paths, processing, script_callbacks, scripts, shared
+from modules.engine.hooks import EngineHooks
+from modules.engine.requests import GenerationResult, Txt2ImgRequest
+from modules.extensions import ExtensionManager
+
+log = logging.getLogger("webui.extensions")
+
+EngineRun = Callable[[Txt2ImgRequest, EngineHooks | None], GenerationResult]
+
+
+class ExtensionScripts:
+    """Implements the `ScriptRunner` protocol of modules.services over the loaded A1111 scripts."""
+
+    def titles(self, kind: str) -> list[str]:
+        return scripts.runner_for(kind == "img2img").titles_for_api()
+
+    def script_info(self) -> list[dict[str, Any]]:
+        return scripts.script_info_for_api()
+
+    def prepare(self, call: Any, run: EngineRun) -> Callable[[Txt2ImgRequest], GenerationResult]:
+        """Check the script names now (RequestError -> HTTP 422) and return the job's work function."""
+        is_img2img = call.kind == "img2img"
+        runner = scripts.runner_for(is_img2img)
+        script_args = runner.resolve_script_args(call.script_name, call.script_args, call.alwayson_scripts)
+        return lambda request: run_job(runner, request, script_args, run, job=call.kind)
+
+
+def run_job(
+    runner: scripts.ScriptRunner,
+    request: Txt2ImgRequest,
+    script_args: list[Any],
+    run: EngineRun,
+    job: str = "txt2img",
+) -> GenerationResult:
+    """One generation as A1111 runs it: setup, then the selected script's run() or process_images(p)."""
+    p = processing.processing_from_request(request)
+    p.scripts = runner
+    p.script_args = list(script_args)
+    p.engine_run = run
+    p.is_api = True
+    shared.state.bind_job(processing._running_ctx(), job)
+    try:
+        runner.setup_scrips(p, is_ui=False)
+        processed = runner.run(p, *p.script_args)
+        if processed is None:
+            processed = processing.process_images(p)
+        return processed.to_result(request)
+    finally:
+        shared.state.end()
+
+
+def ui_values_to_call(is_img2img: bool, values: list[Any]) -> dict[str, Any]:
+    """The UI's positional values (A1111 `inputs` order) -> ScriptCall fields (script_name, ...)."""
+    runner = scripts.runner_for(is_img2img)
+    index = values[0] if values else 0
+    name, args = None, []
+    if index:
+        script = runner.selectable_scripts[int(index) - 1]
+        name, args = script.title(), list(values[script.args_from : script.args_to])
+    alwayson = {
+        s.title(): list(values[s.args_from : s.args_to])
+        for s in runner.alwayson_scripts
+        if s.args_from is not None
+    }
+    return {"script_name": name, "script_args": args, "alwayson_scripts": alwayson}
+
+
+@dataclass
+class ExtensionSystem:
+    manager: ExtensionManager
+    services: Any
+
+    def reload(self) -> None:
+        """Apply and restart UI: re-scan extensions, re-import scripts and re-register their settings."""
+        self.manager.discover()
+        self.manager.run_pending_installs()
+        scripts.load_scripts(self.manager)
+        script_callbacks.ui_settings_callback()
+
+    def javascript_files(self) -> list[str]:
+        return [str(p) for p in self.manager.javascript_files()]
+
+    def stylesheets(self) -> list[str]:
+        return [str(p) for p in self.manager.stylesheets()]
+
+
+def attach_extensions(services: Any) -> ExtensionSystem:
+    """Bind the facade to the app and load the extensions (see module docstring)."""
+    paths.configure(services.paths)
+    manager = ExtensionManager.from_args(services.args, services.paths, services.options)
+    models = services.models
+    shared.bind(
+        options=services.options,
+        args=services.args,
+        model_provider=lambda: getattr(models, "current", None),
+        services=services,
+    )
+    system = ExtensionSystem(manager, services)
+    system.reload()
+    services.scripts = ExtensionScripts()
+    services.extension_list = manager.extensions_for_api
+    services.extensions = system  # for the Extensions tab
+    return system

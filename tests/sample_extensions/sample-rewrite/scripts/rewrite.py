@@ -1,0 +1,44 @@
+"""Sample A1111-style extension used by the tests (written as community extensions are)."""
+
+import gradio as gr
+
+import modules.scripts as scripts
+from modules import script_callbacks, shared
+from modules.processing import StableDiffusionProcessing
+from modules.shared import cmd_opts, opts
+
+
+def on_ui_settings():
+    section = ("sample_rewrite", "Sample rewrite")
+    opts.add_option("sample_rewrite_suffix", shared.OptionInfo("sfx", "Suffix appended to prompts", section=section))
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+SEEN_STEPS = []
+
+
+def on_cfg_denoiser(params):
+    SEEN_STEPS.append(params.sampling_step)
+
+
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+
+
+class SampleRewrite(scripts.Script):
+    def title(self):
+        return "Sample rewrite"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        with gr.Accordion("Sample rewrite", open=False):
+            enabled = gr.Checkbox(value=True, label="Enabled", elem_id=self.elem_id("enabled"))
+            tag = gr.Textbox(value="tag", label="Tag")
+        return [enabled, tag]
+
+    def process(self, p: StableDiffusionProcessing, enabled, tag):
+        if not enabled:
+            return
+        p.all_prompts = [f"{x} {tag}-{seed} {opts.sample_rewrite_suffix}" for x, seed in zip(p.all_prompts, p.all_seeds)]
+        p.extra_generation_params["Sample rewrite"] = tag + ("+flag" if cmd_opts.sample_ext_flag else "")
