@@ -242,7 +242,7 @@ def build_services(
     if models is None:
         models = _default_model_manager(args, paths, options)
     if generate is None:
-        from modules.engine import generate as engine_generate
+        from modules.engine.generate import generate as engine_generate
 
         generate = engine_generate
     services = AppServices(
@@ -258,9 +258,66 @@ def build_services(
 
 
 def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:
+    from modules.cmd_args import uses_cpu_for_all
+    from modules.sd_models.loader import DevicePolicy
     from modules.sd_models.manager import ModelManager
 
-    return ModelManager.from_args(args, paths, options)
+    policy = DevicePolicy.from_flags(
+        use_cpu_all=uses_cpu_for_all(args),
+        no_half=args.no_half,
+        no_half_vae=args.no_half_vae,
+        precision_full=args.precision == "full",
+    )
+    limit = args.sd_checkpoints_limit or int(options.get("sd_checkpoints_limit", 1) or 1)
+    manager = ModelManager(
+        checkpoint_dirs=[paths.checkpoints_dir, *([Path(args.ckpt_dir)] if args.ckpt_dir else [])],
+        vae_dirs=[paths.vae_dir, *([Path(args.vae_dir)] if args.vae_dir else [])],
+        hash_cache_path=paths.cache_file,
+        policy=policy,
+        max_loaded=max(1, limit),
+        extra_checkpoints=[Path(args.ckpt)] if args.ckpt else [],
+    )
+    return ManagedModels(manager, preferred=args.ckpt)
+
+
+class ManagedModels:
+    """ModelProvider over modules.sd_models.manager.ModelManager (titles, "current or default" loading)."""
+
+    def __init__(self, manager: Any, preferred: str | None = None):
+        self.manager = manager
+        self.preferred = preferred
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        return self.manager.checkpoints()
+
+    def checkpoint_titles(self) -> list[str]:
+        return [info.title for info in self.checkpoints()]
+
+    def refresh(self) -> None:
+        self.manager.refresh()
+
+    def current_title(self) -> str | None:
+        current = self.manager.current
+        return current.info.title if current is not None else None
+
+    def load(self, title: str | None = None) -> LoadedModel:
+        if title:
+            return self.manager.load(title)
+        current = self.manager.current
+        if current is not None:
+            return current
+        if self.preferred:
+            return self.manager.load(str(Path(self.preferred).resolve()))
+        infos = self.checkpoints()
+        if not infos:
+            raise RuntimeError("no checkpoint found: put one in models/Stable-diffusion or pass --ckpt")
+        return self.manager.load(infos[0])
+
+    def unload(self) -> None:
+        self.manager.unload()
+
+    def vae_names(self) -> list[str]:
+        return self.manager.vae_names()
 
 
 def serve(services: AppServices) -> int:
