@@ -396,7 +396,9 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     if p.scripts is not None:
         p.scripts.before_process(p)
     request = p.to_request()
-    run = p.engine_run or _bound_engine_run()
+    run = p.engine_run
+    if run is None or ("sd_model_checkpoint" in request.override_settings and shared._services is not None):
+        run = _bound_engine_run()  # loads the checkpoint this p asks for (e.g. an X/Y/Z checkpoint axis)
     hooks = build_engine_hooks(p)
     previous_job = shared.state.job
     if not previous_job:

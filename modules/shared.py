@@ -272,3 +272,9 @@ def listfiles(dirname: str) -> list[str]:
 
 def reload_hypernetworks() -> None:  # hypernetworks are not supported; kept for extensions that call it
     pass
+
+
+def list_checkpoint_titles() -> list[str]:
+    """Titles of the checkpoints the app knows (ours; A1111 extensions read sd_models.checkpoints_list)."""
+    models = getattr(_services, "models", None)
+    return list(models.checkpoint_titles()) if models is not None else []

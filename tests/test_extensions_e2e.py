@@ -3,59 +3,16 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from modules import cmd_args, script_callbacks, scripts, shared
-from modules.engine.generate import generate as engine_generate
-from modules.engine.requests import RequestError, Txt2ImgRequest
-from modules.extension_preload import apply_preload_hooks
+from modules import script_callbacks, scripts, shared
+from modules.engine.requests import RequestError
 from modules.extensions import ExtensionError, ExtensionManager
-from modules.extensions_facade import attach_extensions, ui_values_to_call
-from modules.services import ScriptCall, build_services
-
-SAMPLES = Path(__file__).parent / "sample_extensions"
-
-
-def git_repo_from(sample: str, root: Path) -> Path:
-    repo = root / sample
-    shutil.copytree(SAMPLES / sample, repo)
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(root), "PATH": "/usr/bin:/bin"}  # fmt: skip
-    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "init"]):
-        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
-    return repo
-
-
-class OneModel:
-    """Minimal ModelProvider serving one in-memory tiny model."""
-
-    def __init__(self, model):
-        self.current = model
-
-    def load(self, title=None, *args, **kwargs):
-        return self.current
-
-    def checkpoints(self):
-        return [self.current.info]
-
-    def checkpoint_titles(self):
-        return [self.current.info.title]
-
-    def current_title(self):
-        return self.current.info.title
-
-    def refresh(self):
-        pass
-
-    def unload(self):
-        pass
-
-    def vae_names(self):
-        return []
+from modules.extensions_facade import ui_values_to_call
+from tests.sample_extensions import harness
+from tests.sample_extensions.harness import generate, git_repo_from, make_app, reset_scripts
 
 
 @pytest.fixture
@@ -63,37 +20,22 @@ def app_factory(tmp_path, tiny_sd1_model):
     made = []
 
     def make(*flags: str):
-        parser = cmd_args.build_parser()
-        argv = ["--data-dir", str(tmp_path / "data"), *flags]
-        apply_preload_hooks(parser, argv)
-        args = cmd_args.parse_args(argv, parser)
-        services = build_services(args, models=OneModel(tiny_sd1_model), generate=engine_generate)
-        system = attach_extensions(services)
+        services, system = make_app(tmp_path / "data", tiny_sd1_model, *flags)
         made.append(services)
         return services, system
 
     yield make
     for services in made:
         services.jobs.shutdown()
-    scripts.unload_scripts()
-    scripts.scripts_txt2img, scripts.scripts_img2img = (
-        scripts.ScriptRunner(),
-        scripts.ScriptRunner(is_img2img=True),
-    )
+    reset_scripts()
 
 
 def install(tmp_path: Path, *samples: str) -> ExtensionManager:
-    manager = ExtensionManager(tmp_path / "data" / "extensions", tmp_path / "no-builtins")
-    for sample in samples:
-        manager.install(str(git_repo_from(sample, tmp_path / "src")))
-    return manager
+    return harness.install(tmp_path / "data", tmp_path / "src", *samples)
 
 
-def generate(services, **call):
-    request = Txt2ImgRequest(prompt="a cat", seed=5, steps=2, width=64, height=64, batch_size=2,
-                             sampler_name="Euler", do_not_save_samples=True)  # fmt: skip
-    job = services.submit_generation(request, script_call=ScriptCall("txt2img", **call))
-    return job.wait(120)
+def info_of(services, name: str) -> dict:
+    return next(i for i in services.scripts.script_info() if i["name"] == name)
 
 
 def test_installed_extension_rewrites_prompts_and_adds_infotext(tmp_path, app_factory):
@@ -105,20 +47,23 @@ def test_installed_extension_rewrites_prompts_and_adds_infotext(tmp_path, app_fa
         "sample_rewrite",
         "Sample rewrite",
     )
-    assert services.scripts.script_info()[0]["name"] == "sample rewrite"
-    assert [a["label"] for a in services.scripts.script_info()[0]["args"]] == ["Enabled", "Tag"]
+    assert [a["label"] for a in info_of(services, "sample rewrite")["args"]] == ["Enabled", "Tag"]
+    assert info_of(services, "sample rewrite")["is_alwayson"] is True
 
     result = generate(services, alwayson_scripts={"Sample rewrite": [True, "xy"]})
     assert result.prompts == ["a cat xy-5 sfx", "a cat xy-6 sfx"]
     assert result.infotexts[1].startswith("a cat xy-6 sfx\n")
     assert "Sample rewrite: xy+flag" in result.infotexts[0]
-    module = scripts.loaded_modules[next(iter(scripts.loaded_modules))]
+    module = next(m for path, m in scripts.loaded_modules.items() if path.endswith("rewrite.py"))
     assert module.SEEN_STEPS[:2] == [0, 1]  # on_cfg_denoiser ran per step
 
     defaults = generate(services)  # no args given: ui() defaults (enabled, "tag")
     assert defaults.prompts[0] == "a cat tag-5 sfx"
-    values = [0, False, "zz"]  # the UI's positional values: disabled by its checkbox
-    assert ui_values_to_call(False, values)["alwayson_scripts"] == {"Sample rewrite": [False, "zz"]}
+    runner = scripts.scripts_txt2img
+    script = next(s for s in runner.alwayson_scripts if s.title() == "Sample rewrite")
+    values = list(runner.default_args)  # the UI's positional values, rewrite disabled by its checkbox
+    values[script.args_from : script.args_to] = [False, "zz"]
+    assert ui_values_to_call(False, values)["alwayson_scripts"]["Sample rewrite"] == [False, "zz"]
     off = generate(services, **ui_values_to_call(False, values))
     assert off.prompts == ["a cat", "a cat"]
 
@@ -143,12 +88,24 @@ def test_raising_extension_does_not_break_the_other(tmp_path, app_factory, caplo
     assert any("postprocess_image" in m for m in messages)
 
 
+def test_builtin_only_flag_and_positions(tmp_path, app_factory):
+    install(tmp_path, "sample-rewrite")
+    services, _ = app_factory("--disable-extra-extensions")
+    names = {i["name"] for i in services.scripts.script_info()}
+    assert "sample rewrite" not in names and {"x/y/z plot", "infotext note"} <= names
+    runner = scripts.scripts_txt2img
+    # A1111 layout: [script index] + alwayson args + selectable args, contiguous and in order
+    spans = [(s.args_from, s.args_to) for s in runner.alwayson_scripts + runner.selectable_scripts]
+    assert spans[0][0] == 1 and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert len(runner.default_args) == spans[-1][1]
+
+
 def test_disable_all_extensions_flag(tmp_path, app_factory):
     install(tmp_path, "sample-rewrite")
     services, _ = app_factory("--disable-all-extensions")
     assert services.scripts.script_info() == [] and scripts.loaded_modules == {}
     assert not hasattr(shared.cmd_opts, "sample_ext_flag")
-    assert [e["enabled"] for e in services.extension_list()] == [False]
+    assert {e["enabled"] for e in services.extension_list()} == {False}
 
 
 def test_unknown_selectable_script_is_a_request_error(tmp_path, app_factory):

@@ -10,7 +10,9 @@ from modules.shared import cmd_opts, opts
 
 def on_ui_settings():
     section = ("sample_rewrite", "Sample rewrite")
-    opts.add_option("sample_rewrite_suffix", shared.OptionInfo("sfx", "Suffix appended to prompts", section=section))
+    opts.add_option(
+        "sample_rewrite_suffix", shared.OptionInfo("sfx", "Suffix appended to prompts", section=section)
+    )
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
@@ -40,5 +42,8 @@ class SampleRewrite(scripts.Script):
     def process(self, p: StableDiffusionProcessing, enabled, tag):
         if not enabled:
             return
-        p.all_prompts = [f"{x} {tag}-{seed} {opts.sample_rewrite_suffix}" for x, seed in zip(p.all_prompts, p.all_seeds)]
+        p.all_prompts = [
+            f"{x} {tag}-{seed} {opts.sample_rewrite_suffix}"
+            for x, seed in zip(p.all_prompts, p.all_seeds, strict=True)
+        ]
         p.extra_generation_params["Sample rewrite"] = tag + ("+flag" if cmd_opts.sample_ext_flag else "")

@@ -1,0 +1,335 @@
+"""X/Y/Z plot: one image per combination of axis values, assembled into a labelled grid.
+
+Dogfood: written only against the public extension API (modules.scripts, processing, images, shared,
+sd_samplers). Argument order of ui() follows A1111's X/Y/Z plot so API clients can send the same
+`script_args`; axis types may be given as an index into AXES or as the axis label.
+Value syntax: comma-separated (CSV quoting allowed); integer ranges `1-5`, `1-5 (+2)`, `10-1 (-3)`, and
+`1-10 [5]` (5 evenly spaced values); the same for floats (`1.0-2.0 (+0.5)`, `1-2 [3]`).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from modules import images, processing, scripts, sd_samplers, shared
+from modules.processing import Processed
+
+RE_RANGE = re.compile(r"\s*([+-]?\s*\d+)\s*-\s*([+-]?\s*\d+)(?:\s*\(([+-]\d+)\s*\))?\s*")
+RE_RANGE_FLOAT = re.compile(
+    r"\s*([+-]?\s*\d+(?:\.\d*)?)\s*-\s*([+-]?\s*\d+(?:\.\d*)?)(?:\s*\(([+-]\d+(?:\.\d*)?)\s*\))?\s*"
+)
+RE_RANGE_COUNT = re.compile(r"\s*([+-]?\s*\d+)\s*-\s*([+-]?\s*\d+)(?:\s*\[(\d+)\s*\])?\s*")
+RE_RANGE_COUNT_FLOAT = re.compile(
+    r"\s*([+-]?\s*\d+(?:\.\d*)?)\s*-\s*([+-]?\s*\d+(?:\.\d*)?)(?:\s*\[(\d+(?:\.\d*)?)\s*\])?\s*"
+)
+
+
+def apply_field(name: str) -> Callable:
+    def apply(p, x, xs):
+        setattr(p, name, x)
+
+    return apply
+
+
+def apply_prompt(p, x, xs):
+    if xs[0] not in p.prompt and xs[0] not in p.negative_prompt:
+        raise RuntimeError(f"Prompt S/R did not find {xs[0]} in prompt or negative prompt.")
+    p.prompt = p.prompt.replace(xs[0], x)
+    p.negative_prompt = p.negative_prompt.replace(xs[0], x)
+
+
+def apply_sampler(p, x, xs):
+    config = sd_samplers.find_sampler_config(x)
+    if config is None:
+        raise RuntimeError(f"Unknown sampler: {x}")
+    p.sampler_name = config.name
+
+
+def confirm_samplers(p, xs):
+    for x in xs:
+        if sd_samplers.find_sampler_config(x) is None:
+            raise RuntimeError(f"Unknown sampler: {x}")
+
+
+def apply_checkpoint(p, x, xs):
+    p.override_settings["sd_model_checkpoint"] = x
+
+
+def confirm_checkpoints(p, xs):
+    known = shared.list_checkpoint_titles()
+    for x in xs:
+        if known and not any(
+            x in (t, t.split(" [")[0], os.path.splitext(t.split(" [")[0])[0]) for t in known
+        ):
+            raise RuntimeError(f"Unknown checkpoint: {x}")
+
+
+def format_value_add_label(p, opt, x):
+    if isinstance(x, float):
+        x = round(x, 8)
+    return f"{opt.label}: {x}"
+
+
+def format_value(p, opt, x):
+    return x if isinstance(x, str) else str(x)
+
+
+def format_remove_path(p, opt, x):
+    return os.path.basename(x)
+
+
+def do_nothing(p, x, xs):
+    pass
+
+
+def format_nothing(p, opt, x):
+    return ""
+
+
+@dataclass
+class AxisOption:
+    label: str
+    type: Callable[[str], Any]
+    apply: Callable
+    format_value: Callable = format_value_add_label
+    confirm: Callable | None = None
+    choices: Callable[[], list[str]] | None = None
+
+
+AXES = [
+    AxisOption("Nothing", str, do_nothing, format_value=format_nothing),
+    AxisOption("Seed", int, apply_field("seed")),
+    AxisOption("Var. seed", int, apply_field("subseed")),
+    AxisOption("Var. strength", float, apply_field("subseed_strength")),
+    AxisOption("Steps", int, apply_field("steps")),
+    AxisOption("CFG Scale", float, apply_field("cfg_scale")),
+    AxisOption("Prompt S/R", str, apply_prompt, format_value=format_value),
+    AxisOption(
+        "Sampler",
+        str,
+        apply_sampler,
+        format_value=format_value,
+        confirm=confirm_samplers,
+        choices=sd_samplers.visible_sampler_names,
+    ),
+    AxisOption(
+        "Checkpoint name",
+        str,
+        apply_checkpoint,
+        format_value=format_remove_path,
+        confirm=confirm_checkpoints,
+        choices=shared.list_checkpoint_titles,
+    ),
+    AxisOption("Width", int, apply_field("width")),
+    AxisOption("Height", int, apply_field("height")),
+    AxisOption("Denoising", float, apply_field("denoising_strength")),
+]
+
+
+def find_axis(value: Any) -> AxisOption:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < len(AXES):
+            raise RuntimeError(f"X/Y/Z plot: axis type index {value} out of range 0..{len(AXES) - 1}")
+        return AXES[value]
+    for axis in AXES:
+        if axis.label.lower() == str(value or "Nothing").strip().lower():
+            return axis
+    raise RuntimeError(f"X/Y/Z plot: unknown axis type {value!r}; valid: {', '.join(a.label for a in AXES)}")
+
+
+def csv_values(text: str) -> list[str]:
+    if not text or not text.strip():
+        return []
+    return [x.strip() for x in next(csv.reader(io.StringIO(text), skipinitialspace=True)) if x.strip()]
+
+
+def expand_values(axis: AxisOption, text: str) -> list[Any]:
+    """Parse an axis' values, expanding range syntax for int and float axes."""
+    raw = csv_values(text)
+    out: list[Any] = []
+    for val in raw:
+        if axis.type is int:
+            m, mc = RE_RANGE.fullmatch(val), RE_RANGE_COUNT.fullmatch(val)
+            if m is not None:
+                start, end = int(m.group(1).replace(" ", "")), int(m.group(2).replace(" ", ""))
+                step = int(m.group(3)) if m.group(3) is not None else 1
+                if step == 0:
+                    raise RuntimeError(f"X/Y/Z plot: step of {val!r} must not be 0")
+                out += list(range(start, end + (1 if step > 0 else -1), step))
+                continue
+            if mc is not None and mc.group(3) is not None:
+                start, end, num = (
+                    int(mc.group(1).replace(" ", "")),
+                    int(mc.group(2).replace(" ", "")),
+                    int(mc.group(3)),
+                )
+                out += [int(x) for x in np.linspace(start, end, num).tolist()]
+                continue
+        elif axis.type is float:
+            m, mc = RE_RANGE_FLOAT.fullmatch(val), RE_RANGE_COUNT_FLOAT.fullmatch(val)
+            if m is not None:
+                start, end = float(m.group(1).replace(" ", "")), float(m.group(2).replace(" ", ""))
+                step = float(m.group(3)) if m.group(3) is not None else 1.0
+                if step == 0:
+                    raise RuntimeError(f"X/Y/Z plot: step of {val!r} must not be 0")
+                out += [round(v, 8) for v in np.arange(start, end + step / 2, step).tolist()]
+                continue
+            if mc is not None and mc.group(3) is not None:
+                start, end = float(mc.group(1).replace(" ", "")), float(mc.group(2).replace(" ", ""))
+                out += [round(v, 8) for v in np.linspace(start, end, int(float(mc.group(3)))).tolist()]
+                continue
+        out.append(val)
+    try:
+        return [axis.type(x) for x in out]
+    except ValueError as exc:
+        raise RuntimeError(f"X/Y/Z plot: bad value for {axis.label}: {exc}") from exc
+
+
+class Script(scripts.Script):
+    def title(self):
+        return "X/Y/Z plot"
+
+    def ui(self, is_img2img):
+        labels = [a.label for a in AXES]
+        with gr.Row():
+            x_type = gr.Dropdown(label="X type", choices=labels, value="Seed", type="index")
+            x_values = gr.Textbox(label="X values", lines=1)
+            x_values_dropdown = gr.Dropdown(label="X values", visible=False, multiselect=True, choices=[])
+        with gr.Row():
+            y_type = gr.Dropdown(label="Y type", choices=labels, value="Nothing", type="index")
+            y_values = gr.Textbox(label="Y values", lines=1)
+            y_values_dropdown = gr.Dropdown(label="Y values", visible=False, multiselect=True, choices=[])
+        with gr.Row():
+            z_type = gr.Dropdown(label="Z type", choices=labels, value="Nothing", type="index")
+            z_values = gr.Textbox(label="Z values", lines=1)
+            z_values_dropdown = gr.Dropdown(label="Z values", visible=False, multiselect=True, choices=[])
+        with gr.Row():
+            draw_legend = gr.Checkbox(label="Draw legend", value=True)
+            include_lone_images = gr.Checkbox(label="Include Sub Images", value=False)
+            include_sub_grids = gr.Checkbox(label="Include Sub Grids", value=False)
+            no_fixed_seeds = gr.Checkbox(label="Keep -1 for seeds", value=False)
+            vary_seeds_x = gr.Checkbox(label="Vary seeds for X", value=False)
+            vary_seeds_y = gr.Checkbox(label="Vary seeds for Y", value=False)
+            vary_seeds_z = gr.Checkbox(label="Vary seeds for Z", value=False)
+            margin_size = gr.Slider(label="Grid margins (px)", minimum=0, maximum=500, value=0, step=2)
+            csv_mode = gr.Checkbox(label="Use text inputs instead of dropdowns", value=False)
+        return [
+            x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown,
+            z_type, z_values, z_values_dropdown, draw_legend, include_lone_images, include_sub_grids,
+            no_fixed_seeds, vary_seeds_x, vary_seeds_y, vary_seeds_z, margin_size, csv_mode,
+        ]  # fmt: skip
+
+    def run(self, p, x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown, z_type, z_values,
+            z_values_dropdown, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, vary_seeds_x,
+            vary_seeds_y, vary_seeds_z, margin_size, csv_mode):  # fmt: skip
+        if not no_fixed_seeds:
+            processing.fix_seed(p)
+        axes = []
+        for kind, text, chosen in ((x_type, x_values, x_values_dropdown), (y_type, y_values, y_values_dropdown),
+                                   (z_type, z_values, z_values_dropdown)):  # fmt: skip
+            axis = find_axis(kind)
+            if axis.choices is not None and not csv_mode and chosen:
+                text = ",".join(f'"{c}"' for c in chosen)
+            values = expand_values(axis, text) if axis.label != "Nothing" else [""]
+            if axis.label != "Nothing" and not values:
+                raise RuntimeError(f"X/Y/Z plot: no values given for the {axis.label} axis")
+            if axis.confirm is not None:
+                axis.confirm(p, values)
+            axes.append((axis, values))
+        (xa, xs), (ya, ys), (za, zs) = axes
+        varies = (vary_seeds_x, vary_seeds_y, vary_seeds_z)
+        shared.state.job_count = len(xs) * len(ys) * len(zs) * p.n_iter
+        cells: list[list[list[Processed]]] = []
+        infotexts = []
+        for iz, z in enumerate(zs):
+            plane = []
+            for iy, y in enumerate(ys):
+                row = []
+                for ix, x in enumerate(xs):
+                    if shared.state.interrupted:
+                        break
+                    pc = copy.copy(p)
+                    pc.override_settings = dict(p.override_settings)
+                    pc.extra_generation_params = dict(p.extra_generation_params)
+                    pc.styles = list(p.styles)
+                    for (axis, values), value, vary, index in zip(
+                        axes, (x, y, z), varies, (ix, iy, iz), strict=True
+                    ):
+                        axis.apply(pc, value, values)
+                        if vary and isinstance(pc.seed, int) and pc.seed >= 0:
+                            pc.seed += index
+                    processed = processing.process_images(pc)
+                    row.append(processed)
+                    infotexts.append(processed.infotexts[0] if processed.infotexts else processed.info)
+                plane.append(row)
+            cells.append(plane)
+        return self._assemble(p, axes, cells, infotexts, draw_legend, include_lone_images, include_sub_grids,
+                              int(margin_size or 0))  # fmt: skip
+
+    def _assemble(self, p, axes, cells, infotexts, draw_legend, include_lone, include_sub_grids, margin):
+        (xa, xs), (ya, ys), (za, zs) = axes
+        done = [proc for plane in cells for row in plane for proc in row]
+        if not done or not done[0].images:
+            return Processed(p, [])
+        first = done[0]
+
+        def cell_image(proc):
+            imgs = proc.images
+            return imgs[0] if len(imgs) == 1 else images.image_grid(imgs)
+
+        w, h = cell_image(first).size
+        subgrids = []
+        for plane in cells:
+            flat = [cell_image(proc) for row in plane for proc in row]
+            if len(flat) < len(xs) * len(ys):  # interrupted: pad with blanks so the grid keeps its shape
+                flat += [flat[0].copy().point(lambda _: 0)] * (len(xs) * len(ys) - len(flat))
+            grid = images.image_grid(flat, rows=len(ys))
+            if draw_legend:
+                hor = [[images.GridAnnotation(xa.format_value(p, xa, x))] for x in xs]
+                ver = [[images.GridAnnotation(ya.format_value(p, ya, y))] for y in ys]
+                grid = images.draw_grid_annotations(grid, w, h, hor, ver, margin)
+            subgrids.append(grid)
+        if len(zs) > 1:
+            sw, sh = subgrids[0].size
+            main = images.image_grid(subgrids, rows=1)
+            if draw_legend:
+                hor = [[images.GridAnnotation(za.format_value(p, za, z))] for z in zs]
+                main = images.draw_grid_annotations(main, sw, sh, hor, [[]], margin)
+        else:
+            main = subgrids[0]
+        result_images = [main]
+        result_infos = [first.info]
+        if include_sub_grids and len(zs) > 1:
+            result_images += subgrids
+            result_infos += [first.info] * len(subgrids)
+        if include_lone:
+            for proc in done:
+                result_images += proc.images
+                result_infos += proc.infotexts[: len(proc.images)]
+        out = Processed(
+            p,
+            result_images,
+            seed=first.seed,
+            info=first.info,
+            all_prompts=[proc.all_prompts[0] for proc in done],
+            all_seeds=[proc.all_seeds[0] for proc in done],
+            infotexts=result_infos,
+            index_of_first_image=1,
+        )
+        out.xyz_cells = len(done)  # handy for callers and tests
+        out.xyz_labels = [[axis.format_value(p, axis, v) for v in values] for axis, values in axes]
+        if not p.do_not_save_grid and p.outpath_grids:
+            images.save_image(
+                main, p.outpath_grids, "xyz_grid", seed=first.seed, info=first.info, grid=True, p=p
+            )
+        return out

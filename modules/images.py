@@ -1,0 +1,184 @@
+"""A1111's `modules.images` for extensions: `save_image`, `image_grid`, grid annotations, infotext reading.
+
+A facade over `modules.image_saving` (file naming and PNG chunks) and `modules.infotext`; the
+`on_before_image_saved` / `on_image_saved` callbacks run here as in A1111.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from modules import image_saving, script_callbacks, shared
+from modules.infotext import read_infotext
+
+_UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
+
+
+def sanitize_filename_part(text: str | None, replace_spaces: bool = True) -> str | None:
+    if text is None:
+        return None
+    if replace_spaces:
+        text = text.replace(" ", "_")
+    return _UNSAFE.sub("_", text).strip(". ")[:128]
+
+
+def save_image(
+    image: Image.Image,
+    path: str,
+    basename: str = "",
+    seed: int | None = None,
+    prompt: str | None = None,
+    extension: str = "png",
+    info: str | None = None,
+    short_filename: bool = False,
+    no_prompt: bool = False,
+    grid: bool = False,
+    pnginfo_section_name: str = "parameters",
+    p: Any = None,
+    existing_info: dict | None = None,
+    forced_filename: str | None = None,
+    suffix: str = "",
+    save_to_dirs: bool | None = None,
+) -> tuple[str, str | None]:
+    """Save `image` under `path` with the infotext `info`; returns (file path, None) as A1111 does."""
+    if not path:
+        raise ValueError("save_image: no output folder given")
+    params = script_callbacks.ImageSaveParams(image, p, "", {pnginfo_section_name: info} if info else {})
+    script_callbacks.before_image_saved_callback(params)
+    image, info = params.image, params.pnginfo.get(pnginfo_section_name, info)
+    directory = Path(path)
+    ext = extension.lower().lstrip(".")
+    if forced_filename:
+        name = sanitize_filename_part(forced_filename, replace_spaces=False) or "image"
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{name}.{ext}"
+        image_saving._write(image, target, image_saving.FORMATS.get(ext, "PNG"), info)
+    else:
+        pattern = shared.opts.get("samples_filename_pattern", "[seed]") or "[seed]"
+        if basename:
+            pattern = f"{sanitize_filename_part(basename)}-{pattern}"
+        if suffix:
+            pattern += sanitize_filename_part(suffix) or ""
+        target = image_saving.save_image(image, directory, int(seed or 0), info, ext, pattern)
+    params.filename = str(target)
+    script_callbacks.image_saved_callback(params)
+    return str(target), None
+
+
+def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:
+    """Images in a grid of `rows` rows (default: about square), cells sized to the largest image."""
+    if not imgs:
+        raise ValueError("image_grid: no images")
+    if rows is None:
+        n_rows = int(shared.opts.get("n_rows", -1))
+        rows = n_rows if n_rows > 0 else (batch_size if n_rows == 0 else round(math.sqrt(len(imgs))))
+    rows = max(1, min(rows, len(imgs)))
+    cols = math.ceil(len(imgs) / rows)
+    params = script_callbacks.ImageGridLoopParams(list(imgs), cols, rows)
+    script_callbacks.image_grid_callback(params)
+    w = max(img.size[0] for img in params.imgs)
+    h = max(img.size[1] for img in params.imgs)
+    grid = Image.new("RGB", (params.cols * w, params.rows * h), color="black")
+    for i, img in enumerate(params.imgs):
+        x = i % params.cols * w + (w - img.size[0]) // 2
+        y = i // params.cols * h + (h - img.size[1]) // 2
+        grid.paste(img, box=(x, y))
+    return grid
+
+
+@dataclass
+class GridAnnotation:
+    text: str = ""
+    is_active: bool = True
+
+
+def get_font(fontsize: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=fontsize)
+
+
+def draw_grid_annotations(
+    im: Image.Image,
+    width: int,
+    height: int,
+    hor_texts: list[list[GridAnnotation]],
+    ver_texts: list[list[GridAnnotation]],
+    margin: int = 0,
+) -> Image.Image:
+    """Add column labels above and row labels left of a grid of `width` x `height` cells."""
+    cols, rows = max(1, len(hor_texts)), max(1, len(ver_texts))
+    fontsize = max(10, (width + height) // 25)
+    font = get_font(fontsize)
+    line_spacing = fontsize // 2
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def block_height(lines: list[GridAnnotation]) -> int:
+        return sum(_text_size(probe, a.text, font)[1] + line_spacing for a in lines) + line_spacing
+
+    pad_top = (
+        0 if sum(len(t) for t in hor_texts) == 0 else max(block_height(t) for t in hor_texts) + line_spacing
+    )
+    pad_left = 0
+    if sum(len(t) for t in ver_texts):
+        widest = max(_text_size(probe, a.text, font)[0] for t in ver_texts for a in t)
+        pad_left = min(width * 3 // 4, widest + 2 * line_spacing)
+    result = Image.new(
+        "RGB", (im.width + pad_left + margin * (cols - 1), im.height + pad_top + margin * (rows - 1)), "white"
+    )
+    for row in range(rows):
+        for col in range(cols):
+            cell = im.crop((width * col, height * row, width * (col + 1), height * (row + 1)))
+            result.paste(cell, (pad_left + (width + margin) * col, pad_top + (height + margin) * row))
+    draw = ImageDraw.Draw(result)
+    for col, lines in enumerate(hor_texts):
+        x = pad_left + (width + margin) * col + width / 2
+        _draw_lines(draw, lines, font, x, pad_top / 2, line_spacing)
+    for row, lines in enumerate(ver_texts):
+        y = pad_top + (height + margin) * row + height / 2
+        _draw_lines(draw, lines, font, pad_left / 2, y, line_spacing)
+    return result
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int]:
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text or " ", font=font)
+    return right - left, bottom - top
+
+
+def _draw_lines(draw, lines: list[GridAnnotation], font, cx: float, cy: float, spacing: int) -> None:
+    heights = [_text_size(draw, a.text, font)[1] + spacing for a in lines]
+    y = cy - sum(heights) / 2
+    for annotation, line_h in zip(lines, heights, strict=True):
+        fill = (0, 0, 0) if annotation.is_active else (153, 153, 153)
+        draw.multiline_text(
+            (cx, y + line_h / 2), annotation.text, font=font, fill=fill, anchor="mm", align="center"
+        )
+        y += line_h
+
+
+def read_info_from_image(image: Image.Image) -> tuple[str | None, dict[str, Any]]:
+    """(infotext, other PNG text items) as A1111 returns them."""
+    items = {k: v for k, v in (image.info or {}).items() if isinstance(v, str) and k != "parameters"}
+    return read_infotext(image), items
+
+
+def resize_image(
+    resize_mode: int, im: Image.Image, width: int, height: int, upscaler_name: str | None = None
+):
+    """0: stretch, 1: crop to fill, 2: fit and fill the rest (A1111 resize modes), Lanczos."""
+    if resize_mode == 0:
+        return im.resize((width, height), Image.LANCZOS)
+    ratio, src_ratio = width / height, im.width / im.height
+    fill = resize_mode == 2
+    if (ratio > src_ratio) != fill:
+        w, h = width, im.height * width // im.width
+    else:
+        w, h = im.width * height // im.height, height
+    resized = im.resize((max(1, w), max(1, h)), Image.LANCZOS)
+    out = Image.new("RGB", (width, height))
+    out.paste(resized, box=(width // 2 - w // 2, height // 2 - h // 2))
+    return out
