@@ -178,20 +178,35 @@ class TinyModels:
         return []
 
 
+def recording_generate(requests_dir: Path):
+    """The real engine, plus a record of each request's init image and mask for the tests to inspect."""
+    from modules.engine.generate import generate
+
+    def run(model, request, ctx, settings, hooks=None):
+        requests_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("mask.png", "init.png"):
+            (requests_dir / name).unlink(missing_ok=True)
+        if getattr(request, "mask", None) is not None:
+            request.mask.save(requests_dir / "mask.png")
+        if getattr(request, "init_images", None):
+            request.init_images[0].save(requests_dir / "init.png")
+        return generate(model, request, ctx, settings, hooks)
+
+    return run
+
+
 def serve(argv: list[str]) -> None:
     import uvicorn
-    from fastapi import FastAPI
 
     from modules import cmd_args
-    from modules.engine.generate import generate
+    from modules.api.server import create_app
     from modules.services import build_services
-    from webui import mount_ui
 
     args = cmd_args.parse_args(argv)
-    services = build_services(args, models=TinyModels(), generate=generate)
+    requests_dir = Path(args.data_dir) / "last-request"
+    services = build_services(args, models=TinyModels(), generate=recording_generate(requests_dir))
     services.options.set("sd_model_checkpoint", TinyModels.title)
-    app = FastAPI()
-    mount_ui(app, services)
+    app = create_app(services, with_ui=True, with_api=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

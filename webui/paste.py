@@ -16,7 +16,7 @@ from webui.prompt_row import PromptRow
 def parse_infotext(text: str) -> dict[str, Any]:
     from modules import infotext
 
-    return infotext.parse_generation_parameters(text or "")
+    return infotext.parse_infotext(text or "")
 
 
 def _number(value: Any, kind: type) -> Any:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
+from modules.infotext import read_infotext
+
 
 @dataclass
 class PngInfoTab:
@@ -22,9 +24,7 @@ def read_parameters(image: Image.Image | None) -> tuple[str, str]:
     if image is None:
         return "", ""
     info = dict(getattr(image, "info", {}) or {})
-    text = info.get("parameters", "")
-    if not isinstance(text, str):
-        text = ""
+    text = read_infotext(image) or ""
     rows = []
     for key, value in info.items():
         if isinstance(value, (str, int, float)):

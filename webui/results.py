@@ -17,6 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from modules.engine.requests import GenerationResult, Txt2ImgRequest
+from modules.infotext import png_info_with
 from modules.jobs import JobState
 from webui import progress
 from webui.backend import UiBackend, describe_error
@@ -98,8 +99,7 @@ def build_results(tab: str, backend: UiBackend, output_folder: Callable[[], Path
         folder = output_folder() / "saved"
         folder.mkdir(parents=True, exist_ok=True)
         path = _next_free(folder, last_result.seeds[last_result.selected] if last_result.seeds else 0)
-        pnginfo = _pnginfo(last_result.selected_infotext())
-        image.save(path, pnginfo=pnginfo)
+        image.save(path, pnginfo=png_info_with(last_result.selected_infotext()))
         return f"<span>Saved to {html.escape(str(path))}</span>"
 
     save.click(save_selected, inputs=last, outputs=status, show_progress="hidden")
@@ -134,15 +134,6 @@ def _next_free(folder: Path, seed: int) -> Path:
     return folder / f"{number:05d}-{seed}.png"
 
 
-def _pnginfo(text: str):
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    if text:
-        info.add_text("parameters", text)
-    return info
-
-
 def run_job(
     backend: UiBackend, panel: ResultsPanel, build_request: Callable[[], Txt2ImgRequest]
 ) -> Iterator[dict]:
@@ -175,7 +166,11 @@ def run_job(
         return
     result: GenerationResult = job.result
     last = LastResult(list(result.images), list(result.infotexts), list(result.seeds), list(result.subseeds))
-    note = "<span>Interrupted: showing what was finished.</span>" if result.interrupted else ""
+    note = (
+        '<span class="status-note">Interrupted: showing what was finished.</span>'
+        if result.interrupted
+        else ""
+    )
     if not result.images:
         note = error_message(
             "The job finished without images" + (" (interrupted)." if result.interrupted else ".")
@@ -201,7 +196,7 @@ def wire_controls(backend: UiBackend, panel: ResultsPanel, interrupt: gr.Button,
             backend.jobs.cancel(task_id)
         else:
             backend.jobs.interrupt(task_id)
-        return "<span>Interrupting...</span>"
+        return '<span class="status-note">Interrupting...</span>'
 
     def do_skip(task_id: str):
         if task_id:
