@@ -1,0 +1,94 @@
+"""UI helpers without a browser: upscaling, ui-config.json, brush masks, outpaint canvas, progress text."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from modules.jobs import Job, JobQueue, JobState, Progress
+from modules.upscaling import UPSCALERS, UpscaleError, upscale
+from webui.img2img_tab import outpaint_canvas, stroke_mask
+from webui.progress import format_eta, progress_html
+from webui.ui_config import UiConfig
+
+
+def test_upscale_by_factor_and_to_size():
+    image = Image.new("RGB", (10, 6), (255, 0, 0))
+    image.putpixel((0, 0), (0, 0, 255))
+    bigger = upscale(image, 2.0, "Nearest")
+    assert bigger.size == (20, 12)
+    assert bigger.getpixel((1, 1)) == (0, 0, 255) and bigger.getpixel((2, 2)) == (255, 0, 0)
+    assert upscale(image, (33, 17), "Lanczos").size == (33, 17)
+    assert {"Lanczos", "Nearest"} <= set(UPSCALERS)
+
+
+@pytest.mark.parametrize(
+    "scale, name, field",
+    [
+        (2.0, "Bicubic-9000", "upscaler_1"),
+        (0, "Lanczos", "upscaling_resize"),
+        ((0, 10), "Lanczos", "upscaling_resize_w"),
+    ],
+)
+def test_upscale_bad_input_names_the_field(scale, name, field):
+    with pytest.raises(UpscaleError) as err:
+        upscale(Image.new("RGB", (8, 8)), scale, name)
+    assert err.value.field == field
+
+
+def test_ui_config_overrides_and_writes_missing_keys(tmp_path):
+    path = tmp_path / "ui-config.json"
+    path.write_text(json.dumps({"txt2img/Sampling steps/value": 33, "txt2img/Width/value": "junk"}))
+    cfg = UiConfig(path)
+    with gr.Blocks():
+        steps = cfg.make("txt2img", gr.Slider, "Sampling steps", minimum=1, maximum=150, value=20)
+        width = cfg.make("txt2img", gr.Slider, "Width", minimum=64, maximum=2048, value=512)
+    assert steps.value == 33
+    assert width.value == 512  # a value of the wrong type is ignored
+    cfg.save_missing()
+    saved = json.loads(path.read_text())
+    assert saved["txt2img/Sampling steps/value"] == 33  # the user's value is kept
+    assert saved["txt2img/Sampling steps/maximum"] == 150
+    assert saved["txt2img/Width/value"] == "junk"  # never rewritten behind the user's back
+
+
+def test_stroke_mask_is_white_where_painted():
+    background = Image.new("RGBA", (40, 30), (0, 0, 255, 255))
+    layer = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    for x in range(5, 15):
+        layer.putpixel((x, 10), (255, 255, 255, 200))
+    mask = stroke_mask({"background": background, "layers": [layer], "composite": background})
+    assert mask.size == (40, 30)
+    assert mask.getbbox() == (5, 10, 15, 11)
+    assert mask.getpixel((6, 10)) == 255 and mask.getpixel((0, 0)) == 0
+    empty = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    assert stroke_mask({"background": background, "layers": [empty], "composite": background}) is None
+    assert stroke_mask(None) is None
+
+
+def test_outpaint_canvas_grows_and_masks_new_area():
+    image = Image.new("RGB", (64, 32), (10, 200, 10))
+    canvas, mask = outpaint_canvas(image, ["left", "down"], 16)
+    assert canvas.size == mask.size == (80, 48)
+    assert canvas.getpixel((16, 0)) == (10, 200, 10)
+    assert mask.getpixel((0, 0)) == 255 and mask.getpixel((20, 40)) == 255
+    assert mask.getpixel((16, 0)) == 0 and mask.getpixel((79, 31)) == 0
+
+
+def test_progress_text_shows_steps_eta_and_queue_place():
+    queue = JobQueue(workers=1)
+    try:
+        job = Job(id="task(x)", kind="txt2img", work=lambda ctx: None)
+        job.state = JobState.RUNNING
+        job.progress = Progress(job_no=0, job_count=2, step=5, steps=10)
+        job.started_at = 0.0
+        text = progress_html(job, queue)
+        assert "Batch 1/2, Step 5/10" in text and "ETA" in text and "width:25.0%" in text
+        job.state = JobState.QUEUED
+        assert "In queue: 0 jobs ahead" in progress_html(job, queue)
+    finally:
+        queue.shutdown()
+    assert format_eta(75) == "ETA 1:15" and format_eta(9.6) == "ETA 10s" and format_eta(None) == ""
