@@ -40,7 +40,8 @@ from modules.sd_models.model import LoadedModel
 
 CHUNK_LENGTH = 75  # tokens per chunk, without BOS and EOS
 COMMA_BACKTRACK = 20  # A1111 "comma_padding_backtrack" default
-CACHE_SIZE = 64  # encoded texts kept per PromptEncoder
+CACHE_SIZE = 64
+MEAN_RESTORE_EPS = 1e-3  # means smaller than this fraction of the mean magnitude are not restored  # encoded texts kept per PromptEncoder
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")  # <lora:name:1.0>, removed before counting tokens
 
 
@@ -269,11 +270,20 @@ class PromptEncoder:
 
 
 def _apply_emphasis(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Multiply each token's vector by its weight, then restore each chunk's original mean."""
+    """Multiply each token's vector by its weight, then restore each chunk's original mean.
+
+    When a chunk's mean is negligible next to its magnitude (an encoder whose final norm has no bias, such as
+    a freshly initialised one), the ratio of means is noise that can flip signs: the rescale is skipped.
+    """
     if bool((weights == 1.0).all()):
         return hidden
     z = hidden.float()
     original_mean = z.mean(dim=(1, 2), keepdim=True)
     z = z * weights[:, :, None]
-    z = z * (original_mean / z.mean(dim=(1, 2), keepdim=True))
+    new_mean = z.mean(dim=(1, 2), keepdim=True)
+    scale = z.abs().mean(dim=(1, 2), keepdim=True)
+    well_defined = (new_mean.abs() > MEAN_RESTORE_EPS * scale) & (
+        original_mean.abs() > MEAN_RESTORE_EPS * scale
+    )
+    z = z * torch.where(well_defined, original_mean / new_mean, torch.ones_like(new_mean))
     return z.to(hidden.dtype)
