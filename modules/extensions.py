@@ -480,7 +480,9 @@ class ExtensionManager:
         if self.skip_install:
             return True
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH")]))
+        # REPO_DIR for `from modules import ...`, the shims folder for A1111's `import launch`
+        shims = str(REPO_DIR / "modules" / "extension_shims")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), shims, env.get("PYTHONPATH")]))
         env["WEBUI_EXTENSIONS_DIR"] = str(self.extensions_dir)
         log.info("extension %s: running install.py", ext.name)
         try:

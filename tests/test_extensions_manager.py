@@ -150,7 +150,9 @@ def test_install_script_runs_and_failure_disables(tmp_path):
     good = make_repo(
         tmp_path / "src" / "good",
         {
-            "install.py": "import pathlib; pathlib.Path('installed.txt').write_text('ok')\n",
+            "install.py": "import pathlib, launch\n"
+            "ok = launch.is_installed('torch') and not launch.is_installed('surely-not-installed-pkg')\n"
+            "pathlib.Path('installed.txt').write_text('ok' if ok else 'bad')\n",
             "scripts/a.py": "",
         },
     )
