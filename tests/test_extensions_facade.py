@@ -196,3 +196,18 @@ def test_images_save_image_with_callbacks(tmp_path):
     assert read_infotext(Image.open(path)) == "changed"
     grid = images.image_grid([Image.new("RGB", (8, 8), c) for c in ("red", "green", "blue")], rows=1)
     assert grid.size == (24, 8) and grid.getpixel((20, 4)) == (0, 0, 255)
+
+
+def test_ui_components_render_as_known_gradio_blocks():
+    from modules.ui_components import DropdownMulti, FormRow, InputAccordion, ToolButton
+
+    with gr.Blocks() as demo:
+        with FormRow():
+            button = ToolButton(value="x")
+        with InputAccordion(True, label="Feature", open=True) as enabled:
+            gr.Slider(label="s")
+        multi = DropdownMulti(choices=["a", "b"], label="d")
+    kinds = {c["type"] for c in demo.get_config_file()["components"]}
+    assert kinds == {"accordion", "button", "checkbox", "dropdown", "form", "row", "slider"}
+    assert (button.get_block_name(), enabled.value, multi.multiselect) == ("button", True, True)
+    assert "tool" in button.elem_classes
