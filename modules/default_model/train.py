@@ -37,26 +37,26 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 2
-    vae_steps: int = 1000
+    vae_steps: int = 400
     vae_batch: int = 32
-    vae_lr: float = 1e-3
+    vae_lr: float = 2e-3
     # Applied to the per-element mean KL, with the reconstruction a per-pixel mean: ~10x SD's ratio.
     # Much more (e.g. a summed KL) pulls latents together and shape colours come back wrong.
     kl_weight: float = 1e-6
-    latent_pool: int = 20_000
+    latent_pool: int = 12_000
     latent_std: float = 0.35
-    unet_steps: int = 2400
-    batch: int = 64
-    lr: float = 6e-4
+    unet_steps: int = 1600
+    batch: int = 32
+    lr: float = 5e-4
     warmup_steps: int = 100
     caption_dropout: float = 0.1
     high_noise_fraction: float = 0.3
     high_noise_min_t: int = 600
     ema_max_decay: float = 0.999
-    save_every: int = 400
+    save_every: int = 300
     log_every: int = 25
     retrain_vae: bool = False
-    eval_prompts: int = 24
+    eval_prompts: int = 16
     fp16_export: bool = True
     extra: dict = field(default_factory=dict)
 
