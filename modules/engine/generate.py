@@ -1,0 +1,292 @@
+"""Public entry of the engine: `generate(model, request, ctx, settings, hooks)` -> GenerationResult.
+
+One job = n_iter batches of batch_size images. Image k of the job uses seed + k and its own CPU noise,
+so it does not depend on the batch size. Hooks run in the order documented in hooks.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from modules import samplers
+from modules.conditioning import PromptEncoder
+from modules.engine import vae
+from modules.engine.cond_schedule import BatchConditioning
+from modules.engine.context import JobContext
+from modules.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning
+from modules.engine.hooks import (
+    BatchArgs,
+    BeforeSamplingArgs,
+    EngineHooks,
+    ImageSaveArgs,
+    JobState,
+    PostprocessArgs,
+    PostprocessBatchArgs,
+    PostprocessImageArgs,
+)
+from modules.engine.loop import SamplingJob, run_loop
+from modules.engine.plan import Txt2ImgPlan
+from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from modules.engine.settings import EngineSettings
+from modules.image_saving import dated_output_dir, save_image
+from modules.infotext import create_infotext
+from modules.rng import ImageRNG, resolve_seed
+from modules.sd_models.model import LoadedModel
+
+
+def generate(
+    model: LoadedModel,
+    request: Txt2ImgRequest | Img2ImgRequest,
+    ctx: JobContext,
+    settings: EngineSettings,
+    hooks: EngineHooks | None = None,
+) -> GenerationResult:
+    """Run one txt2img or img2img job; returns the finished images (all of them, or those before an interrupt)."""
+    hooks = hooks or EngineHooks()
+    request.validate()
+    _check_supported(request)
+    sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
+    eta = _effective_eta(request, settings, sampler)
+    samplers.create_scheduler(
+        sampler.name, schedule_label, model.scheduler_config, eta
+    )  # fail before any work
+    plan = _make_plan(model, request, settings)
+
+    state = plan_job(request, settings)
+    if hooks.process is not None:
+        hooks.process(state)
+    _check_state(state)
+
+    result = GenerationResult(request=request)
+    encoder = PromptEncoder(model, request.clip_skip)
+    with torch.no_grad():
+        for batch_number in range(request.n_iter):
+            if ctx.interrupted:
+                break
+            ctx.clear_skip()
+            state.batch_number = batch_number
+            stopped = _run_batch(model, request, ctx, settings, hooks, state, plan, encoder, result, eta)
+            if stopped == "interrupt":
+                break
+    result.interrupted = ctx.interrupted
+    if hooks.postprocess is not None:
+        hooks.postprocess(PostprocessArgs(state, result))
+    return result
+
+
+def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
+    """Resolve styles, random seeds and per-image prompts/seeds (A1111's setup_prompts and seed rules)."""
+    count = request.n_iter * request.batch_size
+    prompt, negative = request.prompt, request.negative_prompt
+    if request.styles:
+        if settings.styles is None:
+            raise RequestError("styles", "no style database is configured")
+        prompt = settings.styles.apply_to_prompt(prompt, request.styles)
+        negative = settings.styles.apply_to_negative_prompt(negative, request.styles)
+    seed = resolve_seed(request.seed)
+    subseed = resolve_seed(request.subseed)
+    # as A1111: with a variation strength all images share the seed and the subseed advances
+    vary = request.subseed_strength > 0
+    return JobState(
+        request=request,
+        all_prompts=[prompt] * count,
+        all_negative_prompts=[negative] * count,
+        all_seeds=[seed + (0 if vary else k) for k in range(count)],
+        all_subseeds=[subseed + k for k in range(count)],
+        extra_generation_params=dict(request.extra_generation_params),
+    )
+
+
+def _run_batch(
+    model: LoadedModel,
+    request: Txt2ImgRequest,
+    ctx: JobContext,
+    settings: EngineSettings,
+    hooks: EngineHooks,
+    state: JobState,
+    plan: Any,
+    encoder: PromptEncoder,
+    result: GenerationResult,
+    eta: float | None,
+) -> str | None:
+    batch_number = state.batch_number
+    indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
+    part = state.batch_slice(batch_number)
+    args = BatchArgs(
+        state,
+        batch_number,
+        state.all_prompts[part],
+        state.all_negative_prompts[part],
+        state.all_seeds[part],
+        state.all_subseeds[part],
+    )
+    if hooks.process_batch is not None:
+        hooks.process_batch(args)
+        state.all_prompts[part], state.all_negative_prompts[part] = args.prompts, args.negative_prompts
+        state.all_seeds[part], state.all_subseeds[part] = args.seeds, args.subseeds
+        _check_state(state)
+
+    scheduler = samplers.create_scheduler(
+        request.sampler_name, request.scheduler, model.scheduler_config, eta
+    )
+    rng = ImageRNG(
+        args.seeds,
+        plan.latent_shape(),
+        subseeds=args.subseeds,
+        subseed_strength=request.subseed_strength,
+        seed_resize_from_h=request.seed_resize_from_h,
+        seed_resize_from_w=request.seed_resize_from_w,
+        vae_scale_factor=model.vae_scale_factor,
+    )
+    noise = rng.first()
+    prepared = plan.prepare(scheduler, noise, indexes)
+    latents = prepared.latents
+    if hooks.before_sampling is not None:
+        sampling_args = BeforeSamplingArgs(state, batch_number, latents, noise)
+        hooks.before_sampling(sampling_args)
+        latents = sampling_args.latents
+
+    stopped = None
+    if len(prepared.timesteps):
+        adapter = ModelAdapter(
+            model, scheduler.alphas_cumprod, SizeConditioning(request.height, request.width)
+        )
+        job = SamplingJob(
+            denoiser=CFGDenoiser(adapter, request.cfg_scale, hooks),
+            scheduler=scheduler,
+            timesteps=prepared.timesteps,
+            latents=latents,
+            conditioning=BatchConditioning(
+                encoder, args.prompts, args.negative_prompts, len(prepared.timesteps)
+            ),
+            generators=rng.generators,
+            eta=eta,
+            image_cond=prepared.image_cond,
+            mask_blend=prepared.mask_blend,
+        )
+        outcome = run_loop(job, ctx, hooks, batch_number, request.n_iter, settings.live_preview_every)
+        latents, stopped = outcome.latents, outcome.stopped
+        if stopped == "skip" or (stopped == "interrupt" and outcome.steps_done == 0):
+            return stopped
+
+    images = plan.finish(vae.pixels_to_pil(vae.decode(model, latents)), indexes)
+    if hooks.postprocess_batch is not None:
+        batch_args = PostprocessBatchArgs(state, batch_number, images)
+        hooks.postprocess_batch(batch_args)
+        images = batch_args.images
+    for index, image in zip(indexes, images, strict=True):
+        _finish_image(model, request, settings, hooks, state, plan, index, image, result)
+    return stopped
+
+
+def _finish_image(
+    model: LoadedModel,
+    request: Txt2ImgRequest,
+    settings: EngineSettings,
+    hooks: EngineHooks,
+    state: JobState,
+    plan: Any,
+    index: int,
+    image: Image.Image,
+    result: GenerationResult,
+) -> None:
+    if hooks.postprocess_image is not None:
+        image_args = PostprocessImageArgs(state, index, image)
+        hooks.postprocess_image(image_args)
+        image = image_args.image
+    params = infotext_params(model, request, settings, state, index, plan.infotext_params())
+    infotext = create_infotext(state.all_prompts[index], state.all_negative_prompts[index], params)
+    if settings.save_images and not request.do_not_save_samples:
+        save_args = ImageSaveArgs(state, index, image, infotext)
+        if hooks.before_image_saved is not None:
+            hooks.before_image_saved(save_args)
+        directory = dated_output_dir(Path(settings.outputs_root), plan.output_kind)
+        save_args.path = str(
+            save_image(save_args.image, directory, state.all_seeds[index], save_args.infotext)
+        )
+        result.saved_paths.append(save_args.path)
+        if hooks.image_saved is not None:
+            hooks.image_saved(save_args)
+    result.images.append(image)
+    result.seeds.append(state.all_seeds[index])
+    result.subseeds.append(state.all_subseeds[index])
+    result.prompts.append(state.all_prompts[index])
+    result.negative_prompts.append(state.all_negative_prompts[index])
+    result.infotexts.append(infotext)
+
+
+def infotext_params(
+    model: LoadedModel,
+    request: Txt2ImgRequest,
+    settings: EngineSettings,
+    state: JobState,
+    index: int,
+    edit_params: dict[str, Any],
+) -> dict[str, Any]:
+    """A1111's generation parameters of image `index`, in A1111's key order; None values are left out."""
+    sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
+    info = model.info
+    separate_vae = model.vae_name is not None and settings.add_vae_to_info
+    resize_from = request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0
+    params: dict[str, Any] = {
+        "Steps": request.steps,
+        "Sampler": sampler.name,
+        "Schedule type": samplers.infotext_schedule_label(sampler, schedule_label),
+        "CFG scale": request.cfg_scale,
+        "Seed": state.all_seeds[index],
+        "Size": f"{request.width}x{request.height}",
+        "Model hash": info.shorthash if settings.add_model_hash_to_info else None,
+        "Model": Path(info.name).name if settings.add_model_name_to_info else None,
+        "VAE hash": model.extra.get("vae_hash") if separate_vae else None,
+        "VAE": Path(model.vae_name).stem if separate_vae else None,
+        "Variation seed": state.all_subseeds[index] if request.subseed_strength > 0 else None,
+        "Variation seed strength": request.subseed_strength if request.subseed_strength > 0 else None,
+        "Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
+        if resize_from
+        else None,
+        **edit_params,
+        "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+        **state.extra_generation_params,
+        "Version": settings.version or None,
+    }
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _make_plan(model: LoadedModel, request: Txt2ImgRequest, settings: EngineSettings):
+    if isinstance(request, Img2ImgRequest):
+        from modules.engine.img2img import Img2ImgPlan
+
+        return Img2ImgPlan(model, request, settings)
+    return Txt2ImgPlan(model, request)
+
+
+def _effective_eta(
+    request: Txt2ImgRequest, settings: EngineSettings, sampler: samplers.SamplerInfo
+) -> float | None:
+    if request.eta is not None:
+        return request.eta
+    if sampler.eta_mode == samplers.ETA_STEP:
+        return settings.eta_ddim
+    if sampler.eta_mode == samplers.ETA_FIXED:
+        return settings.eta_ancestral
+    return None
+
+
+def _check_supported(request: Txt2ImgRequest) -> None:
+    if request.restore_faces:
+        raise RequestError("restore_faces", "face restoration is not available in this build")
+    if request.tiling:
+        raise RequestError("tiling", "seamless tiling is not available in this build")
+    if request.s_noise != 1.0:
+        raise RequestError("s_noise", "only 1.0 is supported by the diffusers schedulers")
+
+
+def _check_state(state: JobState) -> None:
+    count = state.request.n_iter * state.request.batch_size
+    for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
+        if len(getattr(state, name)) != count:
+            raise ValueError(f"JobState.{name} must have {count} entries (n_iter * batch_size) after hooks")

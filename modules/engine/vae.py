@@ -1,0 +1,60 @@
+"""VAE encode/decode between PIL images and scaled latents, with the NaN check A1111 users know."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from modules.sd_models.model import LoadedModel
+
+
+class NaNLatentsError(RuntimeError):
+    """The U-Net or VAE produced NaNs (usually half precision overflowing)."""
+
+
+def check_finite(tensor: torch.Tensor, where: str) -> None:
+    if torch.isnan(tensor).any():
+        hint = (
+            "the VAE overflowed in half precision; restart with --no-half-vae"
+            if where == "VAE"
+            else "the U-Net overflowed in half precision; try --no-half (or --no-half-vae if it is the VAE)"
+        )
+        raise NaNLatentsError(f"A tensor with NaNs was produced in the {where}: {hint}.")
+
+
+def _scale(model: LoadedModel) -> tuple[float, float]:
+    config = model.vae.config
+    return config.scaling_factor, getattr(config, "shift_factor", None) or 0.0
+
+
+@torch.no_grad()
+def encode(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [-1, 1] [B, 3, H, W] -> scaled latents (the distribution's mean: deterministic)."""
+    scaling, shift = _scale(model)
+    dist = model.vae.encode(pixels.to(model.device, model.vae_dtype)).latent_dist
+    return ((dist.mean - shift) * scaling).to(torch.float32)
+
+
+@torch.no_grad()
+def decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents -> pixels in [0, 1] as float32 [B, 3, H, W]; NaNs raise NaNLatentsError."""
+    check_finite(latents, "U-Net")
+    scaling, shift = _scale(model)
+    pixels = model.vae.decode(latents.to(model.device, model.vae_dtype) / scaling + shift, return_dict=False)[
+        0
+    ]
+    check_finite(pixels, "VAE")
+    return (pixels.float() / 2 + 0.5).clamp(0, 1)
+
+
+def pil_to_pixels(images: list[Image.Image]) -> torch.Tensor:
+    """RGB PIL images of one size -> [B, 3, H, W] in [-1, 1]."""
+    arrays = [np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0 for image in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def pixels_to_pil(pixels: torch.Tensor) -> list[Image.Image]:
+    """[B, 3, H, W] in [0, 1] -> PIL images (rounded as diffusers' image processor does)."""
+    arrays = (pixels.cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(array) for array in arrays]

@@ -1,0 +1,199 @@
+"""txt2img through the public entry `generate` on tiny random models (CPU, a few steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modules.engine.context import JobContext
+from modules.engine.generate import generate
+from modules.engine.hooks import EngineHooks
+from modules.engine.requests import RequestError, Txt2ImgRequest
+from modules.engine.settings import EngineSettings
+from modules.engine.vae import NaNLatentsError
+
+SIZE = 64
+
+
+def request(**changes) -> Txt2ImgRequest:
+    base = dict(prompt="a cat", negative_prompt="blurry", seed=42, steps=3, width=SIZE, height=SIZE)
+    base.update(changes)
+    return Txt2ImgRequest(sampler_name=base.pop("sampler_name", "Euler"), **base)
+
+
+def run(model, req, ctx=None, hooks=None, **settings):
+    settings.setdefault("save_images", False)
+    return generate(model, req, ctx or JobContext(), EngineSettings(**settings), hooks)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_images_seeds_and_infotext(tiny_sd1_model):
+    result = run(tiny_sd1_model, request(batch_size=2, n_iter=2), version="v1.2.3")
+    assert len(result.images) == 4 and all(im.size == (SIZE, SIZE) for im in result.images)
+    assert result.seeds == [42, 43, 44, 45]
+    assert result.prompts == ["a cat"] * 4
+    info = result.infotexts[1]
+    assert info.startswith("a cat\nNegative prompt: blurry\nSteps: 3, Sampler: Euler, Schedule type: ")
+    assert "CFG scale: 7.0" in info and "Seed: 43, Size: 64x64" in info and "Model: tiny-sd1" in info
+    assert info.endswith("Version: v1.2.3")
+    assert "Clip skip" not in info
+    assert np.abs(pixels(result.images[0]) - pixels(result.images[1])).mean() > 1
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ SDE"])
+def test_image_does_not_depend_on_batch_size(tiny_sd1_model, sampler):
+    pair = run(tiny_sd1_model, request(batch_size=2, sampler_name=sampler))
+    single = run(tiny_sd1_model, request(seed=43, sampler_name=sampler))
+    assert np.abs(pixels(pair.images[1]) - pixels(single.images[0])).max() <= 1
+
+
+def test_same_seed_reproduces_and_random_seed_resolves(tiny_sd1_model):
+    a = run(tiny_sd1_model, request(sampler_name="Euler a"))
+    b = run(tiny_sd1_model, request(sampler_name="Euler a"))
+    assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
+    c = run(tiny_sd1_model, request(seed=-1, batch_size=2))
+    assert c.seeds[0] >= 0 and c.seeds[1] == c.seeds[0] + 1
+
+
+def test_progress_reports_every_step_with_previews(tiny_sd1_model):
+    infos = []
+    run(tiny_sd1_model, request(n_iter=2, steps=4), JobContext(on_step=infos.append), live_preview_every=2)
+    assert [(i.job_no, i.step, i.steps) for i in infos] == [(j, s, 4) for j in range(2) for s in range(1, 5)]
+    assert [i.latents is not None for i in infos[:4]] == [False, True, False, True]
+    assert infos[1].latents.shape == (1, 4, SIZE // 8, SIZE // 8)
+
+
+def test_interrupt_returns_decoded_current_batch(tiny_sd1_model):
+    ctx = JobContext()
+    ctx.on_step = lambda info: ctx.interrupt() if info.job_no == 1 and info.step == 2 else None
+    result = run(tiny_sd1_model, request(n_iter=3, batch_size=2, steps=4), ctx)
+    assert result.interrupted
+    assert result.seeds == [42, 43, 44, 45]  # batch 0 finished, batch 1 decoded from its partial state
+    assert len(result.images) == 4
+
+
+def test_skip_drops_current_batch_and_continues(tiny_sd1_model):
+    ctx = JobContext()
+    ctx.on_step = lambda info: ctx.skip() if info.job_no == 0 and info.step == 1 else None
+    result = run(tiny_sd1_model, request(n_iter=2, steps=3), ctx)
+    assert not result.interrupted
+    assert result.seeds == [43]
+    full = run(tiny_sd1_model, request(seed=43, steps=3))
+    assert np.array_equal(pixels(result.images[0]), pixels(full.images[0]))
+
+
+def test_cfg_one_skips_uncond_and_batches_cond_with_uncond(tiny_sd1_model):
+    rows = []
+    hooks = EngineHooks(cfg_denoiser=lambda args: rows.append((args.x.shape[0], args.text_uncond is None)))
+    run(tiny_sd1_model, request(batch_size=2, cfg_scale=1.0, steps=2), hooks=hooks)
+    run(tiny_sd1_model, request(batch_size=2, cfg_scale=5.0, steps=2), hooks=hooks)
+    assert rows == [(2, True)] * 2 + [(4, False)] * 2
+
+
+def test_negative_prompt_changes_result(tiny_sd1_model):
+    a = run(tiny_sd1_model, request(negative_prompt=""))
+    b = run(tiny_sd1_model, request(negative_prompt="ugly, dark"))
+    assert np.abs(pixels(a.images[0]) - pixels(b.images[0])).mean() > 0.5
+
+
+def test_prompt_editing_switches_conditioning(tiny_sd1_model):
+    seen = []
+    hooks = EngineHooks(cfg_denoiser=lambda args: seen.append(args.text_cond.clone()))
+    run(tiny_sd1_model, request(prompt="[a cat:a dog:2]", steps=4), hooks=hooks)
+    cat_dog = seen
+    seen = []
+    run(tiny_sd1_model, request(prompt="a cat", steps=1), hooks=hooks)
+    run(tiny_sd1_model, request(prompt="a dog", steps=1), hooks=hooks)
+    cat, dog = seen
+    assert torch.equal(cat_dog[0], cat) and torch.equal(cat_dog[1], cat)
+    assert torch.equal(cat_dog[2], dog) and torch.equal(cat_dog[3], dog)
+
+
+def test_and_composable_prompt_runs_all_parts_in_one_call(tiny_sd1_model):
+    rows = []
+    hooks = EngineHooks(cfg_denoiser=lambda args: rows.append(args.x.shape[0]))
+    result = run(tiny_sd1_model, request(prompt="a cat AND a dog :0.5", steps=2), hooks=hooks)
+    assert rows == [3, 3]  # uncond + two sub-prompts
+    plain = run(tiny_sd1_model, request(prompt="a cat", steps=2))
+    assert not np.array_equal(pixels(result.images[0]), pixels(plain.images[0]))
+
+
+def test_hooks_rewrite_prompts_seeds_and_add_infotext(tiny_sd1_model):
+    def process(state):
+        state.all_prompts[1] = "a red house"
+        state.all_seeds[1] = 7
+        state.extra_generation_params["My ext"] = "on"
+
+    calls = []
+    hooks = EngineHooks(
+        process=process,
+        postprocess_image=lambda args: calls.append(("image", args.index)),
+        postprocess=lambda args: calls.append(("done", len(args.result.images))),
+    )
+    result = run(tiny_sd1_model, request(batch_size=2), hooks=hooks)
+    assert result.prompts == ["a cat", "a red house"] and result.seeds == [42, 7]
+    assert result.infotexts[1].startswith("a red house\n") and "Seed: 7," in result.infotexts[1]
+    assert "My ext: on" in result.infotexts[0]
+    single = run(tiny_sd1_model, request(prompt="a red house", seed=7))
+    assert np.abs(pixels(result.images[1]) - pixels(single.images[0])).max() <= 1
+    assert calls == [("image", 0), ("image", 1), ("done", 2)]
+
+
+def test_saves_png_with_parameters(tiny_sd1_model, tmp_path):
+    seen = []
+    hooks = EngineHooks(image_saved=lambda args: seen.append(args.path))
+    result = run(tiny_sd1_model, request(n_iter=2), hooks=hooks, save_images=True, outputs_root=tmp_path)
+    assert len(result.saved_paths) == 2 and seen == result.saved_paths
+    for path, info in zip(result.saved_paths, result.infotexts, strict=True):
+        assert "txt2img-images" in path and path.startswith(str(tmp_path))
+        with Image.open(path) as saved:
+            assert saved.info["parameters"] == info
+    nothing = run(tiny_sd1_model, request(do_not_save_samples=True), save_images=True, outputs_root=tmp_path)
+    assert nothing.saved_paths == []
+
+
+@pytest.mark.parametrize("family", ["sd2-v", "sdxl", "sdxl-refiner", "sd1-inpaint"])
+def test_other_families_generate(tiny_model_factory, family):
+    model = tiny_model_factory(family)
+    result = run(model, request(sampler_name="DPM++ 2M", clip_skip=2 if family == "sd2-v" else 1))
+    assert result.images[0].size == (SIZE, SIZE)
+    assert np.asarray(result.images[0]).std() > 0
+
+
+def test_nan_latents_give_clear_error(tiny_sd1_model):
+    def poison(args):
+        args.x = args.x * float("nan")
+
+    with pytest.raises(NaNLatentsError, match="--no-half"):
+        run(tiny_sd1_model, request(steps=1), hooks=EngineHooks(cfg_after_cfg=poison))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"width": 60}, "width"),
+        ({"steps": 0}, "steps"),
+        ({"cfg_scale": 31}, "cfg_scale"),
+        ({"batch_size": 65}, "batch_size"),
+        ({"tiling": True}, "tiling"),
+    ],
+)
+def test_bad_requests_name_the_field(tiny_sd1_model, changes, field):
+    with pytest.raises(RequestError) as error:
+        run(tiny_sd1_model, request(**changes))
+    assert error.value.field == field
+
+
+def test_unknown_sampler_lists_valid_names(tiny_sd1_model):
+    with pytest.raises(ValueError, match="Euler a"):
+        run(tiny_sd1_model, request(sampler_name="Eulerish"))
+
+
+def test_unbalanced_brackets_are_literal(tiny_sd1_model):
+    result = run(tiny_sd1_model, request(prompt="a (cat [dog", steps=1))
+    assert result.prompts == ["a (cat [dog"]
