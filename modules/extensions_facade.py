@@ -52,7 +52,20 @@ def run_job(
     p.script_args = list(script_args)
     p.engine_run = run
     p.is_api = True
-    shared.state.bind_job(processing._running_ctx(), job)
+    p.sd_model = shared.current_model()
+    if p.sd_model is not None:
+        p.sd_model_name, p.sd_model_hash = p.sd_model.info.name, p.sd_model.info.shorthash
+    ctx = processing._running_ctx()
+    shared.state.bind_job(ctx, job)
+    forward = ctx.on_step if ctx is not None else None
+    if ctx is not None:  # mirror progress into shared.state for extensions that read it
+
+        def on_step(info):
+            shared.state.update_from_step(info)
+            if forward is not None:
+                forward(info)
+
+        ctx.on_step = on_step
     try:
         runner.setup_scrips(p, is_ui=False)
         processed = runner.run(p, *p.script_args)
@@ -60,6 +73,8 @@ def run_job(
             processed = processing.process_images(p)
         return processed.to_result(request)
     finally:
+        if ctx is not None:
+            ctx.on_step = forward
         shared.state.end()
 
 

@@ -234,16 +234,72 @@ def bind(
         device = "cpu"
 
 
+class CheckpointInfoView:
+    """A1111's `sd_model.sd_checkpoint_info` names over our CheckpointInfo."""
+
+    def __init__(self, info: Any):
+        self._info = info
+        self.title, self.model_name, self.name = info.title, info.name, info.name
+        self.filename, self.sha256, self.shorthash = info.filename, info.sha256, info.shorthash
+        self.hash = info.shorthash
+        self.name_for_extra = info.name
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self._info, key)
+
+
+class SdModelView:
+    """`shared.sd_model` / `p.sd_model`: our LoadedModel (diffusers modules) plus A1111's flag names.
+
+    Not A1111's LDM object: extensions that patch `model.diffusion_model` internals will not work.
+    """
+
+    def __init__(self, model: Any):
+        object.__setattr__(self, "_model", model)
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(object.__getattribute__(self, "_model"), key)
+
+    @property
+    def loaded_model(self) -> Any:
+        return self._model
+
+    @property
+    def is_sd1(self) -> bool:
+        return str(getattr(self._model.family, "value", "")).startswith("sd1")
+
+    @property
+    def is_sd2(self) -> bool:
+        return str(getattr(self._model.family, "value", "")).startswith("sd2")
+
+    @property
+    def is_sdxl(self) -> bool:
+        return bool(self._model.is_sdxl)
+
+    @property
+    def sd_checkpoint_info(self) -> CheckpointInfoView:
+        return CheckpointInfoView(self._model.info)
+
+    @property
+    def sd_model_hash(self) -> str | None:
+        return self._model.info.shorthash
+
+    @property
+    def sd_model_checkpoint(self) -> str:
+        return self._model.info.filename
+
+
 def current_model() -> Any:
+    """The model of the running job, else the app's current one, wrapped as `SdModelView` (None if none)."""
     model = _job_model.get()
-    if model is not None:
-        return model
-    if _model_provider is not None:
+    if model is None and _model_provider is not None:
         try:
-            return _model_provider()
+            model = _model_provider()
         except Exception:
             log.exception("shared.sd_model: the model provider failed")
-    return None
+    if model is None or isinstance(model, SdModelView):
+        return model
+    return SdModelView(model)
 
 
 def set_job_model(model: Any) -> contextvars.Token:

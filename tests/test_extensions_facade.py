@@ -211,3 +211,15 @@ def test_ui_components_render_as_known_gradio_blocks():
     assert kinds == {"accordion", "button", "checkbox", "dropdown", "form", "row", "slider"}
     assert (button.get_block_name(), enabled.value, multi.multiselect) == ("button", True, True)
     assert "tool" in button.elem_classes
+
+
+def test_shared_sd_model_view(tiny_sd1_model):
+    token = shared.set_job_model(tiny_sd1_model)
+    try:
+        model = shared.sd_model
+        assert model.is_sd1 and not model.is_sdxl and not model.is_sd2
+        assert model.unet is tiny_sd1_model.unet and model.loaded_model is tiny_sd1_model
+        assert model.sd_checkpoint_info.title == tiny_sd1_model.info.title
+        assert model.sd_checkpoint_info.model_name == tiny_sd1_model.info.name
+    finally:
+        shared.reset_job_model(token)

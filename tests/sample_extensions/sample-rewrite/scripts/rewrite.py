@@ -47,3 +47,18 @@ class SampleRewrite(scripts.Script):
             for x, seed in zip(p.all_prompts, p.all_seeds, strict=True)
         ]
         p.extra_generation_params["Sample rewrite"] = tag + ("+flag" if cmd_opts.sample_ext_flag else "")
+
+
+class StateProbe(scripts.Script):
+    """Records shared.state while images are post-processed (progress mirrored from the job)."""
+
+    seen = []
+
+    def title(self):
+        return "State probe"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def postprocess_image(self, p, pp, *args):
+        StateProbe.seen.append((shared.state.job, shared.state.sampling_step, shared.state.sampling_steps))
