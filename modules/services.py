@@ -122,6 +122,7 @@ class AppServices:
             eta_ancestral=float(values.get("eta_ancestral", 1.0)),
             eta_ddim=float(values.get("eta_ddim", 0.0)),
             version=self.version,
+            styles=self.styles,
         )
 
     # --- jobs ---
@@ -253,8 +254,18 @@ def build_services(
         jobs=JobQueue(workers=workers),
         styles=StyleDatabase(paths.styles_file),
         generate=generate,
+        preview=_latent_preview,
     )
     return services
+
+
+def _latent_preview(model: LoadedModel, info: StepInfo) -> Image.Image | None:
+    """Cheap live preview of the first image of the batch (linear latent -> RGB, no VAE)."""
+    if info.latents is None:
+        return None
+    from modules.previews import latent_preview
+
+    return latent_preview(info.latents[0], model.family)
 
 
 def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:
