@@ -1,5 +1,5 @@
 # Shared by webui.sh and run_tests.sh: an idempotent virtual environment.
-# A stamp file holds the hash of the requirement files; pip runs only when it changes.
+# A stamp file lists the hashes of the requirement-file sets already installed; pip runs only for a new one.
 VENV_DIR="${VENV_DIR:-.venv}"
 VENV_PY="$VENV_DIR/bin/python"
 
@@ -16,7 +16,7 @@ ensure_venv() {
     local args=()
     for f in "$@"; do args+=(-r "$f"); done
     "$VENV_PY" -m pip install --quiet "${args[@]}"
-    echo "$want" >"$stamp"
+    echo "$want" >>"$stamp"
   fi
 }
 
