@@ -40,7 +40,12 @@ class _ConfigView:
 
 
 def enabled_preload_files(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[tuple[str, Path]]:
-    known, _ = parser.parse_known_args(list(argv))
+    # pre-parse without --help (it would print and exit before extensions add their flags)
+    args = [a for a in argv if a not in ("-h", "--help")]
+    try:
+        known, _ = parser.parse_known_args(args)
+    except SystemExit:  # a bad value: the real parse reports it; here fall back to defaults
+        known, _ = parser.parse_known_args([])
     data_dir = Path(getattr(known, "data_dir", None) or ".")
     paths = DataPaths(data_dir.resolve())
     disabled, mode = _disabled_from_config(paths.config_file)

@@ -121,3 +121,21 @@ def test_install_refused_when_listening_publicly(tmp_path, app_factory):
     with pytest.raises(ExtensionError, match="enable-insecure-extension-access"):
         system.manager.install(str(repo))
     assert not (tmp_path / "data" / "extensions" / "sample-rewrite").exists()
+
+
+def test_preload_flags_in_help_and_bad_preload_is_skipped(tmp_path, capsys, caplog):
+    from modules import cmd_args
+    from modules.extension_preload import apply_preload_hooks
+
+    install(tmp_path, "sample-rewrite")
+    broken = tmp_path / "data" / "extensions" / "broken"
+    broken.mkdir()
+    (broken / "preload.py").write_text("def preload(parser):\n    raise ValueError('nope')\n")
+    parser = cmd_args.build_parser()
+    argv = ["--data-dir", str(tmp_path / "data"), "--help"]
+    with caplog.at_level(logging.ERROR, logger="webui.extensions"):
+        assert apply_preload_hooks(parser, argv) == ["sample-rewrite"]
+    assert any("broken" in r.getMessage() for r in caplog.records)
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv)
+    assert "--sample-ext-flag" in capsys.readouterr().out
