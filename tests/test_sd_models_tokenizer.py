@@ -37,3 +37,14 @@ def test_unicode_and_punctuation_match_reference_ids():
     ids = tok("Hello, World!!  naïve emoji 🎉 running").input_ids
     assert ids == [49406, 3306, 267, 1002, 748, 1097, 35689, 563, 16327, 3986, 2761, 49407]
     assert tok.decode(ids, skip_special_tokens=True) == "hello , world !! naïve emoji 🎉 running"
+
+
+def test_shared_tokenizers_are_built_once_per_pad_token():
+    from modules.sd_models.loader import tokenizers_for_family
+    from modules.sd_models.model import ModelFamily
+    from modules.sd_models.tokenizer import shared_clip_tokenizer
+
+    sdxl = tokenizers_for_family(ModelFamily.SDXL)
+    assert sdxl[0] is shared_clip_tokenizer() and sdxl[1] is tokenizers_for_family(ModelFamily.SD2)[0]
+    assert [t.pad_token_id for t in sdxl] == [49407, 0]
+    assert sdxl[0]("a cat").input_ids == build_clip_tokenizer()("a cat").input_ids

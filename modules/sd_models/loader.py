@@ -24,7 +24,7 @@ from modules.sd_models.errors import CheckpointLoadError
 from modules.sd_models.ldm_export import SD2_FAMILIES, TEXT_ENCODER_LAYOUTS, components_to_ldm
 from modules.sd_models.model import CheckpointInfo, LoadedModel, ModelFamily
 from modules.sd_models.safe_pickle import load_pickled_checkpoint
-from modules.sd_models.tokenizer import build_clip_tokenizer, build_openclip_tokenizer
+from modules.sd_models.tokenizer import END_TOKEN, OPENCLIP_PAD_TOKEN, shared_clip_tokenizer
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # Top-level entries some real files carry besides the modules (see tests/fixtures/.../extras_optional.json).
@@ -284,8 +284,9 @@ def convert_state_dict(
 
 
 def tokenizers_for_family(family: ModelFamily) -> list[Any]:
+    """The family's tokenizers (CLIP-L pads with <|endoftext|>, OpenCLIP with "!"); shared, built once."""
     kinds = [kind for kind, _ in TEXT_ENCODER_LAYOUTS[family]]
-    return [build_clip_tokenizer() if kind == "clip" else build_openclip_tokenizer() for kind in kinds]
+    return [shared_clip_tokenizer(END_TOKEN if kind == "clip" else OPENCLIP_PAD_TOKEN) for kind in kinds]
 
 
 def resolve_config(

@@ -77,3 +77,17 @@ def build_clip_tokenizer(pad_token: str = END_TOKEN) -> transformers.CLIPTokeniz
 
 def build_openclip_tokenizer() -> transformers.CLIPTokenizer:
     return build_clip_tokenizer(pad_token=OPENCLIP_PAD_TOKEN)
+
+
+def shared_clip_tokenizer(pad_token: str = END_TOKEN) -> transformers.CLIPTokenizer:
+    """One tokenizer per pad token for the whole process, shared by every loaded model.
+
+    Building one costs ~0.1 s (the BPE merges table), which would otherwise be paid on every checkpoint load.
+    Callers must treat it as read-only: never add tokens or change its settings.
+    """
+    return _cached_tokenizer(pad_token)  # positional, so f() and f(END_TOKEN) hit the same cache entry
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_tokenizer(pad_token: str) -> transformers.CLIPTokenizer:
+    return build_clip_tokenizer(pad_token)
