@@ -113,6 +113,18 @@ class ExtensionSystem:
         return [str(p) for p in self.manager.stylesheets()]
 
 
+def app_started(demo: Any, app: Any) -> None:
+    """Call once the FastAPI app (and the Gradio Blocks, or None) exist: runs `on_app_started` callbacks
+    (extensions add their own API routes there)."""
+    shared.demo = demo
+    script_callbacks.app_started_callback(demo, app)
+
+
+def extension_tabs() -> list[Any]:
+    """`on_ui_tabs` results: [(gr.Blocks, title, elem_id)] to add as top-level tabs."""
+    return script_callbacks.ui_tabs_callback()
+
+
 def attach_extensions(services: Any) -> ExtensionSystem:
     """Bind the facade to the app and load the extensions (see module docstring)."""
     paths.configure(services.paths)

@@ -65,3 +65,21 @@ def test_bad_script_names_are_422(client, field, body):
     response = client.post("/sdapi/v1/txt2img", json=dict(BASE, **body))
     assert response.status_code == 422
     assert field in response.text
+
+
+def test_on_app_started_routes(tmp_path, tiny_sd1_model):
+    from modules import script_callbacks
+    from modules.extensions_facade import app_started
+
+    services, _ = make_app(tmp_path / "data", tiny_sd1_model)
+    app = create_app(services, with_ui=False, with_api=True)
+    script_callbacks.on_app_started(
+        lambda demo, fastapi_app: fastapi_app.add_api_route("/myext/ping", lambda: "pong")
+    )
+    try:
+        app_started(None, app)
+        with TestClient(app) as test_client:
+            assert test_client.get("/myext/ping").json() == "pong"
+    finally:
+        script_callbacks.clear_callbacks()
+        reset_scripts()

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 INSTALLED_HEADERS = ["Extension", "Enabled", "Branch", "Version", "Update", "URL", "Problem"]
 AVAILABLE_HEADERS = ["Extension", "Description", "Tags", "Installed", "URL"]
 INDEX_OPTION = "extensions_index_url"
+# A1111's public index; only fetched when the user clicks "Load from:" (a local file works offline)
+DEFAULT_INDEX = (
+    "https://raw.githubusercontent.com/AUTOMATIC1111/stable-diffusion-webui-extensions/master/index.json"
+)
 
 
 class ExtensionsActions:

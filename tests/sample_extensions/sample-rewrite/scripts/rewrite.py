@@ -16,6 +16,7 @@ def on_ui_settings():
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
+BASEDIR = scripts.basedir()  # A1111 extensions call it at import time to find their own files
 SEEN_STEPS = []
 
 
