@@ -84,8 +84,8 @@ class State:
     """A1111 `shared.state`: progress of the running generation; `interrupt()`/`skip()` reach its job."""
 
     def __init__(self) -> None:
-        self.skipped = False
-        self.interrupted = False
+        self._skipped = False
+        self._interrupted = False
         self.stopping_generation = False
         self.job = ""
         self.job_no = 0
@@ -102,6 +102,23 @@ class State:
         self.time_start: float | None = None
         self.server_start = time.time()
         self._ctx: Any = None  # JobContext of the running job
+
+    # interrupted / skipped also read the running job's context: the queue's interrupt reaches scripts
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted or bool(self._ctx is not None and self._ctx.interrupted)
+
+    @interrupted.setter
+    def interrupted(self, value: bool) -> None:
+        self._interrupted = bool(value)
+
+    @property
+    def skipped(self) -> bool:
+        return self._skipped or bool(self._ctx is not None and self._ctx.skipped)
+
+    @skipped.setter
+    def skipped(self, value: bool) -> None:
+        self._skipped = bool(value)
 
     def bind_job(self, ctx: Any, job: str = "") -> None:
         self._ctx = ctx
@@ -149,7 +166,6 @@ class State:
         self.job_count = info.job_count
         self.sampling_step = info.step
         self.sampling_steps = info.steps
-        self.interrupted = self.interrupted or bool(self._ctx and self._ctx.interrupted)
 
     def set_current_image(self) -> None:  # previews come from the job queue, not from here
         pass

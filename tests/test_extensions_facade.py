@@ -115,6 +115,9 @@ def test_shared_state_reaches_the_job_context():
     ctx = JobContext()
     shared.state.bind_job(ctx, "txt2img")
     try:
+        assert not shared.state.skipped
+        ctx.skip()  # the queue's skip/interrupt are visible to scripts through shared.state
+        assert shared.state.skipped and not shared.state.interrupted
         shared.state.interrupt()
         assert ctx.interrupted and shared.state.interrupted and shared.state.job == "txt2img"
     finally:
