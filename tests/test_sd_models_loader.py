@@ -146,3 +146,39 @@ def test_standalone_vae_files(tmp_path, tiny_sd1_model, layout):
     )
     vae = load_vae_file(path, dict(tiny_sd1_model.vae.config), torch.device("cpu"), torch.float32)
     assert _same(vae, other)
+
+
+def test_policy_dtypes_are_applied_while_assigning(tmp_path, tiny_sd1_model, caplog):
+    from modules.sd_models.loader import DevicePolicy
+
+    path = tiny_models.write_single_file(tiny_sd1_model, tmp_path / "half.safetensors", dtype=torch.float16)
+    info = checkpoint_info(path)
+    with caplog.at_level("WARNING"):
+        full = load_checkpoint(info, DevicePolicy())
+        mixed = load_checkpoint(info, DevicePolicy(dtype=torch.float16, vae_dtype=torch.float32))
+    assert "should be kept in float32" not in caplog.text  # no second pass through diffusers' .to()
+    tensors = [*full.unet.state_dict().values(), *full.vae.state_dict().values()]
+    assert all(t.dtype == torch.float32 for t in tensors)
+    assert {p.dtype for p in full.text_encoders[0].parameters()} == {torch.float32}
+    assert {p.dtype for p in mixed.unet.parameters()} == {torch.float16}
+    assert {p.dtype for p in mixed.vae.parameters()} == {torch.float32}
+    expected = tiny_sd1_model.unet.conv_in.weight.to(torch.float16)
+    assert torch.equal(mixed.unet.conv_in.weight, expected)
+    assert torch.equal(full.unet.conv_in.weight, expected.float())
+    assert mixed.text_encoders[0].get_input_embeddings().weight.dtype == torch.float16
+
+
+def test_matching_dtype_is_assigned_without_copying(tmp_path, tiny_sd1_model):
+    from modules.sd_models.loader import DevicePolicy, convert_state_dict, resolve_config
+
+    path = tiny_models.write_single_file(tiny_sd1_model, tmp_path / "half.safetensors", dtype=torch.float16)
+    state = safetensors.torch.load_file(str(path))
+    family, config, _ = resolve_config(path, {k: tuple(v.shape) for k, v in state.items()}, {})
+    half = convert_state_dict(
+        state, family, config, path, DevicePolicy(dtype=torch.float16, vae_dtype=torch.float16)
+    )
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    assert half.unet.conv_in.weight.data_ptr() == state[key].data_ptr()  # the file's tensor itself
+    full = convert_state_dict(state, family, config, path, DevicePolicy())
+    assert full.unet.conv_in.weight.data_ptr() != state[key].data_ptr()
+    assert torch.equal(full.unet.conv_in.weight, state[key].float())

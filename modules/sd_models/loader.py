@@ -208,7 +208,22 @@ def expected_layout(family: ModelFamily, config: dict[str, Any]) -> dict[str, tu
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
-def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
+def _placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Device and (floating point only) dtype in one copy; the same tensor, no copy, when both already match."""
+    return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+
+
+def _load_into(
+    module: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    what: str,
+    path: Path,
+    placement: tuple[torch.device, torch.dtype] | None = None,
+) -> None:
+    """Assign the tensors as the module's parameters (no init, no extra copy); ``placement`` converts each
+    tensor once on the way in, instead of a second pass over the whole module with ``module.to()``."""
+    if placement is not None:
+        state = {k: _placed(v, *placement) for k, v in state.items()}
     result = module.load_state_dict(state, strict=False, assign=True)
     problems = []
     if result.missing_keys:
@@ -257,9 +272,20 @@ def _convert_text_encoder(
 
 
 def convert_state_dict(
-    state: dict[str, torch.Tensor], family: ModelFamily, config: dict[str, Any], path: Path
+    state: dict[str, torch.Tensor],
+    family: ModelFamily,
+    config: dict[str, Any],
+    path: Path,
+    policy: DevicePolicy | None = None,
 ) -> Components:
-    """LDM/SGM tensors -> diffusers modules (built on meta, tensors assigned, no copies where possible)."""
+    """LDM/SGM tensors -> diffusers modules (built on meta, tensors assigned).
+
+    With a ``policy`` each tensor is moved/converted once while being assigned; tensors already on the target
+    device and dtype (e.g. an fp16 file for fp16) are used as they are: zero-copy views of the mmapped file.
+    Without one, tensors are assigned as given (meta tensors in the manifest tests).
+    """
+    main = (policy.device, policy.dtype) if policy else None
+    vae = (policy.device, policy.vae_dtype) if policy else None
     components = build_components(config, device="meta")
     # The exporter applied to the empty modules gives exactly the keys/shapes a file of this config has.
     expected = components_to_ldm(family, components.unet, components.vae, components.text_encoders)
@@ -267,12 +293,15 @@ def convert_state_dict(
     del expected
     check_layout({k: tuple(v.shape) for k, v in state.items()}, expected_shapes, path, family)
     unet_state = sfu.convert_ldm_unet_checkpoint(state, config["unet"])
-    _load_into(components.unet, unet_state, "UNet", path)
+    _load_into(components.unet, unet_state, "UNet", path, main)
+    del unet_state
     vae_state = sfu.convert_ldm_vae_checkpoint(state, config["vae"])
-    _load_into(components.vae, vae_state, "VAE", path)
+    _load_into(components.vae, vae_state, "VAE", path, vae)
+    del vae_state
     layouts = TEXT_ENCODER_LAYOUTS[family]
     for (kind, prefix), encoder in zip(layouts, components.text_encoders, strict=True):
-        _load_into(encoder, _convert_text_encoder(kind, prefix, encoder, state, family), "text encoder", path)
+        converted = _convert_text_encoder(kind, prefix, encoder, state, family)
+        _load_into(encoder, converted, "text encoder", path, main)
     for module, what in ((components.unet, "UNet"), (components.vae, "VAE")):
         _fix_buffers_and_check(module, what, path)
     for encoder in components.text_encoders:
@@ -345,7 +374,7 @@ def load_single_file(info: CheckpointInfo, policy: DevicePolicy = DevicePolicy()
     state, metadata = read_state_dict(path)
     state = _normalize_keys(state)
     family, config, reason = resolve_config(path, {k: tuple(v.shape) for k, v in state.items()}, metadata)
-    components = convert_state_dict(state, family, config, path)
+    components = convert_state_dict(state, family, config, path, policy)
     del state
     model = _finish(info, family, components, config, policy)
     model.extra["detection"] = reason
@@ -418,5 +447,5 @@ def load_vae_file(path: Path, vae_config: dict[str, Any], device: torch.device, 
         raise CheckpointLoadError(
             f"{path}: VAE does not fit this checkpoint's VAE (shape mismatch: {_few(wrong)})"
         )
-    _load_into(vae, converted, "VAE", path)
-    return _place(vae.eval().requires_grad_(False), device, dtype)
+    _load_into(vae, converted, "VAE", path, (torch.device(device), dtype))
+    return vae.eval().requires_grad_(False)
