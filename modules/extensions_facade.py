@@ -55,6 +55,7 @@ def run_job(
     p.sd_model = shared.current_model()
     if p.sd_model is not None:
         p.sd_model_name, p.sd_model_hash = p.sd_model.info.name, p.sd_model.info.shorthash
+        _notify_model_loaded(p.sd_model)
     ctx = processing._running_ctx()
     shared.state.bind_job(ctx, job)
     forward = ctx.on_step if ctx is not None else None
@@ -76,6 +77,17 @@ def run_job(
         if ctx is not None:
             ctx.on_step = forward
         shared.state.end()
+
+
+_last_model: list[Any] = [None]  # the facade's memory of which model on_model_loaded last saw
+
+
+def _notify_model_loaded(model: Any) -> None:
+    """on_model_loaded for a model the extensions have not seen yet (the manager does not call us)."""
+    loaded = getattr(model, "loaded_model", model)
+    if _last_model[0] is not loaded:
+        _last_model[0] = loaded
+        script_callbacks.model_loaded_callback(model)
 
 
 def ui_values_to_call(is_img2img: bool, values: list[Any]) -> dict[str, Any]:
@@ -104,7 +116,9 @@ class ExtensionSystem:
         self.manager.discover()
         self.manager.run_pending_installs()
         scripts.load_scripts(self.manager)
+        _last_model[0] = None  # newly loaded scripts have not seen any model yet
         script_callbacks.ui_settings_callback()
+        script_callbacks.before_ui_callback()
 
     def javascript_files(self) -> list[str]:
         return [str(p) for p in self.manager.javascript_files()]

@@ -57,6 +57,7 @@ def test_installed_extension_rewrites_prompts_and_adds_infotext(tmp_path, app_fa
     module = next(m for path, m in scripts.loaded_modules.items() if path.endswith("rewrite.py"))
     assert module.SEEN_STEPS[:2] == [0, 1]  # on_cfg_denoiser ran per step
     assert module.StateProbe.seen[-1] == ("txt2img", 2, 2)  # shared.state follows the job's progress
+    assert module.LOADED_MODELS == [services.models.current_title()]  # once, before the first job
     assert module.BASEDIR == str(tmp_path / "data" / "extensions" / "sample-rewrite")
 
     defaults = generate(services)  # no args given: ui() defaults (enabled, "tag")

@@ -18,6 +18,8 @@ def on_ui_settings():
 script_callbacks.on_ui_settings(on_ui_settings)
 BASEDIR = scripts.basedir()  # A1111 extensions call it at import time to find their own files
 SEEN_STEPS = []
+LOADED_MODELS = []
+script_callbacks.on_model_loaded(lambda sd_model: LOADED_MODELS.append(sd_model.sd_checkpoint_info.title))
 
 
 def on_cfg_denoiser(params):
