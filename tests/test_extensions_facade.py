@@ -226,3 +226,46 @@ def test_shared_sd_model_view(tiny_sd1_model):
         assert model.sd_checkpoint_info.model_name == tiny_sd1_model.info.name
     finally:
         shared.reset_job_model(token)
+
+
+class MaskProbe(scripts.Script):
+    seen: dict = {}
+
+    def title(self):
+        return "Mask probe"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible if is_img2img else False
+
+    def process(self, p, *args):
+        MaskProbe.seen["process"] = (len(p.init_images), p.image_mask is not None, p.denoising_strength)
+
+    def on_mask_blend(self, p, mba, *args):
+        MaskProbe.seen.setdefault("blends", 0)
+        MaskProbe.seen["blends"] += 1
+        assert mba.blended_latent.shape == mba.current_latent.shape
+
+
+def test_img2img_inpaint_hooks_on_the_engine(tiny_sd1_model):
+    r = scripts.ScriptRunner(
+        [scripts.ScriptClassData(MaskProbe, "/x/m.py", "/x", None, "m")], is_img2img=True
+    )
+    r.ensure_ui()
+    assert (
+        scripts.ScriptRunner([scripts.ScriptClassData(MaskProbe, "/x/m.py", "/x", None, "m")]).scripts == []
+    )
+    init = Image.new("RGB", (64, 64), (120, 80, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    p = processing.StableDiffusionProcessingImg2Img(
+        prompt="x", init_images=[init], mask=mask, denoising_strength=1.0, steps=2, width=64, height=64,
+        sampler_name="Euler", seed=1,
+    )  # fmt: skip
+    p.scripts, p.script_args = r, [0]
+    p.engine_run = lambda req, hooks: generate(
+        tiny_sd1_model, req, JobContext(), EngineSettings(save_images=False), hooks
+    )
+    MaskProbe.seen = {}
+    processed = processing.process_images(p)
+    assert MaskProbe.seen["process"] == (1, True, 1.0)
+    assert MaskProbe.seen["blends"] >= 1 and len(processed.images) == 1
