@@ -107,6 +107,24 @@ def ui_values_to_call(is_img2img: bool, values: list[Any]) -> dict[str, Any]:
 
 
 @dataclass
+class ScriptControls:
+    """The script area of a txt2img/img2img tab: `inputs` go last in the Generate click's inputs."""
+
+    inputs: list[Any]  # [Script dropdown (type="index"), *every script's components]
+    is_img2img: bool
+
+    def call_fields(self, values: list[Any]) -> dict[str, Any]:
+        """Submitted values of `inputs` -> ScriptCall(kind, **fields)."""
+        return ui_values_to_call(self.is_img2img, list(values))
+
+
+def script_controls(is_img2img: bool) -> ScriptControls:
+    """Build the Script dropdown and the scripts' components here (inside the tab's gr.Blocks)."""
+    runner = scripts.runner_for(is_img2img)
+    return ScriptControls(runner.setup_ui(), is_img2img)
+
+
+@dataclass
 class ExtensionSystem:
     manager: ExtensionManager
     services: Any

@@ -141,3 +141,26 @@ def test_preload_flags_in_help_and_bad_preload_is_skipped(tmp_path, capsys, capl
     with pytest.raises(SystemExit):
         parser.parse_args(argv)
     assert "--sample-ext-flag" in capsys.readouterr().out
+
+
+def test_script_controls_for_the_ui(tmp_path, app_factory):
+    import gradio as gr
+
+    from modules.extensions_facade import script_controls
+
+    install(tmp_path, "sample-rewrite")
+    services, _ = app_factory()
+    with gr.Blocks():
+        controls = script_controls(is_img2img=False)
+    dropdown = controls.inputs[0]
+    assert dropdown.choices[0][0] == "None" and ("X/Y/Z plot", 2) in [
+        (c[0], i) for i, c in enumerate(dropdown.choices)
+    ]
+    values = list(scripts.scripts_txt2img.default_args)
+    assert len(values) == len(controls.inputs)
+    values[0] = 1  # "Prompts from file or textbox"
+    script = scripts.scripts_txt2img.selectable_scripts[0]
+    values[script.args_from : script.args_to] = [False, False, "start", "a dog"]
+    fields = controls.call_fields(values)
+    assert fields["script_name"] == "Prompts from file or textbox"
+    assert generate(services, **fields).prompts == ["a dog a cat tag-5 sfx", "a dog a cat tag-6 sfx"]
