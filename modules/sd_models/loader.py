@@ -122,9 +122,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         if path.stat().st_size == 0:
             raise CheckpointLoadError(f"{path}: empty file (0 bytes)")
         if path.suffix == ".safetensors":
+            # Lazy: tensors are views of the mmapped file; bytes are read when something touches them.
             with safetensors.safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            return safetensors.torch.load_file(str(path)), metadata
+                return handle.get_tensors(), handle.metadata() or {}
     except CheckpointLoadError:
         raise
     except (
