@@ -305,6 +305,16 @@ class SdModelView:
         return self._model.info.filename
 
 
+def reset() -> None:
+    """Back to the unbound defaults (tests, or an app shutting down)."""
+    global _model_provider, _services, prompt_styles, demo
+    opts._bind(Options(default_templates()))
+    cmd_opts.__dict__.clear()
+    cmd_opts.__dict__.update(vars(_default_cmd_opts()))
+    _model_provider = _services = prompt_styles = demo = None
+    state.end()
+
+
 def current_model() -> Any:
     """The model of the running job, else the app's current one, wrapped as `SdModelView` (None if none)."""
     model = _job_model.get()

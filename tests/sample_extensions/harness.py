@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from modules import cmd_args, scripts
+from modules import cmd_args, scripts, shared
 from modules.engine.generate import generate as engine_generate
 from modules.engine.requests import Txt2ImgRequest
 from modules.extension_preload import apply_preload_hooks
@@ -72,7 +72,9 @@ def make_app(data_dir: Path, model, *flags: str):
 
 
 def reset_scripts() -> None:
+    """Unload extension scripts and unbind modules.shared, so no test leaks facade globals."""
     scripts.unload_scripts()
+    shared.reset()
     scripts.scripts_txt2img, scripts.scripts_img2img = (
         scripts.ScriptRunner(),
         scripts.ScriptRunner(is_img2img=True),
