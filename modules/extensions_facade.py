@@ -90,18 +90,28 @@ def _notify_model_loaded(model: Any) -> None:
         script_callbacks.model_loaded_callback(model)
 
 
-def ui_values_to_call(is_img2img: bool, values: list[Any]) -> dict[str, Any]:
-    """The UI's positional values (A1111 `inputs` order) -> ScriptCall fields (script_name, ...)."""
-    runner = scripts.runner_for(is_img2img)
+def ui_values_to_call(
+    is_img2img: bool, values: list[Any], runner: scripts.ScriptRunner | None = None
+) -> dict[str, Any]:
+    """The UI's positional values (A1111 `inputs` order) -> ScriptCall fields, by script title.
+
+    `runner` is the one whose setup_ui() built the components (default: the current one). Titles make the
+    call survive a script reload: alwayson scripts that are gone are dropped, a gone selectable script
+    gives a clear "not found" error when the job is prepared.
+    """
+    built = runner or scripts.runner_for(is_img2img)
+    current = {s.title().lower() for s in scripts.runner_for(is_img2img).alwayson_scripts}
     index = values[0] if values else 0
     name, args = None, []
     if index:
-        script = runner.selectable_scripts[int(index) - 1]
+        if not isinstance(index, int) or not 0 < index <= len(built.selectable_scripts):
+            raise scripts.ScriptNotFound("script_name", f"no selectable script with index {index!r}")
+        script = built.selectable_scripts[index - 1]
         name, args = script.title(), list(values[script.args_from : script.args_to])
     alwayson = {
         s.title(): list(values[s.args_from : s.args_to])
-        for s in runner.alwayson_scripts
-        if s.args_from is not None
+        for s in built.alwayson_scripts
+        if s.args_from is not None and s.title().lower() in current
     }
     return {"script_name": name, "script_args": args, "alwayson_scripts": alwayson}
 
@@ -112,16 +122,17 @@ class ScriptControls:
 
     inputs: list[Any]  # [Script dropdown (type="index"), *every script's components]
     is_img2img: bool
+    runner: scripts.ScriptRunner  # the runner that built `inputs` (kept across script reloads)
 
     def call_fields(self, values: list[Any]) -> dict[str, Any]:
         """Submitted values of `inputs` -> ScriptCall(kind, **fields)."""
-        return ui_values_to_call(self.is_img2img, list(values))
+        return ui_values_to_call(self.is_img2img, list(values), self.runner)
 
 
 def script_controls(is_img2img: bool) -> ScriptControls:
     """Build the Script dropdown and the scripts' components here (inside the tab's gr.Blocks)."""
     runner = scripts.runner_for(is_img2img)
-    return ScriptControls(runner.setup_ui(), is_img2img)
+    return ScriptControls(runner.setup_ui(), is_img2img, runner)
 
 
 @dataclass

@@ -149,7 +149,7 @@ def test_script_controls_for_the_ui(tmp_path, app_factory):
     from modules.extensions_facade import script_controls
 
     install(tmp_path, "sample-rewrite")
-    services, _ = app_factory()
+    services, system = app_factory()
     with gr.Blocks():
         controls = script_controls(is_img2img=False)
     dropdown = controls.inputs[0]
@@ -164,3 +164,10 @@ def test_script_controls_for_the_ui(tmp_path, app_factory):
     fields = controls.call_fields(values)
     assert fields["script_name"] == "Prompts from file or textbox"
     assert generate(services, **fields).prompts == ["a dog a cat tag-5 sfx", "a dog a cat tag-6 sfx"]
+
+    # Apply and restart with the rewrite disabled: the page built before still submits valid calls
+    system.manager.set_enabled("sample-rewrite", False)
+    system.reload()
+    fields = controls.call_fields(values)
+    assert "Sample rewrite" not in fields["alwayson_scripts"]
+    assert generate(services, **fields).prompts == ["a dog a cat", "a dog a cat"]
