@@ -47,6 +47,14 @@ def test_axis_errors():
     assert xyz.find_axis(4) is xyz.find_axis("steps")
 
 
+def test_axis_selection_switches_to_a_dropdown():
+    text, dropdown = xyz.select_axis(xyz.AXES.index(xyz.find_axis("Sampler")), False)
+    assert text["visible"] is False and dropdown["visible"] is True and "Euler" in dropdown["choices"]
+    text, dropdown = xyz.select_axis(xyz.AXES.index(xyz.find_axis("Sampler")), True)
+    assert text["visible"] is True and dropdown["visible"] is False
+    assert xyz.select_axis(xyz.AXES.index(xyz.find_axis("Steps")), False)[0]["visible"] is True
+
+
 def test_prompt_line_parsing():
     assert pff.parse_line("a dog") == {"prompt": "a dog"}
     assert pff.parse_line('--prompt "a bird" --steps 3 --cfg_scale 5 --tiling false') == {

@@ -195,6 +195,14 @@ def expand_values(axis: AxisOption, text: str) -> list[Any]:
         raise RuntimeError(f"X/Y/Z plot: bad value for {axis.label}: {exc}") from exc
 
 
+def select_axis(kind, csv_mode):
+    """Show the values dropdown for axes with choices (samplers, checkpoints) unless text is wanted."""
+    axis = find_axis(kind if kind is not None else 0)
+    use_dropdown = axis.choices is not None and not csv_mode
+    choices = axis.choices() if use_dropdown else []
+    return gr.update(visible=not use_dropdown), gr.update(visible=use_dropdown, choices=choices, value=[])
+
+
 class Script(scripts.Script):
     def title(self):
         return "X/Y/Z plot"
@@ -223,6 +231,10 @@ class Script(scripts.Script):
             vary_seeds_z = gr.Checkbox(label="Vary seeds for Z", value=False)
             margin_size = gr.Slider(label="Grid margins (px)", minimum=0, maximum=500, value=0, step=2)
             csv_mode = gr.Checkbox(label="Use text inputs instead of dropdowns", value=False)
+        for kind, text, dropdown in ((x_type, x_values, x_values_dropdown), (y_type, y_values, y_values_dropdown),
+                                     (z_type, z_values, z_values_dropdown)):  # fmt: skip
+            kind.change(select_axis, inputs=[kind, csv_mode], outputs=[text, dropdown])
+            csv_mode.change(select_axis, inputs=[kind, csv_mode], outputs=[text, dropdown])
         return [
             x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown,
             z_type, z_values, z_values_dropdown, draw_legend, include_lone_images, include_sub_grids,
