@@ -1,6 +1,7 @@
-"""A1111's `modules.ui_components` for extensions: small Gradio subclasses many extensions import.
+"""A1111's `modules.ui_components` for extensions: the small Gradio helpers many extensions import.
 
-Each keeps its Gradio base's front-end block (`get_block_name`), so the browser renders a known component.
+Plain factories over stock Gradio components, not subclasses: Gradio writes a `.pyi` stub next to any
+module that subclasses a component, and the browser only knows the stock blocks anyway.
 """
 
 from __future__ import annotations
@@ -11,75 +12,60 @@ import gradio as gr
 
 
 class FormComponent:
-    def get_block_name(self) -> str:
-        for base in type(self).__mro__[1:]:
-            if issubclass(base, gr.blocks.Block) and base.__module__.startswith("gradio"):
-                return base.__name__.lower()
-        return super().get_block_name()
+    """Marker base kept for extensions that reference it."""
 
 
-class ToolButton(FormComponent, gr.Button):
+def ToolButton(*args: Any, **kwargs: Any) -> gr.Button:  # noqa: N802 (A1111 class name)
     """Small square button with an icon text."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        classes = kwargs.pop("elem_classes", [])
-        super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
+    classes = kwargs.pop("elem_classes", None) or []
+    return gr.Button(*args, elem_classes=["tool", *classes], **kwargs)
 
 
-class ResizeHandleRow(FormComponent, gr.Row):
-    pass
+def FormRow(**kwargs: Any) -> gr.Row:  # noqa: N802
+    return gr.Row(**kwargs)
 
 
-class FormRow(FormComponent, gr.Row):
-    pass
+def ResizeHandleRow(**kwargs: Any) -> gr.Row:  # noqa: N802
+    return gr.Row(**kwargs)
 
 
-class FormColumn(FormComponent, gr.Column):
-    pass
+def FormColumn(**kwargs: Any) -> gr.Column:  # noqa: N802
+    return gr.Column(**kwargs)
 
 
-class FormGroup(FormComponent, gr.Group):
-    pass
+def FormGroup(**kwargs: Any) -> gr.Group:  # noqa: N802
+    return gr.Group(**kwargs)
 
 
-class FormHTML(FormComponent, gr.HTML):
-    pass
+def FormHTML(*args: Any, **kwargs: Any) -> gr.HTML:  # noqa: N802
+    return gr.HTML(*args, **kwargs)
 
 
-class FormColorPicker(FormComponent, gr.ColorPicker):
-    pass
+def FormColorPicker(*args: Any, **kwargs: Any) -> gr.ColorPicker:  # noqa: N802
+    return gr.ColorPicker(*args, **kwargs)
 
 
-class DropdownMulti(FormComponent, gr.Dropdown):
-    def __init__(self, **kwargs: Any):
-        super().__init__(multiselect=True, **kwargs)
+def DropdownMulti(**kwargs: Any) -> gr.Dropdown:  # noqa: N802
+    return gr.Dropdown(multiselect=True, **kwargs)
 
 
-class DropdownEditable(FormComponent, gr.Dropdown):
-    def __init__(self, **kwargs: Any):
-        super().__init__(allow_custom_value=True, **kwargs)
+def DropdownEditable(**kwargs: Any) -> gr.Dropdown:  # noqa: N802
+    return gr.Dropdown(allow_custom_value=True, **kwargs)
 
 
-class InputAccordion(FormComponent, gr.Checkbox):
-    """A checkbox (its value is what the script receives) followed by an accordion for the controls:
-    `with InputAccordion(False, label="My feature") as enabled: ...`."""
-
-    accordion_id_counter = 0
+class InputAccordion:
+    """`with InputAccordion(False, label="My feature") as enabled:` — `enabled` is the checkbox whose value
+    the script receives; the controls created inside the block go into an accordion below it."""
 
     def __init__(self, value: bool, **kwargs: Any):
-        label = kwargs.get("label", "")
         is_open = kwargs.pop("open", False)
-        InputAccordion.accordion_id_counter += 1
-        self.accordion_id = kwargs.get("elem_id") or f"input-accordion-{InputAccordion.accordion_id_counter}"
-        super().__init__(value=value, **kwargs)
-        self.accordion = gr.Accordion(label=label, open=is_open, elem_id=f"{self.accordion_id}-acc")
+        label = kwargs.get("label", "")
+        self.checkbox = gr.Checkbox(value=value, **kwargs)
+        self.accordion = gr.Accordion(label=label, open=is_open)
 
-    def extra(self) -> gr.Column:
-        return gr.Column(min_width=0)
-
-    def __enter__(self):
+    def __enter__(self) -> gr.Checkbox:
         self.accordion.__enter__()
-        return self
+        return self.checkbox
 
     def __exit__(self, exc_type, exc_val, exc_tb):
-        self.accordion.__exit__(exc_type, exc_val, exc_tb)
+        return self.accordion.__exit__(exc_type, exc_val, exc_tb)
