@@ -393,6 +393,14 @@ def create_infotext(p: StableDiffusionProcessing, all_prompts=None, all_seeds=No
 # --- running ---
 def process_images(p: StableDiffusionProcessing) -> Processed:
     """Run `p` through the engine with its alwayson scripts and the registered callbacks."""
+    overrides_token = shared.push_overrides(p.override_settings)
+    try:
+        return _process_images(p)
+    finally:
+        shared.pop_overrides(overrides_token)
+
+
+def _process_images(p: StableDiffusionProcessing) -> Processed:
     if p.scripts is not None:
         p.scripts.before_process(p)
     request = p.to_request()

@@ -51,7 +51,16 @@ class _OptionsProxy:
         object.__setattr__(self, "_target", target)
 
     def __getattr__(self, key: str) -> Any:
+        overrides = _job_overrides.get()
+        if overrides and key in overrides:  # a job's override_settings, seen only inside that job
+            return overrides[key]
         return getattr(object.__getattribute__(self, "_target"), key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        overrides = _job_overrides.get()
+        if overrides and key in overrides:
+            return overrides[key]
+        return self._target.get(key, default)
 
     def __setattr__(self, key: str, value: Any) -> None:
         setattr(self._target, key, value)
@@ -78,6 +87,20 @@ class _OptionsProxy:
         import json
 
         return json.dumps(self._target.items(), default=str)
+
+
+# override_settings of the running job / process_images call (read through `opts`, never written to it)
+_job_overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "shared_job_overrides", default=None
+)
+
+
+def push_overrides(overrides: dict[str, Any]) -> contextvars.Token:
+    return _job_overrides.set(dict(overrides or {}))
+
+
+def pop_overrides(token: contextvars.Token) -> None:
+    _job_overrides.reset(token)
 
 
 class State:

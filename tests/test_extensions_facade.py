@@ -126,6 +126,16 @@ def test_shared_state_reaches_the_job_context():
     assert shared.state.job == "" and shared.OptionInfo(1, "x").info("y").label == "x (y)"
 
 
+def test_override_settings_visible_only_inside_the_job():
+    shared.opts.set("samples_format", "png")
+    token = shared.push_overrides({"samples_format": "jpg", "my_ext_x": 3})
+    try:
+        assert shared.opts.samples_format == "jpg" and shared.opts.get("my_ext_x") == 3
+    finally:
+        shared.pop_overrides(token)
+    assert shared.opts.samples_format == "png" and shared.opts.get("my_ext_x") is None
+
+
 def test_p_conversion():
     image = Image.new("RGB", (64, 64))
     p = processing.StableDiffusionProcessingImg2Img(
