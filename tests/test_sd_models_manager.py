@@ -98,3 +98,42 @@ def test_vae_selection(tmp_path, models_dir):
     assert model.vae_name is None and not (model.vae.decoder.conv_out.weight == w).all()
     manager.set_vae("custom.safetensors")
     assert model.vae_name == "custom.safetensors" and (model.vae.decoder.conv_out.weight == w).all()
+
+
+def test_first_load_hashes_while_loading(tmp_path, models_dir, monkeypatch):
+    import threading
+
+    from modules.sd_models import manager as manager_module
+
+    loading = threading.Event()
+    seen = {}
+    real_load = manager_module.load_checkpoint
+
+    def load(info, policy):
+        loading.set()
+        return real_load(info, policy)
+
+    def slow_hash(path):
+        seen["thread"] = threading.current_thread().name
+        seen["overlapped"] = loading.wait(timeout=10)  # only true if the load started before the hash ended
+        return sha256_file(path)
+
+    manager = _manager(tmp_path, models_dir)
+    monkeypatch.setattr(manager_module, "load_checkpoint", load)
+    monkeypatch.setattr(manager.hashes, "sha256", slow_hash)
+    model = manager.load("a-sd1")
+    assert seen == {"thread": seen["thread"], "overlapped": True} and seen["thread"].startswith("model-hash")
+    assert model.info.sha256 == sha256_file(models_dir / "a-sd1.safetensors")
+    assert manager.find_checkpoint("a-sd1").sha256 == model.info.sha256
+
+
+def test_unreadable_file_during_hashing_is_a_load_error(tmp_path, models_dir, monkeypatch):
+    manager = _manager(tmp_path, models_dir)
+
+    def broken(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(manager.hashes, "sha256", broken)
+    with pytest.raises(CheckpointLoadError, match="a-sd1.safetensors: unreadable"):
+        manager.load("a-sd1")
+    assert manager.current is None

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -101,7 +102,12 @@ class ModelManager:
         """The info with its sha256 (hashing the file once; cached by path + mtime + size)."""
         if info.is_diffusers_folder or info.sha256:
             return info
-        hashed = self._with_hash(info, self.hashes.sha256(info.path))
+        return self._record_hash(info, self.hashes.sha256(info.path))
+
+    def _record_hash(self, info: CheckpointInfo, sha256: str | None) -> CheckpointInfo:
+        if sha256 is None or info.sha256:
+            return info
+        hashed = self._with_hash(info, sha256)
         with self._lock:
             self._checkpoints = [hashed if i.filename == info.filename else i for i in self._checkpoints]
         return hashed
@@ -140,11 +146,7 @@ class ModelManager:
                 if (cached.vae_name or VAE_NONE) != self._resolve_vae_name(info, vae):
                     self.set_vae(vae)
                 return cached
-            try:
-                info = self.hash_of(info)
-            except OSError as error:
-                raise CheckpointLoadError(f"{info.filename}: unreadable: {error}") from None
-            model = load_checkpoint(info, self.policy)
+            model, info = self._load_and_hash(info)
             self._apply_vae(model, vae)
             self._loaded[info.filename] = model
             while len(self._loaded) > self.max_loaded:
@@ -183,6 +185,21 @@ class ModelManager:
             return model
 
     # ------------------------------------------------------------------------------------------- internals
+
+    def _load_and_hash(self, info: CheckpointInfo) -> tuple[LoadedModel, CheckpointInfo]:
+        """Load, hashing a not-yet-hashed file at the same time: the sha256 of a multi-GB file takes seconds,
+        and hashlib and file reads release the GIL, so the first load of a file costs max(load, hash), not
+        the sum. Later loads find the hash in the cache."""
+        needs_hash = not (info.is_diffusers_folder or info.sha256)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-hash") as pool:
+            digest = pool.submit(self.hashes.sha256, info.path) if needs_hash else None
+            model = load_checkpoint(info, self.policy)
+            try:
+                info = self._record_hash(info, digest.result() if digest else None)
+            except OSError as error:
+                raise CheckpointLoadError(f"{info.filename}: unreadable: {error}") from None
+        model.info = info
+        return model, info
 
     def _resolve_vae_name(self, info: CheckpointInfo, vae: str) -> str:
         if vae == VAE_NONE:
