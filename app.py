@@ -28,9 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    from modules.extensions_facade import attach_extensions
     from modules.services import build_services, serve
 
     services = build_services(args)
+    attach_extensions(services)
     return serve(services)
 
 

@@ -335,8 +335,10 @@ def serve(services: AppServices) -> int:
     """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step)."""
     from modules.api.server import create_app, serve_app
     from modules.cmd_args import bind_address
+    from modules.extensions_facade import app_started
 
     app = create_app(
         services, with_ui=not services.args.nowebui, with_api=bool(services.args.api or services.args.nowebui)
     )
+    app_started(None, app)
     return serve_app(app, bind_address(services.args), services.args.port)
