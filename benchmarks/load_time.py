@@ -18,13 +18,17 @@ Why project fp32 / lazy read cannot be near 2x: CPU inference runs in fp32, so e
 converted, touching all 2 GB and writing 4 GB; the lazy read touches nothing. That conversion is the whole
 cost of "read + fp32", which is therefore the fair baseline for the fp32 policy.
 
-What is left over the baselines is fixed, independent of file size: building the ~1,100 ``nn.Module`` objects
-of the UNet, VAE and CLIP text encoder (on the meta device: no allocation, no random init), renaming the
-1,131 LDM keys to diffusers names and checking every key and shape. On an idle core that is ~0.2 s, against a
-lazy read of a few hundredths of a second, so project fp16 / lazy read lands near 2x on an idle machine and
-above it when the CPU is shared (module construction is pure Python; the lazy read is almost all syscalls).
-The A1111 model hash (sha256 of the file) is not part of a load: the ModelManager computes it once per file
-and caches it by path + mtime + size; its one-off cost is printed separately.
+Why project fp16 / lazy read does not reach 2x either: what is left over the lazy read is a fixed cost,
+independent of file size: building the ~1,100 ``nn.Module`` objects of the UNet, VAE and CLIP text encoder
+(on the meta device: no allocation, no random numbers; ~0.1 s of pure Python), renaming the 1,131 LDM keys to
+diffusers names, checking every key and shape, and assigning the tensors (~0.05 s). The lazy read does none
+of that and takes a few hundredths of a second, so 2x of it leaves no room for building a model at all. The
+weights themselves cost nothing extra: they are assigned zero-copy, exactly as lazy as in load_file.
+Measured on a shared 2-core machine (load average 5-6), that fixed cost was 0.15-0.25 s. Python's cyclic
+GC can add a full collection (0.1-0.5 s there) to any load; ``timed`` collects before each run.
+The A1111 model hash (sha256 of the file) is not part of ``load_checkpoint``: the ModelManager computes it once
+per file, in a thread while the first load runs, and caches it by path + mtime + size; its one-off cost is
+printed separately.
 
 Usage: .venv/bin/python benchmarks/load_time.py [--file PATH] [--repeats 3] [--small]
 """
