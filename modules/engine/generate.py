@@ -54,12 +54,13 @@ def generate(
     samplers.create_scheduler(
         sampler.name, schedule_label, model.scheduler_config, eta
     )  # fail before any work
-    plan = _make_plan(model, request, settings)
-
     state = plan_job(request, settings)
     if hooks.process is not None:
-        hooks.process(state)
+        hooks.process(state)  # may also edit state.request (e.g. init images), so the plan comes after
+        request = state.request
+        request.validate()
     _check_state(state)
+    plan = _make_plan(model, request, settings)
 
     result = GenerationResult(request=request)
     encoder = PromptEncoder(model, request.clip_skip)
