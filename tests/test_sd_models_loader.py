@@ -182,3 +182,30 @@ def test_matching_dtype_is_assigned_without_copying(tmp_path, tiny_sd1_model):
     full = convert_state_dict(state, family, config, path, DevicePolicy())
     assert full.unet.conv_in.weight.data_ptr() != state[key].data_ptr()
     assert torch.equal(full.unet.conv_in.weight, state[key].float())
+
+
+def _mapped_file(tensor: torch.Tensor) -> str:
+    """The file backing the memory of ``tensor`` per /proc/self/maps ('' or '[heap]' when not file-backed)."""
+    address = tensor.data_ptr()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            if low <= address < high:
+                return fields[5] if len(fields) > 5 else ""
+    return ""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_zip_ckpt_is_memory_mapped_and_legacy_ckpt_still_loads(tmp_path, tiny_sd1_model):
+    from modules.sd_models.safe_pickle import load_pickled_checkpoint
+
+    path = tiny_models.write_single_file(tiny_sd1_model, tmp_path / "zip.ckpt")
+    state = load_pickled_checkpoint(path)["state_dict"]
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    assert _mapped_file(state[key]) == str(path)  # not read into memory until used
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": dict(state)}, legacy, _use_new_zipfile_serialization=False)
+    legacy.with_suffix(".json").write_text(path.with_suffix(".json").read_text())  # tiny sizes sidecar
+    loaded = load_checkpoint(checkpoint_info(legacy))
+    assert torch.equal(loaded.unet.conv_in.weight, tiny_sd1_model.unet.conv_in.weight)

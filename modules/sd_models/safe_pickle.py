@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,11 @@ def load_pickled_checkpoint(path: str | Path) -> Any:
     """torch.load(weights_only=True) with the allowlist; anything else is refused and nothing runs."""
     path = Path(path)
     try:
+        # Zip-format files (torch >= 1.6) are memory-mapped: tensors are read only when touched, so e.g. the EMA
+        # copy many .ckpt files carry is never read. The legacy format cannot be mapped and is read whole.
+        mmap = zipfile.is_zipfile(path)
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise CheckpointLoadError(
             f"{path}: refused to unpickle (not plain tensors; it may try to run code): {_reason(error)}"
