@@ -207,3 +207,51 @@ def test_unknown_sampler_lists_valid_names(tiny_sd1_model):
 def test_unbalanced_brackets_are_literal(tiny_sd1_model):
     result = run(tiny_sd1_model, request(prompt="a (cat [dog", steps=1))
     assert result.prompts == ["a (cat [dog"]
+
+
+def test_hooks_run_in_documented_order(tiny_sd1_model, tmp_path):
+    from modules.engine.requests import Img2ImgRequest
+
+    order = []
+    names = [
+        "process",
+        "process_batch",
+        "before_sampling",
+        "cfg_denoiser",
+        "cfg_denoised",
+        "cfg_after_cfg",
+        "mask_blend",
+        "postprocess_batch",
+        "postprocess_image",
+        "before_image_saved",
+        "image_saved",
+        "postprocess",
+    ]
+    hooks = EngineHooks(**{name: (lambda args, n=name: order.append(n)) for name in names})
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    req = Img2ImgRequest(
+        prompt="a cat",
+        seed=1,
+        steps=2,
+        width=SIZE,
+        height=SIZE,
+        sampler_name="Euler",
+        init_images=[Image.new("RGB", (SIZE, SIZE), (90, 40, 200))],
+        mask=mask,
+        denoising_strength=1.0,
+    )
+    run(tiny_sd1_model, req, hooks=hooks, save_images=True, outputs_root=tmp_path)
+    step = ["cfg_denoiser", "cfg_denoised", "cfg_after_cfg", "mask_blend"]
+    assert order == names[:3] + step * 2 + names[7:]
+
+
+def test_variation_seed_and_resize_from(tiny_sd1_model):
+    base = run(tiny_sd1_model, request(steps=2))
+    varied = run(tiny_sd1_model, request(steps=2, subseed=9, subseed_strength=0.5, batch_size=2))
+    assert varied.seeds == [42, 42] and varied.subseeds == [9, 10]
+    assert "Variation seed: 9, Variation seed strength: 0.5" in varied.infotexts[0]
+    assert not np.array_equal(pixels(base.images[0]), pixels(varied.images[0]))
+    resized = run(tiny_sd1_model, request(steps=2, seed_resize_from_w=128, seed_resize_from_h=64))
+    assert "Seed resize from: 128x64" in resized.infotexts[0]
+    assert not np.array_equal(pixels(base.images[0]), pixels(resized.images[0]))
