@@ -31,9 +31,11 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M"])
-def test_txt2img_matches_stable_diffusion_pipeline(tiny_sd1_model, sampler):
-    model = tiny_sd1_model
+@pytest.mark.parametrize(
+    ("family", "sampler"), [("sd1", "Euler"), ("sd1", "Euler a"), ("sd1", "DPM++ 2M"), ("sd2-v", "DPM++ 2M")]
+)
+def test_txt2img_matches_stable_diffusion_pipeline(tiny_model_factory, family, sampler):
+    model = tiny_model_factory(family)  # sd2-v: v-prediction through the same loop
     req = Txt2ImgRequest(
         prompt="a cat",
         negative_prompt="blurry",
