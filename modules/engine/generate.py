@@ -237,7 +237,7 @@ def infotext_params(
         "Steps": request.steps,
         "Sampler": sampler.name,
         "Schedule type": samplers.infotext_schedule_label(sampler, schedule_label),
-        "CFG scale": request.cfg_scale,
+        "CFG scale": _number(request.cfg_scale),
         "Seed": state.all_seeds[index],
         "Size": f"{request.width}x{request.height}",
         "Model hash": info.shorthash if settings.add_model_hash_to_info else None,
@@ -255,6 +255,11 @@ def infotext_params(
         "Version": settings.version or None,
     }
     return {key: value for key, value in params.items() if value is not None}
+
+
+def _number(value: float) -> int | float:
+    """7.0 -> 7, as A1111's UI writes whole CFG scales."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _make_plan(model: LoadedModel, request: Txt2ImgRequest, settings: EngineSettings):
