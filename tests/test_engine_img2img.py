@@ -131,6 +131,7 @@ def test_batch_of_init_images_and_saving(tiny_sd1_model, tmp_path):
         ({"init_images": [b"not an image"]}, "init_images[0]"),
         ({"init_images": [gradient_image()] * 3, "batch_size": 2}, "init_images"),
         ({"inpainting_fill": 7}, "inpainting_fill"),
+        ({"mask": b"\x89PNG broken"}, "mask"),
     ],
 )
 def test_bad_img2img_requests(tiny_sd1_model, changes, field):

@@ -102,6 +102,8 @@ class Img2ImgPlan:
         req = self.request
         if req.mask is None:
             return None
+        if not isinstance(req.mask, Image.Image):
+            raise RequestError("mask", f"expected an image, got {type(req.mask).__name__}")
         mask = masking.to_mask(req.mask, size)
         if req.inpainting_mask_invert:
             mask = Image.eval(mask, lambda v: 255 - v)
@@ -188,6 +190,8 @@ class Img2ImgPlan:
     def infotext_params(self) -> dict[str, Any]:
         req = self.request
         params: dict[str, Any] = {"Denoising strength": req.denoising_strength}
+        if req.initial_noise_multiplier != 1.0:
+            params["Noise multiplier"] = req.initial_noise_multiplier
         if self.model.is_inpainting:
             params["Conditional mask weight"] = self.mask_weight
         if req.mask is not None:
