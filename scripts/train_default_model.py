@@ -25,7 +25,14 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modules.default_model import architecture, pipeline, quality  # noqa: E402
-from modules.default_model.train import TrainConfig, log, reconstruction_scores, train_unet, train_vae  # noqa: E402
+from modules.default_model.train import (  # noqa: E402
+    TrainConfig,
+    finetune_decoder,
+    log,
+    reconstruction_scores,
+    train_unet,
+    train_vae,
+)
 from modules.sd_models.ldm_export import save_single_file  # noqa: E402
 from modules.sd_models.model import ModelFamily  # noqa: E402
 
@@ -49,7 +56,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=defaults.eval_prompts,
         help="held-out prompts sampled at each export to print accuracy (0 = off)",
     )
+    p.add_argument("--decoder-steps", type=int, default=defaults.decoder_steps)
     p.add_argument("--retrain-vae", action="store_true", help="train the VAE even if work-dir has one")
+    p.add_argument(
+        "--replace-vae",
+        type=Path,
+        default=None,
+        metavar="VAE_DIR",
+        help="only re-export --output with the diffusers VAE in VAE_DIR (its latent scale kept)",
+    )
     a = p.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda requested but torch sees no CUDA device")
@@ -80,6 +95,8 @@ def load_or_train_vae(cfg: TrainConfig):
         return vae
     vae = train_vae(cfg)
     vae.save_pretrained(vae_dir)
+    vae = finetune_decoder(cfg, vae)
+    vae.save_pretrained(vae_dir)
     return vae
 
 
@@ -107,10 +124,25 @@ def _generate(pipe, prompts, seeds, negative_prompts, cfg_scale):
     return pipeline.generate(pipe, prompts, seeds, negative_prompts, cfg_scale=cfg_scale, steps=15)
 
 
+def replace_vae(cfg: TrainConfig) -> None:
+    """Swap a further fine-tuned decoder into an exported checkpoint (same encoder, same latents)."""
+    import diffusers
+
+    from modules.default_model import backends
+
+    model = backends.load(cfg.output)
+    vae = diffusers.AutoencoderKL.from_pretrained(cfg.replace_vae)
+    vae.register_to_config(scaling_factor=model.vae.config.scaling_factor)
+    export(cfg, vae, 0, model.unet.float(), model.text_encoders[0].float())
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.replace_vae is not None:
+        replace_vae(cfg)
+        return
     log(f"training the default model: {cfg}")
     vae = load_or_train_vae(cfg)
     train_unet(cfg, vae, on_checkpoint=partial(export, cfg, vae))
