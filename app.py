@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     services = build_services(args)
     attach_extensions(services)
+    # Load the checkpoint while the server starts, through the queue so no generation races it.
+    services.jobs.submit(lambda ctx: services.models.load(None), kind="load-model")
     return serve(services)
 
 

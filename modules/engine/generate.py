@@ -252,6 +252,8 @@ def infotext_params(
         **edit_params,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         **state.extra_generation_params,
+        # our initial noise is A1111's CPU RNG; without this key A1111 would assume GPU noise
+        "RNG": "CPU",
         "Version": settings.version or None,
     }
     return {key: value for key, value in params.items() if value is not None}
