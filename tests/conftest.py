@@ -131,3 +131,14 @@ def tiny_checkpoint_dir(tmp_path_factory, _tiny_model_cache):
         model = _tiny(_tiny_model_cache, family)
         tiny_models.write_single_file(model, root / f"tiny-{family.value}.safetensors")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run faster on one thread: thread hand-off costs more than their small ops."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,16 +14,6 @@ from modules.engine.hooks import EngineHooks
 from modules.engine.requests import Img2ImgRequest, RequestError
 from modules.engine.settings import EngineSettings
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run several times faster on one thread than on contended shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SIZE = 64
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from modules.engine import masking
@@ -13,15 +12,6 @@ from modules.engine.generate import generate
 from modules.engine.outpaint import inpaint_sketch, outpaint, outpaint_request, sketch_init
 from modules.engine.requests import Img2ImgRequest
 from modules.engine.settings import EngineSettings
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run several times faster on one thread than on contended shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def picture(width: int = 48, height: int = 40) -> Image.Image:

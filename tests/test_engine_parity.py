@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from diffusers import StableDiffusionPipeline
 
 from modules import samplers
@@ -20,15 +19,6 @@ from modules.engine.generate import generate
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.settings import EngineSettings
 from modules.rng import ImageRNG
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run several times faster on one thread than on contended shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,6 @@ from modules.engine.requests import RequestError, Txt2ImgRequest
 from modules.engine.settings import EngineSettings
 from modules.engine.vae import NaNLatentsError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run several times faster on one thread than on contended shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SIZE = 64
 
 
