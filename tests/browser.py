@@ -1,7 +1,9 @@
-"""Shared Playwright fixtures for the browser tests: a real server subprocess, Chromium, screenshots.
+"""Shared Playwright fixtures for the browser tests: the real app in a subprocess, Chromium, screenshots.
 
-The server is the real UI over the real job queue and engine with a tiny random SD1 model held in memory
-(`python tests/browser.py --data-dir D --port P`). Browser tests skip when /usr/bin/chromium is missing.
+The server is `app.py --api --port P --data-dir D --ckpt tiny-sd1.safetensors`: the real entry point, job
+queue, engine and extensions, over a tiny random SD1 checkpoint written to disk for the module. Tests
+check the server's effects (files in the data dir, pixels), never a wrapper. Browser tests skip when
+/usr/bin/chromium is missing.
 """
 
 from __future__ import annotations
@@ -52,19 +54,35 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float, log_path: Pat
 
 
 class ServerHandle:
-    def __init__(self, url: str, data_dir: Path, process: subprocess.Popen):
+    def __init__(self, url: str, data_dir: Path, process: subprocess.Popen, log_path: Path):
         self.url = url
         self.data_dir = data_dir
         self.process = process
+        self.log_path = log_path
+
+    def output_images(self, kind: str) -> list[Path]:
+        """PNG files the server saved for `kind` ("txt2img", "img2img", "extras"), oldest first."""
+        folder = self.data_dir / "outputs" / f"{kind}-images"
+        return sorted(folder.rglob("*.png"), key=lambda p: p.stat().st_mtime_ns)
 
 
-def start_server(data_dir: Path) -> ServerHandle:
+def write_tiny_checkpoint(folder: Path, family: str = "sd1") -> Path:
+    """A real single-file checkpoint (random tiny weights) the app loads like any user's file."""
+    from tests.tiny_models import tiny_loaded_model, write_single_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_single_file(tiny_loaded_model(family), folder / f"tiny-{family}.safetensors")
+
+
+def start_server(data_dir: Path, checkpoint: Path) -> ServerHandle:
     port = free_port()
-    log_path = data_dir / "server.log"
+    log_path = data_dir.parent / f"{data_dir.name}-server.log"
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    command = [sys.executable, str(REPO_ROOT / "app.py"), "--api", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), "--ckpt", str(checkpoint)]
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, str(Path(__file__)), "--data-dir", str(data_dir), "--port", str(port)],
+            command,
             cwd=REPO_ROOT,
             env=env,
             stdout=log_file,
@@ -76,7 +94,7 @@ def start_server(data_dir: Path) -> ServerHandle:
     except Exception:
         process.kill()
         raise
-    return ServerHandle(url, data_dir, process)
+    return ServerHandle(url, data_dir, process, log_path)
 
 
 def stop_server(handle: ServerHandle) -> None:
@@ -91,7 +109,8 @@ def stop_server(handle: ServerHandle) -> None:
 def ui_server(tmp_path_factory) -> Iterator[ServerHandle]:
     if not CHROMIUM.exists():
         pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium")
-    handle = start_server(tmp_path_factory.mktemp("ui-data"))
+    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoints"))
+    handle = start_server(tmp_path_factory.mktemp("ui-data"), checkpoint)
     yield handle
     stop_server(handle)
 
@@ -139,77 +158,3 @@ class Shots:
 @pytest.fixture
 def shot(request) -> Shots:
     return Shots(request.node.name)
-
-
-# --- the server subprocess ---
-
-
-class TinyModels:
-    """ModelProvider with one in-memory tiny SD1 model (no files, no downloads)."""
-
-    title = "tiny-sd1.safetensors"
-
-    def __init__(self):
-        from tests.tiny_models import tiny_loaded_model
-
-        self._model = tiny_loaded_model("sd1")
-
-    def checkpoints(self):
-        return [self._model.info]
-
-    def checkpoint_titles(self):
-        return [self.title]
-
-    def refresh(self):
-        return None
-
-    def current_title(self):
-        return self.title
-
-    def load(self, title=None):
-        if title not in (None, "", self.title, self._model.info.name):
-            raise ValueError(f"unknown checkpoint {title!r}")
-        return self._model
-
-    def unload(self):
-        return None
-
-    def vae_names(self):
-        return []
-
-
-def recording_generate(requests_dir: Path):
-    """The real engine, plus a record of each request's init image and mask for the tests to inspect."""
-    from modules.engine.generate import generate
-
-    def run(model, request, ctx, settings, hooks=None):
-        requests_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("mask.png", "init.png"):
-            (requests_dir / name).unlink(missing_ok=True)
-        if getattr(request, "mask", None) is not None:
-            request.mask.save(requests_dir / "mask.png")
-        if getattr(request, "init_images", None):
-            request.init_images[0].save(requests_dir / "init.png")
-        return generate(model, request, ctx, settings, hooks)
-
-    return run
-
-
-def serve(argv: list[str]) -> None:
-    import uvicorn
-
-    from modules import cmd_args
-    from modules.api.server import create_app
-    from modules.services import build_services
-
-    args = cmd_args.parse_args(argv)
-    requests_dir = Path(args.data_dir) / "last-request"
-    services = build_services(args, models=TinyModels(), generate=recording_generate(requests_dir))
-    services.options.set("sd_model_checkpoint", TinyModels.title)
-    app = create_app(services, with_ui=True, with_api=True)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO_ROOT))
-    serve(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""UI helpers without a browser: upscaling, ui-config.json, brush masks, outpaint canvas, progress text."""
+"""UI helpers without a browser: upscaling, ui-config.json, brush masks, outpainting, native size, progress."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import gradio as gr
 import pytest
 from PIL import Image
 
+from modules.engine.requests import Img2ImgRequest
 from modules.jobs import Job, JobQueue, JobState, Progress
+from modules.sd_models.model import CheckpointInfo
 from modules.upscaling import UPSCALERS, UpscaleError, upscale
-from webui.img2img_tab import outpaint_canvas, stroke_mask
+from webui.img2img_tab import outpaint_from_ui, stroke_mask
+from webui.model_size import checkpoint_resolution, native_resolution
+from webui.params import build_params
 from webui.progress import format_eta, progress_html
 from webui.ui_config import UiConfig
 
@@ -69,13 +73,56 @@ def test_stroke_mask_is_white_where_painted():
     assert stroke_mask(None) is None
 
 
-def test_outpaint_canvas_grows_and_masks_new_area():
+def test_outpaint_from_ui_grows_the_request_with_the_engine():
     image = Image.new("RGB", (64, 32), (10, 200, 10))
-    canvas, mask = outpaint_canvas(image, ["left", "down"], 16)
-    assert canvas.size == mask.size == (80, 48)
-    assert canvas.getpixel((16, 0)) == (10, 200, 10)
+    request = Img2ImgRequest(
+        prompt="x", init_images=[image], width=64, height=32, mask_blur_x=0, mask_blur_y=0
+    )
+    grown = outpaint_from_ui(request, ["left", "down"], 16, "fill")
+    canvas, mask = grown.init_images[0], grown.mask
+    assert canvas.size == mask.size == (80, 48) and (grown.width, grown.height) == (80, 48)
+    assert canvas.getpixel((16, 0)) == (10, 200, 10)  # the original sits at the offset
     assert mask.getpixel((0, 0)) == 255 and mask.getpixel((20, 40)) == 255
     assert mask.getpixel((16, 0)) == 0 and mask.getpixel((79, 31)) == 0
+    with pytest.raises(gr.Error, match="direction"):
+        outpaint_from_ui(request, [], 16, "fill")
+    with pytest.raises(gr.Error, match="sideways"):
+        outpaint_from_ui(request, ["sideways"], 16, "fill")
+
+
+def test_native_resolution_from_the_checkpoint_header(tmp_path):
+    from tests.tiny_models import TINY_RESOLUTION, tiny_loaded_model, write_single_file
+
+    path = write_single_file(tiny_loaded_model("sd1"), tmp_path / "tiny.safetensors")
+    checkpoint_resolution.cache_clear()
+    assert checkpoint_resolution(path) == TINY_RESOLUTION
+    assert checkpoint_resolution(tmp_path / "missing.safetensors") == 512  # unknown: the SD1 size
+
+    class Provider:  # what the UI sees of the ModelManager before anything is loaded
+        preferred = str(path)
+
+        def checkpoints(self):
+            return [CheckpointInfo(path=path, name="tiny", title="tiny.safetensors", filename=str(path))]
+
+    assert native_resolution(Provider()) == TINY_RESOLUTION
+
+
+def test_size_defaults_follow_the_model_unless_saved(tmp_path):
+    path = tmp_path / "ui-config.json"
+    cfg = UiConfig(path)
+    with gr.Blocks():
+        params = build_params("txt2img", cfg, ["Euler"], ["Automatic"], "Euler", native_size=1024)
+    assert params.width.value == params.height.value == 1024
+    cfg.save_missing()
+    saved = json.loads(path.read_text())
+    assert "txt2img/Width/value" not in saved and saved["txt2img/Width/maximum"] == 2048
+    saved["txt2img/Width/value"] = 768
+    path.write_text(json.dumps(saved))
+    cfg = UiConfig(path)
+    with gr.Blocks():
+        params = build_params("txt2img", cfg, ["Euler"], ["Automatic"], "Euler", native_size=64)
+    assert params.width.value == 768 and params.height.value == 64
+    assert cfg.has_value("txt2img", "Width") and not cfg.has_value("txt2img", "Height")
 
 
 def test_progress_text_shows_steps_eta_and_queue_place():

@@ -5,6 +5,7 @@ Tabs call this instead of reaching into services, so the tabs stay plain layout 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ class UiBackend:
     def outputs_dir(self) -> Path:
         return Path(self.services.paths.outputs_dir)
 
+    def extras_dir(self) -> Path:
+        """Where the Extras tab saves: the `outdir_extras_samples` setting (relative to the data dir)."""
+        configured = self.options.get("outdir_extras_samples", "") or ""
+        folder = Path(configured).expanduser() if configured else self.outputs_dir / "extras-images"
+        return folder if folder.is_absolute() else Path(self.services.paths.data_dir) / folder
+
     # --- lists for dropdowns ---
     def samplers(self) -> list[str]:
         from modules import samplers
@@ -58,14 +65,40 @@ class UiBackend:
     def current_checkpoint(self) -> str | None:
         return self.services.models.current_title()
 
+    def effective_checkpoint(self) -> str | None:
+        """The loaded checkpoint, else the one the first job will load (--ckpt, else the first found)."""
+        current = self.current_checkpoint()
+        if current:
+            return current
+        models = self.services.models
+        try:
+            infos = list(models.checkpoints())
+        except Exception:
+            return None
+        preferred = getattr(models, "preferred", None)
+        wanted = Path(preferred).resolve() if preferred else None
+        chosen = next((i for i in infos if wanted is not None and Path(i.path).resolve() == wanted), None)
+        chosen = chosen or (infos[0] if infos else None)
+        return chosen.title if chosen is not None else None
+
     def vaes(self) -> list[str]:
         return ["Automatic", "None", *self.services.models.vae_names()]
 
     # --- jobs ---
-    def submit(self, request: Txt2ImgRequest) -> Job:
-        """Validate and queue a generation; RequestError names the bad field."""
+    def submit(self, request: Txt2ImgRequest, script_call: Any = None) -> Job:
+        """Validate and queue a generation (with the tab's script selection); RequestError names the bad field.
+
+        Runs in an empty context: inside a Gradio event, Gradio's context variables turn component
+        constructors into updates, which breaks scripts that build their ui() headlessly while preparing.
+        """
         request.validate()
-        return self.services.submit_generation(request)
+        return contextvars.Context().run(self.services.submit_generation, request, script_call=script_call)
+
+    def native_resolution(self) -> int:
+        """Side of the current (or first) checkpoint's native image size: 512 SD1, 768 SD2-v, 1024 SDXL."""
+        from webui.model_size import native_resolution
+
+        return native_resolution(self.services.models)
 
     def set_option(self, key: str, value: Any) -> bool:
         """Change one setting through the job queue (it may load a model) and persist config.json."""
@@ -90,7 +123,8 @@ def describe_error(exc: BaseException) -> str:
     """A readable one-line message for the UI."""
     if isinstance(exc, RequestError):
         return f"Invalid {exc.field}: {exc.reason}"
-    return str(exc) or type(exc).__name__
+    message = getattr(exc, "message", None)  # gr.Error keeps its text here
+    return str(message or exc) or type(exc).__name__
 
 
 __all__ = ["UiBackend", "describe_error", "Img2ImgRequest", "Txt2ImgRequest"]

@@ -82,7 +82,7 @@ def build_extras_tab(backend: UiBackend, cfg: UiConfig) -> ExtrasTab:
             out = upscale(source, scale, name)
         except Exception as exc:
             return None, error_html(describe_error(exc))
-        folder = backend.outputs_dir / "extras-images"
+        folder = backend.extras_dir()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{len(list(folder.glob('*.png'))):05d}.png"
         out.save(path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
+from modules.engine.outpaint import OUTPAINT_MODES, outpaint_request
 from modules.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
 from modules.jobs import JobState
 from webui.backend import UiBackend, describe_error
@@ -19,13 +20,13 @@ from webui.params import ParamControls, build_params
 from webui.progress import error_html
 from webui.prompt_row import PromptRow, build_prompt_row
 from webui.results import ResultsPanel, build_results, run_job, wire_controls
-from webui.txt2img_tab import wire_reuse_seed
+from webui.txt2img_tab import build_script_area, script_call, wire_reuse_seed
 from webui.ui_config import UiConfig
 
 TAB = "img2img"
 MODES = ("img2img", "sketch", "inpaint", "inpaint_sketch", "inpaint_upload", "batch")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")
+OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")  # keyword names of engine.outpaint.outpaint
 
 
 @dataclass
@@ -73,20 +74,19 @@ def stroke_mask(editor_value: dict | None) -> Image.Image | None:
     return mask if mask.getbbox() else None
 
 
-def outpaint_canvas(
-    image: Image.Image, directions: list[str], pixels: int
-) -> tuple[Image.Image, Image.Image]:
-    """Grow the image by `pixels` on the chosen sides (edge colours stretched); mask = the new area."""
-    left = pixels if "left" in directions else 0
-    right = pixels if "right" in directions else 0
-    up = pixels if "up" in directions else 0
-    down = pixels if "down" in directions else 0
-    width, height = image.width + left + right, image.height + up + down
-    canvas = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-    canvas.paste(image.convert("RGB"), (left, up))
-    mask = Image.new("L", (width, height), 255)
-    mask.paste(0, (left, up, left + image.width, up + image.height))
-    return canvas, mask
+def outpaint_from_ui(
+    request: Img2ImgRequest, directions: list[str], pixels: int, mode: str
+) -> Img2ImgRequest:
+    """The request grown by `pixels` on the chosen sides (engine outpainting); the new area is inpainted."""
+    if not directions:
+        raise gr.Error("Outpainting: choose at least one direction.")
+    unknown = sorted(set(directions) - set(OUTPAINT_DIRECTIONS))
+    if unknown:
+        raise gr.Error(
+            f"Outpainting: unknown direction(s) {unknown}; choose from {list(OUTPAINT_DIRECTIONS)}"
+        )
+    sides = {side: int(pixels) if side in directions else 0 for side in OUTPAINT_DIRECTIONS}
+    return outpaint_request(request, mode=mode, **sides)
 
 
 def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
@@ -199,8 +199,21 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                     value=128,
                     elem_id="img2img_outpaint_pixels",
                 )
+                outpaint_mode = cfg.make(
+                    TAB,
+                    gr.Radio,
+                    "Outpainting fill",
+                    choices=list(OUTPAINT_MODES),
+                    value=OUTPAINT_MODES[0],
+                    elem_id="img2img_outpaint_mode",
+                )
             params = build_params(
-                TAB, cfg, backend.samplers(), backend.schedulers(), backend.options.get("default_sampler", "")
+                TAB,
+                cfg,
+                backend.samplers(),
+                backend.schedulers(),
+                backend.options.get("default_sampler", ""),
+                native_size=backend.native_resolution(),
             )
             denoising = cfg.make(
                 TAB,
@@ -212,9 +225,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                 value=0.75,
                 elem_id="img2img_denoising_strength",
             )
-            script = gr.Dropdown(
-                label="Script", choices=["None"], value="None", elem_id=f"{TAB}_script_container"
-            )
+            scripts = build_script_area(TAB, is_img2img=True)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
 
     def image_and_mask(values: dict) -> tuple[Image.Image, Image.Image | None]:
@@ -242,18 +253,12 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         if mask is not None:
             mask = mask.convert("L").resize(image.size)
         if values[outpaint_on]:
-            if not values[outpaint_dirs]:
-                raise gr.Error("Outpainting: choose at least one direction.")
-            image, grown_mask = outpaint_canvas(image, values[outpaint_dirs], int(values[outpaint_pixels]))
-            mask = grown_mask
+            mask = None  # the engine masks the new area (build_request)
         return image, mask
 
     def build_request(values: dict, image: Image.Image, mask: Image.Image | None) -> Img2ImgRequest:
         fields = params.request_fields(values)
-        if values[outpaint_on]:  # the canvas grew: generate at its size (multiple of 8)
-            fields["width"] = max(64, image.width // 8 * 8)
-            fields["height"] = max(64, image.height // 8 * 8)
-        return Img2ImgRequest(
+        request = Img2ImgRequest(
             prompt=values[prompt_row.prompt] or "",
             negative_prompt=values[prompt_row.negative_prompt] or "",
             styles=list(values[prompt_row.styles] or []),
@@ -269,15 +274,35 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
             inpainting_mask_invert=MASK_MODES.index(values[mask_mode]),
             **fields,
         )
+        if values[outpaint_on]:  # the canvas grows; the output has the canvas's size
+            request = outpaint_from_ui(
+                request, values[outpaint_dirs], values[outpaint_pixels], values[outpaint_mode]
+            )
+        return request
 
     def generate(values: dict):
         if values[mode] == "batch":
             yield from run_batch(
-                backend, results, values[batch_input], values[batch_output], values, build_request
+                backend,
+                results,
+                values[batch_input],
+                values[batch_output],
+                values,
+                build_request,
+                lambda: script_call(TAB, scripts, values),
             )
             return
-        image, mask = image_and_mask(values)
-        yield from run_job(backend, results, lambda: build_request(values, image, mask))
+        try:
+            image, mask = image_and_mask(values)
+        except gr.Error as exc:
+            yield {results.status: error_html(describe_error(exc)), results.progress: ""}
+            return
+        yield from run_job(
+            backend,
+            results,
+            lambda: build_request(values, image, mask),
+            lambda: script_call(TAB, scripts, values),
+        )
 
     inputs = {
         mode,
@@ -301,8 +326,9 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         outpaint_on,
         outpaint_dirs,
         outpaint_pixels,
+        outpaint_mode,
         denoising,
-        script,
+        *scripts.inputs,
         *params.components(),
     }
     outputs = [
@@ -322,7 +348,13 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
 
 
 def run_batch(
-    backend: UiBackend, panel: ResultsPanel, input_dir: str, output_dir: str, values: dict, build_request
+    backend: UiBackend,
+    panel: ResultsPanel,
+    input_dir: str,
+    output_dir: str,
+    values: dict,
+    build_request,
+    build_script_call=None,
 ):
     """One queued job per image of the input folder; results saved to the output folder."""
     source = Path(input_dir or "").expanduser()
@@ -340,7 +372,9 @@ def run_batch(
         try:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
-            job = backend.submit(build_request(values, image, None))
+            job = backend.submit(
+                build_request(values, image, None), build_script_call() if build_script_call else None
+            )
         except Exception as exc:
             yield {panel.status: error_html(f"Batch: {path.name}: {describe_error(exc)}")}
             return

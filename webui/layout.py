@@ -1,4 +1,5 @@
-"""The whole page: quicksettings bar, then the txt2img / img2img / Extras / PNG Info / Settings tabs.
+"""The whole page: quicksettings bar, then the txt2img / img2img / Extras / PNG Info / extensions' tabs /
+Settings / Extensions tabs.
 
 `create_ui(services)` builds the Blocks; `ui_assets()` gives the CSS and scripts that go with it (Gradio 6
 takes them at launch / mount time); `mount_ui` puts both on a FastAPI app.
@@ -11,8 +12,11 @@ from typing import Any
 
 import gradio as gr
 
+from modules import script_callbacks
+from modules.extensions_facade import extension_tabs
 from webui import paste
 from webui.backend import UiBackend
+from webui.extensions_tab import create_extensions_tab
 from webui.extras_tab import build_extras_tab
 from webui.img2img_tab import build_img2img_tab
 from webui.pnginfo_tab import build_pnginfo_tab
@@ -37,6 +41,8 @@ def ui_assets(extra_css: list[Path] | None = None, extra_js: list[Path] | None =
 def create_ui(services: Any) -> gr.Blocks:
     backend = UiBackend(services)
     cfg = UiConfig(Path(services.paths.ui_config_file))
+    extensions = getattr(services, "extensions", None)  # set by attach_extensions (app.py)
+    added_tabs = extension_tabs() if extensions is not None else []  # on_ui_tabs: Blocks built outside ours
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         quick = build_quicksettings(backend)
         with gr.Tabs(elem_id="tabs") as tabs:
@@ -48,16 +54,38 @@ def create_ui(services: Any) -> gr.Blocks:
                 extras = build_extras_tab(backend, cfg)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = build_pnginfo_tab()
+            for blocks, title, elem_id in added_tabs:
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                    blocks.render()
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = build_settings_tab(backend)
+            if extensions is not None:
+                with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                    create_extensions_tab(services)
 
         _wire_send_to(tabs, txt2img, img2img, extras, pnginfo)
 
-        def refresh_settings():
-            # values change after the Blocks were built (Apply, API, another browser): show the saved ones
-            return [*settings.current_values(backend), *quick.current_values(backend)]
+        sizes = [
+            component
+            for tab, params in (("txt2img", txt2img.params), ("img2img", img2img.params))
+            if not cfg.has_value(tab, "Width") and not cfg.has_value(tab, "Height")
+            for component in (params.width, params.height)
+        ]
 
-        demo.load(refresh_settings, outputs=[*settings.components, *quick.components], show_progress="hidden")
+        def refresh_on_load():
+            # values change after the Blocks were built (Apply, API, another browser, a model switch)
+            native = backend.native_resolution()
+            return [
+                *settings.current_values(backend),
+                *quick.current_values(backend),
+                *[native for _ in sizes],
+            ]
+
+        demo.load(
+            refresh_on_load,
+            outputs=[*settings.components, *quick.components, *sizes],
+            show_progress="hidden",
+        )
     cfg.save_missing()
     return demo
 
@@ -101,7 +129,9 @@ def _wire_send_to(tabs: gr.Tabs, txt2img, img2img, extras, pnginfo) -> None:
         def send(text, image, target=target, outputs=outputs, tab_id=tab_id, extra=extra_outputs):
             if not text:
                 raise gr.Error("This image has no generation parameters to send.")
-            updates = paste.field_updates(paste.parse_infotext(text), target.prompt_row, target.params)
+            params = paste.parse_infotext(text)
+            script_callbacks.infotext_pasted_callback(text, params)  # extensions may edit the parsed params
+            updates = paste.field_updates(params, target.prompt_row, target.params)
             values = paste.as_outputs(updates, outputs)
             return [*values, gr.Tabs(selected=tab_id), *([image] if extra else [])]
 
@@ -120,7 +150,10 @@ def _editor_value(image):
 
 
 def mount_ui(app, services: Any, path: str = "/", auth: Any = None, **kwargs: Any):
-    """Mount the UI on a FastAPI app with its CSS and scripts."""
+    """Mount the UI on a FastAPI app with its CSS and scripts (and the extensions' style.css / .js files)."""
     demo = create_ui(services)
     demo.queue(default_concurrency_limit=None)
-    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(), **kwargs)
+    extensions = getattr(services, "extensions", None)
+    css = [Path(p) for p in extensions.stylesheets()] if extensions is not None else []
+    js = [Path(p) for p in extensions.javascript_files()] if extensions is not None else []
+    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(css, js), **kwargs)

@@ -65,9 +65,16 @@ def _seed(value: Any, name: str) -> int:
 
 
 def build_params(
-    tab: str, cfg: UiConfig, samplers: list[str], schedulers: list[str], default_sampler: str, show_size=True
+    tab: str,
+    cfg: UiConfig,
+    samplers: list[str],
+    schedulers: list[str],
+    default_sampler: str,
+    show_size: bool = True,
+    native_size: int = 512,
 ) -> ParamControls:
-    """Lay out the parameter block; returns the components by name."""
+    """Lay out the parameter block; returns the components by name. Width/height default to the model's
+    `native_size` unless ui-config.json has a value (the default is not written there: it follows the model)."""
     with gr.Row(elem_id=f"{tab}_sampler_row"):
         sampler_name = cfg.make(
             tab,
@@ -92,12 +99,9 @@ def build_params(
         )
     with gr.Row(elem_id=f"{tab}_dimensions_row", visible=show_size):
         with gr.Column(elem_id=f"{tab}_column_size", scale=4, min_width=200):
-            width = cfg.make(
-                tab, gr.Slider, "Width", minimum=64, maximum=2048, step=8, value=512, elem_id=f"{tab}_width"
-            )
-            height = cfg.make(
-                tab, gr.Slider, "Height", minimum=64, maximum=2048, step=8, value=512, elem_id=f"{tab}_height"
-            )
+            size = {"minimum": 64, "maximum": 2048, "step": 8, "value": native_size, "save_value": False}
+            width = cfg.make(tab, gr.Slider, "Width", elem_id=f"{tab}_width", **size)
+            height = cfg.make(tab, gr.Slider, "Height", elem_id=f"{tab}_height", **size)
         swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", min_width=40, scale=0, size="sm")
         with gr.Column(elem_id=f"{tab}_column_batch", scale=2, min_width=160):
             batch_count = cfg.make(

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from PIL import Image
@@ -135,15 +136,16 @@ def _next_free(folder: Path, seed: int) -> Path:
 
 
 def run_job(
-    backend: UiBackend, panel: ResultsPanel, build_request: Callable[[], Txt2ImgRequest]
+    backend: UiBackend,
+    panel: ResultsPanel,
+    build_request: Callable[[], Txt2ImgRequest],
+    build_script_call: Callable[[], Any] | None = None,
 ) -> Iterator[dict]:
     """Queue the request and yield UI updates until the job ends. Errors become a readable message."""
     try:
         request = build_request()
-        job = backend.submit(request)
-    except gr.Error:
-        raise
-    except Exception as exc:
+        job = backend.submit(request, build_script_call() if build_script_call else None)
+    except Exception as exc:  # gr.Error included: shown in the tab, not as a toast that fades away
         yield {panel.progress: "", panel.status: error_message(describe_error(exc))}
         return
     yield {panel.task_id: job.id, panel.status: "", panel.infotext: "", panel.progress: ""}

@@ -30,11 +30,20 @@ class SettingsControls:
     status: gr.HTML
 
     def current_values(self, backend: UiBackend) -> list[Any]:
-        return [_display_value(backend.options.get(key)) for key in self.keys]
+        return [displayed_value(backend, key) for key in self.keys]
 
 
 def _display_value(value: Any) -> Any:
     return ", ".join(map(str, value)) if isinstance(value, list) else value
+
+
+def displayed_value(backend: UiBackend, key: str) -> Any:
+    """What a control shows for an option. An unset checkpoint shows the one in use (e.g. from --ckpt):
+    a dropdown value outside its choices would make Gradio refuse every later Apply."""
+    value = backend.options.get(key)
+    if key == "sd_model_checkpoint" and value not in backend.checkpoints():
+        value = backend.effective_checkpoint()
+    return _display_value(value)
 
 
 def choices_for(key: str, backend: UiBackend) -> list[str] | None:
@@ -54,7 +63,7 @@ def choices_for(key: str, backend: UiBackend) -> list[str] | None:
 
 def make_component(key: str, info: OptionInfo, backend: UiBackend, elem_prefix: str = "setting_"):
     """A Gradio component for one option: the option's own component when it names one (extensions)."""
-    value = _display_value(backend.options.get(key))
+    value = displayed_value(backend, key)
     elem_id = f"{elem_prefix}{key}"
     label = info.label or key
     if info.component is not None:
@@ -95,6 +104,8 @@ def apply_values(backend: UiBackend, keys: list[str], values: list[Any]) -> tupl
     """Set changed options; returns (changed keys, error message or None)."""
     changes = {}
     for key, value in zip(keys, values, strict=True):
+        if key == "sd_model_checkpoint" and value == displayed_value(backend, key):
+            continue  # the model in use, shown for an unset option: not a change
         value = _coerce_for_option(backend.options.data_labels.get(key), value)
         if value != backend.options.get(key):
             changes[key] = value

@@ -1,4 +1,4 @@
-"""The txt2img tab: prompt row, parameters, script dropdown, results."""
+"""The txt2img tab: prompt row, parameters, scripts (Script dropdown + alwayson scripts), results."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.engine.requests import Txt2ImgRequest
+from modules.extensions_facade import ScriptControls, script_controls
+from modules.services import ScriptCall
 from webui.backend import UiBackend
 from webui.params import ParamControls, build_params
 from webui.prompt_row import PromptRow, build_prompt_row
@@ -20,8 +22,19 @@ TAB = "txt2img"
 class Txt2ImgTab:
     prompt_row: PromptRow
     params: ParamControls
-    script: gr.Dropdown
+    scripts: ScriptControls
     results: ResultsPanel
+
+
+def build_script_area(tab: str, is_img2img: bool) -> ScriptControls:
+    """The Script dropdown, its scripts' controls and the alwayson scripts (their ui() makes accordions)."""
+    with gr.Column(elem_id=f"{tab}_script_container"):
+        return script_controls(is_img2img)
+
+
+def script_call(kind: str, controls: ScriptControls, values: dict) -> ScriptCall:
+    """The tab's script values -> the ScriptCall the job queue runs (unknown script -> clear error)."""
+    return ScriptCall(kind, **controls.call_fields([values[c] for c in controls.inputs]))
 
 
 def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
@@ -29,11 +42,14 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
             params = build_params(
-                TAB, cfg, backend.samplers(), backend.schedulers(), backend.options.get("default_sampler", "")
+                TAB,
+                cfg,
+                backend.samplers(),
+                backend.schedulers(),
+                backend.options.get("default_sampler", ""),
+                native_size=backend.native_resolution(),
             )
-            script = gr.Dropdown(
-                label="Script", choices=["None"], value="None", elem_id=f"{TAB}_script_container"
-            )
+            scripts = build_script_area(TAB, is_img2img=False)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
 
     def build_request(values: dict) -> Txt2ImgRequest:
@@ -45,9 +61,12 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         )
 
     def generate(values: dict):
-        yield from run_job(backend, results, lambda: build_request(values))
+        yield from run_job(
+            backend, results, lambda: build_request(values), lambda: script_call(TAB, scripts, values)
+        )
 
     inputs = {prompt_row.prompt, prompt_row.negative_prompt, prompt_row.styles, *params.components()}
+    inputs |= set(scripts.inputs)
     outputs = [
         results.gallery,
         results.progress,
@@ -60,7 +79,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         trigger(generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None)
     wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
     wire_reuse_seed(params, results)
-    return Txt2ImgTab(prompt_row, params, script, results)
+    return Txt2ImgTab(prompt_row, params, scripts, results)
 
 
 def wire_reuse_seed(params: ParamControls, results: ResultsPanel) -> None:

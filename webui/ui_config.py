@@ -36,17 +36,26 @@ class UiConfig:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def make(self, tab: str, component_cls: type, label: str, **kwargs: Any) -> Any:
-        """Build `component_cls(label=label, **kwargs)` with overrides from ui-config.json."""
+    def make(self, tab: str, component_cls: type, label: str, save_value: bool = True, **kwargs: Any) -> Any:
+        """Build `component_cls(label=label, **kwargs)` with overrides from ui-config.json.
+
+        `save_value=False`: the default value is not written to the file (it follows the model, e.g. the
+        native size), but a value the user put there still wins.
+        """
         for field in CONFIGURABLE_FIELDS:
             if field not in kwargs and field != "visible":
                 continue
             key = f"{tab}/{label}/{field}"
             default = kwargs.get(field, True if field == "visible" else None)
-            self.defaults[key] = default
+            if save_value or field != "value":
+                self.defaults[key] = default
             if key in self.saved and _compatible(self.saved[key], default, kwargs.get("choices")):
                 kwargs[field] = self.saved[key]
         return component_cls(label=label, **kwargs)
+
+    def has_value(self, tab: str, label: str) -> bool:
+        """True when ui-config.json holds a value for this control."""
+        return f"{tab}/{label}/value" in self.saved
 
     def value(self, tab: str, label: str, default: Any) -> Any:
         key = f"{tab}/{label}/value"
