@@ -10,8 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from modules.engine.requests import RequestError
-from modules.jobs import DuplicateTaskId, Job, JobState, QueueFull
+from modules.jobs import DuplicateTaskId, Job, JobError, JobState, QueueFull
 from modules.options import OptionError
+from modules.samplers import SamplerUnavailableError, UnsupportedScheduleError
+from modules.sd_models.errors import CheckpointLoadError
 from modules.upscaling import UpscaleError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,14 @@ def job_failure_response(job: Job) -> JSONResponse:
     exc = job.exception
     if isinstance(exc, (RequestError, OptionError, UpscaleError)):
         return request_error_response(exc)
+    if isinstance(exc, CheckpointLoadError):  # the message names the file and what is wrong with it
+        return JSONResponse(
+            error_body("CheckpointLoadError", str(exc), "sd_model_checkpoint"), status_code=422
+        )
+    if isinstance(exc, UnsupportedScheduleError):
+        return JSONResponse(error_body(type(exc).__name__, str(exc), "scheduler"), status_code=422)
+    if isinstance(exc, SamplerUnavailableError):
+        return JSONResponse(error_body(type(exc).__name__, str(exc), "sampler_name"), status_code=422)
     if job.state is JobState.CANCELLED:
         return JSONResponse(
             error_body("TaskCancelled", job.error or "cancelled", task_id=job.id), status_code=409
@@ -67,6 +77,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def full(request: Request, exc: QueueFull) -> JSONResponse:
         return JSONResponse(error_body("QueueFull", str(exc)), status_code=503)
 
+    async def failed_job(request: Request, exc: JobError) -> JSONResponse:
+        return job_failure_response(exc.job)
+
     async def anything(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body(type(exc).__name__, str(exc) or "internal error"), status_code=500)
@@ -76,4 +89,5 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, bad_input)
     app.add_exception_handler(DuplicateTaskId, duplicate)
     app.add_exception_handler(QueueFull, full)
+    app.add_exception_handler(JobError, failed_job)
     app.add_exception_handler(Exception, anything)

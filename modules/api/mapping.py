@@ -95,19 +95,51 @@ def _resolve_sampler(payload: models.GenerationPayload, options: Options) -> tup
     except samplers.UnknownSamplerError as exc:
         field_name = "scheduler" if "schedule type" in str(exc) else "sampler_name"
         raise RequestError(field_name, str(exc)) from exc
+    try:  # the sampler/schedule/eta combination, checked now rather than failing inside the job
+        samplers.create_scheduler(info.name, schedule, {}, payload.eta)
+    except samplers.UnsupportedScheduleError as exc:
+        field_name = "eta" if str(exc).startswith("eta=") else "scheduler"
+        raise RequestError(field_name, str(exc)) from exc
+    except samplers.SamplerUnavailableError as exc:
+        raise RequestError("sampler_name", str(exc)) from exc
     return info.name, schedule
 
 
+# k-diffusion "sigma churn" knobs: A1111's values that mean "off"; diffusers' schedulers have no such options
+_SAMPLER_KNOBS_OFF = {"s_churn": 0.0, "s_tmin": 0.0, "s_min_uncond": 0.0}
+
+
 def _refuse_unsupported(payload: models.GenerationPayload) -> None:
-    """Features a client may ask for that this server cannot do: refuse rather than silently ignore."""
+    """Features a client may ask for that this server cannot do: refuse rather than silently ignore.
+
+    A field that only matters together with a switch (hr_* with enable_hr, refiner_switch_at with
+    refiner_checkpoint) is accepted while the switch is off, as A1111 does and as clients such as webuiapi
+    always send it."""
     if payload.restore_faces:
         raise RequestError("restore_faces", "face restoration is not available on this server")
+    if payload.tiling:
+        raise RequestError("tiling", "seamless tiling is not available on this server")
     if payload.refiner_checkpoint and payload.refiner_checkpoint.lower() not in ("none", ""):
         raise RequestError("refiner_checkpoint", "refiner switching is not supported yet")
+    for name, off in _SAMPLER_KNOBS_OFF.items():
+        value = getattr(payload, name)
+        if value is not None and value != off:
+            raise RequestError(
+                name, f"{name}={value:g} is not supported by the diffusers samplers; use {off:g}"
+            )
+    if payload.s_tmax is not None and payload.s_tmax not in (0.0, float("inf")):
+        raise RequestError("s_tmax", f"s_tmax={payload.s_tmax:g} is not supported; use 0 (no limit)")
+    if payload.s_noise is not None and payload.s_noise != 1.0:
+        raise RequestError("s_noise", f"s_noise={payload.s_noise:g} is not supported; only 1.0 is")
     if isinstance(payload, models.Txt2ImgPayload) and payload.enable_hr:
         raise RequestError("enable_hr", "hires. fix is not supported yet")
-    if isinstance(payload, models.Img2ImgPayload) and payload.latent_mask:
-        raise RequestError("latent_mask", "latent_mask is not supported")
+    if isinstance(payload, models.Img2ImgPayload):
+        if payload.latent_mask:
+            raise RequestError("latent_mask", "latent_mask is not supported")
+        if payload.mask_round is False:
+            raise RequestError(
+                "mask_round", "only the rounded mask (mask_round=true, A1111's default) is supported"
+            )
 
 
 def build_request(
