@@ -12,6 +12,8 @@ diffusers' `"trailing"` (as diffusers' own A1111 table says).
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import inspect
 from collections.abc import Mapping
@@ -386,9 +388,29 @@ def create_scheduler(
         **sampler.config,
         **_schedule_config(sampler, schedule),
     }
-    accepted = inspect.signature(sampler.scheduler_class.__init__).parameters
+    accepted = _init_parameters(sampler.scheduler_class)
     config = {k: v for k, v in config.items() if k in accepted}
-    return sampler.scheduler_class.from_config(config)
+    try:
+        key = tuple(sorted(config.items()))
+        hash(key)
+    except TypeError:  # e.g. trained_betas as a list: build directly
+        return sampler.scheduler_class.from_config(config)
+    # diffusers schedulers keep per-run state: every job gets its own copy of a never-used prototype
+    return copy.deepcopy(_prototype_scheduler(sampler.scheduler_class, key))
+
+
+@functools.cache
+def _init_parameters(scheduler_class: type[SchedulerMixin]) -> frozenset[str]:
+    return frozenset(inspect.signature(scheduler_class.__init__).parameters)
+
+
+@functools.lru_cache(maxsize=64)
+def _prototype_scheduler(
+    scheduler_class: type[SchedulerMixin], config: tuple[tuple[str, Any], ...]
+) -> SchedulerMixin:
+    """Built once per (class, config): `from_config` costs ~1 ms (signature inspection, config freezing)
+    against ~0.1 ms for a deep copy. Never handed out itself, so its state is never advanced."""
+    return scheduler_class.from_config(dict(config))
 
 
 def step_kwargs(scheduler: SchedulerMixin, eta: float | None = None, generator: Any = None) -> dict[str, Any]:
