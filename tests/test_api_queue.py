@@ -118,6 +118,13 @@ def test_loose_clients_unknown_keys_nulls_alias(server):
         ({"override_settings": {"no_such_setting": 1}}, "override_settings"),
         ({"override_settings": {"CLIP_stop_at_last_layers": "two"}}, "override_settings"),
         ({"enable_hr": True}, "enable_hr"),
+        ({"tiling": True}, "tiling"),
+        ({"restore_faces": True}, "restore_faces"),
+        ({"s_tmax": 5}, "s_tmax"),
+        ({"s_min_uncond": 0.2}, "s_min_uncond"),
+        ({"eta": 0.3, "sampler_name": "DPM++ 2M SDE"}, "eta"),
+        ({"sampler_name": "Euler a", "scheduler": "Karras"}, "scheduler"),
+        ({"infotext": "a cat\nSteps: 5"}, "infotext"),
         ({"seed": 2**40}, "seed"),
         ({"cfg_scale": 1e9}, "cfg_scale"),
     ],
@@ -144,6 +151,19 @@ def test_bad_images_are_422(server):
     assert r.status_code == 422 and "exceeds" in r.json()["detail"]
     r = requests.post(server.api + "/txt2img", data="{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422
+
+
+def test_img2img_refuses_mask_round_false(server):
+    image = png_b64(Image.new("RGB", (64, 64), "blue"))
+    r = post(server, "/img2img", {**TINY, "init_images": [image], "mask_round": False})
+    assert r.status_code == 422 and r.json()["field"] == "mask_round"
+
+
+def test_webuiapi_defaults_are_accepted(server):
+    """webuiapi always sends hr_* fields, eta=1, s_churn=0, s_noise=1, image_cfg_scale: none of them is refused."""
+    body = {**TINY, "enable_hr": False, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.7}
+    body.update(eta=1.0, s_churn=0, s_tmax=0, s_tmin=0, s_noise=1, sampler_name="Euler a", infotext=None)
+    assert post(server, "/txt2img", body).status_code == 200
 
 
 def test_img2img_with_mask_and_data_url(server):

@@ -131,6 +131,10 @@ def _refuse_unsupported(payload: models.GenerationPayload) -> None:
         raise RequestError("s_tmax", f"s_tmax={payload.s_tmax:g} is not supported; use 0 (no limit)")
     if payload.s_noise is not None and payload.s_noise != 1.0:
         raise RequestError("s_noise", f"s_noise={payload.s_noise:g} is not supported; only 1.0 is")
+    if payload.infotext:
+        raise RequestError(
+            "infotext", "filling a request from an infotext is not supported yet; send the fields"
+        )
     if isinstance(payload, models.Txt2ImgPayload) and payload.enable_hr:
         raise RequestError("enable_hr", "hires. fix is not supported yet")
     if isinstance(payload, models.Img2ImgPayload):
