@@ -163,7 +163,8 @@ class AppServices:
             work,
             kind=kind,
             task_id=task_id,
-            preview_fn=self._preview_fn(holder),
+            # show_progress_every_n_steps = 0 (or live previews off) means no previews, as the engine reads it
+            preview_fn=self._preview_fn(holder) if settings.live_preview_every > 0 else None,
             preview_every=max(1, settings.live_preview_every),
         )
         job.meta["run"] = holder  # holder["model"]: the model the job ran on, for the response's info
