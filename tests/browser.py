@@ -129,6 +129,11 @@ def browser():
         chromium.close()
 
 
+def wait_ui_loaded(page) -> None:
+    """Wait for the page-load refresh (settings, sizes): typing before it lands would be overwritten."""
+    page.wait_for_function("document.body.dataset.uiLoaded === '1'")
+
+
 @pytest.fixture
 def page(browser, ui_server):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
@@ -136,6 +141,7 @@ def page(browser, ui_server):
     page.set_default_timeout(30_000)
     page.goto(ui_server.url + "/")
     page.wait_for_selector("#txt2img_prompt textarea")
+    wait_ui_loaded(page)
     yield page
     context.close()
 

@@ -1,15 +1,20 @@
-"""The web UI driven in a real Chromium: txt2img, inpaint with a brush-drawn mask, PNG Info send-to,
-interrupt, settings persistence, phone width. One server (tiny model) for the whole module."""
+"""The web UI driven in a real Chromium against the real app (app.py, tiny SD1 checkpoint file): txt2img,
+inpaint with a brush-drawn mask, PNG Info send-to, interrupt with live preview, settings persistence,
+phone width, X/Y/Z plot script, outpainting, Extras. One server for the whole module."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+from urllib.parse import urljoin
 
 import pytest
 from PIL import Image, ImageChops
 
 from modules.infotext import png_info_with
+from tests.browser import wait_ui_loaded
+from tests.tiny_models import TINY_RESOLUTION
 
 pytest_plugins = ("tests.browser",)  # browser, ui_server, page, shot fixtures
 
@@ -55,6 +60,9 @@ def test_txt2img_end_to_end(page, shot):
     page.fill("#txt2img_prompt textarea", "a red apple on a table")
     page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.includes('/75')")
     assert re.match(r"\d+/75", page.inner_text("#txt2img_token_counter").strip())
+    # no ui-config.json value: the size defaults to the checkpoint's native resolution, not SD1's 512
+    assert page.input_value("#txt2img_width input[type=number]") == str(TINY_RESOLUTION)
+    assert page.input_value("#txt2img_height input[type=number]") == str(TINY_RESOLUTION)
     small_job(page, "txt2img")
     set_number(page, "txt2img_seed", 1234)
     page.click("#txt2img_generate")
@@ -163,6 +171,12 @@ def test_interrupt_stops_a_long_job(page, shot):
         "(document.querySelector('#txt2img_progress .progress-text') || {innerText: ''}).innerText.includes('Step')",
         timeout=60_000,
     )
+    # the live preview (latents -> RGB every N steps) shows in the gallery while the job still runs
+    page.wait_for_function(
+        "document.querySelector('#txt2img_gallery img')"
+        " && document.querySelector('#txt2img_progress .progressDiv[data-state=running]')",
+        timeout=30_000,
+    )
     shot(page, "running")
     progress_text = page.inner_text("#txt2img_progress .progress-text")
     assert re.search(r"Step \d+/150", progress_text), progress_text
@@ -188,6 +202,7 @@ def test_settings_persist_across_reload(page, ui_server, shot):
     saved = json.loads((ui_server.data_dir / "config.json").read_text())
     assert saved["show_progress_every_n_steps"] == 3
     page.reload()
+    wait_ui_loaded(page)
     page.click("#tab_settings-button")
     page.click("#settings_ui-button")
     page.wait_for_function(
@@ -205,3 +220,81 @@ def test_phone_width_has_no_horizontal_scroll(browser, ui_server, shot):
     widths = phone.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     context.close()
     assert widths[0] <= widths[1] + 1, widths
+
+
+def gallery_image(page, tab: str, index: int = 0) -> Image.Image:
+    """The image the browser shows in the gallery, fetched from its URL."""
+    src = page.locator(f"#{tab}_gallery img").nth(index).get_attribute("src")
+    return Image.open(io.BytesIO(page.request.get(urljoin(page.url, src)).body())).convert("RGB")
+
+
+def choose(page, dropdown, option: str) -> None:
+    dropdown.click()
+    page.locator("ul[role=listbox] li[role=option]", has_text=option).first.click()
+
+
+def test_xyz_plot_script_makes_a_grid(page, shot):
+    page.fill("#txt2img_prompt textarea", "a grid of steps")
+    small_job(page, "txt2img")
+    set_number(page, "txt2img_seed", 5)
+    choose(page, page.locator("#txt2img_script_list input"), "X/Y/Z plot")
+    scripts = page.locator("#txt2img_script_container")
+    choose(page, scripts.get_by_label("X type"), "Steps")
+    scripts.get_by_label("X values").first.fill("1,2")
+    shot(page, "script-chosen")
+    page.click("#txt2img_generate")
+    info = wait_result(page, "txt2img")
+    shot(page, "grid")
+    assert "Steps: 1" in info and "Seed: 5" in info  # the grid carries its first cell's infotext
+    grid = gallery_image(page, "txt2img")
+    side = TINY_RESOLUTION
+    assert 2 * side <= grid.width < 3 * side and side < grid.height < 2 * side, grid.size  # 2 cells + legend
+    x0, top = grid.width - 2 * side, grid.height - side  # cells sit at the bottom right of the margins
+    left = grid.crop((x0, top, x0 + side, grid.height))
+    right = grid.crop((x0 + side, top, grid.width, grid.height))
+    assert ImageChops.difference(left, right).getbbox() is not None  # 1 step and 2 steps differ
+    assert page.locator("#txt2img_gallery img").count() == 1  # the grid only (no sub-images asked)
+
+
+def test_outpaint_right_keeps_the_original(page, ui_server, shot, tmp_path):
+    source = tmp_path / "small.png"
+    original = (200, 60, 30)
+    Image.new("RGB", (64, 64), original).save(source)
+    page.click("#tab_img2img-button")
+    page.locator("#img2img_image input[type=file]").set_input_files(str(source))
+    page.wait_for_selector("#img2img_image img")
+    page.fill("#img2img_prompt textarea", "more to the right")
+    small_job(page, "img2img")
+    set_number(page, "img2img_mask_blur", 0)
+    page.click("#img2img_outpainting")  # open the accordion
+    page.locator("#img2img_outpaint_enable input").check()
+    for side in ("left", "up", "down"):
+        page.locator("#img2img_outpaint_directions").get_by_label(side).uncheck()
+    set_number(page, "img2img_outpaint_pixels", 32)
+    shot(page, "outpaint-set")
+    before = set(ui_server.output_images("img2img"))
+    page.click("#img2img_generate")
+    info = wait_result(page, "img2img")
+    shot(page, "outpainted")
+    assert "Size: 96x64" in info
+    saved = [path for path in ui_server.output_images("img2img") if path not in before]
+    assert len(saved) == 1, saved
+    result = Image.open(saved[0]).convert("RGB")
+    assert result.size == (96, 64)
+    assert all(result.getpixel((x, y)) == original for x in (0, 30, 63) for y in (0, 32, 63))
+    assert any(result.getpixel((x, 32)) != original for x in range(64, 96))  # the new strip was painted
+
+
+def test_extras_upscale_saves_into_the_configured_folder(page, ui_server, shot, tmp_path):
+    source = tmp_path / "tiny.png"
+    Image.new("RGB", (20, 10), (0, 255, 0)).save(source)
+    page.click("#tab_extras-button")
+    page.locator("#extras_image input[type=file]").set_input_files(str(source))
+    page.wait_for_selector("#extras_image img")
+    set_number(page, "extras_upscaling_resize", 2)
+    page.click("#extras_generate")
+    page.wait_for_function("/saved to|error/i.test(document.querySelector('#extras_status').innerText)")
+    shot(page, "upscaled")
+    assert "40x20" in page.inner_text("#extras_status")
+    saved = list((ui_server.data_dir / "outputs" / "extras-images").glob("*.png"))  # outdir_extras_samples
+    assert [Image.open(path).size for path in saved] == [(40, 20)]

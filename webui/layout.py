@@ -85,7 +85,7 @@ def create_ui(services: Any) -> gr.Blocks:
             refresh_on_load,
             outputs=[*settings.components, *quick.components, *sizes],
             show_progress="hidden",
-        )
+        ).then(None, js="() => { document.body.dataset.uiLoaded = '1'; }")  # for tests and scripts
     cfg.save_missing()
     return demo
 
