@@ -139,3 +139,54 @@ def test_progress_text_shows_steps_eta_and_queue_place():
     finally:
         queue.shutdown()
     assert format_eta(75) == "ETA 1:15" and format_eta(9.6) == "ETA 10s" and format_eta(None) == ""
+
+
+class _Options(dict):
+    def get(self, key, default=None):
+        return super().get(key, default)
+
+
+def _backend(tmp_path, options: dict, models=None):
+    from types import SimpleNamespace
+
+    from webui.backend import UiBackend
+
+    paths = SimpleNamespace(data_dir=tmp_path, outputs_dir=tmp_path / "outputs")
+    return UiBackend(SimpleNamespace(options=_Options(options), paths=paths, models=models))
+
+
+def test_extras_folder_is_the_outdir_extras_samples_setting(tmp_path):
+    assert _backend(tmp_path, {}).extras_dir() == tmp_path / "outputs" / "extras-images"
+    assert _backend(tmp_path, {"outdir_extras_samples": "mine/up"}).extras_dir() == tmp_path / "mine" / "up"
+    absolute = tmp_path / "elsewhere"
+    assert _backend(tmp_path, {"outdir_extras_samples": str(absolute)}).extras_dir() == absolute
+
+
+def test_unset_checkpoint_setting_shows_the_model_in_use(tmp_path):
+    from webui.settings_tab import apply_values, displayed_value
+
+    class Models:
+        preferred = str(tmp_path / "b.safetensors")
+
+        def checkpoints(self):
+            return [
+                CheckpointInfo(path=tmp_path / n, name=n, title=f"{n} [abc]", filename=str(tmp_path / n))
+                for n in ("a.safetensors", "b.safetensors")
+            ]
+
+        def checkpoint_titles(self):
+            return [info.title for info in self.checkpoints()]
+
+        def current_title(self):
+            return None
+
+    backend = _backend(tmp_path, {"sd_model_checkpoint": ""}, Models())
+    assert displayed_value(backend, "sd_model_checkpoint") == "b.safetensors [abc]"  # --ckpt wins over first
+    backend.options.data_labels = {}
+    assert apply_values(backend, ["sd_model_checkpoint"], ["b.safetensors [abc]"]) == ([], None)
+
+
+def test_gradio_errors_read_as_their_message():
+    from webui.backend import describe_error
+
+    assert describe_error(gr.Error("Inpaint: draw a mask first.")) == "Inpaint: draw a mask first."
