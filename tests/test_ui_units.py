@@ -190,3 +190,18 @@ def test_gradio_errors_read_as_their_message():
     from webui.backend import describe_error
 
     assert describe_error(gr.Error("Inpaint: draw a mask first.")) == "Inpaint: draw a mask first."
+
+
+def test_pasting_infotext_runs_the_extensions_callbacks():
+    from modules import script_callbacks
+    from webui.paste import pasted_params
+
+    def double_steps(text, params):
+        params["Steps"] = str(int(params["Steps"]) * 2)
+
+    script_callbacks.on_infotext_pasted(double_steps)
+    try:
+        params = pasted_params("a cat\nSteps: 7, Sampler: Euler, Seed: 3, Size: 64x64")
+    finally:
+        script_callbacks.remove_callbacks_for_function(double_steps)
+    assert params["Steps"] == "14" and params["Prompt"] == "a cat"

@@ -12,7 +12,6 @@ from typing import Any
 
 import gradio as gr
 
-from modules import script_callbacks
 from modules.extensions_facade import extension_tabs
 from webui import paste
 from webui.backend import UiBackend
@@ -129,9 +128,7 @@ def _wire_send_to(tabs: gr.Tabs, txt2img, img2img, extras, pnginfo) -> None:
         def send(text, image, target=target, outputs=outputs, tab_id=tab_id, extra=extra_outputs):
             if not text:
                 raise gr.Error("This image has no generation parameters to send.")
-            params = paste.parse_infotext(text)
-            script_callbacks.infotext_pasted_callback(text, params)  # extensions may edit the parsed params
-            updates = paste.field_updates(params, target.prompt_row, target.params)
+            updates = paste.field_updates(paste.pasted_params(text), target.prompt_row, target.params)
             values = paste.as_outputs(updates, outputs)
             return [*values, gr.Tabs(selected=tab_id), *([image] if extra else [])]
 

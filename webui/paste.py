@@ -19,6 +19,15 @@ def parse_infotext(text: str) -> dict[str, Any]:
     return infotext.parse_infotext(text or "")
 
 
+def pasted_params(text: str) -> dict[str, Any]:
+    """Parse an infotext for pasting; extensions' `on_infotext_pasted` callbacks may edit the result."""
+    from modules import script_callbacks
+
+    params = parse_infotext(text)
+    script_callbacks.infotext_pasted_callback(text or "", params)
+    return params
+
+
 def _number(value: Any, kind: type) -> Any:
     try:
         number = float(value)
