@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
+import time
+import urllib.request
 from urllib.parse import urljoin
 
 import pytest
@@ -298,3 +301,37 @@ def test_extras_upscale_saves_into_the_configured_folder(page, ui_server, shot, 
     assert "40x20" in page.inner_text("#extras_status")
     saved = list((ui_server.data_dir / "outputs" / "extras-images").glob("*.png"))  # outdir_extras_samples
     assert [Image.open(path).size for path in saved] == [(40, 20)]
+
+
+def test_queue_place_shown_behind_an_api_job(page, ui_server, shot):
+    """UI and API share one queue: a UI job waiting behind an API job says so, then runs."""
+    body = json.dumps({"prompt": "api job", "steps": 150, "n_iter": 50, "width": 64, "height": 64}).encode()
+    api_call = urllib.request.Request(
+        ui_server.url + "/sdapi/v1/txt2img", data=body, headers={"Content-Type": "application/json"}
+    )
+    api_thread = threading.Thread(target=lambda: urllib.request.urlopen(api_call, timeout=120).read())
+    api_thread.start()
+    try:
+        wait_api_job_running(ui_server.url)
+        page.fill("#txt2img_prompt textarea", "waits its turn")
+        small_job(page, "txt2img")
+        page.click("#txt2img_generate")
+        page.wait_for_function(
+            "/In queue: 1 job ahead/.test(document.querySelector('#txt2img_progress').innerText)"
+        )
+        shot(page, "queued")
+    finally:
+        urllib.request.urlopen(urllib.request.Request(ui_server.url + "/sdapi/v1/interrupt", method="POST"))
+        api_thread.join(60)
+    info = wait_result(page, "txt2img")
+    assert "waits its turn" in info
+
+
+def wait_api_job_running(url: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with urllib.request.urlopen(url + "/sdapi/v1/progress?skip_current_image=true") as response:
+            if json.loads(response.read())["state"]["sampling_step"] > 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError("the API job did not start")
