@@ -260,6 +260,15 @@ def default_templates() -> dict[str, OptionInfo]:
                 "outdir_extras_samples": OptionInfo(
                     "outputs/extras-images", "Output directory for images from extras tab"
                 ),
+                "outdir_grids": OptionInfo(
+                    "", "Output directory for grids; if empty, defaults to two directories below"
+                ),
+                "outdir_txt2img_grids": OptionInfo(
+                    "outputs/txt2img-grids", "Output directory for txt2img grids"
+                ),
+                "outdir_img2img_grids": OptionInfo(
+                    "outputs/img2img-grids", "Output directory for img2img grids"
+                ),
             },
         )
     )

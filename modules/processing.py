@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import script_callbacks, shared
+from modules import paths, script_callbacks, shared
 from modules.engine import hooks as eh
 from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
 
@@ -274,6 +275,9 @@ def processing_from_request(request: Txt2ImgRequest) -> StableDiffusionProcessin
     }
     if request.clip_skip != 1:
         common["override_settings"].setdefault("CLIP_stop_at_last_layers", request.clip_skip)
+    kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
+    common["outpath_samples"] = _output_dir("outdir_samples", f"outdir_{kind}_samples")
+    common["outpath_grids"] = _output_dir("outdir_grids", f"outdir_{kind}_grids")
     if isinstance(request, Img2ImgRequest):
         return StableDiffusionProcessingImg2Img(
             **common,
@@ -290,6 +294,14 @@ def processing_from_request(request: Txt2ImgRequest) -> StableDiffusionProcessin
             initial_noise_multiplier=request.initial_noise_multiplier,
         )
     return StableDiffusionProcessingTxt2Img(**common)
+
+
+def _output_dir(override_key: str, kind_key: str) -> str | None:
+    """A1111's folder rule: the shared override if set, else the per-kind folder, relative to the data dir."""
+    folder = shared.opts.get(override_key) or shared.opts.get(kind_key)
+    if not folder:
+        return None
+    return os.path.join(paths.data_path, folder)
 
 
 class Processed:

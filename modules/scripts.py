@@ -398,10 +398,16 @@ class ScriptRunner:
         """Headless (API only): build the components in a throwaway Blocks to learn positions and defaults."""
         if self._ui_ready:
             return
+        import contextvars
+
         import gradio as gr
 
-        with gr.Blocks():
-            self.setup_ui()
+        def build() -> None:
+            with gr.Blocks():
+                self.setup_ui()
+
+        # A fresh context: inside a Gradio event, Blocks() would otherwise attach to the running app's context.
+        contextvars.Context().run(build)
 
     def extension_of(self, script: Script) -> str:
         return self._extension_of.get(id(script), "?")

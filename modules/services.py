@@ -98,6 +98,8 @@ class AppServices:
     preview: Callable[[LoadedModel, StepInfo], Image.Image | None] | None = None
     # installed extensions as A1111's /sdapi/v1/extensions items (filled by the extension layer)
     extension_list: Callable[[], list[dict[str, Any]]] = list
+    # the extension system (modules.extensions_facade.ExtensionSystem), set by attach_extensions
+    extensions: Any = None
     version: str = "sdwebui-0.1.0"
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

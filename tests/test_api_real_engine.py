@@ -257,3 +257,23 @@ def test_bad_images_are_422_with_json(server):
     # the server is still serving real jobs
     r = post(server, "/img2img", {"prompt": "x", "steps": 2, "seed": 8, "init_images": [good], **SIZE})
     assert r.status_code == 200 and json.loads(r.json()["info"])["seed"] == 8
+
+
+def test_xyz_plot_grid_is_saved_under_the_grids_folder(server):
+    # A1111's argument layout of the X/Y/Z plot script: X axis = Steps (index 4) with values "1,2"
+    xyz_args = [4, "1,2", [], 0, "", [], 0, "", [], True, False, False, False, False, False, False, 0, False]
+    body = {
+        "prompt": "grid",
+        "seed": 7,
+        "save_images": True,
+        "script_name": "x/y/z plot",
+        "script_args": xyz_args,
+    }
+    response = post(server, "/txt2img", {**body, **SIZE})
+    assert response.status_code == 200, response.text
+    assert response.json()["images"], "the grid comes back as the first image"
+    grids = sorted((server.data_dir / "outputs" / "txt2img-grids").rglob("*.png"))
+    assert grids, "the X/Y/Z grid was not saved"
+    grid = Image.open(grids[-1])
+    assert grid.width >= 2 * SIZE["width"], grid.size  # two cells side by side
+    assert "Steps: 1" in grid.info.get("parameters", "")

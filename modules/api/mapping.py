@@ -181,7 +181,7 @@ def build_request(
         "tiling": bool(payload.tiling),
         # the API saves nothing unless asked (A1111: do_not_save_samples = not save_images)
         "do_not_save_samples": not payload.save_images,
-        "do_not_save_grid": True,
+        "do_not_save_grid": not payload.save_images,
         "override_settings": overrides,
     }
     if isinstance(payload, models.Img2ImgPayload):

@@ -57,7 +57,7 @@ class Txt2ImgRequest:
     restore_faces: bool = False
     tiling: bool = False
     do_not_save_samples: bool = False
-    do_not_save_grid: bool = True
+    do_not_save_grid: bool = False
     # settings that apply to this job only (A1111 override_settings); never written to shared options
     override_settings: dict[str, Any] = field(default_factory=dict)
     # extra "key: value" pairs for the infotext (extensions add to this)
