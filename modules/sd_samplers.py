@@ -43,3 +43,17 @@ def get_sampler_and_scheduler(
 ):
     info, schedule = _samplers.resolve_sampler(sampler_name, scheduler_name)
     return info.name, schedule
+
+
+def visible_scheduler_labels() -> list[str]:
+    """Schedule type labels ("Automatic", "Karras", ...) usable here (ours; A1111 has sd_schedulers)."""
+    return [s.label for s in _samplers.SCHEDULE_TYPES if s.available]
+
+
+def find_scheduler_label(name: str) -> str | None:
+    """The schedule type's label for a name, label or alias; None when unknown."""
+    try:
+        info = _samplers.find_schedule_type(name)
+    except Exception:
+        return None
+    return info.label if info.available else None

@@ -48,11 +48,12 @@ def test_axis_errors():
 
 
 def test_axis_selection_switches_to_a_dropdown():
-    text, dropdown = xyz.select_axis(xyz.AXES.index(xyz.find_axis("Sampler")), False)
+    text, dropdown = xyz.select_axis("Sampler", False)
     assert text["visible"] is False and dropdown["visible"] is True and "Euler" in dropdown["choices"]
-    text, dropdown = xyz.select_axis(xyz.AXES.index(xyz.find_axis("Sampler")), True)
+    text, dropdown = xyz.select_axis("Sampler", True)
     assert text["visible"] is True and dropdown["visible"] is False
-    assert xyz.select_axis(xyz.AXES.index(xyz.find_axis("Steps")), False)[0]["visible"] is True
+    assert xyz.select_axis("Steps", False)[0]["visible"] is True
+    assert xyz.select_axis(9, False, is_img2img=True)[1]["visible"] is True  # img2img index 9 = Sampler
 
 
 def test_prompt_line_parsing():

@@ -2,7 +2,8 @@
 
 Dogfood: written only against the public extension API (modules.scripts, processing, images, shared,
 sd_samplers). Argument order of ui() follows A1111's X/Y/Z plot so API clients can send the same
-`script_args`; axis types may be given as an index into AXES or as the axis label.
+`script_args`. Axis types may be an index into the tab's axis list, which keeps A1111 1.10's order (axes this
+engine cannot honour stay in place and raise an error naming them when used), or the axis label.
 Value syntax: comma-separated (CSV quoting allowed); integer ranges `1-5`, `1-5 (+2)`, `10-1 (-3)`, and
 `1-10 [5]` (5 evenly spaced values); the same for floats (`1.0-2.0 (+0.5)`, `1-2 [3]`).
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
+import itertools
 import os
 import re
 from collections.abc import Callable
@@ -41,11 +44,37 @@ def apply_field(name: str) -> Callable:
     return apply
 
 
+def apply_override(key: str) -> Callable:
+    def apply(p, x, xs):
+        p.override_settings[key] = x
+
+    return apply
+
+
 def apply_prompt(p, x, xs):
     if xs[0] not in p.prompt and xs[0] not in p.negative_prompt:
         raise RuntimeError(f"Prompt S/R did not find {xs[0]} in prompt or negative prompt.")
     p.prompt = p.prompt.replace(xs[0], x)
     p.negative_prompt = p.negative_prompt.replace(xs[0], x)
+
+
+def str_permutations(x):
+    """Marks the Prompt order axis: its values become every ordering of the given tokens."""
+    return x
+
+
+def apply_order(p, x, xs):
+    """Put the tokens `x` into the prompt in this order, at the places where they first appear."""
+    missing = [token for token in x if token not in p.prompt]
+    if missing:
+        raise RuntimeError(f"Prompt order did not find {', '.join(missing)} in the prompt.")
+    positions = sorted((p.prompt.find(token), token) for token in x)
+    parts, rest = [], p.prompt
+    for _, token in positions:
+        n = rest.find(token)
+        parts.append(rest[:n])
+        rest = rest[n + len(token) :]
+    p.prompt = "".join(part + token for part, token in zip(parts, x, strict=True)) + rest
 
 
 def apply_sampler(p, x, xs):
@@ -61,6 +90,17 @@ def confirm_samplers(p, xs):
             raise RuntimeError(f"Unknown sampler: {x}")
 
 
+def apply_schedule_type(p, x, xs):
+    p.scheduler = sd_samplers.find_scheduler_label(x) or x
+
+
+def confirm_schedule_types(p, xs):
+    for x in xs:
+        if sd_samplers.find_scheduler_label(x) is None:
+            valid = ", ".join(sd_samplers.visible_scheduler_labels())
+            raise RuntimeError(f"Unknown schedule type: {x}; valid: {valid}")
+
+
 def apply_checkpoint(p, x, xs):
     p.override_settings["sd_model_checkpoint"] = x
 
@@ -74,6 +114,37 @@ def confirm_checkpoints(p, xs):
             raise RuntimeError(f"Unknown checkpoint: {x}")
 
 
+def style_names() -> list[str]:
+    styles = shared.prompt_styles
+    return list(styles.names()) if styles is not None else []
+
+
+def apply_styles(p, x, xs):
+    p.styles.extend(s.strip() for s in x.split(",") if s.strip())
+
+
+def confirm_styles(p, xs):
+    known = set(style_names())
+    for x in xs:
+        for name in (s.strip() for s in x.split(",")):
+            if name and name not in known:
+                raise RuntimeError(f"Unknown style: {name}")
+
+
+def confirm_rng_source(p, xs):
+    for x in xs:
+        if x.strip().upper() != "CPU":
+            raise RuntimeError(f"RNG source {x!r} is not available: noise is always drawn on the CPU")
+
+
+def apply_size(p, x, xs):
+    width, sep, height = x.lower().partition("x")
+    try:
+        p.width, p.height = int(width.strip()), int(height.strip())
+    except ValueError:
+        raise RuntimeError(f"X/Y/Z plot: bad Size {x!r}, expected WIDTHxHEIGHT such as 512x768") from None
+
+
 def format_value_add_label(p, opt, x):
     if isinstance(x, float):
         x = round(x, 8)
@@ -82,6 +153,10 @@ def format_value_add_label(p, opt, x):
 
 def format_value(p, opt, x):
     return x if isinstance(x, str) else str(x)
+
+
+def format_value_join_list(p, opt, x):
+    return ", ".join(x)
 
 
 def format_remove_path(p, opt, x):
@@ -96,24 +171,52 @@ def format_nothing(p, opt, x):
     return ""
 
 
+def refuse(p, x, xs):
+    raise RuntimeError("X/Y/Z plot: this axis is not available")  # never reached: run() checks first
+
+
 @dataclass
 class AxisOption:
+    """An axis. `tab`: None = both tabs, else "txt2img"/"img2img" (A1111's AxisOptionTxt2Img/Img2Img).
+
+    `unavailable` (all tabs) / `unavailable_txt2img`: why this build cannot honour the axis; such axes keep
+    their place so A1111's indices stay valid, and using one is an error naming it.
+    """
+
     label: str
     type: Callable[[str], Any]
     apply: Callable
     format_value: Callable = format_value_add_label
     confirm: Callable | None = None
     choices: Callable[[], list[str]] | None = None
+    tab: str | None = None
+    unavailable: str = ""
+    unavailable_txt2img: str = ""
+
+    def why_unavailable(self, is_img2img: bool) -> str:
+        return self.unavailable or ("" if is_img2img else self.unavailable_txt2img)
 
 
+def missing(label: str, reason: str, type_: Callable = str, tab: str | None = None) -> AxisOption:
+    return AxisOption(label, type_, refuse, tab=tab, unavailable=reason)
+
+
+NO_HIRES = "hires fix is not implemented"
+NO_OPTION = "this engine has no such setting"
+T2I, I2I = "txt2img", "img2img"
+
+# A1111 1.10's axis_options, in its order (the API sends indices into this list filtered by tab), then ours.
 AXES = [
     AxisOption("Nothing", str, do_nothing, format_value=format_nothing),
     AxisOption("Seed", int, apply_field("seed")),
     AxisOption("Var. seed", int, apply_field("subseed")),
     AxisOption("Var. strength", float, apply_field("subseed_strength")),
     AxisOption("Steps", int, apply_field("steps")),
+    missing("Hires steps", NO_HIRES, int, tab=T2I),
     AxisOption("CFG Scale", float, apply_field("cfg_scale")),
+    missing("Image CFG Scale", "instruct-pix2pix models are not supported", float, tab=I2I),
     AxisOption("Prompt S/R", str, apply_prompt, format_value=format_value),
+    AxisOption("Prompt order", str_permutations, apply_order, format_value=format_value_join_list),
     AxisOption(
         "Sampler",
         str,
@@ -121,7 +224,18 @@ AXES = [
         format_value=format_value,
         confirm=confirm_samplers,
         choices=sd_samplers.visible_sampler_names,
-    ),
+        tab=T2I,
+    ),  # fmt: skip
+    missing("Hires sampler", NO_HIRES, tab=T2I),
+    AxisOption(
+        "Sampler",
+        str,
+        apply_sampler,
+        format_value=format_value,
+        confirm=confirm_samplers,
+        choices=sd_samplers.visible_sampler_names,
+        tab=I2I,
+    ),  # fmt: skip
     AxisOption(
         "Checkpoint name",
         str,
@@ -129,22 +243,100 @@ AXES = [
         format_value=format_remove_path,
         confirm=confirm_checkpoints,
         choices=shared.list_checkpoint_titles,
+    ),  # fmt: skip
+    missing("Negative Guidance minimum sigma", NO_OPTION, float),
+    missing("Sigma Churn", "the diffusers schedulers have no churn", float),
+    missing("Sigma min", "the diffusers schedulers have no churn", float),
+    missing("Sigma max", "the diffusers schedulers have no churn", float),
+    missing("Sigma noise", "the diffusers schedulers only support 1.0", float),
+    AxisOption(
+        "Schedule type",
+        str,
+        apply_schedule_type,
+        format_value=format_value,
+        confirm=confirm_schedule_types,
+        choices=sd_samplers.visible_scheduler_labels,
+    ),  # fmt: skip
+    missing("Schedule min sigma", NO_OPTION, float),
+    missing("Schedule max sigma", NO_OPTION, float),
+    missing("Schedule rho", NO_OPTION, float),
+    missing("Skip Early CFG", NO_OPTION, float),
+    missing("Beta schedule alpha", NO_OPTION, float),
+    missing("Beta schedule beta", NO_OPTION, float),
+    AxisOption("Eta", float, apply_field("eta")),
+    AxisOption("Clip skip", int, apply_override("CLIP_stop_at_last_layers")),
+    AxisOption(
+        "Denoising",
+        float,
+        apply_field("denoising_strength"),
+        unavailable_txt2img=f"on txt2img it only affects hires fix, and {NO_HIRES}",
+    ),  # fmt: skip
+    AxisOption(
+        "Initial noise multiplier",
+        float,
+        apply_field("initial_noise_multiplier"),
+        unavailable_txt2img="txt2img has no initial image to add noise to",
+    ),  # fmt: skip
+    missing("Extra noise", NO_OPTION, float),
+    missing("Hires upscaler", NO_HIRES, tab=T2I),
+    AxisOption("Cond. Image Mask Weight", float, apply_override("inpainting_mask_weight"), tab=I2I),
+    missing("VAE", "switching the VAE per job is not implemented"),
+    AxisOption(
+        "Styles", str, apply_styles, format_value=format_value, confirm=confirm_styles, choices=style_names
     ),
+    missing("UniPC Order", NO_OPTION, int),
+    missing("Face restore", "face restoration is not implemented"),
+    missing("Token merging ratio", "token merging is not implemented", float),
+    missing("Token merging ratio high-res", "token merging is not implemented", float),
+    missing("Always discard next-to-last sigma", NO_OPTION),
+    missing("SGM noise multiplier", NO_OPTION),
+    missing("Refiner checkpoint", "the SDXL refiner is not implemented"),
+    missing("Refiner switch at", "the SDXL refiner is not implemented", float),
+    AxisOption(
+        "RNG source",
+        str,
+        do_nothing,
+        format_value=format_value,
+        confirm=confirm_rng_source,
+        choices=lambda: ["CPU"],
+    ),  # fmt: skip
+    missing("FP8 mode", "fp8 weight storage is not implemented"),
+    AxisOption("Size", str, apply_size, format_value=format_value),
+    # ours, after A1111's list so its indices stay valid
     AxisOption("Width", int, apply_field("width")),
     AxisOption("Height", int, apply_field("height")),
-    AxisOption("Denoising", float, apply_field("denoising_strength")),
 ]
 
 
-def find_axis(value: Any) -> AxisOption:
+def axes_for_tab(is_img2img: bool) -> list[AxisOption]:
+    """The axes of one tab, in the order A1111's API indices count them."""
+    tab = I2I if is_img2img else T2I
+    return [a for a in AXES if a.tab in (None, tab)]
+
+
+def find_axis(value: Any, is_img2img: bool = False) -> AxisOption:
+    """An axis by index into the tab's list (as A1111's API sends it) or by label (case-insensitive)."""
+    axes = axes_for_tab(is_img2img)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value < len(AXES):
-            raise RuntimeError(f"X/Y/Z plot: axis type index {value} out of range 0..{len(AXES) - 1}")
-        return AXES[value]
-    for axis in AXES:
-        if axis.label.lower() == str(value or "Nothing").strip().lower():
+        if not 0 <= value < len(axes):
+            raise RuntimeError(f"X/Y/Z plot: axis type index {value} out of range 0..{len(axes) - 1}")
+        return axes[value]
+    wanted = str(value or "Nothing").strip().lower()
+    for axis in axes:
+        if axis.label.lower() == wanted:
             return axis
-    raise RuntimeError(f"X/Y/Z plot: unknown axis type {value!r}; valid: {', '.join(a.label for a in AXES)}")
+    tab = I2I if is_img2img else T2I
+    if any(a.label.lower() == wanted for a in AXES):
+        raise RuntimeError(f"X/Y/Z plot: the {value} axis is not available on the {tab} tab")
+    raise RuntimeError(f"X/Y/Z plot: unknown axis type {value!r}; valid: {', '.join(a.label for a in axes)}")
+
+
+def check_available(axis: AxisOption, is_img2img: bool) -> None:
+    reason = axis.why_unavailable(is_img2img)
+    if reason:
+        raise RuntimeError(f"X/Y/Z plot: the {axis.label} axis is not available: {reason}")
 
 
 def csv_values(text: str) -> list[str]:
@@ -156,6 +348,8 @@ def csv_values(text: str) -> list[str]:
 def expand_values(axis: AxisOption, text: str) -> list[Any]:
     """Parse an axis' values, expanding range syntax for int and float axes."""
     raw = csv_values(text)
+    if axis.type is str_permutations:
+        return [list(order) for order in itertools.permutations(raw)]
     out: list[Any] = []
     for val in raw:
         if axis.type is int:
@@ -195,9 +389,9 @@ def expand_values(axis: AxisOption, text: str) -> list[Any]:
         raise RuntimeError(f"X/Y/Z plot: bad value for {axis.label}: {exc}") from exc
 
 
-def select_axis(kind, csv_mode):
+def select_axis(kind, csv_mode, is_img2img=False):
     """Show the values dropdown for axes with choices (samplers, checkpoints) unless text is wanted."""
-    axis = find_axis(kind if kind is not None else 0)
+    axis = find_axis(kind if kind is not None else 0, is_img2img)
     use_dropdown = axis.choices is not None and not csv_mode
     choices = axis.choices() if use_dropdown else []
     return gr.update(visible=not use_dropdown), gr.update(visible=use_dropdown, choices=choices, value=[])
@@ -208,17 +402,18 @@ class Script(scripts.Script):
         return "X/Y/Z plot"
 
     def ui(self, is_img2img):
-        labels = [a.label for a in AXES]
+        # the UI lists only the axes this build honours, by label; the API may also send A1111's indices
+        labels = [a.label for a in axes_for_tab(is_img2img) if not a.why_unavailable(is_img2img)]
         with gr.Row():
-            x_type = gr.Dropdown(label="X type", choices=labels, value="Seed", type="index")
+            x_type = gr.Dropdown(label="X type", choices=labels, value="Seed", type="value")
             x_values = gr.Textbox(label="X values", lines=1)
             x_values_dropdown = gr.Dropdown(label="X values", visible=False, multiselect=True, choices=[])
         with gr.Row():
-            y_type = gr.Dropdown(label="Y type", choices=labels, value="Nothing", type="index")
+            y_type = gr.Dropdown(label="Y type", choices=labels, value="Nothing", type="value")
             y_values = gr.Textbox(label="Y values", lines=1)
             y_values_dropdown = gr.Dropdown(label="Y values", visible=False, multiselect=True, choices=[])
         with gr.Row():
-            z_type = gr.Dropdown(label="Z type", choices=labels, value="Nothing", type="index")
+            z_type = gr.Dropdown(label="Z type", choices=labels, value="Nothing", type="value")
             z_values = gr.Textbox(label="Z values", lines=1)
             z_values_dropdown = gr.Dropdown(label="Z values", visible=False, multiselect=True, choices=[])
         with gr.Row():
@@ -233,8 +428,9 @@ class Script(scripts.Script):
             csv_mode = gr.Checkbox(label="Use text inputs instead of dropdowns", value=False)
         for kind, text, dropdown in ((x_type, x_values, x_values_dropdown), (y_type, y_values, y_values_dropdown),
                                      (z_type, z_values, z_values_dropdown)):  # fmt: skip
-            kind.change(select_axis, inputs=[kind, csv_mode], outputs=[text, dropdown])
-            csv_mode.change(select_axis, inputs=[kind, csv_mode], outputs=[text, dropdown])
+            select = functools.partial(select_axis, is_img2img=is_img2img)
+            kind.change(select, inputs=[kind, csv_mode], outputs=[text, dropdown])
+            csv_mode.change(select, inputs=[kind, csv_mode], outputs=[text, dropdown])
         return [
             x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown,
             z_type, z_values, z_values_dropdown, draw_legend, include_lone_images, include_sub_grids,
@@ -249,7 +445,8 @@ class Script(scripts.Script):
         axes = []
         for kind, text, chosen in ((x_type, x_values, x_values_dropdown), (y_type, y_values, y_values_dropdown),
                                    (z_type, z_values, z_values_dropdown)):  # fmt: skip
-            axis = find_axis(kind)
+            axis = find_axis(kind, self.is_img2img)
+            check_available(axis, self.is_img2img)
             if axis.choices is not None and not csv_mode and chosen:
                 text = ",".join(f'"{c}"' for c in chosen)
             values = expand_values(axis, text) if axis.label != "Nothing" else [""]
