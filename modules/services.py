@@ -38,7 +38,7 @@ class ModelProvider(Protocol):
     def checkpoint_titles(self) -> list[str]: ...
     def refresh(self) -> None: ...
     def current_title(self) -> str | None: ...
-    def load(self, title: str | None = None) -> LoadedModel: ...
+    def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel: ...
     def unload(self) -> None: ...
     def vae_names(self) -> list[str]: ...
 
@@ -145,8 +145,13 @@ class AppServices:
         holder: dict[str, Any] = {}
 
         def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
-            wanted = overrides.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint") or None
-            model = self.models.load(wanted)
+            # scripts (e.g. the X/Y/Z checkpoint axis) may change the request's overrides per sub-run
+            job_overrides = {**overrides, **req.override_settings}
+            wanted = (
+                job_overrides.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint") or None
+            )
+            vae = job_overrides.get("sd_vae") or self.options.get("sd_vae") or None
+            model = self.models.load(wanted, vae=vae)
             holder["model"] = model
             result = self.generate(model, req, ctx, settings, hooks)
             result.request = result.request or req
@@ -187,6 +192,9 @@ class AppServices:
         checkpoint = values.get("sd_model_checkpoint")
         if checkpoint and checkpoint != known.get("sd_model_checkpoint"):
             self._check_checkpoint(checkpoint)
+        vae = values.get("sd_vae")
+        if vae and vae != known.get("sd_vae") and vae not in self.models.vae_names():
+            raise RequestError("sd_vae", f"unknown VAE {vae!r}; valid: {', '.join(self.models.vae_names())}")
 
         def work(ctx: JobContext) -> list[str]:
             if checkpoint and checkpoint != self.options.get("sd_model_checkpoint"):
@@ -314,24 +322,30 @@ class ManagedModels:
         current = self.manager.current
         return current.info.title if current is not None else None
 
-    def load(self, title: str | None = None) -> LoadedModel:
+    def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
+        """Load by title; else the current model, --ckpt, or the first checkpoint found. `vae`: "Automatic",
+        "None" or a VAE name (None keeps "Automatic")."""
+        vae = vae or "Automatic"
         if title:
-            return self.manager.load(title)
+            return self.manager.load(title, vae=vae)
         current = self.manager.current
         if current is not None:
-            return current
+            return self.manager.load(current.info, vae=vae)
         if self.preferred:
-            return self.manager.load(str(Path(self.preferred).resolve()))
+            return self.manager.load(str(Path(self.preferred).resolve()), vae=vae)
         infos = self.checkpoints()
         if not infos:
             raise RuntimeError("no checkpoint found: put one in models/Stable-diffusion or pass --ckpt")
-        return self.manager.load(infos[0])
+        return self.manager.load(infos[0], vae=vae)
 
     def unload(self) -> None:
         self.manager.unload()
 
     def vae_names(self) -> list[str]:
         return self.manager.vae_names()
+
+    def vae_files(self) -> list[tuple[str, Path]]:
+        return self.manager.vae_files()
 
 
 def serve(services: AppServices) -> int:

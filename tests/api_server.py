@@ -128,7 +128,7 @@ def fake_services(args, step_delay: float):
         def current_title(self) -> str | None:
             return self.loaded
 
-        def load(self, title: str | None = None):
+        def load(self, title: str | None = None, vae: str | None = None):
             infos = self.checkpoints()
             info = next((c for c in infos if title in (c.title, c.name)), infos[0] if infos else None)
             if info is None:

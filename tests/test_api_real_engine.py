@@ -38,6 +38,10 @@ def server(tmp_path_factory):
         tiny_models.write_single_file(
             tiny_models.tiny_loaded_model("sd1", seed=seed), folder / f"{name}.safetensors"
         )
+    # a standalone VAE with other weights than the checkpoints' own (selectable by name)
+    tiny_models.write_vae_file(
+        tiny_models.tiny_loaded_model("sd1", seed=7).vae, data_dir / "models" / "VAE" / "other.safetensors"
+    )
     flags = [
         "--use-cpu",
         "all",
@@ -277,3 +281,19 @@ def test_xyz_plot_grid_is_saved_under_the_grids_folder(server):
     grid = Image.open(grids[-1])
     assert grid.width >= 2 * SIZE["width"], grid.size  # two cells side by side
     assert "Steps: 1" in grid.info.get("parameters", "")
+
+
+def test_vae_selected_per_job_and_by_option(server, api):
+    vaes = requests.get(server.api + "/sd-vae", timeout=30).json()
+    names = [v["model_name"] for v in vaes]
+    assert vaes[0]["filename"].endswith("other.safetensors") and "Automatic" not in names
+    assert "other.safetensors" in names, names
+    plain = api.txt2img(prompt="vae", seed=11, **SIZE)
+    other = api.txt2img(prompt="vae", seed=11, override_settings={"sd_vae": "other.safetensors"}, **SIZE)
+    assert "VAE: other.safetensors" in other.info["infotexts"][0] and "VAE:" not in plain.info["infotexts"][0]
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(other.image)), "the VAE was not applied"
+    # the override was for that job only
+    again = api.txt2img(prompt="vae", seed=11, **SIZE)
+    assert np.array_equal(np.asarray(again.image), np.asarray(plain.image))
+    bad = post(server, "/options", {"sd_vae": "missing"})
+    assert bad.status_code == 422 and "sd_vae" in bad.text

@@ -243,7 +243,7 @@ def infotext_params(
         "Model hash": info.shorthash if settings.add_model_hash_to_info else None,
         "Model": Path(info.name).name if settings.add_model_name_to_info else None,
         "VAE hash": model.extra.get("vae_hash") if separate_vae else None,
-        "VAE": Path(model.vae_name).stem if separate_vae else None,
+        "VAE": Path(model.vae_name).name if separate_vae else None,  # A1111: file name with extension
         "Variation seed": state.all_subseeds[index] if request.subseed_strength > 0 else None,
         "Variation seed strength": request.subseed_strength if request.subseed_strength > 0 else None,
         "Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"

@@ -78,6 +78,10 @@ class ModelManager:
     def vae_names(self) -> list[str]:
         return [VAE_AUTOMATIC, VAE_NONE] + [v.name for v in self._vaes]
 
+    def vae_files(self) -> list[tuple[str, Path]]:
+        """(name, path) of every standalone VAE file found, as A1111's /sdapi/v1/sd-vae lists them."""
+        return [(v.name, v.path) for v in self._vaes]
+
     def find_checkpoint(self, name: str) -> CheckpointInfo:
         """By title, name, file name (with or without extension), path, or short/full hash."""
         wanted = name.strip()
