@@ -6,6 +6,8 @@ cd "$(dirname "$0")"
 source scripts/venv.sh
 ensure_venv requirements.txt requirements-test.txt
 ensure_chromium
+# Tests run tiny models on few cores: idle OpenMP threads should sleep, not spin against the test servers.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 "$VENV_PY" -m ruff check .
 "$VENV_PY" -m ruff format --check .
 exec "$VENV_PY" -m pytest "$@"
