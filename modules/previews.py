@@ -1,7 +1,7 @@
 """Live preview without a model: latent -> RGB by A1111's "Approx cheap" linear map.
 
-The coefficients (A1111 `sd_vae_approx.cheap_approximation`, from
-https://discuss.huggingface.co/t/decoding-latents-to-rgb-without-upscaling/23204/2) act on the
+The coefficients (A1111 `sd_vae_approx.cheap_approximation`, first published on the Hugging Face forum
+thread "Decoding latents to RGB without upscaling") act on the
 sampler's latents (already multiplied by the VAE scaling factor) and give RGB in [-1, 1].
 """
 

@@ -252,7 +252,8 @@ def test_interrupt_long_job_returns_partial_and_next_runs(server):
         while (status := requests.get(f"{server.api}/tasks/{task_id}", timeout=10).json())[
             "status"
         ] != "done":
-            assert time.time() < deadline
+            if time.time() > deadline:
+                pytest.fail(f"task {task_id} did not finish")
             time.sleep(0.05)
         info = json.loads(status["result"]["info"])
         assert info["seed"] == seed

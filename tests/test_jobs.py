@@ -45,7 +45,8 @@ def stepping_work(steps: int, delay: float = 0.0, n_iter: int = 1, record: list 
 def wait_for(condition, timeout: float = 5.0) -> None:
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline, "condition not reached in time"
+        if time.time() > deadline:
+            pytest.fail(f"condition not reached within {timeout} s")
         time.sleep(0.005)
 
 
