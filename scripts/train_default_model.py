@@ -57,6 +57,25 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         help="held-out prompts sampled at each export to print accuracy (0 = off)",
     )
     p.add_argument("--decoder-steps", type=int, default=defaults.decoder_steps)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="U-Net peak learning rate")
+    p.add_argument(
+        "--text-encoder-freeze-steps",
+        type=int,
+        default=defaults.text_encoder_freeze_steps,
+        help="U-Net steps before the text encoder starts training",
+    )
+    p.add_argument(
+        "--text-encoder-lr-scale",
+        type=float,
+        default=defaults.text_encoder_lr_scale,
+        help="text encoder learning rate relative to --lr",
+    )
+    p.add_argument(
+        "--high-noise-fraction",
+        type=float,
+        default=defaults.high_noise_fraction,
+        help="share of training timesteps drawn from t >= 600",
+    )
     p.add_argument("--retrain-vae", action="store_true", help="train the VAE even if work-dir has one")
     p.add_argument(
         "--replace-vae",
@@ -81,6 +100,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         save_every=a.save_every,
         eval_prompts=a.eval_prompts,
         retrain_vae=a.retrain_vae,
+        lr=a.lr,
+        text_encoder_freeze_steps=a.text_encoder_freeze_steps,
+        text_encoder_lr_scale=a.text_encoder_lr_scale,
+        high_noise_fraction=a.high_noise_fraction,
     )
 
 
