@@ -211,6 +211,10 @@ class AppServices:
             changed = [key for key, value in values.items() if self.options.set(key, value)]
             if changed:
                 self.options.save()
+        if "sd_checkpoints_limit" in changed and not getattr(self.args, "sd_checkpoints_limit", None):
+            set_limit = getattr(self.models, "set_limit", None)
+            if set_limit is not None:
+                set_limit(max(1, int(self.options.get("sd_checkpoints_limit"))))
         return changed
 
     def _check_checkpoint(self, name: str) -> None:
@@ -346,6 +350,9 @@ class ManagedModels:
 
     def vae_files(self) -> list[tuple[str, Path]]:
         return self.manager.vae_files()
+
+    def set_limit(self, max_loaded: int) -> None:
+        self.manager.set_limit(max_loaded)
 
 
 def serve(services: AppServices) -> int:

@@ -72,6 +72,19 @@ def test_switch_keeps_n_and_unload_frees(tmp_path, models_dir):
     assert ref_b() is None and manager2.current is a
 
 
+def test_lowering_the_limit_frees_the_least_recently_used(tmp_path, models_dir):
+    manager = _manager(tmp_path, models_dir, max_loaded=2)
+    older = manager.load("a-sd1")
+    newer = manager.load("sub/b-sdxl")
+    ref_older = weakref.ref(older.unet)
+    del older
+    manager.set_limit(1)
+    gc.collect()
+    assert ref_older() is None and manager.loaded() == [newer]
+    with pytest.raises(ValueError, match=">= 1"):
+        manager.set_limit(0)
+
+
 def test_failed_load_keeps_previous_model(tmp_path, models_dir):
     (models_dir / "broken.safetensors").write_text("not a model")
     manager = _manager(tmp_path, models_dir)

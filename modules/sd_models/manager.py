@@ -153,11 +153,19 @@ class ModelManager:
             model, info = self._load_and_hash(info)
             self._apply_vae(model, vae)
             self._loaded[info.filename] = model
+            self.set_limit(self.max_loaded)  # evicts the least recently used beyond the limit
+            log.info("Loaded %s (%s; %s)", info.title, model.family.value, model.extra.get("detection", ""))
+            return model
+
+    def set_limit(self, max_loaded: int) -> None:
+        """Change how many checkpoints stay in RAM; the least recently used beyond it are freed now."""
+        if max_loaded < 1:
+            raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
+        with self._lock:
+            self.max_loaded = max_loaded
             while len(self._loaded) > self.max_loaded:
                 _, evicted = self._loaded.popitem(last=False)
                 self._release(evicted)
-            log.info("Loaded %s (%s; %s)", info.title, model.family.value, model.extra.get("detection", ""))
-            return model
 
     def unload(self, name: str | None = None) -> None:
         """Unload one model (default: the current one) and free its memory."""
