@@ -19,12 +19,12 @@ from modules.sd_models.model import ModelFamily
 STEPS = 12
 SEEDS = [1, 2, 3, 4, 5, 6]
 
-# The checkpoint shipped now is undertrained (see docs/default_model.md): it loads and samples through
-# the real path, but does not follow prompts yet. These checks state the goal; once a better-trained
-# checkpoint is committed they pass, and then this marker must go (strict=False keeps CI green now).
-undertrained = pytest.mark.xfail(
-    reason="shipped default model is undertrained; prompts not followed yet", strict=False
-)
+
+# Goals of issue 8 the shipped checkpoint does not reach yet (measured numbers in docs/default_model.md):
+# these stay real tests (they fail on the current model) but run only with ``-m slow``, not in CI.
+# When a better checkpoint reaches a goal, drop its marker so CI guards it.
+def not_reached_yet(measured: str):
+    return pytest.mark.slow(reason=f"goal not reached by the shipped checkpoint: {measured}")
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +46,28 @@ def test_checkpoint_ships_small_in_the_sd1_layout_with_its_sidecar(model):
     assert model.prediction_type == "epsilon"
 
 
-@undertrained
+@not_reached_yet("a red circle came out red in 2 of 6 images (benchmark shape colour at CFG 7 in docs)")
 def test_a_red_circle_is_red_and_round(model):
     found = [read_attributes(im) for im in _generate(model, "a red circle")]
     assert sum(f.colour == "red" for f in found) >= 5, found
     assert sum(f.shape == "circle" for f in found) >= 4, found
 
 
-@undertrained
-def test_background_and_position_words_are_followed(model):
+@not_reached_yet("blue background in 0 of 6 images; background words are not followed yet")
+def test_background_and_shape_colour_words_are_followed(model):
     found = [read_attributes(im) for im in _generate(model, "a yellow square on the right, blue background")]
     assert sum(f.background == "blue" for f in found) >= 5, found
     assert sum(f.colour == "yellow" for f in found) >= 5, found
-    assert sum(f.position == "right" for f in found) >= 4, found
 
 
-@undertrained
+@not_reached_yet("'on the right' followed in >= 5 of 6 images but 'on the left' in 1 of 6")
+def test_position_words_are_followed(model):
+    right = [read_attributes(im) for im in _generate(model, "a yellow square on the right, blue background")]
+    left = [read_attributes(im) for im in _generate(model, "a white circle on the left, black background")]
+    assert sum(f.position == "right" for f in right) >= 5, right
+    assert sum(f.position == "left" for f in left) >= 5, left
+
+
 def test_negative_prompt_removes_red(model):
     plain = _generate(model, "a red circle, white background")
     negated = _generate(model, "a red circle, white background", negative="red")
@@ -70,7 +76,7 @@ def test_negative_prompt_removes_red(model):
     assert red_negated < 0.5 * red_plain, (red_plain, red_negated)
 
 
-@undertrained
+@not_reached_yet("green shape on purple in 0 of 6 images at CFG 7")
 def test_cfg_scale_changes_adherence(model):
     prompt = "a large green triangle in the center, purple background"
     strong = [read_attributes(im) for im in _generate(model, prompt, cfg_scale=7.0)]
@@ -87,7 +93,7 @@ def test_generates_native_size_images_that_change_with_the_seed(model):
     assert np.abs(np.asarray(first, dtype=np.float32) - np.asarray(second, dtype=np.float32)).mean() > 1.0
 
 
-@undertrained
+@not_reached_yet("masked half turned green in 1 of 4 images")
 def test_inpainting_paints_the_masked_half_only(model):
     scene = dataset.Scene(
         shapes=(dataset.ShapeSpec("circle", "red", "small", "left"),), background="white", offsets=((0, 0),)
@@ -108,3 +114,30 @@ def test_inpainting_paints_the_masked_half_only(model):
     for image in results:
         kept = np.asarray(image, dtype=np.float32)[:, :28] - np.asarray(original, dtype=np.float32)[:, :28]
         assert np.abs(kept).mean() < 8.0
+
+
+def test_img2img_at_half_strength_keeps_the_scene(model):
+    # The whole picture masked at denoising 0.5: the model must bring a half-noised scene back to it
+    # (a broken sampler sigma schedule, VAE scaling or img2img noising path loses colours here).
+    scene = dataset.Scene(
+        shapes=(dataset.ShapeSpec("square", "yellow", "large", "center"),),
+        background="blue",
+        offsets=((0, 0),),
+    )
+    original = dataset.render(scene)
+    mask = Image.new("L", original.size, 255)
+    results = [
+        backends.engine_inpaint(
+            model,
+            original,
+            mask,
+            "a large yellow square, blue background",
+            seed=s,
+            steps=STEPS,
+            denoising_strength=0.5,
+        )
+        for s in SEEDS[:3]
+    ]
+    found = [read_attributes(im) for im in results]
+    assert all(f.background == "blue" for f in found), found
+    assert sum(f.colour == "yellow" for f in found) >= 2, found
