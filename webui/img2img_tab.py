@@ -16,7 +16,7 @@ from modules.engine.outpaint import OUTPAINT_MODES, outpaint_request
 from modules.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
 from modules.jobs import JobState
 from webui.backend import UiBackend, describe_error
-from webui.params import ParamControls, build_params
+from webui.params import ParamControls, build_params_for
 from webui.progress import error_html
 from webui.prompt_row import PromptRow, build_prompt_row
 from webui.results import ResultsPanel, build_results, run_job, wire_controls
@@ -207,14 +207,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                     value=OUTPAINT_MODES[0],
                     elem_id="img2img_outpaint_mode",
                 )
-            params = build_params(
-                TAB,
-                cfg,
-                backend.samplers(),
-                backend.schedulers(),
-                backend.options.get("default_sampler", ""),
-                native_size=backend.native_resolution(),
-            )
+            params = build_params_for(TAB, cfg, backend)
             denoising = cfg.make(
                 TAB,
                 gr.Slider,

@@ -64,6 +64,18 @@ def _seed(value: Any, name: str) -> int:
     return int(number)
 
 
+def build_params_for(tab: str, cfg: UiConfig, backend: Any) -> ParamControls:
+    """The parameter block with the backend's samplers, schedule types, default sampler and model size."""
+    return build_params(
+        tab,
+        cfg,
+        backend.samplers(),
+        backend.schedulers(),
+        backend.options.get("default_sampler", ""),
+        native_size=backend.native_resolution(),
+    )
+
+
 def build_params(
     tab: str,
     cfg: UiConfig,

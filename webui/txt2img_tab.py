@@ -10,7 +10,7 @@ from modules.engine.requests import Txt2ImgRequest
 from modules.extensions_facade import ScriptControls, script_controls
 from modules.services import ScriptCall
 from webui.backend import UiBackend
-from webui.params import ParamControls, build_params
+from webui.params import ParamControls, build_params_for
 from webui.prompt_row import PromptRow, build_prompt_row
 from webui.results import LastResult, ResultsPanel, build_results, run_job, wire_controls
 from webui.ui_config import UiConfig
@@ -41,14 +41,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
     prompt_row = build_prompt_row(TAB, backend)
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
-            params = build_params(
-                TAB,
-                cfg,
-                backend.samplers(),
-                backend.schedulers(),
-                backend.options.get("default_sampler", ""),
-                native_size=backend.native_resolution(),
-            )
+            params = build_params_for(TAB, cfg, backend)
             scripts = build_script_area(TAB, is_img2img=False)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
 
