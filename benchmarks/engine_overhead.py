@@ -1,8 +1,11 @@
-"""Engine overhead vs a plain diffusers StableDiffusionPipeline on the same weights (CPU).
+"""Engine overhead vs a plain diffusers StableDiffusionPipeline on the same weights.
 
-Both run the same random SD1-shaped model (U-Net channels 64/128, 256x256 images), sampler, steps, seed,
-prompt and size; runs are interleaved, median of 5. Goal: engine / diffusers <= 1.05.
+Both run the same random SD1-shaped model, sampler, steps, seed, prompt and size; runs are interleaved,
+median of 5. Goal: engine / diffusers <= 1.05. By default a small model (U-Net channels 64/128,
+256x256) on the CPU; `--full-size` builds a real SD 1.5-sized model (860M-parameter U-Net, 512x512)
+and `--device cuda` runs both on a GPU in fp16.
 Usage: .venv/bin/python benchmarks/engine_overhead.py [--steps 10] [--runs 5] [--sampler "Euler a"]
+       [--full-size] [--device cuda]
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from modules.sd_models.components import build_components, family_config  # noqa
 from modules.sd_models.model import CheckpointInfo, LoadedModel, ModelFamily  # noqa: E402
 from modules.sd_models.tokenizer import build_clip_tokenizer  # noqa: E402
 
-SIZE = 256
+SMALL_SIZE = 256
+FULL_SIZE = 512
 
 
-def bench_model() -> LoadedModel:
-    config = {
+def small_config() -> dict:
+    return {
         "unet": {
             "block_out_channels": [64, 128],
             "layers_per_block": 1,
@@ -40,7 +44,7 @@ def bench_model() -> LoadedModel:
             "attention_head_dim": 8,
             "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
             "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-            "sample_size": SIZE // 8,
+            "sample_size": SMALL_SIZE // 8,
             "in_channels": 4,
         },
         "vae": {
@@ -50,7 +54,7 @@ def bench_model() -> LoadedModel:
             "layers_per_block": 1,
             "norm_num_groups": 8,
             "latent_channels": 4,
-            "sample_size": SIZE,
+            "sample_size": SMALL_SIZE,
             "scaling_factor": 0.18215,
         },
         "text_encoder": {
@@ -63,10 +67,14 @@ def bench_model() -> LoadedModel:
             "vocab_size": 49408,
         },
     }
+
+
+def bench_model(full_size: bool, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    config = family_config(ModelFamily.SD1) if full_size else small_config()
     torch.manual_seed(0)
-    components = build_components(config, device="cpu")
+    components = build_components(config, device=device)
     for module in (components.unet, components.vae, *components.text_encoders):
-        module.eval().requires_grad_(False)
+        module.eval().requires_grad_(False).to(dtype)
     info = CheckpointInfo(path=Path("bench"), name="bench", title="bench.safetensors", filename="bench")
     return LoadedModel(
         info=info,
@@ -76,10 +84,10 @@ def bench_model() -> LoadedModel:
         text_encoders=components.text_encoders,
         tokenizers=[build_clip_tokenizer()],
         scheduler_config=dict(family_config(ModelFamily.SD1)["scheduler"]),
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        vae_dtype=torch.float32,
-        native_resolution=SIZE,
+        device=device,
+        dtype=dtype,
+        vae_dtype=dtype,
+        native_resolution=FULL_SIZE if full_size else SMALL_SIZE,
     )
 
 
@@ -89,11 +97,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sampler", default="Euler a")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    parser.add_argument("--full-size", action="store_true", help="a real SD 1.5-sized model at 512x512")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp16 on cuda)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda requested but torch sees no CUDA device")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
 
-    model = bench_model()
+    model = bench_model(args.full_size, device, dtype)
+    size = model.native_resolution
     request = Txt2ImgRequest(
         prompt="a photo of a cat",
         negative_prompt="blurry",
@@ -101,8 +116,8 @@ def main() -> None:
         steps=args.steps,
         cfg_scale=7.0,
         sampler_name=args.sampler,
-        width=SIZE,
-        height=SIZE,
+        width=size,
+        height=size,
     )
     settings = EngineSettings(save_images=False)
     pipe = StableDiffusionPipeline(
@@ -127,8 +142,8 @@ def main() -> None:
             negative_prompt="blurry",
             num_inference_steps=args.steps,
             guidance_scale=7.0,
-            height=SIZE,
-            width=SIZE,
+            height=size,
+            width=size,
             generator=torch.Generator().manual_seed(1),
         )
 
@@ -141,7 +156,8 @@ def main() -> None:
             times.append(time.perf_counter() - start)
     engine, diffusers_time = statistics.median(engine_times), statistics.median(pipeline_times)
     print(
-        f"sampler={args.sampler} steps={args.steps} size={SIZE}x{SIZE} runs={args.runs} threads={torch.get_num_threads()}"
+        f"sampler={args.sampler} steps={args.steps} size={size}x{size} runs={args.runs} device={device} "
+        f"dtype={str(dtype).removeprefix('torch.')} threads={torch.get_num_threads()}"
     )
     print(f"engine   median {engine:.3f} s")
     print(f"diffusers median {diffusers_time:.3f} s")

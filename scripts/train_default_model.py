@@ -11,6 +11,7 @@ weights are exported every --save-every steps (same path), so the latest export 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from functools import partial
@@ -24,17 +25,68 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules.default_model import architecture, pipeline, quality  # noqa: E402
+from modules.default_model import architecture, backends, pipeline, quality  # noqa: E402
 from modules.default_model.train import (  # noqa: E402
     TrainConfig,
     finetune_decoder,
     log,
+    random_scenes,
     reconstruction_scores,
+    render_pool,
     train_unet,
     train_vae,
 )
 from modules.sd_models.ldm_export import save_single_file  # noqa: E402
 from modules.sd_models.model import ModelFamily  # noqa: E402
+
+# Stage budgets add up to about 82 minutes; rendering, encoding and exports take the rest of the 90.
+PRESETS: dict[str, dict] = {
+    "cpu-90min": {
+        "device": "cpu",
+        "image_pool": 20_000,
+        "vae_batch": 32,
+        "vae_steps": 100_000,
+        "vae_minutes": 12,
+        "decoder_steps": 100_000,
+        "decoder_minutes": 8,
+        "latent_pool": 20_000,
+        "batch": 64,
+        "unet_channels": (32, 64, 128),
+        "unet_steps": 100_000,
+        "unet_minutes": 60,
+        "save_every": 1000,
+        "eval_prompts": 16,
+        "two_shape_fraction": 0.25,
+        "partial_caption_fraction": 0.5,
+    }
+}
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+# Plain numeric options: (TrainConfig field, type, help). Their flags are the field names with dashes.
+NUMERIC_OPTIONS: list[tuple[str, type, str | None]] = [
+    ("seed", int, None),
+    ("threads", int, "CPU threads for torch"),
+    ("workers", int, "scene-rendering processes (0 = all CPUs)"),
+    ("image_pool", int, "scenes the VAE trains on"),
+    ("vae_steps", int, None),
+    ("vae_batch", int, None),
+    ("decoder_steps", int, None),
+    ("unet_steps", int, None),
+    ("batch", int, "U-Net batch size"),
+    ("latent_pool", int, "encoded scenes the U-Net trains on"),
+    ("save_every", int, "export the EMA weights every N U-Net steps"),
+    ("eval_prompts", int, "held-out prompts sampled at each export to print accuracy (0 = off)"),
+    ("lr", float, "U-Net peak learning rate"),
+    ("text_encoder_freeze_steps", int, "U-Net steps before the text encoder starts training"),
+    ("text_encoder_lr_scale", float, "text encoder learning rate relative to --lr"),
+    ("high_noise_fraction", float, "share of training timesteps drawn from t >= 600"),
+    ("two_shape_fraction", float, "share of training scenes with two shapes"),
+    ("partial_caption_fraction", float, "share of two-shape scenes captioned with one shape only"),
+]
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -42,39 +94,39 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", type=Path, default=defaults.output, help="checkpoint path (.safetensors)")
     p.add_argument("--work-dir", type=Path, default=defaults.work_dir, help="trained VAE is kept here")
-    p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--device", default=defaults.device, help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads for torch")
-    p.add_argument("--vae-steps", type=int, default=defaults.vae_steps)
-    p.add_argument("--unet-steps", type=int, default=defaults.unet_steps)
-    p.add_argument("--batch", type=int, default=defaults.batch)
-    p.add_argument("--latent-pool", type=int, default=defaults.latent_pool)
-    p.add_argument("--save-every", type=int, default=defaults.save_every)
+    for name, kind, text in NUMERIC_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name), help=text)
+    for stage in ("vae", "decoder", "unet"):
+        p.add_argument(
+            f"--{stage}-minutes",
+            type=float,
+            default=None,
+            help=f"time budget of the {stage} stage: fewer steps if they would not fit (the log says how many)",
+        )
     p.add_argument(
-        "--eval-prompts",
-        type=int,
-        default=defaults.eval_prompts,
-        help="held-out prompts sampled at each export to print accuracy (0 = off)",
+        "--unet-channels",
+        type=_int_tuple,
+        default=defaults.unet_channels,
+        help="U-Net block widths, comma-separated (default %(default)s)",
     )
-    p.add_argument("--decoder-steps", type=int, default=defaults.decoder_steps)
-    p.add_argument("--lr", type=float, default=defaults.lr, help="U-Net peak learning rate")
+    sched = defaults.scheduler
+    p.add_argument("--beta-schedule", default=sched["beta_schedule"], choices=("scaled_linear", "linear"))
+    p.add_argument("--beta-start", type=float, default=sched["beta_start"])
+    p.add_argument("--beta-end", type=float, default=sched["beta_end"])
+    p.add_argument("--prediction-type", default=sched["prediction_type"], choices=("epsilon", "v_prediction"))
     p.add_argument(
-        "--text-encoder-freeze-steps",
-        type=int,
-        default=defaults.text_encoder_freeze_steps,
-        help="U-Net steps before the text encoder starts training",
+        "--zero-terminal-snr",
+        action=argparse.BooleanOptionalAction,
+        default=bool(sched.get("rescale_betas_zero_snr")),
+        help="rescale the betas so that the last timestep is pure noise (needs v-prediction)",
     )
     p.add_argument(
-        "--text-encoder-lr-scale",
-        type=float,
-        default=defaults.text_encoder_lr_scale,
-        help="text encoder learning rate relative to --lr",
-    )
-    p.add_argument(
-        "--high-noise-fraction",
-        type=float,
-        default=defaults.high_noise_fraction,
-        help="share of training timesteps drawn from t >= 600",
+        "--resume-from",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue training this exported checkpoint (its VAE, U-Net and text encoder)",
     )
     p.add_argument("--retrain-vae", action="store_true", help="train the VAE even if work-dir has one")
     p.add_argument(
@@ -84,27 +136,27 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         metavar="VAE_DIR",
         help="only re-export --output with the diffusers VAE in VAE_DIR (its latent scale kept)",
     )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="cpu-90min: the whole training on a 2-core CPU in about 90 minutes (time budgets, smaller "
+        "batches and U-Net); explicit flags still win",
+    )
+    chosen, _ = p.parse_known_args(argv)
+    if chosen.preset:
+        p.set_defaults(**PRESETS[chosen.preset])
     a = p.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda requested but torch sees no CUDA device")
-    return TrainConfig(
-        output=a.output,
-        work_dir=a.work_dir,
-        seed=a.seed,
-        device=a.device,
-        threads=a.threads,
-        vae_steps=a.vae_steps,
-        unet_steps=a.unet_steps,
-        batch=a.batch,
-        latent_pool=a.latent_pool,
-        save_every=a.save_every,
-        eval_prompts=a.eval_prompts,
-        retrain_vae=a.retrain_vae,
-        lr=a.lr,
-        text_encoder_freeze_steps=a.text_encoder_freeze_steps,
-        text_encoder_lr_scale=a.text_encoder_lr_scale,
-        high_noise_fraction=a.high_noise_fraction,
-    )
+    try:
+        scheduler = architecture.scheduler_config(
+            a.beta_schedule, a.beta_start, a.beta_end, a.prediction_type, a.zero_terminal_snr
+        )
+        architecture.unet_config(a.unet_channels)
+    except ValueError as error:
+        p.error(str(error))
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(a, f.name)}
+    return TrainConfig(**given, scheduler=scheduler)
 
 
 def load_or_train_vae(cfg: TrainConfig):
@@ -116,9 +168,11 @@ def load_or_train_vae(cfg: TrainConfig):
         vae = diffusers.AutoencoderKL.from_pretrained(vae_dir).to(cfg.device).eval()
         log(f"vae reconstruction accuracy: {quality.format_scores(reconstruction_scores(vae, cfg))}")
         return vae
-    vae = train_vae(cfg)
+    pool = render_pool(random_scenes(cfg.seed + 1, cfg.image_pool), cfg.workers).to(cfg.device)
+    log(f"rendered {len(pool)} scenes for the VAE")
+    vae = train_vae(cfg, pool)
     vae.save_pretrained(vae_dir)
-    vae = finetune_decoder(cfg, vae)
+    vae = finetune_decoder(cfg, vae, pool)
     vae.save_pretrained(vae_dir)
     return vae
 
@@ -130,13 +184,13 @@ def export(cfg: TrainConfig, vae, step: int, unet, text_encoder) -> None:
         unet,
         vae,
         [text_encoder],
-        architecture.SCHEDULER_CONFIG,
+        cfg.scheduler,
         native_resolution=architecture.NATIVE_RESOLUTION,
         dtype=torch.float16 if cfg.fp16_export else None,
     )
     log(f"step {step}: exported {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     if cfg.eval_prompts:
-        pipe = pipeline.build_pipeline(unet, vae, text_encoder)
+        pipe = pipeline.build_pipeline(unet, vae, text_encoder, cfg.scheduler)
         generate = partial(_generate, pipe)
         for cfg_scale in (7.0, 1.0):
             scores = quality.evaluate_held_out(generate, cfg.eval_prompts, cfg_scale, batch=cfg.eval_prompts)
@@ -151,11 +205,10 @@ def replace_vae(cfg: TrainConfig) -> None:
     """Swap a further fine-tuned decoder into an exported checkpoint (same encoder, same latents)."""
     import diffusers
 
-    from modules.default_model import backends
-
     model = backends.load(cfg.output)
     vae = diffusers.AutoencoderKL.from_pretrained(cfg.replace_vae)
     vae.register_to_config(scaling_factor=model.vae.config.scaling_factor)
+    cfg = dataclasses.replace(cfg, scheduler=model.scheduler_config)
     export(cfg, vae, 0, model.unet.float(), model.text_encoders[0].float())
 
 
@@ -167,7 +220,22 @@ def main(argv: list[str] | None = None) -> None:
         replace_vae(cfg)
         return
     log(f"training the default model: {cfg}")
+    if cfg.resume_from is not None:
+        model = backends.load(cfg.resume_from)
+        if model.scheduler_config.get("prediction_type") != cfg.scheduler["prediction_type"]:
+            raise SystemExit(
+                f"{cfg.resume_from} was trained for another prediction type than --prediction-type"
+            )
+        modules = [m.float().to(cfg.device) for m in (model.vae, model.unet, model.text_encoders[0])]
+        vae, unet, text_encoder = modules
+        unet.requires_grad_(True), text_encoder.requires_grad_(True)
+        train_unet(cfg, vae.eval(), on_checkpoint=partial(export, cfg, vae), start=(unet, text_encoder))
+        log("done")
+        return
     vae = load_or_train_vae(cfg)
+    if cfg.unet_steps == 0:
+        log(f"--unet-steps 0: only the VAE was trained ({cfg.work_dir / 'vae'})")
+        return
     train_unet(cfg, vae, on_checkpoint=partial(export, cfg, vae))
     log("done")
 

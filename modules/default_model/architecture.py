@@ -32,7 +32,7 @@ UNET_CONFIG: dict[str, Any] = {
     "in_channels": 4,
     "out_channels": 4,
     "layers_per_block": 1,
-    "block_out_channels": [32, 64, 128],
+    "block_out_channels": [40, 80, 160],
     "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "cross_attention_dim": 128,
@@ -53,7 +53,7 @@ TEXT_ENCODER_CONFIG: dict[str, Any] = {
     "pad_token_id": 49407,
 }
 
-# Stable Diffusion's training schedule, unchanged.
+# Stable Diffusion's training schedule (the base of ``scheduler_config``).
 SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -70,6 +70,34 @@ def build_vae(config: dict[str, Any] | None = None) -> diffusers.AutoencoderKL:
     return diffusers.AutoencoderKL(**(config or VAE_CONFIG))
 
 
+def unet_config(channels: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """The U-Net config, optionally with other block widths (same depth and attention layout)."""
+    config = dict(UNET_CONFIG)
+    if channels is not None:
+        if len(channels) != len(UNET_CONFIG["block_out_channels"]):
+            raise ValueError(f"unet channels: expected {len(UNET_CONFIG['block_out_channels'])} widths")
+        config["block_out_channels"] = list(channels)
+    return config
+
+
+def scheduler_config(
+    beta_schedule: str = "scaled_linear",
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+    prediction_type: str = "epsilon",
+    zero_terminal_snr: bool = False,
+) -> dict[str, Any]:
+    """A DDPM training schedule in the form the checkpoint sidecar and the engine's samplers read."""
+    config = dict(SCHEDULER_CONFIG)
+    config.update(beta_schedule=beta_schedule, beta_start=beta_start, beta_end=beta_end)
+    config["prediction_type"] = prediction_type
+    if zero_terminal_snr:
+        if prediction_type != "v_prediction":
+            raise ValueError("zero terminal SNR needs v-prediction: eps is unlearnable from pure noise")
+        config["rescale_betas_zero_snr"] = True
+    return config
+
+
 def build_unet(config: dict[str, Any] | None = None) -> diffusers.UNet2DConditionModel:
     return diffusers.UNet2DConditionModel(**(config or UNET_CONFIG))
 
@@ -78,5 +106,5 @@ def build_text_encoder(config: dict[str, Any] | None = None) -> transformers.CLI
     return transformers.CLIPTextModel(transformers.CLIPTextConfig(**(config or TEXT_ENCODER_CONFIG)))
 
 
-def build_scheduler() -> diffusers.DDPMScheduler:
-    return diffusers.DDPMScheduler.from_config(SCHEDULER_CONFIG)
+def build_scheduler(config: dict[str, Any] | None = None) -> diffusers.DDPMScheduler:
+    return diffusers.DDPMScheduler.from_config(config or SCHEDULER_CONFIG)

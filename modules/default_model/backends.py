@@ -108,5 +108,5 @@ def diffusers_generate(
     cfg_scale: float = 7.0,
     steps: int = DEFAULT_STEPS,
 ) -> list[Image.Image]:
-    pipe = pipeline.build_pipeline(model.unet, model.vae, model.text_encoders[0])
+    pipe = pipeline.build_pipeline(model.unet, model.vae, model.text_encoders[0], model.scheduler_config)
     return pipeline.generate(pipe, prompts, seeds, negative_prompts, cfg_scale=cfg_scale, steps=steps)

@@ -90,8 +90,10 @@ def shape_phrase(spec: ShapeSpec, parts: CaptionParts) -> str:
     return phrase
 
 
-def caption(scene: Scene, parts: CaptionParts = CaptionParts()) -> str:
-    text = " and ".join(shape_phrase(spec, parts) for spec in scene.shapes)
+def caption(scene: Scene, parts: CaptionParts = CaptionParts(), only: int | None = None) -> str:
+    """The scene's caption; ``only`` describes just that one of its shapes (captions need not be complete)."""
+    specs = scene.shapes if only is None else (scene.shapes[only],)
+    text = " and ".join(shape_phrase(spec, parts) for spec in specs)
     if parts.background:
         text += f", {scene.background} background"
     return text

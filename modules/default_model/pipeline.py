@@ -14,8 +14,12 @@ from modules.default_model import architecture
 from modules.sd_models.tokenizer import build_clip_tokenizer
 
 
-def build_pipeline(unet, vae, text_encoder) -> diffusers.StableDiffusionPipeline:
-    scheduler = diffusers.EulerDiscreteScheduler.from_config(architecture.SCHEDULER_CONFIG)
+def build_pipeline(
+    unet, vae, text_encoder, scheduler_config: dict | None = None
+) -> diffusers.StableDiffusionPipeline:
+    scheduler = diffusers.EulerDiscreteScheduler.from_config(
+        scheduler_config or architecture.SCHEDULER_CONFIG
+    )
     pipe = diffusers.StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
