@@ -340,3 +340,73 @@ def wait_api_job_running(url: str, timeout: float = 30) -> None:
                 return
         time.sleep(0.2)
     raise AssertionError("the API job did not start")
+
+
+def test_styles_save_and_apply_then_ctrl_enter_generates(page, ui_server, shot):
+    page.fill("#txt2img_prompt textarea", "oil painting")
+    page.fill("#txt2img_neg_prompt textarea", "blurry")
+    page.fill("#txt2img_style_name input", "painterly")
+    page.click("#txt2img_style_create")
+    page.wait_for_function(
+        "/Saved style painterly/.test(document.querySelector('#txt2img_style_status').innerText)"
+    )
+    assert "painterly" in (ui_server.data_dir / "styles.csv").read_text()
+    page.fill("#txt2img_prompt textarea", "a lighthouse")
+    page.fill("#txt2img_neg_prompt textarea", "")
+    choose(page, page.locator("#txt2img_styles input"), "painterly")
+    page.click("#txt2img_style_apply")
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value === 'a lighthouse, oil painting'"
+    )
+    assert page.input_value("#txt2img_neg_prompt textarea") == "blurry"
+    shot(page, "style-applied")
+    small_job(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").press("Control+Enter")
+    info = wait_result(page, "txt2img")
+    shot(page, "generated-by-ctrl-enter")
+    assert info.startswith("a lighthouse, oil painting") and "Negative prompt: blurry" in info
+
+
+def test_pnginfo_send_to_img2img(page, shot, tmp_path):
+    text = "a quiet harbour\nSteps: 9, Sampler: Euler, CFG scale: 6, Seed: 4242, Size: 64x64, Denoising strength: 0.4"
+    path = tmp_path / "with-params.png"
+    Image.new("RGB", (64, 64), (30, 30, 200)).save(path, pnginfo=png_info_with(text))
+    page.click("#tab_pnginfo-button")
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
+    page.wait_for_function(
+        "document.querySelector('#pnginfo_generation_info textarea').value.includes('Seed: 4242')"
+    )
+    page.click("#pnginfo_send_img2img")
+    page.wait_for_function("document.querySelector('#img2img_prompt textarea')?.value === 'a quiet harbour'")
+    page.wait_for_selector("#img2img_image img")
+    shot(page, "sent")
+    assert page.input_value("#img2img_seed input") == "4242"
+    assert page.input_value("#img2img_steps input[type=number]") == "9"
+    assert page.input_value("#img2img_denoising_strength input[type=number]") == "0.4"
+    page.click("#img2img_generate")
+    info = wait_result(page, "img2img")
+    assert "a quiet harbour" in info and "Seed: 4242" in info and "Denoising strength: 0.4" in info
+
+
+def test_checkpoint_switch_from_the_top_bar(page, ui_server, shot):
+    """The quicksettings dropdown switches the model through the job queue; generation then uses it."""
+    dropdown = page.locator("#setting_quick_sd_model_checkpoint input")
+    before = dropdown.input_value()
+    choose(page, dropdown, "shapes64")
+    page.wait_for_function(
+        "document.querySelector('#setting_quick_sd_model_checkpoint input').value.includes('shapes64')"
+    )
+    try:
+        page.fill("#txt2img_prompt textarea", "a red circle")
+        small_job(page, "txt2img")
+        page.click("#txt2img_generate")
+        info = wait_result(page, "txt2img")
+        shot(page, "default-model")
+        assert "Model: shapes64" in info
+        with urllib.request.urlopen(ui_server.url + "/sdapi/v1/options") as response:
+            assert "shapes64" in json.loads(response.read())["sd_model_checkpoint"]
+    finally:
+        choose(page, dropdown, before)
+        page.wait_for_function(
+            f"document.querySelector('#setting_quick_sd_model_checkpoint input').value === {json.dumps(before)}"
+        )

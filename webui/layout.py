@@ -119,16 +119,20 @@ def _wire_send_to(tabs: gr.Tabs, txt2img, img2img, extras, pnginfo) -> None:
             show_progress="hidden",
         )
 
-    for button, target, tab_id, extra_outputs in (
-        (pnginfo.send_to_txt2img, txt2img, "txt2img", []),
-        (pnginfo.send_to_img2img, img2img, "img2img", [img2img.init_image]),
+    img2img_fields = (("Denoising strength", img2img.denoising_strength, float),)
+    for button, target, tab_id, extra_outputs, fields in (
+        (pnginfo.send_to_txt2img, txt2img, "txt2img", [], ()),
+        (pnginfo.send_to_img2img, img2img, "img2img", [img2img.init_image], img2img_fields),
     ):
-        outputs = paste.all_outputs(target.prompt_row, target.params)
+        outputs = paste.all_outputs(target.prompt_row, target.params, fields)
 
-        def send(text, image, target=target, outputs=outputs, tab_id=tab_id, extra=extra_outputs):
+        def send(
+            text, image, target=target, outputs=outputs, tab_id=tab_id, extra=extra_outputs, fields=fields
+        ):
             if not text:
                 raise gr.Error("This image has no generation parameters to send.")
-            updates = paste.field_updates(paste.pasted_params(text), target.prompt_row, target.params)
+            parsed = paste.pasted_params(text)
+            updates = paste.field_updates(parsed, target.prompt_row, target.params, fields)
             values = paste.as_outputs(updates, outputs)
             return [*values, gr.Tabs(selected=tab_id), *([image] if extra else [])]
 

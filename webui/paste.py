@@ -36,8 +36,14 @@ def _number(value: Any, kind: type) -> Any:
     return int(number) if kind is int else number
 
 
-def field_updates(parsed: dict[str, Any], prompt_row: PromptRow, params: ParamControls) -> dict:
-    """{component: new value} for every key present in `parsed`."""
+def field_updates(
+    parsed: dict[str, Any], prompt_row: PromptRow, params: ParamControls, extra_numeric: tuple = ()
+) -> dict:
+    """{component: new value} for every key present in `parsed`.
+
+    `extra_numeric` adds (infotext key, component, int/float) fields a tab has beyond the shared block,
+    e.g. img2img's "Denoising strength".
+    """
     updates: dict = {}
     if "Prompt" in parsed:
         updates[prompt_row.prompt] = parsed["Prompt"]
@@ -53,6 +59,7 @@ def field_updates(parsed: dict[str, Any], prompt_row: PromptRow, params: ParamCo
         ("Variation seed strength", params.subseed_strength, float),
         ("Seed resize from-1", params.seed_resize_from_w, int),
         ("Seed resize from-2", params.seed_resize_from_h, int),
+        *extra_numeric,
     )
     for key, component, kind in numeric:
         if key in parsed:
@@ -71,8 +78,13 @@ def _choices(dropdown: gr.Dropdown) -> list[str]:
     return [choice[1] if isinstance(choice, tuple) else choice for choice in dropdown.choices or []]
 
 
-def all_outputs(prompt_row: PromptRow, params: ParamControls) -> list:
-    return [prompt_row.prompt, prompt_row.negative_prompt, *params.components()]
+def all_outputs(prompt_row: PromptRow, params: ParamControls, extra_numeric: tuple = ()) -> list:
+    return [
+        prompt_row.prompt,
+        prompt_row.negative_prompt,
+        *params.components(),
+        *(c for _, c, _ in extra_numeric),
+    ]
 
 
 def as_outputs(updates: dict, outputs: list) -> list:
