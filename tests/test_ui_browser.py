@@ -142,18 +142,22 @@ def test_inpaint_with_brush_mask(page, ui_server, shot, tmp_path):
         assert result.getpixel(corner) == original, corner
 
 
+def read_in_pnginfo(page, path, text: str, expected: str) -> None:
+    """Drop a PNG carrying `text` as its parameters on the PNG Info tab and wait until they are shown."""
+    Image.new("RGB", (64, 64), (30, 30, 200)).save(path, pnginfo=png_info_with(text))
+    page.click("#tab_pnginfo-button")
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
+    page.wait_for_function(
+        f"document.querySelector('#pnginfo_generation_info textarea').value.includes({json.dumps(expected)})"
+    )
+
+
 def test_pnginfo_send_to_txt2img(page, shot, tmp_path):
     text = (
         "a castle on a hill\nNegative prompt: blurry\n"
         "Steps: 7, Sampler: Euler, Schedule type: Automatic, CFG scale: 5.5, Seed: 987654, Size: 128x192"
     )
-    path = tmp_path / "with-params.png"
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(path, pnginfo=png_info_with(text))
-    page.click("#tab_pnginfo-button")
-    page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
-    page.wait_for_function(
-        "document.querySelector('#pnginfo_generation_info textarea').value.includes('Seed: 987654')"
-    )
+    read_in_pnginfo(page, tmp_path / "with-params.png", text, "Seed: 987654")
     shot(page, "read")
     page.click("#pnginfo_send_txt2img")
     page.wait_for_function(
@@ -369,13 +373,7 @@ def test_styles_save_and_apply_then_ctrl_enter_generates(page, ui_server, shot):
 
 def test_pnginfo_send_to_img2img(page, shot, tmp_path):
     text = "a quiet harbour\nSteps: 9, Sampler: Euler, CFG scale: 6, Seed: 4242, Size: 64x64, Denoising strength: 0.4"
-    path = tmp_path / "with-params.png"
-    Image.new("RGB", (64, 64), (30, 30, 200)).save(path, pnginfo=png_info_with(text))
-    page.click("#tab_pnginfo-button")
-    page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
-    page.wait_for_function(
-        "document.querySelector('#pnginfo_generation_info textarea').value.includes('Seed: 4242')"
-    )
+    read_in_pnginfo(page, tmp_path / "with-params.png", text, "Seed: 4242")
     page.click("#pnginfo_send_img2img")
     page.wait_for_function("document.querySelector('#img2img_prompt textarea')?.value === 'a quiet harbour'")
     page.wait_for_selector("#img2img_image img")
