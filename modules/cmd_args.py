@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow extension installs when listening publicly",
     )
+    add(
+        "--hide-ui-dir-config",
+        action="store_true",
+        help="refuse folder paths typed in the UI (img2img Batch); implied on a public listener unless "
+        "--enable-insecure-extension-access",
+    )
     add("--disable-all-extensions", action="store_true", help="load no extension")
     add("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
     add("--skip-install", action="store_true", help="do not run extensions' install.py")
@@ -72,6 +78,14 @@ def bind_address(args: argparse.Namespace) -> str:
 
 def is_public(args: argparse.Namespace) -> bool:
     return bind_address(args) not in ("127.0.0.1", "localhost", "::1")
+
+
+def ui_dir_config_allowed(args: argparse.Namespace) -> bool:
+    """May UI users name server folders (img2img Batch)? Not with --hide-ui-dir-config, nor, by default,
+    when anyone on the network can reach the UI."""
+    if getattr(args, "hide_ui_dir_config", False):
+        return False
+    return not is_public(args) or bool(getattr(args, "enable_insecure_extension_access", False))
 
 
 def check_security(args: argparse.Namespace) -> None:

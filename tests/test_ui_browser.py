@@ -408,3 +408,53 @@ def test_checkpoint_switch_from_the_top_bar(page, ui_server, shot):
         page.wait_for_function(
             f"document.querySelector('#setting_quick_sd_model_checkpoint input').value === {json.dumps(before)}"
         )
+
+
+def test_inpaint_upload_repaints_only_the_uploaded_mask(page, ui_server, shot, tmp_path):
+    original = (200, 200, 40)
+    Image.new("RGB", (64, 64), original).save(tmp_path / "image.png")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))  # repaint the right half
+    mask.save(tmp_path / "mask.png")
+    page.click("#tab_img2img-button")
+    page.click("#img2img_inpaint_upload_tab-button")
+    page.locator("#img_inpaint_base input[type=file]").set_input_files(str(tmp_path / "image.png"))
+    page.locator("#img_inpaint_mask input[type=file]").set_input_files(str(tmp_path / "mask.png"))
+    page.wait_for_selector("#img_inpaint_base img")
+    page.wait_for_selector("#img_inpaint_mask img")
+    page.fill("#img2img_prompt textarea", "uploaded mask")
+    small_job(page, "img2img")
+    set_number(page, "img2img_mask_blur", 0)
+    set_number(page, "img2img_denoising_strength", 1)
+    before = set(ui_server.output_images("img2img"))
+    page.click("#img2img_generate")
+    info = wait_result(page, "img2img")
+    shot(page, "inpainted")
+    assert "uploaded mask" in info and "Mask blur: 0" in info
+    (saved,) = [path for path in ui_server.output_images("img2img") if path not in before]
+    result = Image.open(saved).convert("RGB")
+    left, right = result.crop((0, 0, 32, 64)), result.crop((32, 0, 64, 64))
+    assert ImageChops.difference(left, Image.new("RGB", left.size, original)).getbbox() is None
+    assert ImageChops.difference(right, Image.new("RGB", right.size, original)).getbbox() is not None
+
+
+def test_batch_folder_in_and_out(page, shot, tmp_path):
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for name, colour in (("one", (200, 40, 40)), ("two", (40, 40, 200))):
+        Image.new("RGB", (64, 64), colour).save(source / f"{name}.png")
+    (source / "notes.txt").write_text("not an image")
+    page.click("#tab_img2img-button")
+    page.click("#img2img_batch_tab-button")
+    page.fill("#img2img_batch_input_dir textarea", str(source))
+    page.fill("#img2img_batch_output_dir textarea", str(target))
+    page.fill("#img2img_prompt textarea", "batch job")
+    small_job(page, "img2img")
+    page.click("#img2img_generate")
+    page.wait_for_function(
+        "/Batch: 2 image\\(s\\) written|error/i.test(document.querySelector('#img2img_status').innerText)",
+        timeout=90_000,
+    )
+    shot(page, "batch-done")
+    assert sorted(p.name for p in target.iterdir()) == ["one.png", "two.png"]
+    assert Image.open(target / "one.png").size == (64, 64)

@@ -146,13 +146,36 @@ class _Options(dict):
         return super().get(key, default)
 
 
-def _backend(tmp_path, options: dict, models=None):
+def _backend(tmp_path, options: dict, models=None, args=None):
     from types import SimpleNamespace
 
     from webui.backend import UiBackend
 
     paths = SimpleNamespace(data_dir=tmp_path, outputs_dir=tmp_path / "outputs")
-    return UiBackend(SimpleNamespace(options=_Options(options), paths=paths, models=models))
+    return UiBackend(SimpleNamespace(options=_Options(options), paths=paths, models=models, args=args))
+
+
+@pytest.mark.parametrize(
+    "flags, allowed",
+    [
+        ([], True),
+        (["--hide-ui-dir-config"], False),
+        (["--listen", "--insecure"], False),
+        (["--listen", "--insecure", "--enable-insecure-extension-access"], True),
+    ],
+)
+def test_batch_folders_refused_when_dir_config_is_hidden_or_public(tmp_path, flags, allowed):
+    from modules.cmd_args import parse_args
+    from webui.img2img_tab import run_batch
+
+    (tmp_path / "in").mkdir()
+    backend = _backend(tmp_path, {}, args=parse_args(flags))
+    assert backend.dir_config_allowed is allowed
+    panel = type("Panel", (), {"status": "status", "task_id": "task", "progress": "progress"})()
+    updates = list(run_batch(backend, panel, str(tmp_path / "in"), str(tmp_path / "out"), {}, None))
+    message = updates[-1]["status"]
+    assert ("folder paths are disabled" in message) is not allowed
+    assert allowed or not (tmp_path / "out").exists()
 
 
 def test_extras_folder_is_the_outdir_extras_samples_setting(tmp_path):

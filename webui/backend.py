@@ -38,6 +38,13 @@ class UiBackend:
     def outputs_dir(self) -> Path:
         return Path(self.services.paths.outputs_dir)
 
+    @property
+    def dir_config_allowed(self) -> bool:
+        from modules.cmd_args import ui_dir_config_allowed
+
+        args = getattr(self.services, "args", None)
+        return True if args is None else ui_dir_config_allowed(args)
+
     def extras_dir(self) -> Path:
         """Where the Extras tab saves: the `outdir_extras_samples` setting (relative to the data dir)."""
         configured = self.options.get("outdir_extras_samples", "") or ""

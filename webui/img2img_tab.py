@@ -350,6 +350,14 @@ def run_batch(
     build_script_call=None,
 ):
     """One queued job per image of the input folder; results saved to the output folder."""
+    if not backend.dir_config_allowed:
+        yield {
+            panel.status: error_html(
+                "Batch: folder paths are disabled on this server (--hide-ui-dir-config, or a public "
+                "listener without --enable-insecure-extension-access)."
+            )
+        }
+        return
     source = Path(input_dir or "").expanduser()
     if not input_dir or not source.is_dir():
         yield {panel.status: error_html(f"Batch: input directory {input_dir!r} does not exist.")}
