@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -389,6 +390,8 @@ def create_scheduler(
         **_schedule_config(sampler, schedule),
     }
     accepted = _init_parameters(sampler.scheduler_class)
+    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in accepted:
+        config["trained_betas"] = _zero_terminal_snr_betas(config)
     config = {k: v for k, v in config.items() if k in accepted}
     try:
         key = tuple(sorted(config.items()))
@@ -397,6 +400,23 @@ def create_scheduler(
         return sampler.scheduler_class.from_config(config)
     # diffusers schedulers keep per-run state: every job gets its own copy of a never-used prototype
     return copy.deepcopy(_prototype_scheduler(sampler.scheduler_class, key))
+
+
+@functools.cache
+def _zero_terminal_snr_betas_cached(key: tuple) -> tuple[float, ...]:
+    from diffusers import DDPMScheduler
+
+    config = dict(key)
+    alphas_cumprod = DDPMScheduler.from_config(config).alphas_cumprod.double()
+    alphas_cumprod[-1] = 2.0**-24  # as diffusers' Euler: pure noise, but a finite sigma_max (4096)
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    return tuple((1 - alphas_cumprod / previous).tolist())
+
+
+def _zero_terminal_snr_betas(config: Mapping[str, Any]) -> list[float]:
+    """A zero-terminal-SNR schedule as explicit betas, for schedulers without the option (LMS, PLMS)."""
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "rescale_betas_zero_snr")
+    return list(_zero_terminal_snr_betas_cached(tuple((k, config[k]) for k in keys)))
 
 
 @functools.cache

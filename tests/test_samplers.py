@@ -215,3 +215,21 @@ def test_api_shapes():
 def test_substitutes_are_documented():
     for name in ("DPM++ SDE", "DPM++ 2S a"):
         assert S.resolve_sampler(name)[0].note
+
+
+@pytest.mark.parametrize("name", ["LMS", "PLMS", "Euler", "DPM++ 2M", "DDIM"])
+def test_zero_terminal_snr_reaches_every_sampler(name):
+    """A zero-terminal-SNR model's schedule is used by every sampler: natively, or as explicit betas
+    (LMS and PLMS have no option for it), never silently replaced by the plain schedule."""
+    config = {
+        "beta_schedule": "scaled_linear",
+        "prediction_type": "v_prediction",
+        "rescale_betas_zero_snr": True,
+    }
+    scheduler = S.create_scheduler(name, None, config)
+    plain = S.create_scheduler(name, None, {**config, "rescale_betas_zero_snr": False})
+    last = scheduler.alphas_cumprod[-1].item()
+    assert last < 1e-6 and plain.alphas_cumprod[-1].item() > 1e-3
+    if hasattr(scheduler, "sigmas"):
+        scheduler.set_timesteps(20)
+        assert scheduler.sigmas[0].item() == pytest.approx(4096, rel=1e-3)
