@@ -198,6 +198,24 @@ def test_interrupt_stops_a_long_job(page, shot):
     shot(page, "interrupted")
 
 
+def test_skip_abandons_the_current_image_and_goes_on(page, shot):
+    page.fill("#txt2img_prompt textarea", "skip the first")
+    small_job(page, "txt2img", steps=150)
+    set_number(page, "txt2img_batch_count", 2)
+    set_number(page, "txt2img_seed", 100)
+    page.click("#txt2img_generate")
+    page.wait_for_function(
+        "/Step \\d+\\/150/.test((document.querySelector('#txt2img_progress .progress-text') || {innerText: ''}).innerText)",
+        timeout=60_000,
+    )
+    page.click("#txt2img_skip")
+    info = wait_result(page, "txt2img")
+    shot(page, "skipped")
+    # the first image (seed 100) was abandoned; the second (seed 101) finished: one image, no grid
+    assert "Seed: 101" in info, info
+    assert page.locator("#txt2img_gallery img").count() == 1
+
+
 def test_settings_persist_across_reload(page, ui_server, shot):
     page.click("#tab_settings-button")
     page.click("#settings_ui-button")
