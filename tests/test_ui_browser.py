@@ -100,17 +100,8 @@ def test_inpaint_with_brush_mask(page, ui_server, shot, tmp_path):
     page.click("#tab_img2img-button")
     page.click("#img2img_inpaint_tab-button")
     upload_to_editor(page, "img2maskimg", source)
-    canvas = page.locator("#img2maskimg canvas").first
-    page.wait_for_timeout(500)  # the editor fits the image into the canvas
     shot(page, "uploaded")
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 60, cy - 20)
-    page.mouse.down()
-    for step in range(1, 13):
-        page.mouse.move(cx - 60 + step * 10, cy - 20, steps=2)
-    page.mouse.up()
-    page.wait_for_timeout(500)
+    draw_horizontal_stroke(page, "img2maskimg")
     shot(page, "mask-drawn")
     page.fill("#img2img_prompt textarea", "a yellow sun")
     small_job(page, "img2img")
@@ -125,7 +116,62 @@ def test_inpaint_with_brush_mask(page, ui_server, shot, tmp_path):
     assert "Denoising strength: 0.75" in info and "Mask blur: 0" in info
     saved = [path for path in ui_server.output_images("img2img") if path not in before]
     assert len(saved) == 1, saved
-    result = Image.open(saved[0]).convert("RGB")
+    assert_only_the_stroke_changed(Image.open(saved[0]).convert("RGB"), original)
+
+
+def test_inpaint_sketch_repaints_the_coloured_stroke_only(page, ui_server, shot, tmp_path):
+    source = tmp_path / "source.png"
+    original = (90, 90, 90)
+    Image.new("RGB", (512, 512), original).save(source)
+    page.click("#tab_img2img-button")
+    page.click("#img2img_inpaint_sketch_tab-button")
+    upload_to_editor(page, "inpaint_sketch", source)
+    draw_horizontal_stroke(page, "inpaint_sketch")
+    shot(page, "sketched")
+    page.fill("#img2img_prompt textarea", "a sketched bar")
+    small_job(page, "img2img")
+    set_number(page, "img2img_width", 512)
+    set_number(page, "img2img_height", 512)
+    set_number(page, "img2img_mask_blur", 0)
+    before = set(ui_server.output_images("img2img"))
+    page.click("#img2img_generate")
+    info = wait_result(page, "img2img")
+    shot(page, "inpainted")
+    assert "a sketched bar" in info and "Mask blur: 0" in info
+    (saved,) = [path for path in ui_server.output_images("img2img") if path not in before]
+    assert_only_the_stroke_changed(Image.open(saved).convert("RGB"), original)
+
+
+def test_sketch_runs_img2img_on_the_drawing(page, ui_server, shot, tmp_path):
+    source = tmp_path / "source.png"
+    Image.new("RGB", (64, 64), (90, 160, 90)).save(source)
+    page.click("#tab_img2img-button")
+    page.click("#img2img_img2img_sketch_tab-button")
+    upload_to_editor(page, "img2img_sketch", source)
+    draw_horizontal_stroke(page, "img2img_sketch")
+    page.fill("#img2img_prompt textarea", "from a sketch")
+    small_job(page, "img2img")
+    page.click("#img2img_generate")
+    info = wait_result(page, "img2img")
+    shot(page, "result")
+    assert "from a sketch" in info and "Size: 64x64" in info and "Mask blur" not in info
+
+
+def draw_horizontal_stroke(page, elem_id: str) -> None:
+    """A mouse stroke of ~120 px across the middle of an image editor's canvas."""
+    canvas = page.locator(f"#{elem_id} canvas").first
+    page.wait_for_timeout(500)  # the editor fits the image into the canvas
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 60, cy - 20)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(cx - 60 + step * 10, cy - 20, steps=2)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+
+
+def assert_only_the_stroke_changed(result: Image.Image, original: tuple) -> None:
     assert result.size == (512, 512)
     changed = Image.eval(
         ImageChops.difference(result, Image.new("RGB", result.size, original)).convert("L"),
