@@ -93,15 +93,20 @@ def test_error_is_shown_not_an_empty_gallery(page, shot):
     assert page.locator("#txt2img_gallery img").count() == 0
 
 
-def test_inpaint_with_brush_mask(page, ui_server, shot, tmp_path):
+@pytest.mark.parametrize(
+    "sub_tab, editor",
+    [("img2img_inpaint_tab", "img2maskimg"), ("img2img_inpaint_sketch_tab", "inpaint_sketch")],
+    ids=["inpaint-brush-mask", "inpaint-sketch"],
+)
+def test_inpaint_repaints_only_the_brushed_stroke(page, ui_server, shot, tmp_path, sub_tab, editor):
     source = tmp_path / "source.png"
     original = (40, 120, 200)
     Image.new("RGB", (512, 512), original).save(source)
     page.click("#tab_img2img-button")
-    page.click("#img2img_inpaint_tab-button")
-    upload_to_editor(page, "img2maskimg", source)
+    page.click(f"#{sub_tab}-button")
+    upload_to_editor(page, editor, source)
     shot(page, "uploaded")
-    draw_horizontal_stroke(page, "img2maskimg")
+    draw_horizontal_stroke(page, editor)
     shot(page, "mask-drawn")
     page.fill("#img2img_prompt textarea", "a yellow sun")
     small_job(page, "img2img")
@@ -117,29 +122,6 @@ def test_inpaint_with_brush_mask(page, ui_server, shot, tmp_path):
     saved = [path for path in ui_server.output_images("img2img") if path not in before]
     assert len(saved) == 1, saved
     assert_only_the_stroke_changed(Image.open(saved[0]).convert("RGB"), original)
-
-
-def test_inpaint_sketch_repaints_the_coloured_stroke_only(page, ui_server, shot, tmp_path):
-    source = tmp_path / "source.png"
-    original = (90, 90, 90)
-    Image.new("RGB", (512, 512), original).save(source)
-    page.click("#tab_img2img-button")
-    page.click("#img2img_inpaint_sketch_tab-button")
-    upload_to_editor(page, "inpaint_sketch", source)
-    draw_horizontal_stroke(page, "inpaint_sketch")
-    shot(page, "sketched")
-    page.fill("#img2img_prompt textarea", "a sketched bar")
-    small_job(page, "img2img")
-    set_number(page, "img2img_width", 512)
-    set_number(page, "img2img_height", 512)
-    set_number(page, "img2img_mask_blur", 0)
-    before = set(ui_server.output_images("img2img"))
-    page.click("#img2img_generate")
-    info = wait_result(page, "img2img")
-    shot(page, "inpainted")
-    assert "a sketched bar" in info and "Mask blur: 0" in info
-    (saved,) = [path for path in ui_server.output_images("img2img") if path not in before]
-    assert_only_the_stroke_changed(Image.open(saved).convert("RGB"), original)
 
 
 def test_sketch_runs_img2img_on_the_drawing(page, ui_server, shot, tmp_path):
