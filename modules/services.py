@@ -7,6 +7,7 @@ model switch and option change goes through `services.jobs`, the one queue share
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -144,14 +145,16 @@ class AppServices:
 
         holder: dict[str, Any] = {}
 
-        def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
-            # scripts (e.g. the X/Y/Z checkpoint axis) may change the request's overrides per sub-run
-            job_overrides = {**overrides, **req.override_settings}
+        def load_model(job_overrides: dict[str, Any]) -> LoadedModel:
             wanted = (
                 job_overrides.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint") or None
             )
             vae = job_overrides.get("sd_vae") or self.options.get("sd_vae") or None
-            model = self.models.load(wanted, vae=vae)
+            return self.models.load(wanted, vae=vae)
+
+        def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
+            # scripts (e.g. the X/Y/Z checkpoint axis) may change the request's overrides per sub-run
+            model = load_model({**overrides, **req.override_settings})
             holder["model"] = model
             result = self.generate(model, req, ctx, settings, hooks)
             result.request = result.request or req
@@ -161,7 +164,14 @@ class AppServices:
 
         def work(ctx: JobContext) -> GenerationResult:
             holder["ctx"] = ctx
-            result = runner(request)
+            job_request = request
+            if request.width is None or request.height is None:
+                # no size given (API): the model's native one, fixed before scripts see the request
+                size = load_model(overrides).native_resolution
+                job_request = dataclasses.replace(
+                    request, width=request.width or size, height=request.height or size
+                )
+            result = runner(job_request)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
             return result

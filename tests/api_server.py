@@ -142,6 +142,7 @@ def fake_services(args, step_delay: float):
 
             model = Model()
             model.info = info
+            model.native_resolution = 512  # the fake stands for SD 1.x checkpoints
             return model
 
         def unload(self) -> None:

@@ -263,6 +263,17 @@ def test_bad_images_are_422_with_json(server):
     assert r.status_code == 200 and json.loads(r.json()["info"])["seed"] == 8
 
 
+def test_omitted_size_is_the_models_native_size(server):
+    """A1111 defaults to 512x512; we default to the loaded model's native size (512 for SD 1.x)."""
+    r = post(server, "/txt2img", {"prompt": "native", "steps": 2, "seed": 3})
+    assert r.status_code == 200, r.text
+    image = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))
+    assert image.size == (tiny_models.TINY_RESOLUTION,) * 2
+    info = json.loads(r.json()["info"])
+    assert (info["width"], info["height"]) == image.size
+    assert f"Size: {image.width}x{image.height}" in info["infotexts"][0]
+
+
 def test_xyz_plot_grid_is_saved_under_the_grids_folder(server):
     # A1111's argument layout of the X/Y/Z plot script: X axis = Steps (index 4) with values "1,2"
     xyz_args = [4, "1,2", [], 0, "", [], 0, "", [], True, False, False, False, False, False, False, 0, False]

@@ -173,8 +173,9 @@ def build_request(
         "n_iter": _pick(payload.n_iter, 1),
         "steps": _pick(payload.steps, 20),
         "cfg_scale": _pick(payload.cfg_scale, 7.0),
-        "width": _pick(payload.width, 512),
-        "height": _pick(payload.height, 512),
+        # omitted: the model's native size (512 for SD 1.x as in A1111, 64 for the embedded model)
+        "width": payload.width,
+        "height": payload.height,
         "eta": payload.eta,
         "s_noise": _pick(payload.s_noise, 1.0),
         "clip_skip": merged.get("CLIP_stop_at_last_layers", 1),
@@ -291,7 +292,8 @@ def build_response(
     return models.GenerationResponse(
         images=images,
         parameters=response_parameters(payload),
-        info=info_json(result, request, model_info),
+        # the request as it ran (sizes resolved to the model's, scripts' changes)
+        info=info_json(result, result.request or request, model_info),
     )
 
 

@@ -49,8 +49,9 @@ class Txt2ImgRequest:
     n_iter: int = 1
     steps: int = 20
     cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    # None = the model's native resolution (resolved by the engine when the job runs)
+    width: int | None = 512
+    height: int | None = 512
     eta: float | None = None  # None = sampler default (A1111 eta_ancestral / eta_ddim settings)
     s_noise: float = 1.0
     clip_skip: int = 1
@@ -64,9 +65,10 @@ class Txt2ImgRequest:
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        _check_int_range("width", self.width, MIN_SIZE, MAX_SIZE)
-        _check_int_range("height", self.height, MIN_SIZE, MAX_SIZE)
         for name in ("width", "height"):
+            if getattr(self, name) is None:
+                continue
+            _check_int_range(name, getattr(self, name), MIN_SIZE, MAX_SIZE)
             if getattr(self, name) % 8:
                 raise RequestError(name, f"must be a multiple of 8, got {getattr(self, name)}")
         _check_int_range("steps", self.steps, 1, MAX_STEPS)
