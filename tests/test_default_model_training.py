@@ -63,3 +63,26 @@ def test_time_budget_and_bad_flags_are_reported(capsys):
     assert "zero terminal SNR needs v-prediction" in capsys.readouterr().err
     cfg = train_default_model.parse_args(["--preset", "cpu-90min", "--batch", "32"])
     assert cfg.unet_minutes == 60 and cfg.batch == 32 and cfg.unet_channels == (32, 64, 128)
+
+
+def test_step_budget_fits_the_minutes_and_follows_a_changing_speed(monkeypatch):
+    from modules.default_model import train
+
+    clock = [1000.0]
+    monkeypatch.setattr(train.time, "time", lambda: clock[0])
+    budget = train.StepBudget("test", steps=1000, minutes=1, probe=8)
+    done = 0
+    while done < 8:  # 1 s per step: 60 steps fit in the minute
+        clock[0] += 1.0
+        done += 1
+        budget.update(done)
+    assert budget.total == 60
+    while done < budget.total:  # the machine gets twice as fast: the plan grows, within the minute
+        clock[0] += 0.5
+        done += 1
+        budget.update(done)
+    assert 60 < budget.total <= 1000
+    assert clock[0] - 1000.0 <= 62
+    fixed = train.StepBudget("test", steps=7, minutes=None, probe=8)
+    fixed.update(8)
+    assert fixed.total == 7

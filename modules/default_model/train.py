@@ -103,28 +103,32 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 class StepBudget:
     """The number of steps of a stage: ``steps``, or fewer if ``minutes`` would be exceeded.
 
-    The rate is measured between steps ``probe // 4`` and ``probe`` (the first steps carry one-off costs:
-    CUDA start-up, cuDNN algorithm search); ``probe`` must not exceed the warm-up, so that the learning
-    rates seen before the total is fixed do not depend on it.
+    The rate is measured from step ``probe // 4`` on (the first steps carry one-off costs: CUDA start-up,
+    cuDNN algorithm search). The total is first fixed at step ``probe`` (not after the warm-up, so the
+    learning rates seen until then do not depend on it) and re-planned every tenth of the way until
+    half-way, since a shared machine's speed changes: the cosine schedule then bends a little.
     """
 
     def __init__(self, name: str, steps: int, minutes: float | None, probe: int) -> None:
-        self.name, self.total, self.minutes, self.probe = name, steps, minutes, probe
+        self.name, self.requested, self.total, self.minutes, self.probe = name, steps, steps, minutes, probe
         self.started = time.time()
         self.probe_started = self.started
+        self.next_plan = probe
 
     def update(self, done: int) -> None:
         if self.minutes is None:
             return
         if done == self.probe // 4:
             self.probe_started = time.time()
-        if done != self.probe:
+        if done != self.next_plan or done > self.total // 2 and done != self.probe:
             return
-        rate = (time.time() - self.probe_started) / (self.probe - self.probe // 4)
+        rate = (time.time() - self.probe_started) / (done - self.probe // 4)
         fits = done + int((self.minutes * 60 - (time.time() - self.started)) / rate)
-        if fits < self.total:
-            self.total = max(done + 1, fits)
-        log(f"{self.name}: {rate:.3f} s/step; {self.total} steps in the {self.minutes:g}-minute budget")
+        planned = max(done + 1, min(self.requested, fits))
+        if done == self.probe or abs(planned - self.total) > 0.02 * self.total:
+            self.total = planned
+            log(f"{self.name}: {rate:.3f} s/step; {self.total} steps in the {self.minutes:g}-minute budget")
+        self.next_plan = done + max(self.probe, self.total // 10)
 
     def eta_minutes(self, done: int) -> float:
         return (time.time() - self.started) / max(1, done) * (self.total - done) / 60
