@@ -167,33 +167,53 @@ def training_caption(rng: random.Random, cfg: TrainConfig, scene: dataset.Scene)
     return dataset.caption(scene, parts)
 
 
-def train_vae(cfg: TrainConfig, pool: torch.Tensor) -> torch.nn.Module:
+def _train_on_pool(
+    cfg: TrainConfig,
+    stage: StepBudget,
+    params: list[torch.nn.Parameter],
+    lr: float,
+    warmup: int,
+    pool: torch.Tensor,
+    generator: torch.Generator,
+    step_loss,
+) -> None:
+    """The VAE stages' loop: AdamW with warm-up + cosine, batches drawn from the rendered pool.
+
+    ``step_loss(images) -> (loss, log text)``.
+    """
     device = torch.device(cfg.device)
-    vae = architecture.build_vae().to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(cfg.seed + 1)
-    budget = StepBudget("vae", cfg.vae_steps, cfg.vae_minutes, probe=20)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     step = 0
-    while step < budget.total:
+    while step < stage.total:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.vae_lr * _lr_factor(step, 50, budget.total)
+            group["lr"] = lr * _lr_factor(step, warmup, stage.total)
         index = torch.randint(0, len(pool), (cfg.vae_batch,), generator=generator)
-        images = to_model_input(pool[index].to(device))
-        posterior = vae.encode(images).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        rec_loss = F.l1_loss(recon, images) + F.mse_loss(recon, images)
-        kl_loss = posterior.kl().mean() / posterior.mean[0].numel()
-        loss = rec_loss + cfg.kl_weight * kl_loss
+        loss, text = step_loss(to_model_input(pool[index].to(device)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        budget.update(step)
-        if step % cfg.log_every == 0 or step == budget.total:
-            log(
-                f"vae step {step}/{budget.total} rec {rec_loss.item():.4f} kl {kl_loss.item():.2f} "
-                f"eta {budget.eta_minutes(step):.1f} min"
-            )
+        stage.update(step)
+        if step % cfg.log_every == 0 or step == stage.total:
+            log(f"{stage.name} step {step}/{stage.total} {text()} eta {stage.eta_minutes(step):.1f} min")
+
+
+def train_vae(cfg: TrainConfig, pool: torch.Tensor) -> torch.nn.Module:
+    vae = architecture.build_vae().to(torch.device(cfg.device))
+
+    def step_loss(images):
+        posterior = vae.encode(images).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec_loss = F.l1_loss(recon, images) + F.mse_loss(recon, images)
+        kl_loss = posterior.kl().mean() / posterior.mean[0].numel()
+        return (
+            rec_loss + cfg.kl_weight * kl_loss,
+            lambda: f"rec {rec_loss.item():.4f} kl {kl_loss.item():.2f}",
+        )
+
+    stage = StepBudget("vae", cfg.vae_steps, cfg.vae_minutes, probe=20)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    _train_on_pool(cfg, stage, list(vae.parameters()), cfg.vae_lr, 50, pool, generator, step_loss)
     vae.eval()
     log(f"vae reconstruction accuracy: {quality.format_scores(reconstruction_scores(vae, cfg))}")
     return vae
@@ -203,31 +223,20 @@ def finetune_decoder(cfg: TrainConfig, vae: torch.nn.Module, pool: torch.Tensor)
     """Train only the decoder side; the latents the U-Net learns on stay exactly the same."""
     device = torch.device(cfg.device)
     vae.train()
-    decoder_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    optimizer = torch.optim.AdamW(decoder_params, lr=cfg.decoder_lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.seed + 6)
-    budget = StepBudget("decoder", cfg.decoder_steps, cfg.decoder_minutes, probe=20)
-    step = 0
-    while step < budget.total:
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.decoder_lr * _lr_factor(step, 20, budget.total)
-        index = torch.randint(0, len(pool), (cfg.vae_batch,), generator=generator)
-        images = to_model_input(pool[index].to(device))
+
+    def step_loss(images):
         with torch.no_grad():
             posterior = vae.encode(images).latent_dist
             noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
             latents = posterior.mean + posterior.std * noise
         recon = vae.decode(latents).sample
         loss = F.l1_loss(recon, images) + F.mse_loss(recon, images)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        budget.update(step)
-        if step % cfg.log_every == 0 or step == budget.total:
-            log(
-                f"decoder step {step}/{budget.total} rec {loss.item():.4f} eta {budget.eta_minutes(step):.1f} min"
-            )
+        return loss, lambda: f"rec {loss.item():.4f}"
+
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    stage = StepBudget("decoder", cfg.decoder_steps, cfg.decoder_minutes, probe=20)
+    _train_on_pool(cfg, stage, params, cfg.decoder_lr, 20, pool, generator, step_loss)
     vae.eval()
     log(
         f"vae reconstruction accuracy after decoder fine-tune: {quality.format_scores(reconstruction_scores(vae, cfg))}"
