@@ -7,7 +7,6 @@ model switch and option change goes through `services.jobs`, the one queue share
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -167,10 +166,7 @@ class AppServices:
             job_request = request
             if request.width is None or request.height is None:
                 # no size given (API): the model's native one, fixed before scripts see the request
-                size = load_model(overrides).native_resolution
-                job_request = dataclasses.replace(
-                    request, width=request.width or size, height=request.height or size
-                )
+                job_request = request.with_default_size(load_model(overrides).native_resolution)
             result = runner(job_request)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them

@@ -45,6 +45,14 @@ def test_images_seeds_and_infotext(tiny_sd1_model):
     assert np.abs(pixels(result.images[0]) - pixels(result.images[1])).mean() > 1
 
 
+def test_unset_size_is_the_models_native_size(tiny_sd1_model):
+    result = run(tiny_sd1_model, request(width=None, height=96))
+    native = tiny_sd1_model.native_resolution
+    assert result.images[0].size == (native, 96)
+    assert (result.request.width, result.request.height) == (native, 96)
+    assert f"Size: {native}x96" in result.infotexts[0]
+
+
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ SDE"])
 def test_image_does_not_depend_on_batch_size(tiny_sd1_model, sampler):
     pair = run(tiny_sd1_model, request(batch_size=2, sampler_name=sampler))

@@ -6,7 +6,6 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,7 @@ def generate(
 ) -> GenerationResult:
     """Run one txt2img or img2img job; returns the finished images (all of them, or those before an interrupt)."""
     hooks = hooks or EngineHooks()
-    if request.width is None or request.height is None:
-        size = model.native_resolution
-        request = dataclasses.replace(request, width=request.width or size, height=request.height or size)
+    request = request.with_default_size(model.native_resolution)
     request.validate()
     _check_supported(request)
     sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)

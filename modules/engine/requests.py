@@ -64,6 +64,12 @@ class Txt2ImgRequest:
     # extra "key: value" pairs for the infotext (extensions add to this)
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
 
+    def with_default_size(self, size: int):
+        """This request with an unset width/height filled in (the model's native size)."""
+        if self.width is not None and self.height is not None:
+            return self
+        return dataclasses.replace(self, width=self.width or size, height=self.height or size)
+
     def validate(self) -> None:
         for name in ("width", "height"):
             if getattr(self, name) is None:
