@@ -126,7 +126,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         type=Path,
         default=None,
         metavar="CHECKPOINT",
-        help="continue training this exported checkpoint (its VAE, U-Net and text encoder)",
+        help="continue training this exported checkpoint (its VAE, U-Net and text encoder, whose sizes "
+        "win over --unet-channels; the schedule flags must match it)",
     )
     p.add_argument("--retrain-vae", action="store_true", help="train the VAE even if work-dir has one")
     p.add_argument(
@@ -222,10 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     log(f"training the default model: {cfg}")
     if cfg.resume_from is not None:
         model = backends.load(cfg.resume_from)
-        if model.scheduler_config.get("prediction_type") != cfg.scheduler["prediction_type"]:
-            raise SystemExit(
-                f"{cfg.resume_from} was trained for another prediction type than --prediction-type"
-            )
+        keys = ("beta_schedule", "beta_start", "beta_end", "prediction_type", "rescale_betas_zero_snr")
+        differ = [k for k in keys if model.scheduler_config.get(k) != cfg.scheduler.get(k)]
+        if differ:
+            raise SystemExit(f"{cfg.resume_from} was trained with another schedule ({', '.join(differ)})")
         modules = [m.float().to(cfg.device) for m in (model.vae, model.unet, model.text_encoders[0])]
         vae, unet, text_encoder = modules
         unet.requires_grad_(True), text_encoder.requires_grad_(True)

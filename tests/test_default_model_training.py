@@ -55,6 +55,10 @@ def test_training_continues_from_an_exported_checkpoint(trained, tmp_path):
         for a, b in zip(before.unet.parameters(), after.unet.parameters(), strict=True)
     ]
     assert max(moved) > 0
+    with pytest.raises(SystemExit, match="another schedule"):
+        train_default_model.main(
+            [*TOY, "--output", str(output), "--resume-from", str(trained), "--beta-end", "0.02"]
+        )
 
 
 def test_time_budget_and_bad_flags_are_reported(capsys):
