@@ -402,6 +402,17 @@ def create_scheduler(
     return copy.deepcopy(_prototype_scheduler(sampler.scheduler_class, key))
 
 
+def set_timesteps(scheduler: SchedulerMixin, steps: int, device: Any = None) -> None:
+    """``scheduler.set_timesteps``, except that one "linspace" step starts from the top of the schedule.
+
+    diffusers' linspace spacing gives a single step t=0 (sigma ~0.03: the output is the noise); A1111's
+    k-diffusion schedule, like "trailing", starts a one-step run at sigma_max.
+    """
+    if steps == 1 and getattr(scheduler.config, "timestep_spacing", None) == "linspace":
+        scheduler.register_to_config(timestep_spacing="trailing")  # a per-job copy: safe to change
+    scheduler.set_timesteps(steps, device=device)
+
+
 @functools.cache
 def _zero_terminal_snr_betas_cached(key: tuple) -> tuple[float, ...]:
     from diffusers import DDPMScheduler

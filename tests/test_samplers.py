@@ -233,3 +233,15 @@ def test_zero_terminal_snr_reaches_every_sampler(name):
     if hasattr(scheduler, "sigmas"):
         scheduler.set_timesteps(20)
         assert scheduler.sigmas[0].item() == pytest.approx(4096, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["Euler", "Euler a", "Heun", "LMS", "DPM++ 2M"])
+def test_one_step_starts_at_the_top_of_the_schedule(name):
+    scheduler = S.create_scheduler(name, None, {})
+    S.set_timesteps(scheduler, 1)
+    assert scheduler.timesteps[0].item() == pytest.approx(999, abs=1)
+    many = S.create_scheduler(name, None, {})
+    S.set_timesteps(many, 10)
+    reference = S.create_scheduler(name, None, {})
+    reference.set_timesteps(10)
+    assert torch.equal(many.timesteps, reference.timesteps)  # more steps: spacing unchanged

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from modules import samplers
 from modules.engine import masking, vae
 from modules.engine.loop import MaskBlend
 from modules.engine.plan import PreparedBatch
@@ -162,7 +163,7 @@ class Img2ImgPlan:
                 latents = latents * (1 - mask)
             mask_blend = MaskBlend(mask, kept, noise)
 
-        scheduler.set_timesteps(total, device=device)
+        samplers.set_timesteps(scheduler, total, device=device)
         if run == 0:
             if mask_blend is not None:
                 latents = kept * (1 - mask_blend.mask) + latents * mask_blend.mask

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from modules import samplers
 from modules.engine import vae
 from modules.engine.loop import MaskBlend
 from modules.engine.requests import Txt2ImgRequest
@@ -36,7 +37,7 @@ class Txt2ImgPlan:
         return (self.model.latent_channels, self.request.height // factor, self.request.width // factor)
 
     def prepare(self, scheduler: Any, noise: torch.Tensor, image_indexes: list[int]) -> PreparedBatch:
-        scheduler.set_timesteps(self.request.steps, device=self.model.device)
+        samplers.set_timesteps(scheduler, self.request.steps, device=self.model.device)
         latents = noise.to(self.model.device) * scheduler.init_noise_sigma
         image_cond = None
         if self.model.is_inpainting:
