@@ -197,6 +197,19 @@ class AxisOption:
         return self.unavailable or ("" if is_img2img else self.unavailable_txt2img)
 
 
+def sampler_axis(tab: str) -> AxisOption:
+    """A1111 lists the Sampler axis twice (one row per tab) and indexes axes by position."""
+    return AxisOption(
+        "Sampler",
+        str,
+        apply_sampler,
+        format_value=format_value,
+        confirm=confirm_samplers,
+        choices=sd_samplers.visible_sampler_names,
+        tab=tab,
+    )
+
+
 def missing(label: str, reason: str, type_: Callable = str, tab: str | None = None) -> AxisOption:
     return AxisOption(label, type_, refuse, tab=tab, unavailable=reason)
 
@@ -217,25 +230,9 @@ AXES = [
     missing("Image CFG Scale", "instruct-pix2pix models are not supported", float, tab=I2I),
     AxisOption("Prompt S/R", str, apply_prompt, format_value=format_value),
     AxisOption("Prompt order", str_permutations, apply_order, format_value=format_value_join_list),
-    AxisOption(
-        "Sampler",
-        str,
-        apply_sampler,
-        format_value=format_value,
-        confirm=confirm_samplers,
-        choices=sd_samplers.visible_sampler_names,
-        tab=T2I,
-    ),  # fmt: skip
+    sampler_axis(T2I),
     missing("Hires sampler", NO_HIRES, tab=T2I),
-    AxisOption(
-        "Sampler",
-        str,
-        apply_sampler,
-        format_value=format_value,
-        confirm=confirm_samplers,
-        choices=sd_samplers.visible_sampler_names,
-        tab=I2I,
-    ),  # fmt: skip
+    sampler_axis(I2I),
     AxisOption(
         "Checkpoint name",
         str,
