@@ -36,12 +36,16 @@ from typing import Any
 import torch
 
 from modules import prompt_parser
+from modules.engine.requests import RequestError
 from modules.sd_models.model import LoadedModel
 
 CHUNK_LENGTH = 75  # tokens per chunk, without BOS and EOS
 COMMA_BACKTRACK = 20  # A1111 "comma_padding_backtrack" default
 CACHE_SIZE = 64
 MEAN_RESTORE_EPS = 1e-3  # means smaller than this fraction of the mean magnitude are not restored  # encoded texts kept per PromptEncoder
+# Emphasis beyond this only overflows the model: (x) nested 500 deep is x1.1^500 = 5e20, whose square is
+# inf in float32 (NaN images); the encoder's output is already saturated far below it.
+MAX_EMPHASIS = 1000.0
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")  # <lora:name:1.0>, removed before counting tokens
 
 
@@ -139,6 +143,17 @@ def tokenize_prompt(text: str, tokenizer: Any, comma_backtrack: int = COMMA_BACK
     return TokenizedPrompt(tuple(chunks), token_count)
 
 
+def check_emphasis(text: str) -> None:
+    """RequestError for an emphasis weight the model cannot take (|weight| > MAX_EMPHASIS)."""
+    for fragment, weight in prompt_parser.parse_prompt_attention(text):
+        if (fragment, weight) != prompt_parser.BREAK_MARKER and not abs(weight) <= MAX_EMPHASIS:
+            raise RequestError(
+                "prompt",
+                f"emphasis weight {weight:.3g} of {fragment[:40]!r} in {text[:60]!r} is beyond "
+                f"+-{MAX_EMPHASIS:g} (each ( ) multiplies by 1.1): the model would overflow to NaN",
+            )
+
+
 def count_tokens(text: str, tokenizer: Any, steps: int = 20, is_positive: bool = True) -> tuple[int, int]:
     """(tokens used, chunk limit) for the UI counter, e.g. (12, 75) or (80, 150), as A1111 shows it.
 
@@ -229,6 +244,8 @@ class PromptEncoder:
 
     @torch.no_grad()
     def _encode_texts(self, texts: list[str]) -> list[_Encoded]:
+        for text in texts:
+            check_emphasis(text)
         tokenized = [tokenize_prompt(text, self.tokenizer) for text in texts]
         chunks = [chunk for prompt in tokenized for chunk in prompt.chunks]
         per_encoder = []

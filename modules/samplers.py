@@ -102,6 +102,14 @@ SCHEDULE_TYPES: list[ScheduleTypeInfo] = [
 ]
 
 _SIGMA_SCHEDULES = ("uniform", "karras", "exponential", "beta", "sgm_uniform")
+_SIGMA_SPACE_SCHEDULES = ("karras", "exponential", "beta")  # built from sigma_min..sigma_max, not timesteps
+
+# A zero-terminal-SNR model has sigma = inf at its last timestep (diffusers clamps it to 4096). Schedules
+# spaced in sigma from there spend most steps where the latent is pure noise (Karras, 20 steps: 7 at
+# t >= 995, washed-out images). They start instead at EDM's sigma_max (Karras et al. 2022, the paper of
+# the Karras schedule), where the signal is already drowned (SNR ~1.6e-4, t ~972 on SD's betas).
+# Uniform and SGM Uniform are spaced in timesteps and still start at the terminal timestep.
+ZERO_SNR_SIGMA_MAX = 80.0
 _NO_SPACING_SCHEDULES = ("uniform", "karras", "exponential", "beta")  # classes without timestep_spacing
 _SDE_NOTE = "noise is drawn per step from the per-image generators, not from a Brownian tree (torchsde)"
 
@@ -384,6 +392,8 @@ def create_scheduler(
             f"(diffusers' {sampler.scheduler_class.__name__}); valid schedule types: {valid}"
         )
     _check_eta(sampler, eta)
+    zero_snr = bool(model_scheduler_config.get("rescale_betas_zero_snr"))
+    _check_zero_snr_schedule(sampler, schedule, zero_snr)
     config = {
         **training_config(model_scheduler_config),
         **sampler.config,
@@ -397,9 +407,23 @@ def create_scheduler(
         key = tuple(sorted(config.items()))
         hash(key)
     except TypeError:  # e.g. trained_betas as a list: build directly
-        return sampler.scheduler_class.from_config(config)
-    # diffusers schedulers keep per-run state: every job gets its own copy of a never-used prototype
-    return copy.deepcopy(_prototype_scheduler(sampler.scheduler_class, key))
+        scheduler = sampler.scheduler_class.from_config(config)
+    else:
+        # diffusers schedulers keep per-run state: every job gets its own copy of a never-used prototype
+        scheduler = copy.deepcopy(_prototype_scheduler(sampler.scheduler_class, key))
+    if zero_snr and schedule.name in _SIGMA_SPACE_SCHEDULES:
+        # diffusers reads `config.sigma_max` when it builds these schedules (a per-job copy: safe to set)
+        scheduler.register_to_config(sigma_max=ZERO_SNR_SIGMA_MAX)
+    return scheduler
+
+
+def _check_zero_snr_schedule(sampler: SamplerInfo, schedule: ScheduleTypeInfo, zero_snr: bool) -> None:
+    if zero_snr and schedule.name == "karras" and sampler.scheduler_class is LMSDiscreteScheduler:
+        raise UnsupportedScheduleError(
+            f"sampler {sampler.name!r} does not support schedule type 'Karras' on a zero-terminal-SNR model: "
+            "diffusers' LMSDiscreteScheduler starts Karras sigmas at the clamped terminal sigma (4096), "
+            "which spends most steps on pure noise; use Exponential or another sampler"
+        )
 
 
 def set_timesteps(scheduler: SchedulerMixin, steps: int, device: Any = None) -> None:
@@ -411,6 +435,18 @@ def set_timesteps(scheduler: SchedulerMixin, steps: int, device: Any = None) -> 
     if steps == 1 and getattr(scheduler.config, "timestep_spacing", None) == "linspace":
         scheduler.register_to_config(timestep_spacing="trailing")  # a per-job copy: safe to change
     scheduler.set_timesteps(steps, device=device)
+    if hasattr(scheduler, "set_begin_index"):
+        # Without it diffusers finds the step index from the first timestep and, when that timestep
+        # repeats, takes its second copy (meant for img2img): the run ends one sigma past the schedule.
+        scheduler.set_begin_index(0)
+    if not bool(torch.isfinite(scheduler.timesteps).all()):
+        # e.g. DPM2 a, 2 Uniform steps on a zero-terminal-SNR model: sigma 4096 -> 0.03 makes diffusers'
+        # ancestral sigma_down cancel to 0 in float32, and its midpoint log(0) gives a NaN timestep
+        name = type(scheduler).__name__
+        raise UnsupportedScheduleError(
+            f"{name} cannot build a {steps}-step schedule of this type for this model "
+            "(its timesteps come out NaN); use more steps or another schedule type"
+        )
 
 
 @functools.cache

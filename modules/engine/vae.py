@@ -10,17 +10,24 @@ from modules.sd_models.model import LoadedModel
 
 
 class NaNLatentsError(RuntimeError):
-    """The U-Net or VAE produced NaNs (usually half precision overflowing)."""
+    """The U-Net or VAE produced NaN or inf values (in half precision usually an overflow)."""
 
 
-def check_finite(tensor: torch.Tensor, where: str) -> None:
-    if torch.isnan(tensor).any():
-        hint = (
-            "the VAE overflowed in half precision; restart with --no-half-vae"
-            if where == "VAE"
-            else "the U-Net overflowed in half precision; try --no-half (or --no-half-vae if it is the VAE)"
-        )
-        raise NaNLatentsError(f"A tensor with NaNs was produced in the {where}: {hint}.")
+def check_finite(tensor: torch.Tensor, where: str, dtype: torch.dtype) -> None:
+    """Raise NaNLatentsError when `tensor` has NaN/inf; `dtype` is the one `where` ran in, for a true hint."""
+    if bool(torch.isfinite(tensor).all()):
+        return
+    if dtype not in (torch.float16, torch.bfloat16):
+        hint = f"it ran in {_dtype_name(dtype)}, so this is not a half-precision overflow"
+    elif where == "VAE":
+        hint = "the VAE overflowed in half precision; restart with --no-half-vae"
+    else:
+        hint = "the U-Net overflowed in half precision; try --no-half (or --no-half-vae if it is the VAE)"
+    raise NaNLatentsError(f"A tensor with NaNs was produced in the {where}: {hint}.")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _scale(model: LoadedModel) -> tuple[float, float]:
@@ -39,12 +46,12 @@ def encode(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> pixels in [0, 1] as float32 [B, 3, H, W]; NaNs raise NaNLatentsError."""
-    check_finite(latents, "U-Net")
+    check_finite(latents, "U-Net", model.dtype)
     scaling, shift = _scale(model)
     pixels = model.vae.decode(latents.to(model.device, model.vae_dtype) / scaling + shift, return_dict=False)[
         0
     ]
-    check_finite(pixels, "VAE")
+    check_finite(pixels, "VAE", model.vae_dtype)
     return (pixels.float() / 2 + 0.5).clamp(0, 1)
 
 
