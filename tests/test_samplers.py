@@ -226,7 +226,9 @@ def test_zero_terminal_snr_reaches_every_sampler(name):
         "prediction_type": "v_prediction",
         "rescale_betas_zero_snr": True,
     }
-    scheduler = S.create_scheduler(name, "Uniform", config)  # Karras etc. start lower: see test_samplers_zero_snr
+    scheduler = S.create_scheduler(
+        name, "Uniform", config
+    )  # Karras etc. start lower: see test_samplers_zero_snr
     plain = S.create_scheduler(name, "Uniform", {**config, "rescale_betas_zero_snr": False})
     last = scheduler.alphas_cumprod[-1].item()
     assert last < 1e-6 and plain.alphas_cumprod[-1].item() > 1e-3
