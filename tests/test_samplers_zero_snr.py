@@ -94,13 +94,15 @@ def test_plain_models_keep_their_own_sigma_max():
     assert float(scheduler.sigmas[0]) == pytest.approx(14.61, rel=1e-3)
 
 
+@pytest.mark.skipif(not S.find_schedule_type("beta").available, reason="the Beta schedule needs scipy")
 @pytest.mark.parametrize("sampler", FORMERLY_INDEX_ERROR)
 def test_repeated_first_timestep_runs_the_whole_schedule(sampler):
-    """Uniform at 21 steps: diffusers rounds the first two timesteps to 999; the step index must start at 0
-    (it started at the second copy and stepped past the end: IndexError)."""
-    scheduler = S.create_scheduler(sampler, "Uniform", DEFAULT_CONFIG)
+    """diffusers rounds the first two Beta timesteps to one value; the step index must start at 0 (it started
+    at the second copy and stepped past the end: IndexError, as Karras did before its sigma_max fix)."""
+    scheduler = S.create_scheduler(sampler, "Beta", DEFAULT_CONFIG)
     S.set_timesteps(scheduler, 21)
     timesteps = scheduler.timesteps.tolist()
+    assert timesteps[0] == timesteps[1]  # the case under test
     x = torch.randn(1, 4, 8, 8) * scheduler.init_noise_sigma
     generator = torch.Generator().manual_seed(0)
     for t in scheduler.timesteps:
