@@ -107,7 +107,7 @@ _SIGMA_SPACE_SCHEDULES = ("karras", "exponential", "beta")  # built from sigma_m
 # A zero-terminal-SNR model has sigma = inf at its last timestep (diffusers clamps it to 4096). Schedules
 # spaced in sigma from there spend most steps where the latent is pure noise (Karras, 20 steps: 7 at
 # t >= 995, washed-out images). They start instead at EDM's sigma_max (Karras et al. 2022, the paper of
-# the Karras schedule), where the signal is already drowned (SNR ~1.6e-4, t ~972 on SD's betas).
+# the Karras schedule), where the signal is already drowned (SNR ~1.6e-4, t ~972 of the default model).
 # Uniform and SGM Uniform are spaced in timesteps and still start at the terminal timestep.
 ZERO_SNR_SIGMA_MAX = 80.0
 _NO_SPACING_SCHEDULES = ("uniform", "karras", "exponential", "beta")  # classes without timestep_spacing

@@ -23,7 +23,7 @@ def check_finite(tensor: torch.Tensor, where: str, dtype: torch.dtype) -> None:
         hint = "the VAE overflowed in half precision; restart with --no-half-vae"
     else:
         hint = "the U-Net overflowed in half precision; try --no-half (or --no-half-vae if it is the VAE)"
-    raise NaNLatentsError(f"A tensor with NaNs was produced in the {where}: {hint}.")
+    raise NaNLatentsError(f"A tensor with NaN or inf values was produced in the {where}: {hint}.")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
