@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules.paths import is_inside, resolve_output_dir
+
 
 @dataclass
 class OptionInfo:
@@ -76,6 +78,8 @@ class Options:
         object.__setattr__(self, "data", {})
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_lock", threading.RLock())
+        # output folders as the machine's owner wrote them in config.json (trusted: may lie outside the data dir)
+        object.__setattr__(self, "_owner_outdirs", {})
 
     # --- attribute access for extensions ---
     def __getattr__(self, key: str) -> Any:
@@ -141,6 +145,7 @@ class Options:
                     self.data[key] = _coerce(key, value, info) if info else value
                 except OptionError:
                     continue  # a stale value of the wrong type falls back to the default
+            self._owner_outdirs.update({k: v for k, v in loaded.items() if is_output_dir_key(k)})
 
     def save(self) -> None:
         if self._path is None:
@@ -152,6 +157,27 @@ class Options:
     def _do_not_save(self, key: str) -> bool:
         info = self.data_labels.get(key)
         return bool(info and info.do_not_save)
+
+
+def is_output_dir_key(key: str) -> bool:
+    return key.startswith("outdir_")
+
+
+def check_output_dirs(options: Options, values: dict[str, Any], data_dir: Path, prefix: str = "") -> None:
+    """A request (POST /options, a settings change, override_settings) may not point an output folder outside
+    the data dir; the owner's own config.json value stays allowed. Raises OptionError naming the key
+    (`prefix` + key, e.g. "override_settings.outdir_samples")."""
+    for key, value in values.items():
+        if not is_output_dir_key(key) or not value or value == options._owner_outdirs.get(key):
+            continue
+        if not isinstance(value, str):
+            raise OptionError(prefix + key, f"expected a folder name, got {value!r}")
+        if not is_inside(resolve_output_dir(value, data_dir), data_dir):
+            raise OptionError(
+                prefix + key,
+                f"{value!r} is outside the data dir; a request may only choose output folders inside it "
+                "(the machine's owner can set others in config.json)",
+            )
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -21,7 +21,7 @@ from modules.engine.hooks import EngineHooks
 from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
 from modules.engine.settings import EngineSettings
 from modules.jobs import Job, JobQueue, PreviewFn
-from modules.options import Options, default_templates
+from modules.options import OptionError, Options, check_output_dirs, default_templates
 from modules.paths import DataPaths
 from modules.sd_models.model import CheckpointInfo, LoadedModel
 from modules.styles import StyleDatabase
@@ -110,11 +110,8 @@ class AppServices:
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
         values = {**self.options.items(), **(overrides or {})}
-        root = Path(values.get("outdir_samples") or self.paths.outputs_dir)
-        if not root.is_absolute():
-            root = self.paths.data_dir / root
         return EngineSettings(
-            outputs_root=root,
+            outputs_root=self.paths.output_dir(values.get("outdir_samples")),
             save_images=bool(values.get("samples_save", True)),
             live_preview_every=int(values.get("show_progress_every_n_steps", 0))
             if values.get("live_previews_enable", True)
@@ -140,6 +137,7 @@ class AppServices:
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
         call = script_call or ScriptCall(kind)
         overrides = dict(request.override_settings)
+        self._check_output_dirs(overrides, prefix="override_settings.")
         settings = self.engine_settings(overrides)
 
         holder: dict[str, Any] = {}
@@ -195,6 +193,7 @@ class AppServices:
         for key, value in values.items():
             if key in known and not self.options.same_type(key, value):
                 raise RequestError(key, f"expected {type(known[key]).__name__}, got {value!r}")
+        self._check_output_dirs(values)
         checkpoint = values.get("sd_model_checkpoint")
         if checkpoint and checkpoint != known.get("sd_model_checkpoint"):
             self._check_checkpoint(checkpoint)
@@ -222,6 +221,12 @@ class AppServices:
             if set_limit is not None:
                 set_limit(max(1, int(self.options.get("sd_checkpoints_limit"))))
         return changed
+
+    def _check_output_dirs(self, values: dict[str, Any], prefix: str = "") -> None:
+        try:
+            check_output_dirs(self.options, values, self.paths.data_dir, prefix)
+        except OptionError as exc:
+            raise RequestError(exc.key, exc.reason) from None
 
     def _check_checkpoint(self, name: str) -> None:
         titles = self.models.checkpoint_titles()

@@ -55,7 +55,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         try:
             result = job.wait()
         except JobError as exc:
-            return job_failure_response(exc.job)
+            return job_failure_response(exc.job, services.paths.redact)
         return mapping.build_response(payload, request, result, services.model_info(job))
 
     def submitted(job: Job) -> JSONResponse:
@@ -96,7 +96,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
             queue_position=jobs.position(job.id),
             progress=1.0 if job.state is JobState.DONE else job.progress.fraction,
             eta_relative=job.eta(),
-            error=job.error,
+            error=services.paths.redact(job.error) if job.error else None,
             result=result,
         )
 
@@ -114,7 +114,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
     def get_task(task_id: str):
         job = find_job(task_id)
         if job.state is JobState.FAILED and isinstance(job.exception, RequestError):
-            return job_failure_response(job)
+            return job_failure_response(job, services.paths.redact)
         return task_status(job, with_result=True)
 
     @router.post(f"{api}/tasks/{{task_id}}/cancel")

@@ -20,7 +20,7 @@ def create_app(services: AppServices, with_ui: bool = False, with_api: bool = Tr
     """OpenAPI at /openapi.json, docs at /docs; the UI (webui.layout.mount_ui) at / when `with_ui`."""
     args = services.args
     app = FastAPI(title="Stable Diffusion web UI API", version=services.version)
-    install_error_handlers(app)
+    install_error_handlers(app, services.paths.redact)
     origins = [o.strip() for o in (getattr(args, "cors_allow_origins", None) or "").split(",") if o.strip()]
     if origins:
         app.add_middleware(

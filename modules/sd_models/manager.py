@@ -61,7 +61,7 @@ class ModelManager:
     def refresh(self) -> None:
         """Re-scan the folders (new, removed, renamed files) without touching loaded models."""
         infos = discovery.list_checkpoints(
-            self.checkpoint_dirs, self.extra_checkpoints, self.include_default_dir
+            self.checkpoint_dirs, self.extra_checkpoints, self.include_default_dir, linked_roots=self.vae_dirs
         )
         with_hashes = []
         for info in infos:
@@ -83,23 +83,10 @@ class ModelManager:
         return [(v.name, v.path) for v in self._vaes]
 
     def find_checkpoint(self, name: str) -> CheckpointInfo:
-        """By title, name, file name (with or without extension), path, or short/full hash."""
-        wanted = name.strip()
-        for info in self._checkpoints:
-            candidates = {
-                info.title,
-                info.name,
-                info.filename,
-                Path(info.filename).name,
-                info.title.split(" [")[0],
-            }
-            if wanted in candidates or (info.sha256 and wanted in (info.sha256, info.shorthash)):
-                return info
-        path = Path(wanted)
-        if path.exists():
-            return discovery.checkpoint_info(path)
-        raise CheckpointLoadError(
-            f"checkpoint {name!r} not found (known: {len(self._checkpoints)}; try refresh)"
+        """By title, name, file name (with or without extension), listed path, or short/full hash; only
+        what discovery listed (a path that was not listed is not found, whether it exists or not)."""
+        return discovery.find_listed(
+            name, self._checkpoints, discovery.checkpoint_names, "checkpoint", "sd_model_checkpoint"
         )
 
     def hash_of(self, info: CheckpointInfo) -> CheckpointInfo:
@@ -143,7 +130,10 @@ class ModelManager:
     def load(self, name: str | CheckpointInfo, vae: str = VAE_AUTOMATIC) -> LoadedModel:
         """Make ``name`` the current model (loading it if needed); raises CheckpointLoadError on bad input."""
         with self._lock:
-            info = name if isinstance(name, CheckpointInfo) else self.find_checkpoint(name)
+            if isinstance(name, CheckpointInfo) and name.filename in self._loaded:
+                info = name
+            else:  # an info object must also be one discovery listed
+                info = self.find_checkpoint(name.filename if isinstance(name, CheckpointInfo) else name)
             cached = self._loaded.get(info.filename)
             if cached is not None:
                 self._loaded.move_to_end(info.filename)
@@ -202,6 +192,7 @@ class ModelManager:
         """Load, hashing a not-yet-hashed file at the same time: the sha256 of a multi-GB file takes seconds,
         and hashlib and file reads release the GIL, so the first load of a file costs max(load, hash), not
         the sum. Later loads find the hash in the cache."""
+        discovery.check_still_listable(info)
         needs_hash = not (info.is_diffusers_folder or info.sha256)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-hash") as pool:
             digest = pool.submit(self.hashes.sha256, info.path) if needs_hash else None
@@ -222,12 +213,7 @@ class ModelManager:
         return vae
 
     def _vae_path(self, name: str) -> Path:
-        for v in self._vaes:
-            if name in (v.name, str(v.path), v.path.name):
-                return v.path
-        raise CheckpointLoadError(
-            f"VAE {name!r} not found; known: {', '.join(v.name for v in self._vaes) or 'none'}"
-        )
+        return discovery.find_listed(name, self._vaes, discovery.ModelFile.names, "VAE", "sd_vae").path
 
     def _apply_vae(self, model: LoadedModel, vae: str) -> None:
         name = self._resolve_vae_name(model.info, vae)
