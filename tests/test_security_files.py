@@ -24,6 +24,10 @@ import pytest
 import requests
 
 from modules.extensions import ExtensionError, ExtensionManager
+from modules.sd_models import discovery
+from modules.sd_models.discovery import NotListedError
+from modules.sd_models.errors import CheckpointLoadError
+from modules.sd_models.manager import ModelManager
 from tests import tiny_models
 from tests.api_server import start_server
 from tests.sample_extensions.harness import make_app, reset_scripts
@@ -202,6 +206,52 @@ def test_override_vae_only_from_the_list(server, layout, untouched, vae):
     assert r.json()["field"] == "sd_vae" and "not found" in r.json()["detail"], r.text
     ok = txt2img(server, override_settings={"sd_vae": "other.safetensors"})
     assert ok.status_code == 200 and "VAE: other.safetensors" in json.loads(ok.json()["info"])["infotexts"][0]
+
+
+def test_discovery_lists_only_regular_files_inside_the_configured_folders(tmp_path):
+    ckpt, vae, other, outside = (tmp_path / n for n in ("Stable-diffusion", "VAE", "other", "outside"))
+    for folder in (ckpt / "sub", vae, other, outside / "dir"):
+        folder.mkdir(parents=True)
+    for path in (ckpt / "ok.safetensors", ckpt / "sub" / "deep.ckpt", other / "z.safetensors", vae / "v.pt"):
+        path.write_bytes(b"weights")  # discovery reads no contents
+    for path in (outside / "x.safetensors", outside / "dir" / "y.safetensors", outside / "v.pt"):
+        path.write_bytes(b"not yours")
+    (outside / "secret.yaml").write_text("model: {}")
+    links = {
+        ckpt / "out.safetensors": outside / "x.safetensors",  # a file link leading out
+        ckpt / "outdir": outside / "dir",  # a folder link leading out
+        ckpt / "loop": ckpt,  # a link loop
+        ckpt / "dev.safetensors": Path("/dev/null"),
+        ckpt / "in.safetensors": other / "z.safetensors",  # into a configured folder: fine
+        ckpt / "ok.yaml": outside / "secret.yaml",  # a sidecar link leading out
+        ckpt / "ok.vae.pt": outside / "v.pt",  # an "Automatic" VAE link leading out
+        vae / "vout.pt": outside / "v.pt",
+    }
+    for link, target in links.items():
+        link.symlink_to(target)
+    os.mkfifo(ckpt / "fifo.ckpt")
+    manager = within(30, lambda: ModelManager([ckpt, other], [vae], include_default_dir=False))
+    assert [c.name for c in manager.checkpoints()] == ["in", "ok", "sub/deep"]
+    for name in (str(outside / "x.safetensors"), "out", "outdir/y", str(ckpt / "fifo.ckpt"), "/dev/null"):
+        with pytest.raises(NotListedError, match="not found"):
+            manager.find_checkpoint(name)
+    vaes = discovery.list_vaes([vae], [ckpt, other])
+    assert manager.vae_names() == ["Automatic", "None", "v.pt"] and [v.name for v in vaes] == ["v.pt"]
+    ok = manager.find_checkpoint("ok")
+    assert ok.config_path is None and discovery.automatic_vae(ok, vaes) is None
+    with pytest.raises(NotListedError, match="not found") as caught:
+        discovery.find_listed(str(outside / "v.pt"), vaes, discovery.ModelFile.names, "VAE", "sd_vae")
+    assert caught.value.field == "sd_vae"
+
+
+def test_a_listed_file_replaced_by_a_fifo_is_refused_not_read(tmp_path, tiny_sd1_model):
+    path = tiny_models.write_single_file(tiny_sd1_model, tmp_path / "models" / "a.safetensors")
+    manager = ModelManager([path.parent], [], None, include_default_dir=False)
+    path.unlink()
+    os.mkfifo(path)  # after the listing: the hash thread would wait on it forever
+    with pytest.raises(CheckpointLoadError, match="no longer a regular file"):
+        within(30, manager.load, "a")
+    assert not fifo_has_reader(path)
 
 
 # --- 5. output folders -------------------------------------------------------------------------------------

@@ -239,17 +239,29 @@ def _is_named_vae(path: Path) -> bool:
     return _is_vae_file(path) and ".vae." in path.name
 
 
+def list_model_files(
+    dirs: Sequence[Path], extensions: Sequence[str], linked_roots: Sequence[Path] = ()
+) -> list[ModelFile]:
+    """Model files of one kind (VAE, and later LoRA, upscaler, ControlNet, text encoder) under `dirs`, by the
+    rules in the module docstring; look a requested name up with `find_listed(..., ModelFile.names, ...)`."""
+    roots = _real_roots([*dirs, *linked_roots])
+    wanted = tuple(e.lower() for e in extensions)
+    files: list[ModelFile] = []
+    for d in map(Path, dirs):
+        for path in _walk(d, roots, lambda p: p.suffix.lower() in wanted, _never):
+            files.append(ModelFile(path.resolve(), path.relative_to(d).as_posix()))
+    return files
+
+
 def list_vaes(
     dirs: Sequence[Path], checkpoint_dirs: Sequence[Path] = (), linked_roots: Sequence[Path] = ()
 ) -> list[ModelFile]:
     """models/VAE/** files plus ``*.vae.*`` files next to checkpoints."""
-    roots = _real_roots([*dirs, *checkpoint_dirs, *linked_roots])
-    vaes: list[ModelFile] = []
-    for d in map(Path, dirs):
-        for path in _walk(d, roots, _is_vae_file, _never):
-            vaes.append(ModelFile(path.resolve(), path.relative_to(d).as_posix()))
+    roots = [*checkpoint_dirs, *linked_roots]
+    vaes = list_model_files(dirs, VAE_EXTENSIONS, roots)
+    all_roots = _real_roots([*dirs, *roots])
     for d in map(Path, checkpoint_dirs):
-        for path in _walk(d, roots, _is_named_vae, _never):
+        for path in _walk(d, all_roots, _is_named_vae, _never):
             vaes.append(ModelFile(path.resolve(), path.name))
     return vaes
 
