@@ -170,7 +170,7 @@ def check_output_dirs(options: Options, values: dict[str, Any], data_dir: Path, 
     for key, value in values.items():
         if not is_output_dir_key(key) or not value or value == options._owner_outdirs.get(key):
             continue
-        if not isinstance(value, str):
+        if not isinstance(value, str) or "\0" in value:
             raise OptionError(prefix + key, f"expected a folder name, got {value!r}")
         if not is_inside(resolve_output_dir(value, data_dir), data_dir):
             raise OptionError(

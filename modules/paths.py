@@ -105,7 +105,7 @@ def is_inside(path: Path, folder: Path) -> bool:
 
 
 # An absolute POSIX path, alone or as a file:// URL, not inside a word, URL or relative path.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:file://)?(/[^\s'\"`<>|,;:()\[\]{}]+)")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:file://)?(/[^\s\0'\"`<>|,;:()\[\]{}]+)")
 _ADDRESS = re.compile(r"\s+at 0x[0-9a-fA-F]{6,}|\b0x[0-9a-fA-F]{8,}\b")
 
 
@@ -118,7 +118,7 @@ def redact(text: str, data_dir: Path) -> str:
 
     def shorten(match: re.Match[str]) -> str:
         path = Path(match.group(1))
-        if len(path.parts) < 2 or not (Path("/") / path.parts[1]).exists():
+        if len(path.parts) < 2 or not os.path.lexists(os.path.join("/", path.parts[1])):
             return match.group(0)  # "/sdapi/v1/..." and other non-paths stay as written
         for root in roots:
             if path == root:

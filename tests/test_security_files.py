@@ -257,7 +257,9 @@ def test_a_listed_file_replaced_by_a_fifo_is_refused_not_read(tmp_path, tiny_sd1
 # --- 5. output folders -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["{outside}", "../outside", "outputs/../../outside/x", "~/sdwebui-escape"])
+@pytest.mark.parametrize(
+    "value", ["{outside}", "../outside", "outputs/../../outside/x", "~/sdwebui-escape", "nul\0name"]
+)
 def test_a_request_cannot_move_output_folders_out_of_the_data_dir(server, layout, untouched, value):
     value = value.format(outside=layout / "outside")
     config = (layout / "data" / "config.json").read_text()
