@@ -147,6 +147,10 @@ class Options:
                     continue  # a stale value of the wrong type falls back to the default
             self._owner_outdirs.update({k: v for k, v in loaded.items() if is_output_dir_key(k)})
 
+    def owner_output_dir(self, key: str) -> Any:
+        """The output folder `key` as config.json set it at start-up (None if it did not)."""
+        return self._owner_outdirs.get(key)
+
     def save(self) -> None:
         if self._path is None:
             return
@@ -168,7 +172,7 @@ def check_output_dirs(options: Options, values: dict[str, Any], data_dir: Path, 
     the data dir; the owner's own config.json value stays allowed. Raises OptionError naming the key
     (`prefix` + key, e.g. "override_settings.outdir_samples")."""
     for key, value in values.items():
-        if not is_output_dir_key(key) or not value or value == options._owner_outdirs.get(key):
+        if not is_output_dir_key(key) or not value or value == options.owner_output_dir(key):
             continue
         if not isinstance(value, str) or "\0" in value:
             raise OptionError(prefix + key, f"expected a folder name, got {value!r}")
