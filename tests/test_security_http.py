@@ -94,7 +94,8 @@ def test_own_host_names_are_accepted(open_server):
     for host in ("127.0.0.1", "localhost", "sd.lan", "[::1]", "app.localhost"):
         r = requests.get(open_server.api + "/samplers", headers={"Host": f"{host}:{port}"}, timeout=10)
         assert r.status_code == 200, host
-    for host in ("sd.lan.evil.example", "localhost.evil.example", "sd.lan:x"):
+    # 127.0.0.1.nip.io resolves to loopback: the classic rebinding-style name
+    for host in ("sd.lan.evil.example", "localhost.evil.example", "127.0.0.1.nip.io", "sd.lan:x"):
         r = requests.get(open_server.api + "/samplers", headers={"Host": host}, timeout=10)
         assert r.status_code == 403, host
 
