@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from modules import upscaling
 from modules.api import mapping
 from modules.api import models as m
+from modules.api.auth import Caller, no_auth
 from modules.api.errors import job_failure_response
 from modules.engine.requests import RequestError
 from modules.jobs import Job, JobError, JobState
@@ -25,13 +26,16 @@ SECRET_FLAG = re.compile(r"auth|password|passwd|secret|token|key", re.IGNORECASE
 
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
+    """`auth_dependency` checks credentials and returns the Caller; routes that need the caller depend on it
+    again (FastAPI evaluates it once per request)."""
     dependencies = [Depends(auth_dependency)] if auth_dependency else []
+    current_caller = auth_dependency or no_auth
     router = APIRouter(dependencies=dependencies)
     api = "/sdapi/v1"
     jobs = services.jobs
 
     # --- generation ---
-    def submit(payload: m.GenerationPayload, kind: str) -> tuple[Job, Any]:
+    def submit(payload: m.GenerationPayload, kind: str, caller: Caller) -> tuple[Job, Any]:
         request = mapping.build_request(payload, services.options, services.styles, services.max_image_pixels)
         call = ScriptCall(
             kind=kind,
@@ -48,7 +52,8 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
             script_call=call,
             restore_overrides=payload.override_settings_restore_afterwards is not False,
         )
-        job.meta.update(payload=payload, request=request)  # for the deferred response of async submissions
+        # payload and request: for the deferred response of async submissions; owner: who may see the task
+        job.meta.update(payload=payload, request=request, owner=caller.user)
         return job, request
 
     def respond(job: Job, payload: m.GenerationPayload, request) -> Any:
@@ -70,16 +75,18 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
     def txt2img(
         payload: m.Txt2ImgPayload = Body(default_factory=m.Txt2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
+        caller: Caller = Depends(current_caller),
     ):
-        job, request = submit(payload, "txt2img")
+        job, request = submit(payload, "txt2img", caller)
         return submitted(job) if run_async else respond(job, payload, request)
 
     @router.post(f"{api}/img2img", response_model=m.GenerationResponse)
     def img2img(
         payload: m.Img2ImgPayload = Body(default_factory=m.Img2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
+        caller: Caller = Depends(current_caller),
     ):
-        job, request = submit(payload, "img2img")
+        job, request = submit(payload, "img2img", caller)
         return submitted(job) if run_async else respond(job, payload, request)
 
     # --- tasks (our extension: fetch later, cancel, list) ---
@@ -100,26 +107,30 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
             result=result,
         )
 
-    def find_job(task_id: str) -> Job:
+    def visible(job: Job, caller: Caller) -> bool:
+        """Each API user sees their own tasks; the admin (and everyone, without credentials) sees all."""
+        return caller.admin or job.meta.get("owner") == caller.user
+
+    def find_job(task_id: str, caller: Caller) -> Job:
         job = jobs.get(task_id)
-        if job is None:
+        if job is None or not visible(job, caller):  # another user's task reads as unknown
             raise RequestError("task_id", f"no task {task_id!r} (unknown, or finished too long ago)")
         return job
 
     @router.get(f"{api}/tasks", response_model=list[m.TaskStatus])
-    def list_tasks():
-        return [task_status(job, with_result=False) for job in jobs.recent()]
+    def list_tasks(caller: Caller = Depends(current_caller)):
+        return [task_status(job, with_result=False) for job in jobs.recent() if visible(job, caller)]
 
     @router.get(f"{api}/tasks/{{task_id}}", response_model=m.TaskStatus)
-    def get_task(task_id: str):
-        job = find_job(task_id)
+    def get_task(task_id: str, caller: Caller = Depends(current_caller)):
+        job = find_job(task_id, caller)
         if job.state is JobState.FAILED and isinstance(job.exception, RequestError):
             return job_failure_response(job, services.paths.redact)
         return task_status(job, with_result=True)
 
     @router.post(f"{api}/tasks/{{task_id}}/cancel")
-    def cancel_task(task_id: str):
-        find_job(task_id)
+    def cancel_task(task_id: str, caller: Caller = Depends(current_caller)):
+        find_job(task_id, caller)
         return {"task_id": task_id, "cancelled": jobs.cancel(task_id)}
 
     # --- control ---
