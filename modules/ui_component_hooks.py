@@ -109,6 +109,7 @@ def _move_next_to(block: Block, created: list[Block], before: bool) -> None:
     parent = block.parent
     if not created or not isinstance(parent, BlockContext):
         return
+    created = [child for child in created if child in child.parent.children]  # a callback may unrender
     for child in created:
         child.parent.children.remove(child)
     index = parent.children.index(block) + (0 if before else 1)

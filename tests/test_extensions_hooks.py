@@ -179,3 +179,44 @@ def _layout_ids(node: dict) -> set[int]:
     for child in node.get("children", []):
         ids |= _layout_ids(child)
     return ids
+
+
+def test_blocks_built_by_component_callbacks_nest_and_keep_their_place():
+    import gradio as gr
+
+    from modules import script_callbacks
+    from modules.ui_component_hooks import observe
+
+    seen = []
+
+    def before(component, **kwargs):
+        seen.append(("before", kwargs.get("elem_id")))
+        if kwargs.get("elem_id") == "b":
+            with gr.Row(elem_id="row_before_b"):
+                gr.Button(elem_id="in_row")
+
+    def after(component, **kwargs):
+        seen.append(("after", kwargs.get("elem_id")))
+        if kwargs.get("elem_id") == "col":
+            gr.HTML(elem_id="after_col")
+
+    script_callbacks.on_before_component(before)
+    script_callbacks.on_after_component(after)
+    try:
+        with gr.Blocks() as demo, observe(demo):
+            with gr.Column(elem_id="col"):
+                gr.Button("a", elem_id="a")
+                gr.Button("b", elem_id="b")
+            gr.Button("c", elem_id="c")
+    finally:
+        script_callbacks.remove_callbacks_for_function(before)
+        script_callbacks.remove_callbacks_for_function(after)
+    assert [b.elem_id for b in demo.children] == ["col", "after_col", "c"]
+    column = demo.children[0]
+    assert [b.elem_id for b in column.children] == ["a", "row_before_b", "b"]
+    assert [b.elem_id for b in column.children[1].children] == ["in_row"]
+    # a layout block's "after" comes once its constructor returned, before what it holds (as A1111)
+    assert seen[:2] == [("before", "col"), ("after", "col")]
+    assert seen.index(("after", "in_row")) < seen.index(("after", "b"))
+    assert [s for s in seen if s[1] == "c"] == [("before", "c"), ("after", "c")]  # the last block, too
+    assert type(demo.blocks) is dict  # Gradio's own mapping again once built
