@@ -321,6 +321,10 @@ def default_templates() -> dict[str, OptionInfo]:
                     False, "With img2img, do exactly the amount of steps the slider specifies"
                 ),
                 "initial_noise_multiplier": OptionInfo(1.0, "Noise multiplier for img2img"),
+                "img2img_extra_noise": OptionInfo(
+                    0.0,
+                    "Extra noise multiplier for img2img (0 = disabled; should be lower than denoising strength)",
+                ),
                 "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength"),
             },
         )

@@ -536,6 +536,11 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
         if runner is not None:
             runner.process_before_every_sampling(p, x=args.latents, noise=args.noise, c=None, uc=None)
 
+    def extra_noise(args: eh.ExtraNoiseArgs) -> None:
+        params = script_callbacks.ExtraNoiseParams(args.noise, args.x, args.xi)
+        script_callbacks.extra_noise_callback(params)
+        args.noise = params.noise
+
     def cfg_denoiser(args: eh.CFGDenoiserArgs) -> None:
         params = script_callbacks.CFGDenoiserParams(
             args.x, args.image_cond, args.timestep, args.sampling_step, args.total_sampling_steps,
@@ -609,6 +614,7 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
     return eh.EngineHooks(
         process=process,
         process_batch=process_batch,
+        extra_noise=extra_noise if has("callbacks_extra_noise") else None,
         before_sampling=before_sampling if has_scripts else None,
         cfg_denoiser=cfg_denoiser if has("callbacks_cfg_denoiser") else None,
         cfg_denoised=cfg_denoised if has("callbacks_cfg_denoised") else None,

@@ -77,6 +77,8 @@ class Script:
     controls: list[Any] | None = None
     sorting_priority = 0
     setup_for_ui_only = False
+    on_before_component_elem_id: list[tuple[str, Any]] | None = None  # (elem_id, callback), A1111 names
+    on_after_component_elem_id: list[tuple[str, Any]] | None = None
 
     def title(self) -> str:
         raise NotImplementedError()
@@ -140,16 +142,18 @@ class Script:
         """Once, after all images are done."""
 
     def before_component(self, component, **kwargs):
-        pass
+        """Before each component of this script's tab is created (kwargs: its constructor's, e.g. elem_id)."""
 
     def after_component(self, component, **kwargs):
-        pass
+        """After each component of this script's tab is created."""
 
     def on_before_component(self, callback, *, elem_id):
-        pass
+        """callback(OnComponent) before the component `elem_id` of this tab is created (call in show())."""
+        self.on_before_component_elem_id = [*(self.on_before_component_elem_id or []), (elem_id, callback)]
 
     def on_after_component(self, callback, *, elem_id):
-        pass
+        """callback(OnComponent) after the component `elem_id` of this tab is created (call in show())."""
+        self.on_after_component_elem_id = [*(self.on_after_component_elem_id or []), (elem_id, callback)]
 
     def describe(self) -> str:
         return ""
@@ -464,6 +468,30 @@ class ScriptRunner:
                 args[script.args_from + i] = values[i]
         return args
 
+    # --- component hooks (modules.ui_component_hooks calls them while this tab is built) ---
+    def before_component(self, component: Any, **kwargs: Any) -> None:
+        self._component_hook(component, kwargs, "on_before_component_elem_id", "before_component")
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        self._component_hook(component, kwargs, "on_after_component_elem_id", "after_component")
+
+    def _component_hook(self, component: Any, kwargs: dict[str, Any], by_id: str, method: str) -> None:
+        elem_id = kwargs.get("elem_id")
+        calls = [
+            (script, callback, (OnComponent(component),), {})
+            for script in self.scripts
+            for wanted, callback in getattr(script, by_id) or []
+            if elem_id is not None and wanted == elem_id
+        ]
+        calls += [(script, getattr(script, method), (component,), kwargs) for script in self.scripts]
+        for script, callback, args, kw in calls:
+            try:
+                callback(*args, **kw)
+            except Exception:
+                log.exception(
+                    "extension %s: %s of %s failed", self.extension_of(script), method, _script_label(script)
+                )
+
     # --- hooks for alwayson scripts ---
     def ordered_scripts(self) -> list[Script]:
         return list(self.alwayson_scripts)
@@ -539,7 +567,10 @@ class ScriptRunner:
 
     # --- API listings ---
     def titles_for_api(self) -> list[str]:
-        return [self._title(s).lower() for s in self.selectable_scripts]
+        """A1111's GET /scripts: the name (lowercased title) of every script of the tab, alwayson included,
+        in load order (clients test `"controlnet" in scripts["txt2img"]`)."""
+        self.ensure_ui()
+        return [s.name for s in self.scripts if s.name is not None]
 
     def infos_for_api(self) -> list[dict[str, Any]]:
         self.ensure_ui()

@@ -118,6 +118,7 @@ class AppServices:
             else 0,
             img2img_fix_steps=bool(values.get("img2img_fix_steps", False)),
             inpainting_mask_weight=float(values.get("inpainting_mask_weight", 1.0)),
+            img2img_extra_noise=float(values.get("img2img_extra_noise", 0.0)),
             eta_ancestral=float(values.get("eta_ancestral", 1.0)),
             eta_ddim=float(values.get("eta_ddim", 0.0)),
             version=self.version,
@@ -161,10 +162,12 @@ class AppServices:
 
         def work(ctx: JobContext) -> GenerationResult:
             holder["ctx"] = ctx
+            # loaded before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
+            holder["model"] = model = load_model(overrides)
             job_request = request
             if request.width is None or request.height is None:
                 # no size given (API): the model's native one, fixed before scripts see the request
-                job_request = request.with_default_size(load_model(overrides).native_resolution)
+                job_request = request.with_default_size(model.native_resolution)
             result = runner(job_request)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
@@ -323,6 +326,13 @@ class ManagedModels:
     def __init__(self, manager: Any, preferred: str | None = None):
         self.manager = manager
         self.preferred = preferred
+        # called with the model after a load that changed the current model (the extensions' on_model_loaded)
+        self.load_listeners: list[Callable[[LoadedModel], None]] = []
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model the last load made current (what `shared.sd_model` shows); None before the first load."""
+        return self.manager.current
 
     def checkpoints(self) -> list[CheckpointInfo]:
         return self.manager.checkpoints()
@@ -340,7 +350,14 @@ class ManagedModels:
     def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
         """Load by title; else the current model, --ckpt, or the first checkpoint found. `vae`: "Automatic",
         "None" or a VAE name (None keeps "Automatic")."""
-        vae = vae or "Automatic"
+        previous = self.manager.current
+        model = self._load(title, vae or "Automatic")
+        if model is not previous:
+            for listener in list(self.load_listeners):
+                listener(model)
+        return model
+
+    def _load(self, title: str | None, vae: str) -> LoadedModel:
         if title:
             return self.manager.load(title, vae=vae)
         current = self.manager.current

@@ -29,7 +29,9 @@ def client(tmp_path, tiny_sd1_model):
 def test_listings(client):
     listed = client.get("/sdapi/v1/scripts").json()
     assert {"x/y/z plot", "prompts from file or textbox"} <= set(listed["txt2img"])
-    assert "sample rewrite" not in listed["txt2img"]  # alwayson scripts are not selectable
+    # A1111 lists every script by its lowercased title, alwayson ones too (`"controlnet" in scripts["txt2img"]`)
+    assert {"sample rewrite", "state probe", "infotext note"} <= set(listed["img2img"])
+    assert "sample rewrite" in listed["txt2img"] and all(n == n.lower() for n in listed["txt2img"])
     info = {(i["name"], i["is_img2img"]): i for i in client.get("/sdapi/v1/script-info").json()}
     assert info[("sample rewrite", False)]["is_alwayson"] is True
     assert [a["label"] for a in info[("x/y/z plot", True)]["args"]][:2] == ["X type", "X values"]

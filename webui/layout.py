@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from modules.extensions_facade import extension_tabs
+from modules.ui_component_hooks import observe as observe_components
 from webui import paste
 from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
@@ -42,7 +43,8 @@ def create_ui(services: Any) -> gr.Blocks:
     cfg = UiConfig(Path(services.paths.ui_config_file))
     extensions = getattr(services, "extensions", None)  # set by attach_extensions (app.py)
     added_tabs = extension_tabs() if extensions is not None else []  # on_ui_tabs: Blocks built outside ours
-    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+    # observe: extensions' on_before_component / on_after_component around every block built here
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo, observe_components(demo):
         quick = build_quicksettings(backend)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):

@@ -118,23 +118,27 @@ class CFGDenoiser:
         owners = conds.cond_owner
         x_cond = x[owners]
         ic_cond = image_cond[owners] if image_cond is not None else None
+        text_cond, text_uncond = conds.cond, None if skip_uncond else conds.uncond
         if skip_uncond:
-            x_in, ic_in, embeds, pooled, negative_rows = x_cond, ic_cond, conds.cond, conds.cond_pooled, 0
+            x_in, ic_in, pooled, negative_rows = x_cond, ic_cond, conds.cond_pooled, 0
         else:
             x_in = torch.cat([x, x_cond])
             ic_in = torch.cat([image_cond, ic_cond]) if image_cond is not None else None
-            embeds = torch.cat([conds.uncond, conds.cond])
             pooled = (
                 torch.cat([conds.uncond_pooled, conds.cond_pooled]) if conds.cond_pooled is not None else None
             )
             negative_rows = batch
 
         if self.hooks.cfg_denoiser is not None:
-            args = CFGDenoiserArgs(
-                x_in, ic_in, timestep, step, total_steps, conds.cond, None if skip_uncond else conds.uncond
-            )
+            args = CFGDenoiserArgs(x_in, ic_in, timestep, step, total_steps, text_cond, text_uncond)
             self.hooks.cfg_denoiser(args)
-            x_in, ic_in = args.x, args.image_cond
+            # A1111 builds the U-Net's text input from what the hook left: it may replace any of these
+            x_in, ic_in, text_cond, text_uncond = args.x, args.image_cond, args.text_cond, args.text_uncond
+        embeds = text_cond if skip_uncond else torch.cat([text_uncond, text_cond])
+        if embeds.shape[0] != x_in.shape[0]:
+            raise ValueError(
+                f"cfg_denoiser: {embeds.shape[0]} text_uncond + text_cond rows for {x_in.shape[0]} x"
+            )
         output = self.adapter.predict(x_in, timestep, embeds, pooled, negative_rows, ic_in)
         if self.hooks.cfg_denoised is not None:
             args_denoised = CFGDenoisedArgs(x_in, output, step, total_steps)

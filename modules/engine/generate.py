@@ -61,7 +61,7 @@ def generate(
         request = state.request
         request.validate()
     _check_state(state)
-    plan = _make_plan(model, request, settings)
+    plan = _make_plan(model, request, settings, hooks)
 
     result = GenerationResult(request=request)
     encoder = PromptEncoder(model, request.clip_skip)
@@ -265,11 +265,11 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def _make_plan(model: LoadedModel, request: Txt2ImgRequest, settings: EngineSettings):
+def _make_plan(model: LoadedModel, request: Txt2ImgRequest, settings: EngineSettings, hooks: EngineHooks):
     if isinstance(request, Img2ImgRequest):
         from modules.engine.img2img import Img2ImgPlan
 
-        return Img2ImgPlan(model, request, settings)
+        return Img2ImgPlan(model, request, settings, hooks.extra_noise)
     return Txt2ImgPlan(model, request)
 
 
