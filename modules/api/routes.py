@@ -23,10 +23,26 @@ from modules.services import AppServices, ScriptCall
 
 SECRET_FLAG = re.compile(r"auth|password|passwd|secret|token|key", re.IGNORECASE)
 
+# every error body is an ErrorResponse (modules.api.errors); declared so clients and fuzzers can rely on it
+_ERRORS = {
+    401: "missing or wrong credentials (--api-auth)",
+    404: "no such route",
+    409: "the task was cancelled, or force_task_id is taken",
+    422: "a field is invalid or over a limit; `field` names it",
+    500: "a server fault while running the job",
+    503: "the queue is full",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": m.ErrorResponse, "description": text} for code, text in _ERRORS.items()
+}
+ASYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": m.TaskSubmitted, "description": "with ?async=true: queued; fetch the result at status_url"}
+}
+
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
     dependencies = [Depends(auth_dependency)] if auth_dependency else []
-    router = APIRouter(dependencies=dependencies)
+    router = APIRouter(dependencies=dependencies, responses=ERROR_RESPONSES)
     api = "/sdapi/v1"
     jobs = services.jobs
 
@@ -66,7 +82,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
-    @router.post(f"{api}/txt2img", response_model=m.GenerationResponse)
+    @router.post(f"{api}/txt2img", response_model=m.GenerationResponse, responses=ASYNC_RESPONSES)
     def txt2img(
         payload: m.Txt2ImgPayload = Body(default_factory=m.Txt2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
@@ -74,7 +90,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         job, request = submit(payload, "txt2img")
         return submitted(job) if run_async else respond(job, payload, request)
 
-    @router.post(f"{api}/img2img", response_model=m.GenerationResponse)
+    @router.post(f"{api}/img2img", response_model=m.GenerationResponse, responses=ASYNC_RESPONSES)
     def img2img(
         payload: m.Img2ImgPayload = Body(default_factory=m.Img2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
@@ -318,6 +334,12 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         else:
             raise RequestError(
                 "resize_mode", f"must be 0 (scale by) or 1 (scale to), got {payload.resize_mode}"
+            )
+        width, height = upscaling.target_size(image, scale)
+        if width * height > services.max_image_pixels:
+            raise RequestError(
+                "upscaling_resize_w" if payload.resize_mode == 1 else "upscaling_resize",
+                f"the result of {width}x{height} exceeds the limit of {services.max_image_pixels} pixels",
             )
         upscaled = upscaling.upscale(image, scale, payload.upscaler_1 or "None")
         return m.ExtrasSingleImageResponse(html_info="", image=mapping.encode_png(upscaled))
