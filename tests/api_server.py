@@ -53,12 +53,14 @@ def start_server(
     auth: tuple[str, str] | None = None,
     timeout: float = 120.0,
     torch_threads: int | None = 1,
+    with_ui: bool = False,
 ) -> Iterator[Server]:
     """`torch_threads` (OMP_NUM_THREADS of the server; None = torch's default): one thread by default, because
     tiny models gain nothing from intra-op threads and, on a small shared machine, OpenMP threads waiting for a
-    busy core made a 2-step 64x64 job ~10x slower."""
+    busy core made a 2-step 64x64 job ~10x slower. `with_ui`: the Gradio UI too (default: the API only)."""
     port = free_port()
-    flags = ["--api", "--nowebui", "--port", str(port), "--data-dir", str(data_dir), *(extra_args or [])]
+    flags = ["--api", *([] if with_ui else ["--nowebui"]), "--port", str(port), "--data-dir", str(data_dir)]
+    flags += extra_args or []
     if fake_engine:
         command = [sys.executable, "-m", "tests.api_server", "--step-delay", str(step_delay), *flags]
     else:

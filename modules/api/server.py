@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from modules.api.auth import basic_auth_dependency
-from modules.api.errors import install_error_handlers
+from modules.api.errors import install_error_handlers, install_gradio_error_handlers
 from modules.api.routes import create_api_router
 from modules.cmd_args import parse_credentials
 from modules.services import AppServices
@@ -44,6 +44,7 @@ def create_app(services: AppServices, with_ui: bool = False, with_api: bool = Tr
         gradio_auth = getattr(args, "gradio_auth", None)
         ui_auth = list(parse_credentials(gradio_auth, "--gradio-auth").items()) if gradio_auth else None
         app = mount_ui(app, services, path="/", auth=ui_auth)
+        install_gradio_error_handlers(app)
 
     @app.on_event("shutdown")
     def _stop_workers() -> None:
