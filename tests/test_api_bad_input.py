@@ -159,6 +159,8 @@ def app_server(tmp_path_factory):
         (XYZ, ["Steps", "1, x"], "bad value for Steps"),
         (XYZ, ["Steps", "1-2", [], "Nothing", "", [], "Nothing", "", [], "yes"], "must be true/false"),
         (XYZ, ["Steps", 12], "axis values must be text"),
+        (XYZ, ["Steps", "1-100", [], "CFG Scale", "1-3"], "300 images, over the limit of 256 (limit_images)"),
+        (PROMPTS, [False, False, "start", "a cat\n" * 300], "300 images, over the limit of 256"),
         (PROMPTS, [1, 2, 3, 4, 5], "takes 4 values, got 5"),
         (PROMPTS, [1, 2, 3, 4], "must be true/false, got 1"),
         (PROMPTS, [False, False, "middle", "a cat"], "'start' or 'end'"),

@@ -119,6 +119,12 @@ class Script(scripts.Script):
             jobs = [parse_line(line) for line in lines]
         except RuntimeError as exc:
             raise scripts.ScriptArgsError(str(exc)) from exc
+        images = sum(job.get("n_iter", p.n_iter) * job.get("batch_size", p.batch_size) for job in jobs)
+        if images > int(shared.opts.limit_images):  # all lines are one job: the setting bounds them together
+            raise scripts.ScriptArgsError(
+                f"Prompts from file: {len(jobs)} lines make {images} images, over the limit of "
+                f"{shared.opts.limit_images} (limit_images)"
+            )
         p.do_not_save_grid = True
         if (checkbox_iterate or checkbox_iterate_batch) and p.seed == -1:
             p.seed = int(random.randrange(4294967294))

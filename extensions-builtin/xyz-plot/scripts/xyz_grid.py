@@ -483,6 +483,12 @@ class Script(scripts.Script):
         except (RuntimeError, TypeError, ValueError) as exc:
             raise scripts.ScriptArgsError(str(exc)) from exc
         (xa, xs), (ya, ys), (za, zs) = axes
+        images = len(xs) * len(ys) * len(zs) * p.n_iter * p.batch_size
+        if images > int(shared.opts.limit_images):  # the grid is one job: the setting bounds it as a whole
+            raise scripts.ScriptArgsError(
+                f"X/Y/Z plot: {len(xs)}x{len(ys)}x{len(zs)} cells make {images} images, over the limit of "
+                f"{shared.opts.limit_images} (limit_images)"
+            )
         varies = (vary_seeds_x, vary_seeds_y, vary_seeds_z)
         shared.state.job_count = len(xs) * len(ys) * len(zs) * p.n_iter
         cells: list[list[list[Processed]]] = []
