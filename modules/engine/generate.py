@@ -6,6 +6,7 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def _run_batch(
         if stopped == "skip" or (stopped == "interrupt" and outcome.steps_done == 0):
             return stopped
 
-    try:  # only an interrupt during the decode stops it: one before it still gets its partial image
+    try:
         pixels = vae.decode(model, latents, _stop_check(ctx))
     except StepInterrupted:
         return "interrupt"
@@ -189,7 +190,9 @@ def _run_batch(
     return stopped
 
 
-def _stop_check(ctx: JobContext):
+def _stop_check(ctx: JobContext) -> Callable[[], bool]:
+    """The decode stops for an interrupt that comes during it; after an earlier one it still runs, so an
+    interrupted batch gets its partial image, as in A1111."""
     if ctx.interrupted:
         return lambda: False
     return lambda: ctx.interrupted
