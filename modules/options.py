@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules.engine.requests import MAX_STEPS, JobLimits
 from modules.paths import is_inside, resolve_output_dir
 
 
@@ -242,6 +243,8 @@ SECTION_SAMPLER = ("sampler-params", "Sampler parameters")
 SECTION_PREVIEW = ("ui", "Live previews")
 SECTION_UI = ("ui_alternatives", "User interface")
 SECTION_IMG2IMG = ("img2img", "img2img")
+SECTION_LIMITS = ("limits", "Limits")
+LIMIT_PREFIX = "limit_"  # these settings bound what one request may cost; a request cannot override them
 
 
 def default_templates() -> dict[str, OptionInfo]:
@@ -329,6 +332,7 @@ def default_templates() -> dict[str, OptionInfo]:
             },
         )
     )
+    templates.update(options_section(SECTION_LIMITS, _limit_templates()))
     templates.update(
         options_section(
             SECTION_PREVIEW,
@@ -352,3 +356,19 @@ def default_templates() -> dict[str, OptionInfo]:
         )
     )
     return templates
+
+
+def _limit_templates() -> dict[str, OptionInfo]:
+    limits = JobLimits()
+    return {
+        "limit_prompt_chars": OptionInfo(
+            limits.prompt_chars, "Longest prompt / negative prompt (characters)"
+        ),
+        "limit_prompt_tokens": OptionInfo(limits.prompt_tokens, "Longest prompt / negative prompt (tokens)"),
+        "limit_images": OptionInfo(limits.images, "Most images per job (batch count * batch size)"),
+        "limit_steps": OptionInfo(limits.steps, f"Most sampling steps per image (at most {MAX_STEPS})"),
+        "limit_image_pixels": OptionInfo(
+            limits.image_pixels, "Largest image (width * height, also seed resize) in pixels"
+        ),
+        "limit_job_pixels": OptionInfo(limits.job_pixels, "Most pixels per job (width * height * images)"),
+    }

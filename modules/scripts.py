@@ -448,8 +448,10 @@ class ScriptRunner:
             if missing > 0:
                 pos = script.args_from + len(given)
                 args[pos:pos] = self.default_args[pos : pos + missing]
-            elif missing < 0:
-                del args[script.args_to : script.args_to - missing]
+            elif missing < 0:  # A1111 would shift every later script's arguments; never drop them silently
+                raise ScriptArgsError(
+                    f"{self._title(script)} takes {script.args_to - script.args_from} values, got {len(given)}"
+                )
         for name, entry in (alwayson_scripts or {}).items():
             script = self.any_script(name)
             if not script.alwayson:
@@ -579,6 +581,14 @@ class ScriptRunner:
 
 class ScriptNotFound(RequestError):
     """An unknown script name or misplaced script; `field` names the request field (API answers 422)."""
+
+
+class ScriptArgsError(RequestError):
+    """Raise it from a script for arguments it cannot use: the job fails and the API answers 422 naming
+    `field` (a selectable script's `script_args`, or `alwayson_scripts`), instead of a 500."""
+
+    def __init__(self, reason: str, field_name: str = "script_args"):
+        super().__init__(field_name, reason)
 
 
 def _default_value(control: Any) -> Any:

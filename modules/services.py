@@ -18,7 +18,14 @@ from PIL import Image
 
 from modules.engine.context import JobContext, StepInfo
 from modules.engine.hooks import EngineHooks
-from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from modules.engine.requests import (
+    GenerationResult,
+    Img2ImgRequest,
+    JobLimits,
+    RequestError,
+    Txt2ImgRequest,
+    clip_token_counter,
+)
 from modules.engine.settings import EngineSettings
 from modules.jobs import Job, JobQueue, PreviewFn
 from modules.options import OptionError, Options, check_output_dirs, default_templates
@@ -135,6 +142,8 @@ class AppServices:
     ) -> Job:
         """Queue one generation; the job's result is a GenerationResult. Raises RequestError before queueing."""
         request.validate()
+        limits = JobLimits.from_settings(self.options.items())  # the shared settings, never the overrides
+        limits.check(request, clip_token_counter)
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
         call = script_call or ScriptCall(kind)
         overrides = dict(request.override_settings)
@@ -168,6 +177,7 @@ class AppServices:
             if request.width is None or request.height is None:
                 # no size given (API): the model's native one, fixed before scripts see the request
                 job_request = request.with_default_size(model.native_resolution)
+                limits.check(job_request)  # the size is known now
             result = runner(job_request)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Mount
 
 from modules.engine.requests import RequestError
 from modules.jobs import DuplicateTaskId, Job, JobError, JobState, QueueFull
@@ -75,6 +78,29 @@ def _validation_response(request: Request, exc: RequestValidationError, redact: 
     )
 
 
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """401, 404, 405...: the same body shape as every other error (the schema declares one)."""
+    try:
+        phrase = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = "Error"
+    return JSONResponse(
+        error_body(phrase.replace(" ", ""), str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def install_gradio_error_handlers(app: FastAPI) -> None:
+    """The mounted Gradio app answers an unknown `api_name` with a 404 naming it (Gradio raises, a 500)."""
+    from gradio.route_utils import FnIndexInferError
+
+    async def unknown_endpoint(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body("UnknownEndpoint", str(exc), "api_name"), status_code=404)
+
+    for route in app.routes:
+        if isinstance(route, Mount) and hasattr(route.app, "get_blocks"):  # gradio.routes.App
+            route.app.add_exception_handler(FnIndexInferError, unknown_endpoint)
+
+
 def install_error_handlers(app: FastAPI, redact: Redact = _as_is) -> None:
     async def bad_input(request: Request, exc: Exception) -> JSONResponse:
         return request_error_response(exc, redact)  # type: ignore[arg-type]
@@ -97,6 +123,7 @@ def install_error_handlers(app: FastAPI, redact: Redact = _as_is) -> None:
         return JSONResponse(error_body(type(exc).__name__, detail), status_code=500)
 
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, _http_error)
     for cls in (RequestError, OptionError, UpscaleError):
         app.add_exception_handler(cls, bad_input)
     app.add_exception_handler(DuplicateTaskId, duplicate)

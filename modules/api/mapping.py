@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from modules.api import models
 from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
-from modules.options import OptionError, Options
+from modules.options import LIMIT_PREFIX, OptionError, Options
 from modules.styles import StyleDatabase
 
 VERSION = "sdwebui-0.1.0"
@@ -75,6 +75,8 @@ def check_overrides(options: Options, overrides: dict[str, Any] | None) -> dict[
     for key, value in (overrides or {}).items():
         if key not in known:
             raise RequestError("override_settings", f"unknown setting {key!r}")
+        if key.startswith(LIMIT_PREFIX):  # a request must not lift the limits that bound it
+            raise RequestError("override_settings", f"{key} cannot be overridden per request")
         if not options.same_type(key, value):
             expected = type(options.data_labels[key].default).__name__
             raise RequestError("override_settings", f"{key}: expected a {expected}, got {value!r}")

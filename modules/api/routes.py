@@ -24,13 +24,32 @@ from modules.services import AppServices, ScriptCall
 
 SECRET_FLAG = re.compile(r"auth|password|passwd|secret|token|key", re.IGNORECASE)
 
+# every error body is an ErrorResponse (modules.api.errors); declared so clients and fuzzers can rely on it
+_ERRORS = {
+    401: "missing or wrong credentials (--api-auth)",
+    403: "a Host or cross-site Origin the server does not accept",
+    404: "no such route",
+    409: "the task was cancelled, or force_task_id is taken",
+    413: "the request body is over --max-body-size",
+    422: "a field is invalid or over a limit; `field` names it",
+    429: "too many failed logins from this address or for this user; retry after Retry-After seconds",
+    500: "a server fault while running the job",
+    503: "the queue is full",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": m.ErrorResponse, "description": text} for code, text in _ERRORS.items()
+}
+ASYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": m.TaskSubmitted, "description": "with ?async=true: queued; fetch the result at status_url"}
+}
+
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
     """`auth_dependency` checks credentials and returns the Caller; routes that need the caller depend on it
     again (FastAPI evaluates it once per request)."""
     dependencies = [Depends(auth_dependency)] if auth_dependency else []
     current_caller = auth_dependency or no_auth
-    router = APIRouter(dependencies=dependencies)
+    router = APIRouter(dependencies=dependencies, responses=ERROR_RESPONSES)
     api = "/sdapi/v1"
     jobs = services.jobs
 
@@ -71,7 +90,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
-    @router.post(f"{api}/txt2img", response_model=m.GenerationResponse)
+    @router.post(f"{api}/txt2img", response_model=m.GenerationResponse, responses=ASYNC_RESPONSES)
     def txt2img(
         payload: m.Txt2ImgPayload = Body(default_factory=m.Txt2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
@@ -80,7 +99,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         job, request = submit(payload, "txt2img", caller)
         return submitted(job) if run_async else respond(job, payload, request)
 
-    @router.post(f"{api}/img2img", response_model=m.GenerationResponse)
+    @router.post(f"{api}/img2img", response_model=m.GenerationResponse, responses=ASYNC_RESPONSES)
     def img2img(
         payload: m.Img2ImgPayload = Body(default_factory=m.Img2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
@@ -329,6 +348,12 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         else:
             raise RequestError(
                 "resize_mode", f"must be 0 (scale by) or 1 (scale to), got {payload.resize_mode}"
+            )
+        width, height = upscaling.target_size(image, scale)
+        if width * height > services.max_image_pixels:
+            raise RequestError(
+                "upscaling_resize_w" if payload.resize_mode == 1 else "upscaling_resize",
+                f"the result of {width}x{height} exceeds the limit of {services.max_image_pixels} pixels",
             )
         upscaled = upscaling.upscale(image, scale, payload.upscaler_1 or "None")
         return m.ExtrasSingleImageResponse(html_info="", image=mapping.encode_png(upscaled))

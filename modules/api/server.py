@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from modules.api.auth import auth_setup, basic_auth_dependency
-from modules.api.errors import install_error_handlers
+from modules.api.errors import install_error_handlers, install_gradio_error_handlers
 from modules.api.guard import SecurityGuard, policy_from_args
 from modules.api.routes import create_api_router
 from modules.api.throttle import LoginThrottle
@@ -46,6 +46,7 @@ def create_app(services: AppServices, with_ui: bool = False, with_api: bool = Tr
 
         login = UiLogin(setup.ui, throttle) if setup.ui else None
         app = mount_ui(app, services, path="/", auth_dependency=login.user if login else None)
+        install_gradio_error_handlers(app)
         if login is not None:
             app.add_middleware(LoginGate, login=login)
     app.add_middleware(SecurityGuard, policy=policy_from_args(args))  # added last: runs first

@@ -8,6 +8,9 @@ never branches on model family; the adapter's `to_x0` serves previews and interr
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -169,3 +172,41 @@ def _inverse(owners: list[int]) -> list[int]:
     for row, owner in enumerate(owners):
         rows[owner] = row
     return rows
+
+
+class StepInterrupted(Exception):
+    """Raised inside a U-Net or VAE forward pass when the running job was interrupted (or skipped)."""
+
+
+# the stop check of the job running in this context: a hook on a model shared by two workers' jobs must
+# only ever stop the job whose forward pass it is in
+_STOP_CHECK: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "engine_stop_check", default=None
+)
+
+
+def _check_stop(module: torch.nn.Module, args: tuple) -> None:
+    stop = _STOP_CHECK.get()
+    if stop is not None and stop():
+        raise StepInterrupted
+
+
+@contextlib.contextmanager
+def interrupt_checks(blocks: Iterable[torch.nn.Module], should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Forward pre-hooks on `blocks` while the context is open: a long step (a big image on the CPU) stops
+    at the next block instead of at the next step. StepInterrupted propagates out of the forward pass."""
+    token = _STOP_CHECK.set(should_stop)
+    handles = [block.register_forward_pre_hook(_check_stop) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        _STOP_CHECK.reset(token)
+
+
+def model_blocks(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The down/mid/up blocks of a diffusers U-Net, or of a VAE decoder (its mid and up blocks)."""
+    blocks = [*getattr(network, "down_blocks", ()), getattr(network, "mid_block", None)]
+    blocks += list(getattr(network, "up_blocks", ()))
+    return [block for block in blocks if isinstance(block, torch.nn.Module)]

@@ -6,6 +6,7 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from modules.conditioning import PromptEncoder
 from modules.engine import vae
 from modules.engine.cond_schedule import BatchConditioning
 from modules.engine.context import JobContext
-from modules.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning
+from modules.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from modules.engine.hooks import (
     BatchArgs,
     BeforeSamplingArgs,
@@ -175,7 +176,11 @@ def _run_batch(
         if stopped == "skip" or (stopped == "interrupt" and outcome.steps_done == 0):
             return stopped
 
-    images = plan.finish(vae.pixels_to_pil(vae.decode(model, latents)), indexes)
+    try:
+        pixels = vae.decode(model, latents, _stop_check(ctx))
+    except StepInterrupted:
+        return "interrupt"
+    images = plan.finish(vae.pixels_to_pil(pixels), indexes)
     if hooks.postprocess_batch is not None:
         batch_args = PostprocessBatchArgs(state, batch_number, images)
         hooks.postprocess_batch(batch_args)
@@ -183,6 +188,14 @@ def _run_batch(
     for index, image in zip(indexes, images, strict=True):
         _finish_image(model, request, settings, hooks, state, plan, index, image, result)
     return stopped
+
+
+def _stop_check(ctx: JobContext) -> Callable[[], bool]:
+    """The decode stops for an interrupt that comes during it; after an earlier one it still runs, so an
+    interrupted batch gets its partial image, as in A1111."""
+    if ctx.interrupted:
+        return lambda: False
+    return lambda: ctx.interrupted
 
 
 def _finish_image(
