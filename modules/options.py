@@ -154,7 +154,7 @@ class Options:
         are used; a value of the wrong type or out of range is ignored. Returns the warnings, also logged."""
         if self._path is None or not (self._path.exists() or self._path.is_symlink()):
             return []
-        loaded, problem = _read_json_object(self._path)
+        loaded, problem = read_json_object(self._path)
         if problem is not None:
             kept = set_aside(self._path)
             warning = (
@@ -186,7 +186,7 @@ class Options:
         return bool(info and info.do_not_save)
 
 
-def _read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
+def read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
     """(the JSON object, None), or ({}, why the file cannot be used)."""
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
