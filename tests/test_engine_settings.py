@@ -150,3 +150,23 @@ def test_no_loadable_checkpoint_is_a_load_error_naming_each(tmp_path):
     models = ManagedModels(ModelManager([folder], [], tmp_path / "cache.json", include_default_dir=False))
     with pytest.raises(CheckpointLoadError, match=r"a\.safetensors.*b\.safetensors"):
         models.load(None)
+
+
+def test_a_config_naming_a_missing_checkpoint_falls_back_and_says_so(tmp_path, tiny_model_factory, caplog):
+    from modules import cmd_args
+    from modules.services import build_services
+
+    folder = tmp_path / "models" / "Stable-diffusion"
+    tiny_models.write_single_file(tiny_model_factory("sd1"), folder / "alpha.safetensors")
+    (tmp_path / "config.json").write_text('{"sd_model_checkpoint": "gone.safetensors [0123456789]"}')
+    services = build_services(cmd_args.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]))
+    try:
+        model = services.load_plain_model()
+        assert model.info.name == "alpha"
+        assert services.options.sd_model_checkpoint == model.info.title
+        (notice,) = services.all_notices()
+        assert "gone.safetensors" in notice and "gone.safetensors" in caplog.text
+        assert services.load_plain_model() is model  # no second attempt at the missing file
+        assert len(services.all_notices()) == 1
+    finally:
+        services.jobs.shutdown()
