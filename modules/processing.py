@@ -463,7 +463,8 @@ def _bound_engine_run() -> EngineRun:
     from modules.engine.context import JobContext
 
     def run(request: Txt2ImgRequest, hooks: eh.EngineHooks | None) -> GenerationResult:
-        model = services.models.load(request.override_settings.get("sd_model_checkpoint") or None)
+        override = request.override_settings.get("sd_model_checkpoint")
+        model = services.models.load(override) if override else services.load_plain_model()
         settings = services.engine_settings(request.override_settings)
         return services.generate(model, request, _running_ctx() or JobContext(), settings, hooks)
 
