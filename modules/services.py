@@ -120,7 +120,8 @@ class AppServices:
             outputs_root=root,
             save_images=bool(values.get("samples_save", True)),
             samples_format=str(values.get("samples_format") or "png"),
-            filename_pattern=str(values.get("samples_filename_pattern") or ""),
+            # empty = the default "[seed]" (A1111 also falls back to a pattern; "[none]" gives bare numbers)
+            filename_pattern=str(values.get("samples_filename_pattern") or "[seed]"),
             add_number=bool(values.get("save_images_add_number", True)),
             enable_pnginfo=bool(values.get("enable_pnginfo", True)),
             live_preview_every=int(values.get("show_progress_every_n_steps", 0))
