@@ -251,6 +251,8 @@ def _coerce(key: str, value: Any, info: OptionInfo) -> Any:
 
 def _coerce_type(key: str, value: Any, info: OptionInfo) -> Any:
     default = info.default
+    if value is None and isinstance(default, (bool, int, float)):
+        raise OptionError(key, f"expected {_KIND[type(default)]}, got null")
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -282,6 +284,9 @@ def _coerce_type(key: str, value: Any, info: OptionInfo) -> Any:
             return [part.strip() for part in value.split(",") if part.strip()]
         raise OptionError(key, f"expected a list, got {value!r}")
     return value
+
+
+_KIND = {bool: "true/false", int: "an integer", float: "a number"}
 
 
 def _sampler_names() -> list[str]:

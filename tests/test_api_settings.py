@@ -127,6 +127,7 @@ def test_filename_pattern_format_and_number_settings_are_used_when_saving(server
     [
         ('{"eta_ancestral": NaN}', "eta_ancestral"),
         ('{"CLIP_stop_at_last_layers": 99}', "CLIP_stop_at_last_layers"),
+        ('{"CLIP_stop_at_last_layers": null}', "CLIP_stop_at_last_layers"),
         ('{"default_sampler": "Nope"}', "default_sampler"),
         ('{"samples_format": "gif"}', "samples_format"),
         ('{"samples_filename_pattern": "[seed]-[lora]"}', "samples_filename_pattern"),

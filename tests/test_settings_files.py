@@ -72,6 +72,8 @@ def test_values_of_the_wrong_type_or_out_of_range_in_the_file_are_ignored_with_a
         ("samples_format", "gif"),
         ("samples_filename_pattern", "[seed]-[unknown_tag]"),
         ("sd_checkpoints_limit", 0),
+        ("CLIP_stop_at_last_layers", None),
+        ("samples_save", None),
     ],
 )
 def test_check_refuses_naming_the_key(key, value):
