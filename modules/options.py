@@ -156,10 +156,7 @@ class Options:
             return []
         loaded, problem = read_json_object(self._path)
         if problem is not None:
-            kept = set_aside(self._path)
-            warning = (
-                f"{self._path} {problem}; starting with default settings (the file is kept as {kept.name})"
-            )
+            warning = f"{self._path} {problem}; starting with default settings ({keep_aside(self._path)})"
             log.warning("%s", warning)
             return [warning]
         warnings = []
@@ -201,6 +198,14 @@ def read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
     if not isinstance(loaded, dict):
         return {}, f"holds a JSON {type(loaded).__name__}, not an object"
     return loaded, None
+
+
+def keep_aside(path: Path) -> str:
+    """set_aside, as words for a warning; a file that cannot be renamed is left where it is."""
+    try:
+        return f"the file is kept as {set_aside(path).name}"
+    except OSError as exc:
+        return f"the file could not be renamed ({exc.strerror or exc}) and is left as it is"
 
 
 def set_aside(path: Path) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modules.engine.requests import RequestError
-from modules.options import set_aside
+from modules.options import keep_aside
 
 log = logging.getLogger(__name__)
 FIELDS = ("name", "prompt", "negative_prompt")
@@ -53,10 +53,9 @@ class StyleDatabase:
             try:
                 styles = _read_styles(self.path)
             except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-                kept = set_aside(self.path)
                 warnings.append(
                     f"{self.path} is not a readable styles file ({_reason(exc)}); starting without styles "
-                    f"(the file is kept as {kept.name})"
+                    f"({keep_aside(self.path)})"
                 )
                 log.warning("%s", warnings[-1])
         with self._lock:
