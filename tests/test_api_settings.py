@@ -88,6 +88,17 @@ def test_after_unload_the_next_job_loads_a_working_checkpoint(server):
     assert txt2img(server, prompt="x", seed=3)["info"]["sd_model_name"] == "alpha"
 
 
+def test_reload_after_unload_loads_the_settings_checkpoint(server):
+    assert post(server, "/options", {"sd_model_checkpoint": "beta.safetensors"}).status_code == 200
+    try:
+        assert post(server, "/unload-checkpoint").status_code == 200
+        loads = server.log().count("Loaded beta.safetensors")
+        assert post(server, "/reload-checkpoint").status_code == 200
+        assert server.log().count("Loaded beta.safetensors") == loads + 1
+    finally:
+        assert post(server, "/options", {"sd_model_checkpoint": "alpha.safetensors"}).status_code == 200
+
+
 def test_styles_are_applied_once(server):
     info = txt2img(server, prompt="a cat", negative_prompt="ugly", styles=["best"], seed=4)["info"]
     assert info["prompt"] == "best, a cat" and info["negative_prompt"] == "ugly, blurry"
