@@ -35,6 +35,7 @@ from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestErr
 from modules.engine.saving import filename_fields, save_generated
 from modules.engine.settings import EngineSettings
 from modules.infotext import create_infotext
+from modules.prompt_parser import extra_network_tags
 from modules.rng import ImageRNG, resolve_seed
 from modules.sd_models.model import LoadedModel
 
@@ -305,8 +306,6 @@ def _check_supported(request: Txt2ImgRequest) -> None:
 def check_no_extra_networks(prompts: list[str], negative_prompts: list[str]) -> None:
     """No extra networks (LoRA, hypernetworks) exist in this build: a `<lora:...>` tag is refused rather than
     encoded as prompt text, which would silently change the image."""
-    from modules.prompt_parser import extra_network_tags
-
     for field_name, texts in (("prompt", prompts), ("negative_prompt", negative_prompts)):
         for text in texts:
             tags = extra_network_tags(text)
