@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -130,3 +131,20 @@ def test_saved_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_an_extensions_save_uses_the_pattern_with_its_prompt_and_p(tmp_path):
+    from types import SimpleNamespace
+
+    from modules import images, shared
+
+    before = shared.opts.get("samples_filename_pattern")
+    shared.opts.set("samples_filename_pattern", "[seed]-[prompt_words]-[steps]-[sampler]")
+    try:
+        p = SimpleNamespace(prompt="ignored", steps=4, sampler_name="Euler a", batch_size=1, n_iter=1)
+        path, _ = images.save_image(
+            Image.new("RGB", (8, 8)), str(tmp_path), "", seed=9, prompt="a red cube", p=p
+        )
+    finally:
+        shared.opts.set("samples_filename_pattern", before)
+    assert Path(path).name == "00000-9-a red cube-4-Euler a.png"
