@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     services = build_services(args)
     attach_extensions(services)
     # Load the checkpoint while the server starts, through the queue so no generation races it.
-    services.jobs.submit(lambda ctx: services.models.load(None), kind="load-model")
+    # (the settings' checkpoint, else the first that loads; a broken one is skipped and reported)
+    services.jobs.submit(lambda ctx: services.load_plain_model(), kind="load-model")
     return serve(services)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from modules import image_saving, script_callbacks, shared
+from modules.filename_pattern import FilenameFields
 from modules.infotext import read_infotext
 
 _UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
@@ -65,10 +66,30 @@ def save_image(
             pattern = f"{sanitize_filename_part(basename)}-{pattern}"
         if suffix:
             pattern += sanitize_filename_part(suffix) or ""
-        target = image_saving.save_image(image, directory, int(seed or 0), info, ext, pattern)
+        fields = _filename_fields(int(seed or 0), prompt, p)
+        target = image_saving.save_image(image, directory, fields.seed, info, ext, pattern, fields=fields)
     params.filename = str(target)
     script_callbacks.image_saved_callback(params)
     return str(target), None
+
+
+def _filename_fields(seed: int, prompt: str | None, p: Any) -> FilenameFields:
+    """The file-name tags' values an extension's save gives: its seed and prompt, the rest from `p`."""
+    text = prompt if prompt is not None else str(getattr(p, "prompt", "") or "")
+    return FilenameFields(
+        seed=seed,
+        prompt=text,
+        prompt_no_styles=text,
+        negative_prompt=str(getattr(p, "negative_prompt", "") or ""),
+        styles=list(getattr(p, "styles", None) or []),
+        steps=getattr(p, "steps", None),
+        cfg_scale=getattr(p, "cfg_scale", None),
+        width=getattr(p, "width", None),
+        height=getattr(p, "height", None),
+        sampler=str(getattr(p, "sampler_name", "") or ""),
+        batch_size=int(getattr(p, "batch_size", 1) or 1),
+        n_iter=int(getattr(p, "n_iter", 1) or 1),
+    )
 
 
 def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:

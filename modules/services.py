@@ -30,6 +30,7 @@ from modules.engine.settings import EngineSettings
 from modules.jobs import Job, JobQueue, PreviewFn
 from modules.options import OptionError, Options, check_output_dirs, default_templates
 from modules.paths import DataPaths
+from modules.sd_models.errors import CheckpointLoadError
 from modules.sd_models.model import CheckpointInfo, LoadedModel
 from modules.styles import StyleDatabase
 
@@ -108,6 +109,8 @@ class AppServices:
     # the extension system (modules.extensions_facade.ExtensionSystem), set by attach_extensions
     extensions: Any = None
     version: str = "sdwebui-0.1.0"
+    # start-up problems the user must see (bad config.json / styles.csv set aside, a checkpoint skipped)
+    notices: list[str] = field(default_factory=list)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -120,6 +123,11 @@ class AppServices:
         return EngineSettings(
             outputs_root=self.paths.output_dir(values.get("outdir_samples")),
             save_images=bool(values.get("samples_save", True)),
+            samples_format=str(values.get("samples_format") or "png"),
+            # empty = the default "[seed]" (A1111 also falls back to a pattern; "[none]" gives bare numbers)
+            filename_pattern=str(values.get("samples_filename_pattern") or "[seed]"),
+            add_number=bool(values.get("save_images_add_number", True)),
+            enable_pnginfo=bool(values.get("enable_pnginfo", True)),
             live_preview_every=int(values.get("show_progress_every_n_steps", 0))
             if values.get("live_previews_enable", True)
             else 0,
@@ -153,11 +161,9 @@ class AppServices:
         holder: dict[str, Any] = {}
 
         def load_model(job_overrides: dict[str, Any]) -> LoadedModel:
-            wanted = (
-                job_overrides.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint") or None
-            )
             vae = job_overrides.get("sd_vae") or self.options.get("sd_vae") or None
-            return self.models.load(wanted, vae=vae)
+            override = job_overrides.get("sd_model_checkpoint")
+            return self.models.load(override, vae=vae) if override else self.load_plain_model(vae)
 
         def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
             # scripts (e.g. the X/Y/Z checkpoint axis) may change the request's overrides per sub-run
@@ -194,6 +200,35 @@ class AppServices:
         job.meta["run"] = holder  # holder["model"]: the model the job ran on, for the response's info
         return job
 
+    def load_plain_model(self, vae: str | None = None) -> LoadedModel:
+        """The model of a job without a checkpoint override (and of start-up): the sd_model_checkpoint
+        setting; when it is unset (a fresh install) or cannot be loaded, the provider's default (the first
+        loadable of --ckpt, the checkpoints found, the embedded model). That model then becomes the setting,
+        in memory as A1111 records it: GET /options names it and one job's override does not stick."""
+        wanted = self.options.get("sd_model_checkpoint") or None
+        if wanted:
+            try:
+                return self.models.load(wanted, vae=vae)
+            except (CheckpointLoadError, OSError) as exc:
+                self.add_notice(
+                    f"The checkpoint in the settings cannot be loaded ({exc}); using another one."
+                )
+        model = self.models.load(None, vae=vae)
+        if model.info.title != wanted:
+            with self._options_lock:
+                self.options.set("sd_model_checkpoint", model.info.title, run_callbacks=False)
+        return model
+
+    def add_notice(self, text: str) -> None:
+        """Something the user must know about (a bad settings file set aside, a checkpoint skipped): logged,
+        and shown in the UI's top bar."""
+        log.warning("%s", text)
+        if text not in self.notices:
+            self.notices.append(text)
+
+    def all_notices(self) -> list[str]:
+        return [*self.notices, *getattr(self.models, "notices", [])]
+
     def _preview_fn(self, holder: dict[str, Any]) -> PreviewFn | None:
         preview = self.preview
         if preview is None:
@@ -206,6 +241,10 @@ class AppServices:
         for key, value in values.items():
             if key in known and not self.options.same_type(key, value):
                 raise RequestError(key, f"expected {type(known[key]).__name__}, got {value!r}")
+            try:  # range and choices: a clip skip of 99 or an unknown sampler would fail every later job
+                self.options.check(key, value)
+            except OptionError as exc:
+                raise RequestError(key, exc.reason) from exc
         self._check_output_dirs(values)
         checkpoint = values.get("sd_model_checkpoint")
         if checkpoint and checkpoint != known.get("sd_model_checkpoint"):
@@ -263,7 +302,7 @@ class AppServices:
             "sd_model_name": info.name,
             "sd_model_hash": info.shorthash,
             "sd_vae_name": getattr(model, "vae_name", None),
-            "sd_vae_hash": None,
+            "sd_vae_hash": (getattr(model, "extra", None) or {}).get("vae_hash"),
             "is_inpainting": bool(getattr(model, "is_inpainting", False)) if model is not None else False,
         }
 
@@ -278,7 +317,9 @@ def build_services(
     paths = DataPaths(Path(args.data_dir).resolve())
     paths.ensure()
     options = Options(default_templates(), paths.config_file)
-    options.load()
+    notices = options.load()
+    styles = StyleDatabase(paths.styles_file)
+    notices += styles.load_warnings
     if models is None:
         models = _default_model_manager(args, paths, options)
     if generate is None:
@@ -291,9 +332,10 @@ def build_services(
         options=options,
         models=models,
         jobs=JobQueue(workers=workers),
-        styles=StyleDatabase(paths.styles_file),
+        styles=styles,
         generate=generate,
         preview=_latent_preview,
+        notices=notices,
     )
     return services
 
@@ -343,6 +385,7 @@ class ManagedModels:
     def current(self) -> LoadedModel | None:
         """The model the last load made current (what `shared.sd_model` shows); None before the first load."""
         return self.manager.current
+        self.notices: list[str] = []  # checkpoints skipped because they cannot be loaded
 
     def checkpoints(self) -> list[CheckpointInfo]:
         return self.manager.checkpoints()
@@ -358,8 +401,9 @@ class ManagedModels:
         return current.info.title if current is not None else None
 
     def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
-        """Load by title; else the current model, --ckpt, or the first checkpoint found. `vae`: "Automatic",
-        "None" or a VAE name (None keeps "Automatic")."""
+        """Load by title; without one, the default model: --ckpt, else the checkpoints in their listed order,
+        the embedded model last, skipping (and reporting) any that cannot be loaded. Not "the current model":
+        that may be another job's override. `vae`: "Automatic", "None" or a VAE name (None = "Automatic")."""
         previous = self.manager.current
         model = self._load(title, vae or "Automatic")
         if model is not previous:
@@ -370,15 +414,31 @@ class ManagedModels:
     def _load(self, title: str | None, vae: str) -> LoadedModel:
         if title:
             return self.manager.load(title, vae=vae)
-        current = self.manager.current
-        if current is not None:
-            return self.manager.load(current.info, vae=vae)
+        candidates: list[str | CheckpointInfo] = list(self.checkpoints())
         if self.preferred:
-            return self.manager.load(str(Path(self.preferred).resolve()), vae=vae)
-        infos = self.checkpoints()
-        if not infos:
+            candidates.insert(0, str(Path(self.preferred).resolve()))
+        if not candidates:
             raise RuntimeError("no checkpoint found: put one in models/Stable-diffusion or pass --ckpt")
-        return self.manager.load(infos[0], vae=vae)
+        failures: list[str] = []
+        for candidate in candidates:
+            try:
+                model = self.manager.load(candidate, vae=vae)
+            except (CheckpointLoadError, OSError) as exc:
+                failures.append(str(exc))
+                log.warning("skipping a checkpoint that cannot be loaded: %s", exc)
+                continue
+            if failures:
+                self._notice(
+                    f"Loaded {model.info.title} instead of a checkpoint that cannot be loaded: "
+                    + "; ".join(failures)
+                )
+            return model
+        raise CheckpointLoadError("no checkpoint can be loaded: " + "; ".join(failures))
+
+    def _notice(self, text: str) -> None:
+        log.warning("%s", text)
+        if text not in self.notices:
+            self.notices.append(text)
 
     def unload(self) -> None:
         self.manager.unload()

@@ -179,6 +179,9 @@ def fake_services(args, step_delay: float):
     def fake_generate(model, request, ctx, settings, hooks=None) -> GenerationResult:
         result = GenerationResult(request=request)
         base_seed = request.seed if request.seed != -1 else random.randrange(2**32 - 1000)
+        # styles are applied by the engine, as the real one does (the API passes the raw prompt)
+        prompt = settings.styles.apply_to_prompt(request.prompt, request.styles)
+        negative = settings.styles.apply_to_negative_prompt(request.negative_prompt, request.styles)
         for batch in range(request.n_iter):
             for step in range(1, request.steps + 1):
                 if ctx.interrupted or ctx.skipped:
@@ -193,10 +196,10 @@ def fake_services(args, step_delay: float):
                 result.images.append(Image.new("RGB", (request.width, request.height), color))
                 result.seeds.append(seed)
                 result.subseeds.append(seed)
-                result.prompts.append(request.prompt)
-                result.negative_prompts.append(request.negative_prompt)
+                result.prompts.append(prompt)
+                result.negative_prompts.append(negative)
                 result.infotexts.append(
-                    f"{request.prompt}\nSteps: {request.steps}, Sampler: {request.sampler_name}, "
+                    f"{prompt}\nSteps: {request.steps}, Sampler: {request.sampler_name}, "
                     f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model.info.name}"
                 )
             if ctx.interrupted:

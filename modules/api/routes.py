@@ -277,7 +277,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
 
     @router.post(f"{api}/reload-checkpoint")
     def reload_checkpoint():
-        jobs.run(lambda ctx: services.models.load(services.models.current_title()) and None, kind="model")
+        jobs.run(lambda ctx: services.load_plain_model() and None, kind="model")  # the settings' checkpoint
         return None
 
     # --- lists ---

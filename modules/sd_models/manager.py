@@ -229,11 +229,15 @@ class ModelManager:
             if own is not None:
                 model.vae = own
             model.vae_name = None
+            model.extra.pop("vae_hash", None)
             return
         new_vae = load_vae_file(path, dict(model.vae.config), model.device, model.vae_dtype)
         model.extra.setdefault("own_vae", model.vae)
         model.vae = new_vae
         model.vae_name = name
+        # A1111's "VAE hash" of the infotext: the file's sha256, first 10 hex digits (cached like checkpoints')
+        digest = self.hashes.sha256(path)
+        model.extra["vae_hash"] = digest[:10] if digest else None
 
     @staticmethod
     def _release(model: LoadedModel) -> None:
