@@ -380,12 +380,12 @@ class ManagedModels:
         self.preferred = preferred
         # called with the model after a load that changed the current model (the extensions' on_model_loaded)
         self.load_listeners: list[Callable[[LoadedModel], None]] = []
+        self.notices: list[str] = []  # checkpoints skipped because they cannot be loaded
 
     @property
     def current(self) -> LoadedModel | None:
         """The model the last load made current (what `shared.sd_model` shows); None before the first load."""
         return self.manager.current
-        self.notices: list[str] = []  # checkpoints skipped because they cannot be loaded
 
     def checkpoints(self) -> list[CheckpointInfo]:
         return self.manager.checkpoints()
