@@ -24,6 +24,7 @@ from modules.jobs import Job, JobQueue, PreviewFn
 from modules.options import Options, default_templates
 from modules.paths import DataPaths
 from modules.sd_models.model import CheckpointInfo, LoadedModel
+from modules.startup_timer import StartupTimer
 from modules.styles import StyleDatabase
 
 log = logging.getLogger(__name__)
@@ -361,8 +362,9 @@ class ManagedModels:
         self.manager.set_limit(max_loaded)
 
 
-def serve(services: AppServices) -> int:
-    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step)."""
+def serve(services: AppServices, timer: StartupTimer | None = None) -> int:
+    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step); `timer`'s summary is
+    logged when the server starts."""
     from modules.api.server import create_app, serve_app
     from modules.cmd_args import bind_address
     from modules.extensions_facade import app_started
@@ -371,4 +373,12 @@ def serve(services: AppServices) -> int:
         services, with_ui=not services.args.nowebui, with_api=bool(services.args.api or services.args.nowebui)
     )
     app_started(None, app)
+    if timer is not None:
+        timer.record("build UI and API")
+
+        @app.on_event("startup")
+        def _log_startup_time() -> None:
+            timer.record("start server")
+            log.info(timer.summary())
+
     return serve_app(app, bind_address(services.args), services.args.port)
