@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     timer.record("build services")
     attach_extensions(services)
     timer.record("load extensions")
-    submit_model_load(services)
-    return serve(services, timer)
+    # The model loads once the server has started: Python threads share one core, so loading it beside the
+    # UI build would only make the page later (and run both threads' imports of shared packages at once).
+    return serve(services, timer, on_started=lambda: submit_model_load(services))
 
 
 def submit_model_load(services):

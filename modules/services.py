@@ -362,9 +362,11 @@ class ManagedModels:
         self.manager.set_limit(max_loaded)
 
 
-def serve(services: AppServices, timer: StartupTimer | None = None) -> int:
-    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step); `timer`'s summary is
-    logged when the server starts."""
+def serve(
+    services: AppServices, timer: StartupTimer | None = None, on_started: Callable[[], object] | None = None
+) -> int:
+    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step). When the server
+    starts, `timer`'s summary is logged and `on_started` is called (app.py: the model load job)."""
     from modules.api.server import create_app, serve_app
     from modules.cmd_args import bind_address
     from modules.extensions_facade import app_started
@@ -376,9 +378,12 @@ def serve(services: AppServices, timer: StartupTimer | None = None) -> int:
     if timer is not None:
         timer.record("build UI and API")
 
-        @app.on_event("startup")
-        def _log_startup_time() -> None:
+    @app.on_event("startup")
+    def _started() -> None:
+        if timer is not None:
             timer.record("start server")
             log.info(timer.summary())
+        if on_started is not None:
+            on_started()
 
     return serve_app(app, bind_address(services.args), services.args.port)
