@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 class StartupTimer:
     started: float = field(default_factory=time.perf_counter)
     phases: list[tuple[str, float]] = field(default_factory=list)
-    _last: float = 0.0
+    _last: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._last = self.started

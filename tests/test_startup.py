@@ -172,3 +172,25 @@ def test_real_app_serves_the_page_and_a_txt2img_sent_at_once_gets_an_image(tmp_p
     log = log_path.read_text()
     assert "Startup time: " in log and "import gradio: " in log and "build UI and API: " in log, log
     assert "Model ready: " in log and "import diffusers, transformers: " in log, log
+
+
+def test_the_startup_log_line_is_the_one_the_benchmark_reads():
+    import importlib.util
+
+    from modules.startup_timer import StartupTimer
+
+    spec = importlib.util.spec_from_file_location("startup_bench", REPO_ROOT / "benchmarks" / "startup.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    timer = StartupTimer()
+    timer.record("import torch")
+    time.sleep(0.02)
+    timer.record("load shapes64.safetensors [de67ba2a3c]")
+    line = "2026-12-01 20:11:41,269 INFO modules.services: " + timer.summary()
+    log = bench.LogReader(io.StringIO(line + "\n"), time.perf_counter())
+    log._thread.join(5)
+    phases = bench.phases_from(log, "Startup time")
+    assert list(phases) == ["import torch", "load shapes64.safetensors [de67ba2a3c]"]
+    assert phases["load shapes64.safetensors [de67ba2a3c]"] >= 0.02
+    assert abs(sum(phases.values()) - timer.total) < 0.02
