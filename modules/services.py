@@ -32,6 +32,7 @@ from modules.options import OptionError, Options, check_output_dirs, default_tem
 from modules.paths import DataPaths
 from modules.sd_models.errors import CheckpointLoadError
 from modules.sd_models.model import CheckpointInfo, LoadedModel
+from modules.startup_timer import StartupTimer
 from modules.styles import StyleDatabase
 
 log = logging.getLogger(__name__)
@@ -453,8 +454,11 @@ class ManagedModels:
         self.manager.set_limit(max_loaded)
 
 
-def serve(services: AppServices) -> int:
-    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step)."""
+def serve(
+    services: AppServices, timer: StartupTimer | None = None, on_started: Callable[[], object] | None = None
+) -> int:
+    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step). When the server
+    starts, `timer`'s summary is logged and `on_started` is called (app.py: the model load job)."""
     from modules.api.server import create_app, serve_app
     from modules.cmd_args import bind_address
     from modules.extensions_facade import app_started
@@ -463,4 +467,15 @@ def serve(services: AppServices) -> int:
         services, with_ui=not services.args.nowebui, with_api=bool(services.args.api or services.args.nowebui)
     )
     app_started(None, app)
+    if timer is not None:
+        timer.record("build UI and API")
+
+    @app.on_event("startup")
+    def _started() -> None:
+        if timer is not None:
+            timer.record("start server")
+            log.info(timer.summary())
+        if on_started is not None:
+            on_started()
+
     return serve_app(app, bind_address(services.args), services.args.port)
