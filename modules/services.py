@@ -211,6 +211,8 @@ class AppServices:
             try:
                 return self.models.load(wanted, vae=vae)
             except (CheckpointLoadError, OSError) as exc:
+                if _names_the_vae(exc):
+                    raise
                 self.add_notice(
                     f"The checkpoint in the settings cannot be loaded ({exc}); using another one."
                 )
@@ -425,6 +427,8 @@ class ManagedModels:
             try:
                 model = self.manager.load(candidate, vae=vae)
             except (CheckpointLoadError, OSError) as exc:
+                if _names_the_vae(exc):
+                    raise  # the request's VAE is unknown: no other checkpoint fixes that
                 failures.append(str(exc))
                 log.warning("skipping a checkpoint that cannot be loaded: %s", exc)
                 continue
@@ -479,3 +483,8 @@ def serve(
             on_started()
 
     return serve_app(app, bind_address(services.args), services.args.port)
+
+
+def _names_the_vae(exc: Exception) -> bool:
+    """A load failure caused by the VAE name (sd_vae), not by the checkpoint file."""
+    return getattr(exc, "field", None) == "sd_vae"
