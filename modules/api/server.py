@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from modules.api.auth import basic_auth_dependency
+from modules.api.docs import install_offline_docs
 from modules.api.errors import install_error_handlers
 from modules.api.routes import create_api_router
 from modules.cmd_args import parse_credentials
@@ -19,7 +20,10 @@ log = logging.getLogger(__name__)
 def create_app(services: AppServices, with_ui: bool = False, with_api: bool = True) -> FastAPI:
     """OpenAPI at /openapi.json, docs at /docs; the UI (webui.layout.mount_ui) at / when `with_ui`."""
     args = services.args
-    app = FastAPI(title="Stable Diffusion web UI API", version=services.version)
+    app = FastAPI(
+        title="Stable Diffusion web UI API", version=services.version, docs_url=None, redoc_url=None
+    )
+    install_offline_docs(app)  # /docs and /redoc with local assets (FastAPI's load them from a CDN)
     install_error_handlers(app)
     origins = [o.strip() for o in (getattr(args, "cors_allow_origins", None) or "").split(",") if o.strip()]
     if origins:
