@@ -18,13 +18,14 @@ from modules.jobs import JobState
 from webui.backend import UiBackend, describe_error
 from webui.params import ParamControls, build_params_for
 from webui.progress import error_html
-from webui.prompt_row import PromptRow, build_prompt_row
-from webui.results import ResultsPanel, build_results, run_job, wire_controls
+from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
+from webui.results import ResultsPanel, build_results, failed, run_job, wire_controls
 from webui.txt2img_tab import build_script_area, script_call, wire_reuse_seed
 from webui.ui_config import UiConfig
 
 TAB = "img2img"
 MODES = ("img2img", "sketch", "inpaint", "inpaint_sketch", "inpaint_upload", "batch")
+INPAINT_MODES = ("inpaint", "inpaint_sketch", "inpaint_upload")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")  # keyword names of engine.outpaint.outpaint
 
@@ -39,6 +40,16 @@ class Img2ImgTab:
     inpaint: gr.ImageEditor
     denoising_strength: gr.Slider
     results: ResultsPanel
+    mode: gr.State
+    inpaint_controls: gr.Accordion
+
+    def select_mode(self, name: str, outpaint: bool = False) -> tuple:
+        """(mode, Inpaint settings update) for sub-tab `name`: the settings show on the masked modes, and
+        while outpainting (its new area is inpainted with them)."""
+        return name, gr.update(visible=name in INPAINT_MODES or bool(outpaint))
+
+
+INPAINT_COLORS = ["#ffffff"]  # the mask brush
 
 
 def _editor(elem_id: str, colors: list[str], label: str) -> gr.ImageEditor:
@@ -104,7 +115,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                         "img2img_sketch", ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"], "Sketch"
                     )
                 with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
-                    inpaint = _editor("img2maskimg", ["#ffffff"], "Image for inpainting with mask")
+                    inpaint = _editor("img2maskimg", INPAINT_COLORS, "Image for inpainting with mask")
                 with gr.Tab(
                     "Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab"
                 ) as tab_isk:
@@ -123,10 +134,6 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                 with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as tab_batch:
                     batch_input = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
                     batch_output = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
-            for tab_item, name in zip(
-                (tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch), MODES, strict=True
-            ):
-                tab_item.select(lambda n=name: n, outputs=mode, show_progress="hidden", queue=False)
 
             resize_mode = cfg.make(
                 TAB,
@@ -136,7 +143,9 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                 value=RESIZE_MODES[0],
                 elem_id="resize_mode",
             )
-            with gr.Accordion("Inpaint settings", open=True, elem_id=f"{TAB}_inpaint_controls"):
+            with gr.Accordion(
+                "Inpaint settings", open=True, elem_id=f"{TAB}_inpaint_controls", visible=False
+            ) as inpaint_controls:
                 mask_blur = cfg.make(
                     TAB,
                     gr.Slider,
@@ -288,7 +297,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         try:
             image, mask = image_and_mask(values)
         except gr.Error as exc:
-            yield {results.status: error_html(describe_error(exc)), results.progress: ""}
+            yield failed(results, describe_error(exc))
             return
         yield from run_job(
             backend,
@@ -332,12 +341,30 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         results.task_id,
         results.last,
     ]
-    prompt_row.generate.click(
-        generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None
-    )
+    wire_generate(prompt_row, generate, inputs, outputs)
     wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
     wire_reuse_seed(params, results)
-    return Img2ImgTab(prompt_row, params, tabs, init_image, sketch, inpaint, denoising, results)
+    tab = Img2ImgTab(
+        prompt_row, params, tabs, init_image, sketch, inpaint, denoising, results, mode, inpaint_controls
+    )
+    for tab_item, name in zip(
+        (tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch), MODES, strict=True
+    ):
+        tab_item.select(
+            lambda outpaint, n=name: tab.select_mode(n, outpaint),
+            inputs=outpaint_on,
+            outputs=[mode, inpaint_controls],
+            show_progress="hidden",
+            queue=False,
+        )
+    outpaint_on.change(
+        lambda outpaint, current: tab.select_mode(current, outpaint),
+        inputs=[outpaint_on, mode],
+        outputs=[mode, inpaint_controls],
+        show_progress="hidden",
+        queue=False,
+    )
+    return tab
 
 
 def run_batch(
