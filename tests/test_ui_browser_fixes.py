@@ -1,7 +1,7 @@
 """Browser checks of the UI fixes of issue 12, in real Chromium against the real app (app.py, tiny SD1
 checkpoint): send-to carries the parameters, a failed job clears the gallery, Ctrl+Up/Down emphasis,
 Interrupt/Skip only while a job runs, layout (no empty band, tooltips, Inpaint settings only on the masked
-sub-tabs, the X/Y/Z checkbox row and legend), /docs offline, gallery files
+sub-tabs, the X/Y/Z checkbox row and legend), the brush scaled to the image, /docs offline, gallery files
 complete with their parameters. One server for the module; screenshots under test-artifacts/."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from PIL import Image, ImageChops
 from modules.infotext import read_infotext
 from tests.test_ui_browser import (
     choose,
+    draw_horizontal_stroke,
     gallery_image,
     set_number,
     small_job,
+    upload_to_editor,
     wait_result,
 )
 from tests.tiny_models import TINY_RESOLUTION
@@ -228,6 +230,31 @@ def test_xyz_legend_is_not_cut_off(page, shot):
     assert any(x not in inked for x in range(x0 + side - 2, x0 + side + 3))
     row_labels = [x for x in range(x0) if any(dark(x, y) for y in range(top, grid.height))]
     assert row_labels and min(row_labels) > 0 and max(row_labels) < x0 - 1
+
+
+def test_brush_is_scaled_to_a_small_image(page, ui_server, shot, tmp_path):
+    original = (60, 60, 160)
+    Image.new("RGB", (64, 64), original).save(tmp_path / "small.png")
+    page.click("#tab_img2img-button")
+    page.click("#img2img_inpaint_tab-button")
+    upload_to_editor(page, "img2maskimg", tmp_path / "small.png")
+    page.wait_for_function("document.querySelector('#img2maskimg_brush_size input')?.value === '3'")
+    page.wait_for_timeout(1000)  # brush_size.js moves the editor's size slider
+    draw_horizontal_stroke(page, "img2maskimg")
+    shot(page, "stroke")
+    page.fill("#img2img_prompt textarea", "thin stroke")
+    small_job(page, "img2img")
+    set_number(page, "img2img_mask_blur", 0)
+    set_number(page, "img2img_denoising_strength", 1)
+    before = set(ui_server.output_images("img2img"))
+    page.click("#img2img_generate")
+    wait_result(page, "img2img")
+    (saved,) = [path for path in ui_server.output_images("img2img") if path not in before]
+    changed = ImageChops.difference(Image.open(saved).convert("RGB"), Image.new("RGB", (64, 64), original))
+    bbox = changed.convert("L").point(lambda v: 255 if v > 8 else 0).getbbox()
+    assert bbox is not None, "the stroke was not repainted"
+    # the fixed 24 px brush painted a band 50 px high on this 64 px image; scaled to it, a thin line
+    assert bbox[3] - bbox[1] <= 10, bbox
 
 
 def test_docs_and_redoc_work_offline(browser, ui_server, shot):

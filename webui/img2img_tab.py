@@ -42,6 +42,7 @@ class Img2ImgTab:
     results: ResultsPanel
     mode: gr.State
     inpaint_controls: gr.Accordion
+    inpaint_brush: gr.Number  # brush size for the inpaint editor's image (javascript/brush_size.js)
 
     def select_mode(self, name: str, outpaint: bool = False) -> tuple:
         """(mode, Inpaint settings update) for sub-tab `name`: the settings show on the masked modes, and
@@ -52,20 +53,40 @@ class Img2ImgTab:
 INPAINT_COLORS = ["#ffffff"]  # the mask brush
 
 
-def _editor(elem_id: str, colors: list[str], label: str) -> gr.ImageEditor:
-    return gr.ImageEditor(
+BRUSH_AT_512 = 24  # brush radius (image pixels) on a 512 px image; scaled to the image's smaller side
+
+
+def brush_size(image_side: int) -> int:
+    return max(2, round(image_side * BRUSH_AT_512 / 512))
+
+
+def _editor(elem_id: str, colors: list[str], label: str) -> tuple[gr.ImageEditor, gr.Number]:
+    editor = gr.ImageEditor(
         label=label,
         elem_id=elem_id,
         type="pil",
         image_mode="RGBA",
         sources=("upload", "clipboard"),
         brush=gr.Brush(
-            colors=colors, default_size=24, color_mode="fixed" if len(colors) == 1 else "defaults"
+            colors=colors, default_size=BRUSH_AT_512, color_mode="fixed" if len(colors) == 1 else "defaults"
         ),
         transforms=(),
         layers=False,
         height=480,
     )
+    # Gradio's front end keeps the brush size it started with (its "auto" is a fixed 25 px, a third of a
+    # 64 px image) and ignores later brush updates; javascript/brush_size.js sets the editor's size slider
+    # to this number when it changes
+    size = gr.Number(
+        BRUSH_AT_512, visible="hidden", elem_id=f"{elem_id}_brush_size", elem_classes="brush-size"
+    )
+
+    def scaled(value: dict | None):
+        background = (value or {}).get("background")
+        return brush_size(min(background.size)) if background is not None else gr.update()
+
+    editor.upload(scaled, inputs=editor, outputs=size, show_progress="hidden", queue=False)
+    return editor, size
 
 
 def stroke_mask(editor_value: dict | None) -> Image.Image | None:
@@ -111,15 +132,17 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                         label="Image for img2img", elem_id="img2img_image", type="pil", height=400
                     )
                 with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
-                    sketch = _editor(
+                    sketch, _ = _editor(
                         "img2img_sketch", ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"], "Sketch"
                     )
                 with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
-                    inpaint = _editor("img2maskimg", INPAINT_COLORS, "Image for inpainting with mask")
+                    inpaint, inpaint_brush = _editor(
+                        "img2maskimg", INPAINT_COLORS, "Image for inpainting with mask"
+                    )
                 with gr.Tab(
                     "Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab"
                 ) as tab_isk:
-                    inpaint_sketch = _editor(
+                    inpaint_sketch, _ = _editor(
                         "inpaint_sketch",
                         ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"],
                         "Inpaint sketch",
@@ -345,7 +368,17 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
     wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
     wire_reuse_seed(params, results)
     tab = Img2ImgTab(
-        prompt_row, params, tabs, init_image, sketch, inpaint, denoising, results, mode, inpaint_controls
+        prompt_row,
+        params,
+        tabs,
+        init_image,
+        sketch,
+        inpaint,
+        denoising,
+        results,
+        mode,
+        inpaint_controls,
+        inpaint_brush,
     )
     for tab_item, name in zip(
         (tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch), MODES, strict=True

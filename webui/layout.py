@@ -17,7 +17,7 @@ from webui import paste
 from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
 from webui.extras_tab import build_extras_tab
-from webui.img2img_tab import build_img2img_tab
+from webui.img2img_tab import brush_size, build_img2img_tab
 from webui.pnginfo_tab import build_pnginfo_tab
 from webui.settings_tab import build_quicksettings, build_settings_tab
 from webui.txt2img_tab import build_txt2img_tab
@@ -116,21 +116,29 @@ def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, p
         path, text = selected_file(last)
         mode = img2img.select_mode("inpaint")
         editor = {"background": path, "layers": [], "composite": path}
-        return [editor, *pasted_values(text), *mode, gr.Tabs(selected="img2img"), gr.Tabs(selected="inpaint")]
+        brush = brush_size(min(last.selected_image().size))
+        return [
+            editor,
+            *pasted_values(text),
+            *mode,
+            gr.Tabs(selected="img2img"),
+            gr.Tabs(selected="inpaint"),
+            brush,
+        ]
 
     def to_extras(last):
         return selected_file(last)[0], gr.Tabs(selected="extras")
 
     mode_outputs = [img2img.mode, img2img.inpaint_controls]
     for source in (txt2img.results, img2img.results):
-        for button, handler, target in (
-            (source.send_to_img2img, to_img2img, img2img.init_image),
-            (source.send_to_inpaint, to_inpaint, img2img.inpaint),
+        for button, handler, target, extra in (
+            (source.send_to_img2img, to_img2img, img2img.init_image, []),
+            (source.send_to_inpaint, to_inpaint, img2img.inpaint, [img2img.inpaint_brush]),
         ):
             button.click(
                 handler,
                 inputs=source.last,
-                outputs=[target, *pasted, *mode_outputs, tabs, img2img.tabs],
+                outputs=[target, *pasted, *mode_outputs, tabs, img2img.tabs, *extra],
                 show_progress="hidden",
             )
         source.send_to_extras.click(
