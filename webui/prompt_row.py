@@ -130,7 +130,7 @@ def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
     return PromptRow(prompt, negative_prompt, styles, generate, interrupt, skip)
 
 
-def job_buttons(row: PromptRow, running: bool) -> tuple:
+def job_buttons(running: bool) -> tuple:
     """Interrupt / Skip updates: shown while a job runs, hidden (kept in the DOM) otherwise."""
     visible = True if running else "hidden"
     return gr.update(visible=visible), gr.update(visible=visible)
@@ -139,8 +139,6 @@ def job_buttons(row: PromptRow, running: bool) -> tuple:
 def wire_generate(row: PromptRow, generate, inputs, outputs) -> None:
     """Generate shows Interrupt / Skip, runs the job generator, then hides them again."""
     buttons = [row.interrupt, row.skip]
-    row.generate.click(
-        lambda: job_buttons(row, True), outputs=buttons, show_progress="hidden", queue=False
-    ).then(generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None).then(
-        lambda: job_buttons(row, False), outputs=buttons, show_progress="hidden", queue=False
-    )
+    row.generate.click(lambda: job_buttons(True), outputs=buttons, show_progress="hidden", queue=False).then(
+        generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None
+    ).then(lambda: job_buttons(False), outputs=buttons, show_progress="hidden", queue=False)
