@@ -474,6 +474,13 @@ def default_templates() -> dict[str, OptionInfo]:
                     "Live preview display period (in sampling steps)",
                     component_args=_slider(0, 32, 1),
                 ),
+                # modules.previews.PREVIEW_METHODS; A1111's "Approx NN" / "TAESD" have no decoder here
+                "show_progress_type": OptionInfo(
+                    "Approx cheap",
+                    "Live preview method",
+                    choices=["Full", "Approx cheap"],
+                    comment_after="Approx NN and TAESD are not offered: this build has no decoder for them",
+                ),
             },
         )
     )

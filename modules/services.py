@@ -337,19 +337,17 @@ def build_services(
         jobs=JobQueue(workers=workers),
         styles=styles,
         generate=generate,
-        preview=_latent_preview,
+        preview=_live_previewer(options),
         notices=notices,
     )
     return services
 
 
-def _latent_preview(model: LoadedModel, info: StepInfo) -> Image.Image | None:
-    """Cheap live preview of the first image of the batch (linear latent -> RGB, no VAE)."""
-    if info.latents is None:
-        return None
-    from modules.previews import latent_preview
+def _live_previewer(options: Options) -> Callable[[LoadedModel, StepInfo], Image.Image | None]:
+    """Live previews by the `show_progress_type` setting, read at each preview (modules.previews)."""
+    from modules.previews import METHOD_CHEAP, LivePreviewer
 
-    return latent_preview(info.latents[0], model.family)
+    return LivePreviewer(lambda: options.get("show_progress_type", METHOD_CHEAP))
 
 
 def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:

@@ -1,7 +1,19 @@
+from pathlib import Path
+
 import pytest
 import torch
 
-from modules.previews import latent_preview, latent_to_rgb
+from modules.previews import (
+    METHOD_CHEAP,
+    PREVIEW_METHODS,
+    UNAVAILABLE_METHODS,
+    LivePreviewer,
+    fit_latent_rgb,
+    has_published_map,
+    latent_preview,
+    latent_to_rgb,
+    published_map,
+)
 from modules.sd_models.model import ModelFamily
 
 
@@ -60,3 +72,85 @@ def test_bad_input():
         latent_preview(torch.zeros(8, 8), "sd1")
     with pytest.raises(ValueError, match="unknown model family 'flux'"):
         latent_preview(torch.zeros(4, 8, 8), "flux")
+
+
+# --- per-model maps and preview methods (show_progress_type) ---
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "shapes64.safetensors"
+
+
+def _mean_error(rgb_map, model, latents, decoded) -> float:
+    errors = [
+        (rgb_map.apply(lat) - full).abs().mean().item() for lat, full in zip(latents, decoded, strict=True)
+    ]
+    return sum(errors) / len(errors)
+
+
+def test_default_model_previews_get_colours_fitted_from_its_vae():
+    """The embedded model's VAE is not SD's: SD's published map gave it wrong colours; the fitted one
+    follows what its VAE decodes."""
+    from modules.default_model import dataset
+    from modules.engine import vae
+    from modules.sd_models.discovery import checkpoint_info
+    from modules.sd_models.loader import load_checkpoint
+
+    model = load_checkpoint(checkpoint_info(DEFAULT_MODEL))
+    assert model.family == ModelFamily.SD1 and not has_published_map(model)
+    previewer = LivePreviewer()
+    fitted = previewer.rgb_map(model)
+    assert fitted.source.startswith("fitted") and previewer.rgb_map(model) is fitted  # fitted once
+    images = [dataset.sample(7, index)[0] for index in range(16)]  # scenes like those the model draws
+    latents = vae.encode(model, vae.pil_to_pixels(images))
+    decoded = torch.nn.functional.avg_pool2d(vae.decode(model, latents), model.vae_scale_factor)
+    fitted_error = _mean_error(fitted, model, latents, decoded)
+    published_error = _mean_error(published_map("sd1"), model, latents, decoded)
+    assert fitted_error < 0.2 and fitted_error < published_error / 2, (fitted_error, published_error)
+
+
+def test_preview_methods_cheap_and_full():
+    from modules.engine.context import StepInfo
+    from tests.tiny_models import tiny_loaded_model
+
+    model = tiny_loaded_model("sd1")
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    info = StepInfo(0, 1, 1, 2, latents=latents)
+    method = ["Approx cheap"]
+    previewer = LivePreviewer(lambda: method[0])
+    cheap = previewer(model, info)
+    assert cheap.size == (8, 8)  # latent resolution
+    expected = latent_preview(latents[0], "sd1", rgb_map=previewer.rgb_map(model))
+    assert list(cheap.getdata()) == list(expected.getdata())
+    method[0] = "Full"
+    full = previewer(model, info)
+    scale = model.vae_scale_factor
+    assert full.size == (8 * scale, 8 * scale)  # the VAE's decode of the first image
+    method[0] = "TAESD"
+    with pytest.raises(ValueError, match="show_progress_type 'TAESD' is not available: needs the TAESD"):
+        previewer(model, info)
+    assert previewer(model, StepInfo(0, 1, 1, 2)) is None
+
+
+def test_the_setting_offers_the_methods_this_build_has():
+    from modules.options import default_templates
+
+    info = default_templates()["show_progress_type"]
+    assert info.default == METHOD_CHEAP and list(info.choices) == list(PREVIEW_METHODS)
+    assert not set(UNAVAILABLE_METHODS) & set(info.choices)
+
+
+def test_fit_recovers_a_linear_decoder():
+    """A decoder that is exactly linear per latent pixel is recovered by the least squares."""
+    weights = torch.tensor([[0.5, -0.2, 0.1], [0.0, 0.4, -0.3], [0.2, 0.2, 0.2], [-0.1, 0.0, 0.6]])
+    bias = torch.tensor([0.05, -0.1, 0.2])
+
+    def encode(pixels):  # 4 independent channels per latent pixel: R, G, B, R*G
+        rgb = torch.nn.functional.avg_pool2d(pixels, 2)
+        return torch.cat([rgb, rgb[:, :1] * rgb[:, 1:2]], dim=1)
+
+    def decode(latents):
+        rgb = torch.einsum("bchw,cr->brhw", latents, weights) + bias[None, :, None, None]
+        return (torch.nn.functional.interpolate(rgb, scale_factor=2) + 1) / 2
+
+    fitted = fit_latent_rgb(encode, decode, scale_factor=2)
+    assert torch.tensor(fitted.weights) == pytest.approx(weights, abs=1e-3)
+    assert torch.tensor(fitted.bias) == pytest.approx(bias, abs=1e-3)

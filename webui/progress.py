@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from modules.jobs import Job, JobQueue, JobState
+from modules.jobs import Job, JobQueue, JobState, Progress
 
 POLL_SECONDS = 0.25
 
@@ -35,8 +35,38 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {minutes}:{secs:02d}" if minutes else f"ETA {secs}s"
 
 
-def progress_html(job: Job, queue: JobQueue) -> str:
-    """An HTML progress bar (A1111 class names) for the job's state."""
+@dataclass
+class StepTimer:
+    """ETA from this job's measured sampling speed: steps done since the first step was seen, over the time
+    they took. Elapsed time over the fraction done (Job.eta) counts the model load and start-up as if they
+    were steps, and jumps when the job count changes; the measured rate does neither."""
+
+    first_time: float | None = None
+    first_done: int = 0
+    last_time: float = 0.0
+    last_done: int = 0
+
+    def eta(self, progress: Progress, now: float) -> float | None:
+        total = progress.job_count * progress.steps
+        done = progress.job_no * progress.steps + progress.step
+        if total <= 0 or done <= 0:
+            return None
+        if self.first_time is None or done < self.last_done:  # first step seen, or the count restarted
+            self.first_time, self.first_done = now, done
+            self.last_time, self.last_done = now, done
+            return None
+        if done > self.last_done:
+            self.last_time, self.last_done = now, done
+        measured = self.last_done - self.first_done
+        if measured <= 0 or self.last_time <= self.first_time:
+            return None
+        seconds_per_step = (self.last_time - self.first_time) / measured
+        since_last = now - self.last_time
+        return max(0.0, (total - done) * seconds_per_step - since_last)
+
+
+def progress_html(job: Job, queue: JobQueue, timer: StepTimer | None = None, now: float | None = None) -> str:
+    """An HTML progress bar (A1111 class names) for the job's state; the ETA comes from `timer`."""
     if job.state is JobState.QUEUED:
         position = queue.position(job.id)
         ahead = len(queue.running()) + (position or 0)
@@ -48,7 +78,8 @@ def progress_html(job: Job, queue: JobQueue) -> str:
             return _bar(0.0, "Starting...", state="running")
         batch = f"Batch {progress.job_no + 1}/{progress.job_count}, " if progress.job_count > 1 else ""
         text = f"{batch}Step {progress.step}/{progress.steps}"
-        eta = format_eta(job.eta())
+        timer = timer if timer is not None else StepTimer()
+        eta = format_eta(timer.eta(progress, time.time() if now is None else now))
         if eta:
             text += f" — {eta}"
         return _bar(progress.fraction, text, state="running")
@@ -71,8 +102,9 @@ def error_html(message: str) -> str:
 def follow(job: Job, queue: JobQueue, poll_seconds: float = POLL_SECONDS) -> Iterator[Snapshot]:
     """Yield a snapshot whenever the visible state changes, then a final one when the job finishes."""
     last: tuple[str, int] | None = None
+    timer = StepTimer()
     while not job.finished:
-        html_text = progress_html(job, queue)
+        html_text = progress_html(job, queue, timer)
         key = (html_text, job.preview_id)
         if key != last:
             last = key

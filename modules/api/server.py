@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from modules.api.auth import auth_setup, basic_auth_dependency
+from modules.api.docs import install_offline_docs
 from modules.api.errors import install_error_handlers, install_gradio_error_handlers
 from modules.api.guard import SecurityGuard, policy_from_args
 from modules.api.routes import create_api_router
@@ -25,7 +26,10 @@ def create_app(services: AppServices, with_ui: bool = False, with_api: bool = Tr
     args = services.args
     setup = auth_setup(args)
     throttle = LoginThrottle()
-    app = FastAPI(title="Stable Diffusion web UI API", version=services.version)
+    app = FastAPI(
+        title="Stable Diffusion web UI API", version=services.version, docs_url=None, redoc_url=None
+    )
+    install_offline_docs(app)  # /docs and /redoc with local assets (FastAPI's load them from a CDN)
     install_error_handlers(app, services.paths.redact)
     origins = [o.strip() for o in (getattr(args, "cors_allow_origins", None) or "").split(",") if o.strip()]
     if origins:
