@@ -113,6 +113,7 @@ class TaesdDecoders:
         self.models_dir = models_dir
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
+        self._decode_lock = threading.Lock()
 
     def available(self, family: ModelFamily | str) -> bool:
         return find_decoder(self.models_dir, family) is not None
@@ -132,7 +133,7 @@ class TaesdDecoders:
 
     @torch.no_grad()
     def decode(self, family: ModelFamily | str, latents: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] sampler latents -> [B, 3, 8H, 8W] RGB in [0, 1]."""
+        """[B, C, H, W] sampler latents -> [B, 3, 8H, 8W] RGB in [0, 1] on the CPU."""
         decoder = self.decoder(family)
         channels = decoder.layers[0].in_channels
         if latents.shape[1] != channels:
@@ -140,5 +141,7 @@ class TaesdDecoders:
                 f"{find_decoder(self.models_dir, family)} decodes {channels}-channel latents; "
                 f"this model's have {latents.shape[1]}"
             )
-        x = torch.nan_to_num(latents.detach().float().cpu())
-        return (decoder(x) / 2 + 0.5).clamp(0.0, 1.0)
+        x = torch.nan_to_num(latents.detach().float())
+        with self._decode_lock:  # one decoder shared by the workers of several devices
+            decoder.to(x.device)  # on the sampler's device, as A1111 (float32: TAESD is tiny)
+            return (decoder(x) / 2 + 0.5).clamp(0.0, 1.0).cpu()
