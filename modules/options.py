@@ -474,12 +474,13 @@ def default_templates() -> dict[str, OptionInfo]:
                     "Live preview display period (in sampling steps)",
                     component_args=_slider(0, 32, 1),
                 ),
-                # modules.previews.PREVIEW_METHODS; A1111's "Approx NN" / "TAESD" have no decoder here
+                # modules.previews.PREVIEW_METHODS; build_services adds "TAESD" (preview_method_option)
                 "show_progress_type": OptionInfo(
                     "Approx cheap",
                     "Live preview method",
                     choices=["Full", "Approx cheap"],
-                    comment_after="Approx NN and TAESD are not offered: this build has no decoder for them",
+                    comment_after="Approx NN is not offered; TAESD is when models/VAE-approx holds "
+                    "taesd_decoder.pth (SD1/SD2) or taesdxl_decoder.pth (SDXL)",
                 ),
             },
         )

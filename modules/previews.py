@@ -6,31 +6,37 @@
   one) gets its map fitted from that VAE when first needed: least squares of its decoded colours on the
   latents it encodes colour patches to. The SD map on the default model gave wrong colours.
 - "Full": the VAE decodes the latents (slow, exact).
-- "Approx NN" and "TAESD" need A1111's / madebyollin's decoder weights in models/VAE-approx; this build
-  has no decoder for them, so they are not offered (see `unavailable_methods`).
+- "TAESD": madebyollin's tiny decoder (modules.taesd), offered when A1111's decoder file is in
+  models/VAE-approx (taesd_decoder / taesdxl_decoder, .pth or .safetensors).
+- "Approx NN" needs A1111's VAE-approx weights and network; this build has none, so it is not offered.
 
 The latents are the sampler's (already multiplied by the VAE scaling factor); the maps give RGB in [-1, 1].
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from modules.options import OptionInfo
 from modules.sd_models.model import ModelFamily
+from modules.taesd import TaesdDecoders, TaesdError, any_decoder
 
 METHOD_FULL = "Full"
 METHOD_CHEAP = "Approx cheap"
-PREVIEW_METHODS = (METHOD_FULL, METHOD_CHEAP)  # the choices of `show_progress_type`
+METHOD_TAESD = "TAESD"
+PREVIEW_METHODS = (METHOD_FULL, METHOD_CHEAP)  # the choices of `show_progress_type` (TAESD: see below)
 UNAVAILABLE_METHODS = {
     "Approx NN": "needs A1111's VAE-approx weights (models/VAE-approx/model.pt) and its decoder network",
-    "TAESD": "needs the TAESD decoder weights (models/VAE-approx/taesd_decoder.pth) and a TAESD decoder",
+    METHOD_TAESD: "needs the TAESD decoder weights (models/VAE-approx/taesd_decoder.pth) and a TAESD decoder",
 }
 
 # rows: latent channels, columns: R, G, B
@@ -148,14 +154,30 @@ def has_published_map(model) -> bool:
     return config.latent_channels == 4 and tuple(config.block_out_channels) == _STANDARD_VAE_WIDTHS
 
 
+def offered_methods(models_dir: Path) -> tuple[str, ...]:
+    """The `show_progress_type` choices: TAESD too when a TAESD decoder file is installed."""
+    return (*PREVIEW_METHODS, METHOD_TAESD) if any_decoder(models_dir) else PREVIEW_METHODS
+
+
+def preview_method_option(info: OptionInfo, models_dir: Path) -> OptionInfo:
+    """The `show_progress_type` option with the methods this data dir offers (read at start-up)."""
+    choices = list(offered_methods(models_dir))
+    if METHOD_TAESD in choices:
+        note = "TAESD decodes with the models/VAE-approx decoder of the loaded model's family"
+        return dataclasses.replace(info, choices=choices, comment_after=f"Approx NN is not offered. {note}")
+    return dataclasses.replace(info, choices=choices)
+
+
 class LivePreviewer:
     """The app's live-preview function: (model, step info) -> image by the `show_progress_type` setting.
 
     Fitted maps are kept per VAE object (weakly: a switched-away model's entry goes with it).
+    `models_dir`: where models/VAE-approx is looked for TAESD (None: TAESD is not available).
     """
 
-    def __init__(self, method: Callable[[], str] = lambda: METHOD_CHEAP):
+    def __init__(self, method: Callable[[], str] = lambda: METHOD_CHEAP, models_dir: Path | None = None):
         self._method = method
+        self._taesd = TaesdDecoders(models_dir) if models_dir is not None else None
         self._maps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -184,7 +206,17 @@ class LivePreviewer:
             from modules.engine import vae
 
             return vae.pixels_to_pil(vae.decode(model, latents))[0]
+        if method == METHOD_TAESD and self._taesd is not None:
+            return self._taesd_preview(model, latents)
         if method != METHOD_CHEAP:
             reason = UNAVAILABLE_METHODS.get(method, "unknown method")
             raise ValueError(f"show_progress_type {method!r} is not available: {reason}")
         return latent_preview(latents[0], model.family, rgb_map=self.rgb_map(model))
+
+    def _taesd_preview(self, model, latents: torch.Tensor) -> Image.Image:
+        from modules.engine import vae
+
+        try:
+            return vae.pixels_to_pil(self._taesd.decode(model.family, latents))[0]
+        except TaesdError as error:
+            raise ValueError(f"show_progress_type {METHOD_TAESD!r} is not available: {error}") from None

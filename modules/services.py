@@ -320,6 +320,7 @@ def build_services(
     paths = DataPaths(Path(args.data_dir).resolve())
     paths.ensure()
     options = Options(default_templates(), paths.config_file)
+    _offer_preview_methods(options, paths)  # before load: a saved "TAESD" is then kept
     notices = options.load()
     styles = StyleDatabase(paths.styles_file)
     notices += styles.load_warnings
@@ -337,17 +338,27 @@ def build_services(
         jobs=JobQueue(workers=workers),
         styles=styles,
         generate=generate,
-        preview=_live_previewer(options),
+        preview=_live_previewer(options, paths),
         notices=notices,
     )
     return services
 
 
-def _live_previewer(options: Options) -> Callable[[LoadedModel, StepInfo], Image.Image | None]:
+def _live_previewer(
+    options: Options, paths: DataPaths
+) -> Callable[[LoadedModel, StepInfo], Image.Image | None]:
     """Live previews by the `show_progress_type` setting, read at each preview (modules.previews)."""
     from modules.previews import METHOD_CHEAP, LivePreviewer
 
-    return LivePreviewer(lambda: options.get("show_progress_type", METHOD_CHEAP))
+    return LivePreviewer(lambda: options.get("show_progress_type", METHOD_CHEAP), paths.models_dir)
+
+
+def _offer_preview_methods(options: Options, paths: DataPaths) -> None:
+    """`show_progress_type` offers TAESD when a TAESD decoder file is installed."""
+    from modules.previews import preview_method_option
+
+    key = "show_progress_type"
+    options.add_option(key, preview_method_option(options.data_labels[key], paths.models_dir))
 
 
 def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from modules.jobs import Job, JobQueue, JobState, Progress
+from modules.jobs import Job, JobQueue, JobState, StepTimer
 
 POLL_SECONDS = 0.25
 
@@ -35,38 +35,9 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {minutes}:{secs:02d}" if minutes else f"ETA {secs}s"
 
 
-@dataclass
-class StepTimer:
-    """ETA from this job's measured sampling speed: steps done since the first step was seen, over the time
-    they took. Elapsed time over the fraction done (Job.eta) counts the model load and start-up as if they
-    were steps, and jumps when the job count changes; the measured rate does neither."""
-
-    first_time: float | None = None
-    first_done: int = 0
-    last_time: float = 0.0
-    last_done: int = 0
-
-    def eta(self, progress: Progress, now: float) -> float | None:
-        total = progress.job_count * progress.steps
-        done = progress.job_no * progress.steps + progress.step
-        if total <= 0 or done <= 0:
-            return None
-        if self.first_time is None or done < self.last_done:  # first step seen, or the count restarted
-            self.first_time, self.first_done = now, done
-            self.last_time, self.last_done = now, done
-            return None
-        if done > self.last_done:
-            self.last_time, self.last_done = now, done
-        measured = self.last_done - self.first_done
-        if measured <= 0 or self.last_time <= self.first_time:
-            return None
-        seconds_per_step = (self.last_time - self.first_time) / measured
-        since_last = now - self.last_time
-        return max(0.0, (total - done) * seconds_per_step - since_last)
-
-
 def progress_html(job: Job, queue: JobQueue, timer: StepTimer | None = None, now: float | None = None) -> str:
-    """An HTML progress bar (A1111 class names) for the job's state; the ETA comes from `timer`."""
+    """An HTML progress bar (A1111 class names) for the job's state; the ETA comes from `timer` when given
+    (fed the progress seen at `now`), else from the job's own measured step times (Job.eta)."""
     if job.state is JobState.QUEUED:
         position = queue.position(job.id)
         ahead = len(queue.running()) + (position or 0)
@@ -78,8 +49,10 @@ def progress_html(job: Job, queue: JobQueue, timer: StepTimer | None = None, now
             return _bar(0.0, "Starting...", state="running")
         batch = f"Batch {progress.job_no + 1}/{progress.job_count}, " if progress.job_count > 1 else ""
         text = f"{batch}Step {progress.step}/{progress.steps}"
-        timer = timer if timer is not None else StepTimer()
-        eta = format_eta(timer.eta(progress, time.time() if now is None else now))
+        if timer is not None:
+            eta = format_eta(timer.eta(progress, time.time() if now is None else now))
+        else:
+            eta = format_eta(job.eta())
         if eta:
             text += f" — {eta}"
         return _bar(progress.fraction, text, state="running")
@@ -102,9 +75,8 @@ def error_html(message: str) -> str:
 def follow(job: Job, queue: JobQueue, poll_seconds: float = POLL_SECONDS) -> Iterator[Snapshot]:
     """Yield a snapshot whenever the visible state changes, then a final one when the job finishes."""
     last: tuple[str, int] | None = None
-    timer = StepTimer()
     while not job.finished:
-        html_text = progress_html(job, queue, timer)
+        html_text = progress_html(job, queue)
         key = (html_text, job.preview_id)
         if key != last:
             last = key
