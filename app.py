@@ -58,9 +58,9 @@ def submit_model_load(services):
 def _load_model(services):
     """The first load, timed: it also imports diffusers and transformers (seconds; the page needs neither)."""
     timer = StartupTimer()
-    from diffusers.loaders import single_file_utils  # noqa: F401
-    from transformers import CLIPTextModel  # noqa: F401
+    from modules.model_libraries import import_model_libraries
 
+    import_model_libraries()
     timer.record("import diffusers, transformers")
     # the settings' checkpoint, else the first that loads; a broken one is skipped and reported
     model = services.load_plain_model()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from modules.model_libraries import import_model_libraries
 from modules.sd_models import discovery
 from modules.sd_models.errors import CheckpointLoadError
 from modules.sd_models.hashing import HashCache
@@ -129,6 +130,7 @@ class ModelManager:
 
     def load(self, name: str | CheckpointInfo, vae: str = VAE_AUTOMATIC) -> LoadedModel:
         """Make ``name`` the current model (loading it if needed); raises CheckpointLoadError on bad input."""
+        import_model_libraries()  # first imports under one lock (other threads may import them too)
         with self._lock:
             if isinstance(name, CheckpointInfo) and name.filename in self._loaded:
                 info = name

@@ -66,6 +66,9 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]
 
 def build_clip_tokenizer(pad_token: str = END_TOKEN) -> transformers.CLIPTokenizer:
     """A fresh CLIPTokenizer (max length 77); ``pad_token="!"`` for the OpenCLIP text encoders."""
+    from modules.model_libraries import import_transformers
+
+    import_transformers()  # a request thread may build this while the model load imports transformers
     import transformers
 
     vocab, merges = clip_vocab_and_merges()
