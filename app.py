@@ -9,11 +9,13 @@ import logging
 import sys
 
 from modules import cmd_args
+from modules.startup_timer import StartupTimer
 
 log = logging.getLogger("webui")
 
 
 def main(argv: list[str] | None = None) -> int:
+    timer = StartupTimer()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = cmd_args.build_parser()
     try:
@@ -27,15 +29,44 @@ def main(argv: list[str] | None = None) -> int:
     except cmd_args.FlagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    timer.record("parse flags")
+    import torch  # noqa: F401  (imported by every engine module; here so that its cost shows apart)
 
+    timer.record("import torch")
+    if not args.nowebui:
+        import gradio  # noqa: F401  (the page needs it; in before the model thread starts importing)
+
+        timer.record("import gradio")
     from modules.extensions_facade import attach_extensions
     from modules.services import build_services, serve
 
     services = build_services(args)
+    timer.record("build services")
     attach_extensions(services)
-    # Load the checkpoint while the server starts, through the queue so no generation races it.
-    services.jobs.submit(lambda ctx: services.models.load(None), kind="load-model")
-    return serve(services)
+    timer.record("load extensions")
+    # The model loads once the server has started: Python threads share one core, so loading it beside the
+    # UI build would only make the page later (and run both threads' imports of shared packages at once).
+    return serve(services, timer, on_started=lambda: submit_model_load(services))
+
+
+def submit_model_load(services):
+    """Load the checkpoint in the background while the page is served, through the queue: no generation
+    races it, and a job submitted before it is ready waits for it. Returns the job."""
+    return services.jobs.submit(lambda ctx: _load_model(services), kind="load-model")
+
+
+def _load_model(services):
+    """The first load, timed: it also imports diffusers and transformers (seconds; the page needs neither)."""
+    timer = StartupTimer()
+    from modules.model_libraries import import_model_libraries
+
+    import_model_libraries()
+    timer.record("import diffusers, transformers")
+    # the settings' checkpoint, else the first that loads; a broken one is skipped and reported
+    model = services.load_plain_model()
+    timer.record("load " + model.info.title)
+    log.info(timer.summary("Model ready"))
+    return model
 
 
 if __name__ == "__main__":

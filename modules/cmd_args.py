@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 
 from modules.paths import REPO_DIR
+
+log = logging.getLogger("webui.security")
 
 
 class FlagError(ValueError):
@@ -31,6 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--api-auth", default=None, help="HTTP Basic credentials for the API: user:pass[,user2:pass2]")
     add("--gradio-auth", default=None, help="credentials for the UI: user:pass[,user2:pass2]")
     add("--cors-allow-origins", default=None, help="comma-separated origins allowed by CORS")
+    add(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated host names accepted in the Host header besides IP addresses, localhost and "
+        "--server-name (DNS rebinding protection); '*' accepts any",
+    )
+    add(
+        "--max-body-size",
+        type=_positive_int,
+        default=128,
+        metavar="MB",
+        help="largest request body accepted, in MB (default 128: a 4096x4096 image in base64 fits)",
+    )
     add("--use-cpu", nargs="+", default=[], metavar="MODULE", help="'all' runs everything on the CPU")
     add("--no-half", action="store_true", help="do not use fp16 for the model")
     add("--no-half-vae", action="store_true", help="keep the VAE in fp32")
@@ -98,6 +114,19 @@ def check_security(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value:
             parse_credentials(value, "--" + flag.replace("_", "-"))
+    if is_public(args) and not (args.api_auth or args.gradio_auth):  # only reachable with --insecure
+        log.warning(
+            "--insecure: serving on %s without authentication. Anyone who can reach this port can run "
+            "jobs, change settings and install extensions on this machine.",
+            bind_address(args),
+        )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def parse_credentials(value: str, flag: str = "--api-auth") -> dict[str, str]:

@@ -7,12 +7,12 @@ Only the data dir and the extension flags are read first (a lenient pre-parse), 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from modules.extensions import ExtensionManager
+from modules.options import read_json_object
 from modules.paths import DataPaths
 from modules.scripts import load_module
 
@@ -20,10 +20,9 @@ log = logging.getLogger("webui.extensions")
 
 
 def _disabled_from_config(config_file: Path) -> tuple[list[str], str]:
-    try:
-        data = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return [], "none"
+    # a config.json that is not a JSON object (UTF-16, a list, ...) counts as empty here; Options.load sets
+    # it aside and says so once the settings are read
+    data, _problem = read_json_object(config_file) if config_file.is_file() else ({}, None)
     disabled = data.get("disabled_extensions") or []
     return [str(x) for x in disabled if isinstance(x, str)], str(data.get("disable_all_extensions") or "none")
 

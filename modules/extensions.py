@@ -14,8 +14,11 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 GIT_TIMEOUT_S = 300
 INSTALL_TIMEOUT_S = 900
 INSTALL_STATE_FILE = ".install-state.json"
+# An extension index (A1111's is ~1 MB) is read with a size and a time limit: a device, a FIFO or a slow or
+# endless server must not exhaust memory or hold the worker.
+INDEX_MAX_BYTES = 16 * 1024 * 1024
+INDEX_TIMEOUT_S = 20.0
 # git "remote helper" syntax (`ext::sh -c ...`, `fd::3`) can run commands: never accept it.
 _REMOTE_HELPER = re.compile(r"^[A-Za-z0-9+.-]+::")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+ -]*$")
@@ -218,8 +225,10 @@ class ExtensionManager:
         disable_all: bool = False,
         disable_extra: bool = False,
         skip_install: bool = False,
+        index_timeout_s: float = INDEX_TIMEOUT_S,
     ):
         self.extensions_dir = Path(extensions_dir)
+        self.index_timeout_s = index_timeout_s
         self.builtin_dir = Path(builtin_dir) if builtin_dir else REPO_DIR / "extensions-builtin"
         self.options = options
         self.allow_changes = allow_changes
@@ -532,8 +541,10 @@ class ExtensionManager:
         return [ext.to_api() for ext in (self.extensions or self.discover())]
 
     def load_index(self, url_or_path: str) -> list[dict[str, Any]]:
-        """Available extensions from an A1111-format index JSON (URL or local file; offline with a file)."""
-        text = read_index_text(url_or_path)
+        """Available extensions from an A1111-format index JSON (URL or local file; offline with a file).
+        Refused on a public listener like install: it reads server files and reaches server-side ports."""
+        self._require_changes_allowed("loading an extension index")
+        text = read_index_text(url_or_path, timeout_s=self.index_timeout_s)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -568,18 +579,75 @@ def _norm_url(url: str | None) -> str:
     return url[:-4] if url.endswith(".git") else url
 
 
-def read_index_text(url_or_path: str) -> str:
+def read_index_text(
+    url_or_path: str, max_bytes: int = INDEX_MAX_BYTES, timeout_s: float = INDEX_TIMEOUT_S
+) -> str:
+    """The index's text: an http(s) URL, a file:// URL or a path; at most `max_bytes`, within `timeout_s`,
+    and only from a regular file (never a device or FIFO)."""
     parsed = urllib.parse.urlparse(url_or_path)
     try:
         if parsed.scheme in ("http", "https"):
-            with urllib.request.urlopen(url_or_path, timeout=20) as response:  # noqa: S310 (http(s) only)
-                return response.read().decode("utf-8")
-        path = (
-            Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(url_or_path)
-        )
-        return path.read_text(encoding="utf-8")
+            data = _read_url(url_or_path, max_bytes, timeout_s)
+        else:
+            path = (
+                Path(urllib.request.url2pathname(parsed.path))
+                if parsed.scheme == "file"
+                else Path(url_or_path)
+            )
+            data = _read_regular_file(path, max_bytes)
     except OSError as exc:
         raise ExtensionError(f"extension index {url_or_path}: cannot read: {exc}") from exc
+    except ValueError as exc:  # over a limit, or not a regular file
+        raise ExtensionError(f"extension index {url_or_path}: {exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExtensionError(f"extension index {url_or_path}: not UTF-8 text: {exc}") from exc
+
+
+def _read_regular_file(path: Path, max_bytes: int) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then tells what was really opened.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > max_bytes:
+            raise ValueError(f"larger than {max_bytes} bytes")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes} bytes")
+    return data
+
+
+def _read_url(url: str, max_bytes: int, timeout_s: float) -> bytes:
+    """Socket timeouts bound each read, not the whole: the download runs in a daemon thread that stops itself
+    at the deadline, and the caller stops waiting for it then (a server dripping bytes cannot hold it)."""
+    deadline = time.monotonic() + timeout_s
+    outcome: dict[str, Any] = {}
+
+    def download() -> None:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (http(s) only)
+                while time.monotonic() < deadline and (chunk := response.read1(64 * 1024)):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ValueError(f"larger than {max_bytes} bytes")
+                    chunks.append(chunk)
+                outcome["data"] = b"".join(chunks) if time.monotonic() < deadline else None
+        except (OSError, ValueError) as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=download, name="extension-index", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if "error" in outcome:
+        raise outcome["error"]
+    if outcome.get("data") is None:
+        raise ValueError(f"not received within {timeout_s:g} s")
+    return outcome["data"]
 
 
 def topological_sort(dependencies: dict[str, list[str]]) -> list[str]:

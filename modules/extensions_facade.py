@@ -83,11 +83,12 @@ _last_model: list[Any] = [None]  # the facade's memory of which model on_model_l
 
 
 def _notify_model_loaded(model: Any) -> None:
-    """on_model_loaded for a model the extensions have not seen yet (the manager does not call us)."""
+    """on_model_loaded for a model the extensions have not seen yet: called by the model provider after a
+    load that changed the current model, and at each job's start (for providers that do not call us)."""
     loaded = getattr(model, "loaded_model", model)
     if _last_model[0] is not loaded:
         _last_model[0] = loaded
-        script_callbacks.model_loaded_callback(model)
+        script_callbacks.model_loaded_callback(model if loaded is not model else shared.SdModelView(model))
 
 
 def ui_values_to_call(
@@ -139,9 +140,13 @@ def script_controls(is_img2img: bool) -> ScriptControls:
 class ExtensionSystem:
     manager: ExtensionManager
     services: Any
+    loaded: bool = False  # scripts were loaded once (a reload then runs on_before_reload first)
 
     def reload(self) -> None:
         """Apply and restart UI: re-scan extensions, re-import scripts and re-register their settings."""
+        if self.loaded:
+            script_callbacks.on_reload_callback()
+        self.loaded = True
         self.manager.discover()
         self.manager.run_pending_installs()
         scripts.load_scripts(self.manager)
@@ -181,6 +186,11 @@ def attach_extensions(services: Any) -> ExtensionSystem:
     )
     system = ExtensionSystem(manager, services)
     system.reload()
+    listeners = getattr(models, "load_listeners", None)
+    if listeners is not None:
+        listeners.append(_notify_model_loaded)
+    if getattr(models, "current", None) is not None:  # loaded before the scripts were
+        _notify_model_loaded(models.current)
     services.scripts = ExtensionScripts()
     services.extension_list = manager.extensions_for_api
     services.extensions = system  # for the Extensions tab

@@ -11,19 +11,20 @@ import contextlib
 import datetime as dt
 import os
 import re
-import tempfile
+import secrets
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from modules.filename_pattern import FilenameFields
+from modules.filename_pattern import expand as expand_pattern
 from modules.infotext import exif_with, png_info_with
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 JPEG_QUALITY = 80  # A1111's jpeg_quality default (also used for lossy WebP)
 STALE_LOCK_SECONDS = 60.0
 _MAX_ATTEMPTS = 10_000
-_RE_TOKEN = re.compile(r"\[([^\]]+)\]")
 _RE_UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
 _KINDS = {"txt2img": "txt2img-images", "img2img": "img2img-images", "extras": "extras-images"}
 
@@ -50,17 +51,9 @@ def next_sequence_number(directory: Path) -> int:
 
 
 def filename_decoration(filename_pattern: str, seed: int, date: dt.date | None = None) -> str:
-    """Expand the supported A1111 file-name tokens: [seed], [date]."""
-    values = {"seed": str(seed), "date": (date or dt.date.today()).strftime("%Y-%m-%d")}
-
-    def expand(match: re.Match[str]) -> str:
-        token = match.group(1).lower()
-        if token not in values:
-            raise ValueError(f"unsupported file name token [{match.group(1)}]; supported: [seed], [date]")
-        return values[token]
-
-    decoration = _RE_TOKEN.sub(expand, filename_pattern)
-    return _RE_UNSAFE.sub("_", decoration).strip(" .")[:128]
+    """The name part a pattern gives for an image known only by its seed (see modules.filename_pattern)."""
+    now = dt.datetime.combine(date, dt.datetime.now().time()) if date else None
+    return expand_pattern(filename_pattern, FilenameFields(seed=seed), now)
 
 
 def _number_taken(directory: Path, number: int) -> bool:
@@ -122,28 +115,56 @@ def save_image(
     infotext: str | None,
     extension: str = "png",
     filename_pattern: str = "[seed]",
+    fields: FilenameFields | None = None,
+    add_number: bool = True,
 ) -> Path:
-    """Save as `directory/NNNNN-<pattern>.<ext>` with the next free number; never overwrites a file."""
+    """Save as `directory/NNNNN-<pattern>.<ext>` with the next free number (or `<pattern>.<ext>`, then
+    `<pattern>-1.<ext>`... without `add_number`); never overwrites a file. `fields` feed the pattern's tags
+    (default: only the seed is known). The file gets the process umask's permissions, like any other file."""
     fmt = FORMATS.get(extension.lower().lstrip("."))
     if fmt is None:
         raise ValueError(f"unsupported image format {extension!r}; supported: {', '.join(FORMATS)}")
     ext = extension.lower().lstrip(".")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    decoration = filename_decoration(filename_pattern, seed)
-    fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=f".{ext}", dir=directory)
-    os.close(fd)
-    temp = Path(temp_name)
+    decoration = expand_pattern(filename_pattern, fields or FilenameFields(seed=seed))
+    temp = _create_temp(directory, ext)
     try:
         _write(image, temp, fmt, infotext)
-        number = next_sequence_number(directory)
-        for _ in range(_MAX_ATTEMPTS):
-            final = directory / (f"{number:05}-{decoration}.{ext}" if decoration else f"{number:05}.{ext}")
-            with _number_lock(directory, number) as held:
-                if held and not _number_taken(directory, number) and _publish(temp, final):
-                    return final
-            number += 1
-        raise OSError(f"could not find a free file number in {directory}")
+        if add_number or not decoration:
+            return _publish_numbered(temp, directory, decoration, ext)
+        return _publish_named(temp, directory, decoration, ext)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+
+
+def _create_temp(directory: Path, ext: str) -> Path:
+    """An empty new file created with mode 0666 (less the umask); mkstemp would make it 0600."""
+    for _ in range(100):
+        path = directory / f".tmp-{secrets.token_hex(8)}.{ext}"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"could not create a temporary file in {directory}")
+
+
+def _publish_numbered(temp: Path, directory: Path, decoration: str, ext: str) -> Path:
+    number = next_sequence_number(directory)
+    for _ in range(_MAX_ATTEMPTS):
+        final = directory / (f"{number:05}-{decoration}.{ext}" if decoration else f"{number:05}.{ext}")
+        with _number_lock(directory, number) as held:
+            if held and not _number_taken(directory, number) and _publish(temp, final):
+                return final
+        number += 1
+    raise OSError(f"could not find a free file number in {directory}")
+
+
+def _publish_named(temp: Path, directory: Path, decoration: str, ext: str) -> Path:
+    for attempt in range(_MAX_ATTEMPTS):
+        final = directory / (f"{decoration}-{attempt}.{ext}" if attempt else f"{decoration}.{ext}")
+        if _publish(temp, final):
+            return final
+    raise OSError(f"could not find a free file name for {decoration!r} in {directory}")

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from modules import image_saving, script_callbacks, shared
+from modules.filename_pattern import FilenameFields
 from modules.infotext import read_infotext
 
 _UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
@@ -65,10 +66,30 @@ def save_image(
             pattern = f"{sanitize_filename_part(basename)}-{pattern}"
         if suffix:
             pattern += sanitize_filename_part(suffix) or ""
-        target = image_saving.save_image(image, directory, int(seed or 0), info, ext, pattern)
+        fields = _filename_fields(int(seed or 0), prompt, p)
+        target = image_saving.save_image(image, directory, fields.seed, info, ext, pattern, fields=fields)
     params.filename = str(target)
     script_callbacks.image_saved_callback(params)
     return str(target), None
+
+
+def _filename_fields(seed: int, prompt: str | None, p: Any) -> FilenameFields:
+    """The file-name tags' values an extension's save gives: its seed and prompt, the rest from `p`."""
+    text = prompt if prompt is not None else str(getattr(p, "prompt", "") or "")
+    return FilenameFields(
+        seed=seed,
+        prompt=text,
+        prompt_no_styles=text,
+        negative_prompt=str(getattr(p, "negative_prompt", "") or ""),
+        styles=list(getattr(p, "styles", None) or []),
+        steps=getattr(p, "steps", None),
+        cfg_scale=getattr(p, "cfg_scale", None),
+        width=getattr(p, "width", None),
+        height=getattr(p, "height", None),
+        sampler=str(getattr(p, "sampler_name", "") or ""),
+        batch_size=int(getattr(p, "batch_size", 1) or 1),
+        n_iter=int(getattr(p, "n_iter", 1) or 1),
+    )
 
 
 def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:
@@ -110,23 +131,26 @@ def draw_grid_annotations(
     ver_texts: list[list[GridAnnotation]],
     margin: int = 0,
 ) -> Image.Image:
-    """Add column labels above and row labels left of a grid of `width` x `height` cells."""
+    """Add column labels above and row labels left of a grid of `width` x `height` cells.
+
+    As A1111: a label wider than its room is wrapped at spaces, and a line still too wide is drawn in a
+    smaller font, so "CFG Scale: 1.0" over a 64 px cell is never cut off.
+    """
     cols, rows = max(1, len(hor_texts)), max(1, len(ver_texts))
     fontsize = max(10, (width + height) // 25)
-    font = get_font(fontsize)
     line_spacing = fontsize // 2
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def block_height(lines: list[GridAnnotation]) -> int:
-        return sum(_text_size(probe, a.text, font)[1] + line_spacing for a in lines) + line_spacing
-
-    pad_top = (
-        0 if sum(len(t) for t in hor_texts) == 0 else max(block_height(t) for t in hor_texts) + line_spacing
-    )
     pad_left = 0
     if sum(len(t) for t in ver_texts):
-        widest = max(_text_size(probe, a.text, font)[0] for t in ver_texts for a in t)
+        widest = max(_text_size(probe, a.text, get_font(fontsize))[0] for t in ver_texts for a in t)
         pad_left = min(width * 3 // 4, widest + 2 * line_spacing)
+    hor = [_fit_lines(probe, t, fontsize, width - line_spacing) for t in hor_texts]
+    ver = [_fit_lines(probe, t, fontsize, pad_left - line_spacing) for t in ver_texts]
+
+    def block_height(lines: list[_Line]) -> int:
+        return sum(line.height + line_spacing for line in lines) + line_spacing
+
+    pad_top = 0 if sum(len(t) for t in hor) == 0 else max(block_height(t) for t in hor) + line_spacing
     result = Image.new(
         "RGB", (im.width + pad_left + margin * (cols - 1), im.height + pad_top + margin * (rows - 1)), "white"
     )
@@ -135,13 +159,46 @@ def draw_grid_annotations(
             cell = im.crop((width * col, height * row, width * (col + 1), height * (row + 1)))
             result.paste(cell, (pad_left + (width + margin) * col, pad_top + (height + margin) * row))
     draw = ImageDraw.Draw(result)
-    for col, lines in enumerate(hor_texts):
+    for col, lines in enumerate(hor):
         x = pad_left + (width + margin) * col + width / 2
-        _draw_lines(draw, lines, font, x, pad_top / 2, line_spacing)
-    for row, lines in enumerate(ver_texts):
+        _draw_lines(draw, lines, x, pad_top / 2, line_spacing)
+    for row, lines in enumerate(ver):
         y = pad_top + (height + margin) * row + height / 2
-        _draw_lines(draw, lines, font, pad_left / 2, y, line_spacing)
+        _draw_lines(draw, lines, pad_left / 2, y, line_spacing)
     return result
+
+
+@dataclass
+class _Line:
+    text: str
+    font: Any
+    height: int
+    is_active: bool
+
+
+def _fit_lines(probe, annotations: list[GridAnnotation], fontsize: int, allowed: int) -> list[_Line]:
+    """Each annotation's text wrapped at spaces into `allowed` px; a line still wider gets a smaller font."""
+    font = get_font(fontsize)
+    lines = []
+    for annotation in annotations:
+        for text in _wrap(probe, annotation.text, font, allowed):
+            size, line_font = fontsize, font
+            while size > 1 and _text_size(probe, text, line_font)[0] > allowed:
+                size -= 1
+                line_font = get_font(size)
+            lines.append(_Line(text, line_font, _text_size(probe, text, line_font)[1], annotation.is_active))
+    return lines
+
+
+def _wrap(probe, text: str, font: Any, allowed: int) -> list[str]:
+    lines = [""]
+    for word in text.split():
+        joined = f"{lines[-1]} {word}".strip()
+        if _text_size(probe, joined, font)[0] <= allowed or not lines[-1]:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int]:
@@ -149,14 +206,12 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, in
     return right - left, bottom - top
 
 
-def _draw_lines(draw, lines: list[GridAnnotation], font, cx: float, cy: float, spacing: int) -> None:
-    heights = [_text_size(draw, a.text, font)[1] + spacing for a in lines]
-    y = cy - sum(heights) / 2
-    for annotation, line_h in zip(lines, heights, strict=True):
-        fill = (0, 0, 0) if annotation.is_active else (153, 153, 153)
-        draw.multiline_text(
-            (cx, y + line_h / 2), annotation.text, font=font, fill=fill, anchor="mm", align="center"
-        )
+def _draw_lines(draw, lines: list[_Line], cx: float, cy: float, spacing: int) -> None:
+    y = cy - sum(line.height + spacing for line in lines) / 2
+    for line in lines:
+        fill = (0, 0, 0) if line.is_active else (153, 153, 153)
+        line_h = line.height + spacing
+        draw.text((cx, y + line_h / 2), line.text, font=line.font, fill=fill, anchor="mm", align="center")
         y += line_h
 
 

@@ -73,6 +73,50 @@ class Progress:
 
 
 @dataclass
+class StepTimer:
+    """ETA from a job's measured sampling speed: steps done since the first step was seen, over the time
+    they took. Elapsed time over the fraction done counts the model load and start-up as if they were
+    steps, and jumps when the job count changes; the measured rate does neither."""
+
+    first_time: float | None = None
+    first_done: int = 0
+    last_time: float = 0.0
+    last_done: int = 0
+
+    def record(self, progress: Progress, now: float) -> None:
+        done = progress.job_no * progress.steps + progress.step
+        if progress.job_count * progress.steps <= 0 or done <= 0:
+            return
+        if self.first_time is None or done < self.last_done:  # first step seen, or the count restarted
+            self.first_time, self.first_done = now, done
+            self.last_time, self.last_done = now, done
+        elif done > self.last_done:
+            self.last_time, self.last_done = now, done
+
+    def estimate(self, progress: Progress, now: float) -> float | None:
+        """Seconds left; None until two different step counts were recorded."""
+        total = progress.job_count * progress.steps
+        done = progress.job_no * progress.steps + progress.step
+        measured = self.last_done - self.first_done
+        if (
+            self.first_time is None
+            or total <= 0
+            or done <= 0
+            or measured <= 0
+            or self.last_time <= self.first_time
+        ):
+            return None
+        seconds_per_step = (self.last_time - self.first_time) / measured
+        since_last = now - self.last_time
+        return max(0.0, (total - done) * seconds_per_step - since_last)
+
+    def eta(self, progress: Progress, now: float) -> float | None:
+        """Record `progress` seen at `now`, then estimate."""
+        self.record(progress, now)
+        return self.estimate(progress, now)
+
+
+@dataclass
 class Job:
     id: str
     kind: str  # "txt2img", "img2img", "options", "model", ... (shown in textinfo and the task list)
@@ -92,6 +136,8 @@ class Job:
     exception: BaseException | None = field(default=None, repr=False)  # what the work raised
     seq: int = 0  # submission order
     meta: dict[str, Any] = field(default_factory=dict, repr=False)  # submitter's data (e.g. the API payload)
+    clock: Callable[[], float] = field(default=time.time, repr=False)  # a fake one in tests
+    step_timer: StepTimer = field(default_factory=StepTimer, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -103,14 +149,10 @@ class Job:
         return self.ctx.interrupted
 
     def eta(self) -> float | None:
-        """Seconds left, from the elapsed time and the fraction done (None until something is done)."""
+        """Seconds left, from this job's measured step times (None until two steps were reported)."""
         if self.started_at is None or self.finished:
             return None
-        fraction = self.progress.fraction
-        if fraction <= 0:
-            return None
-        elapsed = time.time() - self.started_at
-        return max(0.0, elapsed / fraction - elapsed)
+        return self.step_timer.estimate(self.progress, self.clock())
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until finished; return the result or raise JobError (failed / cancelled)."""
@@ -122,6 +164,7 @@ class Job:
 
     def _on_step(self, info: StepInfo) -> None:
         self.progress = Progress(info.job_no, info.job_count, info.step, info.steps)
+        self.step_timer.record(self.progress, self.clock())
         if self.preview_fn is None or self.preview_every <= 0 or info.latents is None:
             return
         if info.step % self.preview_every and info.step != info.steps:
@@ -139,7 +182,13 @@ class Job:
 class JobQueue:
     """FIFO of jobs, `workers` threads (one per device) taking them in order."""
 
-    def __init__(self, workers: int = 1, max_queued: int = 1000, keep_finished: int = FINISHED_JOBS_KEPT):
+    def __init__(
+        self,
+        workers: int = 1,
+        max_queued: int = 1000,
+        keep_finished: int = FINISHED_JOBS_KEPT,
+        clock: Callable[[], float] = time.time,
+    ):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self._lock = threading.Condition()
@@ -151,6 +200,7 @@ class JobQueue:
         self._max_queued = max_queued
         self._keep_finished = keep_finished
         self._stopping = False
+        self._clock = clock
         self._threads = [
             threading.Thread(target=self._worker, name=f"job-worker-{n}", daemon=True) for n in range(workers)
         ]
@@ -182,6 +232,8 @@ class JobQueue:
                 preview_fn=preview_fn,
                 preview_every=preview_every,
                 seq=next(self._seq),
+                submitted_at=self._clock(),
+                clock=self._clock,
             )
             job.ctx.on_step = job._on_step
             self._jobs[task_id] = job
@@ -266,7 +318,7 @@ class JobQueue:
                     return
                 job = self._queue.popleft()
                 job.state = JobState.RUNNING
-                job.started_at = time.time()
+                job.started_at = self._clock()
                 self._running.append(job)
             try:
                 result = job.work(job.ctx)
@@ -288,7 +340,7 @@ class JobQueue:
         job.state = state
         job.error = error
         job.exception = exception
-        job.finished_at = time.time()
+        job.finished_at = self._clock()
         job._done.set()
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._keep_finished:

@@ -445,10 +445,12 @@ def processed_from_result(p: StableDiffusionProcessing, result: GenerationResult
         seed=seed,
         info=result.infotexts[0] if result.infotexts else "",
         subseed=subseed,
-        all_prompts=list(p.all_prompts or result.prompts),
-        all_negative_prompts=list(p.all_negative_prompts or result.negative_prompts),
-        all_seeds=list(p.all_seeds or result.seeds),
-        all_subseeds=list(p.all_subseeds or result.subseeds),
+        # the result's lists, one entry per image made (a skipped batch has none); p's lists name every
+        # planned image, so after a skip they would be off against the images
+        all_prompts=list(result.prompts or p.all_prompts or []),
+        all_negative_prompts=list(result.negative_prompts or p.all_negative_prompts or []),
+        all_seeds=list(result.seeds or p.all_seeds or []),
+        all_subseeds=list(result.subseeds or p.all_subseeds or []),
         infotexts=list(result.infotexts),
     )
 
@@ -461,7 +463,8 @@ def _bound_engine_run() -> EngineRun:
     from modules.engine.context import JobContext
 
     def run(request: Txt2ImgRequest, hooks: eh.EngineHooks | None) -> GenerationResult:
-        model = services.models.load(request.override_settings.get("sd_model_checkpoint") or None)
+        override = request.override_settings.get("sd_model_checkpoint")
+        model = services.models.load(override) if override else services.load_plain_model()
         settings = services.engine_settings(request.override_settings)
         return services.generate(model, request, _running_ctx() or JobContext(), settings, hooks)
 
@@ -536,6 +539,11 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
         if runner is not None:
             runner.process_before_every_sampling(p, x=args.latents, noise=args.noise, c=None, uc=None)
 
+    def extra_noise(args: eh.ExtraNoiseArgs) -> None:
+        params = script_callbacks.ExtraNoiseParams(args.noise, args.x, args.xi)
+        script_callbacks.extra_noise_callback(params)
+        args.noise = params.noise
+
     def cfg_denoiser(args: eh.CFGDenoiserArgs) -> None:
         params = script_callbacks.CFGDenoiserParams(
             args.x, args.image_cond, args.timestep, args.sampling_step, args.total_sampling_steps,
@@ -609,6 +617,7 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
     return eh.EngineHooks(
         process=process,
         process_batch=process_batch,
+        extra_noise=extra_noise if has("callbacks_extra_noise") else None,
         before_sampling=before_sampling if has_scripts else None,
         cfg_denoiser=cfg_denoiser if has("callbacks_cfg_denoiser") else None,
         cfg_denoised=cfg_denoised if has("callbacks_cfg_denoised") else None,

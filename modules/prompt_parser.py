@@ -362,3 +362,15 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Extra networks
+# ---------------------------------------------------------------------------------------------------------
+# A1111's extra-network syntax `<lora:name:0.8>`, `<hypernet:name>`, `<ti:...>`: a word, a colon, arguments.
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+
+
+def extra_network_tags(prompt: str) -> list[str]:
+    """The `<kind:args>` extra-network tags in a prompt, as written (e.g. ["<lora:detail:0.8>"])."""
+    return [match.group(0) for match in _EXTRA_NETWORK.finditer(prompt or "")]

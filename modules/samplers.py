@@ -18,24 +18,12 @@ import importlib.util
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSinglestepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+if TYPE_CHECKING:  # diffusers costs seconds to import: the registry names its classes, a job imports them
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 
 class UnknownSamplerError(ValueError):
@@ -74,7 +62,7 @@ class SamplerInfo:
     name: str
     aliases: tuple[str, ...]
     options: Mapping[str, Any]  # A1111's sampler options (default "scheduler", "second_order", ...)
-    scheduler_class: type[SchedulerMixin]
+    scheduler_name: str  # the diffusers scheduler class
     config: Mapping[str, Any] = field(default_factory=dict)  # extra config for the diffusers class
     schedules: tuple[str, ...] = ("uniform",)  # schedule type names this diffusers class can honour
     spacing: str | None = "linspace"  # timestep_spacing for Uniform/Karras; None = class has no such option
@@ -85,6 +73,10 @@ class SamplerInfo:
     @property
     def available(self) -> bool:
         return all(_has_package(p) for p in self.requires)
+
+    @property
+    def scheduler_class(self) -> type[SchedulerMixin]:
+        return getattr(importlib.import_module("diffusers"), self.scheduler_name)
 
     @property
     def default_schedule(self) -> str:
@@ -118,7 +110,7 @@ SAMPLERS: list[SamplerInfo] = [
         "DPM++ 2M",
         ("k_dpmpp_2m",),
         {"scheduler": "karras"},
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
         _SIGMA_SCHEDULES,
     ),
@@ -126,7 +118,7 @@ SAMPLERS: list[SamplerInfo] = [
         "DPM++ SDE",
         ("k_dpmpp_sde",),
         {"scheduler": "karras", "second_order": True, "brownian_noise": True},
-        DPMSolverSinglestepScheduler,
+        "DPMSolverSinglestepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "lower_order_final": True},
         _NO_SPACING_SCHEDULES,
         spacing=None,
@@ -138,7 +130,7 @@ SAMPLERS: list[SamplerInfo] = [
         "DPM++ 2M SDE",
         ("k_dpmpp_2m_sde",),
         {"scheduler": "exponential", "brownian_noise": True},
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
         _SIGMA_SCHEDULES,
         eta_mode=ETA_FIXED,
@@ -148,7 +140,7 @@ SAMPLERS: list[SamplerInfo] = [
         "DPM++ 2M SDE Heun",
         ("k_dpmpp_2m_sde_heun",),
         {"scheduler": "exponential", "brownian_noise": True, "solver_type": "heun"},
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
         _SIGMA_SCHEDULES,
         eta_mode=ETA_FIXED,
@@ -158,7 +150,7 @@ SAMPLERS: list[SamplerInfo] = [
         "DPM++ 2S a",
         ("k_dpmpp_2s_a",),
         {"scheduler": "karras", "uses_ensd": True, "second_order": True},
-        DPMSolverSinglestepScheduler,
+        "DPMSolverSinglestepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "lower_order_final": True},
         _NO_SPACING_SCHEDULES,
         spacing=None,
@@ -169,7 +161,7 @@ SAMPLERS: list[SamplerInfo] = [
         "DPM++ 3M SDE",
         ("k_dpmpp_3m_sde",),
         {"scheduler": "exponential", "discard_next_to_last_sigma": True, "brownian_noise": True},
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
         _SIGMA_SCHEDULES,
         eta_mode=ETA_FIXED,
@@ -179,27 +171,29 @@ SAMPLERS: list[SamplerInfo] = [
         "Euler a",
         ("k_euler_a", "k_euler_ancestral"),
         {"uses_ensd": True},
-        EulerAncestralDiscreteScheduler,
+        "EulerAncestralDiscreteScheduler",
         schedules=("uniform", "sgm_uniform"),  # diffusers' class has no Karras/exponential/beta sigmas
         eta_mode=ETA_FIXED,
     ),
-    SamplerInfo("Euler", ("k_euler",), {}, EulerDiscreteScheduler, schedules=_SIGMA_SCHEDULES),
-    SamplerInfo("LMS", ("k_lms",), {}, LMSDiscreteScheduler, schedules=_SIGMA_SCHEDULES, requires=("scipy",)),
+    SamplerInfo("Euler", ("k_euler",), {}, "EulerDiscreteScheduler", schedules=_SIGMA_SCHEDULES),
     SamplerInfo(
-        "Heun", ("k_heun",), {"second_order": True}, HeunDiscreteScheduler, schedules=_SIGMA_SCHEDULES
+        "LMS", ("k_lms",), {}, "LMSDiscreteScheduler", schedules=_SIGMA_SCHEDULES, requires=("scipy",)
+    ),
+    SamplerInfo(
+        "Heun", ("k_heun",), {"second_order": True}, "HeunDiscreteScheduler", schedules=_SIGMA_SCHEDULES
     ),
     SamplerInfo(
         "DPM2",
         ("k_dpm_2",),
         {"scheduler": "karras", "discard_next_to_last_sigma": True, "second_order": True},
-        KDPM2DiscreteScheduler,
+        "KDPM2DiscreteScheduler",
         schedules=_SIGMA_SCHEDULES,
     ),
     SamplerInfo(
         "DPM2 a",
         ("k_dpm_2_a",),
         {"scheduler": "karras", "discard_next_to_last_sigma": True, "uses_ensd": True, "second_order": True},
-        KDPM2AncestralDiscreteScheduler,
+        "KDPM2AncestralDiscreteScheduler",
         schedules=_SIGMA_SCHEDULES,
         eta_mode=ETA_FIXED,
     ),
@@ -207,7 +201,7 @@ SAMPLERS: list[SamplerInfo] = [
         "DDIM",
         ("ddim",),
         {},
-        DDIMScheduler,
+        "DDIMScheduler",
         {"set_alpha_to_one": False, "clip_sample": False},
         spacing="leading",
         eta_mode=ETA_STEP,
@@ -216,13 +210,13 @@ SAMPLERS: list[SamplerInfo] = [
         "PLMS",
         ("plms",),
         {},
-        PNDMScheduler,
+        "PNDMScheduler",
         {"skip_prk_steps": True, "set_alpha_to_one": False},
         spacing="leading",
         note="PNDMScheduler with skip_prk_steps (the PLMS part only), as diffusers' SD pipelines use it",
     ),
-    SamplerInfo("UniPC", ("unipc",), {}, UniPCMultistepScheduler, schedules=_SIGMA_SCHEDULES),
-    SamplerInfo("LCM", ("k_lcm",), {}, LCMScheduler, spacing="leading"),
+    SamplerInfo("UniPC", ("unipc",), {}, "UniPCMultistepScheduler", schedules=_SIGMA_SCHEDULES),
+    SamplerInfo("LCM", ("k_lcm",), {}, "LCMScheduler", spacing="leading"),
 ]
 
 # A1111 1.5-era aliases of the old combined "<sampler> Karras" entries.
@@ -366,7 +360,7 @@ def _check_eta(sampler: SamplerInfo, eta: float | None) -> None:
         return
     raise UnsupportedScheduleError(
         f"eta={eta:g} is not supported by sampler {sampler.name!r}: diffusers' "
-        f"{sampler.scheduler_class.__name__} always uses eta=1; leave eta unset or use 1"
+        f"{sampler.scheduler_name} always uses eta=1; leave eta unset or use 1"
     )
 
 
@@ -389,7 +383,7 @@ def create_scheduler(
         valid = ", ".join(supported_schedules(sampler.name))
         raise UnsupportedScheduleError(
             f"sampler {sampler.name!r} does not support schedule type {schedule.label!r} "
-            f"(diffusers' {sampler.scheduler_class.__name__}); valid schedule types: {valid}"
+            f"(diffusers' {sampler.scheduler_name}); valid schedule types: {valid}"
         )
     _check_eta(sampler, eta)
     zero_snr = bool(model_scheduler_config.get("rescale_betas_zero_snr"))
@@ -418,7 +412,7 @@ def create_scheduler(
 
 
 def _check_zero_snr_schedule(sampler: SamplerInfo, schedule: ScheduleTypeInfo, zero_snr: bool) -> None:
-    if zero_snr and schedule.name == "karras" and sampler.scheduler_class is LMSDiscreteScheduler:
+    if zero_snr and schedule.name == "karras" and sampler.scheduler_name == "LMSDiscreteScheduler":
         raise UnsupportedScheduleError(
             f"sampler {sampler.name!r} does not support schedule type 'Karras' on a zero-terminal-SNR model: "
             "diffusers' LMSDiscreteScheduler starts Karras sigmas at the clamped terminal sigma (4096), "

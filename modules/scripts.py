@@ -77,6 +77,8 @@ class Script:
     controls: list[Any] | None = None
     sorting_priority = 0
     setup_for_ui_only = False
+    on_before_component_elem_id: list[tuple[str, Any]] | None = None  # (elem_id, callback), A1111 names
+    on_after_component_elem_id: list[tuple[str, Any]] | None = None
 
     def title(self) -> str:
         raise NotImplementedError()
@@ -140,16 +142,18 @@ class Script:
         """Once, after all images are done."""
 
     def before_component(self, component, **kwargs):
-        pass
+        """Before each component of this script's tab is created (kwargs: its constructor's, e.g. elem_id)."""
 
     def after_component(self, component, **kwargs):
-        pass
+        """After each component of this script's tab is created."""
 
     def on_before_component(self, callback, *, elem_id):
-        pass
+        """callback(OnComponent) before the component `elem_id` of this tab is created (call in show())."""
+        self.on_before_component_elem_id = [*(self.on_before_component_elem_id or []), (elem_id, callback)]
 
     def on_after_component(self, callback, *, elem_id):
-        pass
+        """callback(OnComponent) after the component `elem_id` of this tab is created (call in show())."""
+        self.on_after_component_elem_id = [*(self.on_after_component_elem_id or []), (elem_id, callback)]
 
     def describe(self) -> str:
         return ""
@@ -444,8 +448,10 @@ class ScriptRunner:
             if missing > 0:
                 pos = script.args_from + len(given)
                 args[pos:pos] = self.default_args[pos : pos + missing]
-            elif missing < 0:
-                del args[script.args_to : script.args_to - missing]
+            elif missing < 0:  # A1111 would shift every later script's arguments; never drop them silently
+                raise ScriptArgsError(
+                    f"{self._title(script)} takes {script.args_to - script.args_from} values, got {len(given)}"
+                )
         for name, entry in (alwayson_scripts or {}).items():
             script = self.any_script(name)
             if not script.alwayson:
@@ -463,6 +469,30 @@ class ScriptRunner:
             for i in range(min(script.args_to - script.args_from, len(values))):
                 args[script.args_from + i] = values[i]
         return args
+
+    # --- component hooks (modules.ui_component_hooks calls them while this tab is built) ---
+    def before_component(self, component: Any, **kwargs: Any) -> None:
+        self._component_hook(component, kwargs, "on_before_component_elem_id", "before_component")
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        self._component_hook(component, kwargs, "on_after_component_elem_id", "after_component")
+
+    def _component_hook(self, component: Any, kwargs: dict[str, Any], by_id: str, method: str) -> None:
+        elem_id = kwargs.get("elem_id")
+        calls = [
+            (script, callback, (OnComponent(component),), {})
+            for script in self.scripts
+            for wanted, callback in getattr(script, by_id) or []
+            if elem_id is not None and wanted == elem_id
+        ]
+        calls += [(script, getattr(script, method), (component,), kwargs) for script in self.scripts]
+        for script, callback, args, kw in calls:
+            try:
+                callback(*args, **kw)
+            except Exception:
+                log.exception(
+                    "extension %s: %s of %s failed", self.extension_of(script), method, _script_label(script)
+                )
 
     # --- hooks for alwayson scripts ---
     def ordered_scripts(self) -> list[Script]:
@@ -539,7 +569,10 @@ class ScriptRunner:
 
     # --- API listings ---
     def titles_for_api(self) -> list[str]:
-        return [self._title(s).lower() for s in self.selectable_scripts]
+        """A1111's GET /scripts: the name (lowercased title) of every script of the tab, alwayson included,
+        in load order (clients test `"controlnet" in scripts["txt2img"]`)."""
+        self.ensure_ui()
+        return [s.name for s in self.scripts if s.name is not None]
 
     def infos_for_api(self) -> list[dict[str, Any]]:
         self.ensure_ui()
@@ -548,6 +581,14 @@ class ScriptRunner:
 
 class ScriptNotFound(RequestError):
     """An unknown script name or misplaced script; `field` names the request field (API answers 422)."""
+
+
+class ScriptArgsError(RequestError):
+    """Raise it from a script for arguments it cannot use: the job fails and the API answers 422 naming
+    `field` (a selectable script's `script_args`, or `alwayson_scripts`), instead of a 500."""
+
+    def __init__(self, reason: str, field_name: str = "script_args"):
+        super().__init__(field_name, reason)
 
 
 def _default_value(control: Any) -> Any:

@@ -18,12 +18,21 @@ from PIL import Image
 
 from modules.engine.context import JobContext, StepInfo
 from modules.engine.hooks import EngineHooks
-from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from modules.engine.requests import (
+    GenerationResult,
+    Img2ImgRequest,
+    JobLimits,
+    RequestError,
+    Txt2ImgRequest,
+    clip_token_counter,
+)
 from modules.engine.settings import EngineSettings
 from modules.jobs import Job, JobQueue, PreviewFn
-from modules.options import Options, default_templates
+from modules.options import OptionError, Options, check_output_dirs, default_templates
 from modules.paths import DataPaths
+from modules.sd_models.errors import CheckpointLoadError
 from modules.sd_models.model import CheckpointInfo, LoadedModel
+from modules.startup_timer import StartupTimer
 from modules.styles import StyleDatabase
 
 log = logging.getLogger(__name__)
@@ -101,6 +110,8 @@ class AppServices:
     # the extension system (modules.extensions_facade.ExtensionSystem), set by attach_extensions
     extensions: Any = None
     version: str = "sdwebui-0.1.0"
+    # start-up problems the user must see (bad config.json / styles.csv set aside, a checkpoint skipped)
+    notices: list[str] = field(default_factory=list)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -110,17 +121,20 @@ class AppServices:
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
         values = {**self.options.items(), **(overrides or {})}
-        root = Path(values.get("outdir_samples") or self.paths.outputs_dir)
-        if not root.is_absolute():
-            root = self.paths.data_dir / root
         return EngineSettings(
-            outputs_root=root,
+            outputs_root=self.paths.output_dir(values.get("outdir_samples")),
             save_images=bool(values.get("samples_save", True)),
+            samples_format=str(values.get("samples_format") or "png"),
+            # empty = the default "[seed]" (A1111 also falls back to a pattern; "[none]" gives bare numbers)
+            filename_pattern=str(values.get("samples_filename_pattern") or "[seed]"),
+            add_number=bool(values.get("save_images_add_number", True)),
+            enable_pnginfo=bool(values.get("enable_pnginfo", True)),
             live_preview_every=int(values.get("show_progress_every_n_steps", 0))
             if values.get("live_previews_enable", True)
             else 0,
             img2img_fix_steps=bool(values.get("img2img_fix_steps", False)),
             inpainting_mask_weight=float(values.get("inpainting_mask_weight", 1.0)),
+            img2img_extra_noise=float(values.get("img2img_extra_noise", 0.0)),
             eta_ancestral=float(values.get("eta_ancestral", 1.0)),
             eta_ddim=float(values.get("eta_ddim", 0.0)),
             version=self.version,
@@ -137,19 +151,20 @@ class AppServices:
     ) -> Job:
         """Queue one generation; the job's result is a GenerationResult. Raises RequestError before queueing."""
         request.validate()
+        limits = JobLimits.from_settings(self.options.items())  # the shared settings, never the overrides
+        limits.check(request, clip_token_counter)
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
         call = script_call or ScriptCall(kind)
         overrides = dict(request.override_settings)
+        self._check_output_dirs(overrides, prefix="override_settings.")
         settings = self.engine_settings(overrides)
 
         holder: dict[str, Any] = {}
 
         def load_model(job_overrides: dict[str, Any]) -> LoadedModel:
-            wanted = (
-                job_overrides.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint") or None
-            )
             vae = job_overrides.get("sd_vae") or self.options.get("sd_vae") or None
-            return self.models.load(wanted, vae=vae)
+            override = job_overrides.get("sd_model_checkpoint")
+            return self.models.load(override, vae=vae) if override else self.load_plain_model(vae)
 
         def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
             # scripts (e.g. the X/Y/Z checkpoint axis) may change the request's overrides per sub-run
@@ -163,10 +178,13 @@ class AppServices:
 
         def work(ctx: JobContext) -> GenerationResult:
             holder["ctx"] = ctx
+            # loaded before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
+            holder["model"] = model = load_model(overrides)
             job_request = request
             if request.width is None or request.height is None:
                 # no size given (API): the model's native one, fixed before scripts see the request
-                job_request = request.with_default_size(load_model(overrides).native_resolution)
+                job_request = request.with_default_size(model.native_resolution)
+                limits.check(job_request)  # the size is known now
             result = runner(job_request)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
@@ -183,6 +201,37 @@ class AppServices:
         job.meta["run"] = holder  # holder["model"]: the model the job ran on, for the response's info
         return job
 
+    def load_plain_model(self, vae: str | None = None) -> LoadedModel:
+        """The model of a job without a checkpoint override (and of start-up): the sd_model_checkpoint
+        setting; when it is unset (a fresh install) or cannot be loaded, the provider's default (the first
+        loadable of --ckpt, the checkpoints found, the embedded model). That model then becomes the setting,
+        in memory as A1111 records it: GET /options names it and one job's override does not stick."""
+        wanted = self.options.get("sd_model_checkpoint") or None
+        if wanted:
+            try:
+                return self.models.load(wanted, vae=vae)
+            except (CheckpointLoadError, OSError) as exc:
+                if _names_the_vae(exc):
+                    raise
+                self.add_notice(
+                    f"The checkpoint in the settings cannot be loaded ({exc}); using another one."
+                )
+        model = self.models.load(None, vae=vae)
+        if model.info.title != wanted:
+            with self._options_lock:
+                self.options.set("sd_model_checkpoint", model.info.title, run_callbacks=False)
+        return model
+
+    def add_notice(self, text: str) -> None:
+        """Something the user must know about (a bad settings file set aside, a checkpoint skipped): logged,
+        and shown in the UI's top bar."""
+        log.warning("%s", text)
+        if text not in self.notices:
+            self.notices.append(text)
+
+    def all_notices(self) -> list[str]:
+        return [*self.notices, *getattr(self.models, "notices", [])]
+
     def _preview_fn(self, holder: dict[str, Any]) -> PreviewFn | None:
         preview = self.preview
         if preview is None:
@@ -195,6 +244,11 @@ class AppServices:
         for key, value in values.items():
             if key in known and not self.options.same_type(key, value):
                 raise RequestError(key, f"expected {type(known[key]).__name__}, got {value!r}")
+            try:  # range and choices: a clip skip of 99 or an unknown sampler would fail every later job
+                self.options.check(key, value)
+            except OptionError as exc:
+                raise RequestError(key, exc.reason) from exc
+        self._check_output_dirs(values)
         checkpoint = values.get("sd_model_checkpoint")
         if checkpoint and checkpoint != known.get("sd_model_checkpoint"):
             self._check_checkpoint(checkpoint)
@@ -223,6 +277,12 @@ class AppServices:
                 set_limit(max(1, int(self.options.get("sd_checkpoints_limit"))))
         return changed
 
+    def _check_output_dirs(self, values: dict[str, Any], prefix: str = "") -> None:
+        try:
+            check_output_dirs(self.options, values, self.paths.data_dir, prefix)
+        except OptionError as exc:
+            raise RequestError(exc.key, exc.reason) from None
+
     def _check_checkpoint(self, name: str) -> None:
         titles = self.models.checkpoint_titles()
         infos = self.models.checkpoints()
@@ -245,7 +305,7 @@ class AppServices:
             "sd_model_name": info.name,
             "sd_model_hash": info.shorthash,
             "sd_vae_name": getattr(model, "vae_name", None),
-            "sd_vae_hash": None,
+            "sd_vae_hash": (getattr(model, "extra", None) or {}).get("vae_hash"),
             "is_inpainting": bool(getattr(model, "is_inpainting", False)) if model is not None else False,
         }
 
@@ -260,7 +320,10 @@ def build_services(
     paths = DataPaths(Path(args.data_dir).resolve())
     paths.ensure()
     options = Options(default_templates(), paths.config_file)
-    options.load()
+    _offer_preview_methods(options, paths)  # before load: a saved "TAESD" is then kept
+    notices = options.load()
+    styles = StyleDatabase(paths.styles_file)
+    notices += styles.load_warnings
     if models is None:
         models = _default_model_manager(args, paths, options)
     if generate is None:
@@ -273,20 +336,29 @@ def build_services(
         options=options,
         models=models,
         jobs=JobQueue(workers=workers),
-        styles=StyleDatabase(paths.styles_file),
+        styles=styles,
         generate=generate,
-        preview=_latent_preview,
+        preview=_live_previewer(options, paths),
+        notices=notices,
     )
     return services
 
 
-def _latent_preview(model: LoadedModel, info: StepInfo) -> Image.Image | None:
-    """Cheap live preview of the first image of the batch (linear latent -> RGB, no VAE)."""
-    if info.latents is None:
-        return None
-    from modules.previews import latent_preview
+def _live_previewer(
+    options: Options, paths: DataPaths
+) -> Callable[[LoadedModel, StepInfo], Image.Image | None]:
+    """Live previews by the `show_progress_type` setting, read at each preview (modules.previews)."""
+    from modules.previews import METHOD_CHEAP, LivePreviewer
 
-    return latent_preview(info.latents[0], model.family)
+    return LivePreviewer(lambda: options.get("show_progress_type", METHOD_CHEAP), paths.models_dir)
+
+
+def _offer_preview_methods(options: Options, paths: DataPaths) -> None:
+    """`show_progress_type` offers TAESD when a TAESD decoder file is installed."""
+    from modules.previews import preview_method_option
+
+    key = "show_progress_type"
+    options.add_option(key, preview_method_option(options.data_labels[key], paths.models_dir))
 
 
 def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:
@@ -318,6 +390,14 @@ class ManagedModels:
     def __init__(self, manager: Any, preferred: str | None = None):
         self.manager = manager
         self.preferred = preferred
+        # called with the model after a load that changed the current model (the extensions' on_model_loaded)
+        self.load_listeners: list[Callable[[LoadedModel], None]] = []
+        self.notices: list[str] = []  # checkpoints skipped because they cannot be loaded
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model the last load made current (what `shared.sd_model` shows); None before the first load."""
+        return self.manager.current
 
     def checkpoints(self) -> list[CheckpointInfo]:
         return self.manager.checkpoints()
@@ -333,20 +413,46 @@ class ManagedModels:
         return current.info.title if current is not None else None
 
     def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
-        """Load by title; else the current model, --ckpt, or the first checkpoint found. `vae`: "Automatic",
-        "None" or a VAE name (None keeps "Automatic")."""
-        vae = vae or "Automatic"
+        """Load by title; without one, the default model: --ckpt, else the checkpoints in their listed order,
+        the embedded model last, skipping (and reporting) any that cannot be loaded. Not "the current model":
+        that may be another job's override. `vae`: "Automatic", "None" or a VAE name (None = "Automatic")."""
+        previous = self.manager.current
+        model = self._load(title, vae or "Automatic")
+        if model is not previous:
+            for listener in list(self.load_listeners):
+                listener(model)
+        return model
+
+    def _load(self, title: str | None, vae: str) -> LoadedModel:
         if title:
             return self.manager.load(title, vae=vae)
-        current = self.manager.current
-        if current is not None:
-            return self.manager.load(current.info, vae=vae)
+        candidates: list[str | CheckpointInfo] = list(self.checkpoints())
         if self.preferred:
-            return self.manager.load(str(Path(self.preferred).resolve()), vae=vae)
-        infos = self.checkpoints()
-        if not infos:
+            candidates.insert(0, str(Path(self.preferred).resolve()))
+        if not candidates:
             raise RuntimeError("no checkpoint found: put one in models/Stable-diffusion or pass --ckpt")
-        return self.manager.load(infos[0], vae=vae)
+        failures: list[str] = []
+        for candidate in candidates:
+            try:
+                model = self.manager.load(candidate, vae=vae)
+            except (CheckpointLoadError, OSError) as exc:
+                if _names_the_vae(exc):
+                    raise  # the request's VAE is unknown: no other checkpoint fixes that
+                failures.append(str(exc))
+                log.warning("skipping a checkpoint that cannot be loaded: %s", exc)
+                continue
+            if failures:
+                self._notice(
+                    f"Loaded {model.info.title} instead of a checkpoint that cannot be loaded: "
+                    + "; ".join(failures)
+                )
+            return model
+        raise CheckpointLoadError("no checkpoint can be loaded: " + "; ".join(failures))
+
+    def _notice(self, text: str) -> None:
+        log.warning("%s", text)
+        if text not in self.notices:
+            self.notices.append(text)
 
     def unload(self) -> None:
         self.manager.unload()
@@ -361,8 +467,11 @@ class ManagedModels:
         self.manager.set_limit(max_loaded)
 
 
-def serve(services: AppServices) -> int:
-    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step)."""
+def serve(
+    services: AppServices, timer: StartupTimer | None = None, on_started: Callable[[], object] | None = None
+) -> int:
+    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step). When the server
+    starts, `timer`'s summary is logged and `on_started` is called (app.py: the model load job)."""
     from modules.api.server import create_app, serve_app
     from modules.cmd_args import bind_address
     from modules.extensions_facade import app_started
@@ -371,4 +480,20 @@ def serve(services: AppServices) -> int:
         services, with_ui=not services.args.nowebui, with_api=bool(services.args.api or services.args.nowebui)
     )
     app_started(None, app)
+    if timer is not None:
+        timer.record("build UI and API")
+
+    @app.on_event("startup")
+    def _started() -> None:
+        if timer is not None:
+            timer.record("start server")
+            log.info(timer.summary())
+        if on_started is not None:
+            on_started()
+
     return serve_app(app, bind_address(services.args), services.args.port)
+
+
+def _names_the_vae(exc: Exception) -> bool:
+    """A load failure caused by the VAE name (sd_vae), not by the checkpoint file."""
+    return getattr(exc, "field", None) == "sd_vae"

@@ -7,6 +7,7 @@ after ", " (A1111 semantics). Styles are applied when a request is built, so inf
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import tempfile
 import threading
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modules.engine.requests import RequestError
+from modules.options import keep_aside
 
+log = logging.getLogger(__name__)
 FIELDS = ("name", "prompt", "negative_prompt")
 
 
@@ -39,21 +42,25 @@ class StyleDatabase:
         self.path = path
         self._lock = threading.Lock()
         self._styles: dict[str, PromptStyle] = {}
-        self.reload()
+        self.load_warnings = self.reload()
 
-    def reload(self) -> None:
+    def reload(self) -> list[str]:
+        """Read styles.csv. A file that is not a readable CSV (binary, UTF-16, a directory, no `name`
+        column) is moved aside as `styles.csv.bad-<time>` and no styles are loaded; returns the warnings."""
         styles: dict[str, PromptStyle] = {}
-        if self.path is not None and self.path.exists():
-            with open(self.path, encoding="utf-8-sig", newline="") as handle:
-                for row in csv.DictReader(handle):
-                    name = (row.get("name") or "").strip()
-                    if not name:
-                        continue
-                    # A1111 wrote an older column named "text" for the prompt
-                    prompt = row.get("prompt") if row.get("prompt") is not None else row.get("text", "")
-                    styles[name] = PromptStyle(name, prompt or "", row.get("negative_prompt") or "")
+        warnings: list[str] = []
+        if self.path is not None and (self.path.exists() or self.path.is_symlink()):
+            try:
+                styles = _read_styles(self.path)
+            except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+                warnings.append(
+                    f"{self.path} is not a readable styles file ({_reason(exc)}); starting without styles "
+                    f"({keep_aside(self.path)})"
+                )
+                log.warning("%s", warnings[-1])
         with self._lock:
             self._styles = styles
+        return warnings
 
     def all(self) -> list[PromptStyle]:
         with self._lock:
@@ -104,6 +111,10 @@ class StyleDatabase:
             found.append(style)
         return found
 
+    def check(self, names: Iterable[str]) -> None:
+        """Raise RequestError("styles") for a name that is not a style."""
+        self._lookup(names)
+
     def apply_to_prompt(self, prompt: str, names: Iterable[str]) -> str:
         for style in self._lookup(names):
             prompt = merge_prompts(style.prompt, prompt)
@@ -113,3 +124,29 @@ class StyleDatabase:
         for style in self._lookup(names):
             prompt = merge_prompts(style.negative_prompt, prompt)
         return prompt
+
+
+def _read_styles(path: Path) -> dict[str, PromptStyle]:
+    styles: dict[str, PromptStyle] = {}
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is not None and "name" not in reader.fieldnames:
+            raise ValueError(f"no 'name' column in its header {reader.fieldnames}")
+        for row in reader:
+            name = (row.get("name") or "").strip()
+            if not name:
+                continue
+            # A1111 wrote an older column named "text" for the prompt
+            prompt = row.get("prompt") if row.get("prompt") is not None else row.get("text", "")
+            styles[name] = PromptStyle(name, prompt or "", row.get("negative_prompt") or "")
+    return styles
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+    if isinstance(exc, IsADirectoryError):
+        return "a directory, not a file"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)

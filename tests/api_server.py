@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,24 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class _SourceAddressAdapter(HTTPAdapter):
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(source: str) -> requests.Session:
+    """A session whose connections come from another loopback address (127.0.0.9, ...): the server sees a
+    different client, as per-address limits (login back-off) need."""
+    session = requests.Session()
+    session.mount("http://", _SourceAddressAdapter(source))
+    return session
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,12 +72,18 @@ def start_server(
     auth: tuple[str, str] | None = None,
     timeout: float = 120.0,
     torch_threads: int | None = 1,
+    host: str = "127.0.0.1",
+    ui: bool = False,
 ) -> Iterator[Server]:
     """`torch_threads` (OMP_NUM_THREADS of the server; None = torch's default): one thread by default, because
     tiny models gain nothing from intra-op threads and, on a small shared machine, OpenMP threads waiting for a
-    busy core made a 2-step 64x64 job ~10x slower."""
+    busy core made a 2-step 64x64 job ~10x slower. `host`: another loopback address (127.0.0.2, ...) stands
+    for a public listener (`--server-name`). `ui`: serve the Gradio UI beside the API."""
     port = free_port()
-    flags = ["--api", "--nowebui", "--port", str(port), "--data-dir", str(data_dir), *(extra_args or [])]
+    flags = ["--api", "--port", str(port), "--data-dir", str(data_dir)]
+    flags += [] if ui else ["--nowebui"]
+    flags += [] if host == "127.0.0.1" else ["--server-name", host]
+    flags += extra_args or []
     if fake_engine:
         command = [sys.executable, "-m", "tests.api_server", "--step-delay", str(step_delay), *flags]
     else:
@@ -69,7 +94,7 @@ def start_server(
         env["OMP_NUM_THREADS"] = str(torch_threads)
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, data_dir)
+    server = Server(f"http://{host}:{port}", process, log_path, data_dir)
     try:
         _wait_ready(server, timeout, auth)
         yield server
@@ -154,6 +179,9 @@ def fake_services(args, step_delay: float):
     def fake_generate(model, request, ctx, settings, hooks=None) -> GenerationResult:
         result = GenerationResult(request=request)
         base_seed = request.seed if request.seed != -1 else random.randrange(2**32 - 1000)
+        # styles are applied by the engine, as the real one does (the API passes the raw prompt)
+        prompt = settings.styles.apply_to_prompt(request.prompt, request.styles)
+        negative = settings.styles.apply_to_negative_prompt(request.negative_prompt, request.styles)
         for batch in range(request.n_iter):
             for step in range(1, request.steps + 1):
                 if ctx.interrupted or ctx.skipped:
@@ -168,10 +196,10 @@ def fake_services(args, step_delay: float):
                 result.images.append(Image.new("RGB", (request.width, request.height), color))
                 result.seeds.append(seed)
                 result.subseeds.append(seed)
-                result.prompts.append(request.prompt)
-                result.negative_prompts.append(request.negative_prompt)
+                result.prompts.append(prompt)
+                result.negative_prompts.append(negative)
                 result.infotexts.append(
-                    f"{request.prompt}\nSteps: {request.steps}, Sampler: {request.sampler_name}, "
+                    f"{prompt}\nSteps: {request.steps}, Sampler: {request.sampler_name}, "
                     f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model.info.name}"
                 )
             if ctx.interrupted:

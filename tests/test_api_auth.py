@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from tests.api_server import REPO_ROOT, start_server
+from tests.api_server import REPO_ROOT, session_from, start_server
 
 USER, PASSWORD = "alice", "s3cr3t-pass"
 UI_PASSWORD = "ui-only-secret"
@@ -38,6 +38,25 @@ def test_requests_without_or_with_wrong_credentials_are_refused(server):
     assert r.status_code == 401
     r = requests.post(server.url + "/internal/progress", json={"id_task": "x"}, timeout=10)
     assert r.status_code == 401
+
+
+def test_every_api_operation_refuses_missing_or_wrong_credentials(server):
+    schema = requests.get(server.url + "/openapi.json", timeout=10).json()
+    operations = [
+        (method.upper(), path.replace("{task_id}", "x"))
+        for path, item in schema["paths"].items()
+        for method in item
+        if path.startswith(("/sdapi/", "/internal/"))
+    ]
+    assert len(operations) >= 34
+    for index, (method, path) in enumerate(operations):
+        # each wrong guess from its own address and user name: the login back-off must not mask a 200
+        session = session_from(f"127.0.1.{index + 1}")
+        for auth in (None, (f"nobody{index}", PASSWORD), (USER, f"wrong{index}")):
+            r = session.request(method, server.url + path, auth=auth, json={}, timeout=10)
+            assert r.status_code == 401, (method, path, auth, r.status_code)
+        # a good login resets alice's failure count, so the next operation's wrong password is not throttled
+        assert requests.get(server.api + "/samplers", auth=(USER, PASSWORD), timeout=10).status_code == 200
 
 
 def test_valid_credentials_pass(server):

@@ -1,12 +1,15 @@
 """Bounded schemathesis fuzz of the OpenAPI schema: no input may produce a 5xx.
 
 Runs in-process (ASGI) against the real routes, services and queue with the stand-in engine, so the check is
-about request handling, not engine speed; about a minute at most.
+about request handling, not engine speed; about a minute at most. Every call carries valid credentials (the
+server has --api-auth), so the fuzzed input reaches the handlers instead of stopping at 401.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import time
 
 import pytest
 
@@ -20,12 +23,18 @@ from tests.api_server import fake_services  # noqa: E402
 # Endpoints whose *valid* calls do slow or global things (a 2048x2048 x 150-step job, unloading) are fuzzed
 # for their validation only: the stand-in engine makes those valid calls instant.
 
+USER, PASSWORD = "fuzzer", "fuzz-pass"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+TIME_BUDGET_S = 240  # a safety net on a loaded machine; normally the example counts bound the run
+
 
 def _app(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fuzz-data")
     (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
     (data_dir / "models" / "Stable-diffusion" / "tiny.safetensors").write_bytes(b"x")
-    args: argparse.Namespace = cmd_args.parse_args(["--api", "--nowebui", "--data-dir", str(data_dir)])
+    flags = ["--api", "--nowebui", "--data-dir", str(data_dir), "--api-auth", f"{USER}:{PASSWORD}"]
+    # the in-process client names the server "testserver" in Host
+    args: argparse.Namespace = cmd_args.parse_args([*flags, "--allowed-hosts", "testserver"])
     return create_app(fake_services(args, step_delay=0.0), with_ui=False)
 
 
@@ -40,8 +49,11 @@ def test_no_server_errors(app):
     calls: list[int] = []
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 30
+    started = time.monotonic()
 
     for operation in operations:
+        if time.monotonic() - started > TIME_BUDGET_S:
+            break
 
         @settings(
             max_examples=8,
@@ -52,7 +64,7 @@ def test_no_server_errors(app):
         )
         @given(case=operation.as_strategy())
         def check(case):
-            response = case.call()
+            response = case.call(headers=AUTH)
             calls.append(response.status_code)
             if response.status_code >= 500:
                 failures.append(
@@ -61,4 +73,5 @@ def test_no_server_errors(app):
 
         check()
     assert len(calls) > 100 and any(code == 422 for code in calls) and any(code == 200 for code in calls)
+    assert calls.count(401) == 0, "a call without valid credentials: the fuzzing stopped at the auth check"
     assert not failures, "\n".join(failures[:10])

@@ -10,6 +10,9 @@ from fastapi.testclient import TestClient
 from modules.api.server import create_app
 from tests.sample_extensions.harness import install, make_app, reset_scripts
 
+LOOPBACK = (
+    "http://127.0.0.1"  # the server refuses Host names that are not its own (TestClient's "testserver")
+)
 BASE = {"prompt": "a cat", "seed": 5, "steps": 1, "width": 64, "height": 64, "sampler_name": "Euler"}
 
 
@@ -17,7 +20,8 @@ BASE = {"prompt": "a cat", "seed": 5, "steps": 1, "width": 64, "height": 64, "sa
 def client(tmp_path, tiny_sd1_model):
     install(tmp_path / "data", tmp_path / "src", "sample-rewrite")
     services, _ = make_app(tmp_path / "data", tiny_sd1_model)
-    with TestClient(create_app(services, with_ui=False, with_api=True)) as test_client:
+    app = create_app(services, with_ui=False, with_api=True)
+    with TestClient(app, base_url=LOOPBACK) as test_client:
         yield test_client
     reset_scripts()
 
@@ -25,7 +29,9 @@ def client(tmp_path, tiny_sd1_model):
 def test_listings(client):
     listed = client.get("/sdapi/v1/scripts").json()
     assert {"x/y/z plot", "prompts from file or textbox"} <= set(listed["txt2img"])
-    assert "sample rewrite" not in listed["txt2img"]  # alwayson scripts are not selectable
+    # A1111 lists every script by its lowercased title, alwayson ones too (`"controlnet" in scripts["txt2img"]`)
+    assert {"sample rewrite", "state probe", "infotext note"} <= set(listed["img2img"])
+    assert "sample rewrite" in listed["txt2img"] and all(n == n.lower() for n in listed["txt2img"])
     info = {(i["name"], i["is_img2img"]): i for i in client.get("/sdapi/v1/script-info").json()}
     assert info[("sample rewrite", False)]["is_alwayson"] is True
     assert [a["label"] for a in info[("x/y/z plot", True)]["args"]][:2] == ["X type", "X values"]
@@ -78,7 +84,7 @@ def test_on_app_started_routes(tmp_path, tiny_sd1_model):
     )
     try:
         app_started(None, app)
-        with TestClient(app) as test_client:
+        with TestClient(app, base_url=LOOPBACK) as test_client:
             assert test_client.get("/myext/ping").json() == "pong"
     finally:
         script_callbacks.clear_callbacks()

@@ -90,7 +90,8 @@ def test_argument_positions_as_a1111():
     info = {i["name"]: i for i in r.infos_for_api()}
     assert info["select b"]["args"][2]["choices"] == ["u", "v"] and info["always"]["is_alwayson"] is True
     assert info["always"]["args"][1] == {"label": "n", "value": 3, "minimum": 0, "maximum": 10, "step": 1}
-    assert runner(is_img2img=True).titles_for_api() == ["select a"]  # Select B hidden on img2img
+    assert r.titles_for_api() == ["select a", "always", "select b"]  # load order, alwayson included (A1111)
+    assert runner(is_img2img=True).titles_for_api() == ["select a", "always"]  # Select B hidden on img2img
 
 
 def test_callbacks_isolated_and_removed_per_script(caplog):

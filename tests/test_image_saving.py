@@ -83,8 +83,8 @@ def test_filename_patterns(tmp_path):
         == f"00001-9-{today}.png"
     )
     assert save_image(_image(), tmp_path, 9, None, filename_pattern='a/b:"c"').name == "00002-a_b__c_.png"
-    with pytest.raises(ValueError, match=r"unsupported file name token \[prompt_words\]"):
-        save_image(_image(), tmp_path, 9, None, filename_pattern="[prompt_words]")
+    # an unknown tag is kept as written (A1111); the settings refuse one (tests/test_settings_files.py)
+    assert save_image(_image(), tmp_path, 9, None, filename_pattern="[nope]").name == "00003-[nope].png"
     with pytest.raises(ValueError, match="unsupported image format 'gif'"):
         save_image(_image(), tmp_path, 9, None, extension="gif")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

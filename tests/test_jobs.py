@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from modules.engine.context import JobContext, StepInfo
-from modules.jobs import DuplicateTaskId, JobError, JobQueue, JobState
+from modules.jobs import DuplicateTaskId, JobError, JobQueue, JobState, Progress, StepTimer
 
 
 @pytest.fixture
@@ -74,6 +74,7 @@ def test_progress_eta_and_preview(queue):
         return Image.new("RGB", (8, 8), (info.step * 10, 0, 0))
 
     def work(ctx):
+        ctx.report(StepInfo(0, 2, 2, 4, latents=torch.zeros(1)))
         ctx.report(StepInfo(0, 2, 3, 4, latents=torch.zeros(1)))
         seen.append("reported")
         proceed.wait(5)
@@ -86,11 +87,61 @@ def test_progress_eta_and_preview(queue):
     eta = job.eta()
     assert eta is not None and eta >= 0
     assert job.preview is not None and job.preview.getpixel((0, 0)) == (30, 0, 0)
-    assert job.preview_id == 1
+    assert job.preview_id == 2
     assert queue.running() == [job]
     proceed.set()
     assert job.wait(5) == "ok"
     assert job.eta() is None
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_eta_from_this_jobs_measured_step_times():
+    """2 images x 10 steps at 0.5 s after a 3 s model load: the ETA is the steps left at the measured
+    0.5 s each, not elapsed / fraction (which counted the load as sampling: 3 + 2.5 s for 6 of 20 steps)."""
+    clock = FakeClock()
+    queue = JobQueue(clock=clock)
+    reported, proceed, etas = threading.Event(), threading.Event(), []
+
+    def work(ctx):
+        etas.append(job.eta())  # nothing measured yet
+        clock.now += 3.0  # model load
+        for step in range(1, 7):
+            clock.now += 0.5
+            ctx.report(StepInfo(0, 2, step, 10))
+            if step == 1:
+                etas.append(job.eta())  # one step seen: no rate yet
+        reported.set()
+        proceed.wait(5)
+        return "ok"
+
+    try:
+        job = queue.submit(work)
+        assert reported.wait(5)
+        assert etas == [None, None]
+        assert job.eta() == pytest.approx(14 * 0.5)
+        clock.now += 2.0  # time since the last step counts down the estimate
+        assert job.eta() == pytest.approx(14 * 0.5 - 2.0)
+        proceed.set()
+        assert job.wait(5) == "ok"
+        assert job.eta() is None
+    finally:
+        queue.shutdown()
+
+
+def test_step_timer_restarts_when_the_count_goes_back():
+    timer = StepTimer()
+    assert timer.eta(Progress(0, 1, 0, 10), 0.0) is None  # nothing done
+    timer.eta(Progress(0, 1, 5, 10), 1.0)
+    assert timer.eta(Progress(0, 1, 6, 10), 2.0) == pytest.approx(4.0)
+    assert timer.eta(Progress(0, 1, 1, 10), 3.0) is None  # a new count: measured afresh
+    assert timer.eta(Progress(0, 1, 3, 10), 3.5) == pytest.approx(7 * 0.25)
 
 
 def test_preview_every_n_steps_and_broken_preview(queue):

@@ -323,9 +323,10 @@ def test_outpaint_right_keeps_the_original(page, ui_server, shot, tmp_path):
     page.wait_for_selector("#img2img_image img")
     page.fill("#img2img_prompt textarea", "more to the right")
     small_job(page, "img2img")
-    set_number(page, "img2img_mask_blur", 0)
     page.click("#img2img_outpainting")  # open the accordion
     page.locator("#img2img_outpaint_enable input").check()
+    # Inpaint settings show on the plain img2img sub-tab only while outpainting (the new area is inpainted)
+    set_number(page, "img2img_mask_blur", 0)
     for side in ("left", "up", "down"):
         page.locator("#img2img_outpaint_directions").get_by_label(side).uncheck()
     set_number(page, "img2img_outpaint_pixels", 32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -15,7 +16,7 @@ from modules.upscaling import UPSCALERS, UpscaleError, upscale
 from webui.img2img_tab import outpaint_from_ui, stroke_mask
 from webui.model_size import checkpoint_resolution, native_resolution
 from webui.params import build_params
-from webui.progress import format_eta, progress_html
+from webui.progress import StepTimer, format_eta, progress_html
 from webui.ui_config import UiConfig
 
 
@@ -132,13 +133,35 @@ def test_progress_text_shows_steps_eta_and_queue_place():
         job.state = JobState.RUNNING
         job.progress = Progress(job_no=0, job_count=2, step=5, steps=10)
         job.started_at = 0.0
-        text = progress_html(job, queue)
-        assert "Batch 1/2, Step 5/10" in text and "ETA" in text and "width:25.0%" in text
+        timer = StepTimer()
+        job.progress = Progress(job_no=0, job_count=2, step=4, steps=10)
+        progress_html(job, queue, timer, now=100.0)
+        job.progress = Progress(job_no=0, job_count=2, step=5, steps=10)
+        text = progress_html(job, queue, timer, now=101.0)
+        assert "Batch 1/2, Step 5/10" in text and "ETA 15s" in text and "width:25.0%" in text
         job.state = JobState.QUEUED
         assert "In queue: 0 jobs ahead" in progress_html(job, queue)
     finally:
         queue.shutdown()
     assert format_eta(75) == "ETA 1:15" and format_eta(9.6) == "ETA 10s" and format_eta(None) == ""
+
+
+def test_eta_comes_from_this_jobs_measured_step_times():
+    """An 18 s job (2 images x 30 steps at 0.25 s, after a 3 s model load and a 1.5 s decode between the
+    images): Job.eta's elapsed / fraction counted the load as sampling; the measured rate does not jump."""
+    timer, now, etas = StepTimer(), 3.0, []
+    for image in range(2):
+        for step in range(1, 31):
+            now += 0.25
+            eta = timer.eta(Progress(job_no=image, job_count=2, step=step, steps=30), now)
+            if eta is not None:
+                etas.append((now, eta))
+        now += 1.5  # VAE decode and save between the images
+    assert etas[0][1] == pytest.approx(58 * 0.25)  # after two steps: 58 steps left at 0.25 s
+    sampling_done = 3.0 + 2 * 30 * 0.25 + 1.5  # when the last step ends
+    # every prediction of the end is off by at most the one decode it cannot know about
+    assert all(abs(at + eta - sampling_done) <= 1.5 + 1e-6 for at, eta in etas), etas
+    assert timer.eta(Progress(0, 1, 0, 30), now) is None  # nothing done yet
 
 
 class _Options(dict):
@@ -228,3 +251,40 @@ def test_pasting_infotext_runs_the_extensions_callbacks():
     finally:
         script_callbacks.remove_callbacks_for_function(double_steps)
     assert params["Steps"] == "14" and params["Prompt"] == "a cat"
+
+
+def test_gallery_files_are_whole_when_handed_out_and_carry_their_parameters(tmp_path):
+    from modules.infotext import read_infotext
+    from webui.gallery_files import GalleryFiles
+
+    files = GalleryFiles(tmp_path, keep=3)
+    same = Image.new("RGB", (32, 16), (10, 200, 30))
+    paths = [files.write(same, "a prompt\nSteps: 2, Seed: 5") for _ in range(4)]
+    # the same picture twice is two files: a later write never rewrites a file being served
+    assert len(set(paths)) == 4
+    assert not Path(paths[0]).exists()  # only the newest `keep` are kept
+    with Image.open(paths[-1]) as image:
+        assert image.size == (32, 16) and read_infotext(image) == "a prompt\nSteps: 2, Seed: 5"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        Path(p).name for p in paths[1:]
+    )  # no temp left
+
+
+def test_grid_legends_wider_than_a_cell_wrap_and_stay_over_their_column():
+    from modules.images import GridAnnotation, draw_grid_annotations
+
+    cells = Image.new("RGB", (128, 128), (120, 120, 120))
+    hor = [[GridAnnotation("CFG Scale: 1.0")], [GridAnnotation("CFG Scale: 2.0")]]
+    ver = [[GridAnnotation("Steps: 10")], [GridAnnotation("Steps: 20")]]
+    grid = draw_grid_annotations(cells, 64, 64, hor, ver)
+    x0, top = grid.width - 128, grid.height - 128
+
+    def inked_columns(x_range, y_range):
+        return {x for x in x_range if any(sum(grid.getpixel((x, y))) < 600 for y in y_range)}
+
+    labels = inked_columns(range(grid.width), range(top))
+    # over the cells, not past the grid's edges, with a gap where the columns meet (they ran together)
+    assert labels and min(labels) >= x0 and max(labels) < grid.width - 1, (min(labels), max(labels), x0)
+    assert set(range(x0 + 62, x0 + 67)) - labels
+    rows = inked_columns(range(x0), range(top, grid.height))
+    assert rows and min(rows) > 0 and max(rows) < x0 - 1

@@ -12,6 +12,7 @@ from typing import Any
 
 from modules.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from modules.jobs import Job, JobQueue
+from webui.gallery_files import GalleryFiles
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ class UiBackend:
     def __init__(self, services: Any):
         self.services = services
         self._tokenizer = None  # built on first use: every SD family counts with CLIP's BPE
+        self.gallery_files = GalleryFiles()  # gallery images as fully written files (see gallery_files)
 
     # --- shared objects ---
     @property

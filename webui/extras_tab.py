@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
+from modules.infotext import png_info_with, read_infotext
 from modules.upscaling import UPSCALERS, upscale
 from webui.backend import UiBackend, describe_error
 from webui.progress import error_html
@@ -85,8 +86,11 @@ def build_extras_tab(backend: UiBackend, cfg: UiConfig) -> ExtrasTab:
         folder = backend.extras_dir()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{len(list(folder.glob('*.png'))):05d}.png"
-        out.save(path)
-        return out, f"<span>{out.width}x{out.height}, saved to {html.escape(str(path))}</span>"
+        # the source's generation parameters (a sent result, an uploaded PNG) go with it, as in A1111
+        parameters = read_infotext(source) or ""
+        out.save(path, pnginfo=png_info_with(parameters))
+        shown = f'<div class="infotext">{html.escape(parameters)}</div>' if parameters else ""
+        return out, f"<span>{out.width}x{out.height}, saved to {html.escape(str(path))}</span>{shown}"
 
     run.click(
         do_upscale, inputs=[image, scale_mode, factor, width, height, upscaler], outputs=[result, status]

@@ -18,13 +18,14 @@ from modules.jobs import JobState
 from webui.backend import UiBackend, describe_error
 from webui.params import ParamControls, build_params_for
 from webui.progress import error_html
-from webui.prompt_row import PromptRow, build_prompt_row
-from webui.results import ResultsPanel, build_results, run_job, wire_controls
+from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
+from webui.results import ResultsPanel, build_results, failed, run_job, wire_controls
 from webui.txt2img_tab import build_script_area, script_call, wire_reuse_seed
 from webui.ui_config import UiConfig
 
 TAB = "img2img"
 MODES = ("img2img", "sketch", "inpaint", "inpaint_sketch", "inpaint_upload", "batch")
+INPAINT_MODES = ("inpaint", "inpaint_sketch", "inpaint_upload")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")  # keyword names of engine.outpaint.outpaint
 
@@ -39,22 +40,53 @@ class Img2ImgTab:
     inpaint: gr.ImageEditor
     denoising_strength: gr.Slider
     results: ResultsPanel
+    mode: gr.State
+    inpaint_controls: gr.Accordion
+    inpaint_brush: gr.Number  # brush size for the inpaint editor's image (javascript/brush_size.js)
+
+    def select_mode(self, name: str, outpaint: bool = False) -> tuple:
+        """(mode, Inpaint settings update) for sub-tab `name`: the settings show on the masked modes, and
+        while outpainting (its new area is inpainted with them)."""
+        return name, gr.update(visible=name in INPAINT_MODES or bool(outpaint))
 
 
-def _editor(elem_id: str, colors: list[str], label: str) -> gr.ImageEditor:
-    return gr.ImageEditor(
+INPAINT_COLORS = ["#ffffff"]  # the mask brush
+
+
+BRUSH_AT_512 = 24  # brush radius (image pixels) on a 512 px image; scaled to the image's smaller side
+
+
+def brush_size(image_side: int) -> int:
+    return max(2, round(image_side * BRUSH_AT_512 / 512))
+
+
+def _editor(elem_id: str, colors: list[str], label: str) -> tuple[gr.ImageEditor, gr.Number]:
+    editor = gr.ImageEditor(
         label=label,
         elem_id=elem_id,
         type="pil",
         image_mode="RGBA",
         sources=("upload", "clipboard"),
         brush=gr.Brush(
-            colors=colors, default_size=24, color_mode="fixed" if len(colors) == 1 else "defaults"
+            colors=colors, default_size=BRUSH_AT_512, color_mode="fixed" if len(colors) == 1 else "defaults"
         ),
         transforms=(),
         layers=False,
         height=480,
     )
+    # Gradio's front end keeps the brush size it started with (its "auto" is a fixed 25 px, a third of a
+    # 64 px image) and ignores later brush updates; javascript/brush_size.js sets the editor's size slider
+    # to this number when it changes
+    size = gr.Number(
+        BRUSH_AT_512, visible="hidden", elem_id=f"{elem_id}_brush_size", elem_classes="brush-size"
+    )
+
+    def scaled(value: dict | None):
+        background = (value or {}).get("background")
+        return brush_size(min(background.size)) if background is not None else gr.update()
+
+    editor.upload(scaled, inputs=editor, outputs=size, show_progress="hidden", queue=False)
+    return editor, size
 
 
 def stroke_mask(editor_value: dict | None) -> Image.Image | None:
@@ -100,15 +132,17 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                         label="Image for img2img", elem_id="img2img_image", type="pil", height=400
                     )
                 with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
-                    sketch = _editor(
+                    sketch, _ = _editor(
                         "img2img_sketch", ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"], "Sketch"
                     )
                 with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
-                    inpaint = _editor("img2maskimg", ["#ffffff"], "Image for inpainting with mask")
+                    inpaint, inpaint_brush = _editor(
+                        "img2maskimg", INPAINT_COLORS, "Image for inpainting with mask"
+                    )
                 with gr.Tab(
                     "Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab"
                 ) as tab_isk:
-                    inpaint_sketch = _editor(
+                    inpaint_sketch, _ = _editor(
                         "inpaint_sketch",
                         ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"],
                         "Inpaint sketch",
@@ -123,10 +157,6 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                 with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as tab_batch:
                     batch_input = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
                     batch_output = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
-            for tab_item, name in zip(
-                (tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch), MODES, strict=True
-            ):
-                tab_item.select(lambda n=name: n, outputs=mode, show_progress="hidden", queue=False)
 
             resize_mode = cfg.make(
                 TAB,
@@ -136,7 +166,9 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                 value=RESIZE_MODES[0],
                 elem_id="resize_mode",
             )
-            with gr.Accordion("Inpaint settings", open=True, elem_id=f"{TAB}_inpaint_controls"):
+            with gr.Accordion(
+                "Inpaint settings", open=True, elem_id=f"{TAB}_inpaint_controls", visible=False
+            ) as inpaint_controls:
                 mask_blur = cfg.make(
                     TAB,
                     gr.Slider,
@@ -288,7 +320,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         try:
             image, mask = image_and_mask(values)
         except gr.Error as exc:
-            yield {results.status: error_html(describe_error(exc)), results.progress: ""}
+            yield failed(results, describe_error(exc))
             return
         yield from run_job(
             backend,
@@ -332,12 +364,40 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         results.task_id,
         results.last,
     ]
-    prompt_row.generate.click(
-        generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None
-    )
+    wire_generate(prompt_row, generate, inputs, outputs)
     wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
     wire_reuse_seed(params, results)
-    return Img2ImgTab(prompt_row, params, tabs, init_image, sketch, inpaint, denoising, results)
+    tab = Img2ImgTab(
+        prompt_row,
+        params,
+        tabs,
+        init_image,
+        sketch,
+        inpaint,
+        denoising,
+        results,
+        mode,
+        inpaint_controls,
+        inpaint_brush,
+    )
+    for tab_item, name in zip(
+        (tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch), MODES, strict=True
+    ):
+        tab_item.select(
+            lambda outpaint, n=name: tab.select_mode(n, outpaint),
+            inputs=outpaint_on,
+            outputs=[mode, inpaint_controls],
+            show_progress="hidden",
+            queue=False,
+        )
+    outpaint_on.change(
+        lambda outpaint, current: tab.select_mode(current, outpaint),
+        inputs=[outpaint_on, mode],
+        outputs=[mode, inpaint_controls],
+        show_progress="hidden",
+        queue=False,
+    )
+    return tab
 
 
 def run_batch(

@@ -13,11 +13,12 @@ from typing import Any
 import gradio as gr
 
 from modules.extensions_facade import extension_tabs
+from modules.ui_component_hooks import observe as observe_components
 from webui import paste
 from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
 from webui.extras_tab import build_extras_tab
-from webui.img2img_tab import build_img2img_tab
+from webui.img2img_tab import brush_size, build_img2img_tab
 from webui.pnginfo_tab import build_pnginfo_tab
 from webui.settings_tab import build_quicksettings, build_settings_tab
 from webui.txt2img_tab import build_txt2img_tab
@@ -42,7 +43,8 @@ def create_ui(services: Any) -> gr.Blocks:
     cfg = UiConfig(Path(services.paths.ui_config_file))
     extensions = getattr(services, "extensions", None)  # set by attach_extensions (app.py)
     added_tabs = extension_tabs() if extensions is not None else []  # on_ui_tabs: Blocks built outside ours
-    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+    # observe: extensions' on_before_component / on_after_component around every block built here
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo, observe_components(demo):
         quick = build_quicksettings(backend)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
@@ -62,7 +64,7 @@ def create_ui(services: Any) -> gr.Blocks:
                 with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                     create_extensions_tab(services)
 
-        _wire_send_to(tabs, txt2img, img2img, extras, pnginfo)
+        _wire_send_to(tabs, backend, txt2img, img2img, extras, pnginfo)
 
         sizes = [
             component
@@ -89,37 +91,62 @@ def create_ui(services: Any) -> gr.Blocks:
     return demo
 
 
-def _wire_send_to(tabs: gr.Tabs, txt2img, img2img, extras, pnginfo) -> None:
-    """Send-to buttons: results to img2img / inpaint / extras, PNG Info parameters to txt2img / img2img."""
-
-    def selected(last):
-        return last.selected_image()
-
-    for source in (txt2img.results, img2img.results):
-        source.send_to_img2img.click(
-            lambda last: (selected(last), gr.Tabs(selected="img2img"), gr.Tabs(selected="img2img")),
-            inputs=source.last,
-            outputs=[img2img.init_image, tabs, img2img.tabs],
-            show_progress="hidden",
-        )
-        source.send_to_inpaint.click(
-            lambda last: (
-                _editor_value(selected(last)),
-                gr.Tabs(selected="img2img"),
-                gr.Tabs(selected="inpaint"),
-            ),
-            inputs=source.last,
-            outputs=[img2img.inpaint, tabs, img2img.tabs],
-            show_progress="hidden",
-        )
-        source.send_to_extras.click(
-            lambda last: (selected(last), gr.Tabs(selected="extras")),
-            inputs=source.last,
-            outputs=[extras.image, tabs],
-            show_progress="hidden",
-        )
-
+def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, pnginfo) -> None:
+    """Send-to buttons: results to img2img / inpaint / extras (image and generation parameters, pasted as
+    A1111 does), PNG Info parameters to txt2img / img2img."""
     img2img_fields = (("Denoising strength", img2img.denoising_strength, float),)
+    pasted = paste.all_outputs(img2img.prompt_row, img2img.params, img2img_fields)
+
+    def selected_file(last) -> tuple[str | None, str]:
+        """The selected result as a PNG file carrying its parameters, and those parameters."""
+        image, text = last.selected_image(), last.selected_infotext()
+        if image is None:
+            raise gr.Error("Nothing to send: generate an image first.")
+        return backend.gallery_files.write(image, text, stem="sent"), text
+
+    def pasted_values(text: str) -> list:
+        parsed = paste.pasted_params(text) if text else {}
+        updates = paste.field_updates(parsed, img2img.prompt_row, img2img.params, img2img_fields)
+        return paste.as_outputs(updates, pasted)
+
+    def to_img2img(last):
+        path, text = selected_file(last)
+        mode = img2img.select_mode("img2img")
+        return [path, *pasted_values(text), *mode, gr.Tabs(selected="img2img"), gr.Tabs(selected="img2img")]
+
+    def to_inpaint(last):
+        path, text = selected_file(last)
+        mode = img2img.select_mode("inpaint")
+        editor = {"background": path, "layers": [], "composite": path}
+        brush = brush_size(min(last.selected_image().size))
+        return [
+            editor,
+            *pasted_values(text),
+            *mode,
+            gr.Tabs(selected="img2img"),
+            gr.Tabs(selected="inpaint"),
+            brush,
+        ]
+
+    def to_extras(last):
+        return selected_file(last)[0], gr.Tabs(selected="extras")
+
+    mode_outputs = [img2img.mode, img2img.inpaint_controls]
+    for source in (txt2img.results, img2img.results):
+        for button, handler, target, extra in (
+            (source.send_to_img2img, to_img2img, img2img.init_image, []),
+            (source.send_to_inpaint, to_inpaint, img2img.inpaint, [img2img.inpaint_brush]),
+        ):
+            button.click(
+                handler,
+                inputs=source.last,
+                outputs=[target, *pasted, *mode_outputs, tabs, img2img.tabs, *extra],
+                show_progress="hidden",
+            )
+        source.send_to_extras.click(
+            to_extras, inputs=source.last, outputs=[extras.image, tabs], show_progress="hidden"
+        )
+
     for button, target, tab_id, extra_outputs, fields in (
         (pnginfo.send_to_txt2img, txt2img, "txt2img", [], ()),
         (pnginfo.send_to_img2img, img2img, "img2img", [img2img.init_image], img2img_fields),
@@ -142,12 +169,6 @@ def _wire_send_to(tabs: gr.Tabs, txt2img, img2img, extras, pnginfo) -> None:
             outputs=[*outputs, tabs, *extra_outputs],
             show_progress="hidden",
         )
-
-
-def _editor_value(image):
-    if image is None:
-        return None
-    return {"background": image, "layers": [], "composite": image}
 
 
 def mount_ui(app, services: Any, path: str = "/", auth: Any = None, **kwargs: Any):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -29,9 +30,11 @@ class ParamControls:
     seed_resize_from_w: gr.Slider
     seed_resize_from_h: gr.Slider
     reuse_seed_button: gr.Button  # wired by the tab, which knows the last result
+    # the app's settings (modules.options.Options): what a request takes from them, read when it is built
+    settings: Any = None
 
     def components(self) -> list[gr.components.Component]:
-        return [getattr(self, f.name) for f in fields(self) if f.name != "reuse_seed_button"]
+        return [getattr(self, f.name) for f in fields(self) if f.name not in _NOT_INPUTS]
 
     def request_fields(self, values: dict) -> dict[str, Any]:
         """Request keyword arguments (A1111 names) from a Gradio inputs dict."""
@@ -49,7 +52,12 @@ class ParamControls:
             "subseed_strength": float(values[self.subseed_strength]),
             "seed_resize_from_w": int(values[self.seed_resize_from_w]) or -1,
             "seed_resize_from_h": int(values[self.seed_resize_from_h]) or -1,
+            # the Clip skip setting (quicksettings bar), as the API path reads CLIP_stop_at_last_layers
+            "clip_skip": int(self.settings.get("CLIP_stop_at_last_layers", 1)) if self.settings else 1,
         }
+
+
+_NOT_INPUTS = ("reuse_seed_button", "settings")
 
 
 def _seed(value: Any, name: str) -> int:
@@ -66,14 +74,26 @@ def _seed(value: Any, name: str) -> int:
 
 def build_params_for(tab: str, cfg: UiConfig, backend: Any) -> ParamControls:
     """The parameter block with the backend's samplers, schedule types, default sampler and model size."""
-    return build_params(
+    controls = build_params(
         tab,
         cfg,
         backend.samplers(),
         backend.schedulers(),
-        backend.options.get("default_sampler", ""),
+        lambda: backend.options.get("default_sampler", ""),
         native_size=backend.native_resolution(),
     )
+    controls.settings = backend.options
+    return controls
+
+
+def _initial_sampler(default_sampler: str | Callable[[], str], samplers: list[str]) -> Callable[[], Any]:
+    """The dropdown's value, computed on every page load: the "Default sampler" setting as it is now."""
+
+    def value() -> Any:
+        wanted = default_sampler() if callable(default_sampler) else default_sampler
+        return wanted if wanted in samplers else (samplers[0] if samplers else None)
+
+    return value
 
 
 def build_params(
@@ -81,19 +101,23 @@ def build_params(
     cfg: UiConfig,
     samplers: list[str],
     schedulers: list[str],
-    default_sampler: str,
+    default_sampler: str | Callable[[], str],
     show_size: bool = True,
     native_size: int = 512,
 ) -> ParamControls:
     """Lay out the parameter block; returns the components by name. Width/height default to the model's
-    `native_size` unless ui-config.json has a value (the default is not written there: it follows the model)."""
+    `native_size` unless ui-config.json has a value (the default is not written there: it follows the model).
+    The sampler follows the "Default sampler" setting (`default_sampler`, a callable is asked on every page
+    load); ui-config.json does not hold it, so a value written there by an older version is dropped."""
+    cfg.saved.pop(f"{tab}/Sampling method/value", None)
     with gr.Row(elem_id=f"{tab}_sampler_row"):
         sampler_name = cfg.make(
             tab,
             gr.Dropdown,
             "Sampling method",
+            save_value=False,
             choices=samplers,
-            value=default_sampler if default_sampler in samplers else (samplers[0] if samplers else None),
+            value=_initial_sampler(default_sampler, samplers),
             elem_id=f"{tab}_sampling",
             min_width=160,
         )

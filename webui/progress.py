@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from modules.jobs import Job, JobQueue, JobState
+from modules.jobs import Job, JobQueue, JobState, StepTimer
 
 POLL_SECONDS = 0.25
 
@@ -35,8 +35,9 @@ def format_eta(seconds: float | None) -> str:
     return f"ETA {minutes}:{secs:02d}" if minutes else f"ETA {secs}s"
 
 
-def progress_html(job: Job, queue: JobQueue) -> str:
-    """An HTML progress bar (A1111 class names) for the job's state."""
+def progress_html(job: Job, queue: JobQueue, timer: StepTimer | None = None, now: float | None = None) -> str:
+    """An HTML progress bar (A1111 class names) for the job's state; the ETA comes from `timer` when given
+    (fed the progress seen at `now`), else from the job's own measured step times (Job.eta)."""
     if job.state is JobState.QUEUED:
         position = queue.position(job.id)
         ahead = len(queue.running()) + (position or 0)
@@ -48,7 +49,10 @@ def progress_html(job: Job, queue: JobQueue) -> str:
             return _bar(0.0, "Starting...", state="running")
         batch = f"Batch {progress.job_no + 1}/{progress.job_count}, " if progress.job_count > 1 else ""
         text = f"{batch}Step {progress.step}/{progress.steps}"
-        eta = format_eta(job.eta())
+        if timer is not None:
+            eta = format_eta(timer.eta(progress, time.time() if now is None else now))
+        else:
+            eta = format_eta(job.eta())
         if eta:
             text += f" — {eta}"
         return _bar(progress.fraction, text, state="running")

@@ -55,22 +55,37 @@ def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
             negative_tokens = gr.HTML(elem_id=f"{tab}_negative_token_counter", elem_classes="token-counter")
         with gr.Column(scale=1, min_width=160, elem_id=f"{tab}_actions_column"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
-            with gr.Row():
-                interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", min_width=60)
-                skip = gr.Button("Skip", elem_id=f"{tab}_skip", min_width=60)
-            styles = gr.Dropdown(
-                label="Styles",
-                choices=backend.styles.names(),
-                multiselect=True,
-                elem_id=f"{tab}_styles",
-                value=[],
-            )
-            with gr.Row():
-                apply_styles = gr.Button(
-                    "Apply styles", elem_id=f"{tab}_style_apply", min_width=60, size="sm"
+            # shown only while this session's job runs (A1111): see job_buttons()
+            with gr.Row(elem_id=f"{tab}_job_buttons", elem_classes="job-buttons"):
+                interrupt = gr.Button(
+                    "Interrupt", elem_id=f"{tab}_interrupt", min_width=0, size="sm", visible="hidden"
                 )
-                save_style = gr.Button("Save style", elem_id=f"{tab}_style_create", min_width=60, size="sm")
-            style_name = gr.Textbox(label="New style name", elem_id=f"{tab}_style_name", max_lines=1)
+                skip = gr.Button("Skip", elem_id=f"{tab}_skip", min_width=0, size="sm", visible="hidden")
+            with gr.Row(elem_id=f"{tab}_styles_row", elem_classes="compact-row"):
+                styles = gr.Dropdown(
+                    label="Styles",
+                    show_label=False,
+                    choices=backend.styles.names(),
+                    multiselect=True,
+                    elem_id=f"{tab}_styles",
+                    value=[],
+                    min_width=100,
+                )
+                apply_styles = gr.Button(
+                    "Apply", elem_id=f"{tab}_style_apply", min_width=64, scale=0, size="sm"
+                )
+            with gr.Row(elem_id=f"{tab}_style_save_row", elem_classes="compact-row"):
+                style_name = gr.Textbox(
+                    label="New style name",
+                    show_label=False,
+                    placeholder="New style name",
+                    elem_id=f"{tab}_style_name",
+                    max_lines=1,
+                    min_width=100,
+                )
+                save_style = gr.Button(
+                    "Save", elem_id=f"{tab}_style_create", min_width=64, scale=0, size="sm"
+                )
             style_status = gr.HTML(elem_id=f"{tab}_style_status")
 
     for box, counter, positive in ((prompt, prompt_tokens, True), (negative_prompt, negative_tokens, False)):
@@ -113,3 +128,17 @@ def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
         show_progress="hidden",
     )
     return PromptRow(prompt, negative_prompt, styles, generate, interrupt, skip)
+
+
+def job_buttons(running: bool) -> tuple:
+    """Interrupt / Skip updates: shown while a job runs, hidden (kept in the DOM) otherwise."""
+    visible = True if running else "hidden"
+    return gr.update(visible=visible), gr.update(visible=visible)
+
+
+def wire_generate(row: PromptRow, generate, inputs, outputs) -> None:
+    """Generate shows Interrupt / Skip, runs the job generator, then hides them again."""
+    buttons = [row.interrupt, row.skip]
+    row.generate.click(lambda: job_buttons(True), outputs=buttons, show_progress="hidden", queue=False).then(
+        generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None
+    ).then(lambda: job_buttons(False), outputs=buttons, show_progress="hidden", queue=False)

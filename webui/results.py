@@ -67,6 +67,8 @@ def infotext_html(text: str) -> str:
 def build_results(tab: str, backend: UiBackend, output_folder: Callable[[], Path]) -> ResultsPanel:
     with gr.Column(elem_id=f"{tab}_results", min_width=280):
         progress_box = gr.HTML(elem_id=f"{tab}_progress", elem_classes="progress-box")
+        # a failed job's message takes the gallery's place (the gallery is hidden then): see failed()
+        status = gr.HTML(elem_id=f"{tab}_status", elem_classes="results-status")
         gallery = gr.Gallery(
             label="Output",
             elem_id=f"{tab}_gallery",
@@ -82,7 +84,6 @@ def build_results(tab: str, backend: UiBackend, output_folder: Callable[[], Path
             send_img2img = gr.Button("🖼️ img2img", elem_id=f"{tab}_send_to_img2img", min_width=60, size="sm")
             send_inpaint = gr.Button("🎨️ inpaint", elem_id=f"{tab}_send_to_inpaint", min_width=60, size="sm")
             send_extras = gr.Button("📐 extras", elem_id=f"{tab}_send_to_extras", min_width=60, size="sm")
-        status = gr.HTML(elem_id=f"{tab}_status")
         infotext = gr.HTML(elem_id=f"html_info_{tab}", elem_classes="infotext-box")
     task_id = gr.State("")
     last = gr.State(LastResult())
@@ -146,9 +147,15 @@ def run_job(
         request = build_request()
         job = backend.submit(request, build_script_call() if build_script_call else None)
     except Exception as exc:  # gr.Error included: shown in the tab, not as a toast that fades away
-        yield {panel.progress: "", panel.status: error_message(describe_error(exc))}
+        yield failed(panel, describe_error(exc))
         return
-    yield {panel.task_id: job.id, panel.status: "", panel.infotext: "", panel.progress: ""}
+    yield {
+        panel.task_id: job.id,
+        panel.status: "",
+        panel.infotext: "",
+        panel.progress: "",
+        panel.gallery: gr.update(visible=True),
+    }
     shown_preview = 0
     for snap in progress.follow(job, backend.jobs):
         if snap.finished:
@@ -156,17 +163,27 @@ def run_job(
         update = {panel.progress: snap.progress_html}
         if snap.preview is not None and snap.preview_id != shown_preview:
             shown_preview = snap.preview_id
-            update[panel.gallery] = [snap.preview]
+            update[panel.gallery] = [backend.gallery_files.write(snap.preview, stem="preview")]
         yield update
     if job.state is not JobState.DONE:
-        message = job.error or f"the job ended as {job.state.value}"
-        yield {
-            panel.progress: "",
-            panel.task_id: "",
-            panel.status: error_message(f"Generation failed: {message}"),
-        }
+        yield failed(panel, f"Generation failed: {job.error or f'the job ended as {job.state.value}'}")
         return
-    result: GenerationResult = job.result
+    yield finished(backend, panel, job.result)
+
+
+def failed(panel: ResultsPanel, message: str) -> dict:
+    """The stale live preview / old images go; the message stands where the image would be."""
+    return {
+        panel.progress: "",
+        panel.task_id: "",
+        panel.gallery: gr.update(value=[], visible=False),
+        panel.last: LastResult(),
+        panel.infotext: "",
+        panel.status: error_message(message),
+    }
+
+
+def finished(backend: UiBackend, panel: ResultsPanel, result: GenerationResult) -> dict:
     last = LastResult(list(result.images), list(result.infotexts), list(result.seeds), list(result.subseeds))
     note = (
         '<span class="status-note">Interrupted: showing what was finished.</span>'
@@ -174,13 +191,17 @@ def run_job(
         else ""
     )
     if not result.images:
-        note = error_message(
-            "The job finished without images" + (" (interrupted)." if result.interrupted else ".")
+        return failed(
+            panel, "The job finished without images" + (" (interrupted)." if result.interrupted else ".")
         )
-    yield {
+    infotexts = [*last.infotexts, *[""] * len(last.images)]
+    files = [
+        backend.gallery_files.write(image, text) for image, text in zip(last.images, infotexts, strict=False)
+    ]
+    return {
         panel.progress: "",
         panel.task_id: "",
-        panel.gallery: list(result.images),
+        panel.gallery: gr.update(value=files, visible=True),
         panel.last: last,
         panel.infotext: infotext_html(last.selected_infotext()),
         panel.status: note,

@@ -58,7 +58,8 @@ def choices_for(key: str, backend: UiBackend) -> list[str] | None:
     if key == "quicksettings_list":
         return None
     info = backend.options.data_labels.get(key)
-    return list(info.choices) if info is not None and info.choices else None
+    choices = info.allowed_choices() if info is not None else None
+    return list(choices) if choices else None
 
 
 def make_component(key: str, info: OptionInfo, backend: UiBackend, elem_prefix: str = "setting_"):
@@ -80,10 +81,12 @@ def make_component(key: str, info: OptionInfo, backend: UiBackend, elem_prefix: 
         return gr.Dropdown(label=label, choices=choices, value=value or None, elem_id=elem_id)
     if isinstance(info.default, bool):
         return gr.Checkbox(label=label, value=bool(value), elem_id=elem_id)
+    low, high = info.value_range()
+    limits = {"minimum": low, "maximum": high}
     if isinstance(info.default, int):
-        return gr.Number(label=label, value=value, precision=0, elem_id=elem_id)
+        return gr.Number(label=label, value=value, precision=0, elem_id=elem_id, **limits)
     if isinstance(info.default, float):
-        return gr.Number(label=label, value=value, elem_id=elem_id)
+        return gr.Number(label=label, value=value, elem_id=elem_id, **limits)
     return gr.Textbox(label=label, value="" if value is None else str(value), elem_id=elem_id, max_lines=1)
 
 
@@ -168,11 +171,18 @@ def build_quicksettings(backend: UiBackend) -> SettingsControls:
                 refresh = gr.Button("🔄", elem_id=f"refresh_{key}", min_width=40, scale=0, size="sm")
                 refresh.click(_refresher(key, backend), outputs=component, show_progress="hidden")
     status = gr.HTML(elem_id="quicksettings_status")
+    # start-up problems (a bad config.json set aside, a broken checkpoint skipped), as of each page load
+    gr.HTML(value=lambda: notices_html(backend), elem_id="startup_notices")
     for key, component in zip(keys, components, strict=True):
         component.change(
             _quick_apply(key, backend), inputs=component, outputs=status, show_progress="minimal"
         )
     return SettingsControls(keys, components, gr.Button(visible=False), status)
+
+
+def notices_html(backend: UiBackend) -> str:
+    notices = getattr(backend.services, "all_notices", list)()
+    return "".join(error_html(text) for text in notices)
 
 
 def _refresher(key: str, backend: UiBackend) -> Callable[[], Any]:

@@ -11,7 +11,7 @@ from modules.extensions_facade import ScriptControls, script_controls
 from modules.services import ScriptCall
 from webui.backend import UiBackend
 from webui.params import ParamControls, build_params_for
-from webui.prompt_row import PromptRow, build_prompt_row
+from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
 from webui.results import LastResult, ResultsPanel, build_results, run_job, wire_controls
 from webui.ui_config import UiConfig
 
@@ -68,8 +68,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         results.task_id,
         results.last,
     ]
-    for trigger in (prompt_row.generate.click,):
-        trigger(generate, inputs=inputs, outputs=outputs, show_progress="hidden", concurrency_limit=None)
+    wire_generate(prompt_row, generate, inputs, outputs)
     wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
     wire_reuse_seed(params, results)
     return Txt2ImgTab(prompt_row, params, scripts, results)

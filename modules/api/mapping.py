@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from modules.api import models
 from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
-from modules.options import OptionError, Options
+from modules.options import LIMIT_PREFIX, OptionError, Options
 from modules.styles import StyleDatabase
 
 VERSION = "sdwebui-0.1.0"
@@ -75,9 +75,15 @@ def check_overrides(options: Options, overrides: dict[str, Any] | None) -> dict[
     for key, value in (overrides or {}).items():
         if key not in known:
             raise RequestError("override_settings", f"unknown setting {key!r}")
+        if key.startswith(LIMIT_PREFIX):  # a request must not lift the limits that bound it
+            raise RequestError("override_settings", f"{key} cannot be overridden per request")
         if not options.same_type(key, value):
             expected = type(options.data_labels[key].default).__name__
             raise RequestError("override_settings", f"{key}: expected a {expected}, got {value!r}")
+        try:  # range, choices (a clip skip of 99 or an unknown sampler would fail inside the job)
+            options.check(key, value)
+        except OptionError as exc:
+            raise RequestError("override_settings", str(exc)) from exc
         checked[key] = value
     return checked
 
@@ -155,11 +161,10 @@ def build_request(
     merged = {**options.items(), **overrides}
     sampler_name, scheduler = _resolve_sampler(payload, options)
     style_names = list(payload.styles or [])
-    prompt = styles.apply_to_prompt(payload.prompt or "", style_names)
-    negative = styles.apply_to_negative_prompt(payload.negative_prompt or "", style_names)
+    styles.check(style_names)  # an unknown style is a 422 now; the engine applies them (once) when it runs
     common: dict[str, Any] = {
-        "prompt": prompt,
-        "negative_prompt": negative,
+        "prompt": payload.prompt or "",
+        "negative_prompt": payload.negative_prompt or "",
         "styles": style_names,
         "seed": _pick(payload.seed, -1),
         "subseed": _pick(payload.subseed, -1),

@@ -257,7 +257,17 @@ class ScriptsList(BaseModel):
     img2img: list[str]
 
 
+class ValidationErrorItem(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str | None = None
+
+
 class ErrorResponse(BaseModel):
-    error: str
-    detail: str
-    field: str | None = None
+    """Every 4xx/5xx body of the API (modules.api.errors)."""
+
+    error: str = Field(description="the kind of error, e.g. RequestError, ValidationError, QueueFull")
+    detail: str = Field(description="what is wrong, naming the field")
+    field: str | None = Field(default=None, description="the request field at fault, if one is")
+    errors: list[ValidationErrorItem] | None = Field(default=None, description="every schema violation")
+    task_id: str | None = Field(default=None, description="the task that failed or was cancelled")

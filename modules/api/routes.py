@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from modules import upscaling
 from modules.api import mapping
 from modules.api import models as m
+from modules.api.auth import Caller, no_auth
 from modules.api.errors import job_failure_response
 from modules.engine.requests import RequestError
 from modules.jobs import Job, JobError, JobState
@@ -23,15 +24,37 @@ from modules.services import AppServices, ScriptCall
 
 SECRET_FLAG = re.compile(r"auth|password|passwd|secret|token|key", re.IGNORECASE)
 
+# every error body is an ErrorResponse (modules.api.errors); declared so clients and fuzzers can rely on it
+_ERRORS = {
+    401: "missing or wrong credentials (--api-auth)",
+    403: "a Host or cross-site Origin the server does not accept",
+    404: "no such route",
+    409: "the task was cancelled, or force_task_id is taken",
+    413: "the request body is over --max-body-size",
+    422: "a field is invalid or over a limit; `field` names it",
+    429: "too many failed logins from this address or for this user; retry after Retry-After seconds",
+    500: "a server fault while running the job",
+    503: "the queue is full",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": m.ErrorResponse, "description": text} for code, text in _ERRORS.items()
+}
+ASYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": m.TaskSubmitted, "description": "with ?async=true: queued; fetch the result at status_url"}
+}
+
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
+    """`auth_dependency` checks credentials and returns the Caller; routes that need the caller depend on it
+    again (FastAPI evaluates it once per request)."""
     dependencies = [Depends(auth_dependency)] if auth_dependency else []
-    router = APIRouter(dependencies=dependencies)
+    current_caller = auth_dependency or no_auth
+    router = APIRouter(dependencies=dependencies, responses=ERROR_RESPONSES)
     api = "/sdapi/v1"
     jobs = services.jobs
 
     # --- generation ---
-    def submit(payload: m.GenerationPayload, kind: str) -> tuple[Job, Any]:
+    def submit(payload: m.GenerationPayload, kind: str, caller: Caller) -> tuple[Job, Any]:
         request = mapping.build_request(payload, services.options, services.styles, services.max_image_pixels)
         call = ScriptCall(
             kind=kind,
@@ -48,14 +71,15 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
             script_call=call,
             restore_overrides=payload.override_settings_restore_afterwards is not False,
         )
-        job.meta.update(payload=payload, request=request)  # for the deferred response of async submissions
+        # payload and request: for the deferred response of async submissions; owner: who may see the task
+        job.meta.update(payload=payload, request=request, owner=caller.user)
         return job, request
 
     def respond(job: Job, payload: m.GenerationPayload, request) -> Any:
         try:
             result = job.wait()
         except JobError as exc:
-            return job_failure_response(exc.job)
+            return job_failure_response(exc.job, services.paths.redact)
         return mapping.build_response(payload, request, result, services.model_info(job))
 
     def submitted(job: Job) -> JSONResponse:
@@ -66,20 +90,22 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         )
         return JSONResponse(body.model_dump(), status_code=202)
 
-    @router.post(f"{api}/txt2img", response_model=m.GenerationResponse)
+    @router.post(f"{api}/txt2img", response_model=m.GenerationResponse, responses=ASYNC_RESPONSES)
     def txt2img(
         payload: m.Txt2ImgPayload = Body(default_factory=m.Txt2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
+        caller: Caller = Depends(current_caller),
     ):
-        job, request = submit(payload, "txt2img")
+        job, request = submit(payload, "txt2img", caller)
         return submitted(job) if run_async else respond(job, payload, request)
 
-    @router.post(f"{api}/img2img", response_model=m.GenerationResponse)
+    @router.post(f"{api}/img2img", response_model=m.GenerationResponse, responses=ASYNC_RESPONSES)
     def img2img(
         payload: m.Img2ImgPayload = Body(default_factory=m.Img2ImgPayload),
         run_async: bool = Query(False, alias="async", description="answer at once with a task id"),
+        caller: Caller = Depends(current_caller),
     ):
-        job, request = submit(payload, "img2img")
+        job, request = submit(payload, "img2img", caller)
         return submitted(job) if run_async else respond(job, payload, request)
 
     # --- tasks (our extension: fetch later, cancel, list) ---
@@ -96,30 +122,34 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
             queue_position=jobs.position(job.id),
             progress=1.0 if job.state is JobState.DONE else job.progress.fraction,
             eta_relative=job.eta(),
-            error=job.error,
+            error=services.paths.redact(job.error) if job.error else None,
             result=result,
         )
 
-    def find_job(task_id: str) -> Job:
+    def visible(job: Job, caller: Caller) -> bool:
+        """Each API user sees their own tasks; the admin (and everyone, without credentials) sees all."""
+        return caller.admin or job.meta.get("owner") == caller.user
+
+    def find_job(task_id: str, caller: Caller) -> Job:
         job = jobs.get(task_id)
-        if job is None:
+        if job is None or not visible(job, caller):  # another user's task reads as unknown
             raise RequestError("task_id", f"no task {task_id!r} (unknown, or finished too long ago)")
         return job
 
     @router.get(f"{api}/tasks", response_model=list[m.TaskStatus])
-    def list_tasks():
-        return [task_status(job, with_result=False) for job in jobs.recent()]
+    def list_tasks(caller: Caller = Depends(current_caller)):
+        return [task_status(job, with_result=False) for job in jobs.recent() if visible(job, caller)]
 
     @router.get(f"{api}/tasks/{{task_id}}", response_model=m.TaskStatus)
-    def get_task(task_id: str):
-        job = find_job(task_id)
+    def get_task(task_id: str, caller: Caller = Depends(current_caller)):
+        job = find_job(task_id, caller)
         if job.state is JobState.FAILED and isinstance(job.exception, RequestError):
-            return job_failure_response(job)
+            return job_failure_response(job, services.paths.redact)
         return task_status(job, with_result=True)
 
     @router.post(f"{api}/tasks/{{task_id}}/cancel")
-    def cancel_task(task_id: str):
-        find_job(task_id)
+    def cancel_task(task_id: str, caller: Caller = Depends(current_caller)):
+        find_job(task_id, caller)
         return {"task_id": task_id, "cancelled": jobs.cancel(task_id)}
 
     # --- control ---
@@ -247,7 +277,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
 
     @router.post(f"{api}/reload-checkpoint")
     def reload_checkpoint():
-        jobs.run(lambda ctx: services.models.load(services.models.current_title()) and None, kind="model")
+        jobs.run(lambda ctx: services.load_plain_model() and None, kind="model")  # the settings' checkpoint
         return None
 
     # --- lists ---
@@ -318,6 +348,12 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
         else:
             raise RequestError(
                 "resize_mode", f"must be 0 (scale by) or 1 (scale to), got {payload.resize_mode}"
+            )
+        width, height = upscaling.target_size(image, scale)
+        if width * height > services.max_image_pixels:
+            raise RequestError(
+                "upscaling_resize_w" if payload.resize_mode == 1 else "upscaling_resize",
+                f"the result of {width}x{height} exceeds the limit of {services.max_image_pixels} pixels",
             )
         upscaled = upscaling.upscale(image, scale, payload.upscaler_1 or "None")
         return m.ExtrasSingleImageResponse(html_info="", image=mapping.encode_png(upscaled))

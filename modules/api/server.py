@@ -7,20 +7,30 @@ import logging
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from modules.api.auth import basic_auth_dependency
-from modules.api.errors import install_error_handlers
+from modules.api.auth import auth_setup, basic_auth_dependency
+from modules.api.docs import install_offline_docs
+from modules.api.errors import install_error_handlers, install_gradio_error_handlers
+from modules.api.guard import SecurityGuard, policy_from_args
 from modules.api.routes import create_api_router
-from modules.cmd_args import parse_credentials
+from modules.api.throttle import LoginThrottle
 from modules.services import AppServices
 
 log = logging.getLogger(__name__)
 
 
 def create_app(services: AppServices, with_ui: bool = False, with_api: bool = True) -> FastAPI:
-    """OpenAPI at /openapi.json, docs at /docs; the UI (webui.layout.mount_ui) at / when `with_ui`."""
+    """OpenAPI at /openapi.json, docs at /docs; the UI (webui.layout.mount_ui) at / when `with_ui`.
+
+    modules.api.guard.SecurityGuard sits in front of everything (Host, Origin, body size); credentials and
+    the login back-off are shared by the API and the UI (modules.api.auth)."""
     args = services.args
-    app = FastAPI(title="Stable Diffusion web UI API", version=services.version)
-    install_error_handlers(app)
+    setup = auth_setup(args)
+    throttle = LoginThrottle()
+    app = FastAPI(
+        title="Stable Diffusion web UI API", version=services.version, docs_url=None, redoc_url=None
+    )
+    install_offline_docs(app)  # /docs and /redoc with local assets (FastAPI's load them from a CDN)
+    install_error_handlers(app, services.paths.redact)
     origins = [o.strip() for o in (getattr(args, "cors_allow_origins", None) or "").split(",") if o.strip()]
     if origins:
         app.add_middleware(
@@ -31,19 +41,19 @@ def create_app(services: AppServices, with_ui: bool = False, with_api: bool = Tr
             allow_credentials=True,
         )
     if with_api:
-        auth = (
-            basic_auth_dependency(parse_credentials(args.api_auth))
-            if getattr(args, "api_auth", None)
-            else None
-        )
+        auth = basic_auth_dependency(setup.api, throttle) if setup.api else None
         app.include_router(create_api_router(services, auth))
     app.state.services = services
     if with_ui:
         from webui.layout import mount_ui
+        from webui.login import LoginGate, UiLogin
 
-        gradio_auth = getattr(args, "gradio_auth", None)
-        ui_auth = list(parse_credentials(gradio_auth, "--gradio-auth").items()) if gradio_auth else None
-        app = mount_ui(app, services, path="/", auth=ui_auth)
+        login = UiLogin(setup.ui, throttle) if setup.ui else None
+        app = mount_ui(app, services, path="/", auth_dependency=login.user if login else None)
+        install_gradio_error_handlers(app)
+        if login is not None:
+            app.add_middleware(LoginGate, login=login)
+    app.add_middleware(SecurityGuard, policy=policy_from_args(args))  # added last: runs first
 
     @app.on_event("shutdown")
     def _stop_workers() -> None:

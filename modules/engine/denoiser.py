@@ -8,6 +8,9 @@ never branches on model family; the adapter's `to_x0` serves previews and interr
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -118,23 +121,27 @@ class CFGDenoiser:
         owners = conds.cond_owner
         x_cond = x[owners]
         ic_cond = image_cond[owners] if image_cond is not None else None
+        text_cond, text_uncond = conds.cond, None if skip_uncond else conds.uncond
         if skip_uncond:
-            x_in, ic_in, embeds, pooled, negative_rows = x_cond, ic_cond, conds.cond, conds.cond_pooled, 0
+            x_in, ic_in, pooled, negative_rows = x_cond, ic_cond, conds.cond_pooled, 0
         else:
             x_in = torch.cat([x, x_cond])
             ic_in = torch.cat([image_cond, ic_cond]) if image_cond is not None else None
-            embeds = torch.cat([conds.uncond, conds.cond])
             pooled = (
                 torch.cat([conds.uncond_pooled, conds.cond_pooled]) if conds.cond_pooled is not None else None
             )
             negative_rows = batch
 
         if self.hooks.cfg_denoiser is not None:
-            args = CFGDenoiserArgs(
-                x_in, ic_in, timestep, step, total_steps, conds.cond, None if skip_uncond else conds.uncond
-            )
+            args = CFGDenoiserArgs(x_in, ic_in, timestep, step, total_steps, text_cond, text_uncond)
             self.hooks.cfg_denoiser(args)
-            x_in, ic_in = args.x, args.image_cond
+            # A1111 builds the U-Net's text input from what the hook left: it may replace any of these
+            x_in, ic_in, text_cond, text_uncond = args.x, args.image_cond, args.text_cond, args.text_uncond
+        embeds = text_cond if skip_uncond else torch.cat([text_uncond, text_cond])
+        if embeds.shape[0] != x_in.shape[0]:
+            raise ValueError(
+                f"cfg_denoiser: {embeds.shape[0]} text_uncond + text_cond rows for {x_in.shape[0]} x"
+            )
         output = self.adapter.predict(x_in, timestep, embeds, pooled, negative_rows, ic_in)
         if self.hooks.cfg_denoised is not None:
             args_denoised = CFGDenoisedArgs(x_in, output, step, total_steps)
@@ -165,3 +172,41 @@ def _inverse(owners: list[int]) -> list[int]:
     for row, owner in enumerate(owners):
         rows[owner] = row
     return rows
+
+
+class StepInterrupted(Exception):
+    """Raised inside a U-Net or VAE forward pass when the running job was interrupted (or skipped)."""
+
+
+# the stop check of the job running in this context: a hook on a model shared by two workers' jobs must
+# only ever stop the job whose forward pass it is in
+_STOP_CHECK: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "engine_stop_check", default=None
+)
+
+
+def _check_stop(module: torch.nn.Module, args: tuple) -> None:
+    stop = _STOP_CHECK.get()
+    if stop is not None and stop():
+        raise StepInterrupted
+
+
+@contextlib.contextmanager
+def interrupt_checks(blocks: Iterable[torch.nn.Module], should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Forward pre-hooks on `blocks` while the context is open: a long step (a big image on the CPU) stops
+    at the next block instead of at the next step. StepInterrupted propagates out of the forward pass."""
+    token = _STOP_CHECK.set(should_stop)
+    handles = [block.register_forward_pre_hook(_check_stop) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        _STOP_CHECK.reset(token)
+
+
+def model_blocks(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The down/mid/up blocks of a diffusers U-Net, or of a VAE decoder (its mid and up blocks)."""
+    blocks = [*getattr(network, "down_blocks", ()), getattr(network, "mid_block", None)]
+    blocks += list(getattr(network, "up_blocks", ()))
+    return [block for block in blocks if isinstance(block, torch.nn.Module)]

@@ -6,6 +6,8 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from modules.conditioning import PromptEncoder
 from modules.engine import vae
 from modules.engine.cond_schedule import BatchConditioning
 from modules.engine.context import JobContext
-from modules.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning
+from modules.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from modules.engine.hooks import (
     BatchArgs,
     BeforeSamplingArgs,
@@ -31,9 +33,10 @@ from modules.engine.hooks import (
 from modules.engine.loop import SamplingJob, run_loop
 from modules.engine.plan import Txt2ImgPlan
 from modules.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from modules.engine.saving import filename_fields, save_generated
 from modules.engine.settings import EngineSettings
-from modules.image_saving import dated_output_dir, save_image
 from modules.infotext import create_infotext
+from modules.prompt_parser import extra_network_tags
 from modules.rng import ImageRNG, resolve_seed
 from modules.sd_models.model import LoadedModel
 
@@ -61,9 +64,10 @@ def generate(
         request = state.request
         request.validate()
     _check_state(state)
-    plan = _make_plan(model, request, settings)
+    plan = _make_plan(model, request, settings, hooks)
 
     result = GenerationResult(request=request)
+    started = dt.datetime.now()  # A1111's job_timestamp of the file-name pattern
     encoder = PromptEncoder(model, request.clip_skip)
     with torch.no_grad():
         for batch_number in range(request.n_iter):
@@ -71,7 +75,9 @@ def generate(
                 break
             ctx.clear_skip()
             state.batch_number = batch_number
-            stopped = _run_batch(model, request, ctx, settings, hooks, state, plan, encoder, result, eta)
+            stopped = _run_batch(
+                model, request, ctx, settings, hooks, state, plan, encoder, result, eta, started
+            )
             if stopped == "interrupt":
                 break
     result.interrupted = ctx.interrupted
@@ -89,6 +95,7 @@ def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
             raise RequestError("styles", "no style database is configured")
         prompt = settings.styles.apply_to_prompt(prompt, request.styles)
         negative = settings.styles.apply_to_negative_prompt(negative, request.styles)
+    check_no_extra_networks([prompt], [negative])
     seed = resolve_seed(request.seed)
     subseed = resolve_seed(request.subseed)
     # as A1111: with a variation strength all images share the seed and the subseed advances
@@ -114,6 +121,7 @@ def _run_batch(
     encoder: PromptEncoder,
     result: GenerationResult,
     eta: float | None,
+    started: dt.datetime,
 ) -> str | None:
     batch_number = state.batch_number
     indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
@@ -131,6 +139,7 @@ def _run_batch(
         state.all_prompts[part], state.all_negative_prompts[part] = args.prompts, args.negative_prompts
         state.all_seeds[part], state.all_subseeds[part] = args.seeds, args.subseeds
         _check_state(state)
+    check_no_extra_networks(args.prompts, args.negative_prompts)  # also what scripts put there
 
     scheduler = samplers.create_scheduler(
         request.sampler_name, request.scheduler, model.scheduler_config, eta
@@ -175,14 +184,26 @@ def _run_batch(
         if stopped == "skip" or (stopped == "interrupt" and outcome.steps_done == 0):
             return stopped
 
-    images = plan.finish(vae.pixels_to_pil(vae.decode(model, latents)), indexes)
+    try:
+        pixels = vae.decode(model, latents, _stop_check(ctx))
+    except StepInterrupted:
+        return "interrupt"
+    images = plan.finish(vae.pixels_to_pil(pixels), indexes)
     if hooks.postprocess_batch is not None:
         batch_args = PostprocessBatchArgs(state, batch_number, images)
         hooks.postprocess_batch(batch_args)
         images = batch_args.images
     for index, image in zip(indexes, images, strict=True):
-        _finish_image(model, request, settings, hooks, state, plan, index, image, result)
+        _finish_image(model, request, settings, hooks, state, plan, index, image, result, started)
     return stopped
+
+
+def _stop_check(ctx: JobContext) -> Callable[[], bool]:
+    """The decode stops for an interrupt that comes during it; after an earlier one it still runs, so an
+    interrupted batch gets its partial image, as in A1111."""
+    if ctx.interrupted:
+        return lambda: False
+    return lambda: ctx.interrupted
 
 
 def _finish_image(
@@ -195,6 +216,7 @@ def _finish_image(
     index: int,
     image: Image.Image,
     result: GenerationResult,
+    started: dt.datetime,
 ) -> None:
     if hooks.postprocess_image is not None:
         image_args = PostprocessImageArgs(state, index, image)
@@ -206,9 +228,9 @@ def _finish_image(
         save_args = ImageSaveArgs(state, index, image, infotext)
         if hooks.before_image_saved is not None:
             hooks.before_image_saved(save_args)
-        directory = dated_output_dir(Path(settings.outputs_root), plan.output_kind)
+        fields = filename_fields(model, request, state, index, save_args.image, started)
         save_args.path = str(
-            save_image(save_args.image, directory, state.all_seeds[index], save_args.infotext)
+            save_generated(save_args.image, save_args.infotext, fields, settings, plan.output_kind)
         )
         result.saved_paths.append(save_args.path)
         if hooks.image_saved is not None:
@@ -265,11 +287,11 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def _make_plan(model: LoadedModel, request: Txt2ImgRequest, settings: EngineSettings):
+def _make_plan(model: LoadedModel, request: Txt2ImgRequest, settings: EngineSettings, hooks: EngineHooks):
     if isinstance(request, Img2ImgRequest):
         from modules.engine.img2img import Img2ImgPlan
 
-        return Img2ImgPlan(model, request, settings)
+        return Img2ImgPlan(model, request, settings, hooks.extra_noise)
     return Txt2ImgPlan(model, request)
 
 
@@ -292,6 +314,19 @@ def _check_supported(request: Txt2ImgRequest) -> None:
         raise RequestError("tiling", "seamless tiling is not available in this build")
     if request.s_noise != 1.0:
         raise RequestError("s_noise", "only 1.0 is supported by the diffusers schedulers")
+
+
+def check_no_extra_networks(prompts: list[str], negative_prompts: list[str]) -> None:
+    """No extra networks (LoRA, hypernetworks) exist in this build: a `<lora:...>` tag is refused rather than
+    encoded as prompt text, which would silently change the image."""
+    for field_name, texts in (("prompt", prompts), ("negative_prompt", negative_prompts)):
+        for text in texts:
+            tags = extra_network_tags(text)
+            if tags:
+                raise RequestError(
+                    field_name,
+                    f"extra networks are not supported in this build: remove {', '.join(tags)}",
+                )
 
 
 def _check_state(state: JobState) -> None:

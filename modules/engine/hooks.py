@@ -4,6 +4,7 @@ Order for one job (A1111 equivalents in brackets; the extension facade maps scri
 1. process(JobState)                      once, after seeds and prompts are resolved   [Script.process]
    then for each batch (n_iter):
 2. process_batch(BatchArgs)               before conditioning; may edit prompts/seeds [Script.process_batch]
+   extra_noise(ExtraNoiseArgs)            img2img with img2img_extra_noise > 0; may replace the noise [on_extra_noise]
 3. before_sampling(BeforeSamplingArgs)    after noise/init latents exist  [Script.process_before_every_sampling]
    for each U-Net evaluation:
 4. cfg_denoiser(CFGDenoiserArgs)          before the U-Net call; may replace x/conds  [on_cfg_denoiser]
@@ -77,6 +78,15 @@ class BeforeSamplingArgs:
 
 
 @dataclass
+class ExtraNoiseArgs:
+    """img2img's extra noise (A1111 ExtraNoiseParams): `xi += noise * img2img_extra_noise` after the hook."""
+
+    noise: torch.Tensor  # the seed's noise (times initial_noise_multiplier); replaceable
+    x: torch.Tensor  # latents of the init image
+    xi: torch.Tensor  # those latents noised to the first timestep
+
+
+@dataclass
 class CFGDenoiserArgs:
     x: torch.Tensor  # latents fed to the U-Net (cond/uncond batched), after scheduler input scaling
     image_cond: torch.Tensor | None  # extra channels of inpainting models, batched like x
@@ -146,6 +156,7 @@ class EngineHooks:
 
     process: Callable[[JobState], None] | None = None
     process_batch: Callable[[BatchArgs], None] | None = None
+    extra_noise: Callable[[ExtraNoiseArgs], None] | None = None
     before_sampling: Callable[[BeforeSamplingArgs], None] | None = None
     cfg_denoiser: Callable[[CFGDenoiserArgs], None] | None = None
     cfg_denoised: Callable[[CFGDenoisedArgs], None] | None = None

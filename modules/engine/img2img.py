@@ -8,6 +8,8 @@ is composited over the original with the blurred mask, so pixels outside it are 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from PIL import Image
 
 from modules import samplers
 from modules.engine import masking, vae
+from modules.engine.hooks import ExtraNoiseArgs
 from modules.engine.loop import MaskBlend
 from modules.engine.plan import PreparedBatch
 from modules.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, Img2ImgRequest, RequestError
@@ -37,11 +40,21 @@ class _Inpainting:
 class Img2ImgPlan:
     output_kind = "img2img-images"
 
-    def __init__(self, model: LoadedModel, request: Img2ImgRequest, settings: EngineSettings):
+    def __init__(
+        self,
+        model: LoadedModel,
+        request: Img2ImgRequest,
+        settings: EngineSettings,
+        extra_noise_hook: Callable[[ExtraNoiseArgs], None] | None = None,
+    ):
         self.model = model
         self.request = request
         self.fix_steps = request.img2img_fix_steps or settings.img2img_fix_steps
         self.mask_weight = _mask_weight(request, settings)
+        self.extra_noise = settings.img2img_extra_noise
+        if not math.isfinite(self.extra_noise) or self.extra_noise < 0:
+            raise RequestError("img2img_extra_noise", f"must be a number >= 0, got {self.extra_noise!r}")
+        self._extra_noise_hook = extra_noise_hook
         count = len(request.init_images)
         if count not in (1, request.batch_size):
             raise RequestError(
@@ -173,11 +186,30 @@ class Img2ImgPlan:
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start)
         start_t = timesteps[:1]
-        noised = scheduler.add_noise(latents, noise * req.initial_noise_multiplier, start_t)
+        scaled_noise = noise * req.initial_noise_multiplier
+        noised = scheduler.add_noise(latents, scaled_noise, start_t)
         if mask_blend is not None:
             outside = scheduler.add_noise(kept, noise, start_t)
             noised = outside * (1 - mask_blend.mask) + noised * mask_blend.mask
+        if self.extra_noise > 0:
+            noised = self._add_extra_noise(scheduler, start_t, latents, scaled_noise, noised)
         return PreparedBatch(noised, timesteps, image_cond, mask_blend)
+
+    def _add_extra_noise(
+        self, scheduler: Any, start_t, x: torch.Tensor, noise: torch.Tensor, xi: torch.Tensor
+    ):
+        """A1111's img2img_extra_noise: `xi += noise * extra` in k-diffusion's (sigma) space, after
+        on_extra_noise may replace the noise; a variance-preserving scheduler's latents are that times c_x."""
+        args = ExtraNoiseArgs(noise, x, xi)
+        if self._extra_noise_hook is not None:
+            self._extra_noise_hook(args)
+        if args.noise.shape != xi.shape:
+            raise ValueError(
+                f"extra_noise: noise of shape {tuple(args.noise.shape)} for latents {tuple(xi.shape)}"
+            )
+        one = torch.ones_like(xi[:1, :1, :1, :1])
+        c_x = scheduler.add_noise(one, torch.zeros_like(one), start_t)  # 1 for sigma schedulers, sqrt(a) else
+        return xi + c_x * args.noise.to(xi.device, xi.dtype) * self.extra_noise
 
     def finish(self, images: list[Image.Image], image_indexes: list[int]) -> list[Image.Image]:
         if self.inpainting is None:
@@ -193,6 +225,8 @@ class Img2ImgPlan:
         params: dict[str, Any] = {"Denoising strength": req.denoising_strength}
         if req.initial_noise_multiplier != 1.0:
             params["Noise multiplier"] = req.initial_noise_multiplier
+        if self.extra_noise > 0:
+            params["Extra noise"] = self.extra_noise
         if self.model.is_inpainting:
             params["Conditional mask weight"] = self.mask_weight
         if req.mask is not None:

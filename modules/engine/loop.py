@@ -10,7 +10,7 @@ import torch
 from modules import samplers
 from modules.engine.cond_schedule import BatchConditioning
 from modules.engine.context import JobContext, StepInfo
-from modules.engine.denoiser import CFGDenoiser
+from modules.engine.denoiser import CFGDenoiser, StepInterrupted, interrupt_checks, model_blocks
 from modules.engine.hooks import EngineHooks, MaskBlendArgs
 
 
@@ -62,27 +62,40 @@ def run_loop(
     job_count: int,
     preview_every: int = 0,
 ) -> LoopOutcome:
-    """Run the scheduler over `job.timesteps`; checks interrupt/skip before each step."""
+    """Run the scheduler over `job.timesteps`; checks interrupt/skip before each step and between the
+    U-Net's blocks (a step of a big image on the CPU can take minutes)."""
     scheduler = job.scheduler
     generators = job.generators if len(job.generators) > 1 else job.generators[0]
     step_kwargs = samplers.step_kwargs(scheduler, job.eta, generators)
     latents = job.latents
     total = len(job.timesteps)
     last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    for i, t in enumerate(job.timesteps):
-        if ctx.interrupted or ctx.skipped:
-            stopped = "interrupt" if ctx.interrupted else "skip"
-            # an interrupted job decodes the last denoised estimate, as A1111 does
-            return LoopOutcome(_denoised(job, *last) if last is not None else latents, i, stopped)
-        x_in = scheduler.scale_model_input(latents, t)
-        output = job.denoiser(x_in, t, job.conditioning.at_step(i + 1), job.image_cond, i, total)
-        latents = scheduler.step(output, t, latents, **step_kwargs, return_dict=False)[0]
-        if job.mask_blend is not None:
-            latents = _blend(job, latents, i, hooks)
-        last = (x_in, t, output)
-        want_preview = preview_every > 0 and ((i + 1) % preview_every == 0 or i + 1 == total)
-        ctx.report(StepInfo(job_no, job_count, i + 1, total, _denoised(job, *last) if want_preview else None))
+    unet_blocks = model_blocks(getattr(job.denoiser.adapter.model, "unet", None))
+    with interrupt_checks(unet_blocks, lambda: ctx.interrupted or ctx.skipped):
+        for i, t in enumerate(job.timesteps):
+            if ctx.interrupted or ctx.skipped:
+                return _stopped(job, ctx, last, latents, i)
+            x_in = scheduler.scale_model_input(latents, t)
+            try:
+                output = job.denoiser(x_in, t, job.conditioning.at_step(i + 1), job.image_cond, i, total)
+            except StepInterrupted:
+                return _stopped(job, ctx, last, latents, i)
+            latents = scheduler.step(output, t, latents, **step_kwargs, return_dict=False)[0]
+            if job.mask_blend is not None:
+                latents = _blend(job, latents, i, hooks)
+            last = (x_in, t, output)
+            want_preview = preview_every > 0 and ((i + 1) % preview_every == 0 or i + 1 == total)
+            preview = _denoised(job, *last) if want_preview else None
+            ctx.report(StepInfo(job_no, job_count, i + 1, total, preview))
     return LoopOutcome(latents, total)
+
+
+def _stopped(
+    job: SamplingJob, ctx: JobContext, last: tuple | None, latents: torch.Tensor, i: int
+) -> LoopOutcome:
+    # an interrupted job decodes the last denoised estimate, as A1111 does
+    stopped = "interrupt" if ctx.interrupted else "skip"
+    return LoopOutcome(_denoised(job, *last) if last is not None else latents, i, stopped)
 
 
 def _denoised(job: SamplingJob, x_in: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

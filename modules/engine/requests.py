@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ MAX_STEPS = 150
 MAX_CFG = 30.0
 MAX_BATCH_SIZE = 64
 MAX_N_ITER = 1000
+MIN_SEED_RESIZE = 8  # one latent pixel
+MAX_NOISE_MULTIPLIER = 1.5  # A1111's "Noise multiplier for img2img" slider
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")  # A1111 inpainting_fill 0..3
@@ -83,6 +86,10 @@ class Txt2ImgRequest:
         _check_int_range("n_iter", self.n_iter, 1, MAX_N_ITER)
         _check_float_range("subseed_strength", self.subseed_strength, 0.0, 1.0)
         _check_int_range("clip_skip", self.clip_skip, 1, 12)
+        for name in ("seed_resize_from_w", "seed_resize_from_h"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value > 0:  # <= 0: no seed resize
+                _check_int_range(name, value, MIN_SEED_RESIZE, MAX_SIZE)
         if self.eta is not None:
             _check_float_range("eta", self.eta, 0.0, 1.0)
         for name in ("seed", "subseed"):
@@ -129,6 +136,89 @@ class Img2ImgRequest(Txt2ImgRequest):
         _check_int_range("mask_blur_y", self.mask_blur_y, 0, 256)
         _check_int_range("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, 1024)
         _check_float_range("inpainting_mask_weight", self.inpainting_mask_weight, 0.0, 1.0)
+        _check_float_range(
+            "initial_noise_multiplier", self.initial_noise_multiplier, 0.0, MAX_NOISE_MULTIPLIER
+        )
+
+
+TokenCounter = Callable[[str, int, bool], int]  # (text, steps, is_positive) -> tokens
+
+
+def clip_token_counter(text: str, steps: int, is_positive: bool) -> int:
+    """A prompt's tokens as the engine encodes it (the longest AND part / scheduled variant). Every model
+    family tokenizes with the CLIP BPE vocabulary, so no model has to be loaded to count."""
+    from modules.conditioning import count_tokens
+    from modules.sd_models.tokenizer import shared_clip_tokenizer
+
+    return count_tokens(text, shared_clip_tokenizer(), steps, is_positive)[0]
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What one job may cost, checked before it is queued (settings `limit_*`, modules.options)."""
+
+    prompt_chars: int = 20_000
+    prompt_tokens: int = 1_500
+    images: int = 256  # n_iter * batch_size
+    steps: int = MAX_STEPS
+    image_pixels: int = MAX_SIZE * MAX_SIZE  # width * height, and every other size of the request
+    job_pixels: int = 256 * 512 * 512  # width * height * images
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any]) -> JobLimits:
+        defaults = cls()
+        return cls(
+            **{
+                name: int(values.get(f"limit_{name}", getattr(defaults, name)))
+                for name in (f.name for f in dataclasses.fields(cls))
+            }
+        )
+
+    def check(self, request: Txt2ImgRequest, count_tokens: TokenCounter | None = None) -> None:
+        """RequestError naming the first field over a limit. `count_tokens` (e.g. `clip_token_counter`)
+        runs only on prompts within the character limit, so a huge prompt costs nothing to refuse."""
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(request, name)
+            if len(text) > self.prompt_chars:
+                raise RequestError(
+                    name,
+                    f"{len(text)} characters exceed the limit of {self.prompt_chars} (limit_prompt_chars)",
+                )
+            tokens = count_tokens(text, request.steps, name == "prompt") if count_tokens and text else 0
+            if tokens > self.prompt_tokens:
+                raise RequestError(
+                    name, f"{tokens} tokens exceed the limit of {self.prompt_tokens} (limit_prompt_tokens)"
+                )
+        if request.steps > self.steps:
+            raise RequestError("steps", f"{request.steps} exceeds the limit of {self.steps} (limit_steps)")
+        images = request.n_iter * request.batch_size
+        if images > self.images:
+            raise RequestError(
+                "n_iter",
+                f"n_iter * batch_size = {images} images exceed the limit of {self.images} (limit_images)",
+            )
+        self._check_sizes(request, images)
+
+    def _check_sizes(self, request: Txt2ImgRequest, images: int) -> None:
+        sizes = [("width", request.width, request.height)]  # an unset size is checked when the job runs
+        sizes.append(("seed_resize_from_w", request.seed_resize_from_w, request.seed_resize_from_h))
+        for name, width, height in sizes:
+            if width is None or height is None or width <= 0 or height <= 0:
+                continue
+            if width * height > self.image_pixels:
+                raise RequestError(
+                    name,
+                    f"{width}x{height} = {width * height} pixels exceed the limit of {self.image_pixels} "
+                    "(limit_image_pixels)",
+                )
+        if request.width is not None and request.height is not None:
+            total = request.width * request.height * images
+            if total > self.job_pixels:
+                raise RequestError(
+                    "batch_size",
+                    f"{images} images of {request.width}x{request.height} = {total} pixels exceed the limit "
+                    f"of {self.job_pixels} per job (limit_job_pixels)",
+                )
 
 
 @dataclass

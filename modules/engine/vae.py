@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from PIL import Image
 
+from modules.engine.denoiser import StepInterrupted, interrupt_checks, model_blocks
 from modules.sd_models.model import LoadedModel
 
 
@@ -44,13 +47,26 @@ def encode(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> pixels in [0, 1] as float32 [B, 3, H, W]; NaNs raise NaNLatentsError."""
+def decode(
+    model: LoadedModel, latents: torch.Tensor, should_stop: Callable[[], bool] | None = None
+) -> torch.Tensor:
+    """Scaled latents -> pixels in [0, 1] as float32 [B, 3, H, W]; NaNs raise NaNLatentsError.
+
+    With `should_stop`, one image at a time with checks between the decoder's blocks: StepInterrupted
+    (modules.engine.denoiser) stops a long decode early."""
     check_finite(latents, "U-Net", model.dtype)
     scaling, shift = _scale(model)
-    pixels = model.vae.decode(latents.to(model.device, model.vae_dtype) / scaling + shift, return_dict=False)[
-        0
-    ]
+    scaled = latents.to(model.device, model.vae_dtype) / scaling + shift
+    if should_stop is None:
+        pixels = model.vae.decode(scaled, return_dict=False)[0]
+    else:
+        with interrupt_checks(model_blocks(getattr(model.vae, "decoder", None)), should_stop):
+            slices = []
+            for row in scaled.split(1):  # per image, as diffusers' VAE slicing: a check between images
+                if should_stop():
+                    raise StepInterrupted
+                slices.append(model.vae.decode(row, return_dict=False)[0])
+        pixels = torch.cat(slices)
     check_finite(pixels, "VAE", model.vae_dtype)
     return (pixels.float() / 2 + 0.5).clamp(0, 1)
 

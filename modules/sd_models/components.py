@@ -6,20 +6,19 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import diffusers
 import torch
-import transformers
 
 from modules.sd_models.model import ModelFamily
 
+if TYPE_CHECKING:  # diffusers and transformers cost seconds to import: only when a model is built
+    import diffusers
+    import transformers
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 COMPONENT_KEYS = ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler")
-TEXT_ENCODER_CLASSES = {
-    "CLIPTextModel": transformers.CLIPTextModel,
-    "CLIPTextModelWithProjection": transformers.CLIPTextModelWithProjection,
-}
+TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")  # transformers class names
 
 
 @dataclass
@@ -50,17 +49,21 @@ def text_encoder_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def build_text_encoder(config: dict[str, Any]) -> transformers.PreTrainedModel:
+    import transformers
+
     arch = (config.get("architectures") or ["CLIPTextModel"])[0]
     if arch not in TEXT_ENCODER_CLASSES:
         raise ValueError(f"unsupported text encoder architecture {arch!r}")
     kwargs = {
         k: v for k, v in config.items() if k not in ("architectures", "model_type", "transformers_version")
     }
-    return TEXT_ENCODER_CLASSES[arch](transformers.CLIPTextConfig(**kwargs))
+    return getattr(transformers, arch)(transformers.CLIPTextConfig(**kwargs))
 
 
 def build_components(config: dict[str, Any], device: str | torch.device = "meta") -> Components:
     """Instantiate the modules from configs; on 'meta' nothing is allocated or randomly initialised."""
+    import diffusers
+
     with torch.device(device):
         unet = diffusers.UNet2DConditionModel.from_config(config["unet"])
         vae = diffusers.AutoencoderKL.from_config(config["vae"])
@@ -69,5 +72,7 @@ def build_components(config: dict[str, Any], device: str | torch.device = "meta"
 
 
 def build_vae(config: dict[str, Any], device: str | torch.device = "meta") -> diffusers.AutoencoderKL:
+    import diffusers
+
     with torch.device(device):
         return diffusers.AutoencoderKL.from_config(config)

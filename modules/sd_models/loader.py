@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import safetensors
 import safetensors.torch
 import torch
-from diffusers.loaders import single_file_utils as sfu
 
 from modules.sd_models.components import Components, build_components, build_vae, family_config, merge_config
 from modules.sd_models.detection import detect_family
@@ -255,6 +253,8 @@ def _fix_buffers_and_check(module: torch.nn.Module, what: str, path: Path) -> No
 def _convert_text_encoder(
     kind: str, prefix: str, encoder: torch.nn.Module, state: Mapping[str, torch.Tensor], family: ModelFamily
 ) -> dict[str, torch.Tensor]:
+    from diffusers.loaders import single_file_utils as sfu  # diffusers costs seconds: imported on first load
+
     part = {k: v for k, v in state.items() if k.startswith(prefix)}
     if kind == "clip":
         converted = sfu.convert_ldm_clip_checkpoint(part, remove_prefix=prefix)
@@ -284,6 +284,8 @@ def convert_state_dict(
     device and dtype (e.g. an fp16 file for fp16) are used as they are: zero-copy views of the mmapped file.
     Without one, tensors are assigned as given (meta tensors in the manifest tests).
     """
+    from diffusers.loaders import single_file_utils as sfu
+
     main = (policy.device, policy.dtype) if policy else None
     vae = (policy.device, policy.vae_dtype) if policy else None
     components = build_components(config, device="meta")
@@ -383,6 +385,8 @@ def load_single_file(info: CheckpointInfo, policy: DevicePolicy = DevicePolicy()
 
 def load_diffusers_folder(info: CheckpointInfo, policy: DevicePolicy = DevicePolicy()) -> LoadedModel:
     """A local diffusers folder; family from its configs. Never touches a hub (local paths only)."""
+    import diffusers
+
     path = Path(info.path)
     try:
         index = json.loads((path / "model_index.json").read_text())
@@ -436,6 +440,8 @@ def load_vae_file(path: Path, vae_config: dict[str, Any], device: torch.device, 
     if any(".down_blocks." in k or ".up_blocks." in k for k in state):
         converted = state
     else:
+        from diffusers.loaders import single_file_utils as sfu
+
         converted = sfu.convert_ldm_vae_checkpoint(state, vae_config)
         used = {k for k in state if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
         if used != set(state):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from modules.model_libraries import import_model_libraries
 from modules.sd_models import discovery
 from modules.sd_models.errors import CheckpointLoadError
 from modules.sd_models.hashing import HashCache
@@ -61,7 +62,7 @@ class ModelManager:
     def refresh(self) -> None:
         """Re-scan the folders (new, removed, renamed files) without touching loaded models."""
         infos = discovery.list_checkpoints(
-            self.checkpoint_dirs, self.extra_checkpoints, self.include_default_dir
+            self.checkpoint_dirs, self.extra_checkpoints, self.include_default_dir, linked_roots=self.vae_dirs
         )
         with_hashes = []
         for info in infos:
@@ -83,23 +84,10 @@ class ModelManager:
         return [(v.name, v.path) for v in self._vaes]
 
     def find_checkpoint(self, name: str) -> CheckpointInfo:
-        """By title, name, file name (with or without extension), path, or short/full hash."""
-        wanted = name.strip()
-        for info in self._checkpoints:
-            candidates = {
-                info.title,
-                info.name,
-                info.filename,
-                Path(info.filename).name,
-                info.title.split(" [")[0],
-            }
-            if wanted in candidates or (info.sha256 and wanted in (info.sha256, info.shorthash)):
-                return info
-        path = Path(wanted)
-        if path.exists():
-            return discovery.checkpoint_info(path)
-        raise CheckpointLoadError(
-            f"checkpoint {name!r} not found (known: {len(self._checkpoints)}; try refresh)"
+        """By title, name, file name (with or without extension), listed path, or short/full hash; only
+        what discovery listed (a path that was not listed is not found, whether it exists or not)."""
+        return discovery.find_listed(
+            name, self._checkpoints, discovery.checkpoint_names, "checkpoint", "sd_model_checkpoint"
         )
 
     def hash_of(self, info: CheckpointInfo) -> CheckpointInfo:
@@ -142,8 +130,12 @@ class ModelManager:
 
     def load(self, name: str | CheckpointInfo, vae: str = VAE_AUTOMATIC) -> LoadedModel:
         """Make ``name`` the current model (loading it if needed); raises CheckpointLoadError on bad input."""
+        import_model_libraries()  # first imports under one lock (other threads may import them too)
         with self._lock:
-            info = name if isinstance(name, CheckpointInfo) else self.find_checkpoint(name)
+            if isinstance(name, CheckpointInfo) and name.filename in self._loaded:
+                info = name
+            else:  # an info object must also be one discovery listed
+                info = self.find_checkpoint(name.filename if isinstance(name, CheckpointInfo) else name)
             cached = self._loaded.get(info.filename)
             if cached is not None:
                 self._loaded.move_to_end(info.filename)
@@ -202,6 +194,7 @@ class ModelManager:
         """Load, hashing a not-yet-hashed file at the same time: the sha256 of a multi-GB file takes seconds,
         and hashlib and file reads release the GIL, so the first load of a file costs max(load, hash), not
         the sum. Later loads find the hash in the cache."""
+        discovery.check_still_listable(info)
         needs_hash = not (info.is_diffusers_folder or info.sha256)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-hash") as pool:
             digest = pool.submit(self.hashes.sha256, info.path) if needs_hash else None
@@ -222,12 +215,7 @@ class ModelManager:
         return vae
 
     def _vae_path(self, name: str) -> Path:
-        for v in self._vaes:
-            if name in (v.name, str(v.path), v.path.name):
-                return v.path
-        raise CheckpointLoadError(
-            f"VAE {name!r} not found; known: {', '.join(v.name for v in self._vaes) or 'none'}"
-        )
+        return discovery.find_listed(name, self._vaes, discovery.ModelFile.names, "VAE", "sd_vae").path
 
     def _apply_vae(self, model: LoadedModel, vae: str) -> None:
         name = self._resolve_vae_name(model.info, vae)
@@ -243,11 +231,15 @@ class ModelManager:
             if own is not None:
                 model.vae = own
             model.vae_name = None
+            model.extra.pop("vae_hash", None)
             return
         new_vae = load_vae_file(path, dict(model.vae.config), model.device, model.vae_dtype)
         model.extra.setdefault("own_vae", model.vae)
         model.vae = new_vae
         model.vae_name = name
+        # A1111's "VAE hash" of the infotext: the file's sha256, first 10 hex digits (cached like checkpoints')
+        digest = self.hashes.sha256(path)
+        model.extra["vae_hash"] = digest[:10] if digest else None
 
     @staticmethod
     def _release(model: LoadedModel) -> None:

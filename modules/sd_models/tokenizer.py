@@ -10,8 +10,10 @@ import functools
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import transformers
+if TYPE_CHECKING:  # transformers costs a second to import: only when a tokenizer is built
+    import transformers
 
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
@@ -64,6 +66,11 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]
 
 def build_clip_tokenizer(pad_token: str = END_TOKEN) -> transformers.CLIPTokenizer:
     """A fresh CLIPTokenizer (max length 77); ``pad_token="!"`` for the OpenCLIP text encoders."""
+    from modules.model_libraries import import_transformers
+
+    import_transformers()  # a request thread may build this while the model load imports transformers
+    import transformers
+
     vocab, merges = clip_vocab_and_merges()
     if pad_token not in vocab:
         raise ValueError(f"pad token {pad_token!r} is not in the CLIP vocabulary")

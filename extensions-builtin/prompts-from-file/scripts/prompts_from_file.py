@@ -79,6 +79,20 @@ def parse_line(line: str) -> dict:
     return result
 
 
+def check_args(checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt) -> None:
+    """The API's positional script_args: two checkboxes, "start"/"end", the prompt lines."""
+    for label, value in (("Iterate seed every line", checkbox_iterate),
+                         ("Use same random seed for all lines", checkbox_iterate_batch)):  # fmt: skip
+        if not isinstance(value, bool):
+            raise scripts.ScriptArgsError(f"Prompts from file: {label!r} must be true/false, got {value!r}")
+    if prompt_position not in ("start", "end"):
+        raise scripts.ScriptArgsError(
+            f"Prompts from file: insert prompts at must be 'start' or 'end', got {prompt_position!r}"
+        )
+    if prompt_txt is not None and not isinstance(prompt_txt, str):
+        raise scripts.ScriptArgsError(f"Prompts from file: the prompt list must be text, got {prompt_txt!r}")
+
+
 class Script(scripts.Script):
     def title(self):
         return "Prompts from file or textbox"
@@ -97,10 +111,20 @@ class Script(scripts.Script):
         return [checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt]
 
     def run(self, p, checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt):
+        check_args(checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt)
         lines = [x.strip() for x in (prompt_txt or "").splitlines() if x.strip()]
         if not lines:
-            raise RuntimeError("Prompts from file: the list of prompts is empty")
-        jobs = [parse_line(line) for line in lines]
+            raise scripts.ScriptArgsError("Prompts from file: the list of prompts is empty")
+        try:  # a bad line is a bad argument: a 422 naming script_args, not a failed job
+            jobs = [parse_line(line) for line in lines]
+        except RuntimeError as exc:
+            raise scripts.ScriptArgsError(str(exc)) from exc
+        images = sum(job.get("n_iter", p.n_iter) * job.get("batch_size", p.batch_size) for job in jobs)
+        if images > int(shared.opts.limit_images):  # all lines are one job: the setting bounds them together
+            raise scripts.ScriptArgsError(
+                f"Prompts from file: {len(jobs)} lines make {images} images, over the limit of "
+                f"{shared.opts.limit_images} (limit_images)"
+            )
         p.do_not_save_grid = True
         if (checkbox_iterate or checkbox_iterate_batch) and p.seed == -1:
             p.seed = int(random.randrange(4294967294))

@@ -386,6 +386,35 @@ def expand_values(axis: AxisOption, text: str) -> list[Any]:
         raise RuntimeError(f"X/Y/Z plot: bad value for {axis.label}: {exc}") from exc
 
 
+def parse_axis(p, kind, text, chosen, csv_mode, is_img2img) -> tuple[AxisOption, list[Any]]:
+    axis = find_axis(kind, is_img2img)
+    check_available(axis, is_img2img)
+    if axis.choices is not None and not csv_mode and chosen:
+        text = ",".join(f'"{c}"' for c in chosen)
+    values = expand_values(axis, text) if axis.label != "Nothing" else [""]
+    if axis.label != "Nothing" and not values:
+        raise RuntimeError(f"X/Y/Z plot: no values given for the {axis.label} axis")
+    if axis.confirm is not None:
+        axis.confirm(p, values)
+    return axis, values
+
+
+def check_arg_types(texts, dropdowns, flags, margin_size) -> None:
+    """The API's positional script_args, checked by kind (a value in the wrong slot names its type)."""
+    if any(text is not None and not isinstance(text, str) for text in texts):
+        raise scripts.ScriptArgsError(f"X/Y/Z plot: axis values must be text, got {texts!r}")
+    if any(chosen is not None and not isinstance(chosen, list) for chosen in dropdowns):
+        raise scripts.ScriptArgsError(f"X/Y/Z plot: axis value dropdowns must be lists, got {dropdowns!r}")
+    if any(not isinstance(flag, bool) for flag in flags):
+        raise scripts.ScriptArgsError(f"X/Y/Z plot: the checkboxes must be true/false, got {flags!r}")
+    if (
+        isinstance(margin_size, bool)
+        or not isinstance(margin_size, (int, float))
+        or not 0 <= margin_size <= 500
+    ):
+        raise scripts.ScriptArgsError(f"X/Y/Z plot: grid margins must be 0..500 px, got {margin_size!r}")
+
+
 def select_axis(kind, csv_mode, is_img2img=False):
     """Show the values dropdown for axes with choices (samplers, checkpoints) unless text is wanted."""
     axis = find_axis(kind if kind is not None else 0, is_img2img)
@@ -437,22 +466,29 @@ class Script(scripts.Script):
     def run(self, p, x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown, z_type, z_values,
             z_values_dropdown, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, vary_seeds_x,
             vary_seeds_y, vary_seeds_z, margin_size, csv_mode):  # fmt: skip
+        check_arg_types(
+            (x_values, y_values, z_values), (x_values_dropdown, y_values_dropdown, z_values_dropdown),
+            (draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds, vary_seeds_x, vary_seeds_y,
+             vary_seeds_z, csv_mode), margin_size,
+        )  # fmt: skip
         if not no_fixed_seeds:
             processing.fix_seed(p)
-        axes = []
-        for kind, text, chosen in ((x_type, x_values, x_values_dropdown), (y_type, y_values, y_values_dropdown),
-                                   (z_type, z_values, z_values_dropdown)):  # fmt: skip
-            axis = find_axis(kind, self.is_img2img)
-            check_available(axis, self.is_img2img)
-            if axis.choices is not None and not csv_mode and chosen:
-                text = ",".join(f'"{c}"' for c in chosen)
-            values = expand_values(axis, text) if axis.label != "Nothing" else [""]
-            if axis.label != "Nothing" and not values:
-                raise RuntimeError(f"X/Y/Z plot: no values given for the {axis.label} axis")
-            if axis.confirm is not None:
-                axis.confirm(p, values)
-            axes.append((axis, values))
+        try:  # every error here is about the arguments: a 422 naming script_args, not a failed job
+            axes = [
+                parse_axis(p, kind, text, chosen, csv_mode, self.is_img2img)
+                for kind, text, chosen in ((x_type, x_values, x_values_dropdown),
+                                           (y_type, y_values, y_values_dropdown),
+                                           (z_type, z_values, z_values_dropdown))
+            ]  # fmt: skip
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise scripts.ScriptArgsError(str(exc)) from exc
         (xa, xs), (ya, ys), (za, zs) = axes
+        images = len(xs) * len(ys) * len(zs) * p.n_iter * p.batch_size
+        if images > int(shared.opts.limit_images):  # the grid is one job: the setting bounds it as a whole
+            raise scripts.ScriptArgsError(
+                f"X/Y/Z plot: {len(xs)}x{len(ys)}x{len(zs)} cells make {images} images, over the limit of "
+                f"{shared.opts.limit_images} (limit_images)"
+            )
         varies = (vary_seeds_x, vary_seeds_y, vary_seeds_z)
         shared.state.job_count = len(xs) * len(ys) * len(zs) * p.n_iter
         cells: list[list[list[Processed]]] = []

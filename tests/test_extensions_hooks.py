@@ -1,0 +1,222 @@
+"""The callbacks an extension relies on, seen by a sample extension (tests/sample_extensions/sample-hooks) in
+the real app: the real ModelManager on a tiny checkpoint file, driven over real HTTP (`app.py`, one server for
+the module), and the real page built by `create_ui` for the component callbacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from modules import cmd_args, scripts
+from modules.extensions_facade import attach_extensions
+from modules.services import build_services
+from tests import tiny_models
+from tests.api_server import start_server
+from tests.sample_extensions.harness import SAMPLES, reset_scripts
+
+SCRIPT = "Sample hooks"
+BASE = {"seed": 11, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler", "cfg_scale": 7}
+
+
+def data_dir_with_sample(root: Path) -> Path:
+    """A data dir with one tiny SD1 checkpoint and the sample-hooks extension installed."""
+    folder = root / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    model = tiny_models.tiny_loaded_model("sd1", seed=0)
+    tiny_models.write_single_file(model, folder / "hooked.safetensors")
+    shutil.copytree(SAMPLES / "sample-hooks", root / "extensions" / "sample-hooks")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = data_dir_with_sample(tmp_path_factory.mktemp("hooks-api"))
+    with start_server(data_dir, ["--use-cpu", "all"]) as srv:
+        yield srv
+
+
+def post(server, path: str, body: dict) -> dict:
+    response = requests.post(server.api + path, json=body, timeout=180)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def hooks_log(server) -> dict:
+    response = requests.get(server.url + "/sample-hooks/log", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def pixels(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"), dtype=np.float32)
+
+
+def txt2img(server, prompt: str, mode: str = "off") -> np.ndarray:
+    body = dict(BASE, prompt=prompt, alwayson_scripts={SCRIPT: {"args": [mode]}})
+    return pixels(post(server, "/txt2img", body)["images"][0])
+
+
+def test_shared_sd_model_and_on_model_loaded_in_the_real_app(server):
+    txt2img(server, "a cat")
+    titles = [m["title"] for m in requests.get(server.api + "/sd-models", timeout=30).json()]
+    (title,) = [t for t in titles if t.startswith("hooked.safetensors [")]  # the one loaded (sorts first)
+    log = hooks_log(server)
+    assert log["model_loaded"] == [title]  # once, for the start-up load
+    assert log["sd_model_in_process"][-1] == title  # shared.sd_model inside a job
+    assert requests.post(server.api + "/unload-checkpoint", timeout=60).status_code == 200
+    txt2img(server, "a cat")  # loads it again: a new model object, so extensions hear of it
+    log = hooks_log(server)
+    assert log["model_loaded"] == [title] * 2
+    assert log["sd_model_in_process"][-1] == title
+
+
+def test_cfg_denoiser_can_replace_text_cond(server):
+    cat = txt2img(server, "a cat")
+    empty = txt2img(server, "")
+    assert np.abs(cat - empty).mean() > 1  # the prompt matters on this model
+    swapped = txt2img(server, "a cat", mode="uncond as cond")  # text_cond := text_uncond (the "" prompt)
+    assert np.abs(swapped - empty).max() <= 1
+
+
+def test_scripts_lists_alwayson_scripts_as_a1111(server):
+    listed = requests.get(server.api + "/scripts", timeout=30).json()
+    assert set(listed) == {"txt2img", "img2img"}
+    for kind in ("txt2img", "img2img"):
+        assert "sample hooks" in listed[kind]  # AlwaysVisible, listed by its lowercased title
+        assert {"x/y/z plot", "prompts from file or textbox"} <= set(listed[kind])
+
+
+def img2img_body(mode: str, extra: float) -> dict:
+    init = Image.fromarray(np.linspace(0, 255, 64 * 64 * 3).reshape(64, 64, 3).astype(np.uint8))
+    buffer = io.BytesIO()
+    init.save(buffer, format="PNG")
+    return dict(BASE, prompt="a cat", init_images=[base64.b64encode(buffer.getvalue()).decode()],
+                denoising_strength=0.6, override_settings={"img2img_extra_noise": extra},
+                alwayson_scripts={SCRIPT: {"args": [mode]}})  # fmt: skip
+
+
+def test_on_extra_noise_sees_and_replaces_img2img_extra_noise(server):
+    def img2img(mode: str, extra: float) -> tuple[np.ndarray, str]:
+        answer = post(server, "/img2img", img2img_body(mode, extra))
+        return pixels(answer["images"][0]), answer["info"]
+
+    plain, plain_info = img2img("off", 0.0)
+    assert hooks_log(server)["extra_noise"] == []  # 0 = no extra noise, no call (A1111)
+    noisy, noisy_info = img2img("off", 0.5)
+    assert np.abs(noisy - plain).mean() > 1 and "Extra noise: 0.5" in noisy_info
+    assert "Extra noise" not in plain_info
+    (call,) = hooks_log(server)["extra_noise"]  # noise, x (init latents), xi (noised): one latent shape
+    assert call[0] == call[1] == call[2] and call[0][:2] == [1, 4]
+    zeroed, _ = img2img("no extra noise", 0.5)  # the callback's noise is the one added: zeros
+    assert np.abs(zeroed - plain).max() <= 1
+
+
+def test_bad_extra_noise_setting_is_a_4xx_naming_it(server):
+    response = requests.post(server.api + "/img2img", json=img2img_body("off", -1.0), timeout=60)
+    assert 400 <= response.status_code < 500 and "img2img_extra_noise" in response.text
+
+
+# --- the component callbacks, while the real page is built ---
+
+
+@pytest.fixture
+def real_app(tmp_path):
+    data_dir = data_dir_with_sample(tmp_path / "data")
+    args = cmd_args.parse_args(["--data-dir", str(data_dir), "--use-cpu", "all"])
+    services = build_services(args)  # the real ModelManager, no double
+    system = attach_extensions(services)
+    yield services, system
+    services.jobs.shutdown()
+    reset_scripts()
+
+
+def probe_log() -> dict:
+    module = next(m for path, m in scripts.loaded_modules.items() if path.endswith("hooks_probe.py"))
+    return module.LOG
+
+
+def test_component_callbacks_around_every_block_of_the_page(real_app):
+    from webui.layout import create_ui
+
+    services, system = real_app
+    demo = create_ui(services)
+    log = probe_log()
+    before, after = log["before_component"], log["after_component"]
+    for elem_id in ("txt2img_prompt", "txt2img_generate", "img2img_prompt", "tab_settings", "txt2img_toprow"):
+        assert before.count(elem_id) == 1 and after.count(elem_id) == 1, elem_id
+    assert log["after_prompt_label"] == "Prompt"  # after: the component is fully built
+    # what the callbacks built sits right before / after the prompt, in the page the browser gets
+    column = next(b for b in demo.blocks.values() if b.elem_id == "txt2img_prompt_container")
+    # (Gradio wraps form components in a Form block of its own; name it by what it holds)
+    siblings = [b.elem_id or b.children[0].elem_id for b in column.children]
+    assert siblings[:3] == ["sample_hooks_before_prompt", "txt2img_prompt", "sample_hooks_after_prompt"]
+    layout_ids = _layout_ids(demo.config["layout"])
+    assert all(
+        b._id in layout_ids
+        for b in demo.blocks.values()
+        if b.elem_id and b.elem_id.startswith("sample_hooks")
+    )
+    # the tab's scripts see their own tab's components (A1111 scripts_current)
+    assert "txt2img_prompt" in log["script_after_component"]["txt2img"]
+    assert "img2img_prompt" not in log["script_after_component"]["txt2img"]
+    assert "img2img_prompt" in log["script_after_component"]["img2img"]
+    assert log["on_after_generate"] == ["txt2img_generate"]  # Script.on_after_component(elem_id=...)
+
+    system.reload()  # "Apply and restart UI"
+    assert log["before_reload"] == 1
+
+
+def _layout_ids(node: dict) -> set[int]:
+    ids = {node["id"]}
+    for child in node.get("children", []):
+        ids |= _layout_ids(child)
+    return ids
+
+
+def test_blocks_built_by_component_callbacks_nest_and_keep_their_place():
+    import gradio as gr
+
+    from modules import script_callbacks
+    from modules.ui_component_hooks import observe
+
+    seen = []
+
+    def before(component, **kwargs):
+        seen.append(("before", kwargs.get("elem_id")))
+        if kwargs.get("elem_id") == "b":
+            with gr.Row(elem_id="row_before_b"):
+                gr.Button(elem_id="in_row")
+
+    def after(component, **kwargs):
+        seen.append(("after", kwargs.get("elem_id")))
+        if kwargs.get("elem_id") == "col":
+            gr.HTML(elem_id="after_col")
+
+    script_callbacks.on_before_component(before)
+    script_callbacks.on_after_component(after)
+    try:
+        with gr.Blocks() as demo, observe(demo):
+            with gr.Column(elem_id="col"):
+                gr.Button("a", elem_id="a")
+                gr.Button("b", elem_id="b")
+            gr.Button("c", elem_id="c")
+    finally:
+        script_callbacks.remove_callbacks_for_function(before)
+        script_callbacks.remove_callbacks_for_function(after)
+    assert [b.elem_id for b in demo.children] == ["col", "after_col", "c"]
+    column = demo.children[0]
+    assert [b.elem_id for b in column.children] == ["a", "row_before_b", "b"]
+    assert [b.elem_id for b in column.children[1].children] == ["in_row"]
+    # a layout block's "after" comes once its constructor returned, before what it holds (as A1111)
+    assert seen[:2] == [("before", "col"), ("after", "col")]
+    assert seen.index(("after", "in_row")) < seen.index(("after", "b"))
+    assert [s for s in seen if s[1] == "c"] == [("before", "c"), ("after", "c")]  # the last block, too
+    assert type(demo.blocks) is dict  # Gradio's own mapping again once built
