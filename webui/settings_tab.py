@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from webui.progress import error_html
 log = logging.getLogger(__name__)
 
 REFRESHABLE = {"sd_model_checkpoint", "sd_vae"}
+_TITLE_HASH = re.compile(r" \[[0-9a-f]{8,64}\]$")
 
 
 @dataclass
@@ -30,7 +32,19 @@ class SettingsControls:
     status: gr.HTML
 
     def current_values(self, backend: UiBackend) -> list[Any]:
-        return [displayed_value(backend, key) for key in self.keys]
+        return [_current_value(backend, key) for key in self.keys]
+
+
+def _current_value(backend: UiBackend, key: str) -> Any:
+    """A control's value at page load; model lists also get their current choices, because checkpoint titles
+    gain their hash (`name [1a2b3c4d5e]`) once it is computed, after the page may have been built."""
+    value = displayed_value(backend, key)
+    if key not in REFRESHABLE:
+        return value
+    choices = choices_for(key, backend) or []
+    if value not in choices and value not in ("", None):
+        choices = [value, *choices]
+    return gr.update(value=value, choices=choices)
 
 
 def _display_value(value: Any) -> Any:
@@ -107,8 +121,10 @@ def apply_values(backend: UiBackend, keys: list[str], values: list[Any]) -> tupl
     """Set changed options; returns (changed keys, error message or None)."""
     changes = {}
     for key, value in zip(keys, values, strict=True):
-        if key == "sd_model_checkpoint" and value == displayed_value(backend, key):
-            continue  # the model in use, shown for an unset option: not a change
+        if key == "sd_model_checkpoint" and _without_hash(value) == _without_hash(
+            displayed_value(backend, key)
+        ):
+            continue  # the model in use (shown before or after its hash was known): not a change
         value = _coerce_for_option(backend.options.data_labels.get(key), value)
         if value != backend.options.get(key):
             changes[key] = value
@@ -118,6 +134,11 @@ def apply_values(backend: UiBackend, keys: list[str], values: list[Any]) -> tupl
         return backend.set_options(changes), None
     except Exception as exc:
         return [], describe_error(exc)
+
+
+def _without_hash(title: Any) -> Any:
+    """`name.safetensors [1a2b3c4d5e]` -> `name.safetensors` (a title gains its hash once it is computed)."""
+    return _TITLE_HASH.sub("", title) if isinstance(title, str) else title
 
 
 def build_settings_tab(backend: UiBackend) -> SettingsControls:
