@@ -1,4 +1,5 @@
-"""Interrupt inside a step: between the U-Net's blocks and between the VAE decoder's blocks / images.
+"""Interrupt inside a step: between the U-Net's blocks, the VAE decoder's blocks / images, and the VAE
+encoder's blocks (img2img init images).
 
 Deterministic: the interrupt is requested from inside a block (a forward pre-hook of the test), and the test
 counts the block calls that still ran, so nothing depends on the machine's speed.
@@ -7,10 +8,11 @@ counts the block calls that still ran, so nothing depends on the machine's speed
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from modules.engine.context import JobContext
 from modules.engine.generate import generate
-from modules.engine.requests import Txt2ImgRequest
+from modules.engine.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.engine.settings import EngineSettings
 
 
@@ -92,3 +94,24 @@ def test_interrupt_before_the_decode_still_decodes_the_partial_batch(tiny_sd1_mo
     ctx.on_step = lambda info: ctx.interrupt() if info.step == 1 else None
     result = run(tiny_sd1_model, request(steps=4, batch_size=2), ctx)
     assert result.interrupted and len(result.images) == 2
+
+
+def test_interrupt_during_the_img2img_vae_encode_stops_it(tiny_sd1_model):
+    encoder, unet = tiny_sd1_model.vae.encoder, tiny_sd1_model.unet
+    ctx = JobContext()
+    modules = {"down0": encoder.down_blocks[0], "down_last": encoder.down_blocks[-1], "unet": unet.mid_block}
+    calls = BlockCalls(ctx, modules, interrupt_at=("down0", 1))  # in the encoder's first block
+    req = Img2ImgRequest(
+        prompt="a cat", seed=1, steps=4, width=64, height=64, sampler_name="Euler",
+        init_images=[Image.new("RGB", (64, 64), "red")], denoising_strength=0.5,
+    )  # fmt: skip
+    try:
+        result = run(tiny_sd1_model, req, ctx)
+    finally:
+        calls.remove()
+    # the encode stopped at its next block; no sampling step and no decode ran
+    assert calls.counts == {"down0": 1, "down_last": 0, "unet": 0}
+    assert result.interrupted and result.images == []
+    # the encoder's hooks are gone, and the same plan runs normally without an interrupt
+    assert all(not block._forward_pre_hooks for block in encoder.down_blocks)
+    assert len(run(tiny_sd1_model, req, JobContext()).images) == 1

@@ -154,7 +154,10 @@ def _run_batch(
         vae_scale_factor=model.vae_scale_factor,
     )
     noise = rng.first()
-    prepared = plan.prepare(scheduler, noise, indexes)
+    try:
+        prepared = plan.prepare(scheduler, noise, indexes, lambda: ctx.interrupted)
+    except StepInterrupted:  # during the init images' VAE encode: nothing to decode yet
+        return "interrupt"
     latents = prepared.latents
     if hooks.before_sampling is not None:
         sampling_args = BeforeSamplingArgs(state, batch_number, latents, noise)

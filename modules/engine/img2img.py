@@ -26,6 +26,8 @@ from modules.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, I
 from modules.engine.settings import EngineSettings
 from modules.sd_models.model import LoadedModel
 
+StopCheck = Callable[[], bool] | None  # True once the job is interrupted (the VAE encode then stops early)
+
 FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = range(4)  # request.inpainting_fill
 
 
@@ -130,22 +132,23 @@ class Img2ImgPlan:
         factor = self.model.vae_scale_factor
         return (self.model.latent_channels, self.request.height // factor, self.request.width // factor)
 
-    def _encoded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _encoded(self, should_stop: StopCheck) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(latents to start from, latents kept outside the mask, inpainting-model conditioning), cached."""
         if self._latents is None:
-            latents = self._encode(self.images)
-            kept = latents if self.kept_images is self.images else self._encode(self.kept_images)
-            self._latents = (latents, kept, self._image_cond() if self.model.is_inpainting else None)
+            latents = self._encode(self.images, should_stop)
+            kept = latents if self.kept_images is self.images else self._encode(self.kept_images, should_stop)
+            image_cond = self._image_cond(should_stop) if self.model.is_inpainting else None
+            self._latents = (latents, kept, image_cond)
         return self._latents
 
-    def _encode(self, images: list[Image.Image]) -> torch.Tensor:
-        latents = vae.encode(self.model, vae.pil_to_pixels(images))
+    def _encode(self, images: list[Image.Image], should_stop: StopCheck) -> torch.Tensor:
+        latents = vae.encode(self.model, vae.pil_to_pixels(images), should_stop)
         if self.request.resize_mode == masking.LATENT_UPSCALE and self.inpainting is None:
             size = self.latent_shape()[1:]
             latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear", antialias=True)
         return latents
 
-    def _image_cond(self) -> torch.Tensor:
+    def _image_cond(self, should_stop: StopCheck) -> torch.Tensor:
         """Mask + masked-image latents for 9-channel U-Nets; `mask_weight` < 1 keeps some of the masked area."""
         pixels = vae.pil_to_pixels(self.images)
         if self.inpainting is None:
@@ -153,14 +156,17 @@ class Img2ImgPlan:
         else:
             mask = self.inpainting.pixel_mask
         masked = torch.lerp(pixels, pixels * (1 - mask), self.mask_weight)
-        masked_latents = vae.encode(self.model, masked)
+        masked_latents = vae.encode(self.model, masked, should_stop)
         latent_mask = torch.nn.functional.interpolate(mask, size=masked_latents.shape[2:])
         return torch.cat([latent_mask.expand(masked_latents.shape[0], -1, -1, -1), masked_latents], dim=1)
 
-    def prepare(self, scheduler: Any, noise: torch.Tensor, image_indexes: list[int]) -> PreparedBatch:
+    def prepare(
+        self, scheduler: Any, noise: torch.Tensor, image_indexes: list[int], should_stop: StopCheck = None
+    ) -> PreparedBatch:
+        """`should_stop`: the VAE encode of the init images stops early for an interrupt (StepInterrupted)."""
         req, device = self.request, self.model.device
         batch = noise.shape[0]
-        latents, kept, image_cond = (_batch(t, batch, device) for t in self._encoded())
+        latents, kept, image_cond = (_batch(t, batch, device) for t in self._encoded(should_stop))
         noise = noise.to(device)
         strength = req.denoising_strength
         if self.fix_steps and strength > 0:

@@ -36,7 +36,9 @@ class Txt2ImgPlan:
         factor = self.model.vae_scale_factor
         return (self.model.latent_channels, self.request.height // factor, self.request.width // factor)
 
-    def prepare(self, scheduler: Any, noise: torch.Tensor, image_indexes: list[int]) -> PreparedBatch:
+    def prepare(
+        self, scheduler: Any, noise: torch.Tensor, image_indexes: list[int], should_stop: Any = None
+    ) -> PreparedBatch:
         samplers.set_timesteps(scheduler, self.request.steps, device=self.model.device)
         latents = noise.to(self.model.device) * scheduler.init_noise_sigma
         image_cond = None

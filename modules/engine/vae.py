@@ -39,11 +39,20 @@ def _scale(model: LoadedModel) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def encode(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels in [-1, 1] [B, 3, H, W] -> scaled latents (the distribution's mean: deterministic)."""
+def encode(
+    model: LoadedModel, pixels: torch.Tensor, should_stop: Callable[[], bool] | None = None
+) -> torch.Tensor:
+    """Pixels in [-1, 1] [B, 3, H, W] -> scaled latents (the distribution's mean: deterministic).
+
+    With `should_stop`, checks between the encoder's blocks: StepInterrupted stops a long encode early."""
     scaling, shift = _scale(model)
-    dist = model.vae.encode(pixels.to(model.device, model.vae_dtype)).latent_dist
+    with interrupt_checks(model_blocks(getattr(model.vae, "encoder", None)), should_stop or _never):
+        dist = model.vae.encode(pixels.to(model.device, model.vae_dtype)).latent_dist
     return ((dist.mean - shift) * scaling).to(torch.float32)
+
+
+def _never() -> bool:
+    return False
 
 
 @torch.no_grad()
