@@ -18,9 +18,9 @@ from modules.jobs import JobState
 from webui.backend import UiBackend, describe_error
 from webui.params import ParamControls, build_params_for
 from webui.progress import error_html
-from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
-from webui.results import ResultsPanel, build_results, failed, run_job, wire_controls
-from webui.txt2img_tab import build_script_area, script_call, wire_reuse_seed
+from webui.prompt_row import PromptRow, build_prompt_row
+from webui.results import ResultsPanel, build_results, failed, run_job
+from webui.txt2img_tab import build_script_area, script_call, wire_tab
 from webui.ui_config import UiConfig
 
 TAB = "img2img"
@@ -356,17 +356,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         *scripts.inputs,
         *params.components(),
     }
-    outputs = [
-        results.gallery,
-        results.progress,
-        results.infotext,
-        results.status,
-        results.task_id,
-        results.last,
-    ]
-    wire_generate(prompt_row, generate, inputs, outputs)
-    wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
-    wire_reuse_seed(params, results)
+    wire_tab(backend, prompt_row, params, results, generate, inputs)
     tab = Img2ImgTab(
         prompt_row,
         params,

@@ -60,6 +60,13 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
 
     inputs = {prompt_row.prompt, prompt_row.negative_prompt, prompt_row.styles, *params.components()}
     inputs |= set(scripts.inputs)
+    wire_tab(backend, prompt_row, params, results, generate, inputs)
+    return Txt2ImgTab(prompt_row, params, scripts, results)
+
+
+def wire_tab(backend: UiBackend, prompt_row: PromptRow, params: ParamControls, results: ResultsPanel, generate,
+             inputs) -> None:  # fmt: skip
+    """Generate (inputs -> the results panel), Interrupt / Skip and the seed buttons of one generation tab."""
     outputs = [
         results.gallery,
         results.progress,
@@ -71,7 +78,6 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
     wire_generate(prompt_row, generate, inputs, outputs)
     wire_controls(backend, results, prompt_row.interrupt, prompt_row.skip)
     wire_reuse_seed(params, results)
-    return Txt2ImgTab(prompt_row, params, scripts, results)
 
 
 def wire_reuse_seed(params: ParamControls, results: ResultsPanel) -> None:
