@@ -13,7 +13,6 @@ import json
 import os
 import re
 import stat
-import time
 from datetime import date
 
 import pytest
@@ -24,6 +23,7 @@ from modules.infotext import read_infotext
 from modules.sd_models.hashing import sha256_file
 from tests import tiny_models
 from tests.api_server import start_server
+from tests.waiting import wait_until
 
 SIZE = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler"}
 
@@ -186,19 +186,19 @@ def test_vae_hash_reaches_the_infotext(server):
 def test_after_skip_all_seeds_match_the_images(server):
     body = {**SIZE, "prompt": "skip", "steps": 150, "n_iter": 3, "seed": 100}
     task = post(server, "/txt2img?async=true", body).json()["task_id"]
-    deadline = time.time() + 60
-    while time.time() < deadline:
+
+    def sampling_started() -> bool:
         state = requests.get(server.api + "/progress", timeout=10).json()["state"]
-        if state["job"] == task and state["job_no"] == 0 and state["sampling_step"] >= 1:
-            break
-        time.sleep(0.05)
+        return state["job"] == task and state["job_no"] == 0 and state["sampling_step"] >= 1
+
+    wait_until(sampling_started, "the first batch started sampling")
     assert post(server, "/skip").json()["skipped"] == [task]
-    while True:
+
+    def finished() -> dict | None:
         status = requests.get(server.api + f"/tasks/{task}", timeout=10).json()
-        if status["status"] not in ("queued", "running"):
-            break
-        assert time.time() < deadline + 60
-        time.sleep(0.2)
+        return status if status["status"] not in ("queued", "running") else None
+
+    status = wait_until(finished, "the skipped task finished", timeout=120, interval=0.2)
     info = json.loads(status["result"]["info"])
     in_images = []
     for b64 in status["result"]["images"]:

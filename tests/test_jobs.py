@@ -11,6 +11,7 @@ from PIL import Image
 
 from modules.engine.context import JobContext, StepInfo
 from modules.jobs import DuplicateTaskId, JobError, JobQueue, JobState, Progress, StepTimer
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -43,11 +44,7 @@ def stepping_work(steps: int, delay: float = 0.0, n_iter: int = 1, record: list 
 
 
 def wait_for(condition, timeout: float = 5.0) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        time.sleep(0.005)
+    wait_until(condition, "the queue's condition", timeout, interval=0.005)
 
 
 def test_fifo_order_and_results(queue):

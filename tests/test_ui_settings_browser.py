@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from tests.browser import start_server, stop_server, wait_ui_loaded, write_tiny_checkpoint
+from tests.waiting import wait_until
 
 pytest_plugins = ("tests.browser",)  # the browser fixture
 pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
@@ -71,10 +72,11 @@ def test_clip_skip_quicksetting_reaches_the_job_and_lora_is_an_error(browser, se
     context, page = open_ui(browser, settings_server)
     try:
         set_number(page, "setting_quick_CLIP_stop_at_last_layers", 2)
-        deadline = time.time() + 30
-        while api(settings_server, "/options")["CLIP_stop_at_last_layers"] != 2:
-            assert time.time() < deadline, "the quicksetting was not applied"
-            time.sleep(0.3)
+        wait_until(
+            lambda: api(settings_server, "/options")["CLIP_stop_at_last_layers"] == 2,
+            "the Clip skip quicksetting applied",
+            interval=0.3,
+        )
         generate(page, "a red cube")
         assert page.locator("#txt2img_status .error-message").count() == 0
         assert "Clip skip: 2" in page.inner_text("#html_info_txt2img .infotext")
