@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from modules import cmd_args
-from modules.startup_timer import StartupTimer
+from sdwebui.config import flags as cmd_args
+from sdwebui.startup_timer import StartupTimer
 
 log = logging.getLogger("webui")
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = cmd_args.build_parser()
     try:
-        from modules.extension_preload import apply_preload_hooks
+        from sdwebui.extensions.preload import apply_preload_hooks
     except ImportError:  # extension support not installed in this build
         apply_preload_hooks = None
     if apply_preload_hooks is not None:
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         import gradio  # noqa: F401  (the page needs it; in before the model thread starts importing)
 
         timer.record("import gradio")
-    from modules.extensions_facade import attach_extensions
-    from modules.services import build_services, serve
+    from sdwebui.extensions.bridge import attach_extensions
+    from sdwebui.services import build_services, serve
 
     services = build_services(args)
     timer.record("build services")
@@ -58,7 +58,7 @@ def submit_model_load(services):
 def _load_model(services):
     """The first load, timed: it also imports diffusers and transformers (seconds; the page needs neither)."""
     timer = StartupTimer()
-    from modules.model_libraries import import_model_libraries
+    from sdwebui.models.libraries import import_model_libraries
 
     import_model_libraries()
     timer.record("import diffusers, transformers")

@@ -6,7 +6,7 @@ Prints, for held-out prompt x seed pairs (caption combinations never seen in tra
 per attribute at CFG 7 and CFG 1; the negative-prompt check (a prompt without a colour, with and
 without the negative prompt "red"); and the inpainting check (repaint the right half of a scene with
 "a green square": is the masked half green, is the rest unchanged). Images come from the engine
-(`modules.engine.generate`), with the web UI's defaults: Euler, 20 steps, the model's native size.
+(`sdwebui.engine.generate`), with the web UI's defaults: Euler, 20 steps, the model's native size.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules.default_model import CHECKPOINT_PATH, backends, dataset, quality  # noqa: E402
-from modules.default_model.attributes import colour_fraction, read_attributes  # noqa: E402
+from sdwebui.models.default_model import CHECKPOINT_PATH, backends, dataset, quality  # noqa: E402
+from sdwebui.models.default_model.attributes import colour_fraction, read_attributes  # noqa: E402
 
 
 def accuracy_table(model, count: int, steps: int) -> dict[float, dict[str, float]]:

@@ -21,14 +21,14 @@ from diffusers import StableDiffusionPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules import samplers  # noqa: E402
-from modules.engine.context import JobContext  # noqa: E402
-from modules.engine.generate import generate  # noqa: E402
-from modules.engine.requests import Txt2ImgRequest  # noqa: E402
-from modules.engine.settings import EngineSettings  # noqa: E402
-from modules.sd_models.components import build_components, family_config  # noqa: E402
-from modules.sd_models.model import CheckpointInfo, LoadedModel, ModelFamily  # noqa: E402
-from modules.sd_models.tokenizer import build_clip_tokenizer  # noqa: E402
+from sdwebui.engine import samplers  # noqa: E402
+from sdwebui.engine.context import JobContext  # noqa: E402
+from sdwebui.engine.generate import generate  # noqa: E402
+from sdwebui.engine.requests import Txt2ImgRequest  # noqa: E402
+from sdwebui.engine.settings import EngineSettings  # noqa: E402
+from sdwebui.models.components import build_components, family_config  # noqa: E402
+from sdwebui.models.model import CheckpointInfo, LoadedModel, ModelFamily  # noqa: E402
+from sdwebui.models.tokenizer import build_clip_tokenizer  # noqa: E402
 
 SMALL_SIZE = 256
 FULL_SIZE = 512

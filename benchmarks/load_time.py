@@ -52,9 +52,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from modules.sd_models.discovery import checkpoint_info  # noqa: E402
-from modules.sd_models.hashing import sha256_file  # noqa: E402
-from modules.sd_models.loader import DevicePolicy, load_checkpoint  # noqa: E402
+from sdwebui.models.discovery import checkpoint_info  # noqa: E402
+from sdwebui.models.hashing import sha256_file  # noqa: E402
+from sdwebui.models.loader import DevicePolicy, load_checkpoint  # noqa: E402
 
 MANIFEST = ROOT / "tests" / "fixtures" / "checkpoint-manifests" / "sd15.json"
 

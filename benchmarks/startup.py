@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PHASE_LINE = re.compile(r"(Startup time|Model ready): [\d.]+s \((.*)\)")
 PHASE = re.compile(r"([^,:][^:]*): ([\d.]+)s")
-MODEL_LOADED = re.compile(r"modules\.sd_models\.manager: Loaded ")
+MODEL_LOADED = re.compile(r"sdwebui\.models\.manager: Loaded ")
 IMPORTS = (
     ("torch", "import torch"),
     ("gradio", "import gradio"),

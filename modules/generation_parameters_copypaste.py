@@ -1,4 +1,7 @@
-"""A1111's old name for `modules.infotext_utils` (renamed in A1111 1.8); extensions still import it."""
+"""A1111's `modules.generation_parameters_copypaste`, for extensions: the same module object as `sdwebui.facade.generation_parameters_copypaste`."""
 
-from modules.infotext_utils import *  # noqa: F403
-from modules.infotext_utils import __all__  # noqa: F401
+import sys
+
+from sdwebui.facade import generation_parameters_copypaste as _target
+
+sys.modules[__name__] = _target

@@ -25,8 +25,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules.default_model import architecture, backends, pipeline, quality  # noqa: E402
-from modules.default_model.train import (  # noqa: E402
+from sdwebui.models.default_model import architecture, backends, pipeline, quality  # noqa: E402
+from sdwebui.models.default_model.train import (  # noqa: E402
     TrainConfig,
     finetune_decoder,
     log,
@@ -36,8 +36,8 @@ from modules.default_model.train import (  # noqa: E402
     train_unet,
     train_vae,
 )
-from modules.sd_models.ldm_export import save_single_file  # noqa: E402
-from modules.sd_models.model import ModelFamily  # noqa: E402
+from sdwebui.models.ldm_export import save_single_file  # noqa: E402
+from sdwebui.models.model import ModelFamily  # noqa: E402
 
 # Stage budgets add up to about 82 minutes; rendering, encoding and exports take the rest of the 90.
 PRESETS: dict[str, dict] = {

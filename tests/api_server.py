@@ -127,10 +127,10 @@ def _wait_ready(server: Server, timeout: float, auth: tuple[str, str] | None) ->
 def fake_services(args, step_delay: float):
     from PIL import Image
 
-    from modules.engine.context import StepInfo
-    from modules.engine.requests import GenerationResult
-    from modules.sd_models.model import CheckpointInfo
-    from modules.services import build_services
+    from sdwebui.engine.context import StepInfo
+    from sdwebui.engine.requests import GenerationResult
+    from sdwebui.models.model import CheckpointInfo
+    from sdwebui.services import build_services
 
     class FakeModels:
         def __init__(self, folder: Path):
@@ -214,7 +214,7 @@ def fake_services(args, step_delay: float):
 
 def main(argv: list[str]) -> int:
     from modules import cmd_args
-    from modules.services import serve
+    from sdwebui.services import serve
 
     step_delay = 0.0
     if argv[:1] == ["--step-delay"]:

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from modules.sd_models.model import ModelFamily  # noqa: E402
+from sdwebui.models.model import ModelFamily  # noqa: E402
 from tests import tiny_models  # noqa: E402
 
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", ""}

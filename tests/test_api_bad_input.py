@@ -102,7 +102,7 @@ def test_every_answer_conforms_to_the_schema(tmp_path_factory):
     from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
     from modules import cmd_args
-    from modules.api.server import create_app
+    from sdwebui.api.server import create_app
 
     data_dir = tmp_path_factory.mktemp("conformance")
     (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)

@@ -17,7 +17,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from modules import cmd_args  # noqa: E402
-from modules.api.server import create_app  # noqa: E402
+from sdwebui.api.server import create_app  # noqa: E402
 from tests.api_server import fake_services  # noqa: E402
 
 # Endpoints whose *valid* calls do slow or global things (a 2048x2048 x 150-step job, unloading) are fuzzed

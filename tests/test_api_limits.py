@@ -54,8 +54,8 @@ def png_b64(image: Image.Image) -> str:
 
 
 def test_defaults_are_settings_with_sane_values():
-    from modules.engine.requests import JobLimits
-    from modules.options import default_templates
+    from sdwebui.config.options import default_templates
+    from sdwebui.engine.requests import JobLimits
 
     defaults = {key: info.default for key, info in default_templates().items() if key.startswith("limit_")}
     assert JobLimits.from_settings(defaults) == JobLimits()

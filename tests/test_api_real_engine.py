@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from modules.engine import masking
+from sdwebui.engine import masking
 from tests import tiny_models
 from tests.api_server import start_server
 

@@ -19,8 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
-from modules.infotext import read_infotext
-from modules.sd_models.hashing import sha256_file
+from sdwebui.models.hashing import sha256_file
+from sdwebui.outputs.infotext import read_infotext
 from tests import tiny_models
 from tests.api_server import start_server
 from tests.waiting import wait_until

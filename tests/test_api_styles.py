@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modules.engine.requests import RequestError
 from modules.styles import PromptStyle, StyleDatabase, merge_prompts
+from sdwebui.engine.requests import RequestError
 
 
 def test_merge_prompts_semantics():

@@ -4,14 +4,14 @@ import diffusers
 import pytest
 import torch
 
-from modules.conditioning import (
+from sdwebui.engine.conditioning import (
     CHUNK_LENGTH,
     Conditioning,
     PromptEncoder,
     count_tokens,
     tokenize_prompt,
 )
-from modules.sd_models.tokenizer import build_clip_tokenizer, build_openclip_tokenizer
+from sdwebui.models.tokenizer import build_clip_tokenizer, build_openclip_tokenizer
 
 LONG_PROMPT = " ".join(["cat"] * 80)  # 80 tokens: two chunks
 

@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from modules.default_model import dataset
-from modules.default_model.attributes import colour_fraction, read_attributes
-from modules.default_model.quality import full_prompt, score
+from sdwebui.models.default_model import dataset
+from sdwebui.models.default_model.attributes import colour_fraction, read_attributes
+from sdwebui.models.default_model.quality import full_prompt, score
 
 
 def test_samples_are_deterministic_per_seed_and_index():

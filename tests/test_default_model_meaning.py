@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules.default_model import CHECKPOINT_PATH, backends, dataset
-from modules.default_model.attributes import colour_fraction, read_attributes
-from modules.sd_models.model import ModelFamily
+from sdwebui.models.default_model import CHECKPOINT_PATH, backends, dataset
+from sdwebui.models.default_model.attributes import colour_fraction, read_attributes
+from sdwebui.models.model import ModelFamily
 
 STEPS = 12
 SEEDS = [1, 2, 3, 4, 5, 6]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modules.default_model import backends
+from sdwebui.models.default_model import backends
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import train_default_model  # noqa: E402
@@ -70,7 +70,7 @@ def test_time_budget_and_bad_flags_are_reported(capsys):
 
 
 def test_step_budget_fits_the_minutes_and_follows_a_changing_speed(monkeypatch):
-    from modules.default_model import train
+    from sdwebui.models.default_model import train
 
     clock = [1000.0]
     monkeypatch.setattr(train.time, "time", lambda: clock[0])

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from modules.engine import masking, vae
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.hooks import EngineHooks
-from modules.engine.requests import Img2ImgRequest, RequestError
-from modules.engine.settings import EngineSettings
+from sdwebui.engine import masking, vae
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.hooks import EngineHooks
+from sdwebui.engine.requests import Img2ImgRequest, RequestError
+from sdwebui.engine.settings import EngineSettings
 
 SIZE = 64
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.requests import Img2ImgRequest, Txt2ImgRequest
-from modules.engine.settings import EngineSettings
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.requests import Img2ImgRequest, Txt2ImgRequest
+from sdwebui.engine.settings import EngineSettings
 
 
 def request(**changes) -> Txt2ImgRequest:

@@ -1,4 +1,4 @@
-"""Mask and crop math (modules.engine.masking): pure functions, edge cases."""
+"""Mask and crop math (sdwebui.engine.masking): pure functions, edge cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.engine import masking
+from sdwebui.engine import masking
 
 
 def mask_with(box, size=(100, 80)) -> Image.Image:

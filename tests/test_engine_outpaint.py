@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.engine import masking
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.outpaint import inpaint_sketch, outpaint, outpaint_request, sketch_init
-from modules.engine.requests import Img2ImgRequest
-from modules.engine.settings import EngineSettings
+from sdwebui.engine import masking
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.outpaint import inpaint_sketch, outpaint, outpaint_request, sketch_init
+from sdwebui.engine.requests import Img2ImgRequest
+from sdwebui.engine.settings import EngineSettings
 
 
 def picture(width: int = 48, height: int = 40) -> Image.Image:

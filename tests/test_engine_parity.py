@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from diffusers import StableDiffusionPipeline
 
-from modules import samplers
-from modules.conditioning import PromptEncoder
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.requests import Txt2ImgRequest
-from modules.engine.settings import EngineSettings
 from modules.rng import ImageRNG
+from sdwebui.engine import samplers
+from sdwebui.engine.conditioning import PromptEncoder
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.engine.settings import EngineSettings
 
 
 @pytest.mark.parametrize(

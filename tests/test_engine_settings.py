@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.requests import RequestError, Txt2ImgRequest
-from modules.engine.settings import EngineSettings
-from modules.infotext import read_infotext
-from modules.sd_models import discovery
-from modules.sd_models.errors import CheckpointLoadError
-from modules.sd_models.hashing import sha256_file
-from modules.sd_models.manager import ModelManager
-from modules.services import ManagedModels
 from modules.styles import PromptStyle, StyleDatabase
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.requests import RequestError, Txt2ImgRequest
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.models import discovery
+from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.hashing import sha256_file
+from sdwebui.models.manager import ModelManager
+from sdwebui.outputs.infotext import read_infotext
+from sdwebui.services import ManagedModels
 from tests import tiny_models
 
 
@@ -154,7 +154,7 @@ def test_no_loadable_checkpoint_is_a_load_error_naming_each(tmp_path):
 
 def test_a_config_naming_a_missing_checkpoint_falls_back_and_says_so(tmp_path, tiny_model_factory, caplog):
     from modules import cmd_args
-    from modules.services import build_services
+    from sdwebui.services import build_services
 
     folder = tmp_path / "models" / "Stable-diffusion"
     tiny_models.write_single_file(tiny_model_factory("sd1"), folder / "alpha.safetensors")

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.hooks import EngineHooks
-from modules.engine.requests import RequestError, Txt2ImgRequest
-from modules.engine.settings import EngineSettings
-from modules.engine.vae import NaNLatentsError
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.hooks import EngineHooks
+from sdwebui.engine.requests import RequestError, Txt2ImgRequest
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.vae import NaNLatentsError
 
 SIZE = 64
 
@@ -209,7 +209,7 @@ def test_unbalanced_brackets_are_literal(tiny_sd1_model):
 
 
 def test_hooks_run_in_documented_order(tiny_sd1_model, tmp_path):
-    from modules.engine.requests import Img2ImgRequest
+    from sdwebui.engine.requests import Img2ImgRequest
 
     order = []
     names = [

@@ -7,7 +7,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from modules.api.server import create_app
+from sdwebui.api.server import create_app
 from tests.sample_extensions.harness import install, make_app, reset_scripts
 
 LOOPBACK = (
@@ -75,7 +75,7 @@ def test_bad_script_names_are_422(client, field, body):
 
 def test_on_app_started_routes(tmp_path, tiny_sd1_model):
     from modules import script_callbacks
-    from modules.extensions_facade import app_started
+    from sdwebui.extensions.bridge import app_started
 
     services, _ = make_app(tmp_path / "data", tiny_sd1_model)
     app = create_app(services, with_ui=False, with_api=True)

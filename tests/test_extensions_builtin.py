@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from modules import scripts
-from modules.jobs import JobError
 from modules.paths import REPO_DIR
+from sdwebui.jobs.queue import JobError
 from tests.sample_extensions.harness import generate, make_app, reset_scripts
 
 

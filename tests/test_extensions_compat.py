@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from modules import devices, infotext_utils, scripts, shared
-from modules.engine.requests import Img2ImgRequest
-from modules.jobs import JobError
 from modules.paths import REPO_DIR
-from modules.services import ScriptCall
+from sdwebui.engine.requests import Img2ImgRequest
+from sdwebui.jobs.queue import JobError
+from sdwebui.services import ScriptCall
 from tests.sample_extensions.harness import generate, make_app, reset_scripts
 
 xyz = scripts.load_module(

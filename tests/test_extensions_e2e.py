@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from modules import script_callbacks, scripts, shared
-from modules.engine.requests import RequestError
 from modules.extensions import ExtensionError, ExtensionManager
-from modules.extensions_facade import ui_values_to_call
+from sdwebui.engine.requests import RequestError
+from sdwebui.extensions.bridge import ui_values_to_call
 from tests.sample_extensions import harness
 from tests.sample_extensions.harness import generate, git_repo_from, make_app, reset_scripts
 
@@ -127,7 +127,7 @@ def test_install_refused_when_listening_publicly(tmp_path, app_factory):
 
 def test_preload_flags_in_help_and_bad_preload_is_skipped(tmp_path, capsys, caplog):
     from modules import cmd_args
-    from modules.extension_preload import apply_preload_hooks
+    from sdwebui.extensions.preload import apply_preload_hooks
 
     install(tmp_path, "sample-rewrite")
     broken = tmp_path / "data" / "extensions" / "broken"
@@ -146,7 +146,7 @@ def test_preload_flags_in_help_and_bad_preload_is_skipped(tmp_path, capsys, capl
 def test_script_controls_for_the_ui(tmp_path, app_factory):
     import gradio as gr
 
-    from modules.extensions_facade import script_controls
+    from sdwebui.extensions.bridge import script_controls
 
     install(tmp_path, "sample-rewrite")
     services, system = app_factory()

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from modules import images, processing, script_callbacks, scripts, shared, ui_components
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.requests import Img2ImgRequest, RequestError
-from modules.engine.settings import EngineSettings
-from modules.infotext import read_infotext
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.requests import Img2ImgRequest, RequestError
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.outputs.infotext import read_infotext
 
 
 class Always(scripts.Script):

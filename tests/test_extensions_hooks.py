@@ -16,8 +16,8 @@ import requests
 from PIL import Image
 
 from modules import cmd_args, scripts
-from modules.extensions_facade import attach_extensions
-from modules.services import build_services
+from sdwebui.extensions.bridge import attach_extensions
+from sdwebui.services import build_services
 from tests import tiny_models
 from tests.api_server import start_server
 from tests.sample_extensions.harness import SAMPLES, reset_scripts
@@ -185,7 +185,7 @@ def test_blocks_built_by_component_callbacks_nest_and_keep_their_place():
     import gradio as gr
 
     from modules import script_callbacks
-    from modules.ui_component_hooks import observe
+    from sdwebui.extensions.component_hooks import observe
 
     seen = []
 

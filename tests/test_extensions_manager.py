@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from modules.extensions import ExtensionError, ExtensionManager, check_clone_url, folder_name_for
-from modules.options import Options
+from sdwebui.config.options import Options
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modules.filename_pattern import FilenameFields, expand, unknown_tags
-from modules.image_saving import save_image
-from modules.infotext import read_infotext
+from sdwebui.outputs.filename_pattern import FilenameFields, expand, unknown_tags
+from sdwebui.outputs.image_saving import save_image
+from sdwebui.outputs.infotext import read_infotext
 
 NOW = dt.datetime(2024, 3, 9, 14, 5, 6)
 INFOTEXT = "a red cube\nSteps: 3, Sampler: Euler a, Seed: 777, Size: 64x64"

@@ -5,8 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from modules.image_saving import dated_output_dir, next_sequence_number, save_image
-from modules.infotext import read_infotext
+from sdwebui.outputs.image_saving import dated_output_dir, next_sequence_number, save_image
+from sdwebui.outputs.infotext import read_infotext
 
 INFOTEXT = "a cat, 猫\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, Seed: 7, Size: 64x64"
 

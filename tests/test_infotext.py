@@ -5,7 +5,7 @@ import re
 import pytest
 from PIL import Image
 
-from modules.infotext import create_infotext, exif_with, parse_infotext, png_info_with, read_infotext
+from sdwebui.outputs.infotext import create_infotext, exif_with, parse_infotext, png_info_with, read_infotext
 
 BASIC = {
     "Steps": 20,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modules.engine.context import JobContext, StepInfo
-from modules.jobs import DuplicateTaskId, JobError, JobQueue, JobState, Progress, StepTimer
+from sdwebui.engine.context import JobContext, StepInfo
+from sdwebui.jobs.queue import DuplicateTaskId, JobError, JobQueue, JobState, Progress, StepTimer
 from tests.waiting import wait_until
 
 

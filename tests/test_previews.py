@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules.previews import (
+from sdwebui.models.model import ModelFamily
+from sdwebui.outputs.previews import (
     METHOD_CHEAP,
     PREVIEW_METHODS,
     UNAVAILABLE_METHODS,
@@ -15,7 +16,6 @@ from modules.previews import (
     latent_to_rgb,
     published_map,
 )
-from modules.sd_models.model import ModelFamily
 
 
 def _expected(rgb):
@@ -90,10 +90,10 @@ def _mean_error(rgb_map, model, latents, decoded) -> float:
 def test_default_model_previews_get_colours_fitted_from_its_vae():
     """The embedded model's VAE is not SD's: SD's published map gave it wrong colours; the fitted one
     follows what its VAE decodes."""
-    from modules.default_model import dataset
-    from modules.engine import vae
-    from modules.sd_models.discovery import checkpoint_info
-    from modules.sd_models.loader import load_checkpoint
+    from sdwebui.engine import vae
+    from sdwebui.models.default_model import dataset
+    from sdwebui.models.discovery import checkpoint_info
+    from sdwebui.models.loader import load_checkpoint
 
     model = load_checkpoint(checkpoint_info(DEFAULT_MODEL))
     assert model.family == ModelFamily.SD1 and not has_published_map(model)
@@ -109,7 +109,7 @@ def test_default_model_previews_get_colours_fitted_from_its_vae():
 
 
 def test_preview_methods_cheap_and_full():
-    from modules.engine.context import StepInfo
+    from sdwebui.engine.context import StepInfo
     from tests.tiny_models import tiny_loaded_model
 
     model = tiny_loaded_model("sd1")
@@ -132,7 +132,7 @@ def test_preview_methods_cheap_and_full():
 
 
 def test_the_setting_offers_the_methods_this_build_has():
-    from modules.options import default_templates
+    from sdwebui.config.options import default_templates
 
     info = default_templates()["show_progress_type"]
     assert info.default == METHOD_CHEAP and list(info.choices) == list(PREVIEW_METHODS)
@@ -182,7 +182,7 @@ class _Block(torch.nn.Module):
 
 
 def _a1111_taesd_decoder(seed: int = 0) -> torch.nn.Sequential:
-    """A1111's sd_vae_taesd.decoder(), written out independently of modules.taesd, random weights."""
+    """A1111's sd_vae_taesd.decoder(), written out independently of sdwebui.models.taesd, random weights."""
     torch.manual_seed(seed)
 
     def conv(n_in, n_out, **kwargs):
@@ -217,7 +217,7 @@ def taesd_models_dir(tmp_path):
 def test_a1111_taesd_keys_map_onto_autoencoder_tiny():
     from diffusers import AutoencoderTiny
 
-    from modules.taesd import to_diffusers_keys
+    from sdwebui.models.taesd import to_diffusers_keys
 
     reference = _a1111_taesd_decoder().state_dict()
     assert "1.weight" in reference and "3.conv.0.weight" in reference
@@ -226,8 +226,8 @@ def test_a1111_taesd_keys_map_onto_autoencoder_tiny():
 
 
 def test_taesd_preview_is_the_decoders_output(taesd_models_dir):
-    from modules.engine.context import StepInfo
-    from modules.previews import METHOD_TAESD, offered_methods
+    from sdwebui.engine.context import StepInfo
+    from sdwebui.outputs.previews import METHOD_TAESD, offered_methods
     from tests.tiny_models import tiny_loaded_model
 
     models_dir, reference = taesd_models_dir
@@ -245,7 +245,7 @@ def test_taesd_preview_is_the_decoders_output(taesd_models_dir):
 
 
 def test_taesd_from_a_pth_through_the_safe_loader(tmp_path):
-    from modules.taesd import TaesdDecoders, TaesdError
+    from sdwebui.models.taesd import TaesdDecoders, TaesdError
 
     folder = tmp_path / "VAE-approx"
     folder.mkdir()
@@ -266,9 +266,9 @@ def test_taesd_from_a_pth_through_the_safe_loader(tmp_path):
 def test_taesd_refused_without_the_familys_file(taesd_models_dir, tmp_path):
     from types import SimpleNamespace
 
-    from modules.engine.context import StepInfo
-    from modules.options import OptionError, Options, default_templates
-    from modules.previews import offered_methods, preview_method_option
+    from sdwebui.config.options import OptionError, Options, default_templates
+    from sdwebui.engine.context import StepInfo
+    from sdwebui.outputs.previews import offered_methods, preview_method_option
 
     models_dir, _ = taesd_models_dir
     info = StepInfo(0, 1, 1, 2, torch.zeros(1, 4, 4, 4))
@@ -295,7 +295,7 @@ def test_the_app_offers_taesd_when_its_decoder_is_installed(taesd_models_dir, tm
     import json
 
     from modules import cmd_args
-    from modules.options import OptionError
+    from sdwebui.config.options import OptionError
     from tests.api_server import fake_services
 
     data_dir = taesd_models_dir[0].parent

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from modules import rng
-from modules.samplers import create_scheduler, step_kwargs
+from sdwebui.engine.samplers import create_scheduler, step_kwargs
 
 SHAPE = (4, 8, 12)
 

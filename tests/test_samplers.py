@@ -10,7 +10,7 @@ from diffusers import (
     PNDMScheduler,
 )
 
-from modules import samplers as S
+from sdwebui.engine import samplers as S
 
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modules import samplers as S
-from modules.default_model import backends
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.requests import Txt2ImgRequest
-from modules.engine.settings import EngineSettings
+from sdwebui.engine import samplers as S
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.models.default_model import backends
 from tests import tiny_models
 
 STEPS = (1, 2, 21, 30, 50)

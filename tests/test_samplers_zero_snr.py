@@ -13,15 +13,15 @@ import pytest
 import requests
 import torch
 
-from modules import samplers as S
-from modules.conditioning import MAX_EMPHASIS
-from modules.default_model import CHECKPOINT_PATH, backends
-from modules.default_model.attributes import read_attributes
-from modules.engine import vae
-from modules.engine.context import JobContext
-from modules.engine.generate import generate
-from modules.engine.requests import RequestError, Txt2ImgRequest
-from modules.engine.settings import EngineSettings
+from sdwebui.engine import samplers as S
+from sdwebui.engine import vae
+from sdwebui.engine.conditioning import MAX_EMPHASIS
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.requests import RequestError, Txt2ImgRequest
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.models.default_model import CHECKPOINT_PATH, backends
+from sdwebui.models.default_model.attributes import read_attributes
 from tests.api_server import start_server
 
 DEFAULT_CONFIG = json.loads(CHECKPOINT_PATH.with_suffix(".json").read_text())["scheduler"]

@@ -5,10 +5,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from modules.sd_models.discovery import checkpoint_info
-from modules.sd_models.errors import CheckpointLoadError
-from modules.sd_models.loader import load_checkpoint, load_vae_file
-from modules.sd_models.model import ModelFamily
+from sdwebui.models.discovery import checkpoint_info
+from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.loader import load_checkpoint, load_vae_file
+from sdwebui.models.model import ModelFamily
 from tests import tiny_models
 
 
@@ -149,7 +149,7 @@ def test_standalone_vae_files(tmp_path, tiny_sd1_model, layout):
 
 
 def test_policy_dtypes_are_applied_while_assigning(tmp_path, tiny_sd1_model, caplog):
-    from modules.sd_models.loader import DevicePolicy
+    from sdwebui.models.loader import DevicePolicy
 
     path = tiny_models.write_single_file(tiny_sd1_model, tmp_path / "half.safetensors", dtype=torch.float16)
     info = checkpoint_info(path)
@@ -169,7 +169,7 @@ def test_policy_dtypes_are_applied_while_assigning(tmp_path, tiny_sd1_model, cap
 
 
 def test_matching_dtype_is_assigned_without_copying(tmp_path, tiny_sd1_model):
-    from modules.sd_models.loader import DevicePolicy, convert_state_dict, resolve_config
+    from sdwebui.models.loader import DevicePolicy, convert_state_dict, resolve_config
 
     path = tiny_models.write_single_file(tiny_sd1_model, tmp_path / "half.safetensors", dtype=torch.float16)
     state = safetensors.torch.load_file(str(path))
@@ -198,7 +198,7 @@ def _mapped_file(tensor: torch.Tensor) -> str:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
 def test_zip_ckpt_is_memory_mapped_and_legacy_ckpt_still_loads(tmp_path, tiny_sd1_model):
-    from modules.sd_models.safe_pickle import load_pickled_checkpoint
+    from sdwebui.models.safe_pickle import load_pickled_checkpoint
 
     path = tiny_models.write_single_file(tiny_sd1_model, tmp_path / "zip.ckpt")
     state = load_pickled_checkpoint(path)["state_dict"]

@@ -4,11 +4,11 @@ import weakref
 
 import pytest
 
-from modules.sd_models import discovery
-from modules.sd_models.errors import CheckpointLoadError
-from modules.sd_models.hashing import HashCache, sha256_file
-from modules.sd_models.manager import ModelManager
-from modules.sd_models.model import ModelFamily
+from sdwebui.models import discovery
+from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.hashing import HashCache, sha256_file
+from sdwebui.models.manager import ModelManager
+from sdwebui.models.model import ModelFamily
 from tests import tiny_models
 
 
@@ -48,7 +48,7 @@ def test_hash_is_a1111_style_and_cached(tmp_path, models_dir, monkeypatch):
     assert model.info.sha256 == sha256_file(path)
     assert model.info.title == f"a-sd1.safetensors [{model.info.sha256[:10]}]"
     assert json.loads((tmp_path / "cache.json").read_text())["hashes"][str(path.resolve())]["sha256"]
-    monkeypatch.setattr("modules.sd_models.hashing.sha256_file", lambda p: pytest.fail("re-hashed"))
+    monkeypatch.setattr("sdwebui.models.hashing.sha256_file", lambda p: pytest.fail("re-hashed"))
     assert HashCache(tmp_path / "cache.json").sha256(path) == model.info.sha256
     assert manager.find_checkpoint(model.info.sha256[:10]).name == "a-sd1"
 
@@ -116,7 +116,7 @@ def test_vae_selection(tmp_path, models_dir):
 def test_first_load_hashes_while_loading(tmp_path, models_dir, monkeypatch):
     import threading
 
-    from modules.sd_models import manager as manager_module
+    from sdwebui.models import manager as manager_module
 
     loading = threading.Event()
     seen = {}

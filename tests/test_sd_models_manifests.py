@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.sd_models.loader import convert_state_dict, resolve_config
-from modules.sd_models.model import ModelFamily
+from sdwebui.models.loader import convert_state_dict, resolve_config
+from sdwebui.models.model import ModelFamily
 
 MANIFESTS = Path(__file__).parent / "fixtures" / "checkpoint-manifests"
 CASES = [
@@ -52,7 +52,7 @@ def test_manifest_is_fully_consumed(tmp_path, manifest, filename, family, with_e
 
 
 def test_manifest_with_a_key_removed_is_rejected(tmp_path):
-    from modules.sd_models.errors import CheckpointLoadError
+    from sdwebui.models.errors import CheckpointLoadError
 
     shapes = json.loads((MANIFESTS / "sd15.json").read_text())
     del shapes["first_stage_model.decoder.conv_out.bias"]

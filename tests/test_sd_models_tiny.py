@@ -5,7 +5,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from modules.sd_models.model import ModelFamily
+from sdwebui.models.model import ModelFamily
 from tests import tiny_models
 
 

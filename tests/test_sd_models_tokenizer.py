@@ -1,4 +1,4 @@
-from modules.sd_models.tokenizer import (
+from sdwebui.models.tokenizer import (
     VOCAB_SIZE,
     build_clip_tokenizer,
     build_openclip_tokenizer,
@@ -40,9 +40,9 @@ def test_unicode_and_punctuation_match_reference_ids():
 
 
 def test_shared_tokenizers_are_built_once_per_pad_token():
-    from modules.sd_models.loader import tokenizers_for_family
-    from modules.sd_models.model import ModelFamily
-    from modules.sd_models.tokenizer import shared_clip_tokenizer
+    from sdwebui.models.loader import tokenizers_for_family
+    from sdwebui.models.model import ModelFamily
+    from sdwebui.models.tokenizer import shared_clip_tokenizer
 
     sdxl = tokenizers_for_family(ModelFamily.SDXL)
     assert sdxl[0] is shared_clip_tokenizer() and sdxl[1] is tokenizers_for_family(ModelFamily.SD2)[0]

@@ -24,10 +24,10 @@ import pytest
 import requests
 
 from modules.extensions import ExtensionError, ExtensionManager
-from modules.sd_models import discovery
-from modules.sd_models.discovery import NotListedError
-from modules.sd_models.errors import CheckpointLoadError
-from modules.sd_models.manager import ModelManager
+from sdwebui.models import discovery
+from sdwebui.models.discovery import NotListedError
+from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.manager import ModelManager
 from tests import tiny_models
 from tests.api_server import start_server
 from tests.sample_extensions.harness import make_app, reset_scripts

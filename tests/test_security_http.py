@@ -19,8 +19,8 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from modules.api.auth import Caller, Credentials, basic_auth_dependency
-from modules.api.throttle import LoginThrottle, login_keys
+from sdwebui.api.auth import Caller, Credentials, basic_auth_dependency
+from sdwebui.api.throttle import LoginThrottle, login_keys
 from tests.api_server import session_from, start_server
 
 pytest_plugins = ("tests.browser",)  # the Chromium fixture for the login test

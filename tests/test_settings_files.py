@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from modules.options import OptionError, Options, default_templates
 from modules.styles import StyleDatabase
+from sdwebui.config.options import OptionError, Options, default_templates
 
 BAD_FILES = {
     "a JSON list": lambda path: path.write_text('["sd_model_checkpoint", "x"]'),

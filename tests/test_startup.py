@@ -20,10 +20,10 @@ from PIL import Image
 
 import app
 from modules import cmd_args
-from modules.engine.requests import Txt2ImgRequest
-from modules.jobs import JobState
-from modules.sd_models.manager import ModelManager
-from modules.services import ManagedModels, build_services
+from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.jobs.queue import JobState
+from sdwebui.models.manager import ModelManager
+from sdwebui.services import ManagedModels, build_services
 from tests.api_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,15 +66,15 @@ def test_importing_the_app_and_api_modules_imports_no_model_library():
         f"import {name}"
         for name in (
             "app",
-            "modules.services",
-            "modules.api.server",
-            "modules.api.routes",
-            "modules.extensions_facade",
-            "modules.sd_models.manager",
-            "modules.sd_models.loader",
-            "modules.samplers",
+            "sdwebui.services",
+            "sdwebui.api.server",
+            "sdwebui.api.routes",
+            "sdwebui.extensions.bridge",
+            "sdwebui.models.manager",
+            "sdwebui.models.loader",
+            "sdwebui.engine.samplers",
             "modules.devices",
-            "modules.engine.generate",
+            "sdwebui.engine.generate",
             "webui.layout",
         )
     )
@@ -86,10 +86,10 @@ def test_building_the_page_and_api_imports_no_model_library(tmp_path):
     built-in extensions, the Gradio UI and the API routes. Listing samplers and checkpoints stays cheap too."""
     body = f"""
 from modules import cmd_args
-from modules.api.server import create_app
-from modules.extensions_facade import attach_extensions
-from modules.samplers import samplers_for_api
-from modules.services import build_services
+from sdwebui.api.server import create_app
+from sdwebui.extensions.bridge import attach_extensions
+from sdwebui.engine.samplers import samplers_for_api
+from sdwebui.services import build_services
 
 services = build_services(cmd_args.parse_args(["--api", "--data-dir", {str(tmp_path)!r}]))
 attach_extensions(services)
@@ -177,7 +177,7 @@ def test_real_app_serves_the_page_and_a_txt2img_sent_at_once_gets_an_image(tmp_p
 def test_the_startup_log_line_is_the_one_the_benchmark_reads():
     import importlib.util
 
-    from modules.startup_timer import StartupTimer
+    from sdwebui.startup_timer import StartupTimer
 
     spec = importlib.util.spec_from_file_location("startup_bench", REPO_ROOT / "benchmarks" / "startup.py")
     bench = importlib.util.module_from_spec(spec)
@@ -187,7 +187,7 @@ def test_the_startup_log_line_is_the_one_the_benchmark_reads():
     timer.record("import torch")
     time.sleep(0.02)
     timer.record("load shapes64.safetensors [de67ba2a3c]")
-    line = "2026-12-01 20:11:41,269 INFO modules.services: " + timer.summary()
+    line = "2026-12-01 20:11:41,269 INFO sdwebui.services: " + timer.summary()
     log = bench.LogReader(io.StringIO(line + "\n"), time.perf_counter())
     log._thread.join(5)
     phases = bench.phases_from(log, "Startup time")

@@ -15,7 +15,7 @@ from urllib.parse import urljoin
 import pytest
 from PIL import Image, ImageChops
 
-from modules.infotext import png_info_with
+from sdwebui.outputs.infotext import png_info_with
 from tests.browser import wait_ui_loaded
 from tests.tiny_models import TINY_RESOLUTION
 

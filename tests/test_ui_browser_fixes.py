@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlparse
 import pytest
 from PIL import Image, ImageChops
 
-from modules.infotext import read_infotext
+from sdwebui.outputs.infotext import read_infotext
 from tests.test_ui_browser import (
     choose,
     draw_horizontal_stroke,

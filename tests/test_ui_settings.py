@@ -6,8 +6,8 @@ import json
 
 import gradio as gr
 
-from modules.engine.requests import Txt2ImgRequest
-from modules.options import Options, default_templates
+from sdwebui.config.options import Options, default_templates
+from sdwebui.engine.requests import Txt2ImgRequest
 from webui.params import build_params_for
 from webui.ui_config import UiConfig
 

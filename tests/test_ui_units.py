@@ -9,10 +9,10 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from modules.engine.requests import Img2ImgRequest
-from modules.jobs import Job, JobQueue, JobState, Progress
-from modules.sd_models.model import CheckpointInfo
-from modules.upscaling import UPSCALERS, UpscaleError, upscale
+from sdwebui.engine.requests import Img2ImgRequest
+from sdwebui.engine.upscaling import UPSCALERS, UpscaleError, upscale
+from sdwebui.jobs.queue import Job, JobQueue, JobState, Progress
+from sdwebui.models.model import CheckpointInfo
 from webui.img2img_tab import outpaint_from_ui, stroke_mask
 from webui.model_size import checkpoint_resolution, native_resolution
 from webui.params import build_params
@@ -254,7 +254,7 @@ def test_pasting_infotext_runs_the_extensions_callbacks():
 
 
 def test_gallery_files_are_whole_when_handed_out_and_carry_their_parameters(tmp_path):
-    from modules.infotext import read_infotext
+    from sdwebui.outputs.infotext import read_infotext
     from webui.gallery_files import GalleryFiles
 
     files = GalleryFiles(tmp_path, keep=3)

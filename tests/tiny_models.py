@@ -16,10 +16,10 @@ import diffusers
 import safetensors.torch
 import torch
 
-from modules.sd_models.components import Components, build_components, family_config
-from modules.sd_models.ldm_export import save_single_file, vae_to_ldm
-from modules.sd_models.model import CheckpointInfo, LoadedModel, ModelFamily
-from modules.sd_models.tokenizer import build_clip_tokenizer, build_openclip_tokenizer
+from sdwebui.models.components import Components, build_components, family_config
+from sdwebui.models.ldm_export import save_single_file, vae_to_ldm
+from sdwebui.models.model import CheckpointInfo, LoadedModel, ModelFamily
+from sdwebui.models.tokenizer import build_clip_tokenizer, build_openclip_tokenizer
 
 TINY_RESOLUTION = 64  # pixels; latents are 8x8
 

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from modules.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
-from modules.jobs import Job, JobQueue
+from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
+from sdwebui.jobs.queue import Job, JobQueue
 from webui.gallery_files import GalleryFiles
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class UiBackend:
 
     @property
     def dir_config_allowed(self) -> bool:
-        from modules.cmd_args import ui_dir_config_allowed
+        from sdwebui.config.flags import ui_dir_config_allowed
 
         args = getattr(self.services, "args", None)
         return True if args is None else ui_dir_config_allowed(args)
@@ -55,12 +55,12 @@ class UiBackend:
 
     # --- lists for dropdowns ---
     def samplers(self) -> list[str]:
-        from modules import samplers
+        from sdwebui.engine import samplers
 
         return samplers.sampler_names()
 
     def schedulers(self) -> list[str]:
-        from modules import samplers
+        from sdwebui.engine import samplers
 
         return [info.label for info in samplers.SCHEDULE_TYPES if info.available]
 
@@ -119,10 +119,10 @@ class UiBackend:
     # --- prompts ---
     def count_tokens(self, text: str, is_positive: bool = True) -> tuple[int, int]:
         """(tokens, limit): the limit grows in 75-token chunks as A1111's counter does."""
-        from modules.conditioning import count_tokens
+        from sdwebui.engine.conditioning import count_tokens
 
         if self._tokenizer is None:
-            from modules.sd_models.tokenizer import build_clip_tokenizer
+            from sdwebui.models.tokenizer import build_clip_tokenizer
 
             self._tokenizer = build_clip_tokenizer()
         return count_tokens(text, self._tokenizer, is_positive=is_positive)

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from modules.extensions import ExtensionError
+from sdwebui.extensions.manager import ExtensionError
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
-from modules.infotext import png_info_with, read_infotext
-from modules.upscaling import UPSCALERS, upscale
+from sdwebui.engine.upscaling import UPSCALERS, upscale
+from sdwebui.outputs.infotext import png_info_with, read_infotext
 from webui.backend import UiBackend, describe_error
 from webui.progress import error_html
 from webui.ui_config import UiConfig

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from modules.infotext import png_info_with
+from sdwebui.outputs.infotext import png_info_with
 
 KEEP_FILES = 400  # older files are removed: Gradio has copied them into its cache by then
 

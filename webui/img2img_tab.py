@@ -12,9 +12,9 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
-from modules.engine.outpaint import OUTPAINT_MODES, outpaint_request
-from modules.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
-from modules.jobs import JobState
+from sdwebui.engine.outpaint import OUTPAINT_MODES, outpaint_request
+from sdwebui.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
+from sdwebui.jobs.queue import JobState
 from webui.backend import UiBackend, describe_error
 from webui.params import ParamControls, build_params_for
 from webui.progress import error_html

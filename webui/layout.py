@@ -12,8 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from modules.extensions_facade import extension_tabs
-from modules.ui_component_hooks import observe as observe_components
+from sdwebui.extensions.bridge import extension_tabs
+from sdwebui.extensions.component_hooks import observe as observe_components
 from webui import paste
 from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab

@@ -17,8 +17,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from modules.api.auth import Credentials, client_address
-from modules.api.throttle import LoginThrottle, login_keys
+from sdwebui.api.auth import Credentials, client_address
+from sdwebui.api.throttle import LoginThrottle, login_keys
 
 log = logging.getLogger("webui.auth")
 COOKIE = "sdwebui-session"

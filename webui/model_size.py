@@ -44,7 +44,7 @@ def checkpoint_resolution(path: Path, is_diffusers_folder: bool = False) -> int:
             return 8 * int(config["sample_size"])
         if path.suffix != ".safetensors":  # a pickle would have to be loaded whole: not worth it here
             return FALLBACK
-        from modules.sd_models.loader import read_shapes, resolve_config
+        from sdwebui.models.loader import read_shapes, resolve_config
 
         shapes, metadata = read_shapes(path)
         _, config, _ = resolve_config(path, shapes, metadata)

@@ -30,7 +30,7 @@ class ParamControls:
     seed_resize_from_w: gr.Slider
     seed_resize_from_h: gr.Slider
     reuse_seed_button: gr.Button  # wired by the tab, which knows the last result
-    # the app's settings (modules.options.Options): what a request takes from them, read when it is built
+    # the app's settings (sdwebui.config.options.Options): what a request takes from them, read when it is built
     settings: Any = None
 
     def components(self) -> list[gr.components.Component]:

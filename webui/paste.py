@@ -14,14 +14,14 @@ from webui.prompt_row import PromptRow
 
 
 def parse_infotext(text: str) -> dict[str, Any]:
-    from modules import infotext
+    from sdwebui.outputs import infotext
 
     return infotext.parse_infotext(text or "")
 
 
 def pasted_params(text: str) -> dict[str, Any]:
     """Parse an infotext for pasting; extensions' `on_infotext_pasted` callbacks may edit the result."""
-    from modules import script_callbacks
+    from sdwebui.facade import script_callbacks
 
     params = parse_infotext(text)
     script_callbacks.infotext_pasted_callback(text or "", params)

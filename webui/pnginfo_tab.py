@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
-from modules.infotext import read_infotext
+from sdwebui.outputs.infotext import read_infotext
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from modules.jobs import Job, JobQueue, JobState, StepTimer
+from sdwebui.jobs.queue import Job, JobQueue, JobState, StepTimer
 
 POLL_SECONDS = 0.25
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from modules.styles import PromptStyle
+from sdwebui.config.styles import PromptStyle
 from webui.backend import UiBackend, describe_error
 from webui.progress import error_html
 

@@ -17,9 +17,9 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from modules.engine.requests import GenerationResult, Txt2ImgRequest
-from modules.infotext import png_info_with
-from modules.jobs import JobState
+from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
+from sdwebui.jobs.queue import JobState
+from sdwebui.outputs.infotext import png_info_with
 from webui import progress
 from webui.backend import UiBackend, describe_error
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from modules.options import OptionInfo
+from sdwebui.config.options import OptionInfo
 from webui.backend import UiBackend, describe_error
 from webui.progress import error_html
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from modules.engine.requests import Txt2ImgRequest
-from modules.extensions_facade import ScriptControls, script_controls
-from modules.services import ScriptCall
+from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.extensions.bridge import ScriptControls, script_controls
+from sdwebui.services import ScriptCall
 from webui.backend import UiBackend
 from webui.params import ParamControls, build_params_for
 from webui.prompt_row import PromptRow, build_prompt_row, wire_generate

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from modules.options import write_json_atomic
+from sdwebui.config.options import write_json_atomic
 
 log = logging.getLogger(__name__)
 

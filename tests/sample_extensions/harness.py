@@ -7,12 +7,12 @@ import subprocess
 from pathlib import Path
 
 from modules import cmd_args, scripts, shared
-from modules.engine.generate import generate as engine_generate
-from modules.engine.requests import Txt2ImgRequest
-from modules.extension_preload import apply_preload_hooks
 from modules.extensions import ExtensionManager
-from modules.extensions_facade import attach_extensions
-from modules.services import ScriptCall, build_services
+from sdwebui.engine.generate import generate as engine_generate
+from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.extensions.bridge import attach_extensions
+from sdwebui.extensions.preload import apply_preload_hooks
+from sdwebui.services import ScriptCall, build_services
 
 SAMPLES = Path(__file__).parent
 

@@ -1,0 +1,149 @@
+"""Command-line flags with A1111's names. Extensions' preload.py may add flags before parsing."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from sdwebui.config.paths import REPO_DIR
+
+log = logging.getLogger("webui.security")
+
+
+class FlagError(ValueError):
+    """A combination of flags that must not start a server."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webui.sh",
+        description="Stable Diffusion web UI (A1111-compatible flags).",
+    )
+    add = parser.add_argument
+    add("--data-dir", default=str(REPO_DIR), help="root for models/, extensions/, outputs/, config.json")
+    add("--ckpt", default=None, help="checkpoint file to load at start-up")
+    add("--ckpt-dir", default=None, help="extra folder to search for checkpoints")
+    add("--vae-dir", default=None, help="extra folder to search for VAE files")
+    add("--port", type=int, default=7860, help="listen port (default 7860)")
+    add("--listen", action="store_true", help="bind 0.0.0.0 (needs --api-auth/--gradio-auth or --insecure)")
+    add("--server-name", default=None, help="host name or address to bind")
+    add("--insecure", action="store_true", help="allow --listen without authentication")
+    add("--api", action="store_true", help="serve the /sdapi/v1 HTTP API beside the UI")
+    add("--nowebui", action="store_true", help="serve the API only, no UI")
+    add("--api-auth", default=None, help="HTTP Basic credentials for the API: user:pass[,user2:pass2]")
+    add("--gradio-auth", default=None, help="credentials for the UI: user:pass[,user2:pass2]")
+    add("--cors-allow-origins", default=None, help="comma-separated origins allowed by CORS")
+    add(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated host names accepted in the Host header besides IP addresses, localhost and "
+        "--server-name (DNS rebinding protection); '*' accepts any",
+    )
+    add(
+        "--max-body-size",
+        type=_positive_int,
+        default=128,
+        metavar="MB",
+        help="largest request body accepted, in MB (default 128: a 4096x4096 image in base64 fits)",
+    )
+    add("--use-cpu", nargs="+", default=[], metavar="MODULE", help="'all' runs everything on the CPU")
+    add("--no-half", action="store_true", help="do not use fp16 for the model")
+    add("--no-half-vae", action="store_true", help="keep the VAE in fp32")
+    add("--precision", choices=["full", "half", "autocast"], default="autocast", help="'full' = fp32")
+    add("--medvram", action="store_true", help="accepted for compatibility; offload is not implemented")
+    add("--lowvram", action="store_true", help="accepted for compatibility; offload is not implemented")
+    add(
+        "--enable-insecure-extension-access",
+        action="store_true",
+        help="allow extension installs when listening publicly",
+    )
+    add(
+        "--hide-ui-dir-config",
+        action="store_true",
+        help="refuse folder paths typed in the UI (img2img Batch); implied on a public listener unless "
+        "--enable-insecure-extension-access",
+    )
+    add("--disable-all-extensions", action="store_true", help="load no extension")
+    add("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
+    add("--skip-install", action="store_true", help="do not run extensions' install.py")
+    add(
+        "--sd-checkpoints-limit",
+        type=int,
+        default=None,
+        help="checkpoints kept in RAM (overrides the setting)",
+    )
+    add("--max-image-pixels", type=int, default=4096 * 4096, help="largest image accepted from a request")
+    return parser
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    check_security(args)
+    return args
+
+
+def bind_address(args: argparse.Namespace) -> str:
+    if args.server_name:
+        return args.server_name
+    return "0.0.0.0" if args.listen else "127.0.0.1"
+
+
+def is_public(args: argparse.Namespace) -> bool:
+    return bind_address(args) not in ("127.0.0.1", "localhost", "::1")
+
+
+def ui_dir_config_allowed(args: argparse.Namespace) -> bool:
+    """May UI users name server folders (img2img Batch)? Not with --hide-ui-dir-config, nor, by default,
+    when anyone on the network can reach the UI."""
+    if getattr(args, "hide_ui_dir_config", False):
+        return False
+    return not is_public(args) or bool(getattr(args, "enable_insecure_extension_access", False))
+
+
+def check_security(args: argparse.Namespace) -> None:
+    if is_public(args) and not (args.api_auth or args.gradio_auth) and not args.insecure:
+        raise FlagError(
+            f"refusing to listen on {bind_address(args)} without authentication: anyone on the network "
+            "could use this machine. Give --api-auth/--gradio-auth user:pass, or --insecure to accept the risk."
+        )
+    for flag in ("api_auth", "gradio_auth"):
+        value = getattr(args, flag)
+        if value:
+            parse_credentials(value, "--" + flag.replace("_", "-"))
+    if is_public(args) and not (args.api_auth or args.gradio_auth):  # only reachable with --insecure
+        log.warning(
+            "--insecure: serving on %s without authentication. Anyone who can reach this port can run "
+            "jobs, change settings and install extensions on this machine.",
+            bind_address(args),
+        )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_credentials(value: str, flag: str = "--api-auth") -> dict[str, str]:
+    """'user:pass,user2:pass2' -> {user: pass}. Passwords may contain ':' after the first."""
+    creds: dict[str, str] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise FlagError(f"{flag}: expected user:password, got an entry without both parts")
+        creds[user] = password
+    if not creds:
+        raise FlagError(f"{flag}: no credentials given")
+    return creds
+
+
+def uses_cpu_for_all(args: argparse.Namespace) -> bool:
+    return "all" in args.use_cpu

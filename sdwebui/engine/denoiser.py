@@ -1,0 +1,212 @@
+"""The model side of the loop: one adapter around the U-Net and classifier-free guidance over it.
+
+`ModelAdapter` is the only place that knows the model's prediction type (eps or v) and its extra inputs
+(SDXL pooled text embeds and size/crop time ids, the 5 extra channels of inpainting U-Nets). Diffusers
+schedulers consume the raw prediction (they are built with the model's `prediction_type`), so the loop
+never branches on model family; the adapter's `to_x0` serves previews and interrupted decodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from sdwebui.engine.cond_schedule import StepConditioning
+from sdwebui.engine.hooks import CFGAfterArgs, CFGDenoisedArgs, CFGDenoiserArgs, EngineHooks
+from sdwebui.models.model import LoadedModel, ModelFamily
+
+REFINER_AESTHETIC_SCORE, REFINER_NEGATIVE_AESTHETIC_SCORE = 6.0, 2.5
+
+
+@dataclass(frozen=True)
+class SizeConditioning:
+    """SDXL micro-conditioning (original size, crop top-left, target size), in pixels."""
+
+    height: int
+    width: int
+    crop_top: int = 0
+    crop_left: int = 0
+
+    def time_ids(self, family: ModelFamily, negative: bool) -> list[float]:
+        if family == ModelFamily.SDXL_REFINER:
+            score = REFINER_NEGATIVE_AESTHETIC_SCORE if negative else REFINER_AESTHETIC_SCORE
+            return [self.height, self.width, self.crop_top, self.crop_left, score]
+        return [self.height, self.width, self.crop_top, self.crop_left, self.height, self.width]
+
+
+class ModelAdapter:
+    """Calls the U-Net with everything its family needs and converts predictions to x0."""
+
+    def __init__(self, model: LoadedModel, alphas_cumprod: torch.Tensor, size: SizeConditioning):
+        self.model = model
+        self.prediction_type = model.prediction_type
+        self._alphas_cumprod = alphas_cumprod.to(torch.float32)
+        self._size = size
+
+    def predict(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        embeds: torch.Tensor,
+        pooled: torch.Tensor | None,
+        negative_rows: int,
+        image_cond: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Raw U-Net output for scaled latents `x`; the first `negative_rows` rows are unconditional."""
+        model = self.model
+        if image_cond is not None:
+            x = torch.cat([x, image_cond.to(x.dtype)], dim=1)
+        added = None
+        if model.is_sdxl:
+            added = {
+                "text_embeds": pooled.to(model.device, model.dtype),
+                "time_ids": self._time_ids(x, negative_rows),
+            }
+        return model.unet(
+            x.to(model.device, model.dtype),
+            timestep,
+            encoder_hidden_states=embeds.to(model.device, model.dtype),
+            added_cond_kwargs=added,
+            return_dict=False,
+        )[0]
+
+    def _time_ids(self, x: torch.Tensor, negative_rows: int) -> torch.Tensor:
+        family = self.model.family
+        rows = [self._size.time_ids(family, negative=i < negative_rows) for i in range(x.shape[0])]
+        return torch.tensor(rows, device=self.model.device, dtype=self.model.dtype)
+
+    def to_x0(self, x_scaled: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """Denoised estimate from DDPM-scaled latents (the scheduler's model input) and the prediction."""
+        alpha = self._alpha_at(timestep).to(x_scaled.device)
+        x_scaled, output = x_scaled.float(), output.float()
+        if self.prediction_type == "v_prediction":
+            return alpha.sqrt() * x_scaled - (1 - alpha).sqrt() * output
+        if self.prediction_type == "sample":
+            return output
+        return (x_scaled - (1 - alpha).sqrt() * output) / alpha.sqrt()
+
+    def _alpha_at(self, timestep: torch.Tensor) -> torch.Tensor:
+        # Karras/exponential schedules give fractional timesteps: interpolate the training schedule.
+        t = float(timestep) if not isinstance(timestep, float) else timestep
+        t = min(max(t, 0.0), len(self._alphas_cumprod) - 1.0)
+        lo = int(t)
+        hi = min(lo + 1, len(self._alphas_cumprod) - 1)
+        frac = t - lo
+        return self._alphas_cumprod[lo] * (1 - frac) + self._alphas_cumprod[hi] * frac
+
+
+class CFGDenoiser:
+    """Classifier-free guidance: uncond + cfg * sum_k w_k (cond_k - uncond), all rows in one U-Net call."""
+
+    def __init__(self, adapter: ModelAdapter, cfg_scale: float, hooks: EngineHooks):
+        self.adapter = adapter
+        self.cfg_scale = cfg_scale
+        self.hooks = hooks
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        conds: StepConditioning,
+        image_cond: torch.Tensor | None,
+        step: int,
+        total_steps: int,
+    ) -> torch.Tensor:
+        batch = x.shape[0]
+        skip_uncond = self.cfg_scale == 1.0 and conds.is_plain
+        owners = conds.cond_owner
+        x_cond = x[owners]
+        ic_cond = image_cond[owners] if image_cond is not None else None
+        text_cond, text_uncond = conds.cond, None if skip_uncond else conds.uncond
+        if skip_uncond:
+            x_in, ic_in, pooled, negative_rows = x_cond, ic_cond, conds.cond_pooled, 0
+        else:
+            x_in = torch.cat([x, x_cond])
+            ic_in = torch.cat([image_cond, ic_cond]) if image_cond is not None else None
+            pooled = (
+                torch.cat([conds.uncond_pooled, conds.cond_pooled]) if conds.cond_pooled is not None else None
+            )
+            negative_rows = batch
+
+        if self.hooks.cfg_denoiser is not None:
+            args = CFGDenoiserArgs(x_in, ic_in, timestep, step, total_steps, text_cond, text_uncond)
+            self.hooks.cfg_denoiser(args)
+            # A1111 builds the U-Net's text input from what the hook left: it may replace any of these
+            x_in, ic_in, text_cond, text_uncond = args.x, args.image_cond, args.text_cond, args.text_uncond
+        embeds = text_cond if skip_uncond else torch.cat([text_uncond, text_cond])
+        if embeds.shape[0] != x_in.shape[0]:
+            raise ValueError(
+                f"cfg_denoiser: {embeds.shape[0]} text_uncond + text_cond rows for {x_in.shape[0]} x"
+            )
+        output = self.adapter.predict(x_in, timestep, embeds, pooled, negative_rows, ic_in)
+        if self.hooks.cfg_denoised is not None:
+            args_denoised = CFGDenoisedArgs(x_in, output, step, total_steps)
+            self.hooks.cfg_denoised(args_denoised)
+            output = args_denoised.model_output
+
+        guided = self._combine(output, conds, batch, skip_uncond).to(x.dtype)
+        if self.hooks.cfg_after_cfg is not None:
+            args_after = CFGAfterArgs(guided, step, total_steps)
+            self.hooks.cfg_after_cfg(args_after)
+            guided = args_after.x
+        return guided
+
+    def _combine(self, output: torch.Tensor, conds: StepConditioning, batch: int, skip_uncond: bool):
+        if skip_uncond:
+            return output if conds.cond_owner == list(range(batch)) else output[_inverse(conds.cond_owner)]
+        uncond, cond = output[:batch], output[batch:]
+        if conds.is_plain and conds.cond_owner == list(range(batch)):
+            return uncond + self.cfg_scale * (cond - uncond)
+        guided = uncond.clone()
+        for row, (owner, weight) in enumerate(zip(conds.cond_owner, conds.cond_weight, strict=True)):
+            guided[owner] += self.cfg_scale * weight * (cond[row] - uncond[owner])
+        return guided
+
+
+def _inverse(owners: list[int]) -> list[int]:
+    rows = [0] * len(owners)
+    for row, owner in enumerate(owners):
+        rows[owner] = row
+    return rows
+
+
+class StepInterrupted(Exception):
+    """Raised inside a U-Net or VAE forward pass when the running job was interrupted (or skipped)."""
+
+
+# the stop check of the job running in this context: a hook on a model shared by two workers' jobs must
+# only ever stop the job whose forward pass it is in
+_STOP_CHECK: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "engine_stop_check", default=None
+)
+
+
+def _check_stop(module: torch.nn.Module, args: tuple) -> None:
+    stop = _STOP_CHECK.get()
+    if stop is not None and stop():
+        raise StepInterrupted
+
+
+@contextlib.contextmanager
+def interrupt_checks(blocks: Iterable[torch.nn.Module], should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Forward pre-hooks on `blocks` while the context is open: a long step (a big image on the CPU) stops
+    at the next block instead of at the next step. StepInterrupted propagates out of the forward pass."""
+    token = _STOP_CHECK.set(should_stop)
+    handles = [block.register_forward_pre_hook(_check_stop) for block in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        _STOP_CHECK.reset(token)
+
+
+def model_blocks(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The down/mid/up blocks of a diffusers U-Net, or of a VAE decoder (its mid and up blocks)."""
+    blocks = [*getattr(network, "down_blocks", ()), getattr(network, "mid_block", None)]
+    blocks += list(getattr(network, "up_blocks", ()))
+    return [block for block in blocks if isinstance(block, torch.nn.Module)]

@@ -1,0 +1,169 @@
+"""Extension hooks of the engine: a fixed list, called in the documented order with typed argument objects.
+
+Order for one job (A1111 equivalents in brackets; the extension facade maps scripts and callbacks on these):
+1. process(JobState)                      once, after seeds and prompts are resolved   [Script.process]
+   then for each batch (n_iter):
+2. process_batch(BatchArgs)               before conditioning; may edit prompts/seeds [Script.process_batch]
+   extra_noise(ExtraNoiseArgs)            img2img with img2img_extra_noise > 0; may replace the noise [on_extra_noise]
+3. before_sampling(BeforeSamplingArgs)    after noise/init latents exist  [Script.process_before_every_sampling]
+   for each U-Net evaluation:
+4. cfg_denoiser(CFGDenoiserArgs)          before the U-Net call; may replace x/conds  [on_cfg_denoiser]
+5. cfg_denoised(CFGDenoisedArgs)          after the U-Net call, before guidance        [on_cfg_denoised]
+6. cfg_after_cfg(CFGAfterArgs)            after guidance; may replace the output      [on_cfg_after_cfg]
+7. mask_blend(MaskBlendArgs)              inpainting only, after each step's blend    [on_mask_blend]
+   after decoding:
+8. postprocess_batch(PostprocessBatchArgs)  may replace the list of images   [Script.postprocess_batch_list]
+9. postprocess_image(PostprocessImageArgs)  per image; may replace the image  [Script.postprocess_image]
+10. before_image_saved(ImageSaveArgs)      may change image/infotext before saving [on_before_image_saved]
+11. image_saved(ImageSaveArgs)             after the file is written               [on_image_saved]
+12. postprocess(PostprocessArgs)           once, with the result                    [Script.postprocess]
+
+Every argument object is mutable on purpose: a hook changes a field and the engine reads it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, Txt2ImgRequest
+
+
+@dataclass
+class JobState:
+    """Per-job plan that hooks may rewrite (A1111's `p.all_prompts`, `p.all_seeds`, ...).
+
+    Lists have one entry per image of the job (n_iter * batch_size). `extra_generation_params` end up in
+    every image's infotext, after the engine's own keys and before `Version`.
+    """
+
+    request: Txt2ImgRequest | Img2ImgRequest
+    all_prompts: list[str]
+    all_negative_prompts: list[str]
+    all_seeds: list[int]
+    all_subseeds: list[int]
+    extra_generation_params: dict[str, Any] = field(default_factory=dict)
+    batch_number: int = 0  # index of the batch being processed (A1111 p.iteration)
+    user_data: dict[str, Any] = field(default_factory=dict)  # free space for extensions
+
+    @property
+    def batch_size(self) -> int:
+        return self.request.batch_size
+
+    def batch_slice(self, batch_number: int) -> slice:
+        start = batch_number * self.request.batch_size
+        return slice(start, start + self.request.batch_size)
+
+
+@dataclass
+class BatchArgs:
+    state: JobState
+    batch_number: int
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
+    subseeds: list[int]
+
+
+@dataclass
+class BeforeSamplingArgs:
+    state: JobState
+    batch_number: int
+    latents: torch.Tensor  # starting latents (noise, or noised init image for img2img); replaceable
+    noise: torch.Tensor
+
+
+@dataclass
+class ExtraNoiseArgs:
+    """img2img's extra noise (A1111 ExtraNoiseParams): `xi += noise * img2img_extra_noise` after the hook."""
+
+    noise: torch.Tensor  # the seed's noise (times initial_noise_multiplier); replaceable
+    x: torch.Tensor  # latents of the init image
+    xi: torch.Tensor  # those latents noised to the first timestep
+
+
+@dataclass
+class CFGDenoiserArgs:
+    x: torch.Tensor  # latents fed to the U-Net (cond/uncond batched), after scheduler input scaling
+    image_cond: torch.Tensor | None  # extra channels of inpainting models, batched like x
+    timestep: torch.Tensor
+    sampling_step: int  # 0-based
+    total_sampling_steps: int
+    text_cond: torch.Tensor
+    text_uncond: torch.Tensor | None  # None when cfg_scale == 1
+
+
+@dataclass
+class CFGDenoisedArgs:
+    x: torch.Tensor
+    model_output: torch.Tensor  # raw U-Net output for the batched x (eps or v)
+    sampling_step: int
+    total_sampling_steps: int
+
+
+@dataclass
+class CFGAfterArgs:
+    x: torch.Tensor  # guided model output for the batch; replaceable
+    sampling_step: int
+    total_sampling_steps: int
+
+
+@dataclass
+class MaskBlendArgs:
+    current_latent: torch.Tensor  # scheduler output before blending
+    mask: torch.Tensor  # 1 = repaint (A1111 nmask)
+    init_latent: torch.Tensor  # original latents noised to the current level
+    blended_latent: torch.Tensor  # replaceable result
+    sampling_step: int
+
+
+@dataclass
+class PostprocessBatchArgs:
+    state: JobState
+    batch_number: int
+    images: list[Image.Image]  # replaceable list
+
+
+@dataclass
+class PostprocessImageArgs:
+    state: JobState
+    index: int  # index of the image within the job
+    image: Image.Image  # replaceable
+
+
+@dataclass
+class ImageSaveArgs:
+    state: JobState
+    index: int
+    image: Image.Image
+    infotext: str
+    path: str | None = None  # set for image_saved
+
+
+@dataclass
+class PostprocessArgs:
+    state: JobState
+    result: GenerationResult
+
+
+@dataclass
+class EngineHooks:
+    """Optional callables; each receives its argument object and returns nothing."""
+
+    process: Callable[[JobState], None] | None = None
+    process_batch: Callable[[BatchArgs], None] | None = None
+    extra_noise: Callable[[ExtraNoiseArgs], None] | None = None
+    before_sampling: Callable[[BeforeSamplingArgs], None] | None = None
+    cfg_denoiser: Callable[[CFGDenoiserArgs], None] | None = None
+    cfg_denoised: Callable[[CFGDenoisedArgs], None] | None = None
+    cfg_after_cfg: Callable[[CFGAfterArgs], None] | None = None
+    mask_blend: Callable[[MaskBlendArgs], None] | None = None
+    postprocess_batch: Callable[[PostprocessBatchArgs], None] | None = None
+    postprocess_image: Callable[[PostprocessImageArgs], None] | None = None
+    before_image_saved: Callable[[ImageSaveArgs], None] | None = None
+    image_saved: Callable[[ImageSaveArgs], None] | None = None
+    postprocess: Callable[[PostprocessArgs], None] | None = None

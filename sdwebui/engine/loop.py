@@ -1,0 +1,122 @@
+"""The denoising loop over a diffusers scheduler: guidance, inpainting blend, progress, interrupt and skip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sdwebui.engine import samplers
+from sdwebui.engine.cond_schedule import BatchConditioning
+from sdwebui.engine.context import JobContext, StepInfo
+from sdwebui.engine.denoiser import CFGDenoiser, StepInterrupted, interrupt_checks, model_blocks
+from sdwebui.engine.hooks import EngineHooks, MaskBlendArgs
+
+
+@dataclass
+class MaskBlend:
+    """Inpainting: after every step, latents outside the mask are reset to the original noised to that level."""
+
+    mask: torch.Tensor  # [B, 1, h, w], 1 = repaint
+    init_latents: torch.Tensor  # clean latents of the original image
+    noise: torch.Tensor  # the job's initial noise, so the kept region follows one noise path
+
+    def apply(
+        self, scheduler: Any, latents: torch.Tensor, next_timestep: torch.Tensor | None
+    ) -> torch.Tensor:
+        if next_timestep is None:
+            kept = self.init_latents
+        else:
+            kept = scheduler.add_noise(self.init_latents, self.noise, next_timestep.reshape(1))
+        return kept * (1 - self.mask) + latents * self.mask
+
+
+@dataclass
+class SamplingJob:
+    """Everything one batch's loop needs; built by the txt2img/img2img preparation."""
+
+    denoiser: CFGDenoiser
+    scheduler: Any  # a fresh diffusers scheduler with timesteps set
+    timesteps: torch.Tensor  # the timesteps to run (all of them, or the tail for img2img)
+    latents: torch.Tensor  # starting latents, already scaled for the scheduler
+    conditioning: BatchConditioning
+    generators: list[torch.Generator]  # per-image CPU generators for ancestral/SDE noise
+    eta: float | None = None
+    image_cond: torch.Tensor | None = None  # inpainting-model channels (mask + masked-image latents)
+    mask_blend: MaskBlend | None = None
+
+
+@dataclass
+class LoopOutcome:
+    latents: torch.Tensor  # final latents, or the last denoised estimate when stopped early
+    steps_done: int
+    stopped: str | None = None  # "interrupt" | "skip" | None
+
+
+def run_loop(
+    job: SamplingJob,
+    ctx: JobContext,
+    hooks: EngineHooks,
+    job_no: int,
+    job_count: int,
+    preview_every: int = 0,
+) -> LoopOutcome:
+    """Run the scheduler over `job.timesteps`; checks interrupt/skip before each step and between the
+    U-Net's blocks (a step of a big image on the CPU can take minutes)."""
+    scheduler = job.scheduler
+    generators = job.generators if len(job.generators) > 1 else job.generators[0]
+    step_kwargs = samplers.step_kwargs(scheduler, job.eta, generators)
+    latents = job.latents
+    total = len(job.timesteps)
+    last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    unet_blocks = model_blocks(getattr(job.denoiser.adapter.model, "unet", None))
+    with interrupt_checks(unet_blocks, lambda: ctx.interrupted or ctx.skipped):
+        for i, t in enumerate(job.timesteps):
+            if ctx.interrupted or ctx.skipped:
+                return _stopped(job, ctx, last, latents, i)
+            x_in = scheduler.scale_model_input(latents, t)
+            try:
+                output = job.denoiser(x_in, t, job.conditioning.at_step(i + 1), job.image_cond, i, total)
+            except StepInterrupted:
+                return _stopped(job, ctx, last, latents, i)
+            latents = scheduler.step(output, t, latents, **step_kwargs, return_dict=False)[0]
+            if job.mask_blend is not None:
+                latents = _blend(job, latents, i, hooks)
+            last = (x_in, t, output)
+            want_preview = preview_every > 0 and ((i + 1) % preview_every == 0 or i + 1 == total)
+            preview = _denoised(job, *last) if want_preview else None
+            ctx.report(StepInfo(job_no, job_count, i + 1, total, preview))
+    return LoopOutcome(latents, total)
+
+
+def _stopped(
+    job: SamplingJob, ctx: JobContext, last: tuple | None, latents: torch.Tensor, i: int
+) -> LoopOutcome:
+    # an interrupted job decodes the last denoised estimate, as A1111 does
+    stopped = "interrupt" if ctx.interrupted else "skip"
+    return LoopOutcome(_denoised(job, *last) if last is not None else latents, i, stopped)
+
+
+def _denoised(job: SamplingJob, x_in: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    x0 = job.denoiser.adapter.to_x0(x_in, t, output)
+    if job.mask_blend is not None:
+        mask = job.mask_blend.mask
+        x0 = job.mask_blend.init_latents * (1 - mask) + x0 * mask
+    return x0
+
+
+def _blend(job: SamplingJob, latents: torch.Tensor, i: int, hooks: EngineHooks) -> torch.Tensor:
+    blend = job.mask_blend
+    next_t = job.timesteps[i + 1] if i + 1 < len(job.timesteps) else None
+    blended = blend.apply(job.scheduler, latents, next_t)
+    if hooks.mask_blend is not None:
+        init = (
+            blended
+            if next_t is None
+            else job.scheduler.add_noise(blend.init_latents, blend.noise, next_t.reshape(1))
+        )
+        args = MaskBlendArgs(latents, blend.mask, init, blended, i)
+        hooks.mask_blend(args)
+        blended = args.blended_latent
+    return blended

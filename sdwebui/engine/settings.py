@@ -1,0 +1,35 @@
+"""User settings the engine reads, as one typed object built by the app from its options store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdwebui.config.styles import StyleDatabase
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What comes from user settings (A1111 option names in comments), not from the request."""
+
+    outputs_root: Path = Path("outputs")  # outdir_samples root: <root>/txt2img-images/YYYY-MM-DD/
+    save_images: bool = True  # samples_save
+    samples_format: str = "png"  # samples_format: png, jpg, jpeg or webp
+    filename_pattern: str = (
+        "[seed]"  # samples_filename_pattern (A1111 tags, sdwebui.outputs.filename_pattern)
+    )
+    add_number: bool = True  # save_images_add_number: the NNNNN- prefix
+    enable_pnginfo: bool = True  # enable_pnginfo: infotext in the PNG chunk / EXIF UserComment
+    live_preview_every: int = 0  # show_progress_every_n_steps; 0 = no preview latents in StepInfo
+    img2img_fix_steps: bool = False  # img2img_fix_steps: run exactly `steps` instead of int(s * steps)
+    inpainting_mask_weight: float = 1.0  # inpainting_mask_weight, for 9-channel inpainting models
+    img2img_extra_noise: float = 0.0  # img2img_extra_noise: noise added on top of the init latent's (0 = off)
+    eta_ancestral: float = 1.0  # eta_ancestral: eta for ancestral samplers when the request has none
+    eta_ddim: float = 0.0  # eta_ddim: eta for DDIM when the request has none
+    version: str = ""  # "Version: ..." in the infotext; empty = omitted
+    add_model_hash_to_info: bool = True  # add_model_hash_to_info
+    add_model_name_to_info: bool = True  # add_model_name_to_info
+    add_vae_to_info: bool = True  # add_vae_hash_to_info / add_vae_name_to_info
+    styles: StyleDatabase | None = (
+        None  # applied to the request's `styles` (A1111 applies them in processing)
+    )

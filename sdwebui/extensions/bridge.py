@@ -1,0 +1,198 @@
+"""Wiring of the extension system into the app: start-up, reload ("Apply and restart UI"), job running.
+
+`attach_extensions(services)` is called once after `build_services(args)`: it binds `modules.shared` to the
+app, runs pending install.py files, imports the scripts of enabled extensions, lets them add settings
+(`on_ui_settings`) and installs `ExtensionScripts` as `services.scripts` (the job queue's script hook).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sdwebui.config import paths
+from sdwebui.engine.hooks import EngineHooks
+from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
+from sdwebui.extensions.manager import ExtensionManager
+from sdwebui.facade import processing, script_callbacks, scripts, shared
+
+log = logging.getLogger("webui.extensions")
+
+EngineRun = Callable[[Txt2ImgRequest, EngineHooks | None], GenerationResult]
+
+
+class ExtensionScripts:
+    """Implements the `ScriptRunner` protocol of sdwebui.services over the loaded A1111 scripts."""
+
+    def titles(self, kind: str) -> list[str]:
+        return scripts.runner_for(kind == "img2img").titles_for_api()
+
+    def script_info(self) -> list[dict[str, Any]]:
+        return scripts.script_info_for_api()
+
+    def prepare(self, call: Any, run: EngineRun) -> Callable[[Txt2ImgRequest], GenerationResult]:
+        """Check the script names now (RequestError -> HTTP 422) and return the job's work function."""
+        is_img2img = call.kind == "img2img"
+        runner = scripts.runner_for(is_img2img)
+        script_args = runner.resolve_script_args(call.script_name, call.script_args, call.alwayson_scripts)
+        return lambda request: run_job(runner, request, script_args, run, job=call.kind)
+
+
+def run_job(
+    runner: scripts.ScriptRunner,
+    request: Txt2ImgRequest,
+    script_args: list[Any],
+    run: EngineRun,
+    job: str = "txt2img",
+) -> GenerationResult:
+    """One generation as A1111 runs it: setup, then the selected script's run() or process_images(p)."""
+    p = processing.processing_from_request(request)
+    p.scripts = runner
+    p.script_args = list(script_args)
+    p.engine_run = run
+    p.is_api = True
+    p.sd_model = shared.current_model()
+    if p.sd_model is not None:
+        p.sd_model_name, p.sd_model_hash = p.sd_model.info.name, p.sd_model.info.shorthash
+        _notify_model_loaded(p.sd_model)
+    ctx = processing._running_ctx()
+    shared.state.bind_job(ctx, job)
+    forward = ctx.on_step if ctx is not None else None
+    if ctx is not None:  # mirror progress into shared.state for extensions that read it
+
+        def on_step(info):
+            shared.state.update_from_step(info)
+            if forward is not None:
+                forward(info)
+
+        ctx.on_step = on_step
+    try:
+        runner.setup_scrips(p, is_ui=False)
+        processed = runner.run(p, *p.script_args)
+        if processed is None:
+            processed = processing.process_images(p)
+        return processed.to_result(request)
+    finally:
+        if ctx is not None:
+            ctx.on_step = forward
+        shared.state.end()
+
+
+_last_model: list[Any] = [None]  # the facade's memory of which model on_model_loaded last saw
+
+
+def _notify_model_loaded(model: Any) -> None:
+    """on_model_loaded for a model the extensions have not seen yet: called by the model provider after a
+    load that changed the current model, and at each job's start (for providers that do not call us)."""
+    loaded = getattr(model, "loaded_model", model)
+    if _last_model[0] is not loaded:
+        _last_model[0] = loaded
+        script_callbacks.model_loaded_callback(model if loaded is not model else shared.SdModelView(model))
+
+
+def ui_values_to_call(
+    is_img2img: bool, values: list[Any], runner: scripts.ScriptRunner | None = None
+) -> dict[str, Any]:
+    """The UI's positional values (A1111 `inputs` order) -> ScriptCall fields, by script title.
+
+    `runner` is the one whose setup_ui() built the components (default: the current one). Titles make the
+    call survive a script reload: alwayson scripts that are gone are dropped, a gone selectable script
+    gives a clear "not found" error when the job is prepared.
+    """
+    built = runner or scripts.runner_for(is_img2img)
+    current = {s.title().lower() for s in scripts.runner_for(is_img2img).alwayson_scripts}
+    index = values[0] if values else 0
+    name, args = None, []
+    if index:
+        if not isinstance(index, int) or not 0 < index <= len(built.selectable_scripts):
+            raise scripts.ScriptNotFound("script_name", f"no selectable script with index {index!r}")
+        script = built.selectable_scripts[index - 1]
+        name, args = script.title(), list(values[script.args_from : script.args_to])
+    alwayson = {
+        s.title(): list(values[s.args_from : s.args_to])
+        for s in built.alwayson_scripts
+        if s.args_from is not None and s.title().lower() in current
+    }
+    return {"script_name": name, "script_args": args, "alwayson_scripts": alwayson}
+
+
+@dataclass
+class ScriptControls:
+    """The script area of a txt2img/img2img tab: `inputs` go last in the Generate click's inputs."""
+
+    inputs: list[Any]  # [Script dropdown (type="index"), *every script's components]
+    is_img2img: bool
+    runner: scripts.ScriptRunner  # the runner that built `inputs` (kept across script reloads)
+
+    def call_fields(self, values: list[Any]) -> dict[str, Any]:
+        """Submitted values of `inputs` -> ScriptCall(kind, **fields)."""
+        return ui_values_to_call(self.is_img2img, list(values), self.runner)
+
+
+def script_controls(is_img2img: bool) -> ScriptControls:
+    """Build the Script dropdown and the scripts' components here (inside the tab's gr.Blocks)."""
+    runner = scripts.runner_for(is_img2img)
+    return ScriptControls(runner.setup_ui(), is_img2img, runner)
+
+
+@dataclass
+class ExtensionSystem:
+    manager: ExtensionManager
+    services: Any
+    loaded: bool = False  # scripts were loaded once (a reload then runs on_before_reload first)
+
+    def reload(self) -> None:
+        """Apply and restart UI: re-scan extensions, re-import scripts and re-register their settings."""
+        if self.loaded:
+            script_callbacks.on_reload_callback()
+        self.loaded = True
+        self.manager.discover()
+        self.manager.run_pending_installs()
+        scripts.load_scripts(self.manager)
+        _last_model[0] = None  # newly loaded scripts have not seen any model yet
+        script_callbacks.ui_settings_callback()
+        script_callbacks.before_ui_callback()
+
+    def javascript_files(self) -> list[str]:
+        return [str(p) for p in self.manager.javascript_files()]
+
+    def stylesheets(self) -> list[str]:
+        return [str(p) for p in self.manager.stylesheets()]
+
+
+def app_started(demo: Any, app: Any) -> None:
+    """Call once the FastAPI app (and the Gradio Blocks, or None) exist: runs `on_app_started` callbacks
+    (extensions add their own API routes there)."""
+    shared.demo = demo
+    script_callbacks.app_started_callback(demo, app)
+
+
+def extension_tabs() -> list[Any]:
+    """`on_ui_tabs` results: [(gr.Blocks, title, elem_id)] to add as top-level tabs."""
+    return script_callbacks.ui_tabs_callback()
+
+
+def attach_extensions(services: Any) -> ExtensionSystem:
+    """Bind the facade to the app and load the extensions (see module docstring)."""
+    paths.configure(services.paths)
+    manager = ExtensionManager.from_args(services.args, services.paths, services.options)
+    models = services.models
+    shared.bind(
+        options=services.options,
+        args=services.args,
+        model_provider=lambda: getattr(models, "current", None),
+        services=services,
+    )
+    system = ExtensionSystem(manager, services)
+    system.reload()
+    listeners = getattr(models, "load_listeners", None)
+    if listeners is not None:
+        listeners.append(_notify_model_loaded)
+    if getattr(models, "current", None) is not None:  # loaded before the scripts were
+        _notify_model_loaded(models.current)
+    services.scripts = ExtensionScripts()
+    services.extension_list = manager.extensions_for_api
+    services.extensions = system  # for the Extensions tab
+    return system

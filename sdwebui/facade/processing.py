@@ -1,0 +1,655 @@
+"""A1111's `modules.processing` for extensions: the `p` objects, `Processed` and `process_images(p)`.
+
+A thin facade: `process_images(p)` turns `p` into a typed engine request, runs the engine's `generate` with
+`EngineHooks` that call the alwayson scripts and the `script_callbacks`, and mirrors the engine's per-job
+state (`all_prompts`, `all_seeds`, `extra_generation_params`, ...) onto `p` around every hook, so extensions
+read and write `p` exactly as in A1111.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdwebui.config import paths
+from sdwebui.engine import hooks as eh
+from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from sdwebui.facade import script_callbacks, shared
+
+log = logging.getLogger("webui.extensions")
+
+EngineRun = Callable[[Txt2ImgRequest, eh.EngineHooks | None], GenerationResult]
+
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "sd_model": None,
+    "outpath_samples": None,
+    "outpath_grids": None,
+    "prompt": "",
+    "prompt_for_display": None,
+    "negative_prompt": "",
+    "styles": None,
+    "seed": -1,
+    "subseed": -1,
+    "subseed_strength": 0.0,
+    "seed_resize_from_h": -1,
+    "seed_resize_from_w": -1,
+    "seed_enable_extras": True,
+    "sampler_name": None,
+    "scheduler": None,
+    "batch_size": 1,
+    "n_iter": 1,
+    "steps": 50,
+    "cfg_scale": 7.0,
+    "width": 512,
+    "height": 512,
+    "restore_faces": None,
+    "tiling": None,
+    "do_not_save_samples": False,
+    "do_not_save_grid": False,
+    "extra_generation_params": None,
+    "overlay_images": None,
+    "eta": None,
+    "do_not_reload_embeddings": False,
+    "denoising_strength": None,
+    "ddim_discretize": None,
+    "s_min_uncond": None,
+    "s_churn": None,
+    "s_tmax": None,
+    "s_tmin": None,
+    "s_noise": None,
+    "override_settings": None,
+    "override_settings_restore_afterwards": True,
+    "sampler_index": None,
+    "refiner_checkpoint": None,
+    "refiner_switch_at": None,
+    "token_merging_ratio": 0,
+    "token_merging_ratio_hr": 0,
+    "disable_extra_networks": False,
+    "firstpass_image": None,
+    "scripts_value": None,
+    "script_args_value": None,
+    "user": None,
+}
+_TXT2IMG_DEFAULTS: dict[str, Any] = {
+    "enable_hr": False,
+    "hr_scale": 2.0,
+    "hr_upscaler": None,
+    "hr_second_pass_steps": 0,
+    "hr_resize_x": 0,
+    "hr_resize_y": 0,
+    "hr_checkpoint_name": None,
+    "hr_sampler_name": None,
+    "hr_scheduler": None,
+    "hr_prompt": "",
+    "hr_negative_prompt": "",
+    "force_task_id": None,
+}
+_IMG2IMG_DEFAULTS: dict[str, Any] = {
+    "init_images": None,
+    "resize_mode": 0,
+    "image_cfg_scale": None,
+    "mask": None,
+    "mask_blur_x": 4,
+    "mask_blur_y": 4,
+    "mask_blur": None,
+    "mask_round": True,
+    "inpainting_fill": 0,
+    "inpaint_full_res": True,
+    "inpaint_full_res_padding": 0,
+    "inpainting_mask_invert": 0,
+    "initial_noise_multiplier": None,
+    "latent_mask": None,
+    "force_task_id": None,
+}
+
+
+class StableDiffusionProcessing:
+    """A1111's `p`: generation parameters plus the per-job lists extensions read and rewrite."""
+
+    _defaults: dict[str, Any] = _COMMON_DEFAULTS
+
+    def __init__(self, **kwargs: Any):
+        unknown = set(kwargs) - set(self._defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unexpected arguments {sorted(unknown)}")
+        for key, default in self._defaults.items():
+            value = kwargs.get(key, default)
+            setattr(self, key, value)
+        if self.sampler_name is None:
+            self.sampler_name = shared.opts.get("default_sampler", "Euler a")
+        self.styles = list(self.styles or [])
+        self.extra_generation_params = dict(self.extra_generation_params or {})
+        self.override_settings = dict(self.override_settings or {})
+        self.comments: dict[str, int] = {}
+        self.scripts = self.scripts_value
+        self.script_args = list(self.script_args_value or [])
+        self.all_prompts: list[str] | None = None
+        self.all_negative_prompts: list[str] | None = None
+        self.all_seeds: list[int] | None = None
+        self.all_subseeds: list[int] | None = None
+        self.all_hr_prompts: list[str] | None = None
+        self.all_hr_negative_prompts: list[str] | None = None
+        self.prompts: list[str] = []
+        self.negative_prompts: list[str] = []
+        self.seeds: list[int] = []
+        self.subseeds: list[int] = []
+        self.iteration = 0
+        self.is_hr_pass = False
+        self.is_api = False
+        self.main_prompt = self.prompt
+        self.main_negative_prompt = self.negative_prompt
+        self.extra_network_data: dict[str, Any] = {}
+        self.sd_model_name = self.sd_model_hash = self.sd_vae_name = self.sd_vae_hash = None
+        self.job_timestamp = shared.state.job_timestamp
+        # set by the job that runs this p (modules.scripts); None = use the app bound to modules.shared
+        self.engine_run: EngineRun | None = None
+        self.engine_state: eh.JobState | None = None
+
+    @property
+    def is_img2img(self) -> bool:
+        return isinstance(self, StableDiffusionProcessingImg2Img)
+
+    def add_comment(self, comment: str) -> None:
+        self.comments[comment] = 1
+
+    def close(self) -> None:
+        pass
+
+    # --- conversion to the engine's request ---
+    def to_request(self) -> Txt2ImgRequest:
+        fields = {
+            "prompt": _first(self.prompt),
+            "negative_prompt": _first(self.negative_prompt) or "",
+            "styles": list(self.styles),
+            "seed": int(self.seed if self.seed is not None else -1),
+            "subseed": int(self.subseed if self.subseed is not None else -1),
+            "subseed_strength": float(self.subseed_strength or 0.0),
+            "seed_resize_from_h": int(self.seed_resize_from_h or -1),
+            "seed_resize_from_w": int(self.seed_resize_from_w or -1),
+            "sampler_name": self.sampler_name,
+            "scheduler": self.scheduler or "Automatic",
+            "batch_size": int(self.batch_size),
+            "n_iter": int(self.n_iter),
+            "steps": int(self.steps),
+            "cfg_scale": float(self.cfg_scale),
+            "width": None if self.width is None else int(self.width),
+            "height": None if self.height is None else int(self.height),
+            "eta": self.eta,
+            "restore_faces": bool(self.restore_faces),
+            "tiling": bool(self.tiling),
+            "do_not_save_samples": bool(self.do_not_save_samples),
+            "do_not_save_grid": bool(self.do_not_save_grid),
+            "override_settings": dict(self.override_settings),
+            "extra_generation_params": dict(self.extra_generation_params),
+        }
+        if self.s_noise is not None:
+            fields["s_noise"] = float(self.s_noise)
+        clip_skip = self.override_settings.get("CLIP_stop_at_last_layers")
+        if clip_skip is not None:
+            fields["clip_skip"] = int(clip_skip)
+        if isinstance(self, StableDiffusionProcessingImg2Img):
+            return self._img2img_request(fields)
+        if getattr(self, "enable_hr", False):
+            raise RequestError("enable_hr", "hires fix is not available in this build")
+        return Txt2ImgRequest(**fields)
+
+
+def _first(value: Any) -> str:
+    return value[0] if isinstance(value, list) and value else (value or "")
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    _defaults = {**_COMMON_DEFAULTS, **_TXT2IMG_DEFAULTS}
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    _defaults = {**_COMMON_DEFAULTS, **_IMG2IMG_DEFAULTS}
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.init_images = list(self.init_images or [])
+        if self.denoising_strength is None:
+            self.denoising_strength = 0.75
+        if self.mask_blur is not None:
+            self.mask_blur_x = self.mask_blur_y = self.mask_blur
+
+    @property
+    def image_mask(self) -> Any:
+        return self.mask
+
+    @image_mask.setter
+    def image_mask(self, value: Any) -> None:
+        self.mask = value
+
+    def _img2img_request(self, fields: dict[str, Any]) -> Img2ImgRequest:
+        extra = {
+            "init_images": list(self.init_images),
+            "resize_mode": int(self.resize_mode),
+            "denoising_strength": float(self.denoising_strength),
+            "mask": self.mask,
+            "mask_blur_x": int(self.mask_blur_x),
+            "mask_blur_y": int(self.mask_blur_y),
+            "inpainting_fill": int(self.inpainting_fill),
+            "inpaint_full_res": bool(self.inpaint_full_res),
+            "inpaint_full_res_padding": int(self.inpaint_full_res_padding),
+            "inpainting_mask_invert": int(self.inpainting_mask_invert),
+        }
+        if self.initial_noise_multiplier is not None:
+            extra["initial_noise_multiplier"] = float(self.initial_noise_multiplier)
+        return Img2ImgRequest(**fields, **extra)
+
+
+def processing_from_request(request: Txt2ImgRequest) -> StableDiffusionProcessing:
+    """The `p` A1111 would have built for this request (UI/API path)."""
+    common = {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "styles": list(request.styles),
+        "seed": request.seed,
+        "subseed": request.subseed,
+        "subseed_strength": request.subseed_strength,
+        "seed_resize_from_h": request.seed_resize_from_h,
+        "seed_resize_from_w": request.seed_resize_from_w,
+        "sampler_name": request.sampler_name,
+        "scheduler": request.scheduler,
+        "batch_size": request.batch_size,
+        "n_iter": request.n_iter,
+        "steps": request.steps,
+        "cfg_scale": request.cfg_scale,
+        "width": request.width,
+        "height": request.height,
+        "eta": request.eta,
+        "restore_faces": request.restore_faces,
+        "tiling": request.tiling,
+        "do_not_save_samples": request.do_not_save_samples,
+        "do_not_save_grid": request.do_not_save_grid,
+        "override_settings": dict(request.override_settings),
+        "extra_generation_params": dict(request.extra_generation_params),
+        "s_noise": request.s_noise,
+    }
+    if request.clip_skip != 1:
+        common["override_settings"].setdefault("CLIP_stop_at_last_layers", request.clip_skip)
+    kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
+    common["outpath_samples"] = _output_dir("outdir_samples", f"outdir_{kind}_samples")
+    common["outpath_grids"] = _output_dir("outdir_grids", f"outdir_{kind}_grids")
+    if isinstance(request, Img2ImgRequest):
+        return StableDiffusionProcessingImg2Img(
+            **common,
+            init_images=list(request.init_images),
+            resize_mode=request.resize_mode,
+            denoising_strength=request.denoising_strength,
+            mask=request.mask,
+            mask_blur_x=request.mask_blur_x,
+            mask_blur_y=request.mask_blur_y,
+            inpainting_fill=request.inpainting_fill,
+            inpaint_full_res=request.inpaint_full_res,
+            inpaint_full_res_padding=request.inpaint_full_res_padding,
+            inpainting_mask_invert=request.inpainting_mask_invert,
+            initial_noise_multiplier=request.initial_noise_multiplier,
+        )
+    return StableDiffusionProcessingTxt2Img(**common)
+
+
+def _output_dir(override_key: str, kind_key: str) -> str | None:
+    """A1111's folder rule: the shared override if set, else the per-kind folder, relative to the data dir."""
+    folder = shared.opts.get(override_key) or shared.opts.get(kind_key)
+    if not folder:
+        return None
+    return os.path.join(paths.data_path, folder)
+
+
+class Processed:
+    """Result of `process_images(p)` (A1111 fields; `js()` is the API's "info" JSON)."""
+
+    def __init__(
+        self,
+        p: StableDiffusionProcessing,
+        images_list: list[Image.Image],
+        seed: int = -1,
+        info: str = "",
+        subseed: int | None = None,
+        all_prompts: list[str] | None = None,
+        all_negative_prompts: list[str] | None = None,
+        all_seeds: list[int] | None = None,
+        all_subseeds: list[int] | None = None,
+        index_of_first_image: int = 0,
+        infotexts: list[str] | None = None,
+        comments: str = "",
+    ):
+        self.images = images_list
+        self.prompt = _first(p.prompt)
+        self.negative_prompt = _first(p.negative_prompt)
+        self.seed = seed
+        self.subseed = subseed
+        self.subseed_strength = p.subseed_strength
+        self.info = info
+        self.comments = "".join(f"{c}\n" for c in p.comments) + comments
+        self.width, self.height = p.width, p.height
+        self.sampler_name = p.sampler_name
+        self.cfg_scale = p.cfg_scale
+        self.image_cfg_scale = getattr(p, "image_cfg_scale", None)
+        self.steps = p.steps
+        self.batch_size = p.batch_size
+        self.restore_faces = p.restore_faces
+        self.face_restoration_model = None
+        self.sd_model_name, self.sd_model_hash = p.sd_model_name, p.sd_model_hash
+        self.sd_vae_name, self.sd_vae_hash = p.sd_vae_name, p.sd_vae_hash
+        self.seed_resize_from_w, self.seed_resize_from_h = p.seed_resize_from_w, p.seed_resize_from_h
+        self.denoising_strength = p.denoising_strength
+        self.extra_generation_params = p.extra_generation_params
+        self.index_of_first_image = index_of_first_image
+        self.styles = p.styles
+        self.job_timestamp = shared.state.job_timestamp
+        self.clip_skip = int(p.override_settings.get("CLIP_stop_at_last_layers", 1))
+        self.eta = p.eta
+        self.is_using_inpainting_conditioning = False
+        self.all_prompts = all_prompts or p.all_prompts or [self.prompt]
+        self.all_negative_prompts = all_negative_prompts or p.all_negative_prompts or [self.negative_prompt]
+        self.all_seeds = all_seeds or p.all_seeds or [self.seed]
+        self.all_subseeds = all_subseeds or p.all_subseeds or [self.subseed]
+        self.infotexts = infotexts or [info] * len(images_list)
+        self.version = ""
+
+    def js(self) -> str:
+        keys = (
+            "all_prompts negative_prompt all_negative_prompts seed all_seeds subseed all_subseeds "
+            "subseed_strength width height sampler_name cfg_scale steps batch_size restore_faces "
+            "face_restoration_model sd_model_name sd_model_hash sd_vae_name sd_vae_hash seed_resize_from_w "
+            "seed_resize_from_h denoising_strength extra_generation_params index_of_first_image infotexts "
+            "styles job_timestamp clip_skip is_using_inpainting_conditioning version"
+        ).split()
+        obj = {"prompt": self.all_prompts[0] if self.all_prompts else self.prompt}
+        obj.update({key: getattr(self, key) for key in keys})
+        return json.dumps(obj, default=str)
+
+    def infotext(self, p: StableDiffusionProcessing, index: int) -> str:
+        return self.infotexts[index] if index < len(self.infotexts) else self.info
+
+    def to_result(self, request: Txt2ImgRequest | None = None) -> GenerationResult:
+        """Back to the engine's result type, aligned lists, for the API and the UI."""
+        n = len(self.images)
+        lead = self.index_of_first_image
+
+        def aligned(values: list[Any], fill: Any) -> list[Any]:
+            values = list(values or [])
+            values = [fill] * lead + values if len(values) + lead <= n else values
+            return (values + [fill] * n)[:n]
+
+        seed0 = self.all_seeds[0] if self.all_seeds else self.seed
+        return GenerationResult(
+            images=list(self.images),
+            seeds=aligned(self.all_seeds, seed0),
+            subseeds=aligned(self.all_subseeds, self.subseed),
+            prompts=aligned(self.all_prompts, self.prompt),
+            negative_prompts=aligned(self.all_negative_prompts, self.negative_prompt),
+            infotexts=(list(self.infotexts) + [self.info] * n)[:n],
+            interrupted=shared.state.interrupted,
+            request=request,
+        )
+
+
+def create_infotext(p: StableDiffusionProcessing, all_prompts=None, all_seeds=None, all_subseeds=None,
+                    comments=None, iteration: int = 0, position_in_batch: int = 0, **kwargs) -> str:  # fmt: skip
+    """The infotext of image `iteration * batch_size + position_in_batch` of p's last run, if known."""
+    index = iteration * p.batch_size + position_in_batch
+    infotexts = getattr(p, "_last_infotexts", None) or []
+    return infotexts[index] if index < len(infotexts) else ""
+
+
+# --- running ---
+def process_images(p: StableDiffusionProcessing) -> Processed:
+    """Run `p` through the engine with its alwayson scripts and the registered callbacks."""
+    overrides_token = shared.push_overrides(p.override_settings)
+    try:
+        return _process_images(p)
+    finally:
+        shared.pop_overrides(overrides_token)
+
+
+def _process_images(p: StableDiffusionProcessing) -> Processed:
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+    request = p.to_request()
+    run = p.engine_run
+    if run is None or ("sd_model_checkpoint" in request.override_settings and shared._services is not None):
+        run = _bound_engine_run()  # loads the checkpoint this p asks for (e.g. an X/Y/Z checkpoint axis)
+    hooks = build_engine_hooks(p)
+    previous_job = shared.state.job
+    if not previous_job:
+        shared.state.begin("process_images")
+    shared.state.job_count = p.n_iter
+    try:
+        result = run(request, hooks)
+    finally:
+        if not previous_job:
+            shared.state.job = ""
+    p._last_infotexts = list(result.infotexts)
+    processed = processed_from_result(p, result)
+    if p.scripts is not None:
+        p.scripts.postprocess(p, processed)
+    return processed
+
+
+def processed_from_result(p: StableDiffusionProcessing, result: GenerationResult) -> Processed:
+    seed = result.seeds[0] if result.seeds else p.seed
+    subseed = result.subseeds[0] if result.subseeds else p.subseed
+    return Processed(
+        p,
+        list(result.images),
+        seed=seed,
+        info=result.infotexts[0] if result.infotexts else "",
+        subseed=subseed,
+        # the result's lists, one entry per image made (a skipped batch has none); p's lists name every
+        # planned image, so after a skip they would be off against the images
+        all_prompts=list(result.prompts or p.all_prompts or []),
+        all_negative_prompts=list(result.negative_prompts or p.all_negative_prompts or []),
+        all_seeds=list(result.seeds or p.all_seeds or []),
+        all_subseeds=list(result.subseeds or p.all_subseeds or []),
+        infotexts=list(result.infotexts),
+    )
+
+
+def _bound_engine_run() -> EngineRun:
+    """`process_images(p)` outside a job (an extension building its own p): use the app bound to shared."""
+    services = shared._services
+    if services is None:
+        raise RuntimeError("process_images: no app is bound to modules.shared (shared.bind was not called)")
+    from sdwebui.engine.context import JobContext
+
+    def run(request: Txt2ImgRequest, hooks: eh.EngineHooks | None) -> GenerationResult:
+        override = request.override_settings.get("sd_model_checkpoint")
+        model = services.models.load(override) if override else services.load_plain_model()
+        settings = services.engine_settings(request.override_settings)
+        return services.generate(model, request, _running_ctx() or JobContext(), settings, hooks)
+
+    return run
+
+
+def _running_ctx() -> Any:
+    ctx = shared.state._ctx
+    if ctx is not None:
+        return ctx
+    services = shared._services
+    running = services.jobs.running() if services is not None and hasattr(services, "jobs") else []
+    return running[0].ctx if len(running) == 1 else None
+
+
+# --- the adapter: engine hooks -> alwayson scripts and script_callbacks ---
+def _pull(p: StableDiffusionProcessing, state: eh.JobState) -> None:
+    p.engine_state = state
+    p.all_prompts, p.all_negative_prompts = state.all_prompts, state.all_negative_prompts
+    p.all_seeds, p.all_subseeds = state.all_seeds, state.all_subseeds
+    p.all_hr_prompts, p.all_hr_negative_prompts = state.all_prompts, state.all_negative_prompts
+    state.extra_generation_params.update(p.extra_generation_params)
+    p.extra_generation_params = state.extra_generation_params
+
+
+def _push(p: StableDiffusionProcessing, state: eh.JobState) -> None:
+    state.all_prompts, state.all_negative_prompts = list(p.all_prompts), list(p.all_negative_prompts)
+    state.all_seeds, state.all_subseeds = [int(s) for s in p.all_seeds], [int(s) for s in p.all_subseeds]
+    state.extra_generation_params = p.extra_generation_params
+
+
+def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
+    """EngineHooks that run p's alwayson scripts and the global callbacks with A1111's argument objects."""
+    runner = p.scripts
+
+    def process(state: eh.JobState) -> None:
+        _pull(p, state)
+        if runner is not None:
+            runner.process(p)
+        _push(p, state)
+
+    def process_batch(args: eh.BatchArgs) -> None:
+        state = args.state
+        _pull(p, state)
+        p.iteration = args.batch_number
+        shared.state.job_no = args.batch_number
+        p.prompts, p.negative_prompts = args.prompts, args.negative_prompts
+        p.seeds, p.subseeds = args.seeds, args.subseeds
+        if runner is not None:
+            kw = {
+                "batch_number": args.batch_number,
+                "prompts": p.prompts,
+                "seeds": p.seeds,
+                "subseeds": p.subseeds,
+            }
+            runner.before_process_batch(p, **kw)
+            part = state.batch_slice(args.batch_number)  # A1111 re-slices after before_process_batch
+            p.prompts, p.negative_prompts = p.all_prompts[part], p.all_negative_prompts[part]
+            p.seeds, p.subseeds = p.all_seeds[part], p.all_subseeds[part]
+            kw = {
+                "batch_number": args.batch_number,
+                "prompts": p.prompts,
+                "seeds": p.seeds,
+                "subseeds": p.subseeds,
+            }
+            runner.process_batch(p, **kw)
+        _push(p, state)
+        args.prompts, args.negative_prompts = list(p.prompts), list(p.negative_prompts)
+        args.seeds, args.subseeds = [int(s) for s in p.seeds], [int(s) for s in p.subseeds]
+
+    def before_sampling(args: eh.BeforeSamplingArgs) -> None:
+        if runner is not None:
+            runner.process_before_every_sampling(p, x=args.latents, noise=args.noise, c=None, uc=None)
+
+    def extra_noise(args: eh.ExtraNoiseArgs) -> None:
+        params = script_callbacks.ExtraNoiseParams(args.noise, args.x, args.xi)
+        script_callbacks.extra_noise_callback(params)
+        args.noise = params.noise
+
+    def cfg_denoiser(args: eh.CFGDenoiserArgs) -> None:
+        params = script_callbacks.CFGDenoiserParams(
+            args.x, args.image_cond, args.timestep, args.sampling_step, args.total_sampling_steps,
+            args.text_cond, args.text_uncond,
+        )  # fmt: skip
+        script_callbacks.cfg_denoiser_callback(params)
+        args.x, args.image_cond = params.x, params.image_cond
+        args.text_cond, args.text_uncond = params.text_cond, params.text_uncond
+        shared.state.sampling_step, shared.state.sampling_steps = (
+            args.sampling_step,
+            args.total_sampling_steps,
+        )
+
+    def cfg_denoised(args: eh.CFGDenoisedArgs) -> None:
+        params = script_callbacks.CFGDenoisedParams(
+            args.model_output, args.sampling_step, args.total_sampling_steps
+        )
+        script_callbacks.cfg_denoised_callback(params)
+        args.model_output = params.x
+
+    def cfg_after_cfg(args: eh.CFGAfterArgs) -> None:
+        params = script_callbacks.AfterCFGCallbackParams(
+            args.x, args.sampling_step, args.total_sampling_steps
+        )
+        script_callbacks.cfg_after_cfg_callback(params)
+        args.x = params.x
+
+    def mask_blend(args: eh.MaskBlendArgs) -> None:
+        from sdwebui.facade.scripts import MaskBlendArgs
+
+        mba = MaskBlendArgs(
+            args.current_latent, args.mask, args.init_latent, 1 - args.mask, args.blended_latent, sigma=None
+        )
+        runner.on_mask_blend(p, mba)
+        args.blended_latent = mba.blended_latent
+
+    def postprocess_batch(args: eh.PostprocessBatchArgs) -> None:
+        from sdwebui.facade.scripts import PostprocessBatchListArgs
+
+        tensors = [pil_to_tensor(image) for image in args.images]
+        runner.postprocess_batch(p, torch.stack(tensors) if tensors else None, batch_number=args.batch_number)
+        pp = PostprocessBatchListArgs(list(tensors))
+        runner.postprocess_batch_list(p, pp, batch_number=args.batch_number)
+        if len(pp.images) != len(tensors) or any(
+            a is not b for a, b in zip(pp.images, tensors, strict=False)
+        ):
+            args.images = [tensor_to_pil(t) if isinstance(t, torch.Tensor) else t for t in pp.images]
+
+    def postprocess_image(args: eh.PostprocessImageArgs) -> None:
+        from sdwebui.facade.scripts import PostprocessImageArgs
+
+        pp = PostprocessImageArgs(args.image)
+        runner.postprocess_image(p, pp)
+        args.image = pp.image
+
+    def before_image_saved(args: eh.ImageSaveArgs) -> None:
+        params = script_callbacks.ImageSaveParams(
+            args.image, p, args.path or "", {"parameters": args.infotext}
+        )
+        script_callbacks.before_image_saved_callback(params)
+        args.image, args.infotext = params.image, params.pnginfo.get("parameters", args.infotext)
+
+    def image_saved(args: eh.ImageSaveArgs) -> None:
+        params = script_callbacks.ImageSaveParams(
+            args.image, p, args.path or "", {"parameters": args.infotext}
+        )
+        script_callbacks.image_saved_callback(params)
+
+    has = script_callbacks.has_callbacks
+    has_scripts = runner is not None and bool(runner.alwayson_scripts)
+    return eh.EngineHooks(
+        process=process,
+        process_batch=process_batch,
+        extra_noise=extra_noise if has("callbacks_extra_noise") else None,
+        before_sampling=before_sampling if has_scripts else None,
+        cfg_denoiser=cfg_denoiser if has("callbacks_cfg_denoiser") else None,
+        cfg_denoised=cfg_denoised if has("callbacks_cfg_denoised") else None,
+        cfg_after_cfg=cfg_after_cfg if has("callbacks_cfg_after_cfg") else None,
+        mask_blend=mask_blend if has_scripts else None,
+        postprocess_batch=postprocess_batch if has_scripts else None,
+        postprocess_image=postprocess_image if has_scripts else None,
+        before_image_saved=before_image_saved if has("callbacks_before_image_saved") else None,
+        image_saved=image_saved if has("callbacks_image_saved") else None,
+    )
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    array = (tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round()
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def fix_seed(p: StableDiffusionProcessing) -> None:
+    """Replace -1 seeds with concrete random ones (A1111 helper scripts call it)."""
+    from sdwebui.engine.rng import resolve_seed
+
+    p.seed = resolve_seed(int(p.seed if p.seed is not None else -1))
+    p.subseed = resolve_seed(int(p.subseed if p.subseed is not None else -1))
+
+
+def get_fixed_seed(seed: int | None) -> int:
+    from sdwebui.engine.rng import resolve_seed
+
+    return resolve_seed(-1 if seed is None or seed == "" else int(seed))

@@ -1,0 +1,252 @@
+"""ModelManager: the list of checkpoints and VAEs, and the loaded models (load / switch / unload)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from sdwebui.models import discovery
+from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.hashing import HashCache
+from sdwebui.models.libraries import import_model_libraries
+from sdwebui.models.loader import DevicePolicy, load_checkpoint, load_vae_file
+from sdwebui.models.model import CheckpointInfo, LoadedModel
+
+log = logging.getLogger(__name__)
+
+VAE_AUTOMATIC = "Automatic"
+VAE_NONE = "None"
+
+
+class ModelManager:
+    """Owns loaded checkpoints; keeps at most ``max_loaded`` in RAM (most recently used first).
+
+    A new model is loaded completely before anything is evicted, so a failed load leaves the current model
+    working (at the cost of briefly holding both).
+    """
+
+    def __init__(
+        self,
+        checkpoint_dirs: Sequence[Path],
+        vae_dirs: Sequence[Path] = (),
+        hash_cache_path: Path | None = None,
+        policy: DevicePolicy | None = None,
+        max_loaded: int = 1,
+        extra_checkpoints: Sequence[Path] = (),
+        include_default_dir: bool = True,
+    ):
+        if max_loaded < 1:
+            raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
+        self.checkpoint_dirs = [Path(d) for d in checkpoint_dirs]
+        self.vae_dirs = [Path(d) for d in vae_dirs]
+        self.extra_checkpoints = [Path(p) for p in extra_checkpoints]
+        self.include_default_dir = include_default_dir
+        self.policy = policy or DevicePolicy()
+        self.max_loaded = max_loaded
+        self.hashes = HashCache(hash_cache_path)
+        self._lock = threading.RLock()
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # filename -> model, current last
+        self._checkpoints: list[CheckpointInfo] = []
+        self._vaes: list[discovery.VaeInfo] = []
+        self.refresh()
+
+    # ------------------------------------------------------------------------------------------- listing
+
+    def refresh(self) -> None:
+        """Re-scan the folders (new, removed, renamed files) without touching loaded models."""
+        infos = discovery.list_checkpoints(
+            self.checkpoint_dirs, self.extra_checkpoints, self.include_default_dir, linked_roots=self.vae_dirs
+        )
+        with_hashes = []
+        for info in infos:
+            cached = None if info.is_diffusers_folder else self.hashes.cached(info.path)
+            with_hashes.append(self._with_hash(info, cached) if cached else info)
+        vaes = discovery.list_vaes(self.vae_dirs, self.checkpoint_dirs)
+        with self._lock:
+            self._checkpoints = with_hashes
+            self._vaes = vaes
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        return list(self._checkpoints)
+
+    def vae_names(self) -> list[str]:
+        return [VAE_AUTOMATIC, VAE_NONE] + [v.name for v in self._vaes]
+
+    def vae_files(self) -> list[tuple[str, Path]]:
+        """(name, path) of every standalone VAE file found, as A1111's /sdapi/v1/sd-vae lists them."""
+        return [(v.name, v.path) for v in self._vaes]
+
+    def find_checkpoint(self, name: str) -> CheckpointInfo:
+        """By title, name, file name (with or without extension), listed path, or short/full hash; only
+        what discovery listed (a path that was not listed is not found, whether it exists or not)."""
+        return discovery.find_listed(
+            name, self._checkpoints, discovery.checkpoint_names, "checkpoint", "sd_model_checkpoint"
+        )
+
+    def hash_of(self, info: CheckpointInfo) -> CheckpointInfo:
+        """The info with its sha256 (hashing the file once; cached by path + mtime + size)."""
+        if info.is_diffusers_folder or info.sha256:
+            return info
+        return self._record_hash(info, self.hashes.sha256(info.path))
+
+    def _record_hash(self, info: CheckpointInfo, sha256: str | None) -> CheckpointInfo:
+        if sha256 is None or info.sha256:
+            return info
+        hashed = self._with_hash(info, sha256)
+        with self._lock:
+            self._checkpoints = [hashed if i.filename == info.filename else i for i in self._checkpoints]
+        return hashed
+
+    @staticmethod
+    def _with_hash(info: CheckpointInfo, sha256: str) -> CheckpointInfo:
+        refreshed = discovery.checkpoint_info(info.path, sha256=sha256)
+        return CheckpointInfo(
+            path=info.path,
+            name=info.name,
+            title=f"{info.title.split(' [')[0]} [{sha256[:10]}]",
+            filename=info.filename,
+            sha256=sha256,
+            is_diffusers_folder=info.is_diffusers_folder,
+            config_path=refreshed.config_path,
+        )
+
+    # ------------------------------------------------------------------------------------------- loading
+
+    @property
+    def current(self) -> LoadedModel | None:
+        with self._lock:
+            return next(reversed(self._loaded.values()), None)
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._loaded.values())
+
+    def load(self, name: str | CheckpointInfo, vae: str = VAE_AUTOMATIC) -> LoadedModel:
+        """Make ``name`` the current model (loading it if needed); raises CheckpointLoadError on bad input."""
+        import_model_libraries()  # first imports under one lock (other threads may import them too)
+        with self._lock:
+            if isinstance(name, CheckpointInfo) and name.filename in self._loaded:
+                info = name
+            else:  # an info object must also be one discovery listed
+                info = self.find_checkpoint(name.filename if isinstance(name, CheckpointInfo) else name)
+            cached = self._loaded.get(info.filename)
+            if cached is not None:
+                self._loaded.move_to_end(info.filename)
+                if (cached.vae_name or VAE_NONE) != self._resolve_vae_name(info, vae):
+                    self.set_vae(vae)
+                return cached
+            model, info = self._load_and_hash(info)
+            self._apply_vae(model, vae)
+            self._loaded[info.filename] = model
+            self.set_limit(self.max_loaded)  # evicts the least recently used beyond the limit
+            log.info("Loaded %s (%s; %s)", info.title, model.family.value, model.extra.get("detection", ""))
+            return model
+
+    def set_limit(self, max_loaded: int) -> None:
+        """Change how many checkpoints stay in RAM; the least recently used beyond it are freed now."""
+        if max_loaded < 1:
+            raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
+        with self._lock:
+            self.max_loaded = max_loaded
+            while len(self._loaded) > self.max_loaded:
+                _, evicted = self._loaded.popitem(last=False)
+                self._release(evicted)
+
+    def unload(self, name: str | None = None) -> None:
+        """Unload one model (default: the current one) and free its memory."""
+        with self._lock:
+            if name is None:
+                if not self._loaded:
+                    return
+                key = next(reversed(self._loaded))
+            else:
+                key = self.find_checkpoint(name).filename
+            model = self._loaded.pop(key, None)
+        if model is not None:
+            self._release(model)
+
+    def unload_all(self) -> None:
+        with self._lock:
+            models = list(self._loaded.values())
+            self._loaded.clear()
+        for model in models:
+            self._release(model)
+
+    def set_vae(self, vae: str) -> LoadedModel | None:
+        """Swap the current model's VAE ("Automatic", "None" or a VAE name)."""
+        with self._lock:
+            model = self.current
+            if model is None:
+                return None
+            self._apply_vae(model, vae)
+            return model
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _load_and_hash(self, info: CheckpointInfo) -> tuple[LoadedModel, CheckpointInfo]:
+        """Load, hashing a not-yet-hashed file at the same time: the sha256 of a multi-GB file takes seconds,
+        and hashlib and file reads release the GIL, so the first load of a file costs max(load, hash), not
+        the sum. Later loads find the hash in the cache."""
+        discovery.check_still_listable(info)
+        needs_hash = not (info.is_diffusers_folder or info.sha256)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-hash") as pool:
+            digest = pool.submit(self.hashes.sha256, info.path) if needs_hash else None
+            model = load_checkpoint(info, self.policy)
+            try:
+                info = self._record_hash(info, digest.result() if digest else None)
+            except OSError as error:
+                raise CheckpointLoadError(f"{info.filename}: unreadable: {error}") from None
+        model.info = info
+        return model, info
+
+    def _resolve_vae_name(self, info: CheckpointInfo, vae: str) -> str:
+        if vae == VAE_NONE:
+            return VAE_NONE
+        if vae == VAE_AUTOMATIC:
+            found = discovery.automatic_vae(info, self._vaes)
+            return found.name if found else VAE_NONE
+        return vae
+
+    def _vae_path(self, name: str) -> Path:
+        return discovery.find_listed(name, self._vaes, discovery.ModelFile.names, "VAE", "sd_vae").path
+
+    def _apply_vae(self, model: LoadedModel, vae: str) -> None:
+        name = self._resolve_vae_name(model.info, vae)
+        if vae == VAE_AUTOMATIC and name != VAE_NONE:
+            found = discovery.automatic_vae(model.info, self._vaes)
+            path = found.path if found else None
+        elif name == VAE_NONE:
+            path = None
+        else:
+            path = self._vae_path(name)
+        if path is None:
+            own = model.extra.get("own_vae")
+            if own is not None:
+                model.vae = own
+            model.vae_name = None
+            model.extra.pop("vae_hash", None)
+            return
+        new_vae = load_vae_file(path, dict(model.vae.config), model.device, model.vae_dtype)
+        model.extra.setdefault("own_vae", model.vae)
+        model.vae = new_vae
+        model.vae_name = name
+        # A1111's "VAE hash" of the infotext: the file's sha256, first 10 hex digits (cached like checkpoints')
+        digest = self.hashes.sha256(path)
+        model.extra["vae_hash"] = digest[:10] if digest else None
+
+    @staticmethod
+    def _release(model: LoadedModel) -> None:
+        """Drop the modules so their memory can be reclaimed (callers must not keep references)."""
+        model.extra.clear()
+        model.unet = model.vae = None
+        model.text_encoders = []
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,499 @@
+"""The app's objects in one container, built once at start-up and handed to the UI and the API.
+
+Nothing here is global: app.py calls `build_services(args)` and passes the result on. Every generation,
+model switch and option change goes through `services.jobs`, the one queue shared by UI and API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
+from sdwebui.config.paths import DataPaths
+from sdwebui.config.styles import StyleDatabase
+from sdwebui.engine.context import JobContext, StepInfo
+from sdwebui.engine.hooks import EngineHooks
+from sdwebui.engine.requests import (
+    GenerationResult,
+    Img2ImgRequest,
+    JobLimits,
+    RequestError,
+    Txt2ImgRequest,
+    clip_token_counter,
+)
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.jobs.queue import Job, JobQueue, PreviewFn
+from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.model import CheckpointInfo, LoadedModel
+from sdwebui.startup_timer import StartupTimer
+
+log = logging.getLogger(__name__)
+
+GenerateFn = Callable[..., GenerationResult]  # generate(model, request, ctx, settings, hooks=None)
+
+
+class ModelProvider(Protocol):
+    """What the API and UI need from the ModelManager (sdwebui.models)."""
+
+    def checkpoints(self) -> list[CheckpointInfo]: ...
+    def checkpoint_titles(self) -> list[str]: ...
+    def refresh(self) -> None: ...
+    def current_title(self) -> str | None: ...
+    def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel: ...
+    def unload(self) -> None: ...
+    def vae_names(self) -> list[str]: ...
+
+
+@dataclass
+class ScriptCall:
+    """Script selection of one API/UI request, as A1111 sends it."""
+
+    kind: str  # "txt2img" or "img2img"
+    script_name: str | None = None
+    script_args: list[Any] = field(default_factory=list)
+    alwayson_scripts: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class ScriptRunner(Protocol):
+    """Hook point filled by the extension layer (modules.scripts). `prepare` raises RequestError for an
+    unknown script; it returns the function that runs the job (a selectable script replaces the normal run)."""
+
+    def titles(self, kind: str) -> list[str]: ...
+    def script_info(self) -> list[dict[str, Any]]: ...
+    def prepare(
+        self, call: ScriptCall, run: Callable[[Txt2ImgRequest, EngineHooks | None], GenerationResult]
+    ) -> Callable[[Txt2ImgRequest], GenerationResult]: ...
+
+
+class NoScripts:
+    """Until extensions are loaded: no scripts, any named script is an error."""
+
+    def titles(self, kind: str) -> list[str]:
+        return []
+
+    def script_info(self) -> list[dict[str, Any]]:
+        return []
+
+    def prepare(self, call: ScriptCall, run):
+        if call.script_name:
+            raise RequestError(
+                "script_name", f"unknown script {call.script_name!r}; no scripts are installed"
+            )
+        if call.alwayson_scripts:
+            name = next(iter(call.alwayson_scripts))
+            raise RequestError("alwayson_scripts", f"unknown script {name!r}; no scripts are installed")
+        return lambda request: run(request, None)
+
+
+@dataclass
+class AppServices:
+    args: argparse.Namespace
+    paths: DataPaths
+    options: Options
+    models: ModelProvider
+    jobs: JobQueue
+    styles: StyleDatabase
+    generate: GenerateFn
+    scripts: ScriptRunner = field(default_factory=NoScripts)
+    # live preview of a step's latents on the job's model (sdwebui.outputs.previews); None = no previews
+    preview: Callable[[LoadedModel, StepInfo], Image.Image | None] | None = None
+    # installed extensions as A1111's /sdapi/v1/extensions items (filled by the extension layer)
+    extension_list: Callable[[], list[dict[str, Any]]] = list
+    # the extension system (sdwebui.extensions.bridge.ExtensionSystem), set by attach_extensions
+    extensions: Any = None
+    version: str = "sdwebui-0.1.0"
+    # start-up problems the user must see (bad config.json / styles.csv set aside, a checkpoint skipped)
+    notices: list[str] = field(default_factory=list)
+    _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(getattr(self.args, "max_image_pixels", 4096 * 4096))
+
+    # --- settings ---
+    def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
+        values = {**self.options.items(), **(overrides or {})}
+        return EngineSettings(
+            outputs_root=self.paths.output_dir(values.get("outdir_samples")),
+            save_images=bool(values.get("samples_save", True)),
+            samples_format=str(values.get("samples_format") or "png"),
+            # empty = the default "[seed]" (A1111 also falls back to a pattern; "[none]" gives bare numbers)
+            filename_pattern=str(values.get("samples_filename_pattern") or "[seed]"),
+            add_number=bool(values.get("save_images_add_number", True)),
+            enable_pnginfo=bool(values.get("enable_pnginfo", True)),
+            live_preview_every=int(values.get("show_progress_every_n_steps", 0))
+            if values.get("live_previews_enable", True)
+            else 0,
+            img2img_fix_steps=bool(values.get("img2img_fix_steps", False)),
+            inpainting_mask_weight=float(values.get("inpainting_mask_weight", 1.0)),
+            img2img_extra_noise=float(values.get("img2img_extra_noise", 0.0)),
+            eta_ancestral=float(values.get("eta_ancestral", 1.0)),
+            eta_ddim=float(values.get("eta_ddim", 0.0)),
+            version=self.version,
+            styles=self.styles,
+        )
+
+    # --- jobs ---
+    def submit_generation(
+        self,
+        request: Txt2ImgRequest,
+        task_id: str | None = None,
+        script_call: ScriptCall | None = None,
+        restore_overrides: bool = True,
+    ) -> Job:
+        """Queue one generation; the job's result is a GenerationResult. Raises RequestError before queueing."""
+        request.validate()
+        limits = JobLimits.from_settings(self.options.items())  # the shared settings, never the overrides
+        limits.check(request, clip_token_counter)
+        kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
+        call = script_call or ScriptCall(kind)
+        overrides = dict(request.override_settings)
+        self._check_output_dirs(overrides, prefix="override_settings.")
+        settings = self.engine_settings(overrides)
+
+        holder: dict[str, Any] = {}
+
+        def load_model(job_overrides: dict[str, Any]) -> LoadedModel:
+            vae = job_overrides.get("sd_vae") or self.options.get("sd_vae") or None
+            override = job_overrides.get("sd_model_checkpoint")
+            return self.models.load(override, vae=vae) if override else self.load_plain_model(vae)
+
+        def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
+            # scripts (e.g. the X/Y/Z checkpoint axis) may change the request's overrides per sub-run
+            model = load_model({**overrides, **req.override_settings})
+            holder["model"] = model
+            result = self.generate(model, req, ctx, settings, hooks)
+            result.request = result.request or req
+            return result
+
+        runner = self.scripts.prepare(call, lambda req, hooks: run(req, hooks, holder["ctx"]))
+
+        def work(ctx: JobContext) -> GenerationResult:
+            holder["ctx"] = ctx
+            # loaded before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
+            holder["model"] = model = load_model(overrides)
+            job_request = request
+            if request.width is None or request.height is None:
+                # no size given (API): the model's native one, fixed before scripts see the request
+                job_request = request.with_default_size(model.native_resolution)
+                limits.check(job_request)  # the size is known now
+            result = runner(job_request)
+            if not restore_overrides and overrides:
+                self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
+            return result
+
+        job = self.jobs.submit(
+            work,
+            kind=kind,
+            task_id=task_id,
+            # show_progress_every_n_steps = 0 (or live previews off) means no previews, as the engine reads it
+            preview_fn=self._preview_fn(holder) if settings.live_preview_every > 0 else None,
+            preview_every=max(1, settings.live_preview_every),
+        )
+        job.meta["run"] = holder  # holder["model"]: the model the job ran on, for the response's info
+        return job
+
+    def load_plain_model(self, vae: str | None = None) -> LoadedModel:
+        """The model of a job without a checkpoint override (and of start-up): the sd_model_checkpoint
+        setting; when it is unset (a fresh install) or cannot be loaded, the provider's default (the first
+        loadable of --ckpt, the checkpoints found, the embedded model). That model then becomes the setting,
+        in memory as A1111 records it: GET /options names it and one job's override does not stick."""
+        wanted = self.options.get("sd_model_checkpoint") or None
+        if wanted:
+            try:
+                return self.models.load(wanted, vae=vae)
+            except (CheckpointLoadError, OSError) as exc:
+                if _names_the_vae(exc):
+                    raise
+                self.add_notice(
+                    f"The checkpoint in the settings cannot be loaded ({exc}); using another one."
+                )
+        model = self.models.load(None, vae=vae)
+        if model.info.title != wanted:
+            with self._options_lock:
+                self.options.set("sd_model_checkpoint", model.info.title, run_callbacks=False)
+        return model
+
+    def add_notice(self, text: str) -> None:
+        """Something the user must know about (a bad settings file set aside, a checkpoint skipped): logged,
+        and shown in the UI's top bar."""
+        log.warning("%s", text)
+        if text not in self.notices:
+            self.notices.append(text)
+
+    def all_notices(self) -> list[str]:
+        return [*self.notices, *getattr(self.models, "notices", [])]
+
+    def _preview_fn(self, holder: dict[str, Any]) -> PreviewFn | None:
+        preview = self.preview
+        if preview is None:
+            return None
+        return lambda info: preview(holder["model"], info) if "model" in holder else None
+
+    def set_options(self, values: dict[str, Any], timeout: float | None = None) -> list[str]:
+        """Change settings through the queue (a checkpoint change loads that model); returns changed keys."""
+        known = self.options.items()
+        for key, value in values.items():
+            if key in known and not self.options.same_type(key, value):
+                raise RequestError(key, f"expected {type(known[key]).__name__}, got {value!r}")
+            try:  # range and choices: a clip skip of 99 or an unknown sampler would fail every later job
+                self.options.check(key, value)
+            except OptionError as exc:
+                raise RequestError(key, exc.reason) from exc
+        self._check_output_dirs(values)
+        checkpoint = values.get("sd_model_checkpoint")
+        if checkpoint and checkpoint != known.get("sd_model_checkpoint"):
+            self._check_checkpoint(checkpoint)
+        vae = values.get("sd_vae")
+        if vae and vae != known.get("sd_vae") and vae not in self.models.vae_names():
+            raise RequestError("sd_vae", f"unknown VAE {vae!r}; valid: {', '.join(self.models.vae_names())}")
+
+        def work(ctx: JobContext) -> list[str]:
+            if checkpoint and checkpoint != self.options.get("sd_model_checkpoint"):
+                model = self.models.load(checkpoint)
+                values_now = {**values, "sd_model_checkpoint": model.info.title}
+            else:
+                values_now = values
+            return self._write_options(values_now)
+
+        return self.jobs.submit(work, kind="options").wait(timeout)
+
+    def _write_options(self, values: dict[str, Any]) -> list[str]:
+        with self._options_lock:
+            changed = [key for key, value in values.items() if self.options.set(key, value)]
+            if changed:
+                self.options.save()
+        if "sd_checkpoints_limit" in changed and not getattr(self.args, "sd_checkpoints_limit", None):
+            set_limit = getattr(self.models, "set_limit", None)
+            if set_limit is not None:
+                set_limit(max(1, int(self.options.get("sd_checkpoints_limit"))))
+        return changed
+
+    def _check_output_dirs(self, values: dict[str, Any], prefix: str = "") -> None:
+        try:
+            check_output_dirs(self.options, values, self.paths.data_dir, prefix)
+        except OptionError as exc:
+            raise RequestError(exc.key, exc.reason) from None
+
+    def _check_checkpoint(self, name: str) -> None:
+        titles = self.models.checkpoint_titles()
+        infos = self.models.checkpoints()
+        names = {info.title for info in infos} | {info.name for info in infos} | set(titles)
+        names |= {Path(info.filename).name for info in infos}
+        if name not in names:
+            raise RequestError("sd_model_checkpoint", f"unknown checkpoint {name!r}; available: {titles}")
+
+    def model_info(self, job: Job | None = None) -> dict[str, Any]:
+        """sd_model_name / hash / vae of the model a job ran on (default: the current one), A1111 info keys."""
+        model = (job.meta.get("run") or {}).get("model") if job is not None else None
+        if model is not None:
+            info = model.info
+        else:
+            title = self.models.current_title()
+            info = next((c for c in self.models.checkpoints() if c.title == title), None)
+        if info is None:
+            return {}
+        return {
+            "sd_model_name": info.name,
+            "sd_model_hash": info.shorthash,
+            "sd_vae_name": getattr(model, "vae_name", None),
+            "sd_vae_hash": (getattr(model, "extra", None) or {}).get("vae_hash"),
+            "is_inpainting": bool(getattr(model, "is_inpainting", False)) if model is not None else False,
+        }
+
+
+def build_services(
+    args: argparse.Namespace,
+    models: ModelProvider | None = None,
+    generate: GenerateFn | None = None,
+    workers: int = 1,
+) -> AppServices:
+    """Build every app object from the parsed flags (models/generate may be injected by tests)."""
+    paths = DataPaths(Path(args.data_dir).resolve())
+    paths.ensure()
+    options = Options(default_templates(), paths.config_file)
+    _offer_preview_methods(options, paths)  # before load: a saved "TAESD" is then kept
+    notices = options.load()
+    styles = StyleDatabase(paths.styles_file)
+    notices += styles.load_warnings
+    if models is None:
+        models = _default_model_manager(args, paths, options)
+    if generate is None:
+        from sdwebui.engine.generate import generate as engine_generate
+
+        generate = engine_generate
+    services = AppServices(
+        args=args,
+        paths=paths,
+        options=options,
+        models=models,
+        jobs=JobQueue(workers=workers),
+        styles=styles,
+        generate=generate,
+        preview=_live_previewer(options, paths),
+        notices=notices,
+    )
+    return services
+
+
+def _live_previewer(
+    options: Options, paths: DataPaths
+) -> Callable[[LoadedModel, StepInfo], Image.Image | None]:
+    """Live previews by the `show_progress_type` setting, read at each preview (sdwebui.outputs.previews)."""
+    from sdwebui.outputs.previews import METHOD_CHEAP, LivePreviewer
+
+    return LivePreviewer(lambda: options.get("show_progress_type", METHOD_CHEAP), paths.models_dir)
+
+
+def _offer_preview_methods(options: Options, paths: DataPaths) -> None:
+    """`show_progress_type` offers TAESD when a TAESD decoder file is installed."""
+    from sdwebui.outputs.previews import preview_method_option
+
+    key = "show_progress_type"
+    options.add_option(key, preview_method_option(options.data_labels[key], paths.models_dir))
+
+
+def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:
+    from sdwebui.config.flags import uses_cpu_for_all
+    from sdwebui.models.loader import DevicePolicy
+    from sdwebui.models.manager import ModelManager
+
+    policy = DevicePolicy.from_flags(
+        use_cpu_all=uses_cpu_for_all(args),
+        no_half=args.no_half,
+        no_half_vae=args.no_half_vae,
+        precision_full=args.precision == "full",
+    )
+    limit = args.sd_checkpoints_limit or int(options.get("sd_checkpoints_limit", 1) or 1)
+    manager = ModelManager(
+        checkpoint_dirs=[paths.checkpoints_dir, *([Path(args.ckpt_dir)] if args.ckpt_dir else [])],
+        vae_dirs=[paths.vae_dir, *([Path(args.vae_dir)] if args.vae_dir else [])],
+        hash_cache_path=paths.cache_file,
+        policy=policy,
+        max_loaded=max(1, limit),
+        extra_checkpoints=[Path(args.ckpt)] if args.ckpt else [],
+    )
+    return ManagedModels(manager, preferred=args.ckpt)
+
+
+class ManagedModels:
+    """ModelProvider over sdwebui.models.manager.ModelManager (titles, "current or default" loading)."""
+
+    def __init__(self, manager: Any, preferred: str | None = None):
+        self.manager = manager
+        self.preferred = preferred
+        # called with the model after a load that changed the current model (the extensions' on_model_loaded)
+        self.load_listeners: list[Callable[[LoadedModel], None]] = []
+        self.notices: list[str] = []  # checkpoints skipped because they cannot be loaded
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model the last load made current (what `shared.sd_model` shows); None before the first load."""
+        return self.manager.current
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        return self.manager.checkpoints()
+
+    def checkpoint_titles(self) -> list[str]:
+        return [info.title for info in self.checkpoints()]
+
+    def refresh(self) -> None:
+        self.manager.refresh()
+
+    def current_title(self) -> str | None:
+        current = self.manager.current
+        return current.info.title if current is not None else None
+
+    def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
+        """Load by title; without one, the default model: --ckpt, else the checkpoints in their listed order,
+        the embedded model last, skipping (and reporting) any that cannot be loaded. Not "the current model":
+        that may be another job's override. `vae`: "Automatic", "None" or a VAE name (None = "Automatic")."""
+        previous = self.manager.current
+        model = self._load(title, vae or "Automatic")
+        if model is not previous:
+            for listener in list(self.load_listeners):
+                listener(model)
+        return model
+
+    def _load(self, title: str | None, vae: str) -> LoadedModel:
+        if title:
+            return self.manager.load(title, vae=vae)
+        candidates: list[str | CheckpointInfo] = list(self.checkpoints())
+        if self.preferred:
+            candidates.insert(0, str(Path(self.preferred).resolve()))
+        if not candidates:
+            raise RuntimeError("no checkpoint found: put one in models/Stable-diffusion or pass --ckpt")
+        failures: list[str] = []
+        for candidate in candidates:
+            try:
+                model = self.manager.load(candidate, vae=vae)
+            except (CheckpointLoadError, OSError) as exc:
+                if _names_the_vae(exc):
+                    raise  # the request's VAE is unknown: no other checkpoint fixes that
+                failures.append(str(exc))
+                log.warning("skipping a checkpoint that cannot be loaded: %s", exc)
+                continue
+            if failures:
+                self._notice(
+                    f"Loaded {model.info.title} instead of a checkpoint that cannot be loaded: "
+                    + "; ".join(failures)
+                )
+            return model
+        raise CheckpointLoadError("no checkpoint can be loaded: " + "; ".join(failures))
+
+    def _notice(self, text: str) -> None:
+        log.warning("%s", text)
+        if text not in self.notices:
+            self.notices.append(text)
+
+    def unload(self) -> None:
+        self.manager.unload()
+
+    def vae_names(self) -> list[str]:
+        return self.manager.vae_names()
+
+    def vae_files(self) -> list[tuple[str, Path]]:
+        return self.manager.vae_files()
+
+    def set_limit(self, max_loaded: int) -> None:
+        self.manager.set_limit(max_loaded)
+
+
+def serve(
+    services: AppServices, timer: StartupTimer | None = None, on_started: Callable[[], object] | None = None
+) -> int:
+    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step). When the server
+    starts, `timer`'s summary is logged and `on_started` is called (app.py: the model load job)."""
+    from sdwebui.api.server import create_app, serve_app
+    from sdwebui.config.flags import bind_address
+    from sdwebui.extensions.bridge import app_started
+
+    app = create_app(
+        services, with_ui=not services.args.nowebui, with_api=bool(services.args.api or services.args.nowebui)
+    )
+    app_started(None, app)
+    if timer is not None:
+        timer.record("build UI and API")
+
+    @app.on_event("startup")
+    def _started() -> None:
+        if timer is not None:
+            timer.record("start server")
+            log.info(timer.summary())
+        if on_started is not None:
+            on_started()
+
+    return serve_app(app, bind_address(services.args), services.args.port)
+
+
+def _names_the_vae(exc: Exception) -> bool:
+    """A load failure caused by the VAE name (sd_vae), not by the checkpoint file."""
+    return getattr(exc, "field", None) == "sd_vae"
