@@ -80,9 +80,12 @@ class SurfaceProbe(scripts.Script):
     def show(self, is_img2img):
         return scripts.AlwaysVisible
 
-    def process(self, p, *args):
-        p.all_prompts, self.network_data = extra_networks.parse_prompts(p.all_prompts)
+    def before_process(self, p, *args):
+        # the engine refuses prompts that still hold tags: take ours out before the job is planned
+        p.prompt, self.network_data = extra_networks.parse_prompt(p.prompt)
         extra_networks.activate(p, self.network_data)
+
+    def process(self, p, *args):
         mask = np.zeros((p.height, p.width), dtype=np.uint8)
         mask[8:16, 4:12] = 255
         box = masking.get_crop_region(mask, pad=2)
@@ -221,7 +224,7 @@ def report():
         "postprocessing": _postprocessing_report(),
         "samplers": [s.name for s in sd_samplers.all_samplers][:2],
         "attention": [list(x) for x in prompt_parser.parse_prompt_attention("a (cat:1.5)")],
-        "infotext": infotext_utils.parse_generation_parameters("a cat\nSteps: 2, Seed: 5")["Seed"],
+        "infotext": infotext_utils.parse_generation_parameters("a cat\nSteps: 2, Sampler: Euler, Seed: 5")["Seed"],
         "copypaste_same": generation_parameters_copypaste.parse_generation_parameters
         is infotext_utils.parse_generation_parameters,
         "noise_shape": list(rng.randn(5, (4, 8, 8)).shape),
