@@ -43,6 +43,7 @@ from modules.sd_models import checkpoints_list  # kept by reference, as extensio
 from modules.shared import opts
 
 ACTIVATIONS = []
+INFOTEXT = "a cat\nSteps: 2, Sampler: Euler, Seed: 5"  # A1111 reads a last line of three or more fields
 
 
 class SurfaceNetwork(extra_networks.ExtraNetwork):
@@ -224,7 +225,7 @@ def report():
         "postprocessing": _postprocessing_report(),
         "samplers": [s.name for s in sd_samplers.all_samplers][:2],
         "attention": [list(x) for x in prompt_parser.parse_prompt_attention("a (cat:1.5)")],
-        "infotext": infotext_utils.parse_generation_parameters("a cat\nSteps: 2, Sampler: Euler, Seed: 5")["Seed"],
+        "infotext": infotext_utils.parse_generation_parameters(INFOTEXT)["Seed"],
         "copypaste_same": generation_parameters_copypaste.parse_generation_parameters
         is infotext_utils.parse_generation_parameters,
         "noise_shape": list(rng.randn(5, (4, 8, 8)).shape),
