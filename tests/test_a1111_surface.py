@@ -24,6 +24,7 @@ from sdwebui.models.manager import ModelManager
 from sdwebui.services import ManagedModels
 from tests import tiny_models
 from tests.api_server import start_server
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).parent / "sample_extensions" / "sample-surface"
@@ -430,6 +431,26 @@ def test_shared_state_is_shared_state_class():
     assert shared_state.State is type(shared.state)
 
 
+def test_model_calls_run_as_jobs_of_the_queue_and_inline_inside_one():
+    import threading
+
+    from sdwebui.facade import bound
+    from sdwebui.jobs.queue import JobQueue
+
+    jobs = JobQueue(workers=1)
+    facade_shared.bind(services=SimpleNamespace(jobs=jobs))
+    try:
+        here = threading.current_thread()
+        assert bound.in_queue(threading.current_thread) is not here  # from a route thread: a job
+        nested = jobs.submit(lambda ctx: bound.in_queue(threading.current_thread)).wait(60)
+        assert nested.name.startswith("job-worker")  # inside a job: right there, no deadlock
+        with pytest.raises(KeyError, match="boom"):  # the work's own error, not the queue's wrapper
+            bound.in_queue(lambda: {}["boom"])
+    finally:
+        jobs.shutdown()
+        facade_shared.reset()
+
+
 # --- the sample extension in the real app, over real HTTP ---------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -528,7 +549,18 @@ def test_sample_extension_reports_each_module(server):
 
 
 def test_sample_extension_switches_models_and_vaes(server):
-    switched = call(server, "POST", "/sample-surface/switch", name="beta")
+    body = {"prompt": "long", "seed": 1, "steps": 60, "width": 64, "height": 64, "sampler_name": "Euler"}
+    task = requests.post(server.api + "/txt2img?async=true", json=body, timeout=60).json()["task_id"]
+
+    def sampling() -> bool:
+        state = requests.get(server.api + "/progress", timeout=10).json()["state"]
+        return state["job"] == task and state["sampling_step"] >= 1
+
+    wait_until(sampling, "the long generation started sampling", timeout=120)
+    switched = call(server, "POST", "/sample-surface/switch", name="beta")  # queued behind the generation
+    finished = requests.get(f"{server.api}/tasks/{task}", timeout=60).json()
+    assert finished["status"] == "done", finished  # its model was not taken away mid-run
+    assert "Surface model: alpha" in json.loads(finished["result"]["info"])["infotexts"][0]
     assert switched["loaded"].startswith("beta.safetensors [") and switched["setting"] == switched["loaded"]
     options = requests.get(server.api + "/options", timeout=60).json()
     assert options["sd_model_checkpoint"] == switched["loaded"]

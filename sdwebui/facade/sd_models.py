@@ -2,7 +2,7 @@
 
 Everything reads the app's ModelProvider bound by `shared.bind` (the ModelManager in production): the
 lists are live views of what it discovered, loads go through its `load()` (so `on_model_loaded` fires and
-`shared.sd_model` is the loaded model). `shared.sd_model` is our LoadedModel view, not A1111's LDM object.
+`shared.sd_model` is the loaded model), as a job of the app's queue when called from outside a job. `shared.sd_model` is our LoadedModel view, not A1111's LDM object.
 """
 
 from __future__ import annotations
@@ -189,13 +189,18 @@ def reload_model_weights(
     record it as the `sd_model_checkpoint` setting (in memory, as A1111 does); returns `shared.sd_model`."""
     models = _require_models()
     info = info or select_checkpoint()
-    current = _current()
-    if current is not None and current.info.filename == info.filename and not forced_reload:
-        return shared.current_model()
-    if forced_reload and current is not None and current.info.filename == info.filename:
-        models.unload()
-    loaded = models.load(info.filename, vae=shared.opts.get("sd_vae") or None)
-    shared.opts.set("sd_model_checkpoint", loaded.info.title, run_callbacks=False)
+
+    def work() -> None:
+        current = _current()
+        same = current is not None and current.info.filename == info.filename
+        if same and not forced_reload:
+            return
+        if same:
+            models.unload()
+        loaded = models.load(info.filename, vae=shared.opts.get("sd_vae") or None)
+        shared.opts.set("sd_model_checkpoint", loaded.info.title, run_callbacks=False)
+
+    bound.in_queue(work)
     return shared.current_model()
 
 
@@ -212,7 +217,7 @@ def unload_model_weights(sd_model: Any = None, info: CheckpointInfo | None = Non
     """Unload the current model (frees its memory); the next job loads one again. Returns `shared.sd_model`."""
     models = bound.models()
     if models is not None:
-        models.unload()
+        bound.in_queue(models.unload)
     return shared.current_model()
 
 

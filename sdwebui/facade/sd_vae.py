@@ -87,8 +87,12 @@ def reload_vae_weights(sd_model: Any = None, vae_file: Any = unspecified):
     if models is None:
         raise RuntimeError("sd_vae: the app's model manager is not bound yet")
     name = _vae_name(vae_file)
-    current = _current()
-    models.load(current.info.title if current is not None else None, vae=name)
+
+    def work() -> None:
+        current = _current()
+        models.load(current.info.title if current is not None else None, vae=name)
+
+    bound.in_queue(work)
     return shared.current_model()
 
 
