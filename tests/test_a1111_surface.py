@@ -446,6 +446,12 @@ def test_model_calls_run_as_jobs_of_the_queue_and_inline_inside_one():
         assert nested.name.startswith("job-worker")  # inside a job: right there, no deadlock
         with pytest.raises(KeyError, match="boom"):  # the work's own error, not the queue's wrapper
             bound.in_queue(lambda: {}["boom"])
+        from modules import call_queue
+
+        ran_on = call_queue.wrap_gradio_gpu_call(lambda: [threading.current_thread().name, ""])()[0]
+        assert ran_on.startswith("job-worker")  # serialised with the generations
+        assert call_queue.wrap_queued_call(lambda: threading.current_thread())() is not here
+        assert [j.kind for j in jobs.recent()][:2] == ["extension", "extension"]
     finally:
         jobs.shutdown()
         facade_shared.reset()

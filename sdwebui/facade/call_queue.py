@@ -1,33 +1,37 @@
 """A1111's `modules.call_queue` for extensions: wrappers for Gradio callbacks.
 
-`queue_lock` serialises the calls wrapped here with each other, as in A1111. The app's own generations do
-not take it: they run one at a time in its job queue (sdwebui.jobs), which extensions reach through
-`processing.process_images` or the API.
+In A1111 `queue_lock` is the lock every generation holds. Here generations run one at a time in the app's
+job queue (sdwebui.jobs), so `wrap_queued_call` / `wrap_gradio_gpu_call` run their function as a job of that
+queue (right there when already inside one) and also hold `queue_lock`, which extensions may take themselves.
 """
 
 from __future__ import annotations
 
 import html
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from sdwebui.facade import errors, shared
-
-log = logging.getLogger("webui.extensions")
+from sdwebui.facade import bound, errors, shared
 
 queue_lock = threading.Lock()
 MAX_LOGGED_ARGS = 131072  # characters of the arguments printed with an error
 
 
+def _queued(func: Callable[[], Any]) -> Any:
+    def work() -> Any:
+        with queue_lock:
+            return func()
+
+    return bound.in_queue(work, kind="extension")
+
+
 def wrap_queued_call(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`func` run under `queue_lock`."""
+    """`func` run as a job of the app's queue, under `queue_lock`."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        with queue_lock:
-            return func(*args, **kwargs)
+        return _queued(lambda: func(*args, **kwargs))
 
     return call
 
@@ -35,15 +39,18 @@ def wrap_queued_call(func: Callable[..., Any]) -> Callable[..., Any]:
 def wrap_gradio_gpu_call(
     func: Callable[..., Any], extra_outputs: list[Any] | None = None
 ) -> Callable[..., Any]:
-    """`func` under `queue_lock` with `shared.state` begun and ended around it; errors as `wrap_gradio_call`."""
+    """`func` as `wrap_queued_call` runs it, with `shared.state` begun and ended around it; errors as
+    `wrap_gradio_call`."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        shared.state.begin(job=getattr(func, "__name__", "gpu call"))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            shared.state.end()
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        with queue_lock:
-            shared.state.begin(job=getattr(func, "__name__", "gpu call"))
-            try:
-                return func(*args, **kwargs)
-            finally:
-                shared.state.end()
+        return _queued(lambda: run(*args, **kwargs))
 
     return wrap_gradio_call(call, extra_outputs=extra_outputs, add_stats=True)
 
