@@ -1,7 +1,7 @@
-"""A1111's `modules.extensions`, for extensions: the same module object as `sdwebui.extensions.manager`."""
+"""A1111's `modules.extensions`, for extensions: the same module object as `sdwebui.facade.extensions`."""
 
 import sys
 
-from sdwebui.extensions import manager as _target
+from sdwebui.facade import extensions as _target
 
 sys.modules[__name__] = _target

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from modules import script_callbacks, scripts, shared
-from modules.extensions import ExtensionError, ExtensionManager
 from sdwebui.engine.requests import RequestError
 from sdwebui.extensions.bridge import ui_values_to_call
+from sdwebui.extensions.manager import ExtensionError, ExtensionManager
 from tests.sample_extensions import harness
 from tests.sample_extensions.harness import generate, git_repo_from, make_app, reset_scripts
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modules.extensions import ExtensionError, ExtensionManager, check_clone_url, folder_name_for
 from sdwebui.config.options import Options
+from sdwebui.extensions.manager import ExtensionError, ExtensionManager, check_clone_url, folder_name_for
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from modules import scripts
-from modules.extensions import ExtensionError
+from sdwebui.extensions.manager import ExtensionError
 from tests.sample_extensions.harness import generate, git_repo_from, make_app, reset_scripts
 from webui.extensions_tab import ExtensionsActions, create_extensions_tab
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from modules.extensions import ExtensionError, ExtensionManager
+from sdwebui.extensions.manager import ExtensionError, ExtensionManager
 from sdwebui.models import discovery
 from sdwebui.models.discovery import NotListedError
 from sdwebui.models.errors import CheckpointLoadError

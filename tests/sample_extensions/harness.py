@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 from modules import cmd_args, scripts, shared
-from modules.extensions import ExtensionManager
 from sdwebui.engine.generate import generate as engine_generate
 from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.extensions.bridge import attach_extensions
+from sdwebui.extensions.manager import ExtensionManager
 from sdwebui.extensions.preload import apply_preload_hooks
 from sdwebui.services import ScriptCall, build_services
 
