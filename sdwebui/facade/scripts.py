@@ -612,11 +612,6 @@ def runner_for(is_img2img: bool) -> ScriptRunner:
     return scripts_img2img if is_img2img else scripts_txt2img
 
 
-def scripts_for_api() -> dict[str, list[str]]:
-    """Body of GET /sdapi/v1/scripts."""
-    return {"txt2img": scripts_txt2img.titles_for_api(), "img2img": scripts_img2img.titles_for_api()}
-
-
 def script_info_for_api() -> list[dict[str, Any]]:
     """Body of GET /sdapi/v1/script-info."""
     return scripts_txt2img.infos_for_api() + scripts_img2img.infos_for_api()
