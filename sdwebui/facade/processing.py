@@ -1,9 +1,12 @@
 """A1111's `modules.processing` for extensions: the `p` objects, `Processed` and `process_images(p)`.
 
-A thin facade: `process_images(p)` turns `p` into a typed engine request, runs the engine's `generate` with
-`EngineHooks` that call the alwayson scripts and the `script_callbacks`, and mirrors the engine's per-job
-state (`all_prompts`, `all_seeds`, `extra_generation_params`, ...) onto `p` around every hook, so extensions
-read and write `p` exactly as in A1111.
+A thin facade at the pipeline's edge. A job only builds a `p` when a script can see it
+(sdwebui.extensions.bridge.builds_p); that `p` is a view of the job's typed request (`processing_from_request`,
+one field table), and `process_images(p)` reads what scripts changed back once (`p.to_request()`), runs the
+engine with `EngineHooks` that call the alwayson scripts and the `script_callbacks`, and mirrors the engine's
+per-job state (`all_prompts`, `all_seeds`, `extra_generation_params`, ...) onto `p` around every hook, so
+extensions read and write `p` exactly as in A1111. The running job (its State, model, engine run) is found
+through `shared.current_job()`, never through process-wide state.
 """
 
 from __future__ import annotations
