@@ -264,3 +264,35 @@ def test_cfg_denoiser_text_cond_replacement_gives_the_empty_prompts_image(app, t
     script_callbacks.on_cfg_denoiser(uncond_as_cond)
     swapped = np.asarray(run(app, prompt="a cat").images[0], dtype=np.int16)
     assert np.abs(swapped - empty).max() <= 1
+
+
+class Waiter(scripts.Script):
+    """process() waits until the test interrupted the job through the queue, then records shared.state."""
+
+    started = threading.Event()
+    interrupted = threading.Event()
+    seen: list = []
+
+    def title(self):
+        return "Waiter"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process(self, p, *args):
+        Waiter.started.set()
+        Waiter.interrupted.wait(timeout=60)
+        Waiter.seen.append(shared.state.interrupted)
+
+
+def test_the_queues_interrupt_reaches_the_script_and_the_engine(app, tab_scripts):
+    tab_scripts(Waiter)
+    Waiter.started.clear()
+    Waiter.interrupted.clear()
+    Waiter.seen = []
+    job = app.submit_generation(Txt2ImgRequest(**BASE, prompt="a cat"), script_call=ScriptCall("txt2img"))
+    assert Waiter.started.wait(timeout=120)
+    app.jobs.interrupt(job.id)
+    Waiter.interrupted.set()
+    result = job.wait(120)
+    assert Waiter.seen == [True] and result.interrupted and result.images == []
