@@ -62,15 +62,17 @@ class ScriptCall:
     alwayson_scripts: dict[str, list[Any]] = field(default_factory=dict)
 
 
+EngineRunFn = Callable[[Txt2ImgRequest, EngineHooks | None, JobContext], GenerationResult]
+JobWorkFn = Callable[[Txt2ImgRequest, JobContext, LoadedModel], GenerationResult]  # (request, ctx, model)
+
+
 class ScriptRunner(Protocol):
     """Hook point filled by the extension layer (modules.scripts). `prepare` raises RequestError for an
     unknown script; it returns the function that runs the job (a selectable script replaces the normal run)."""
 
     def titles(self, kind: str) -> list[str]: ...
     def script_info(self) -> list[dict[str, Any]]: ...
-    def prepare(
-        self, call: ScriptCall, run: Callable[[Txt2ImgRequest, EngineHooks | None], GenerationResult]
-    ) -> Callable[[Txt2ImgRequest], GenerationResult]: ...
+    def prepare(self, call: ScriptCall, run: EngineRunFn) -> JobWorkFn: ...
 
 
 class NoScripts:
@@ -90,7 +92,7 @@ class NoScripts:
         if call.alwayson_scripts:
             name = next(iter(call.alwayson_scripts))
             raise RequestError("alwayson_scripts", f"unknown script {name!r}; no scripts are installed")
-        return lambda request: run(request, None)
+        return lambda request, ctx, model: run(request, None, ctx)
 
 
 @dataclass
@@ -174,10 +176,9 @@ class AppServices:
             result.request = result.request or req
             return result
 
-        runner = self.scripts.prepare(call, lambda req, hooks: run(req, hooks, holder["ctx"]))
+        runner = self.scripts.prepare(call, run)
 
         def work(ctx: JobContext) -> GenerationResult:
-            holder["ctx"] = ctx
             # loaded before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
             holder["model"] = model = load_model(overrides)
             job_request = request
@@ -185,7 +186,7 @@ class AppServices:
                 # no size given (API): the model's native one, fixed before scripts see the request
                 job_request = request.with_default_size(model.native_resolution)
                 limits.check(job_request)  # the size is known now
-            result = runner(job_request)
+            result = runner(job_request, ctx, model)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
             return result

@@ -115,16 +115,17 @@ def test_callbacks_isolated_and_removed_per_script(caplog):
 
 def test_shared_state_reaches_the_job_context():
     ctx = JobContext()
-    shared.state.bind_job(ctx, "txt2img")
-    try:
+    job_state = shared.State(ctx)
+    job_state.begin("txt2img")
+    with shared.job_scope(shared.JobScope(job_state)):
         assert not shared.state.skipped
         ctx.skip()  # the queue's skip/interrupt are visible to scripts through shared.state
         assert shared.state.skipped and not shared.state.interrupted
         shared.state.interrupt()
         assert ctx.interrupted and shared.state.interrupted and shared.state.job == "txt2img"
-    finally:
-        shared.state.end()
-    assert shared.state.job == "" and shared.OptionInfo(1, "x").info("y").label == "x (y)"
+    # outside the job: the idle state, untouched by the job's interrupt
+    assert shared.state.job == "" and not shared.state.interrupted and not shared.state.skipped
+    assert shared.OptionInfo(1, "x").info("y").label == "x (y)"
 
 
 def test_override_settings_visible_only_inside_the_job():
@@ -230,15 +231,13 @@ def test_ui_components_render_as_known_gradio_blocks():
 
 
 def test_shared_sd_model_view(tiny_sd1_model):
-    token = shared.set_job_model(tiny_sd1_model)
-    try:
+    with shared.job_scope(shared.JobScope(shared.State(), model=tiny_sd1_model)):
         model = shared.sd_model
         assert model.is_sd1 and not model.is_sdxl and not model.is_sd2
         assert model.unet is tiny_sd1_model.unet and model.loaded_model is tiny_sd1_model
         assert model.sd_checkpoint_info.title == tiny_sd1_model.info.title
         assert model.sd_checkpoint_info.model_name == tiny_sd1_model.info.name
-    finally:
-        shared.reset_job_model(token)
+    assert shared.sd_model is None  # no job and no app bound: no model
 
 
 class MaskProbe(scripts.Script):

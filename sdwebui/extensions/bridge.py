@@ -7,12 +7,14 @@ app, runs pending install.py files, imports the scripts of enabled extensions, l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sdwebui.config import paths
+from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
 from sdwebui.extensions.manager import ExtensionManager
@@ -20,7 +22,9 @@ from sdwebui.facade import processing, script_callbacks, scripts, shared
 
 log = logging.getLogger("webui.extensions")
 
-EngineRun = Callable[[Txt2ImgRequest, EngineHooks | None], GenerationResult]
+# the app's engine run for one job: (request, hooks, ctx) -> result, on the job's model (sdwebui.services)
+EngineRun = Callable[[Txt2ImgRequest, EngineHooks | None, JobContext], GenerationResult]
+JobWork = Callable[[Txt2ImgRequest, JobContext, Any], GenerationResult]
 
 
 class ExtensionScripts:
@@ -32,12 +36,30 @@ class ExtensionScripts:
     def script_info(self) -> list[dict[str, Any]]:
         return scripts.script_info_for_api()
 
-    def prepare(self, call: Any, run: EngineRun) -> Callable[[Txt2ImgRequest], GenerationResult]:
-        """Check the script names now (RequestError -> HTTP 422) and return the job's work function."""
+    def prepare(self, call: Any, run: EngineRun) -> JobWork:
+        """Check the script names now (RequestError -> HTTP 422) and return the job's work function:
+        work(request, ctx, model) with the job's JobContext and the model it runs on."""
         is_img2img = call.kind == "img2img"
         runner = scripts.runner_for(is_img2img)
         script_args = runner.resolve_script_args(call.script_name, call.script_args, call.alwayson_scripts)
-        return lambda request: run_job(runner, request, script_args, run, job=call.kind)
+        return lambda request, ctx, model: run_job(
+            runner, request, script_args, run, ctx, model, job=call.kind
+        )
+
+
+def builds_p(runner: scripts.ScriptRunner, script_args: list[Any]) -> bool:
+    """Whether a job needs an A1111 `p`: only when something can see one. That is a selected selectable
+    script (script_args[0] != 0), an AlwaysVisible script of the tab that overrides a processing hook
+    (`scripts.PROCESSING_HOOKS`: process, postprocess_image, ...; enabled or not, as its ui() values are
+    its own business), or a registered on_before_image_saved / on_image_saved callback (their params carry
+    p). Otherwise the typed request goes straight to the engine, with the other callbacks (cfg_denoiser,
+    extra_noise, ...) as its hooks."""
+    selected = bool(script_args) and bool(script_args[0])
+    return (
+        selected
+        or any(scripts.sees_processing(script) for script in runner.alwayson_scripts)
+        or any(script_callbacks.has_callbacks(name) for name in processing.CALLBACKS_WITH_P)
+    )
 
 
 def run_job(
@@ -45,47 +67,64 @@ def run_job(
     request: Txt2ImgRequest,
     script_args: list[Any],
     run: EngineRun,
+    ctx: JobContext,
+    model: Any,
     job: str = "txt2img",
 ) -> GenerationResult:
-    """One generation as A1111 runs it: setup, then the selected script's run() or process_images(p)."""
+    """One generation as A1111 runs it, inside the job's scope (`shared.state`/`shared.sd_model` are this
+    job's): the engine directly when no script can see it (`builds_p`), else setup, then the selected
+    script's run() or process_images(p)."""
+    state = shared.State(ctx)
+    state.begin(job)
+    # the engine reports progress to this context: shared.state first, then the job's own listener
+    listened = dataclasses.replace(ctx, on_step=lambda info: _progress(state, ctx, info))
+    scope = shared.JobScope(state, model, run=lambda req, hooks: run(req, hooks, listened))
+    try:
+        with shared.job_scope(scope):
+            if not builds_p(runner, script_args):
+                return _run_without_p(request, scope)
+            return _run_with_p(runner, request, script_args, scope)
+    finally:
+        state.end()
+
+
+def _progress(state: shared.State, ctx: JobContext, info: StepInfo) -> None:
+    state.update_from_step(info)
+    ctx.report(info)
+
+
+def _run_without_p(request: Txt2ImgRequest, scope: shared.JobScope) -> GenerationResult:
+    token = shared.push_overrides(request.override_settings)  # callbacks read opts as the job sees them
+    try:
+        return scope.run(request, processing.callback_hooks())
+    finally:
+        shared.pop_overrides(token)
+
+
+def _run_with_p(
+    runner: scripts.ScriptRunner, request: Txt2ImgRequest, script_args: list[Any], scope: shared.JobScope
+) -> GenerationResult:
     p = processing.processing_from_request(request)
-    p.scripts = runner
-    p.script_args = list(script_args)
-    p.engine_run = run
-    p.is_api = True
+    p.scripts, p.script_args, p.engine_run, p.is_api = runner, list(script_args), scope.run, True
     p.sd_model = shared.current_model()
     if p.sd_model is not None:
         p.sd_model_name, p.sd_model_hash = p.sd_model.info.name, p.sd_model.info.shorthash
-        _notify_model_loaded(p.sd_model)
-    ctx = processing._running_ctx()
-    shared.state.bind_job(ctx, job)
-    forward = ctx.on_step if ctx is not None else None
-    if ctx is not None:  # mirror progress into shared.state for extensions that read it
-
-        def on_step(info):
-            shared.state.update_from_step(info)
-            if forward is not None:
-                forward(info)
-
-        ctx.on_step = on_step
-    try:
-        runner.setup_scrips(p, is_ui=False)
-        processed = runner.run(p, *p.script_args)
-        if processed is None:
-            processed = processing.process_images(p)
-        return processed.to_result(request)
-    finally:
-        if ctx is not None:
-            ctx.on_step = forward
-        shared.state.end()
+    runner.setup_scrips(p, is_ui=False)
+    processed = runner.run(p, *p.script_args)
+    if processed is None:
+        processed = processing.process_images(p)
+    return processed.to_result(request)
 
 
 _last_model: list[Any] = [None]  # the facade's memory of which model on_model_loaded last saw
 
 
 def _notify_model_loaded(model: Any) -> None:
-    """on_model_loaded for a model the extensions have not seen yet: called by the model provider after a
-    load that changed the current model, and at each job's start (for providers that do not call us)."""
+    """The model provider's load listener: a job that loads another model (an X/Y/Z checkpoint axis) runs
+    on it from now on, and on_model_loaded fires for a model the extensions have not seen yet."""
+    scope = shared.current_job()
+    if scope is not None:
+        scope.model = model
     loaded = getattr(model, "loaded_model", model)
     if _last_model[0] is not loaded:
         _last_model[0] = loaded
@@ -182,15 +221,13 @@ def attach_extensions(services: Any) -> ExtensionSystem:
     shared.bind(
         options=services.options,
         args=services.args,
-        model_provider=lambda: getattr(models, "current", None),
+        model_provider=lambda: models.current,  # outside a job; a job's own model comes with the job
         services=services,
     )
     system = ExtensionSystem(manager, services)
     system.reload()
-    listeners = getattr(models, "load_listeners", None)
-    if listeners is not None:
-        listeners.append(_notify_model_loaded)
-    if getattr(models, "current", None) is not None:  # loaded before the scripts were
+    models.load_listeners.append(_notify_model_loaded)  # on_model_loaded fires where the model is loaded
+    if models.current is not None:  # loaded before the scripts were
         _notify_model_loaded(models.current)
     services.scripts = ExtensionScripts()
     services.extension_list = manager.extensions_for_api

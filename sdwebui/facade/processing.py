@@ -1,13 +1,17 @@
 """A1111's `modules.processing` for extensions: the `p` objects, `Processed` and `process_images(p)`.
 
-A thin facade: `process_images(p)` turns `p` into a typed engine request, runs the engine's `generate` with
-`EngineHooks` that call the alwayson scripts and the `script_callbacks`, and mirrors the engine's per-job
-state (`all_prompts`, `all_seeds`, `extra_generation_params`, ...) onto `p` around every hook, so extensions
-read and write `p` exactly as in A1111.
+A thin facade at the pipeline's edge. A job only builds a `p` when a script can see it
+(sdwebui.extensions.bridge.builds_p); that `p` is a view of the job's typed request (`processing_from_request`,
+one field table), and `process_images(p)` reads what scripts changed back once (`p.to_request()`), runs the
+engine with `EngineHooks` that call the alwayson scripts and the `script_callbacks`, and mirrors the engine's
+per-job state (`all_prompts`, `all_seeds`, `extra_generation_params`, ...) onto `p` around every hook, so
+extensions read and write `p` exactly as in A1111. The running job (its State, model, engine run) is found
+through `shared.current_job()`, never through process-wide state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -148,7 +152,10 @@ class StableDiffusionProcessing:
         self.extra_network_data: dict[str, Any] = {}
         self.sd_model_name = self.sd_model_hash = self.sd_vae_name = self.sd_vae_hash = None
         self.job_timestamp = shared.state.job_timestamp
-        # set by the job that runs this p (modules.scripts); None = use the app bound to modules.shared
+        # the typed request this p is a view of (set by processing_from_request); fields p does not map are
+        # taken from it unchanged by to_request(). None: a p an extension built, over the request defaults
+        self.base_request: Txt2ImgRequest | None = None
+        # set by the job that runs this p; None = the running job's engine run, else the app bound to shared
         self.engine_run: EngineRun | None = None
         self.engine_state: eh.JobState | None = None
 
@@ -162,43 +169,22 @@ class StableDiffusionProcessing:
     def close(self) -> None:
         pass
 
-    # --- conversion to the engine's request ---
+    # --- conversion to the engine's request (the one read-back of what scripts changed) ---
     def to_request(self) -> Txt2ImgRequest:
-        fields = {
-            "prompt": _first(self.prompt),
-            "negative_prompt": _first(self.negative_prompt) or "",
-            "styles": list(self.styles),
-            "seed": int(self.seed if self.seed is not None else -1),
-            "subseed": int(self.subseed if self.subseed is not None else -1),
-            "subseed_strength": float(self.subseed_strength or 0.0),
-            "seed_resize_from_h": int(self.seed_resize_from_h or -1),
-            "seed_resize_from_w": int(self.seed_resize_from_w or -1),
-            "sampler_name": self.sampler_name,
-            "scheduler": self.scheduler or "Automatic",
-            "batch_size": int(self.batch_size),
-            "n_iter": int(self.n_iter),
-            "steps": int(self.steps),
-            "cfg_scale": float(self.cfg_scale),
-            "width": None if self.width is None else int(self.width),
-            "height": None if self.height is None else int(self.height),
-            "eta": self.eta,
-            "restore_faces": bool(self.restore_faces),
-            "tiling": bool(self.tiling),
-            "do_not_save_samples": bool(self.do_not_save_samples),
-            "do_not_save_grid": bool(self.do_not_save_grid),
-            "override_settings": dict(self.override_settings),
-            "extra_generation_params": dict(self.extra_generation_params),
-        }
-        if self.s_noise is not None:
-            fields["s_noise"] = float(self.s_noise)
-        clip_skip = self.override_settings.get("CLIP_stop_at_last_layers")
-        if clip_skip is not None:
-            fields["clip_skip"] = int(clip_skip)
-        if isinstance(self, StableDiffusionProcessingImg2Img):
-            return self._img2img_request(fields)
+        """The typed request this p now describes: `base_request` with every mapped field read from p."""
         if getattr(self, "enable_hr", False):
             raise RequestError("enable_hr", "hires fix is not available in this build")
-        return Txt2ImgRequest(**fields)
+        base = self.base_request or (Img2ImgRequest() if self.is_img2img else Txt2ImgRequest())
+        fields = {}
+        for name, convert in _fields_of(self).items():
+            value = getattr(self, name)
+            if value is None and name in _NONE_KEEPS_BASE:
+                continue
+            fields[name] = convert(value)
+        clip_skip = self.override_settings.get("CLIP_stop_at_last_layers")
+        if clip_skip is not None:  # A1111 scripts (X/Y/Z "Clip skip") set it there
+            fields["clip_skip"] = int(clip_skip)
+        return dataclasses.replace(base, **fields)
 
 
 def _first(value: Any) -> str:
@@ -228,73 +214,85 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     def image_mask(self, value: Any) -> None:
         self.mask = value
 
-    def _img2img_request(self, fields: dict[str, Any]) -> Img2ImgRequest:
-        extra = {
-            "init_images": list(self.init_images),
-            "resize_mode": int(self.resize_mode),
-            "denoising_strength": float(self.denoising_strength),
-            "mask": self.mask,
-            "mask_blur_x": int(self.mask_blur_x),
-            "mask_blur_y": int(self.mask_blur_y),
-            "inpainting_fill": int(self.inpainting_fill),
-            "inpaint_full_res": bool(self.inpaint_full_res),
-            "inpaint_full_res_padding": int(self.inpaint_full_res_padding),
-            "inpainting_mask_invert": int(self.inpainting_mask_invert),
-        }
-        if self.initial_noise_multiplier is not None:
-            extra["initial_noise_multiplier"] = float(self.initial_noise_multiplier)
-        return Img2ImgRequest(**fields, **extra)
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _int_or(default: int) -> Callable[[Any], int]:
+    return lambda value: int(value if value not in (None, "") else default)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+# p attribute (== request field) -> how p's A1111-typed value becomes the request's. The one mapping between
+# p and the typed request, read in both directions (processing_from_request and to_request).
+_COMMON_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "prompt": _first,
+    "negative_prompt": lambda value: _first(value) or "",
+    "styles": list,
+    "seed": _int_or(-1),
+    "subseed": _int_or(-1),
+    "subseed_strength": lambda value: float(value or 0.0),
+    "seed_resize_from_h": lambda value: int(value or -1),
+    "seed_resize_from_w": lambda value: int(value or -1),
+    "sampler_name": _same,
+    "scheduler": lambda value: value or "Automatic",
+    "batch_size": int,
+    "n_iter": int,
+    "steps": int,
+    "cfg_scale": float,
+    "width": _optional_int,
+    "height": _optional_int,
+    "eta": _same,
+    "s_noise": float,
+    "restore_faces": bool,
+    "tiling": bool,
+    "do_not_save_samples": bool,
+    "do_not_save_grid": bool,
+    "override_settings": dict,
+    "extra_generation_params": dict,
+}
+_IMG2IMG_FIELDS: dict[str, Callable[[Any], Any]] = {
+    **_COMMON_FIELDS,
+    "init_images": list,
+    "resize_mode": int,
+    "denoising_strength": float,
+    "mask": _same,
+    "mask_blur_x": int,
+    "mask_blur_y": int,
+    "inpainting_fill": int,
+    "inpaint_full_res": bool,
+    "inpaint_full_res_padding": int,
+    "inpainting_mask_invert": int,
+    "initial_noise_multiplier": float,
+}
+_NONE_KEEPS_BASE = {"s_noise", "initial_noise_multiplier"}  # p's None = "not set": the request's value
+
+
+def _fields_of(p_or_request: Any) -> dict[str, Callable[[Any], Any]]:
+    img2img = isinstance(p_or_request, (StableDiffusionProcessingImg2Img, Img2ImgRequest))
+    return _IMG2IMG_FIELDS if img2img else _COMMON_FIELDS
+
+
+def _copied(value: Any) -> Any:
+    return type(value)(value) if isinstance(value, (list, dict)) else value
 
 
 def processing_from_request(request: Txt2ImgRequest) -> StableDiffusionProcessing:
-    """The `p` A1111 would have built for this request (UI/API path)."""
-    common = {
-        "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt,
-        "styles": list(request.styles),
-        "seed": request.seed,
-        "subseed": request.subseed,
-        "subseed_strength": request.subseed_strength,
-        "seed_resize_from_h": request.seed_resize_from_h,
-        "seed_resize_from_w": request.seed_resize_from_w,
-        "sampler_name": request.sampler_name,
-        "scheduler": request.scheduler,
-        "batch_size": request.batch_size,
-        "n_iter": request.n_iter,
-        "steps": request.steps,
-        "cfg_scale": request.cfg_scale,
-        "width": request.width,
-        "height": request.height,
-        "eta": request.eta,
-        "restore_faces": request.restore_faces,
-        "tiling": request.tiling,
-        "do_not_save_samples": request.do_not_save_samples,
-        "do_not_save_grid": request.do_not_save_grid,
-        "override_settings": dict(request.override_settings),
-        "extra_generation_params": dict(request.extra_generation_params),
-        "s_noise": request.s_noise,
-    }
+    """The `p` A1111 would have built for this request (UI/API path): a view of it (see `to_request`)."""
+    common = {name: _copied(getattr(request, name)) for name in _fields_of(request)}
     if request.clip_skip != 1:
         common["override_settings"].setdefault("CLIP_stop_at_last_layers", request.clip_skip)
     kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
     common["outpath_samples"] = _output_dir("outdir_samples", f"outdir_{kind}_samples")
     common["outpath_grids"] = _output_dir("outdir_grids", f"outdir_{kind}_grids")
-    if isinstance(request, Img2ImgRequest):
-        return StableDiffusionProcessingImg2Img(
-            **common,
-            init_images=list(request.init_images),
-            resize_mode=request.resize_mode,
-            denoising_strength=request.denoising_strength,
-            mask=request.mask,
-            mask_blur_x=request.mask_blur_x,
-            mask_blur_y=request.mask_blur_y,
-            inpainting_fill=request.inpainting_fill,
-            inpaint_full_res=request.inpaint_full_res,
-            inpaint_full_res_padding=request.inpaint_full_res_padding,
-            inpainting_mask_invert=request.inpainting_mask_invert,
-            initial_noise_multiplier=request.initial_noise_multiplier,
-        )
-    return StableDiffusionProcessingTxt2Img(**common)
+    cls = StableDiffusionProcessingImg2Img if kind == "img2img" else StableDiffusionProcessingTxt2Img
+    p = cls(**common)
+    p.base_request = request
+    return p
 
 
 def _output_dir(override_key: str, kind_key: str) -> str | None:
@@ -405,7 +403,14 @@ def create_infotext(p: StableDiffusionProcessing, all_prompts=None, all_seeds=No
 
 # --- running ---
 def process_images(p: StableDiffusionProcessing) -> Processed:
-    """Run `p` through the engine with its alwayson scripts and the registered callbacks."""
+    """Run `p` through the engine with its alwayson scripts and the registered callbacks.
+
+    Inside a job it runs on that job's engine run (its model, its progress, its interrupt); an extension's
+    own call outside any job gets a job scope of its own on the app bound to `shared`.
+    """
+    if shared.current_job() is None:
+        with shared.job_scope(_standalone_scope()):
+            return process_images(p)
     overrides_token = shared.push_overrides(p.override_settings)
     try:
         return _process_images(p)
@@ -417,19 +422,12 @@ def _process_images(p: StableDiffusionProcessing) -> Processed:
     if p.scripts is not None:
         p.scripts.before_process(p)
     request = p.to_request()
-    run = p.engine_run
-    if run is None or ("sd_model_checkpoint" in request.override_settings and shared._services is not None):
-        run = _bound_engine_run()  # loads the checkpoint this p asks for (e.g. an X/Y/Z checkpoint axis)
-    hooks = build_engine_hooks(p)
-    previous_job = shared.state.job
-    if not previous_job:
-        shared.state.begin("process_images")
+    scope = shared.current_job()
+    run = p.engine_run or scope.run
+    if run is None:
+        raise RuntimeError("process_images: no app is bound to modules.shared (shared.bind was not called)")
     shared.state.job_count = p.n_iter
-    try:
-        result = run(request, hooks)
-    finally:
-        if not previous_job:
-            shared.state.job = ""
+    result = run(request, build_engine_hooks(p))
     p._last_infotexts = list(result.infotexts)
     processed = processed_from_result(p, result)
     if p.scripts is not None:
@@ -456,29 +454,28 @@ def processed_from_result(p: StableDiffusionProcessing, result: GenerationResult
     )
 
 
-def _bound_engine_run() -> EngineRun:
-    """`process_images(p)` outside a job (an extension building its own p): use the app bound to shared."""
+def _standalone_scope() -> shared.JobScope:
+    """The job scope of `process_images(p)` called outside any job: its own State and JobContext, the app
+    bound to `shared` (None when unbound: then only a p with its own `engine_run` can run)."""
+    from sdwebui.engine.context import JobContext
+
+    ctx = JobContext()
+    state = shared.State(ctx)
+    ctx.on_step = state.update_from_step  # shared.state follows this run's progress
+    state.begin("process_images")
+    scope = shared.JobScope(state)
     services = shared._services
     if services is None:
-        raise RuntimeError("process_images: no app is bound to modules.shared (shared.bind was not called)")
-    from sdwebui.engine.context import JobContext
+        return scope
 
     def run(request: Txt2ImgRequest, hooks: eh.EngineHooks | None) -> GenerationResult:
         override = request.override_settings.get("sd_model_checkpoint")
-        model = services.models.load(override) if override else services.load_plain_model()
+        scope.model = services.models.load(override) if override else services.load_plain_model()
         settings = services.engine_settings(request.override_settings)
-        return services.generate(model, request, _running_ctx() or JobContext(), settings, hooks)
+        return services.generate(scope.model, request, ctx, settings, hooks)
 
-    return run
-
-
-def _running_ctx() -> Any:
-    ctx = shared.state._ctx
-    if ctx is not None:
-        return ctx
-    services = shared._services
-    running = services.jobs.running() if services is not None and hasattr(services, "jobs") else []
-    return running[0].ctx if len(running) == 1 else None
+    scope.run = run
+    return scope
 
 
 # --- the adapter: engine hooks -> alwayson scripts and script_callbacks ---
@@ -497,55 +494,87 @@ def _push(p: StableDiffusionProcessing, state: eh.JobState) -> None:
     state.extra_generation_params = p.extra_generation_params
 
 
-def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
-    """EngineHooks that run p's alwayson scripts and the global callbacks with A1111's argument objects."""
-    runner = p.scripts
+class _ScriptHooks:
+    """Engine hooks -> p's alwayson scripts, with p kept in step with the engine's JobState around each."""
 
-    def process(state: eh.JobState) -> None:
-        _pull(p, state)
-        if runner is not None:
-            runner.process(p)
-        _push(p, state)
+    def __init__(self, p: StableDiffusionProcessing):
+        self.p, self.runner = p, p.scripts
 
-    def process_batch(args: eh.BatchArgs) -> None:
-        state = args.state
+    def process(self, state: eh.JobState) -> None:
+        _pull(self.p, state)
+        if self.runner is not None:
+            self.runner.process(self.p)
+        _push(self.p, state)
+
+    def process_batch(self, args: eh.BatchArgs) -> None:
+        p, state = self.p, args.state
         _pull(p, state)
         p.iteration = args.batch_number
         shared.state.job_no = args.batch_number
         p.prompts, p.negative_prompts = args.prompts, args.negative_prompts
         p.seeds, p.subseeds = args.seeds, args.subseeds
-        if runner is not None:
-            kw = {
-                "batch_number": args.batch_number,
-                "prompts": p.prompts,
-                "seeds": p.seeds,
-                "subseeds": p.subseeds,
-            }
-            runner.before_process_batch(p, **kw)
+        if self.runner is not None:
+            self.runner.before_process_batch(p, **self._batch_kwargs(args.batch_number))
             part = state.batch_slice(args.batch_number)  # A1111 re-slices after before_process_batch
             p.prompts, p.negative_prompts = p.all_prompts[part], p.all_negative_prompts[part]
             p.seeds, p.subseeds = p.all_seeds[part], p.all_subseeds[part]
-            kw = {
-                "batch_number": args.batch_number,
-                "prompts": p.prompts,
-                "seeds": p.seeds,
-                "subseeds": p.subseeds,
-            }
-            runner.process_batch(p, **kw)
+            self.runner.process_batch(p, **self._batch_kwargs(args.batch_number))
         _push(p, state)
         args.prompts, args.negative_prompts = list(p.prompts), list(p.negative_prompts)
         args.seeds, args.subseeds = [int(s) for s in p.seeds], [int(s) for s in p.subseeds]
 
-    def before_sampling(args: eh.BeforeSamplingArgs) -> None:
-        if runner is not None:
-            runner.process_before_every_sampling(p, x=args.latents, noise=args.noise, c=None, uc=None)
+    def _batch_kwargs(self, batch_number: int) -> dict[str, Any]:
+        p = self.p
+        return {"batch_number": batch_number, "prompts": p.prompts, "seeds": p.seeds, "subseeds": p.subseeds}
 
-    def extra_noise(args: eh.ExtraNoiseArgs) -> None:
+    def before_sampling(self, args: eh.BeforeSamplingArgs) -> None:
+        self.runner.process_before_every_sampling(self.p, x=args.latents, noise=args.noise, c=None, uc=None)
+
+    def mask_blend(self, args: eh.MaskBlendArgs) -> None:
+        from sdwebui.facade.scripts import MaskBlendArgs
+
+        mba = MaskBlendArgs(
+            args.current_latent, args.mask, args.init_latent, 1 - args.mask, args.blended_latent, sigma=None
+        )
+        self.runner.on_mask_blend(self.p, mba)
+        args.blended_latent = mba.blended_latent
+
+    def postprocess_batch(self, args: eh.PostprocessBatchArgs) -> None:
+        from sdwebui.facade.scripts import PostprocessBatchListArgs
+
+        tensors = [pil_to_tensor(image) for image in args.images]
+        batch = torch.stack(tensors) if tensors else None
+        self.runner.postprocess_batch(self.p, batch, batch_number=args.batch_number)
+        pp = PostprocessBatchListArgs(list(tensors))
+        self.runner.postprocess_batch_list(self.p, pp, batch_number=args.batch_number)
+        if len(pp.images) != len(tensors) or any(
+            a is not b for a, b in zip(pp.images, tensors, strict=False)
+        ):
+            args.images = [tensor_to_pil(t) if isinstance(t, torch.Tensor) else t for t in pp.images]
+
+    def postprocess_image(self, args: eh.PostprocessImageArgs) -> None:
+        from sdwebui.facade.scripts import PostprocessImageArgs
+
+        pp = PostprocessImageArgs(args.image)
+        self.runner.postprocess_image(self.p, pp)
+        args.image = pp.image
+
+
+class _CallbackHooks:
+    """Engine hooks -> the registered script_callbacks; every replaceable field is read back.
+
+    `p` is None on a job that built no p (the image-saving callbacks, which receive p, make a job build one).
+    """
+
+    def __init__(self, p: StableDiffusionProcessing | None):
+        self.p = p
+
+    def extra_noise(self, args: eh.ExtraNoiseArgs) -> None:
         params = script_callbacks.ExtraNoiseParams(args.noise, args.x, args.xi)
         script_callbacks.extra_noise_callback(params)
         args.noise = params.noise
 
-    def cfg_denoiser(args: eh.CFGDenoiserArgs) -> None:
+    def cfg_denoiser(self, args: eh.CFGDenoiserArgs) -> None:
         params = script_callbacks.CFGDenoiserParams(
             args.x, args.image_cond, args.timestep, args.sampling_step, args.total_sampling_steps,
             args.text_cond, args.text_uncond,
@@ -558,77 +587,60 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
             args.total_sampling_steps,
         )
 
-    def cfg_denoised(args: eh.CFGDenoisedArgs) -> None:
+    def cfg_denoised(self, args: eh.CFGDenoisedArgs) -> None:
         params = script_callbacks.CFGDenoisedParams(
             args.model_output, args.sampling_step, args.total_sampling_steps
         )
         script_callbacks.cfg_denoised_callback(params)
         args.model_output = params.x
 
-    def cfg_after_cfg(args: eh.CFGAfterArgs) -> None:
+    def cfg_after_cfg(self, args: eh.CFGAfterArgs) -> None:
         params = script_callbacks.AfterCFGCallbackParams(
             args.x, args.sampling_step, args.total_sampling_steps
         )
         script_callbacks.cfg_after_cfg_callback(params)
         args.x = params.x
 
-    def mask_blend(args: eh.MaskBlendArgs) -> None:
-        from sdwebui.facade.scripts import MaskBlendArgs
-
-        mba = MaskBlendArgs(
-            args.current_latent, args.mask, args.init_latent, 1 - args.mask, args.blended_latent, sigma=None
-        )
-        runner.on_mask_blend(p, mba)
-        args.blended_latent = mba.blended_latent
-
-    def postprocess_batch(args: eh.PostprocessBatchArgs) -> None:
-        from sdwebui.facade.scripts import PostprocessBatchListArgs
-
-        tensors = [pil_to_tensor(image) for image in args.images]
-        runner.postprocess_batch(p, torch.stack(tensors) if tensors else None, batch_number=args.batch_number)
-        pp = PostprocessBatchListArgs(list(tensors))
-        runner.postprocess_batch_list(p, pp, batch_number=args.batch_number)
-        if len(pp.images) != len(tensors) or any(
-            a is not b for a, b in zip(pp.images, tensors, strict=False)
-        ):
-            args.images = [tensor_to_pil(t) if isinstance(t, torch.Tensor) else t for t in pp.images]
-
-    def postprocess_image(args: eh.PostprocessImageArgs) -> None:
-        from sdwebui.facade.scripts import PostprocessImageArgs
-
-        pp = PostprocessImageArgs(args.image)
-        runner.postprocess_image(p, pp)
-        args.image = pp.image
-
-    def before_image_saved(args: eh.ImageSaveArgs) -> None:
+    def before_image_saved(self, args: eh.ImageSaveArgs) -> None:
         params = script_callbacks.ImageSaveParams(
-            args.image, p, args.path or "", {"parameters": args.infotext}
+            args.image, self.p, args.path or "", {"parameters": args.infotext}
         )
         script_callbacks.before_image_saved_callback(params)
         args.image, args.infotext = params.image, params.pnginfo.get("parameters", args.infotext)
 
-    def image_saved(args: eh.ImageSaveArgs) -> None:
+    def image_saved(self, args: eh.ImageSaveArgs) -> None:
         params = script_callbacks.ImageSaveParams(
-            args.image, p, args.path or "", {"parameters": args.infotext}
+            args.image, self.p, args.path or "", {"parameters": args.infotext}
         )
         script_callbacks.image_saved_callback(params)
 
-    has = script_callbacks.has_callbacks
-    has_scripts = runner is not None and bool(runner.alwayson_scripts)
+
+CALLBACKS_WITH_P = ("callbacks_before_image_saved", "callbacks_image_saved")  # they receive p (A1111)
+
+
+def callback_hooks(p: StableDiffusionProcessing | None = None) -> eh.EngineHooks:
+    """EngineHooks for the registered callbacks only (a hook is None when nobody listens: no cost)."""
+    cb, has = _CallbackHooks(p), script_callbacks.has_callbacks
+    with_p = p is not None
     return eh.EngineHooks(
-        process=process,
-        process_batch=process_batch,
-        extra_noise=extra_noise if has("callbacks_extra_noise") else None,
-        before_sampling=before_sampling if has_scripts else None,
-        cfg_denoiser=cfg_denoiser if has("callbacks_cfg_denoiser") else None,
-        cfg_denoised=cfg_denoised if has("callbacks_cfg_denoised") else None,
-        cfg_after_cfg=cfg_after_cfg if has("callbacks_cfg_after_cfg") else None,
-        mask_blend=mask_blend if has_scripts else None,
-        postprocess_batch=postprocess_batch if has_scripts else None,
-        postprocess_image=postprocess_image if has_scripts else None,
-        before_image_saved=before_image_saved if has("callbacks_before_image_saved") else None,
-        image_saved=image_saved if has("callbacks_image_saved") else None,
+        extra_noise=cb.extra_noise if has("callbacks_extra_noise") else None,
+        cfg_denoiser=cb.cfg_denoiser if has("callbacks_cfg_denoiser") else None,
+        cfg_denoised=cb.cfg_denoised if has("callbacks_cfg_denoised") else None,
+        cfg_after_cfg=cb.cfg_after_cfg if has("callbacks_cfg_after_cfg") else None,
+        before_image_saved=cb.before_image_saved if with_p and has("callbacks_before_image_saved") else None,
+        image_saved=cb.image_saved if with_p and has("callbacks_image_saved") else None,
     )
+
+
+def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
+    """EngineHooks that run p's alwayson scripts and the global callbacks with A1111's argument objects."""
+    hooks = callback_hooks(p)
+    sh = _ScriptHooks(p)
+    hooks.process, hooks.process_batch = sh.process, sh.process_batch
+    if p.scripts is not None and p.scripts.alwayson_scripts:
+        hooks.before_sampling, hooks.mask_blend = sh.before_sampling, sh.mask_blend
+        hooks.postprocess_batch, hooks.postprocess_image = sh.postprocess_batch, sh.postprocess_image
+    return hooks
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

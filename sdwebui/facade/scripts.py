@@ -172,6 +172,21 @@ class ScriptBuiltinUI(Script):
     setup_for_ui_only = True
 
 
+# the Script methods a generation calls with p (the others build UI or describe the script)
+PROCESSING_HOOKS = (
+    "setup", "before_process", "process", "before_process_batch", "after_extra_networks_activate",
+    "process_batch", "process_before_every_sampling", "before_hr", "postprocess_batch", "postprocess_batch_list",
+    "on_mask_blend", "post_sample", "postprocess_image", "postprocess_maskoverlay",
+    "postprocess_image_after_composite", "postprocess",
+)  # fmt: skip
+
+
+def sees_processing(script: Script) -> bool:
+    """Whether the script overrides a hook a generation calls with p (an AlwaysVisible script with only a
+    ui(), or only component callbacks, does not)."""
+    return any(getattr(type(script), name) is not getattr(Script, name) for name in PROCESSING_HOOKS)
+
+
 # --- loading ---
 _current_basedir: contextvars.ContextVar[str] = contextvars.ContextVar("basedir", default=paths.script_path)
 
@@ -610,11 +625,6 @@ scripts_img2img = ScriptRunner(is_img2img=True)
 
 def runner_for(is_img2img: bool) -> ScriptRunner:
     return scripts_img2img if is_img2img else scripts_txt2img
-
-
-def scripts_for_api() -> dict[str, list[str]]:
-    """Body of GET /sdapi/v1/scripts."""
-    return {"txt2img": scripts_txt2img.titles_for_api(), "img2img": scripts_img2img.titles_for_api()}
 
 
 def script_info_for_api() -> list[dict[str, Any]]:

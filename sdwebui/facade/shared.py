@@ -1,9 +1,11 @@
 """A1111's `modules.shared` for extensions: `opts`, `cmd_opts`, `state`, `sd_model` and friends.
 
-This facade is the only place with process-wide globals, because extensions expect them. They forward to the
+This facade is the only place with process-wide names, because extensions expect them. They forward to the
 app's own objects, bound once at start-up by `bind(...)`: `opts` to the app's `Options`, `cmd_opts` to the
-parsed flags (including flags added by extensions' preload.py), `state` to the running job's `JobContext`.
-Before `bind`, they hold defaults so that extension modules can be imported in tests.
+parsed flags (including flags added by extensions' preload.py). Per-job values are never written into them:
+a job runs inside `job_scope(JobScope(...))` (a contextvar), and `state` / `sd_model` / `opts` overrides
+resolve to that job's `State`, model and override_settings; outside a job, `state` is an idle `State` and
+`sd_model` the app's current model. Before `bind`, they hold defaults so that extension modules import.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import argparse
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sdwebui.config import paths as _paths
@@ -104,9 +108,12 @@ def pop_overrides(token: contextvars.Token) -> None:
 
 
 class State:
-    """A1111 `shared.state`: progress of the running generation; `interrupt()`/`skip()` reach its job."""
+    """A1111 `shared.state`: progress of one generation; `interrupt()`/`skip()` reach its job's context.
 
-    def __init__(self) -> None:
+    One per job (`ctx` is its JobContext), plus one idle State for code running outside any job.
+    """
+
+    def __init__(self, ctx: Any = None) -> None:
         self._skipped = False
         self._interrupted = False
         self.stopping_generation = False
@@ -124,7 +131,7 @@ class State:
         self.textinfo: str | None = None
         self.time_start: float | None = None
         self.server_start = time.time()
-        self._ctx: Any = None  # JobContext of the running job
+        self._ctx: Any = ctx  # JobContext of the job (None: the idle state)
 
     # interrupted / skipped also read the running job's context: the queue's interrupt reaches scripts
     @property
@@ -142,10 +149,6 @@ class State:
     @skipped.setter
     def skipped(self, value: bool) -> None:
         self._skipped = bool(value)
-
-    def bind_job(self, ctx: Any, job: str = "") -> None:
-        self._ctx = ctx
-        self.begin(job)
 
     def interrupt(self) -> None:
         self.interrupted = True
@@ -182,7 +185,6 @@ class State:
     def end(self) -> None:
         self.job = ""
         self.job_count = 0
-        self._ctx = None
 
     def update_from_step(self, info: Any) -> None:
         self.job_no = info.job_no
@@ -211,6 +213,51 @@ class State:
         }
 
 
+@dataclass
+class JobScope:
+    """What the facade knows of the job running in this context (see `job_scope`)."""
+
+    state: State
+    model: Any = None  # the job's LoadedModel: `shared.sd_model` inside the job
+    # runs a request on the engine for this job: (request, hooks) -> GenerationResult; process_images(p)
+    # of a p that a script built itself uses it
+    run: Callable[..., Any] | None = None
+
+
+_job: contextvars.ContextVar[JobScope | None] = contextvars.ContextVar("shared_job", default=None)
+
+
+@contextmanager
+def job_scope(scope: JobScope) -> Iterator[JobScope]:
+    """Run the block as `scope`'s job: `state`, `sd_model` resolve to it (in this thread/context only)."""
+    token = _job.set(scope)
+    try:
+        yield scope
+    finally:
+        _job.reset(token)
+
+
+def current_job() -> JobScope | None:
+    return _job.get()
+
+
+class _StateProxy:
+    """`shared.state`: the running job's State, or the idle one outside a job (never rebound per job)."""
+
+    def _target(self) -> State:
+        scope = _job.get()
+        return scope.state if scope is not None else _idle_state
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self._target(), key)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        setattr(self._target(), key, value)
+
+    def __repr__(self) -> str:
+        return f"<shared.state of {'a job' if _job.get() is not None else 'no job'}: {self._target().dict()}>"
+
+
 class _TotalTqdm:
     """A1111 `shared.total_tqdm`: extensions call these; progress is reported by the job queue instead."""
 
@@ -228,7 +275,8 @@ def _default_cmd_opts() -> argparse.Namespace:
 
 opts = _OptionsProxy(Options(default_templates()))
 cmd_opts = _default_cmd_opts()
-state = State()
+_idle_state = State()
+state: State = _StateProxy()  # type: ignore[assignment] (a State in every respect extensions use)
 total_tqdm = _TotalTqdm()
 demo = None  # the Gradio Blocks, once built
 device = "cpu"
@@ -244,8 +292,7 @@ models_path = _paths.models_path
 script_path = _paths.script_path
 data_path = _paths.data_path
 
-# The model a facade job runs on (set per job), else whatever the app's model provider returns.
-_job_model: contextvars.ContextVar[Any] = contextvars.ContextVar("shared_job_model", default=None)
+# the app's current model outside a job (the job's own model comes from its JobScope)
 _model_provider: Callable[[], Any] | None = None
 _services: Any = None
 
@@ -330,17 +377,18 @@ class SdModelView:
 
 def reset() -> None:
     """Back to the unbound defaults (tests, or an app shutting down)."""
-    global _model_provider, _services, prompt_styles, demo
+    global _model_provider, _services, prompt_styles, demo, _idle_state
     opts._bind(Options(default_templates()))
     cmd_opts.__dict__.clear()
     cmd_opts.__dict__.update(vars(_default_cmd_opts()))
     _model_provider = _services = prompt_styles = demo = None
-    state.end()
+    _idle_state = State()
 
 
 def current_model() -> Any:
     """The model of the running job, else the app's current one, wrapped as `SdModelView` (None if none)."""
-    model = _job_model.get()
+    scope = _job.get()
+    model = scope.model if scope is not None else None
     if model is None and _model_provider is not None:
         try:
             model = _model_provider()
@@ -349,14 +397,6 @@ def current_model() -> Any:
     if model is None or isinstance(model, SdModelView):
         return model
     return SdModelView(model)
-
-
-def set_job_model(model: Any) -> contextvars.Token:
-    return _job_model.set(model)
-
-
-def reset_job_model(token: contextvars.Token) -> None:
-    _job_model.reset(token)
 
 
 def __getattr__(name: str) -> Any:  # module attribute `shared.sd_model`, computed on access

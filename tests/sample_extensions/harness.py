@@ -34,6 +34,7 @@ class OneModel:
     def __init__(self, model):
         self.current = model
         self.loads: list[str | None] = []
+        self.load_listeners: list = []  # never called: the one model is current from the start
 
     def load(self, title=None, *args, **kwargs):
         if title not in (None, self.current.info.title, self.current.info.name):
