@@ -38,6 +38,7 @@ from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
 from sdwebui.jobs.stack import WorkerStack
 from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.hashing import HashCache
 from sdwebui.models.lease import ModelLease
 from sdwebui.models.model import CheckpointInfo, LoadedModel
 from sdwebui.models.patches import Patch
@@ -359,15 +360,7 @@ def build_services(
     notices = options.load()
     styles = StyleDatabase(paths.styles_file)
     notices += styles.load_warnings
-    if models is not None and devices is not None:
-        raise ValueError("pass either models (one stack) or devices, not both")
-    if models is not None:
-        stacks = [WorkerStack.create("stack0", "injected", models)]
-    else:
-        stacks = [
-            WorkerStack.create(f"stack{n}", device, _default_model_manager(args, paths, options, device))
-            for n, device in enumerate(devices or [None])
-        ]
+    stacks = _worker_stacks(args, paths, options, models, devices)
     if generate is None:
         from sdwebui.engine.generate import generate as engine_generate
 
@@ -383,6 +376,26 @@ def build_services(
         notices=notices,
     )
     return services
+
+
+def _worker_stacks(
+    args: argparse.Namespace,
+    paths: DataPaths,
+    options: Options,
+    models: ModelProvider | None,
+    devices: Sequence[str] | None,
+) -> list[WorkerStack]:
+    """Stacks named stack0, stack1, ... (their queue threads: stack0-worker-0, ...)."""
+    if models is not None and devices is not None:
+        raise ValueError("pass either models (one stack) or devices, not both")
+    if models is not None:
+        return [WorkerStack.create("stack0", "injected", models)]
+    hashes = HashCache(paths.cache_file)
+    stacks = []
+    for n, device in enumerate(devices or [None]):
+        managed = _default_model_manager(args, paths, options, hashes, device)
+        stacks.append(WorkerStack.create(f"stack{n}", str(managed.manager.policy.device), managed))
+    return stacks
 
 
 def _live_previewer(
@@ -403,7 +416,7 @@ def _offer_preview_methods(options: Options, paths: DataPaths) -> None:
 
 
 def _default_model_manager(
-    args: argparse.Namespace, paths: DataPaths, options: Options, device: str | None = None
+    args: argparse.Namespace, paths: DataPaths, options: Options, hashes: HashCache, device: str | None
 ) -> ManagedModels:
     from sdwebui.config.flags import uses_cpu_for_all
     from sdwebui.models.loader import DevicePolicy
@@ -422,6 +435,7 @@ def _default_model_manager(
         checkpoint_dirs=[paths.checkpoints_dir, *([Path(args.ckpt_dir)] if args.ckpt_dir else [])],
         vae_dirs=[paths.vae_dir, *([Path(args.vae_dir)] if args.vae_dir else [])],
         hash_cache_path=paths.cache_file,
+        hashes=hashes,
         policy=policy,
         max_loaded=max(1, limit),
         extra_checkpoints=[Path(args.ckpt)] if args.ckpt else [],

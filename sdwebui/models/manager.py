@@ -44,6 +44,7 @@ class ModelManager:
         max_loaded: int = 1,
         extra_checkpoints: Sequence[Path] = (),
         include_default_dir: bool = True,
+        hashes: HashCache | None = None,
     ):
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
@@ -53,7 +54,8 @@ class ModelManager:
         self.include_default_dir = include_default_dir
         self.policy = policy or DevicePolicy()
         self.max_loaded = max_loaded
-        self.hashes = HashCache(hash_cache_path)
+        # one cache object per file: managers of several worker stacks share it (it writes the file)
+        self.hashes = hashes or HashCache(hash_cache_path)
         self._lock = threading.RLock()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # filename -> model, current last
         self._checkpoints: list[CheckpointInfo] = []
