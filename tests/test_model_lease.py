@@ -220,3 +220,24 @@ def test_vae_override_patch_undo_restores_the_view():
         assert view.vae is other and view.extra["vae_hash"] == "0123456789"
         assert lease.used.vae_name == "x.safetensors" and lease.used.vae_hash == "0123456789"
     assert model.vae is not other and "vae_hash" not in model.extra and lease.model is None
+
+
+def test_a_sub_run_asking_for_the_held_model_reuses_it_and_patches_apply_once(manager):
+    from sdwebui.jobs.generation import GenerationJob
+
+    shared = manager.load("alpha")
+    weight = dict(shared.unet.named_parameters())[UNET_WEIGHT]
+    original = weight.detach().clone()
+    patch = WeightDelta("unet", {UNET_WEIGHT: torch.ones_like(weight)})
+    gen = GenerationJob(request(), "txt2img")
+    with gen.holding(manager.lease(shared, patches=[patch])) as outer:
+        with gen.holding(manager.lease(shared, patches=[patch])) as same:  # a script's sub-run
+            assert same is outer and torch.equal(weight, original + 1)  # not patched twice
+        with gen.holding(manager.lease(shared, vae=VAE, patches=[patch])) as other:
+            assert other is not outer and gen.model is other and gen.ran_on.vae_name == VAE
+            assert torch.equal(weight, original + 1)  # the outer patch suspended, this one applied
+        with gen.holding(manager.lease(shared, vae=VAE)):
+            assert torch.equal(weight, original)  # a sub-run without the patch does not see it
+        assert gen.model is outer and torch.equal(weight, original + 1)
+    assert gen.lease is None and gen.ran_on.vae_name == VAE  # the last sub-run's model, for the info
+    assert torch.equal(weight, original)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +33,15 @@ class GenerationJob:
     @contextmanager
     def holding(self, lease: ModelLease) -> Iterator[LoadedModel]:
         """Enter `lease` for this job. A script's sub-run asking for what the job already holds (same
-        checkpoint, VAE and patches) reuses the held model, so no patch is applied twice; another lease
-        nests, and the outer one is the job's again when it ends."""
+        checkpoint, VAE and patches) reuses the held model; another lease nests, and the outer one is the
+        job's again when it ends. A nested lease of the same shared model runs with the outer lease's
+        patches suspended, so each (sub-)run sees exactly its own patches, none applied twice."""
         outer = self.lease
         if outer is not None and outer.model is not None and outer.key == lease.key:
             yield outer.model
             return
-        with lease as model:
+        same_model = outer is not None and outer.model is not None and outer.shared is lease.shared
+        with outer.suspended() if same_model else nullcontext(), lease as model:
             self.lease, self.ran_on = lease, lease.used
             try:
                 yield model

@@ -11,7 +11,8 @@ reverse order, when the lease ends, also when the job raises or is interrupted.
 
 Two leases of the same model are serialized: a lease holds the model's lock from enter to exit, so a
 second lease on another thread waits until the first ends (weights patched in place for one job must never
-be seen by another). A nested lease on the same thread (a script's sub-run) enters at once.
+be seen by another). A nested lease on the same thread (a script's sub-run) enters at once; the job's
+record (sdwebui.jobs.generation) suspends the outer lease's patches meanwhile, so none is applied twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +105,21 @@ class ModelLease:
         finally:
             self.model = None
             self._lock.release()
+
+    @contextmanager
+    def suspended(self) -> Iterator[None]:
+        """This lease's patches undone for a while, the lock kept: a nested lease of the same model (a
+        script's sub-run with other settings) then sees only its own patches. Re-applied on exit."""
+        self._restore()
+        try:
+            yield
+        finally:
+            try:
+                for patch in self.patches:
+                    self._undo.append(patch.apply(self.model))
+            except BaseException:
+                self._restore()
+                raise
 
     def _restore(self) -> None:
         failure: BaseException | None = None
