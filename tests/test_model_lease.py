@@ -241,3 +241,11 @@ def test_a_sub_run_asking_for_the_held_model_reuses_it_and_patches_apply_once(ma
         assert gen.model is outer and torch.equal(weight, original + 1)
     assert gen.lease is None and gen.ran_on.vae_name == VAE  # the last sub-run's model, for the info
     assert torch.equal(weight, original)
+
+
+def test_the_providers_lease_by_title(services):
+    with services.models.lease("alpha", vae=VAE) as model:
+        shared = services.models.current
+        assert model.info.name == "alpha" and model.vae_name == VAE and shared.vae_name is None
+    with services.models.lease(None, base_vae=VAE) as model:  # the sd_vae setting: a real change
+        assert model.vae_name == VAE and services.models.current.vae_name == VAE
