@@ -1,19 +1,23 @@
 """The app's objects in one container, built once at start-up and handed to the UI and the API.
 
 Nothing here is global: app.py calls `build_services(args)` and passes the result on. Every generation,
-model switch and option change goes through `services.jobs`, the one queue shared by UI and API.
+model switch and option change goes through a job queue shared by UI and API: `services.jobs`, the queue
+of the default worker stack (`services.stacks[0]`; sdwebui.jobs.stack). A generation leases its model
+(sdwebui.models.lease): a per-job VAE override is a patch of the job's model, never of the shared one.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from PIL import Image
 
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
@@ -30,26 +34,20 @@ from sdwebui.engine.requests import (
     clip_token_counter,
 )
 from sdwebui.engine.settings import EngineSettings
-from sdwebui.jobs.queue import Job, JobQueue, PreviewFn
+from sdwebui.jobs.generation import GenerationJob
+from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
+from sdwebui.jobs.stack import WorkerStack
 from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.hashing import HashCache
+from sdwebui.models.lease import ModelLease
 from sdwebui.models.model import CheckpointInfo, LoadedModel
+from sdwebui.models.patches import Patch
+from sdwebui.models.provider import ModelProvider
 from sdwebui.startup_timer import StartupTimer
 
 log = logging.getLogger(__name__)
 
 GenerateFn = Callable[..., GenerationResult]  # generate(model, request, ctx, settings, hooks=None)
-
-
-class ModelProvider(Protocol):
-    """What the API and UI need from the ModelManager (sdwebui.models)."""
-
-    def checkpoints(self) -> list[CheckpointInfo]: ...
-    def checkpoint_titles(self) -> list[str]: ...
-    def refresh(self) -> None: ...
-    def current_title(self) -> str | None: ...
-    def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel: ...
-    def unload(self) -> None: ...
-    def vae_names(self) -> list[str]: ...
 
 
 @dataclass
@@ -100,8 +98,7 @@ class AppServices:
     args: argparse.Namespace
     paths: DataPaths
     options: Options
-    models: ModelProvider
-    jobs: JobQueue
+    stacks: list[WorkerStack]  # one per device; the first is the default (UI, API, option changes)
     styles: StyleDatabase
     generate: GenerateFn
     scripts: ScriptRunner = field(default_factory=NoScripts)
@@ -115,6 +112,24 @@ class AppServices:
     # start-up problems the user must see (bad config.json / styles.csv set aside, a checkpoint skipped)
     notices: list[str] = field(default_factory=list)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def stack(self) -> WorkerStack:
+        return self.stacks[0]
+
+    @property
+    def models(self) -> ModelProvider:
+        """The default stack's models."""
+        return self.stacks[0].models
+
+    @property
+    def jobs(self) -> JobQueue:
+        """The default stack's queue."""
+        return self.stacks[0].jobs
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        for stack in self.stacks:
+            stack.shutdown(timeout)
 
     @property
     def max_image_pixels(self) -> int:
@@ -150,74 +165,93 @@ class AppServices:
         task_id: str | None = None,
         script_call: ScriptCall | None = None,
         restore_overrides: bool = True,
+        stack: WorkerStack | None = None,
     ) -> Job:
-        """Queue one generation; the job's result is a GenerationResult. Raises RequestError before queueing."""
+        """Queue one generation on `stack` (default: the default one); the job's result is a
+        GenerationResult and `job.generation` its GenerationJob. Raises RequestError before queueing."""
         request.validate()
         limits = JobLimits.from_settings(self.options.items())  # the shared settings, never the overrides
         limits.check(request, clip_token_counter)
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
-        call = script_call or ScriptCall(kind)
         overrides = dict(request.override_settings)
         self._check_output_dirs(overrides, prefix="override_settings.")
         settings = self.engine_settings(overrides)
-
-        holder: dict[str, Any] = {}
-
-        def load_model(job_overrides: dict[str, Any]) -> LoadedModel:
-            vae = job_overrides.get("sd_vae") or self.options.get("sd_vae") or None
-            override = job_overrides.get("sd_model_checkpoint")
-            return self.models.load(override, vae=vae) if override else self.load_plain_model(vae)
+        stack = stack or self.stack
+        gen = GenerationJob(request, kind, stack=stack.name)
 
         def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
             # scripts (e.g. the X/Y/Z checkpoint axis) may change the request's overrides per sub-run
-            model = load_model({**overrides, **req.override_settings})
-            holder["model"] = model
-            result = self.generate(model, req, ctx, settings, hooks)
+            with gen.holding(
+                self.lease_for_job(stack.models, {**overrides, **req.override_settings})
+            ) as model:
+                result = self.generate(model, req, ctx, settings, hooks)
             result.request = result.request or req
             return result
 
-        runner = self.scripts.prepare(call, run)
+        runner = self.scripts.prepare(script_call or ScriptCall(kind), run)
+        return stack.jobs.submit(
+            self._generation_work(gen, stack.models, runner, limits, restore_overrides),
+            kind=kind,
+            task_id=task_id,
+            # show_progress_every_n_steps = 0 (or live previews off) means no previews, as the engine reads it
+            preview_fn=self._preview_fn(gen) if settings.live_preview_every > 0 else None,
+            preview_every=max(1, settings.live_preview_every),
+            generation=gen,
+        )
+
+    def _generation_work(
+        self,
+        gen: GenerationJob,
+        models: ModelProvider,
+        runner: JobWorkFn,
+        limits: JobLimits,
+        restore_overrides: bool,
+    ) -> Work:
+        overrides = dict(gen.request.override_settings)
 
         def work(ctx: JobContext) -> GenerationResult:
-            # loaded before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
-            holder["model"] = model = load_model(overrides)
-            job_request = request
-            if request.width is None or request.height is None:
-                # no size given (API): the model's native one, fixed before scripts see the request
-                job_request = request.with_default_size(model.native_resolution)
-                limits.check(job_request)  # the size is known now
-            result = runner(job_request, ctx, model)
+            gen.ctx = ctx
+            # leased before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
+            with gen.holding(self.lease_for_job(models, overrides)) as model:
+                job_request = gen.request
+                if job_request.width is None or job_request.height is None:
+                    # no size given (API): the model's native one, fixed before scripts see the request
+                    job_request = job_request.with_default_size(model.native_resolution)
+                    limits.check(job_request)  # the size is known now
+                result = runner(job_request, ctx, model)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
             return result
 
-        job = self.jobs.submit(
-            work,
-            kind=kind,
-            task_id=task_id,
-            # show_progress_every_n_steps = 0 (or live previews off) means no previews, as the engine reads it
-            preview_fn=self._preview_fn(holder) if settings.live_preview_every > 0 else None,
-            preview_every=max(1, settings.live_preview_every),
-        )
-        job.meta["run"] = holder  # holder["model"]: the model the job ran on, for the response's info
-        return job
+        return work
 
-    def load_plain_model(self, vae: str | None = None) -> LoadedModel:
+    def lease_for_job(self, models: ModelProvider, job_overrides: dict[str, Any]) -> ModelLease:
+        """The lease of a job's model: the checkpoint override, else the settings' checkpoint. The shared
+        model's own VAE follows the `sd_vae` setting (changing the setting is a real model change); an
+        `sd_vae` in the job's overrides is a patch of this job's model only."""
+        base_vae = self.options.get("sd_vae") or None
+        override = job_overrides.get("sd_model_checkpoint")
+        model = models.load(override, vae=base_vae) if override else self.load_plain_model(base_vae, models)
+        return models.lease_of(model, vae=job_overrides.get("sd_vae") or None)
+
+    def load_plain_model(self, vae: str | None = None, models: ModelProvider | None = None) -> LoadedModel:
         """The model of a job without a checkpoint override (and of start-up): the sd_model_checkpoint
         setting; when it is unset (a fresh install) or cannot be loaded, the provider's default (the first
         loadable of --ckpt, the checkpoints found, the embedded model). That model then becomes the setting,
-        in memory as A1111 records it: GET /options names it and one job's override does not stick."""
+        in memory as A1111 records it: GET /options names it and one job's override does not stick.
+        `models`: a worker stack's models (default: the default stack's)."""
+        models = models or self.models
         wanted = self.options.get("sd_model_checkpoint") or None
         if wanted:
             try:
-                return self.models.load(wanted, vae=vae)
+                return models.load(wanted, vae=vae)
             except (CheckpointLoadError, OSError) as exc:
                 if _names_the_vae(exc):
                     raise
                 self.add_notice(
                     f"The checkpoint in the settings cannot be loaded ({exc}); using another one."
                 )
-        model = self.models.load(None, vae=vae)
+        model = models.load(None, vae=vae)
         if model.info.title != wanted:
             with self._options_lock:
                 self.options.set("sd_model_checkpoint", model.info.title, run_callbacks=False)
@@ -233,11 +267,11 @@ class AppServices:
     def all_notices(self) -> list[str]:
         return [*self.notices, *getattr(self.models, "notices", [])]
 
-    def _preview_fn(self, holder: dict[str, Any]) -> PreviewFn | None:
+    def _preview_fn(self, gen: GenerationJob) -> PreviewFn | None:
         preview = self.preview
         if preview is None:
             return None
-        return lambda info: preview(holder["model"], info) if "model" in holder else None
+        return lambda info: preview(gen.model, info) if gen.model is not None else None
 
     def set_options(self, values: dict[str, Any], timeout: float | None = None) -> list[str]:
         """Change settings through the queue (a checkpoint change loads that model); returns changed keys."""
@@ -294,9 +328,9 @@ class AppServices:
 
     def model_info(self, job: Job | None = None) -> dict[str, Any]:
         """sd_model_name / hash / vae of the model a job ran on (default: the current one), A1111 info keys."""
-        model = (job.meta.get("run") or {}).get("model") if job is not None else None
-        if model is not None:
-            info = model.info
+        used = job.generation.ran_on if job is not None and job.generation is not None else None
+        if used is not None:
+            info = used.info
         else:
             title = self.models.current_title()
             info = next((c for c in self.models.checkpoints() if c.title == title), None)
@@ -305,9 +339,9 @@ class AppServices:
         return {
             "sd_model_name": info.name,
             "sd_model_hash": info.shorthash,
-            "sd_vae_name": getattr(model, "vae_name", None),
-            "sd_vae_hash": (getattr(model, "extra", None) or {}).get("vae_hash"),
-            "is_inpainting": bool(getattr(model, "is_inpainting", False)) if model is not None else False,
+            "sd_vae_name": used.vae_name if used is not None else None,
+            "sd_vae_hash": used.vae_hash if used is not None else None,
+            "is_inpainting": used.is_inpainting if used is not None else False,
         }
 
 
@@ -315,9 +349,12 @@ def build_services(
     args: argparse.Namespace,
     models: ModelProvider | None = None,
     generate: GenerateFn | None = None,
-    workers: int = 1,
+    devices: Sequence[str] | None = None,
 ) -> AppServices:
-    """Build every app object from the parsed flags (models/generate may be injected by tests)."""
+    """Build every app object from the parsed flags (models/generate may be injected by tests).
+
+    One worker stack per entry of `devices` ("cpu", "cuda:1", ...), each with its own model manager and
+    queue; default: one stack on the device the flags choose (or on the injected `models`)."""
     paths = DataPaths(Path(args.data_dir).resolve())
     paths.ensure()
     options = Options(default_templates(), paths.config_file)
@@ -325,8 +362,7 @@ def build_services(
     notices = options.load()
     styles = StyleDatabase(paths.styles_file)
     notices += styles.load_warnings
-    if models is None:
-        models = _default_model_manager(args, paths, options)
+    stacks = _worker_stacks(args, paths, options, models, devices)
     if generate is None:
         from sdwebui.engine.generate import generate as engine_generate
 
@@ -335,14 +371,33 @@ def build_services(
         args=args,
         paths=paths,
         options=options,
-        models=models,
-        jobs=JobQueue(workers=workers),
+        stacks=stacks,
         styles=styles,
         generate=generate,
         preview=_live_previewer(options, paths),
         notices=notices,
     )
     return services
+
+
+def _worker_stacks(
+    args: argparse.Namespace,
+    paths: DataPaths,
+    options: Options,
+    models: ModelProvider | None,
+    devices: Sequence[str] | None,
+) -> list[WorkerStack]:
+    """Stacks named stack0, stack1, ... (their queue threads: stack0-worker-0, ...)."""
+    if models is not None and devices is not None:
+        raise ValueError("pass either models (one stack) or devices, not both")
+    if models is not None:
+        return [WorkerStack.create("stack0", "injected", models)]
+    hashes = HashCache(paths.cache_file)
+    stacks = []
+    for n, device in enumerate(devices or [None]):
+        managed = _default_model_manager(args, paths, options, hashes, device)
+        stacks.append(WorkerStack.create(f"stack{n}", str(managed.manager.policy.device), managed))
+    return stacks
 
 
 def _live_previewer(
@@ -362,22 +417,27 @@ def _offer_preview_methods(options: Options, paths: DataPaths) -> None:
     options.add_option(key, preview_method_option(options.data_labels[key], paths.models_dir))
 
 
-def _default_model_manager(args: argparse.Namespace, paths: DataPaths, options: Options) -> ModelProvider:
+def _default_model_manager(
+    args: argparse.Namespace, paths: DataPaths, options: Options, hashes: HashCache, device: str | None
+) -> ManagedModels:
     from sdwebui.config.flags import uses_cpu_for_all
     from sdwebui.models.loader import DevicePolicy
     from sdwebui.models.manager import ModelManager
 
     policy = DevicePolicy.from_flags(
-        use_cpu_all=uses_cpu_for_all(args),
+        use_cpu_all=uses_cpu_for_all(args) or (device is not None and device.startswith("cpu")),
         no_half=args.no_half,
         no_half_vae=args.no_half_vae,
         precision_full=args.precision == "full",
     )
+    if device is not None:  # e.g. "cuda:1": the flags' precision on that device
+        policy = dataclasses.replace(policy, device=torch.device(device))
     limit = args.sd_checkpoints_limit or int(options.get("sd_checkpoints_limit", 1) or 1)
     manager = ModelManager(
         checkpoint_dirs=[paths.checkpoints_dir, *([Path(args.ckpt_dir)] if args.ckpt_dir else [])],
         vae_dirs=[paths.vae_dir, *([Path(args.vae_dir)] if args.vae_dir else [])],
         hash_cache_path=paths.cache_file,
+        hashes=hashes,
         policy=policy,
         max_loaded=max(1, limit),
         extra_checkpoints=[Path(args.ckpt)] if args.ckpt else [],
@@ -454,6 +514,24 @@ class ManagedModels:
         log.warning("%s", text)
         if text not in self.notices:
             self.notices.append(text)
+
+    def lease(
+        self,
+        title: str | None = None,
+        vae: str | None = None,
+        *,
+        base_vae: str | None = None,
+        patches: Sequence[Patch] = (),
+    ) -> ModelLease:
+        """A per-job lease (sdwebui.models.lease) of `title` (None: the default model, as `load`), loaded
+        with its own VAE `base_vae` (the `sd_vae` setting); `vae` and `patches` apply to the job only."""
+        return self.lease_of(self.load(title, vae=base_vae), vae=vae, patches=patches)
+
+    def lease_of(
+        self, model: LoadedModel, vae: str | None = None, patches: Sequence[Patch] = ()
+    ) -> ModelLease:
+        """A per-job lease of a model this provider loaded."""
+        return self.manager.lease(model, vae=vae, patches=patches)
 
     def unload(self) -> None:
         self.manager.unload()

@@ -129,6 +129,7 @@ def fake_services(args, step_delay: float):
 
     from sdwebui.engine.context import StepInfo
     from sdwebui.engine.requests import GenerationResult
+    from sdwebui.models.lease import ModelLease
     from sdwebui.models.model import CheckpointInfo
     from sdwebui.services import build_services
 
@@ -172,6 +173,9 @@ def fake_services(args, step_delay: float):
 
         def unload(self) -> None:
             self.loaded = None
+
+        def lease_of(self, model, vae=None, patches=()):
+            return ModelLease(model, patches)
 
         def vae_names(self) -> list[str]:
             return []

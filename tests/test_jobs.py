@@ -238,3 +238,37 @@ def test_shutdown_cancels_queued():
     queued = q.submit(lambda ctx: "never")
     q.shutdown(timeout=2)
     assert queued.state is JobState.CANCELLED
+
+
+def test_the_job_scope_wraps_each_job_on_its_worker_and_a_failing_scope_fails_only_its_job():
+    import contextlib
+
+    seen = []
+
+    @contextlib.contextmanager
+    def scope(job):
+        if job.kind == "bad-scope":
+            raise RuntimeError("scope refused")
+        seen.append(("enter", job.id, threading.current_thread().name))
+        try:
+            yield
+        finally:
+            seen.append(("exit", job.id))
+
+    q = JobQueue(name="gpu1", job_scope=scope)
+    try:
+        bad = q.submit(lambda ctx: "never", kind="bad-scope")
+        failing = q.submit(lambda ctx: 1 / 0, task_id="failing")
+        ok = q.submit(lambda ctx: "done", task_id="ok")
+        assert ok.wait(30) == "done" and ok.worker == "gpu1"
+        with pytest.raises(JobError, match="scope refused"):
+            bad.wait(30)
+        assert failing.state is JobState.FAILED
+        assert seen == [
+            ("enter", "failing", "gpu1-worker-0"),
+            ("exit", "failing"),
+            ("enter", "ok", "gpu1-worker-0"),
+            ("exit", "ok"),
+        ]
+    finally:
+        q.shutdown()

@@ -71,8 +71,8 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
             script_call=call,
             restore_overrides=payload.override_settings_restore_afterwards is not False,
         )
-        # payload and request: for the deferred response of async submissions; owner: who may see the task
-        job.meta.update(payload=payload, request=request, owner=caller.user)
+        # the payload: for the deferred response of async submissions; owner: who may see the task
+        job.generation.payload, job.owner = payload, caller.user
         return job, request
 
     def respond(job: Job, payload: m.GenerationPayload, request) -> Any:
@@ -111,10 +111,9 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
     # --- tasks (our extension: fetch later, cancel, list) ---
     def task_status(job: Job, with_result: bool) -> m.TaskStatus:
         result = None
-        if with_result and job.state is JobState.DONE and "payload" in job.meta:
-            result = mapping.build_response(
-                job.meta["payload"], job.meta["request"], job.result, services.model_info(job)
-            )
+        gen = job.generation
+        if with_result and job.state is JobState.DONE and gen is not None and gen.payload is not None:
+            result = mapping.build_response(gen.payload, gen.request, job.result, services.model_info(job))
         return m.TaskStatus(
             task_id=job.id,
             kind=job.kind,
@@ -128,7 +127,7 @@ def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
 
     def visible(job: Job, caller: Caller) -> bool:
         """Each API user sees their own tasks; the admin (and everyone, without credentials) sees all."""
-        return caller.admin or job.meta.get("owner") == caller.user
+        return caller.admin or job.owner == caller.user
 
     def find_job(task_id: str, caller: Caller) -> Job:
         job = jobs.get(task_id)

@@ -14,17 +14,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
 from sdwebui.engine.context import JobContext, StepInfo
+from sdwebui.jobs.generation import GenerationJob
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[JobContext], Any]
 PreviewFn = Callable[[StepInfo], Image.Image | None]
+# entered around each job on the worker thread (the facade binds its per-job state there)
+JobScope = Callable[["Job"], AbstractContextManager[object]]
 
 FINISHED_JOBS_KEPT = 256
 
@@ -135,7 +139,9 @@ class Job:
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)  # what the work raised
     seq: int = 0  # submission order
-    meta: dict[str, Any] = field(default_factory=dict, repr=False)  # submitter's data (e.g. the API payload)
+    owner: str | None = None  # the API user who submitted it (None: the UI, or no credentials)
+    generation: GenerationJob | None = field(default=None, repr=False)  # txt2img / img2img jobs
+    worker: str | None = None  # the queue (worker stack) that ran it
     clock: Callable[[], float] = field(default=time.time, repr=False)  # a fake one in tests
     step_timer: StepTimer = field(default_factory=StepTimer, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -180,7 +186,9 @@ class Job:
 
 
 class JobQueue:
-    """FIFO of jobs, `workers` threads (one per device) taking them in order."""
+    """FIFO of jobs, `workers` threads taking them in order (a worker stack has one queue of one thread).
+
+    `job_scope(job)` is entered around each job's work on the worker thread (default: nothing)."""
 
     def __init__(
         self,
@@ -188,6 +196,8 @@ class JobQueue:
         max_queued: int = 1000,
         keep_finished: int = FINISHED_JOBS_KEPT,
         clock: Callable[[], float] = time.time,
+        name: str = "job",
+        job_scope: JobScope | None = None,
     ):
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -201,8 +211,11 @@ class JobQueue:
         self._keep_finished = keep_finished
         self._stopping = False
         self._clock = clock
+        self.name = name
+        self.job_scope: JobScope = job_scope or (lambda job: nullcontext())
         self._threads = [
-            threading.Thread(target=self._worker, name=f"job-worker-{n}", daemon=True) for n in range(workers)
+            threading.Thread(target=self._worker, name=f"{name}-worker-{n}", daemon=True)
+            for n in range(workers)
         ]
         for thread in self._threads:
             thread.start()
@@ -215,6 +228,7 @@ class JobQueue:
         task_id: str | None = None,
         preview_fn: PreviewFn | None = None,
         preview_every: int = 1,
+        generation: GenerationJob | None = None,
     ) -> Job:
         with self._lock:
             if self._stopping:
@@ -234,6 +248,7 @@ class JobQueue:
                 seq=next(self._seq),
                 submitted_at=self._clock(),
                 clock=self._clock,
+                generation=generation,
             )
             job.ctx.on_step = job._on_step
             self._jobs[task_id] = job
@@ -319,9 +334,11 @@ class JobQueue:
                 job = self._queue.popleft()
                 job.state = JobState.RUNNING
                 job.started_at = self._clock()
+                job.worker = self.name
                 self._running.append(job)
             try:
-                result = job.work(job.ctx)
+                with self.job_scope(job):
+                    result = job.work(job.ctx)
             except Exception as exc:  # one failed job must never stop the worker
                 log.warning("job %s (%s) failed: %s", job.id, job.kind, exc, exc_info=True)
                 with self._lock:

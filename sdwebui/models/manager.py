@@ -15,14 +15,17 @@ import torch
 from sdwebui.models import discovery
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.hashing import HashCache
+from sdwebui.models.lease import LeaseLocks, ModelLease
 from sdwebui.models.libraries import import_model_libraries
 from sdwebui.models.loader import DevicePolicy, load_checkpoint, load_vae_file
 from sdwebui.models.model import CheckpointInfo, LoadedModel
+from sdwebui.models.patches import Patch, VaeOverride
 
 log = logging.getLogger(__name__)
 
 VAE_AUTOMATIC = "Automatic"
 VAE_NONE = "None"
+VAES_KEPT = 2  # standalone VAEs kept loaded, so a per-job VAE override does not re-read its file each job
 
 
 class ModelManager:
@@ -41,6 +44,7 @@ class ModelManager:
         max_loaded: int = 1,
         extra_checkpoints: Sequence[Path] = (),
         include_default_dir: bool = True,
+        hashes: HashCache | None = None,
     ):
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
@@ -50,11 +54,14 @@ class ModelManager:
         self.include_default_dir = include_default_dir
         self.policy = policy or DevicePolicy()
         self.max_loaded = max_loaded
-        self.hashes = HashCache(hash_cache_path)
+        # one cache object per file: managers of several worker stacks share it (it writes the file)
+        self.hashes = hashes or HashCache(hash_cache_path)
         self._lock = threading.RLock()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # filename -> model, current last
         self._checkpoints: list[CheckpointInfo] = []
         self._vaes: list[discovery.VaeInfo] = []
+        self._vae_modules: OrderedDict[tuple, object] = OrderedDict()  # most recently used last
+        self.leases = LeaseLocks()
         self.refresh()
 
     # ------------------------------------------------------------------------------------------- listing
@@ -137,17 +144,19 @@ class ModelManager:
             else:  # an info object must also be one discovery listed
                 info = self.find_checkpoint(name.filename if isinstance(name, CheckpointInfo) else name)
             cached = self._loaded.get(info.filename)
-            if cached is not None:
-                self._loaded.move_to_end(info.filename)
-                if (cached.vae_name or VAE_NONE) != self._resolve_vae_name(info, vae):
-                    self.set_vae(vae)
-                return cached
-            model, info = self._load_and_hash(info)
-            self._apply_vae(model, vae)
-            self._loaded[info.filename] = model
-            self.set_limit(self.max_loaded)  # evicts the least recently used beyond the limit
-            log.info("Loaded %s (%s; %s)", info.title, model.family.value, model.extra.get("detection", ""))
-            return model
+            if cached is None:
+                model, info = self._load_and_hash(info)
+                self._apply_vae(model, vae)
+                self._loaded[info.filename] = model
+                self.set_limit(self.max_loaded)  # evicts the least recently used beyond the limit
+                log.info(
+                    "Loaded %s (%s; %s)", info.title, model.family.value, model.extra.get("detection", "")
+                )
+                return model
+            self._loaded.move_to_end(info.filename)
+        if (cached.vae_name or VAE_NONE) != self._resolve_vae_name(info, vae):
+            self._change_vae(cached, vae)
+        return cached
 
     def set_limit(self, max_loaded: int) -> None:
         """Change how many checkpoints stay in RAM; the least recently used beyond it are freed now."""
@@ -180,13 +189,42 @@ class ModelManager:
             self._release(model)
 
     def set_vae(self, vae: str) -> LoadedModel | None:
-        """Swap the current model's VAE ("Automatic", "None" or a VAE name)."""
-        with self._lock:
-            model = self.current
-            if model is None:
-                return None
+        """Swap the current model's own VAE ("Automatic", "None" or a VAE name): a change of the shared
+        model (the `sd_vae` setting), made once no other thread holds a lease of it."""
+        model = self.current
+        if model is not None:
+            self._change_vae(model, vae)
+        return model
+
+    def _change_vae(self, model: LoadedModel, vae: str) -> None:
+        # lock order: a lease's lock, then the manager's (a job holding a lease may load another model)
+        with self.leases.lock_for(model):
             self._apply_vae(model, vae)
-            return model
+
+    # ------------------------------------------------------------------------------------------- leasing
+
+    def lease(self, model: LoadedModel, vae: str | None = None, patches: Sequence[Patch] = ()) -> ModelLease:
+        """A per-job lease of a loaded model (see sdwebui.models.lease): `vae` ("Automatic", "None" or a
+        VAE name; None = the model's own) becomes a VaeOverride patch, applied before `patches`. Raises
+        CheckpointLoadError (field sd_vae) for an unknown VAE, before anything is changed."""
+        override = self.vae_patch(model, vae) if vae else None
+        wanted = self._resolve_vae_name(model.info, vae) if vae else model.vae_name or VAE_NONE
+        return ModelLease(
+            model,
+            [*([override] if override else []), *patches],
+            lock=self.leases.lock_for(model),
+            key=(wanted, *(id(p) for p in patches)),
+        )
+
+    def vae_patch(self, model: LoadedModel, vae: str) -> VaeOverride | None:
+        """The patch giving `model` the VAE `vae`; None when it already has that one."""
+        name = self._resolve_vae_name(model.info, vae)
+        if name == (model.vae_name or VAE_NONE):
+            return None
+        if name == VAE_NONE:
+            return VaeOverride(None, model.extra.get("own_vae", model.vae))
+        path = self._vae_file(model.info, vae, name)
+        return VaeOverride(name, self._vae_module(path, model), self._vae_hash(path))
 
     # ------------------------------------------------------------------------------------------- internals
 
@@ -217,29 +255,51 @@ class ModelManager:
     def _vae_path(self, name: str) -> Path:
         return discovery.find_listed(name, self._vaes, discovery.ModelFile.names, "VAE", "sd_vae").path
 
+    def _vae_file(self, info: CheckpointInfo, vae: str, name: str) -> Path:
+        if vae == VAE_AUTOMATIC:
+            found = discovery.automatic_vae(info, self._vaes)
+            if found is not None:
+                return found.path
+        return self._vae_path(name)
+
+    def _vae_module(self, path: Path, model: LoadedModel):
+        """The VAE file loaded for `model`'s VAE config, device and dtype (kept for the next job)."""
+        stat = path.stat()
+        config = tuple(sorted((k, repr(v)) for k, v in dict(model.vae.config).items()))
+        key = (str(path), stat.st_mtime_ns, stat.st_size, str(model.device), str(model.vae_dtype), config)
+        with self._lock:
+            module = self._vae_modules.get(key)
+            if module is not None:
+                self._vae_modules.move_to_end(key)
+                return module
+        module = load_vae_file(path, dict(model.vae.config), model.device, model.vae_dtype)
+        with self._lock:
+            self._vae_modules[key] = module
+            while len(self._vae_modules) > VAES_KEPT:
+                self._vae_modules.popitem(last=False)
+        return module
+
+    def _vae_hash(self, path: Path) -> str | None:
+        # A1111's "VAE hash" of the infotext: the file's sha256, first 10 hex digits (cached like checkpoints')
+        digest = self.hashes.sha256(path)
+        return digest[:10] if digest else None
+
     def _apply_vae(self, model: LoadedModel, vae: str) -> None:
+        """Set the shared model's own VAE (kept until the next change; the original stays in extra)."""
         name = self._resolve_vae_name(model.info, vae)
-        if vae == VAE_AUTOMATIC and name != VAE_NONE:
-            found = discovery.automatic_vae(model.info, self._vaes)
-            path = found.path if found else None
-        elif name == VAE_NONE:
-            path = None
-        else:
-            path = self._vae_path(name)
-        if path is None:
+        if name == VAE_NONE:
             own = model.extra.get("own_vae")
             if own is not None:
                 model.vae = own
             model.vae_name = None
             model.extra.pop("vae_hash", None)
             return
-        new_vae = load_vae_file(path, dict(model.vae.config), model.device, model.vae_dtype)
+        path = self._vae_file(model.info, vae, name)
+        new_vae = self._vae_module(path, model)
         model.extra.setdefault("own_vae", model.vae)
         model.vae = new_vae
         model.vae_name = name
-        # A1111's "VAE hash" of the infotext: the file's sha256, first 10 hex digits (cached like checkpoints')
-        digest = self.hashes.sha256(path)
-        model.extra["vae_hash"] = digest[:10] if digest else None
+        model.extra["vae_hash"] = self._vae_hash(path)
 
     @staticmethod
     def _release(model: LoadedModel) -> None:

@@ -12,6 +12,7 @@ from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.extensions.bridge import attach_extensions
 from sdwebui.extensions.manager import ExtensionManager
 from sdwebui.extensions.preload import apply_preload_hooks
+from sdwebui.models.lease import ModelLease
 from sdwebui.services import ScriptCall, build_services
 
 SAMPLES = Path(__file__).parent
@@ -56,6 +57,9 @@ class OneModel:
 
     def unload(self):
         pass
+
+    def lease_of(self, model, vae=None, patches=()):
+        return ModelLease(model, patches)
 
     def vae_names(self):
         return []
