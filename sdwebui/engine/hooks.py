@@ -18,6 +18,10 @@ Order for one job (A1111 equivalents in brackets; the extension facade maps scri
 11. image_saved(ImageSaveArgs)             after the file is written               [on_image_saved]
 12. postprocess(PostprocessArgs)           once, with the result                    [Script.postprocess]
 
+With `EngineSettings.stage_order == "job"` (memory modes) process_batch runs for every batch before the
+first before_sampling, and postprocess_batch for every batch after the last sampling (stages.py).
+Inside each U-Net call, `unet_addons` (addons.py) may add residuals or wrap attention processors.
+
 Every argument object is mutable on purpose: a hook changes a field and the engine reads it back.
 """
 
@@ -30,6 +34,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from sdwebui.engine.addons import UNetAddon
 from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 
 
@@ -167,3 +172,5 @@ class EngineHooks:
     before_image_saved: Callable[[ImageSaveArgs], None] | None = None
     image_saved: Callable[[ImageSaveArgs], None] | None = None
     postprocess: Callable[[PostprocessArgs], None] | None = None
+    # inside every U-Net call (ControlNet-style residuals, attention processors): sdwebui.engine.addons
+    unet_addons: list[UNetAddon] = field(default_factory=list)

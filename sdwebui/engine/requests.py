@@ -13,6 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from sdwebui.engine.passes import SamplingPass
+
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_STEPS = 150
 MAX_CFG = 30.0
@@ -66,6 +68,8 @@ class Txt2ImgRequest:
     override_settings: dict[str, Any] = field(default_factory=dict)
     # extra "key: value" pairs for the infotext (extensions add to this)
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
+    # sampling passes after the request's own, each over the previous one's latents (hires fix, refiner)
+    extra_passes: list[SamplingPass] = field(default_factory=list)
 
     def with_default_size(self, size: int):
         """This request with an unset width/height filled in (the model's native size)."""
@@ -96,6 +100,9 @@ class Txt2ImgRequest:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not -1 <= value < 2**32:
                 raise RequestError(name, f"must be an integer in [-1, 2^32), got {value!r}")
+        for index, sampling_pass in enumerate(self.extra_passes):
+            for name, reason in sampling_pass.problems():
+                raise RequestError(f"extra_passes[{index}].{name}", reason)
         # sampler/scheduler names are checked against the registry by sdwebui.engine.samplers
 
     def replace(self, **changes: Any):
@@ -191,6 +198,12 @@ class JobLimits:
                 )
         if request.steps > self.steps:
             raise RequestError("steps", f"{request.steps} exceeds the limit of {self.steps} (limit_steps)")
+        for index, sampling_pass in enumerate(request.extra_passes):
+            if sampling_pass.steps > self.steps:
+                raise RequestError(
+                    f"extra_passes[{index}].steps",
+                    f"{sampling_pass.steps} exceeds the limit of {self.steps} (limit_steps)",
+                )
         images = request.n_iter * request.batch_size
         if images > self.images:
             raise RequestError(
@@ -202,6 +215,8 @@ class JobLimits:
     def _check_sizes(self, request: Txt2ImgRequest, images: int) -> None:
         sizes = [("width", request.width, request.height)]  # an unset size is checked when the job runs
         sizes.append(("seed_resize_from_w", request.seed_resize_from_w, request.seed_resize_from_h))
+        for index, sampling_pass in enumerate(request.extra_passes):
+            sizes.append((f"extra_passes[{index}].width", sampling_pass.width, sampling_pass.height))
         for name, width, height in sizes:
             if width is None or height is None or width <= 0 or height <= 0:
                 continue
