@@ -51,11 +51,11 @@ def test_second_pass_runs_and_progress_counts_both(tiny_sd1_model):
     assert steps == [(1, 5, 0, 2), (2, 5, 0, 2), (3, 5, 0, 2), (4, 5, 1, 2), (5, 5, 1, 2)]
     assert seen == [(0, 3), (1, 3), (2, 3), (0, 2), (1, 2)]
     one = run(tiny_sd1_model, request())
-    a, b = pixels(one.images[0]), pixels(two.images[0])
+    a, b = pixels(one.images[0].image), pixels(two.images[0].image)
     assert a.shape == b.shape and np.isfinite(b).all() and b.std() > 0
     assert np.abs(a - b).mean() > 0.5
     again = run(tiny_sd1_model, request(extra_passes=[second()]))
-    assert np.array_equal(pixels(again.images[0]), b)  # the second pass's noise comes from the seeds
+    assert np.array_equal(pixels(again.images[0].image), b)  # the second pass's noise comes from the seeds
 
 
 def test_second_pass_strength_and_sampler_matter(tiny_sd1_model):
@@ -64,12 +64,12 @@ def test_second_pass_strength_and_sampler_matter(tiny_sd1_model):
     other = run(tiny_sd1_model, request(extra_passes=[second(sampler_name="DPM++ 2M")]))
     base = run(tiny_sd1_model, request(extra_passes=[second()]))
     for result in (low, high, other):
-        assert not np.array_equal(pixels(result.images[0]), pixels(base.images[0]))
+        assert not np.array_equal(pixels(result.images[0].image), pixels(base.images[0].image))
 
 
 def test_second_pass_at_its_own_size(tiny_sd1_model):
     result = run(tiny_sd1_model, request(extra_passes=[second(width=96, height=128)]))
-    assert result.images[0].size == (96, 128)
+    assert result.images[0].image.size == (96, 128)
 
 
 def test_second_pass_after_img2img(tiny_sd1_model):
@@ -82,7 +82,7 @@ def test_second_pass_after_img2img(tiny_sd1_model):
     result = run(tiny_sd1_model, req.replace(extra_passes=[second(steps=2)]), ctx=ctx)
     assert steps == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]  # int(0.75 * 4) img2img steps, then 2
     plain = run(tiny_sd1_model, req)
-    assert not np.array_equal(pixels(result.images[0]), pixels(plain.images[0]))
+    assert not np.array_equal(pixels(result.images[0].image), pixels(plain.images[0].image))
 
 
 def test_job_stage_order_gives_the_same_images(tiny_sd1_model):
@@ -99,7 +99,7 @@ def test_job_stage_order_gives_the_same_images(tiny_sd1_model):
     by_batch = run(tiny_sd1_model, req, hooks=hooks)
     assert order == [(stage, b) for b in (0, 1) for stage in ("condition", "sample", "decode")]
     assert by_job.seeds == by_batch.seeds == [42, 43, 44, 45]
-    for a, b in zip(by_job.images, by_batch.images, strict=True):
+    for a, b in zip(by_job.pil_images, by_batch.pil_images, strict=True):
         assert np.array_equal(pixels(a), pixels(b))
 
 
@@ -113,7 +113,7 @@ def test_interrupt_in_the_second_pass_returns_its_estimate(tiny_sd1_model):
     ctx.on_step = on_step
     result = run(tiny_sd1_model, request(extra_passes=[second(steps=3, denoising_strength=1.0)]), ctx=ctx)
     assert result.interrupted and len(result.images) == 1
-    assert pixels(result.images[0]).std() > 0
+    assert pixels(result.images[0].image).std() > 0
 
 
 @pytest.mark.parametrize(
@@ -143,3 +143,41 @@ def test_limits_count_the_passes():
     with pytest.raises(RequestError) as error:
         limits.check(request(extra_passes=[second(width=128)]))
     assert error.value.field == "extra_passes[0].width"
+
+
+def test_job_stage_order_uses_each_component_in_one_stretch(tiny_sd1_model):
+    """By job, the text encoder runs only before the first U-Net call and the VAE decoder only after the last
+    one, so a memory mode can move each component once per job (in before_stage)."""
+    model = tiny_sd1_model
+    used, stages_seen = [], []
+    handles = [
+        model.text_encoders[0].register_forward_hook(lambda *a: used.append("text")),
+        model.unet.register_forward_hook(lambda *a: used.append("unet")),
+        model.vae.decoder.register_forward_hook(lambda *a: used.append("vae")),
+    ]
+
+    def process(state):  # one prompt per batch, so that every batch needs the text encoder
+        state.all_prompts[:] = ["a cat", "a dog", "a bird"]
+
+    hooks = EngineHooks(
+        process=process, before_stage=lambda args: stages_seen.append((args.stage, args.batch_numbers))
+    )
+    try:
+        run(model, request(n_iter=3, extra_passes=[second()]), hooks=hooks, stage_order="job")
+        by_job = list(used)
+        used.clear()
+        run(model, request(n_iter=3), hooks=hooks)
+    finally:
+        for handle in handles:
+            handle.remove()
+    runs = [name for i, name in enumerate(by_job) if i == 0 or by_job[i - 1] != name]
+    assert runs == ["text", "unet", "vae"] and by_job.count("vae") == 3
+    assert "text" in used[used.index("vae") :]  # by batch, batch 1 is encoded after batch 0's decode
+    batches = [0, 1, 2]
+    assert stages_seen[:3] == [("conditioning", batches), ("sampling", batches), ("decode", batches)]
+    assert stages_seen[3:] == [(s, [b]) for b in batches for s in ("conditioning", "sampling", "decode")]
+
+
+def test_unknown_stage_order_is_refused(tiny_sd1_model):
+    with pytest.raises(ValueError, match="stage_order"):
+        run(tiny_sd1_model, request(), stage_order="sometimes")

@@ -93,7 +93,7 @@ def test_residuals_change_the_output_exactly_as_diffusers_takes_them(tiny_sd1_mo
     assert torch.equal(outputs[0], direct)
     assert not torch.allclose(outputs[0], plain)
     without = run(tiny_sd1_model, request())
-    assert not np.array_equal(np.asarray(with_residuals.images[0]), np.asarray(without.images[0]))
+    assert not np.array_equal(np.asarray(with_residuals.images[0].image), np.asarray(without.images[0].image))
 
 
 def test_two_addons_residuals_sum(tiny_sd1_model):
@@ -108,7 +108,7 @@ def test_two_addons_residuals_sum(tiny_sd1_model):
 def test_addon_that_adds_nothing_keeps_the_image(tiny_sd1_model):
     plain = run(tiny_sd1_model, request())
     seen = run(tiny_sd1_model, request(), EngineHooks(unet_addons=[Recorder()]))
-    assert np.array_equal(np.asarray(plain.images[0]), np.asarray(seen.images[0]))
+    assert np.array_equal(np.asarray(plain.images[0].image), np.asarray(seen.images[0].image))
 
 
 def test_addon_sees_steps_sigmas_passes_and_row_owners(tiny_sd1_model):
@@ -169,7 +169,7 @@ def test_attention_wrappers_run_for_the_job_and_are_removed(tiny_sd1_model):
     wrapped = run(tiny_sd1_model, request(), EngineHooks(unet_addons=[addon]))
     per_step = len(before)
     assert addon.steps == [0] * per_step + [1] * per_step
-    assert np.array_equal(np.asarray(plain.images[0]), np.asarray(wrapped.images[0]))
+    assert np.array_equal(np.asarray(plain.images[0].image), np.asarray(wrapped.images[0].image))
     assert all(unet.attn_processors[name] is proc for name, proc in before.items())
 
     with pytest.raises(RuntimeError, match="add-on failed"):

@@ -16,16 +16,31 @@ from PIL import Image
 from sdwebui.engine import samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
-from sdwebui.engine.hooks import EngineHooks, ImageSaveArgs, JobState, PostprocessArgs, PostprocessImageArgs
+from sdwebui.engine.hooks import (
+    EngineHooks,
+    ImageSaveArgs,
+    JobState,
+    PostprocessArgs,
+    PostprocessImageArgs,
+    StageArgs,
+)
 from sdwebui.engine.passes import SamplingPass
 from sdwebui.engine.plan import Txt2ImgPlan
 from sdwebui.engine.prompt_parser import extra_network_tags
-from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from sdwebui.engine.requests import (
+    GeneratedImage,
+    GenerationResult,
+    Img2ImgRequest,
+    RequestError,
+    Txt2ImgRequest,
+)
 from sdwebui.engine.rng import resolve_seed
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
 from sdwebui.outputs.job_saving import filename_fields, save_generated
+
+STAGE_ORDERS = ("batch", "job")  # EngineSettings.stage_order
 
 
 def generate(
@@ -37,6 +52,10 @@ def generate(
 ) -> GenerationResult:
     """Run one txt2img or img2img job; returns the finished images (all of them, or those before an interrupt)."""
     hooks = hooks or EngineHooks()
+    if settings.stage_order not in STAGE_ORDERS:
+        raise ValueError(
+            f"stage_order must be one of {', '.join(STAGE_ORDERS)}, got {settings.stage_order!r}"
+        )
     request = request.with_default_size(model.native_resolution)
     request.validate()
     _check_supported(request)
@@ -55,7 +74,8 @@ def generate(
     for sampling_pass in request.extra_passes:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
-    result = GenerationResult(request=request)
+    started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
+    result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
     run = stages.JobRun(
         model=model,
         request=request,
@@ -68,7 +88,7 @@ def generate(
         encoder=PromptEncoder(model, request.clip_skip),
         result=result,
         eta=eta,
-        started=dt.datetime.now(),
+        started=started,
         check_state=_check_state,
         check_prompts=check_no_extra_networks,
     )
@@ -104,8 +124,13 @@ def _run_by_batch(run: stages.JobRun) -> None:
         if run.ctx.interrupted:
             break
         run.ctx.clear_skip()
+        _before_stage(run, stages.CONDITIONING, [batch_number])
         work = stages.condition(run, batch_number)
-        _sample_and_finish(run, work)
+        _before_stage(run, stages.SAMPLING, [batch_number])
+        stages.sample(run, work)
+        if work.decodable:
+            _before_stage(run, stages.DECODE, [batch_number])
+            _finish_batch(run, work)
         if work.stopped == stages.INTERRUPT:
             break
 
@@ -113,11 +138,14 @@ def _run_by_batch(run: stages.JobRun) -> None:
 def _run_by_stage(run: stages.JobRun) -> None:
     """Stage by stage over the job: all batches' conditioning, then all sampling, then all decodes, so a
     component moves between devices once per job."""
+    batches = list(range(run.request.n_iter))
+    _before_stage(run, stages.CONDITIONING, batches)
     works = []
-    for batch_number in range(run.request.n_iter):
+    for batch_number in batches:
         if run.ctx.interrupted:
             break
         works.append(stages.condition(run, batch_number))
+    _before_stage(run, stages.SAMPLING, [work.number for work in works])
     sampled = []
     for work in works:
         if run.ctx.interrupted:
@@ -127,15 +155,16 @@ def _run_by_stage(run: stages.JobRun) -> None:
         sampled.append(work)
         if work.stopped == stages.INTERRUPT:
             break
-    for work in sampled:
-        if work.decodable:
-            _finish_batch(run, work)
-
-
-def _sample_and_finish(run: stages.JobRun, work: stages.BatchWork) -> None:
-    stages.sample(run, work)
-    if work.decodable:
+    decodable = [work for work in sampled if work.decodable]
+    if decodable:
+        _before_stage(run, stages.DECODE, [work.number for work in decodable])
+    for work in decodable:
         _finish_batch(run, work)
+
+
+def _before_stage(run: stages.JobRun, stage: str, batch_numbers: list[int]) -> None:
+    if run.hooks.before_stage is not None:
+        run.hooks.before_stage(StageArgs(run.state, stage, batch_numbers))
 
 
 def _finish_batch(run: stages.JobRun, work: stages.BatchWork) -> None:
@@ -180,6 +209,7 @@ def _finish_image(run: stages.JobRun, index: int, image: Image.Image) -> None:
         image = image_args.image
     params = infotext_params(model, request, settings, state, index, plan.infotext_params())
     infotext = create_infotext(state.all_prompts[index], state.all_negative_prompts[index], params)
+    saved_path = None
     if settings.save_images and not request.do_not_save_samples:
         save_args = ImageSaveArgs(state, index, image, infotext)
         if hooks.before_image_saved is not None:
@@ -188,15 +218,19 @@ def _finish_image(run: stages.JobRun, index: int, image: Image.Image) -> None:
         save_args.path = str(
             save_generated(save_args.image, save_args.infotext, fields, settings, plan.output_kind)
         )
-        result.saved_paths.append(save_args.path)
+        saved_path = save_args.path
         if hooks.image_saved is not None:
             hooks.image_saved(save_args)
-    result.images.append(image)
-    result.seeds.append(state.all_seeds[index])
-    result.subseeds.append(state.all_subseeds[index])
-    result.prompts.append(state.all_prompts[index])
-    result.negative_prompts.append(state.all_negative_prompts[index])
-    result.infotexts.append(infotext)
+    item = GeneratedImage(
+        image=image,
+        seed=state.all_seeds[index],
+        subseed=state.all_subseeds[index],
+        prompt=state.all_prompts[index],
+        negative_prompt=state.all_negative_prompts[index],
+        infotext=infotext,
+        saved_path=saved_path,
+    )
+    result.images.append(item)
 
 
 def infotext_params(

@@ -237,19 +237,57 @@ class JobLimits:
 
 
 @dataclass
-class GenerationResult:
-    """Images of a finished (or interrupted) job, aligned lists."""
+class GeneratedImage:
+    """One image of a job and what made it."""
 
-    images: list[Image.Image] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    subseeds: list[int] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
-    negative_prompts: list[str] = field(default_factory=list)
-    infotexts: list[str] = field(default_factory=list)
-    saved_paths: list[str] = field(default_factory=list)
+    image: Image.Image
+    seed: int
+    subseed: int
+    prompt: str
+    negative_prompt: str
+    infotext: str = ""
+    saved_path: str | None = None  # where the engine saved it; None when not saved
+
+
+@dataclass
+class GenerationResult:
+    """Images of a finished (or interrupted) job, one record each, in the job's order."""
+
+    images: list[GeneratedImage] = field(default_factory=list)
     interrupted: bool = False
-    # first-image values in A1111's "info" JSON shape are derived by the API layer
+    # first-image values in A1111's "info" JSON shape are derived by sdwebui.outputs.info_json
     request: Txt2ImgRequest | None = None
+    job_timestamp: str = ""  # when the job started, A1111's YYYYmmddHHMMSS job_timestamp
+
+    # read-only views under the old parallel lists' names, for code written against them
+    @property
+    def pil_images(self) -> list[Image.Image]:
+        return [item.image for item in self.images]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [item.seed for item in self.images]
+
+    @property
+    def subseeds(self) -> list[int]:
+        return [item.subseed for item in self.images]
+
+    @property
+    def prompts(self) -> list[str]:
+        return [item.prompt for item in self.images]
+
+    @property
+    def negative_prompts(self) -> list[str]:
+        return [item.negative_prompt for item in self.images]
+
+    @property
+    def infotexts(self) -> list[str]:
+        return [item.infotext for item in self.images]
+
+    @property
+    def saved_paths(self) -> list[str]:
+        """Paths of the images that were saved (unsaved images have none)."""
+        return [item.saved_path for item in self.images if item.saved_path is not None]
 
 
 def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:

@@ -32,6 +32,7 @@ from sdwebui.engine.settings import EngineSettings
 from sdwebui.models.model import LoadedModel
 
 INTERRUPT, SKIP = "interrupt", "skip"
+CONDITIONING, SAMPLING, DECODE = "conditioning", "sampling", "decode"  # hooks.StageArgs.stage
 
 
 @dataclass
