@@ -162,7 +162,35 @@ def test_saves_png_with_parameters(tiny_sd1_model, tmp_path):
         with Image.open(path) as saved:
             assert saved.info["parameters"] == info
     nothing = run(tiny_sd1_model, request(do_not_save_samples=True), save_images=True, outputs_root=tmp_path)
-    assert nothing.saved_paths == []
+    assert nothing.saved_paths == [] and nothing.images[0].saved_path is None
+
+
+def test_one_record_per_image(tiny_sd1_model, tmp_path):
+    def process(state):
+        state.all_prompts[1] = "a dog"
+        state.all_negative_prompts[1] = "ugly"
+
+    req = request(batch_size=2, subseed=9, subseed_strength=0.25)
+    result = run(
+        tiny_sd1_model, req, hooks=EngineHooks(process=process), save_images=True, outputs_root=tmp_path
+    )
+    first, second = result.images
+    assert (first.prompt, first.negative_prompt, second.prompt, second.negative_prompt) == (
+        "a cat",
+        "blurry",
+        "a dog",
+        "ugly",
+    )
+    assert (first.seed, first.subseed, second.seed, second.subseed) == (42, 9, 42, 10)  # A1111 variation rule
+    assert (
+        second.infotext.startswith("a dog\nNegative prompt: ugly\n")
+        and "Variation seed: 10," in second.infotext
+    )
+    with Image.open(second.saved_path) as saved:
+        assert saved.info["parameters"] == second.infotext
+        assert np.array_equal(pixels(saved), pixels(second.image))
+    assert result.seeds == [42, 42] and result.prompts == ["a cat", "a dog"]
+    assert result.saved_paths == [first.saved_path, second.saved_path]
 
 
 @pytest.mark.parametrize("family", ["sd2-v", "sdxl", "sdxl-refiner", "sd1-inpaint"])
