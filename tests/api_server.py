@@ -128,7 +128,7 @@ def fake_services(args, step_delay: float):
     from PIL import Image
 
     from sdwebui.engine.context import StepInfo
-    from sdwebui.engine.requests import GenerationResult
+    from sdwebui.engine.requests import GeneratedImage, GenerationResult
     from sdwebui.models.lease import ModelLease
     from sdwebui.models.model import CheckpointInfo
     from sdwebui.services import build_services
@@ -197,15 +197,12 @@ def fake_services(args, step_delay: float):
             for index in range(request.batch_size):
                 seed = base_seed + batch * request.batch_size + index
                 color = (seed % 256, (seed // 256) % 256, 7)
-                result.images.append(Image.new("RGB", (request.width, request.height), color))
-                result.seeds.append(seed)
-                result.subseeds.append(seed)
-                result.prompts.append(prompt)
-                result.negative_prompts.append(negative)
-                result.infotexts.append(
+                infotext = (
                     f"{prompt}\nSteps: {request.steps}, Sampler: {request.sampler_name}, "
                     f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model.info.name}"
                 )
+                image = Image.new("RGB", (request.width, request.height), color)
+                result.images.append(GeneratedImage(image, seed, seed, prompt, negative, infotext))
             if ctx.interrupted:
                 result.interrupted = True
                 break

@@ -71,7 +71,7 @@ def test_strength_zero_returns_vae_round_trip(tiny_sd1_model):
     steps = []
     result = run(tiny_sd1_model, request(denoising_strength=0.0), JobContext(on_step=steps.append))
     assert steps == []
-    assert np.array_equal(arr(result.images[0]), round_trip(tiny_sd1_model, gradient_image()))
+    assert np.array_equal(arr(result.images[0].image), round_trip(tiny_sd1_model, gradient_image()))
     assert "Denoising strength: 0.0" in result.infotexts[0]
 
 
@@ -80,7 +80,7 @@ def test_larger_strength_moves_further_from_init(tiny_sd1_model):
     distances = []
     for strength in (0.25, 0.5, 1.0):
         runs = [run(tiny_sd1_model, request(denoising_strength=strength, seed=s)) for s in (1, 2, 3)]
-        distances.append(np.mean([np.abs(arr(r.images[0]) - reference).mean() for r in runs]))
+        distances.append(np.mean([np.abs(arr(r.images[0].image) - reference).mean() for r in runs]))
     assert distances[0] < distances[1] < distances[2], distances
 
 
@@ -101,7 +101,7 @@ def test_resize_modes_give_requested_size(tiny_sd1_model, mode):
     result = run(
         tiny_sd1_model, request(init_images=[gradient_image(96, 40)], resize_mode=mode, width=64, height=72)
     )
-    assert result.images[0].size == (64, 72)
+    assert result.images[0].image.size == (64, 72)
 
 
 def test_batch_of_init_images_and_saving(tiny_sd1_model, tmp_path):
@@ -110,7 +110,7 @@ def test_batch_of_init_images_and_saving(tiny_sd1_model, tmp_path):
         tiny_sd1_model, request(init_images=images, batch_size=2), save_images=True, outputs_root=tmp_path
     )
     assert len(result.images) == 2 and all("img2img-images" in p for p in result.saved_paths)
-    assert not np.array_equal(arr(result.images[0]), arr(result.images[1]))
+    assert not np.array_equal(arr(result.images[0].image), arr(result.images[1].image))
 
 
 @pytest.mark.parametrize(
@@ -138,9 +138,9 @@ def test_unmasked_pixels_are_exactly_the_original(tiny_sd1_model):
     blurred = np.asarray(masking.blur_mask(square_mask((20, 20, 44, 44)), 4, 4))
     outside = blurred == 0
     assert outside.sum() > 1000
-    assert np.array_equal(arr(result.images[0])[outside], arr(original)[outside])
+    assert np.array_equal(arr(result.images[0].image)[outside], arr(original)[outside])
     inside = blurred == 255
-    assert np.abs(arr(result.images[0])[inside] - arr(original)[inside]).mean() > 5
+    assert np.abs(arr(result.images[0].image)[inside] - arr(original)[inside]).mean() > 5
     info = result.infotexts[0]
     for text in (
         "Mask blur: 4",
@@ -165,10 +165,10 @@ def test_only_masked_crops_and_pastes_back(tiny_sd1_model):
         denoising_strength=0.9,
     )
     result = run(tiny_sd1_model, req)
-    assert result.images[0].size == (128, 128)
+    assert result.images[0].image.size == (128, 128)
     outside = np.asarray(masking.blur_mask(mask, 2, 2)) == 0
-    assert np.array_equal(arr(result.images[0])[outside], arr(original)[outside])
-    assert np.abs(arr(result.images[0])[8:16, 106:118] - arr(original)[8:16, 106:118]).mean() > 5
+    assert np.array_equal(arr(result.images[0].image)[outside], arr(original)[outside])
+    assert np.abs(arr(result.images[0].image)[8:16, 106:118] - arr(original)[8:16, 106:118]).mean() > 5
     assert "Inpaint area: Only masked" in result.infotexts[0]
 
 
@@ -200,7 +200,7 @@ def test_masked_content_modes_differ_inside_and_match_outside(tiny_sd1_model):
 def test_empty_mask_is_plain_img2img(tiny_sd1_model):
     plain = run(tiny_sd1_model, request())
     empty = run(tiny_sd1_model, request(mask=Image.new("L", (SIZE, SIZE), 0)))
-    assert np.array_equal(arr(plain.images[0]), arr(empty.images[0]))
+    assert np.array_equal(arr(plain.images[0].image), arr(empty.images[0].image))
 
 
 def test_inverted_mask_keeps_the_masked_square(tiny_sd1_model):
@@ -215,7 +215,7 @@ def test_inverted_mask_keeps_the_masked_square(tiny_sd1_model):
             denoising_strength=0.9,
         ),
     )
-    assert np.array_equal(arr(result.images[0])[24:40, 24:40], arr(original)[24:40, 24:40])
+    assert np.array_equal(arr(result.images[0].image)[24:40, 24:40], arr(original)[24:40, 24:40])
     assert "Mask mode: Inpaint not masked" in result.infotexts[0]
 
 
@@ -224,8 +224,8 @@ def test_mask_with_alpha_and_other_size_is_converted(tiny_sd1_model):
     ImageDraw.Draw(rgba).rectangle((8, 8, 23, 23), fill=(0, 0, 0, 255))  # opaque = repaint, colour ignored
     result = run(tiny_sd1_model, request(mask=rgba, mask_blur_x=0, mask_blur_y=0, denoising_strength=0.9))
     original = arr(gradient_image())
-    assert np.array_equal(arr(result.images[0])[:12, :], original[:12, :])
-    assert np.abs(arr(result.images[0])[20:44, 20:44] - original[20:44, 20:44]).mean() > 5
+    assert np.array_equal(arr(result.images[0].image)[:12, :], original[:12, :])
+    assert np.abs(arr(result.images[0].image)[20:44, 20:44] - original[20:44, 20:44]).mean() > 5
 
 
 def test_inpainting_model_gets_mask_and_masked_image_channels(tiny_sd1_inpaint_model):

@@ -64,7 +64,7 @@ def test_interrupt_stops_the_unet_between_blocks_of_a_step(tiny_sd1_model, unet_
     assert calls.counts == {"down0": 2, "mid": 1, "up_last": 1}
     assert result.interrupted
     # as A1111, the interrupted batch is decoded from the last finished step's estimate
-    assert len(result.images) == 1 and result.images[0].size == (64, 64)
+    assert len(result.images) == 1 and result.images[0].image.size == (64, 64)
 
 
 def test_hooks_are_gone_after_the_job(tiny_sd1_model):

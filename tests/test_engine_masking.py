@@ -65,6 +65,18 @@ def test_resize_and_fill_stretches_edges_into_gaps():
     assert np.abs(result[0, 32].astype(int) - (200, 10, 10)).max() <= 2  # top gap filled, not black
 
 
+@pytest.mark.parametrize("mode", range(3))
+def test_facade_resize_image_is_the_engines(mode):
+    from sdwebui.facade import images
+
+    image = Image.new("RGB", (100, 50), (200, 10, 10))
+    ImageDraw.Draw(image).rectangle((0, 0, 99, 4), fill=(10, 10, 220))  # a blue top edge
+    ours = np.asarray(images.resize_image(mode, image, 64, 64))
+    assert np.array_equal(ours, np.asarray(masking.resize_image(mode, image, 64, 64)))
+    if mode == masking.RESIZE_AND_FILL:  # the top margin is the stretched blue edge, not black
+        assert ours[0, 32, 2] > 150 and ours[0, 32, 0] < 60
+
+
 def test_crop_and_resize_keeps_the_centre():
     image = Image.new("RGB", (120, 40), (0, 0, 0))
     ImageDraw.Draw(image).rectangle((50, 0, 69, 39), fill=(255, 255, 255))

@@ -75,8 +75,8 @@ def test_outpainting_through_generate_keeps_original_pixels(tiny_sd1_model):
     req = outpaint_request(base, left=16, down=8)
     assert (req.width, req.height) == (64, 64)
     result = generate(tiny_sd1_model, req, JobContext(), EngineSettings(save_images=False))
-    out = np.asarray(result.images[0]).astype(int)
-    assert result.images[0].size == (64, 64)
+    out = np.asarray(result.images[0].image).astype(int)
+    assert result.images[0].image.size == (64, 64)
     outside = np.asarray(masking.blur_mask(req.mask, 2, 2)) == 0
     assert outside[0:56, 16:64].sum() > 1000
     assert np.array_equal(out[outside], np.asarray(req.init_images[0]).astype(int)[outside])

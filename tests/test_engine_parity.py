@@ -64,6 +64,6 @@ def test_txt2img_matches_stable_diffusion_pipeline(tiny_model_factory, family, s
         width=64,
         output_type="np",
     ).images
-    for image, reference in zip(ours.images, theirs, strict=True):
+    for image, reference in zip(ours.pil_images, theirs, strict=True):
         ours_float = np.asarray(image, dtype=np.float32) / 255
         assert np.abs(ours_float - reference).max() <= 1.5 / 255

@@ -34,7 +34,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 def test_images_seeds_and_infotext(tiny_sd1_model):
     result = run(tiny_sd1_model, request(batch_size=2, n_iter=2), version="v1.2.3")
-    assert len(result.images) == 4 and all(im.size == (SIZE, SIZE) for im in result.images)
+    assert len(result.images) == 4 and all(im.size == (SIZE, SIZE) for im in result.pil_images)
     assert result.seeds == [42, 43, 44, 45]
     assert result.prompts == ["a cat"] * 4
     info = result.infotexts[1]
@@ -42,13 +42,13 @@ def test_images_seeds_and_infotext(tiny_sd1_model):
     assert "CFG scale: 7, Seed: 43" in info and "Seed: 43, Size: 64x64" in info and "Model: tiny-sd1" in info
     assert info.endswith("Version: v1.2.3")
     assert "Clip skip" not in info
-    assert np.abs(pixels(result.images[0]) - pixels(result.images[1])).mean() > 1
+    assert np.abs(pixels(result.images[0].image) - pixels(result.images[1].image)).mean() > 1
 
 
 def test_unset_size_is_the_models_native_size(tiny_sd1_model):
     result = run(tiny_sd1_model, request(width=None, height=96))
     native = tiny_sd1_model.native_resolution
-    assert result.images[0].size == (native, 96)
+    assert result.images[0].image.size == (native, 96)
     assert (result.request.width, result.request.height) == (native, 96)
     assert f"Size: {native}x96" in result.infotexts[0]
 
@@ -57,13 +57,13 @@ def test_unset_size_is_the_models_native_size(tiny_sd1_model):
 def test_image_does_not_depend_on_batch_size(tiny_sd1_model, sampler):
     pair = run(tiny_sd1_model, request(batch_size=2, sampler_name=sampler))
     single = run(tiny_sd1_model, request(seed=43, sampler_name=sampler))
-    assert np.abs(pixels(pair.images[1]) - pixels(single.images[0])).max() <= 1
+    assert np.abs(pixels(pair.images[1].image) - pixels(single.images[0].image)).max() <= 1
 
 
 def test_same_seed_reproduces_and_random_seed_resolves(tiny_sd1_model):
     a = run(tiny_sd1_model, request(sampler_name="Euler a"))
     b = run(tiny_sd1_model, request(sampler_name="Euler a"))
-    assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
+    assert np.array_equal(pixels(a.images[0].image), pixels(b.images[0].image))
     c = run(tiny_sd1_model, request(seed=-1, batch_size=2))
     assert c.seeds[0] >= 0 and c.seeds[1] == c.seeds[0] + 1
 
@@ -92,7 +92,7 @@ def test_skip_drops_current_batch_and_continues(tiny_sd1_model):
     assert not result.interrupted
     assert result.seeds == [43]
     full = run(tiny_sd1_model, request(seed=43, steps=3))
-    assert np.array_equal(pixels(result.images[0]), pixels(full.images[0]))
+    assert np.array_equal(pixels(result.images[0].image), pixels(full.images[0].image))
 
 
 def test_cfg_one_skips_uncond_and_batches_cond_with_uncond(tiny_sd1_model):
@@ -106,7 +106,7 @@ def test_cfg_one_skips_uncond_and_batches_cond_with_uncond(tiny_sd1_model):
 def test_negative_prompt_changes_result(tiny_sd1_model):
     a = run(tiny_sd1_model, request(negative_prompt=""))
     b = run(tiny_sd1_model, request(negative_prompt="ugly, dark"))
-    assert np.abs(pixels(a.images[0]) - pixels(b.images[0])).mean() > 0.5
+    assert np.abs(pixels(a.images[0].image) - pixels(b.images[0].image)).mean() > 0.5
 
 
 def test_prompt_editing_switches_conditioning(tiny_sd1_model):
@@ -128,7 +128,7 @@ def test_and_composable_prompt_runs_all_parts_in_one_call(tiny_sd1_model):
     result = run(tiny_sd1_model, request(prompt="a cat AND a dog :0.5", steps=2), hooks=hooks)
     assert rows == [3, 3]  # uncond + two sub-prompts
     plain = run(tiny_sd1_model, request(prompt="a cat", steps=2))
-    assert not np.array_equal(pixels(result.images[0]), pixels(plain.images[0]))
+    assert not np.array_equal(pixels(result.images[0].image), pixels(plain.images[0].image))
 
 
 def test_hooks_rewrite_prompts_seeds_and_add_infotext(tiny_sd1_model):
@@ -148,7 +148,7 @@ def test_hooks_rewrite_prompts_seeds_and_add_infotext(tiny_sd1_model):
     assert result.infotexts[1].startswith("a red house\n") and "Seed: 7," in result.infotexts[1]
     assert "My ext: on" in result.infotexts[0]
     single = run(tiny_sd1_model, request(prompt="a red house", seed=7))
-    assert np.abs(pixels(result.images[1]) - pixels(single.images[0])).max() <= 1
+    assert np.abs(pixels(result.images[1].image) - pixels(single.images[0].image)).max() <= 1
     assert calls == [("image", 0), ("image", 1), ("done", 2)]
 
 
@@ -162,15 +162,43 @@ def test_saves_png_with_parameters(tiny_sd1_model, tmp_path):
         with Image.open(path) as saved:
             assert saved.info["parameters"] == info
     nothing = run(tiny_sd1_model, request(do_not_save_samples=True), save_images=True, outputs_root=tmp_path)
-    assert nothing.saved_paths == []
+    assert nothing.saved_paths == [] and nothing.images[0].saved_path is None
+
+
+def test_one_record_per_image(tiny_sd1_model, tmp_path):
+    def process(state):
+        state.all_prompts[1] = "a dog"
+        state.all_negative_prompts[1] = "ugly"
+
+    req = request(batch_size=2, subseed=9, subseed_strength=0.25)
+    result = run(
+        tiny_sd1_model, req, hooks=EngineHooks(process=process), save_images=True, outputs_root=tmp_path
+    )
+    first, second = result.images
+    assert (first.prompt, first.negative_prompt, second.prompt, second.negative_prompt) == (
+        "a cat",
+        "blurry",
+        "a dog",
+        "ugly",
+    )
+    assert (first.seed, first.subseed, second.seed, second.subseed) == (42, 9, 42, 10)  # A1111 variation rule
+    assert (
+        second.infotext.startswith("a dog\nNegative prompt: ugly\n")
+        and "Variation seed: 10," in second.infotext
+    )
+    with Image.open(second.saved_path) as saved:
+        assert saved.info["parameters"] == second.infotext
+        assert np.array_equal(pixels(saved), pixels(second.image))
+    assert result.seeds == [42, 42] and result.prompts == ["a cat", "a dog"]
+    assert result.saved_paths == [first.saved_path, second.saved_path]
 
 
 @pytest.mark.parametrize("family", ["sd2-v", "sdxl", "sdxl-refiner", "sd1-inpaint"])
 def test_other_families_generate(tiny_model_factory, family):
     model = tiny_model_factory(family)
     result = run(model, request(sampler_name="DPM++ 2M", clip_skip=2 if family == "sd2-v" else 1))
-    assert result.images[0].size == (SIZE, SIZE)
-    assert np.asarray(result.images[0]).std() > 0
+    assert result.images[0].image.size == (SIZE, SIZE)
+    assert np.asarray(result.images[0].image).std() > 0
 
 
 def test_nan_latents_give_clear_error(tiny_sd1_model):
@@ -250,7 +278,7 @@ def test_variation_seed_and_resize_from(tiny_sd1_model):
     varied = run(tiny_sd1_model, request(steps=2, subseed=9, subseed_strength=0.5, batch_size=2))
     assert varied.seeds == [42, 42] and varied.subseeds == [9, 10]
     assert "Variation seed: 9, Variation seed strength: 0.5" in varied.infotexts[0]
-    assert not np.array_equal(pixels(base.images[0]), pixels(varied.images[0]))
+    assert not np.array_equal(pixels(base.images[0].image), pixels(varied.images[0].image))
     resized = run(tiny_sd1_model, request(steps=2, seed_resize_from_w=128, seed_resize_from_h=64))
     assert "Seed resize from: 128x64" in resized.infotexts[0]
-    assert not np.array_equal(pixels(base.images[0]), pixels(resized.images[0]))
+    assert not np.array_equal(pixels(base.images[0].image), pixels(resized.images[0].image))

@@ -94,7 +94,7 @@ def pixels(image):
 def test_xyz_grid_cells_labels_and_placement(app):
     args = xyz_args(x_type="Seed", x_values="1-3 (+2)", y_type="Steps", y_values="1, 2")
     result = generate(app, request={"batch_size": 1}, script_name="X/Y/Z plot", script_args=args)
-    grid, cells = result.images[0], result.images[1:]
+    grid, cells = result.pil_images[0], result.pil_images[1:]
     assert len(cells) == 4  # 2 x values * 2 y values
     assert [("Seed: 1" in t, "Steps: 1" in t) for t in result.infotexts[1:3]] == [(True, True), (False, True)]
     assert "Seed: 3, " in result.infotexts[2] and "Steps: 2," in result.infotexts[3]

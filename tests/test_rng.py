@@ -7,11 +7,23 @@ from sdwebui.engine.samplers import create_scheduler, step_kwargs
 SHAPE = (4, 8, 12)
 
 
+def create_noise(shape, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_h=-1, seed_resize_from_w=-1):
+    """One image's initial noise, as the engine draws it."""
+    return rng.ImageRNG(
+        [seed],
+        shape,
+        subseeds=[subseed],
+        subseed_strength=subseed_strength,
+        seed_resize_from_h=seed_resize_from_h,
+        seed_resize_from_w=seed_resize_from_w,
+    ).first()[0]
+
+
 def test_noise_is_a1111_cpu_randn():
     expected = torch.randn(SHAPE, generator=torch.Generator("cpu").manual_seed(1234))
-    assert torch.equal(rng.create_noise(SHAPE, 1234), expected)
-    assert rng.create_noise(SHAPE, 1234).dtype == torch.float32
-    assert not torch.equal(rng.create_noise(SHAPE, 1234), rng.create_noise(SHAPE, 1235))
+    assert torch.equal(create_noise(SHAPE, 1234), expected)
+    assert create_noise(SHAPE, 1234).dtype == torch.float32
+    assert not torch.equal(create_noise(SHAPE, 1234), create_noise(SHAPE, 1235))
 
 
 def test_image_noise_independent_of_batch_composition():
@@ -20,7 +32,7 @@ def test_image_noise_independent_of_batch_composition():
     first_batch, first_alone = batch.next(), alone.next()
     assert first_batch.shape == (3, *SHAPE)
     assert torch.equal(first_batch[1], first_alone[0])
-    assert torch.equal(first_batch[0], rng.create_noise(SHAPE, 10))
+    assert torch.equal(first_batch[0], create_noise(SHAPE, 10))
     for _ in range(3):  # ancestral step noise continues each image's own stream
         step_batch, step_alone = batch.next(), alone.next()
         assert torch.equal(step_batch[1], step_alone[0])
@@ -36,8 +48,8 @@ def test_eta_noise_seed_delta_reseeds_step_noise():
     source = rng.ImageRNG([100, 200], SHAPE, eta_noise_seed_delta=31337)
     source.next()
     step = source.next()
-    assert torch.equal(step[0], rng.create_noise(SHAPE, 100 + 31337))
-    assert torch.equal(step[1], rng.create_noise(SHAPE, 200 + 31337))
+    assert torch.equal(step[0], create_noise(SHAPE, 100 + 31337))
+    assert torch.equal(step[1], create_noise(SHAPE, 200 + 31337))
 
 
 def test_randn_like_checks_shape_and_dtype():
@@ -66,48 +78,48 @@ def test_diffusers_ancestral_steps_are_batch_independent():
 
 
 def test_variation_seed_slerp():
-    base = rng.create_noise(SHAPE, 1)
-    sub = rng.create_noise(SHAPE, 2)
-    assert torch.equal(rng.create_noise(SHAPE, 1, subseed=2, subseed_strength=0.0), base)
-    full = rng.create_noise(SHAPE, 1, subseed=2, subseed_strength=1.0)
+    base = create_noise(SHAPE, 1)
+    sub = create_noise(SHAPE, 2)
+    assert torch.equal(create_noise(SHAPE, 1, subseed=2, subseed_strength=0.0), base)
+    full = create_noise(SHAPE, 1, subseed=2, subseed_strength=1.0)
     assert torch.allclose(full, sub, atol=1e-4)
-    half = rng.create_noise(SHAPE, 1, subseed=2, subseed_strength=0.5)
+    half = create_noise(SHAPE, 1, subseed=2, subseed_strength=0.5)
     assert not torch.allclose(half, base, atol=0.1) and not torch.allclose(half, sub, atol=0.1)
     assert half.std().item() == pytest.approx(1.0, abs=0.15)  # slerp keeps noise at unit scale
-    assert torch.equal(half, rng.create_noise(SHAPE, 1, subseed=2, subseed_strength=0.5))
+    assert torch.equal(half, create_noise(SHAPE, 1, subseed=2, subseed_strength=0.5))
     batch = rng.ImageRNG([1, 5], SHAPE, subseeds=[2, 6], subseed_strength=0.5).next()
     assert torch.equal(batch[0], half)
 
 
 def test_variation_needs_resolved_subseed():
     with pytest.raises(ValueError, match="subseed"):
-        rng.create_noise(SHAPE, 1, subseed=-1, subseed_strength=0.3)
+        create_noise(SHAPE, 1, subseed=-1, subseed_strength=0.3)
 
 
 def test_resize_seed_same_size_is_plain_noise():
     h, w = SHAPE[1] * 8, SHAPE[2] * 8
     assert torch.equal(
-        rng.create_noise(SHAPE, 9, seed_resize_from_h=h, seed_resize_from_w=w), rng.create_noise(SHAPE, 9)
+        create_noise(SHAPE, 9, seed_resize_from_h=h, seed_resize_from_w=w), create_noise(SHAPE, 9)
     )
 
 
 def test_resize_seed_from_smaller_pastes_centred():
-    small = rng.create_noise((4, 4, 6), 9)
-    noise = rng.create_noise(SHAPE, 9, seed_resize_from_h=32, seed_resize_from_w=48)
+    small = create_noise((4, 4, 6), 9)
+    noise = create_noise(SHAPE, 9, seed_resize_from_h=32, seed_resize_from_w=48)
     assert noise.shape == SHAPE
     assert torch.equal(noise[:, 2:6, 3:9], small)
     assert not torch.equal(noise[:, 0:4, 0:6], small)
 
 
 def test_resize_seed_from_larger_crops_centre():
-    big = rng.create_noise((4, 12, 16), 9)
-    noise = rng.create_noise(SHAPE, 9, seed_resize_from_h=96, seed_resize_from_w=128)
+    big = create_noise((4, 12, 16), 9)
+    noise = create_noise(SHAPE, 9, seed_resize_from_h=96, seed_resize_from_w=128)
     assert torch.equal(noise, big[:, 2:10, 2:14])
 
 
 def test_resize_seed_too_small():
     with pytest.raises(ValueError, match="seed_resize_from"):
-        rng.create_noise(SHAPE, 9, seed_resize_from_h=4, seed_resize_from_w=4)
+        create_noise(SHAPE, 9, seed_resize_from_h=4, seed_resize_from_w=4)
 
 
 def test_resolve_seed():
@@ -123,6 +135,6 @@ def test_resolve_seed():
 
 def test_bad_shape():
     with pytest.raises(ValueError, match="channels, height, width"):
-        rng.create_noise((4, 8), 1)
+        create_noise((4, 8), 1)
     with pytest.raises(ValueError, match="at least one seed"):
         rng.ImageRNG([], SHAPE)

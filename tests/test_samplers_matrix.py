@@ -41,7 +41,7 @@ def _generate_all(model, sampler: str, schedule: str, steps_list) -> dict[int, s
             do_not_save_samples=True,
         )
         try:
-            image = generate(model, request, JobContext(), EngineSettings(save_images=False)).images[0]
+            image = generate(model, request, JobContext(), EngineSettings(save_images=False)).images[0].image
         except HONEST as err:
             outcome[steps] = f"refused: {err}"
             continue

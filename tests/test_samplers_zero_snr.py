@@ -114,7 +114,7 @@ def test_repeated_first_timestep_runs_the_whole_schedule(sampler):
 
 @pytest.mark.parametrize("sampler", [*FORMERLY_INDEX_ERROR, "DPM2", "DPM2 a"])
 def test_formerly_failing_samplers_make_images_at_21_steps(model, sampler):
-    image = run(model, sampler_name=sampler, steps=21).images[0]
+    image = run(model, sampler_name=sampler, steps=21).images[0].image
     pixels = np.asarray(image, dtype=np.float32)
     assert np.isfinite(pixels).all() and pixels.std() > 10
 
@@ -123,7 +123,9 @@ def test_dpmpp_2m_karras_does_not_wash_out(model):
     """3 of 6 images came out nearly white (purple background lost) with the clamped sigma_max."""
     prompt = "a large green triangle in the center, purple background"
     found = [
-        read_attributes(run(model, prompt=prompt, seed=seed, sampler_name="DPM++ 2M", steps=20).images[0])
+        read_attributes(
+            run(model, prompt=prompt, seed=seed, sampler_name="DPM++ 2M", steps=20).images[0].image
+        )
         for seed in range(1, 7)
     ]
     assert sum(f.background == "purple" for f in found) >= 5, found
@@ -154,7 +156,8 @@ def test_extreme_emphasis_is_a_request_error_not_nan(model):
     with pytest.raises(RequestError, match="emphasis weight 4.97e\\+20 of 'a'") as err:
         run(model, prompt="(" * 500 + "a" + ")" * 500, steps=1)
     assert err.value.field == "prompt"
-    image = run(model, prompt=f"(a red circle:{MAX_EMPHASIS:g})", steps=1).images[0]  # the bound itself works
+    # the bound itself works
+    image = run(model, prompt=f"(a red circle:{MAX_EMPHASIS:g})", steps=1).images[0].image
     assert np.isfinite(np.asarray(image, dtype=np.float32)).all()
 
 

@@ -137,7 +137,7 @@ def test_a_job_submitted_while_the_model_loads_waits_for_it_and_completes(tmp_pa
         services.jobs.shutdown()
     assert load_job.state == JobState.DONE
     assert load_job.result.info.title.startswith("shapes64")
-    image = result.images[0]
+    image = result.images[0].image
     assert image.size == (64, 64)  # the default model's native size
     assert len(set(image.getdata())) > 1  # a generated picture, not a blank
 

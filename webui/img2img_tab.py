@@ -435,7 +435,7 @@ def run_batch(
         except Exception as exc:
             yield {panel.status: error_html(f"Batch: {path.name}: {describe_error(exc)}"), panel.progress: ""}
             return
-        for index, out in enumerate(result.images):
+        for index, out in enumerate(result.pil_images):
             suffix = f"-{index}" if index else ""
             out.save(target / f"{path.stem}{suffix}.png")
         done += 1

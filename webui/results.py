@@ -184,7 +184,7 @@ def failed(panel: ResultsPanel, message: str) -> dict:
 
 
 def finished(backend: UiBackend, panel: ResultsPanel, result: GenerationResult) -> dict:
-    last = LastResult(list(result.images), list(result.infotexts), list(result.seeds), list(result.subseeds))
+    last = LastResult(result.pil_images, result.infotexts, result.seeds, result.subseeds)
     note = (
         '<span class="status-note">Interrupted: showing what was finished.</span>'
         if result.interrupted

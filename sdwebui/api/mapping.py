@@ -8,9 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import re
-from datetime import datetime
 from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
@@ -19,8 +17,9 @@ from sdwebui.api import models
 from sdwebui.config.options import LIMIT_PREFIX, OptionError, Options
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from sdwebui.outputs import info_json as info_json_builder
 
-VERSION = "sdwebui-0.1.0"
+VERSION = info_json_builder.VERSION
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 # Options a request may override and how they reach the request (A1111 option -> request field)
 _OVERRIDE_TO_REQUEST = {"CLIP_stop_at_last_layers": "clip_skip", "img2img_fix_steps": "img2img_fix_steps"}
@@ -232,45 +231,15 @@ def _img2img_request(
 
 
 def info_json(result: GenerationResult, request: Txt2ImgRequest, model_info: dict[str, Any]) -> str:
-    """A1111's `info` string: first-image values plus per-image lists."""
-    first = lambda values, default: values[0] if values else default  # noqa: E731
-    is_img2img = isinstance(request, Img2ImgRequest)
-    info = {
-        "prompt": first(result.prompts, request.prompt),
-        "all_prompts": result.prompts,
-        "negative_prompt": first(result.negative_prompts, request.negative_prompt),
-        "all_negative_prompts": result.negative_prompts,
-        "seed": first(result.seeds, request.seed),
-        "all_seeds": result.seeds,
-        "subseed": first(result.subseeds, request.subseed),
-        "all_subseeds": result.subseeds,
-        "subseed_strength": request.subseed_strength,
-        "width": request.width,
-        "height": request.height,
-        "sampler_name": request.sampler_name,
-        "cfg_scale": request.cfg_scale,
-        "steps": request.steps,
-        "batch_size": request.batch_size,
-        "restore_faces": request.restore_faces,
-        "face_restoration_model": None,
-        "sd_model_name": model_info.get("sd_model_name"),
-        "sd_model_hash": model_info.get("sd_model_hash"),
-        "sd_vae_name": model_info.get("sd_vae_name"),
-        "sd_vae_hash": model_info.get("sd_vae_hash"),
-        "seed_resize_from_w": request.seed_resize_from_w,
-        "seed_resize_from_h": request.seed_resize_from_h,
-        "denoising_strength": request.denoising_strength if is_img2img else None,
-        "extra_generation_params": dict(request.extra_generation_params),
-        "index_of_first_image": 0,
-        "infotexts": result.infotexts,
-        "styles": list(request.styles),
-        "job_timestamp": datetime.now().strftime("%Y%m%d%H%M%S"),
-        "clip_skip": request.clip_skip,
-        "is_using_inpainting_conditioning": bool(model_info.get("is_inpainting")) and is_img2img,
-        "version": VERSION,
-        "interrupted": result.interrupted,
-    }
-    return json.dumps(info)
+    """A1111's `info` string: first-image values plus per-image lists (sdwebui.outputs.info_json)."""
+    names = info_json_builder.ModelNames(
+        sd_model_name=model_info.get("sd_model_name"),
+        sd_model_hash=model_info.get("sd_model_hash"),
+        sd_vae_name=model_info.get("sd_vae_name"),
+        sd_vae_hash=model_info.get("sd_vae_hash"),
+        is_inpainting=bool(model_info.get("is_inpainting")),
+    )
+    return info_json_builder.from_result(result, request, names).dumps()
 
 
 def response_parameters(payload: models.GenerationPayload) -> dict[str, Any]:
@@ -290,8 +259,7 @@ def build_response(
 ) -> models.GenerationResponse:
     images: list[str] | None = None
     if payload.send_images is not False:
-        infotexts = list(result.infotexts) + [None] * (len(result.images) - len(result.infotexts))
-        images = [encode_png(image, text) for image, text in zip(result.images, infotexts, strict=False)]
+        images = [encode_png(item.image, item.infotext) for item in result.images]
         if isinstance(request, Img2ImgRequest) and request.include_init_images:
             images += [encode_png(image) for image in request.init_images]
     return models.GenerationResponse(

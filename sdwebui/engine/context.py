@@ -16,9 +16,11 @@ import torch
 class StepInfo:
     job_no: int  # index of the current image batch (0..n_iter-1)
     job_count: int  # n_iter
-    step: int  # 1-based step just finished within this batch
-    steps: int  # total sampling steps of this batch
+    step: int  # 1-based step just finished within this batch, counted over all its sampling passes
+    steps: int  # total sampling steps of this batch: the steps of all its passes
     latents: torch.Tensor | None = None  # current denoised estimate, for live previews
+    pass_index: int = 0  # which sampling pass the step belongs to (sdwebui.engine.passes)
+    pass_count: int = 1
 
 
 @dataclass

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from sdwebui.engine.addons import RowOwner, UNetAddon, UNetCall, evaluating
 from sdwebui.engine.cond_schedule import StepConditioning
 from sdwebui.engine.hooks import CFGAfterArgs, CFGDenoisedArgs, CFGDenoiserArgs, EngineHooks
 from sdwebui.models.model import LoadedModel, ModelFamily
@@ -41,11 +43,20 @@ class SizeConditioning:
 class ModelAdapter:
     """Calls the U-Net with everything its family needs and converts predictions to x0."""
 
-    def __init__(self, model: LoadedModel, alphas_cumprod: torch.Tensor, size: SizeConditioning):
+    def __init__(
+        self,
+        model: LoadedModel,
+        alphas_cumprod: torch.Tensor,
+        size: SizeConditioning,
+        addons: Sequence[UNetAddon] = (),
+        pass_index: int = 0,
+    ):
         self.model = model
         self.prediction_type = model.prediction_type
         self._alphas_cumprod = alphas_cumprod.to(torch.float32)
         self._size = size
+        self.addons = list(addons)
+        self.pass_index = pass_index
 
     def predict(
         self,
@@ -55,8 +66,12 @@ class ModelAdapter:
         pooled: torch.Tensor | None,
         negative_rows: int,
         image_cond: torch.Tensor | None,
+        rows: list[RowOwner] | None = None,
+        step: int = 0,
+        total_steps: int = 0,
     ) -> torch.Tensor:
-        """Raw U-Net output for scaled latents `x`; the first `negative_rows` rows are unconditional."""
+        """Raw U-Net output for scaled latents `x`; the first `negative_rows` rows are unconditional.
+        `rows` (one per row of x), `step` and `total_steps` are what the add-ons (addons.py) see."""
         model = self.model
         if image_cond is not None:
             x = torch.cat([x, image_cond.to(x.dtype)], dim=1)
@@ -66,13 +81,35 @@ class ModelAdapter:
                 "text_embeds": pooled.to(model.device, model.dtype),
                 "time_ids": self._time_ids(x, negative_rows),
             }
-        return model.unet(
-            x.to(model.device, model.dtype),
-            timestep,
-            encoder_hidden_states=embeds.to(model.device, model.dtype),
-            added_cond_kwargs=added,
-            return_dict=False,
-        )[0]
+        x = x.to(model.device, model.dtype)
+        embeds = embeds.to(model.device, model.dtype)
+        if not self.addons:
+            return model.unet(
+                x, timestep, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False
+            )[0]
+        if rows is None or len(rows) != x.shape[0]:
+            raise ValueError(f"U-Net add-ons need one RowOwner per row: {x.shape[0]} rows, got {rows!r}")
+        call = UNetCall(
+            step, total_steps, self.pass_index, timestep, self.sigma(timestep), x, embeds, added, rows
+        )
+        for addon in self.addons:
+            addon.before_unet(call)
+        with evaluating(call):
+            return model.unet(
+                call.x,
+                timestep,
+                encoder_hidden_states=call.encoder_hidden_states,
+                added_cond_kwargs=call.added_cond_kwargs,
+                down_block_additional_residuals=_as_model(call.down_block_additional_residuals, x),
+                mid_block_additional_residual=_as_model(call.mid_block_additional_residual, x),
+                cross_attention_kwargs=call.cross_attention_kwargs or None,
+                return_dict=False,
+            )[0]
+
+    def sigma(self, timestep: torch.Tensor) -> float:
+        """k-diffusion sigma of a (possibly fractional) DDPM timestep."""
+        alpha = float(self._alpha_at(timestep))
+        return ((1 - alpha) / alpha) ** 0.5
 
     def _time_ids(self, x: torch.Tensor, negative_rows: int) -> torch.Tensor:
         family = self.model.family
@@ -99,13 +136,28 @@ class ModelAdapter:
         return self._alphas_cumprod[lo] * (1 - frac) + self._alphas_cumprod[hi] * frac
 
 
+def _as_model(value: Any, like: torch.Tensor) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value.to(like.device, like.dtype)
+    return tuple(v.to(like.device, like.dtype) for v in value)
+
+
 class CFGDenoiser:
     """Classifier-free guidance: uncond + cfg * sum_k w_k (cond_k - uncond), all rows in one U-Net call."""
 
-    def __init__(self, adapter: ModelAdapter, cfg_scale: float, hooks: EngineHooks):
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        cfg_scale: float,
+        hooks: EngineHooks,
+        image_indexes: list[int] | None = None,
+    ):
         self.adapter = adapter
         self.cfg_scale = cfg_scale
         self.hooks = hooks
+        self.image_indexes = image_indexes  # job index of each batch row; None = 0..batch-1
 
     def __call__(
         self,
@@ -142,7 +194,10 @@ class CFGDenoiser:
             raise ValueError(
                 f"cfg_denoiser: {embeds.shape[0]} text_uncond + text_cond rows for {x_in.shape[0]} x"
             )
-        output = self.adapter.predict(x_in, timestep, embeds, pooled, negative_rows, ic_in)
+        rows = self._rows(conds, batch, skip_uncond)
+        output = self.adapter.predict(
+            x_in, timestep, embeds, pooled, negative_rows, ic_in, rows, step, total_steps
+        )
         if self.hooks.cfg_denoised is not None:
             args_denoised = CFGDenoisedArgs(x_in, output, step, total_steps)
             self.hooks.cfg_denoised(args_denoised)
@@ -154,6 +209,15 @@ class CFGDenoiser:
             self.hooks.cfg_after_cfg(args_after)
             guided = args_after.x
         return guided
+
+    def _rows(self, conds: StepConditioning, batch: int, skip_uncond: bool) -> list[RowOwner]:
+        """The owner of each U-Net row: uncond rows (one per image) first, then the cond rows."""
+        indexes = self.image_indexes or list(range(batch))
+        cond = [
+            RowOwner(indexes[owner], False, weight)
+            for owner, weight in zip(conds.cond_owner, conds.cond_weight, strict=True)
+        ]
+        return cond if skip_uncond else [RowOwner(indexes[i], True) for i in range(batch)] + cond
 
     def _combine(self, output: torch.Tensor, conds: StepConditioning, batch: int, skip_uncond: bool):
         if skip_uncond:

@@ -7,37 +7,40 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from sdwebui.engine import samplers, vae
-from sdwebui.engine.cond_schedule import BatchConditioning
+from sdwebui.engine import samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
-from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from sdwebui.engine.hooks import (
-    BatchArgs,
-    BeforeSamplingArgs,
     EngineHooks,
     ImageSaveArgs,
     JobState,
     PostprocessArgs,
-    PostprocessBatchArgs,
     PostprocessImageArgs,
+    StageArgs,
 )
-from sdwebui.engine.loop import SamplingJob, run_loop
+from sdwebui.engine.passes import SamplingPass
 from sdwebui.engine.plan import Txt2ImgPlan
 from sdwebui.engine.prompt_parser import extra_network_tags
-from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
-from sdwebui.engine.rng import ImageRNG, resolve_seed
+from sdwebui.engine.requests import (
+    GeneratedImage,
+    GenerationResult,
+    Img2ImgRequest,
+    RequestError,
+    Txt2ImgRequest,
+)
+from sdwebui.engine.rng import resolve_seed
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
 from sdwebui.outputs.job_saving import filename_fields, save_generated
+
+STAGE_ORDERS = ("batch", "job")  # EngineSettings.stage_order
 
 
 def generate(
@@ -49,6 +52,10 @@ def generate(
 ) -> GenerationResult:
     """Run one txt2img or img2img job; returns the finished images (all of them, or those before an interrupt)."""
     hooks = hooks or EngineHooks()
+    if settings.stage_order not in STAGE_ORDERS:
+        raise ValueError(
+            f"stage_order must be one of {', '.join(STAGE_ORDERS)}, got {settings.stage_order!r}"
+        )
     request = request.with_default_size(model.native_resolution)
     request.validate()
     _check_supported(request)
@@ -64,25 +71,108 @@ def generate(
         request.validate()
     _check_state(state)
     plan = _make_plan(model, request, settings, hooks)
+    for sampling_pass in request.extra_passes:  # an unknown sampler fails before any work
+        samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
-    result = GenerationResult(request=request)
-    started = dt.datetime.now()  # A1111's job_timestamp of the file-name pattern
-    encoder = PromptEncoder(model, request.clip_skip)
+    started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
+    result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
+    run = stages.JobRun(
+        model=model,
+        request=request,
+        ctx=ctx,
+        settings=settings,
+        hooks=hooks,
+        state=state,
+        plan=plan,
+        passes=job_passes(request),
+        encoder=PromptEncoder(model, request.clip_skip),
+        result=result,
+        eta=eta,
+        started=started,
+        check_state=_check_state,
+        check_prompts=check_no_extra_networks,
+    )
     with torch.no_grad():
-        for batch_number in range(request.n_iter):
-            if ctx.interrupted:
-                break
-            ctx.clear_skip()
-            state.batch_number = batch_number
-            stopped = _run_batch(
-                model, request, ctx, settings, hooks, state, plan, encoder, result, eta, started
-            )
-            if stopped == "interrupt":
-                break
+        if settings.stage_order == "job":
+            _run_by_stage(run)
+        else:
+            _run_by_batch(run)
     result.interrupted = ctx.interrupted
     if hooks.postprocess is not None:
         hooks.postprocess(PostprocessArgs(state, result))
     return result
+
+
+def job_passes(request: Txt2ImgRequest) -> list[SamplingPass]:
+    """The request's own pass (sampler, steps, size of the request), then its extra passes."""
+    first = SamplingPass(
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        sampler_name=request.sampler_name,
+        scheduler=request.scheduler,
+        cfg_scale=request.cfg_scale,
+        denoising_strength=getattr(request, "denoising_strength", 1.0),
+        name="img2img" if isinstance(request, Img2ImgRequest) else "txt2img",
+    )
+    return [first, *request.extra_passes]
+
+
+def _run_by_batch(run: stages.JobRun) -> None:
+    """A1111's order: each batch conditioned, sampled and decoded before the next one starts."""
+    for batch_number in range(run.request.n_iter):
+        if run.ctx.interrupted:
+            break
+        run.ctx.clear_skip()
+        _before_stage(run, stages.CONDITIONING, [batch_number])
+        work = stages.condition(run, batch_number)
+        _before_stage(run, stages.SAMPLING, [batch_number])
+        stages.sample(run, work)
+        if work.decodable:
+            _before_stage(run, stages.DECODE, [batch_number])
+            _finish_batch(run, work)
+        if work.stopped == stages.INTERRUPT:
+            break
+
+
+def _run_by_stage(run: stages.JobRun) -> None:
+    """Stage by stage over the job: all batches' conditioning, then all sampling, then all decodes, so a
+    component moves between devices once per job."""
+    batches = list(range(run.request.n_iter))
+    _before_stage(run, stages.CONDITIONING, batches)
+    works = []
+    for batch_number in batches:
+        if run.ctx.interrupted:
+            break
+        works.append(stages.condition(run, batch_number))
+    _before_stage(run, stages.SAMPLING, [work.number for work in works])
+    sampled = []
+    for work in works:
+        if run.ctx.interrupted:
+            break
+        run.ctx.clear_skip()
+        stages.sample(run, work)
+        sampled.append(work)
+        if work.stopped == stages.INTERRUPT:
+            break
+    decodable = [work for work in sampled if work.decodable]
+    if decodable:
+        _before_stage(run, stages.DECODE, [work.number for work in decodable])
+    for work in decodable:
+        _finish_batch(run, work)
+
+
+def _before_stage(run: stages.JobRun, stage: str, batch_numbers: list[int]) -> None:
+    if run.hooks.before_stage is not None:
+        run.hooks.before_stage(StageArgs(run.state, stage, batch_numbers))
+
+
+def _finish_batch(run: stages.JobRun, work: stages.BatchWork) -> None:
+    images = stages.decode(run, work)
+    if images is None:
+        return
+    for index, image in zip(work.indexes, images, strict=True):
+        _finish_image(run, index, image)
 
 
 def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
@@ -109,140 +199,38 @@ def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
     )
 
 
-def _run_batch(
-    model: LoadedModel,
-    request: Txt2ImgRequest,
-    ctx: JobContext,
-    settings: EngineSettings,
-    hooks: EngineHooks,
-    state: JobState,
-    plan: Any,
-    encoder: PromptEncoder,
-    result: GenerationResult,
-    eta: float | None,
-    started: dt.datetime,
-) -> str | None:
-    batch_number = state.batch_number
-    indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
-    part = state.batch_slice(batch_number)
-    args = BatchArgs(
-        state,
-        batch_number,
-        state.all_prompts[part],
-        state.all_negative_prompts[part],
-        state.all_seeds[part],
-        state.all_subseeds[part],
-    )
-    if hooks.process_batch is not None:
-        hooks.process_batch(args)
-        state.all_prompts[part], state.all_negative_prompts[part] = args.prompts, args.negative_prompts
-        state.all_seeds[part], state.all_subseeds[part] = args.seeds, args.subseeds
-        _check_state(state)
-    check_no_extra_networks(args.prompts, args.negative_prompts)  # also what scripts put there
-
-    scheduler = samplers.create_scheduler(
-        request.sampler_name, request.scheduler, model.scheduler_config, eta
-    )
-    rng = ImageRNG(
-        args.seeds,
-        plan.latent_shape(),
-        subseeds=args.subseeds,
-        subseed_strength=request.subseed_strength,
-        seed_resize_from_h=request.seed_resize_from_h,
-        seed_resize_from_w=request.seed_resize_from_w,
-        vae_scale_factor=model.vae_scale_factor,
-    )
-    noise = rng.first()
-    try:
-        prepared = plan.prepare(scheduler, noise, indexes, lambda: ctx.interrupted)
-    except StepInterrupted:  # during the init images' VAE encode: nothing to decode yet
-        return "interrupt"
-    latents = prepared.latents
-    if hooks.before_sampling is not None:
-        sampling_args = BeforeSamplingArgs(state, batch_number, latents, noise)
-        hooks.before_sampling(sampling_args)
-        latents = sampling_args.latents
-
-    stopped = None
-    if len(prepared.timesteps):
-        adapter = ModelAdapter(
-            model, scheduler.alphas_cumprod, SizeConditioning(request.height, request.width)
-        )
-        job = SamplingJob(
-            denoiser=CFGDenoiser(adapter, request.cfg_scale, hooks),
-            scheduler=scheduler,
-            timesteps=prepared.timesteps,
-            latents=latents,
-            conditioning=BatchConditioning(
-                encoder, args.prompts, args.negative_prompts, len(prepared.timesteps)
-            ),
-            generators=rng.generators,
-            eta=eta,
-            image_cond=prepared.image_cond,
-            mask_blend=prepared.mask_blend,
-        )
-        outcome = run_loop(job, ctx, hooks, batch_number, request.n_iter, settings.live_preview_every)
-        latents, stopped = outcome.latents, outcome.stopped
-        if stopped == "skip" or (stopped == "interrupt" and outcome.steps_done == 0):
-            return stopped
-
-    try:
-        pixels = vae.decode(model, latents, _stop_check(ctx))
-    except StepInterrupted:
-        return "interrupt"
-    images = plan.finish(vae.pixels_to_pil(pixels), indexes)
-    if hooks.postprocess_batch is not None:
-        batch_args = PostprocessBatchArgs(state, batch_number, images)
-        hooks.postprocess_batch(batch_args)
-        images = batch_args.images
-    for index, image in zip(indexes, images, strict=True):
-        _finish_image(model, request, settings, hooks, state, plan, index, image, result, started)
-    return stopped
-
-
-def _stop_check(ctx: JobContext) -> Callable[[], bool]:
-    """The decode stops for an interrupt that comes during it; after an earlier one it still runs, so an
-    interrupted batch gets its partial image, as in A1111."""
-    if ctx.interrupted:
-        return lambda: False
-    return lambda: ctx.interrupted
-
-
-def _finish_image(
-    model: LoadedModel,
-    request: Txt2ImgRequest,
-    settings: EngineSettings,
-    hooks: EngineHooks,
-    state: JobState,
-    plan: Any,
-    index: int,
-    image: Image.Image,
-    result: GenerationResult,
-    started: dt.datetime,
-) -> None:
+def _finish_image(run: stages.JobRun, index: int, image: Image.Image) -> None:
+    """postprocess_image, infotext, saving and its hooks for image `index` of the job."""
+    model, request, settings, hooks = run.model, run.request, run.settings, run.hooks
+    state, plan, result = run.state, run.plan, run.result
     if hooks.postprocess_image is not None:
         image_args = PostprocessImageArgs(state, index, image)
         hooks.postprocess_image(image_args)
         image = image_args.image
     params = infotext_params(model, request, settings, state, index, plan.infotext_params())
     infotext = create_infotext(state.all_prompts[index], state.all_negative_prompts[index], params)
+    saved_path = None
     if settings.save_images and not request.do_not_save_samples:
         save_args = ImageSaveArgs(state, index, image, infotext)
         if hooks.before_image_saved is not None:
             hooks.before_image_saved(save_args)
-        fields = filename_fields(model, request, state, index, save_args.image, started)
+        fields = filename_fields(model, request, state, index, save_args.image, run.started)
         save_args.path = str(
             save_generated(save_args.image, save_args.infotext, fields, settings, plan.output_kind)
         )
-        result.saved_paths.append(save_args.path)
+        saved_path = save_args.path
         if hooks.image_saved is not None:
             hooks.image_saved(save_args)
-    result.images.append(image)
-    result.seeds.append(state.all_seeds[index])
-    result.subseeds.append(state.all_subseeds[index])
-    result.prompts.append(state.all_prompts[index])
-    result.negative_prompts.append(state.all_negative_prompts[index])
-    result.infotexts.append(infotext)
+    item = GeneratedImage(
+        image=image,
+        seed=state.all_seeds[index],
+        subseed=state.all_subseeds[index],
+        prompt=state.all_prompts[index],
+        negative_prompt=state.all_negative_prompts[index],
+        infotext=infotext,
+        saved_path=saved_path,
+    )
+    result.images.append(item)
 
 
 def infotext_params(

@@ -18,6 +18,11 @@ Order for one job (A1111 equivalents in brackets; the extension facade maps scri
 11. image_saved(ImageSaveArgs)             after the file is written               [on_image_saved]
 12. postprocess(PostprocessArgs)           once, with the result                    [Script.postprocess]
 
+With `EngineSettings.stage_order == "job"` (memory modes) process_batch runs for every batch before the
+first before_sampling, and postprocess_batch for every batch after the last sampling (stages.py).
+before_stage(StageArgs) comes before each stage: once per batch and stage, or once per stage by job.
+Inside each U-Net call, `unet_addons` (addons.py) may add residuals or wrap attention processors.
+
 Every argument object is mutable on purpose: a hook changes a field and the engine reads it back.
 """
 
@@ -30,6 +35,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from sdwebui.engine.addons import UNetAddon
 from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 
 
@@ -145,6 +151,15 @@ class ImageSaveArgs:
 
 
 @dataclass
+class StageArgs:
+    """A stage is about to run (stages.py): where a memory mode moves components between devices."""
+
+    state: JobState
+    stage: str  # "conditioning" (text encoders) | "sampling" (U-Net; img2img's VAE encode) | "decode" (VAE)
+    batch_numbers: list[int]  # the batches it runs over: one by batch, all of them by job
+
+
+@dataclass
 class PostprocessArgs:
     state: JobState
     result: GenerationResult
@@ -156,6 +171,7 @@ class EngineHooks:
 
     process: Callable[[JobState], None] | None = None
     process_batch: Callable[[BatchArgs], None] | None = None
+    before_stage: Callable[[StageArgs], None] | None = None
     extra_noise: Callable[[ExtraNoiseArgs], None] | None = None
     before_sampling: Callable[[BeforeSamplingArgs], None] | None = None
     cfg_denoiser: Callable[[CFGDenoiserArgs], None] | None = None
@@ -167,3 +183,5 @@ class EngineHooks:
     before_image_saved: Callable[[ImageSaveArgs], None] | None = None
     image_saved: Callable[[ImageSaveArgs], None] | None = None
     postprocess: Callable[[PostprocessArgs], None] | None = None
+    # inside every U-Net call (ControlNet-style residuals, attention processors): sdwebui.engine.addons
+    unet_addons: list[UNetAddon] = field(default_factory=list)

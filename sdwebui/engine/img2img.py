@@ -20,6 +20,7 @@ from PIL import Image
 from sdwebui.engine import masking, samplers, vae
 from sdwebui.engine.hooks import ExtraNoiseArgs
 from sdwebui.engine.loop import MaskBlend
+from sdwebui.engine.passes import img2img_steps
 from sdwebui.engine.plan import PreparedBatch
 from sdwebui.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, Img2ImgRequest, RequestError
 from sdwebui.engine.settings import EngineSettings
@@ -167,11 +168,7 @@ class Img2ImgPlan:
         batch = noise.shape[0]
         latents, kept, image_cond = (_batch(t, batch, device) for t in self._encoded(should_stop))
         noise = noise.to(device)
-        strength = req.denoising_strength
-        if self.fix_steps and strength > 0:
-            total, run = min(int(req.steps / min(strength, 0.999)), 1000), req.steps
-        else:
-            total, run = req.steps, int(strength * req.steps)
+        total, run = img2img_steps(req.steps, req.denoising_strength, self.fix_steps)
         mask_blend = None
         if self.inpainting is not None:
             mask = self.inpainting.latent_mask.to(device)

@@ -47,6 +47,18 @@ class SamplingJob:
     mask_blend: MaskBlend | None = None
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a pass's steps lie in its batch's progress: the batch's steps are those of all its passes."""
+
+    job_no: int  # batch index
+    job_count: int  # n_iter
+    offset: int = 0  # steps of the earlier passes
+    total: int = 0  # steps of all passes; 0 = this pass's own
+    pass_index: int = 0
+    pass_count: int = 1
+
+
 @dataclass
 class LoopOutcome:
     latents: torch.Tensor  # final latents, or the last denoised estimate when stopped early
@@ -58,8 +70,7 @@ def run_loop(
     job: SamplingJob,
     ctx: JobContext,
     hooks: EngineHooks,
-    job_no: int,
-    job_count: int,
+    progress: Progress,
     preview_every: int = 0,
 ) -> LoopOutcome:
     """Run the scheduler over `job.timesteps`; checks interrupt/skip before each step and between the
@@ -86,7 +97,17 @@ def run_loop(
             last = (x_in, t, output)
             want_preview = preview_every > 0 and ((i + 1) % preview_every == 0 or i + 1 == total)
             preview = _denoised(job, *last) if want_preview else None
-            ctx.report(StepInfo(job_no, job_count, i + 1, total, preview))
+            ctx.report(
+                StepInfo(
+                    progress.job_no,
+                    progress.job_count,
+                    progress.offset + i + 1,
+                    progress.total or total,
+                    preview,
+                    progress.pass_index,
+                    progress.pass_count,
+                )
+            )
     return LoopOutcome(latents, total)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from sdwebui.engine.passes import SamplingPass
+
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_STEPS = 150
 MAX_CFG = 30.0
@@ -66,6 +68,8 @@ class Txt2ImgRequest:
     override_settings: dict[str, Any] = field(default_factory=dict)
     # extra "key: value" pairs for the infotext (extensions add to this)
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
+    # sampling passes after the request's own, each over the previous one's latents (hires fix, refiner)
+    extra_passes: list[SamplingPass] = field(default_factory=list)
 
     def with_default_size(self, size: int):
         """This request with an unset width/height filled in (the model's native size)."""
@@ -96,6 +100,9 @@ class Txt2ImgRequest:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not -1 <= value < 2**32:
                 raise RequestError(name, f"must be an integer in [-1, 2^32), got {value!r}")
+        for index, sampling_pass in enumerate(self.extra_passes):
+            for name, reason in sampling_pass.problems():
+                raise RequestError(f"extra_passes[{index}].{name}", reason)
         # sampler/scheduler names are checked against the registry by sdwebui.engine.samplers
 
     def replace(self, **changes: Any):
@@ -191,6 +198,12 @@ class JobLimits:
                 )
         if request.steps > self.steps:
             raise RequestError("steps", f"{request.steps} exceeds the limit of {self.steps} (limit_steps)")
+        for index, sampling_pass in enumerate(request.extra_passes):
+            if sampling_pass.steps > self.steps:
+                raise RequestError(
+                    f"extra_passes[{index}].steps",
+                    f"{sampling_pass.steps} exceeds the limit of {self.steps} (limit_steps)",
+                )
         images = request.n_iter * request.batch_size
         if images > self.images:
             raise RequestError(
@@ -202,6 +215,8 @@ class JobLimits:
     def _check_sizes(self, request: Txt2ImgRequest, images: int) -> None:
         sizes = [("width", request.width, request.height)]  # an unset size is checked when the job runs
         sizes.append(("seed_resize_from_w", request.seed_resize_from_w, request.seed_resize_from_h))
+        for index, sampling_pass in enumerate(request.extra_passes):
+            sizes.append((f"extra_passes[{index}].width", sampling_pass.width, sampling_pass.height))
         for name, width, height in sizes:
             if width is None or height is None or width <= 0 or height <= 0:
                 continue
@@ -222,19 +237,57 @@ class JobLimits:
 
 
 @dataclass
-class GenerationResult:
-    """Images of a finished (or interrupted) job, aligned lists."""
+class GeneratedImage:
+    """One image of a job and what made it."""
 
-    images: list[Image.Image] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    subseeds: list[int] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
-    negative_prompts: list[str] = field(default_factory=list)
-    infotexts: list[str] = field(default_factory=list)
-    saved_paths: list[str] = field(default_factory=list)
+    image: Image.Image
+    seed: int
+    subseed: int
+    prompt: str
+    negative_prompt: str
+    infotext: str = ""
+    saved_path: str | None = None  # where the engine saved it; None when not saved
+
+
+@dataclass
+class GenerationResult:
+    """Images of a finished (or interrupted) job, one record each, in the job's order."""
+
+    images: list[GeneratedImage] = field(default_factory=list)
     interrupted: bool = False
-    # first-image values in A1111's "info" JSON shape are derived by the API layer
+    # first-image values in A1111's "info" JSON shape are derived by sdwebui.outputs.info_json
     request: Txt2ImgRequest | None = None
+    job_timestamp: str = ""  # when the job started, A1111's YYYYmmddHHMMSS job_timestamp
+
+    # read-only views under the old parallel lists' names, for code written against them
+    @property
+    def pil_images(self) -> list[Image.Image]:
+        return [item.image for item in self.images]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [item.seed for item in self.images]
+
+    @property
+    def subseeds(self) -> list[int]:
+        return [item.subseed for item in self.images]
+
+    @property
+    def prompts(self) -> list[str]:
+        return [item.prompt for item in self.images]
+
+    @property
+    def negative_prompts(self) -> list[str]:
+        return [item.negative_prompt for item in self.images]
+
+    @property
+    def infotexts(self) -> list[str]:
+        return [item.infotext for item in self.images]
+
+    @property
+    def saved_paths(self) -> list[str]:
+        """Paths of the images that were saved (unsaved images have none)."""
+        return [item.saved_path for item in self.images if item.saved_path is not None]
 
 
 def _check_int_range(name: str, value: Any, lo: int, hi: int) -> None:

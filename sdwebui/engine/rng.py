@@ -107,29 +107,6 @@ def _first_noise(
     return noise
 
 
-def create_noise(
-    shape_chw: Sequence[int],
-    seed: int,
-    subseed: int = -1,
-    subseed_strength: float = 0.0,
-    seed_resize_from_h: int = -1,
-    seed_resize_from_w: int = -1,
-    vae_scale_factor: int = 8,
-) -> torch.Tensor:
-    """Initial latent noise [C, H, W] (float32, CPU) of one image, A1111-identical for the CPU RNG source."""
-    shape = _check_shape(shape_chw)
-    return _first_noise(
-        shape,
-        seed,
-        create_generator(seed),
-        subseed,
-        subseed_strength,
-        seed_resize_from_h,
-        seed_resize_from_w,
-        vae_scale_factor,
-    )
-
-
 class ImageRNG:
     """Noise source of one batch: one CPU generator per image.
 

@@ -30,6 +30,9 @@ class EngineSettings:
     add_model_hash_to_info: bool = True  # add_model_hash_to_info
     add_model_name_to_info: bool = True  # add_model_name_to_info
     add_vae_to_info: bool = True  # add_vae_hash_to_info / add_vae_name_to_info
+    # "batch": each batch conditioned, sampled, decoded in turn (A1111's hook order); "job": each stage over
+    # all batches before the next one (memory modes: a component moves between devices once per job)
+    stage_order: str = "batch"
     styles: StyleDatabase | None = (
         None  # applied to the request's `styles` (A1111 applies them in processing)
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from sdwebui.engine import masking
 from sdwebui.facade import script_callbacks, shared
 from sdwebui.outputs import image_saving
 from sdwebui.outputs.filename_pattern import FilenameFields
@@ -225,16 +226,6 @@ def read_info_from_image(image: Image.Image) -> tuple[str | None, dict[str, Any]
 def resize_image(
     resize_mode: int, im: Image.Image, width: int, height: int, upscaler_name: str | None = None
 ):
-    """0: stretch, 1: crop to fill, 2: fit and fill the rest (A1111 resize modes), Lanczos."""
-    if resize_mode == 0:
-        return im.resize((width, height), Image.LANCZOS)
-    ratio, src_ratio = width / height, im.width / im.height
-    fill = resize_mode == 2
-    if (ratio > src_ratio) != fill:
-        w, h = width, im.height * width // im.width
-    else:
-        w, h = im.width * height // im.height, height
-    resized = im.resize((max(1, w), max(1, h)), Image.LANCZOS)
-    out = Image.new("RGB", (width, height))
-    out.paste(resized, box=(width // 2 - w // 2, height // 2 - h // 2))
-    return out
+    """0: stretch, 1: crop to fill, 2: fit and stretch the edges into the rest (A1111 resize modes), Lanczos:
+    the engine's own resize (sdwebui.engine.masking), so img2img and extensions agree."""
+    return masking.resize_image(resize_mode, im, width, height)

@@ -12,7 +12,6 @@ through `shared.current_job()`, never through process-wide state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -24,8 +23,16 @@ from PIL import Image
 
 from sdwebui.config import paths
 from sdwebui.engine import hooks as eh
-from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
+from sdwebui.engine.requests import (
+    GeneratedImage,
+    GenerationResult,
+    Img2ImgRequest,
+    RequestError,
+    Txt2ImgRequest,
+)
 from sdwebui.facade import script_callbacks, shared
+from sdwebui.outputs.info_json import VERSION as INFO_VERSION
+from sdwebui.outputs.info_json import InfoJson
 
 log = logging.getLogger("webui.extensions")
 
@@ -353,25 +360,17 @@ class Processed:
         self.all_seeds = all_seeds or p.all_seeds or [self.seed]
         self.all_subseeds = all_subseeds or p.all_subseeds or [self.subseed]
         self.infotexts = infotexts or [info] * len(images_list)
-        self.version = ""
+        self.version = INFO_VERSION
 
     def js(self) -> str:
-        keys = (
-            "all_prompts negative_prompt all_negative_prompts seed all_seeds subseed all_subseeds "
-            "subseed_strength width height sampler_name cfg_scale steps batch_size restore_faces "
-            "face_restoration_model sd_model_name sd_model_hash sd_vae_name sd_vae_hash seed_resize_from_w "
-            "seed_resize_from_h denoising_strength extra_generation_params index_of_first_image infotexts "
-            "styles job_timestamp clip_skip is_using_inpainting_conditioning version"
-        ).split()
-        obj = {"prompt": self.all_prompts[0] if self.all_prompts else self.prompt}
-        obj.update({key: getattr(self, key) for key in keys})
-        return json.dumps(obj, default=str)
+        prompt = self.all_prompts[0] if self.all_prompts else self.prompt
+        return InfoJson.from_attributes(self, prompt=prompt, interrupted=shared.state.interrupted).dumps()
 
     def infotext(self, p: StableDiffusionProcessing, index: int) -> str:
         return self.infotexts[index] if index < len(self.infotexts) else self.info
 
     def to_result(self, request: Txt2ImgRequest | None = None) -> GenerationResult:
-        """Back to the engine's result type, aligned lists, for the API and the UI."""
+        """Back to the engine's result type, one record per image, for the API and the UI."""
         n = len(self.images)
         lead = self.index_of_first_image
 
@@ -381,13 +380,17 @@ class Processed:
             return (values + [fill] * n)[:n]
 
         seed0 = self.all_seeds[0] if self.all_seeds else self.seed
+        columns = zip(
+            self.images,
+            aligned(self.all_seeds, seed0),
+            aligned(self.all_subseeds, self.subseed),
+            aligned(self.all_prompts, self.prompt),
+            aligned(self.all_negative_prompts, self.negative_prompt),
+            (list(self.infotexts) + [self.info] * n)[:n],
+            strict=True,
+        )
         return GenerationResult(
-            images=list(self.images),
-            seeds=aligned(self.all_seeds, seed0),
-            subseeds=aligned(self.all_subseeds, self.subseed),
-            prompts=aligned(self.all_prompts, self.prompt),
-            negative_prompts=aligned(self.all_negative_prompts, self.negative_prompt),
-            infotexts=(list(self.infotexts) + [self.info] * n)[:n],
+            images=[GeneratedImage(*column) for column in columns],
             interrupted=shared.state.interrupted,
             request=request,
         )
@@ -438,9 +441,9 @@ def _process_images(p: StableDiffusionProcessing) -> Processed:
 def processed_from_result(p: StableDiffusionProcessing, result: GenerationResult) -> Processed:
     seed = result.seeds[0] if result.seeds else p.seed
     subseed = result.subseeds[0] if result.subseeds else p.subseed
-    return Processed(
+    processed = Processed(
         p,
-        list(result.images),
+        result.pil_images,
         seed=seed,
         info=result.infotexts[0] if result.infotexts else "",
         subseed=subseed,
@@ -452,6 +455,8 @@ def processed_from_result(p: StableDiffusionProcessing, result: GenerationResult
         all_subseeds=list(result.subseeds or p.all_subseeds or []),
         infotexts=list(result.infotexts),
     )
+    processed.job_timestamp = result.job_timestamp or processed.job_timestamp  # when the job started
+    return processed
 
 
 def _standalone_scope() -> shared.JobScope:

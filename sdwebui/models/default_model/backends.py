@@ -32,7 +32,7 @@ def _run(model: LoadedModel, request):
     from sdwebui.engine.generate import generate
     from sdwebui.engine.settings import EngineSettings
 
-    return generate(model, request, JobContext(), EngineSettings(save_images=False)).images
+    return generate(model, request, JobContext(), EngineSettings(save_images=False)).pil_images
 
 
 def engine_txt2img(

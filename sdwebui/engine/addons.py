@@ -1,0 +1,117 @@
+"""Add-ons inside the one U-Net call (`ModelAdapter.predict`): ControlNet / T2I-Adapter / IP-Adapter style.
+
+An add-on is given in `EngineHooks.unet_addons`. For every U-Net evaluation each add-on's `before_unet`
+receives a `UNetCall`: the step, the timestep and its sigma, the U-Net's inputs and, per batch row, its
+`RowOwner` (which image of the job, cond or uncond half). It may add ControlNet-style residuals
+(`add_residuals`: summed over add-ons, passed to diffusers' `down_block_additional_residuals` /
+`mid_block_additional_residual`) and replace `cross_attention_kwargs`.
+
+An add-on may also wrap the U-Net's attention processors (`wrap_attention`, IP-Adapter / reference-only): the
+wrappers are installed for one sampling pass and the originals put back after it, even on an error; a
+wrapper reads the call being evaluated with `current_unet_call()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class RowOwner:
+    """Whose row of the U-Net batch this is."""
+
+    image_index: int  # index of the image within the job (n_iter * batch_size images)
+    uncond: bool  # True: the negative-prompt (unconditional) half of classifier-free guidance
+    weight: float = 1.0  # the AND sub-prompt's weight (1 for uncond rows)
+
+
+@dataclass
+class UNetCall:
+    """One U-Net evaluation as add-ons see it; residual and kwargs fields are theirs to set."""
+
+    step: int  # 0-based step within the pass
+    total_steps: int  # steps of the pass
+    pass_index: int  # which sampling pass (sdwebui.engine.passes); 0 = the request's own
+    timestep: torch.Tensor
+    sigma: float  # k-diffusion sigma of the timestep, sqrt((1 - alpha_bar) / alpha_bar)
+    x: torch.Tensor  # U-Net input [rows, C, h, w] (inpainting models: with their extra channels)
+    encoder_hidden_states: torch.Tensor  # [rows, tokens, dim]
+    added_cond_kwargs: dict[str, torch.Tensor] | None  # SDXL text_embeds / time_ids, as diffusers takes them
+    rows: list[RowOwner]
+    down_block_additional_residuals: list[torch.Tensor] | None = None
+    mid_block_additional_residual: torch.Tensor | None = None
+    cross_attention_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def add_residuals(self, down: Sequence[torch.Tensor], mid: torch.Tensor | None = None) -> None:
+        """Add ControlNet-style residuals; several add-ons' residuals sum (multi-ControlNet)."""
+        down = [d.to(self.x.device) for d in down]
+        if self.down_block_additional_residuals is None:
+            self.down_block_additional_residuals = down
+        else:
+            if len(down) != len(self.down_block_additional_residuals):
+                raise ValueError(
+                    f"add_residuals: {len(down)} down-block residuals, earlier add-ons gave "
+                    f"{len(self.down_block_additional_residuals)}"
+                )
+            self.down_block_additional_residuals = [
+                a + b for a, b in zip(self.down_block_additional_residuals, down, strict=True)
+            ]
+        if mid is not None:
+            mid = mid.to(self.x.device)
+            current = self.mid_block_additional_residual
+            self.mid_block_additional_residual = mid if current is None else current + mid
+
+
+@runtime_checkable
+class UNetAddon(Protocol):
+    def before_unet(self, call: UNetCall) -> None:
+        """Called before every U-Net evaluation; may add residuals or set cross_attention_kwargs."""
+
+    def wrap_attention(self, name: str, processor: Any) -> Any | None:
+        """A processor to use instead of `processor` (the attention layer `name`) for a pass, or None."""
+
+
+_CURRENT: contextvars.ContextVar[UNetCall | None] = contextvars.ContextVar("unet_call", default=None)
+
+
+def current_unet_call() -> UNetCall | None:
+    """The U-Net call being evaluated in this context (for attention-processor wrappers)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def evaluating(call: UNetCall) -> Iterator[None]:
+    token = _CURRENT.set(call)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def wrapped_attention(unet: torch.nn.Module, addons: Sequence[UNetAddon]) -> Iterator[None]:
+    """The add-ons' attention-processor wrappers installed on `unet` while the context is open."""
+    original = dict(getattr(unet, "attn_processors", {}) or {})
+    wrapped = dict(original)
+    for addon in addons:
+        wrap = getattr(addon, "wrap_attention", None)
+        if wrap is None:
+            continue
+        for name, processor in wrapped.items():
+            replacement = wrap(name, processor)
+            if replacement is not None:
+                wrapped[name] = replacement
+    changed = any(wrapped[name] is not original[name] for name in original)
+    if changed:
+        unet.set_attn_processor(wrapped)
+    try:
+        yield
+    finally:
+        if changed:
+            unet.set_attn_processor(original)

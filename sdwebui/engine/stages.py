@@ -1,0 +1,270 @@
+"""The three stages of a job's batches: conditioning -> sampling (every pass) -> decode.
+
+Each stage is a function over one batch's `BatchWork`; `generate` runs them batch by batch (A1111's hook
+order) or stage by stage over the whole job (`EngineSettings.stage_order == "job"`), so that a memory mode
+can move the text encoders, the U-Net and the VAE between devices once per job, between the stages.
+Images are the same in both orders: every image has its own CPU noise streams.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from sdwebui.engine import samplers, vae
+from sdwebui.engine.addons import wrapped_attention
+from sdwebui.engine.cond_schedule import BatchConditioning
+from sdwebui.engine.conditioning import PromptEncoder
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
+from sdwebui.engine.hooks import BatchArgs, BeforeSamplingArgs, EngineHooks, JobState, PostprocessBatchArgs
+from sdwebui.engine.loop import Progress, SamplingJob, run_loop
+from sdwebui.engine.passes import SamplingPass, img2img_steps
+from sdwebui.engine.plan import PreparedBatch, blank_inpainting_cond
+from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
+from sdwebui.engine.rng import ImageRNG
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.models.model import LoadedModel
+
+INTERRUPT, SKIP = "interrupt", "skip"
+CONDITIONING, SAMPLING, DECODE = "conditioning", "sampling", "decode"  # hooks.StageArgs.stage
+
+
+@dataclass
+class JobRun:
+    """What every stage of one job reads: the job's model, request, hooks and plan."""
+
+    model: LoadedModel
+    request: Txt2ImgRequest
+    ctx: JobContext
+    settings: EngineSettings
+    hooks: EngineHooks
+    state: JobState
+    plan: Any  # Txt2ImgPlan | Img2ImgPlan: how the first pass starts and how images are finished
+    passes: list[SamplingPass]
+    encoder: PromptEncoder
+    result: GenerationResult
+    eta: float | None
+    started: dt.datetime  # A1111's job_timestamp of the file-name pattern
+    check_state: Callable[[JobState], None]
+    check_prompts: Callable[[list[str], list[str]], None]
+
+
+@dataclass
+class BatchWork:
+    """One batch as it goes through the stages."""
+
+    number: int
+    indexes: list[int]  # the images of the job in this batch
+    args: BatchArgs  # prompts and seeds after process_batch
+    conditioning: list[BatchConditioning] = field(default_factory=list)  # one per pass
+    latents: torch.Tensor | None = None  # after sampling
+    stopped: str | None = None  # INTERRUPT | SKIP
+
+    @property
+    def decodable(self) -> bool:
+        """Sampled (or interrupted after at least one step): an interrupted batch decodes its last estimate."""
+        return self.latents is not None and self.stopped != SKIP
+
+
+# -- stage 1: conditioning ---------------------------------------------------------------------------------
+def condition(run: JobRun, batch_number: int) -> BatchWork:
+    """process_batch, then every pass's prompt schedules encoded (each pass counts its own steps)."""
+    state, request = run.state, run.request
+    state.batch_number = batch_number
+    part = state.batch_slice(batch_number)
+    args = BatchArgs(
+        state,
+        batch_number,
+        state.all_prompts[part],
+        state.all_negative_prompts[part],
+        state.all_seeds[part],
+        state.all_subseeds[part],
+    )
+    if run.hooks.process_batch is not None:
+        run.hooks.process_batch(args)
+        state.all_prompts[part], state.all_negative_prompts[part] = args.prompts, args.negative_prompts
+        state.all_seeds[part], state.all_subseeds[part] = args.seeds, args.subseeds
+        run.check_state(state)
+    run.check_prompts(args.prompts, args.negative_prompts)  # also what scripts put there
+    indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
+    work = BatchWork(batch_number, indexes, args)
+    for sampling_pass in run.passes:
+        work.conditioning.append(
+            BatchConditioning(run.encoder, args.prompts, args.negative_prompts, sampling_pass.steps)
+        )
+    return work
+
+
+# -- stage 2: sampling ---------------------------------------------------------------------------------------
+@dataclass
+class _PassStart:
+    scheduler: Any
+    prepared: PreparedBatch
+    generators: list[torch.Generator]
+    noise: torch.Tensor
+
+
+def sample(run: JobRun, work: BatchWork) -> None:
+    """Every pass over the batch; sets work.latents (None when nothing is left to decode) and work.stopped."""
+    run.state.batch_number = work.number
+    try:
+        first = _first_pass_start(run, work)
+    except StepInterrupted:  # during the init images' VAE encode: nothing to decode yet
+        work.stopped = INTERRUPT
+        return
+    latents = first.prepared.latents
+    if run.hooks.before_sampling is not None:
+        sampling_args = BeforeSamplingArgs(run.state, work.number, latents, first.noise)
+        run.hooks.before_sampling(sampling_args)
+        latents = sampling_args.latents
+    schedules = [_schedule(run, p) for p in run.passes[1:]]  # known up front: progress counts every pass
+    counts = [len(first.prepared.timesteps)] + [len(timesteps) for _, timesteps in schedules]
+    start, previous = first, None
+    for index, sampling_pass in enumerate(run.passes):
+        if index > 0:
+            previous = latents
+            start = _later_pass_start(run, work, sampling_pass, latents, *schedules[index - 1])
+            latents = start.prepared.latents
+        progress = Progress(
+            work.number, run.request.n_iter, sum(counts[:index]), sum(counts), index, len(counts)
+        )
+        latents = _run_pass(run, work, sampling_pass, index, start, latents, previous, progress)
+        if work.stopped is not None:
+            return
+
+
+def _run_pass(
+    run: JobRun,
+    work: BatchWork,
+    sampling_pass: SamplingPass,
+    index: int,
+    start: _PassStart,
+    latents: torch.Tensor,
+    previous: torch.Tensor | None,
+    progress: Progress,
+) -> torch.Tensor:
+    """One pass's loop; `previous` is the last pass's result, decoded if this one stops before a step."""
+    prepared = start.prepared
+    if not len(prepared.timesteps):  # img2img strength 0: the init latents as they are
+        work.latents = latents
+        return latents
+    size = SizeConditioning(
+        *(sampling_pass.original_size or (sampling_pass.height, sampling_pass.width)), *sampling_pass.crop
+    )
+    adapter = ModelAdapter(run.model, start.scheduler.alphas_cumprod, size, run.hooks.unet_addons, index)
+    job = SamplingJob(
+        denoiser=CFGDenoiser(adapter, sampling_pass.cfg_scale, run.hooks, work.indexes),
+        scheduler=start.scheduler,
+        timesteps=prepared.timesteps,
+        latents=latents,
+        conditioning=work.conditioning[index],
+        generators=start.generators,
+        eta=run.eta,
+        image_cond=prepared.image_cond,
+        mask_blend=prepared.mask_blend,
+    )
+    with wrapped_attention(run.model.unet, adapter.addons):
+        outcome = run_loop(job, run.ctx, run.hooks, progress, run.settings.live_preview_every)
+    work.stopped = outcome.stopped
+    if outcome.stopped == SKIP:
+        work.latents = None
+    elif outcome.stopped == INTERRUPT and outcome.steps_done == 0:
+        work.latents = previous  # None in the first pass: nothing sampled, nothing to decode
+    else:
+        work.latents = outcome.latents
+    return outcome.latents
+
+
+def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:
+    request, args = run.request, work.args
+    scheduler = samplers.create_scheduler(
+        request.sampler_name, request.scheduler, run.model.scheduler_config, run.eta
+    )
+    rng = _rng(run, args, run.plan.latent_shape())
+    noise = rng.first()
+    prepared = run.plan.prepare(scheduler, noise, work.indexes, lambda: run.ctx.interrupted)
+    return _PassStart(scheduler, prepared, rng.generators, noise)
+
+
+def _schedule(run: JobRun, sampling_pass: SamplingPass) -> tuple[Any, torch.Tensor]:
+    """A later pass's scheduler and the timesteps it runs (the tail of its schedule)."""
+    scheduler = samplers.create_scheduler(
+        sampling_pass.sampler_name, sampling_pass.scheduler, run.model.scheduler_config, run.eta
+    )
+    total, steps_run = img2img_steps(
+        sampling_pass.steps, sampling_pass.denoising_strength, sampling_pass.fix_steps
+    )
+    samplers.set_timesteps(scheduler, total, device=run.model.device)
+    if steps_run == 0:
+        return scheduler, scheduler.timesteps[:0]
+    begin = (total - steps_run) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin)
+    return scheduler, scheduler.timesteps[begin:]
+
+
+def _later_pass_start(
+    run: JobRun,
+    work: BatchWork,
+    sampling_pass: SamplingPass,
+    latents: torch.Tensor,
+    scheduler: Any,
+    timesteps: torch.Tensor,
+) -> _PassStart:
+    """The previous latents at this pass's size, noised to its first timestep with fresh noise of its
+    shape from the images' seeds (as A1111's hires pass)."""
+    model = run.model
+    factor = model.vae_scale_factor
+    size = (sampling_pass.height // factor, sampling_pass.width // factor)
+    if tuple(latents.shape[2:]) != size:  # A1111's "Latent" upscaler
+        latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear")
+    rng = _rng(run, work.args, (model.latent_channels, *size))
+    noise = rng.first().to(latents.device, latents.dtype)
+    if len(timesteps):
+        latents = scheduler.add_noise(latents, noise, timesteps[:1])
+    image_cond = blank_inpainting_cond(model, latents) if model.is_inpainting else None
+    return _PassStart(scheduler, PreparedBatch(latents, timesteps, image_cond), rng.generators, noise)
+
+
+def _rng(run: JobRun, args: BatchArgs, shape: tuple[int, int, int]) -> ImageRNG:
+    request = run.request
+    return ImageRNG(
+        args.seeds,
+        shape,
+        subseeds=args.subseeds,
+        subseed_strength=request.subseed_strength,
+        seed_resize_from_h=request.seed_resize_from_h,
+        seed_resize_from_w=request.seed_resize_from_w,
+        vae_scale_factor=run.model.vae_scale_factor,
+    )
+
+
+# -- stage 3: decode -----------------------------------------------------------------------------------------
+def decode(run: JobRun, work: BatchWork) -> list[Image.Image] | None:
+    """Decoded, finished (inpainting overlay) and postprocess_batch'ed images; None when interrupted."""
+    run.state.batch_number = work.number
+    try:
+        pixels = vae.decode(run.model, work.latents, _stop_check(run.ctx))
+    except StepInterrupted:
+        work.stopped = INTERRUPT
+        return None
+    images = run.plan.finish(vae.pixels_to_pil(pixels), work.indexes)
+    if run.hooks.postprocess_batch is not None:
+        batch_args = PostprocessBatchArgs(run.state, work.number, images)
+        run.hooks.postprocess_batch(batch_args)
+        images = batch_args.images
+    return images
+
+
+def _stop_check(ctx: JobContext) -> Callable[[], bool]:
+    """The decode stops for an interrupt that comes during it; after an earlier one it still runs, so an
+    interrupted batch gets its partial image, as in A1111."""
+    if ctx.interrupted:
+        return lambda: False
+    return lambda: ctx.interrupted
