@@ -85,3 +85,19 @@ def test_default_sampler_setting_is_the_ui_default_now_and_after_restart(tmp_pat
     with gr.Blocks():
         params = build_params_for("txt2img", UiConfig(path), _Backend(restarted))
     assert params.sampler_name.value == "DPM++ 2M"
+
+
+def test_default_schedule_type_setting_is_the_ui_default(tmp_path):
+    path = tmp_path / "ui-config.json"
+    path.write_text(json.dumps({"txt2img/Schedule type/value": "Automatic"}))  # written by older builds
+    options = Options(default_templates())
+    options.set("default_scheduler", "Karras")
+    cfg = UiConfig(path)
+    with gr.Blocks():
+        params = build_params_for("txt2img", cfg, _Backend(options))
+    assert params.scheduler.value == "Karras"
+    options.set("default_scheduler", "Automatic")  # Settings -> Apply, no restart
+    on_page_load = params.scheduler.load_event_to_attach[0]
+    assert on_page_load() == "Automatic"
+    cfg.save_missing()
+    assert "txt2img/Schedule type/value" not in json.loads(path.read_text())

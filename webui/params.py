@@ -78,11 +78,13 @@ def build_params_for(tab: str, cfg: UiConfig, backend: Any) -> ParamControls:
         backend.schedulers(),
         lambda: backend.options.get("default_sampler", ""),
         native_size=backend.native_resolution(),
+        default_scheduler=lambda: backend.options.get("default_scheduler", ""),
     )
 
 
 def _initial_sampler(default_sampler: str | Callable[[], str], samplers: list[str]) -> Callable[[], Any]:
-    """The dropdown's value, computed on every page load: the "Default sampler" setting as it is now."""
+    """The dropdown's value, computed on every page load: the "Default sampler" (or "Default schedule
+    type") setting as it is now."""
 
     def value() -> Any:
         wanted = default_sampler() if callable(default_sampler) else default_sampler
@@ -99,13 +101,17 @@ def build_params(
     default_sampler: str | Callable[[], str],
     show_size: bool = True,
     native_size: int = 512,
+    default_scheduler: str | Callable[[], str] = "",
 ) -> ParamControls:
     """Lay out the parameter block; returns the components by name. Width/height default to the model's
     `native_size` unless ui-config.json has a value (the default is not written there: it follows the model).
     The sampler follows the "Default sampler" setting (`default_sampler`, a callable is asked on every page
-    load); ui-config.json does not hold it, so a value written there by an older version is dropped."""
-    cfg.saved.pop(f"{tab}/Sampling method/value", None)
-    sampler_name, scheduler, steps = _sampler_row(tab, cfg, samplers, schedulers, default_sampler)
+    load); ui-config.json does not hold it, so a value written there by an older version is dropped. The
+    schedule type follows "Default schedule type" the same way."""
+    for label in ("Sampling method", "Schedule type"):
+        cfg.saved.pop(f"{tab}/{label}/value", None)
+    defaults = (default_sampler, default_scheduler)
+    sampler_name, scheduler, steps = _sampler_row(tab, cfg, samplers, schedulers, defaults)
     width, height, batch_count, batch_size = _size_rows(tab, cfg, show_size, native_size)
     cfg_scale = cfg.make(
         tab,
@@ -124,8 +130,9 @@ def build_params(
 
 
 def _sampler_row(tab: str, cfg: UiConfig, samplers: list[str], schedulers: list[str],
-                 default_sampler: str | Callable[[], str]) -> tuple[Any, Any, Any]:  # fmt: skip
-    """Sampling method, schedule type and steps."""
+                 defaults: tuple[str | Callable[[], str], ...]) -> tuple[Any, Any, Any]:  # fmt: skip
+    """Sampling method, schedule type (`defaults`: their settings) and steps."""
+    default_sampler, default_scheduler = defaults
     with gr.Row(elem_id=f"{tab}_sampler_row"):
         sampler_name = cfg.make(
             tab,
@@ -141,8 +148,9 @@ def _sampler_row(tab: str, cfg: UiConfig, samplers: list[str], schedulers: list[
             tab,
             gr.Dropdown,
             "Schedule type",
+            save_value=False,
             choices=schedulers,
-            value=schedulers[0] if schedulers else None,
+            value=_initial_sampler(default_scheduler, schedulers),
             elem_id=f"{tab}_scheduler",
             min_width=160,
         )
