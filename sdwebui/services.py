@@ -23,6 +23,7 @@ from PIL import Image
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
+from sdwebui.engine import resolve
 from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import (
@@ -137,26 +138,8 @@ class AppServices:
 
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
-        values = {**self.options.items(), **(overrides or {})}
-        return EngineSettings(
-            outputs_root=self.paths.output_dir(values.get("outdir_samples")),
-            save_images=bool(values.get("samples_save", True)),
-            samples_format=str(values.get("samples_format") or "png"),
-            # empty = the default "[seed]" (A1111 also falls back to a pattern; "[none]" gives bare numbers)
-            filename_pattern=str(values.get("samples_filename_pattern") or "[seed]"),
-            add_number=bool(values.get("save_images_add_number", True)),
-            enable_pnginfo=bool(values.get("enable_pnginfo", True)),
-            live_preview_every=int(values.get("show_progress_every_n_steps", 0))
-            if values.get("live_previews_enable", True)
-            else 0,
-            img2img_fix_steps=bool(values.get("img2img_fix_steps", False)),
-            inpainting_mask_weight=float(values.get("inpainting_mask_weight", 1.0)),
-            img2img_extra_noise=float(values.get("img2img_extra_noise", 0.0)),
-            eta_ancestral=float(values.get("eta_ancestral", 1.0)),
-            eta_ddim=float(values.get("eta_ddim", 0.0)),
-            version=self.version,
-            styles=self.styles,
-        )
+        source = resolve.SettingsSource(self.paths, self.styles, self.version)
+        return resolve.engine_settings(self.options, overrides, source)
 
     # --- jobs ---
     def submit_generation(

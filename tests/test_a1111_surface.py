@@ -428,7 +428,9 @@ def test_extensions_module_shows_the_installed_extensions(bound_app):
 def test_shared_state_is_shared_state_class():
     from modules import shared, shared_state
 
-    assert shared_state.State is type(shared.state)
+    # shared.state is a proxy onto the running job's State (a contextvar); outside a job, the idle one
+    assert shared_state.State is shared.State
+    assert shared.state.job_count == 0 and shared.state.interrupted is False
 
 
 def test_model_calls_run_as_jobs_of_the_queue_and_inline_inside_one():

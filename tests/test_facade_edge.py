@@ -141,7 +141,7 @@ def test_a_job_no_script_sees_builds_no_p_and_gives_the_same_image(app, tab_scri
     hooked = run(app, prompt="a cat")
     assert p_built == ["StableDiffusionProcessingTxt2Img"]
     assert hooked.infotexts == plain.infotexts and hooked.seeds == plain.seeds
-    assert np.array_equal(np.asarray(hooked.images[0]), np.asarray(plain.images[0]))
+    assert np.array_equal(np.asarray(hooked.pil_images[0]), np.asarray(plain.pil_images[0]))
 
 
 def test_an_image_saved_callback_makes_the_job_build_p(app, tab_scripts, p_built):
@@ -258,11 +258,11 @@ def test_cfg_denoiser_text_cond_replacement_gives_the_empty_prompts_image(app, t
     def uncond_as_cond(params):
         params.text_cond = params.text_uncond
 
-    empty = np.asarray(run(app, prompt="").images[0], dtype=np.int16)
-    cat = np.asarray(run(app, prompt="a cat").images[0], dtype=np.int16)
+    empty = np.asarray(run(app, prompt="").pil_images[0], dtype=np.int16)
+    cat = np.asarray(run(app, prompt="a cat").pil_images[0], dtype=np.int16)
     assert np.abs(cat - empty).mean() > 1  # the prompt matters on this model
     script_callbacks.on_cfg_denoiser(uncond_as_cond)
-    swapped = np.asarray(run(app, prompt="a cat").images[0], dtype=np.int16)
+    swapped = np.asarray(run(app, prompt="a cat").pil_images[0], dtype=np.int16)
     assert np.abs(swapped - empty).max() <= 1
 
 

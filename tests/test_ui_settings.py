@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import gradio as gr
 
 from sdwebui.config.options import Options, default_templates
-from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.config.styles import StyleDatabase
+from sdwebui.engine.resolve import RawFields
+from webui.backend import UiBackend
 from webui.params import build_params_for
 from webui.ui_config import UiConfig
 
@@ -54,13 +57,12 @@ def test_clip_skip_setting_reaches_the_request(tmp_path):
     options = Options(default_templates())
     with gr.Blocks():
         params = build_params_for("txt2img", UiConfig(None), _Backend(options))
-    assert params.request_fields(_values(params))["clip_skip"] == 1
+    backend = UiBackend(SimpleNamespace(options=options, styles=StyleDatabase(tmp_path / "styles.csv")))
+    raw = RawFields(prompt="a", **params.request_fields(_values(params)))
+    assert backend.resolve(raw).clip_skip == 1
     options.set("CLIP_stop_at_last_layers", 2)  # what the quicksettings slider does
-    fields = params.request_fields(_values(params))
-    assert fields["clip_skip"] == 2
-    request = Txt2ImgRequest(prompt="a", **fields)
-    request.validate()
-    assert request.clip_skip == 2
+    request = backend.resolve(raw)
+    assert request.clip_skip == 2 and request.prompt == "a" and request.seed == 5
 
 
 def test_default_sampler_setting_is_the_ui_default_now_and_after_restart(tmp_path):
@@ -83,3 +85,19 @@ def test_default_sampler_setting_is_the_ui_default_now_and_after_restart(tmp_pat
     with gr.Blocks():
         params = build_params_for("txt2img", UiConfig(path), _Backend(restarted))
     assert params.sampler_name.value == "DPM++ 2M"
+
+
+def test_default_schedule_type_setting_is_the_ui_default(tmp_path):
+    path = tmp_path / "ui-config.json"
+    path.write_text(json.dumps({"txt2img/Schedule type/value": "Automatic"}))  # written by older builds
+    options = Options(default_templates())
+    options.set("default_scheduler", "Karras")
+    cfg = UiConfig(path)
+    with gr.Blocks():
+        params = build_params_for("txt2img", cfg, _Backend(options))
+    assert params.scheduler.value == "Karras"
+    options.set("default_scheduler", "Automatic")  # Settings -> Apply, no restart
+    on_page_load = params.scheduler.load_event_to_attach[0]
+    assert on_page_load() == "Automatic"
+    cfg.save_missing()
+    assert "txt2img/Schedule type/value" not in json.loads(path.read_text())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
+from sdwebui.engine.resolve import RawFields, SettingsSource, resolve
 from sdwebui.jobs.queue import Job, JobQueue
 from webui.gallery_files import GalleryFiles
 
@@ -94,6 +95,11 @@ class UiBackend:
         return ["Automatic", "None", *self.services.models.vae_names()]
 
     # --- jobs ---
+    def resolve(self, raw: RawFields) -> Txt2ImgRequest:
+        """A tab's fields -> the validated request, through the same resolution as the API: the settings
+        (Clip skip, default sampler, noise multiplier...) are applied there; RequestError names a bad field."""
+        return resolve(raw, self.options, None, SettingsSource(styles=self.styles)).request
+
     def submit(self, request: Txt2ImgRequest, script_call: Any = None) -> Job:
         """Validate and queue a generation (with the tab's script selection); RequestError names the bad field.
 

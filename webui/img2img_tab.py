@@ -14,6 +14,7 @@ from PIL import Image, ImageChops
 
 from sdwebui.engine.outpaint import OUTPAINT_MODES, outpaint_request
 from sdwebui.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
+from sdwebui.engine.resolve import RawImg2ImgFields
 from sdwebui.jobs.queue import JobState
 from webui.backend import UiBackend, describe_error
 from webui.params import ParamControls, build_params_for
@@ -283,7 +284,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
 
     def build_request(values: dict, image: Image.Image, mask: Image.Image | None) -> Img2ImgRequest:
         fields = params.request_fields(values)
-        request = Img2ImgRequest(
+        raw = RawImg2ImgFields(
             prompt=values[prompt_row.prompt] or "",
             negative_prompt=values[prompt_row.negative_prompt] or "",
             styles=list(values[prompt_row.styles] or []),
@@ -299,6 +300,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
             inpainting_mask_invert=MASK_MODES.index(values[mask_mode]),
             **fields,
         )
+        request = backend.resolve(raw)  # the settings (Clip skip, noise multiplier...) as the API has them
         if values[outpaint_on]:  # the canvas grows; the output has the canvas's size
             request = outpaint_from_ui(
                 request, values[outpaint_dirs], values[outpaint_pixels], values[outpaint_mode]

@@ -30,14 +30,13 @@ class ParamControls:
     seed_resize_from_w: gr.Slider
     seed_resize_from_h: gr.Slider
     reuse_seed_button: gr.Button  # wired by the tab, which knows the last result
-    # the app's settings (sdwebui.config.options.Options): what a request takes from them, read when it is built
-    settings: Any = None
 
     def components(self) -> list[gr.components.Component]:
         return [getattr(self, f.name) for f in fields(self) if f.name not in _NOT_INPUTS]
 
     def request_fields(self, values: dict) -> dict[str, Any]:
-        """Request keyword arguments (A1111 names) from a Gradio inputs dict."""
+        """`RawFields` keyword arguments (A1111 names) from a Gradio inputs dict. What comes from the
+        settings (Clip skip, eta, ENSD...) is added by the resolution (sdwebui.engine.resolve), not here."""
         return {
             "sampler_name": values[self.sampler_name],
             "scheduler": values[self.scheduler],
@@ -50,14 +49,12 @@ class ParamControls:
             "seed": _seed(values[self.seed], "seed"),
             "subseed": _seed(values[self.subseed], "subseed"),
             "subseed_strength": float(values[self.subseed_strength]),
-            "seed_resize_from_w": int(values[self.seed_resize_from_w]) or -1,
-            "seed_resize_from_h": int(values[self.seed_resize_from_h]) or -1,
-            # the Clip skip setting (quicksettings bar), as the API path reads CLIP_stop_at_last_layers
-            "clip_skip": int(self.settings.get("CLIP_stop_at_last_layers", 1)) if self.settings else 1,
+            "seed_resize_from_w": int(values[self.seed_resize_from_w]),
+            "seed_resize_from_h": int(values[self.seed_resize_from_h]),
         }
 
 
-_NOT_INPUTS = ("reuse_seed_button", "settings")
+_NOT_INPUTS = ("reuse_seed_button",)
 
 
 def _seed(value: Any, name: str) -> int:
@@ -74,20 +71,20 @@ def _seed(value: Any, name: str) -> int:
 
 def build_params_for(tab: str, cfg: UiConfig, backend: Any) -> ParamControls:
     """The parameter block with the backend's samplers, schedule types, default sampler and model size."""
-    controls = build_params(
+    return build_params(
         tab,
         cfg,
         backend.samplers(),
         backend.schedulers(),
         lambda: backend.options.get("default_sampler", ""),
         native_size=backend.native_resolution(),
+        default_scheduler=lambda: backend.options.get("default_scheduler", ""),
     )
-    controls.settings = backend.options
-    return controls
 
 
 def _initial_sampler(default_sampler: str | Callable[[], str], samplers: list[str]) -> Callable[[], Any]:
-    """The dropdown's value, computed on every page load: the "Default sampler" setting as it is now."""
+    """The dropdown's value, computed on every page load: the "Default sampler" (or "Default schedule
+    type") setting as it is now."""
 
     def value() -> Any:
         wanted = default_sampler() if callable(default_sampler) else default_sampler
@@ -104,12 +101,38 @@ def build_params(
     default_sampler: str | Callable[[], str],
     show_size: bool = True,
     native_size: int = 512,
+    default_scheduler: str | Callable[[], str] = "",
 ) -> ParamControls:
     """Lay out the parameter block; returns the components by name. Width/height default to the model's
     `native_size` unless ui-config.json has a value (the default is not written there: it follows the model).
     The sampler follows the "Default sampler" setting (`default_sampler`, a callable is asked on every page
-    load); ui-config.json does not hold it, so a value written there by an older version is dropped."""
-    cfg.saved.pop(f"{tab}/Sampling method/value", None)
+    load); ui-config.json does not hold it, so a value written there by an older version is dropped. The
+    schedule type follows "Default schedule type" the same way."""
+    for label in ("Sampling method", "Schedule type"):
+        cfg.saved.pop(f"{tab}/{label}/value", None)
+    defaults = (default_sampler, default_scheduler)
+    sampler_name, scheduler, steps = _sampler_row(tab, cfg, samplers, schedulers, defaults)
+    width, height, batch_count, batch_size = _size_rows(tab, cfg, show_size, native_size)
+    cfg_scale = cfg.make(
+        tab,
+        gr.Slider,
+        "CFG Scale",
+        minimum=1.0,
+        maximum=30.0,
+        step=0.5,
+        value=7.0,
+        elem_id=f"{tab}_cfg_scale",
+    )
+    seed, reuse_seed, extras = _seed_rows(tab, cfg)
+    return ParamControls(
+        sampler_name, scheduler, steps, width, height, batch_count, batch_size, cfg_scale, seed, *extras, reuse_seed
+    )  # fmt: skip
+
+
+def _sampler_row(tab: str, cfg: UiConfig, samplers: list[str], schedulers: list[str],
+                 defaults: tuple[str | Callable[[], str], ...]) -> tuple[Any, Any, Any]:  # fmt: skip
+    """Sampling method, schedule type (`defaults`: their settings) and steps."""
+    default_sampler, default_scheduler = defaults
     with gr.Row(elem_id=f"{tab}_sampler_row"):
         sampler_name = cfg.make(
             tab,
@@ -125,14 +148,20 @@ def build_params(
             tab,
             gr.Dropdown,
             "Schedule type",
+            save_value=False,
             choices=schedulers,
-            value=schedulers[0] if schedulers else None,
+            value=_initial_sampler(default_scheduler, schedulers),
             elem_id=f"{tab}_scheduler",
             min_width=160,
         )
         steps = cfg.make(
             tab, gr.Slider, "Sampling steps", minimum=1, maximum=150, step=1, value=20, elem_id=f"{tab}_steps"
         )
+    return sampler_name, scheduler, steps
+
+
+def _size_rows(tab: str, cfg: UiConfig, show_size: bool, native_size: int) -> tuple[Any, Any, Any, Any]:
+    """Width / height (with the swap button), batch count and batch size."""
     with gr.Row(elem_id=f"{tab}_dimensions_row", visible=show_size):
         with gr.Column(elem_id=f"{tab}_column_size", scale=4, min_width=200):
             size = {"minimum": 64, "maximum": 2048, "step": 8, "value": native_size, "save_value": False}
@@ -140,37 +169,19 @@ def build_params(
             height = cfg.make(tab, gr.Slider, "Height", elem_id=f"{tab}_height", **size)
         swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", min_width=40, scale=0, size="sm")
         with gr.Column(elem_id=f"{tab}_column_batch", scale=2, min_width=160):
+            batch = {"minimum": 1, "step": 1, "value": 1}
             batch_count = cfg.make(
-                tab,
-                gr.Slider,
-                "Batch count",
-                minimum=1,
-                maximum=100,
-                step=1,
-                value=1,
-                elem_id=f"{tab}_batch_count",
+                tab, gr.Slider, "Batch count", maximum=100, elem_id=f"{tab}_batch_count", **batch
             )
             batch_size = cfg.make(
-                tab,
-                gr.Slider,
-                "Batch size",
-                minimum=1,
-                maximum=8,
-                step=1,
-                value=1,
-                elem_id=f"{tab}_batch_size",
+                tab, gr.Slider, "Batch size", maximum=8, elem_id=f"{tab}_batch_size", **batch
             )
     swap.click(lambda w, h: (h, w), inputs=[width, height], outputs=[width, height], show_progress="hidden")
-    cfg_scale = cfg.make(
-        tab,
-        gr.Slider,
-        "CFG Scale",
-        minimum=1.0,
-        maximum=30.0,
-        step=0.5,
-        value=7.0,
-        elem_id=f"{tab}_cfg_scale",
-    )
+    return width, height, batch_count, batch_size
+
+
+def _seed_rows(tab: str, cfg: UiConfig) -> tuple[Any, Any, tuple[Any, Any, Any, Any]]:
+    """Seed with its buttons; the "Extra" group: variation seed and strength, seed resize."""
     with gr.Row(elem_id=f"{tab}_seed_row"):
         seed = cfg.make(tab, gr.Number, "Seed", value=-1, precision=0, elem_id=f"{tab}_seed", min_width=160)
         random_seed = gr.Button("🎲", elem_id=f"{tab}_random_seed", min_width=40, scale=0, size="sm")
@@ -198,42 +209,13 @@ def build_params(
                 elem_id=f"{tab}_subseed_strength",
             )
         with gr.Row():
-            seed_resize_from_w = cfg.make(
-                tab,
-                gr.Slider,
-                "Resize seed from width",
-                minimum=0,
-                maximum=2048,
-                step=8,
-                value=0,
-                elem_id=f"{tab}_seed_resize_from_w",
+            resize = {"minimum": 0, "maximum": 2048, "step": 8, "value": 0}
+            resize_w = cfg.make(
+                tab, gr.Slider, "Resize seed from width", elem_id=f"{tab}_seed_resize_from_w", **resize
             )
-            seed_resize_from_h = cfg.make(
-                tab,
-                gr.Slider,
-                "Resize seed from height",
-                minimum=0,
-                maximum=2048,
-                step=8,
-                value=0,
-                elem_id=f"{tab}_seed_resize_from_h",
+            resize_h = cfg.make(
+                tab, gr.Slider, "Resize seed from height", elem_id=f"{tab}_seed_resize_from_h", **resize
             )
     seed_extras.change(lambda show: gr.update(visible=show), inputs=seed_extras, outputs=extras_group)
     random_seed.click(lambda: -1, outputs=seed, show_progress="hidden")
-    controls = ParamControls(
-        sampler_name,
-        scheduler,
-        steps,
-        width,
-        height,
-        batch_count,
-        batch_size,
-        cfg_scale,
-        seed,
-        subseed,
-        subseed_strength,
-        seed_resize_from_w,
-        seed_resize_from_h,
-        reuse_seed,
-    )
-    return controls
+    return seed, reuse_seed, (subseed, subseed_strength, resize_w, resize_h)

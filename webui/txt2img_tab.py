@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.engine.resolve import RawFields
 from sdwebui.extensions.bridge import ScriptControls, script_controls
 from sdwebui.services import ScriptCall
 from webui.backend import UiBackend
@@ -46,12 +47,13 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
 
     def build_request(values: dict) -> Txt2ImgRequest:
-        return Txt2ImgRequest(
+        raw = RawFields(
             prompt=values[prompt_row.prompt] or "",
             negative_prompt=values[prompt_row.negative_prompt] or "",
             styles=list(values[prompt_row.styles] or []),
             **params.request_fields(values),
         )
+        return backend.resolve(raw)
 
     def generate(values: dict):
         yield from run_job(

@@ -364,139 +364,135 @@ LIMIT_PREFIX = "limit_"  # these settings bound what one request may cost; a req
 
 
 def default_templates() -> dict[str, OptionInfo]:
-    """The built-in settings, grouped in sections as the Settings tab shows them."""
+    """The built-in settings, grouped in sections as the Settings tab shows them (in this order)."""
+    sections = (
+        (SECTION_SD, _sd_templates),
+        (SECTION_SAVING, _saving_templates),
+        (SECTION_PATHS, _path_templates),
+        (SECTION_SAMPLER, _sampler_templates),
+        (SECTION_IMG2IMG, _img2img_templates),
+        (SECTION_LIMITS, _limit_templates),
+        (SECTION_PREVIEW, _preview_templates),
+        (SECTION_UI, _ui_templates),
+    )
     templates: dict[str, OptionInfo] = {}
-    templates.update(
-        options_section(
-            SECTION_SD,
-            {
-                "sd_model_checkpoint": OptionInfo("", "Stable Diffusion checkpoint"),
-                "sd_checkpoints_limit": OptionInfo(
-                    1,
-                    "Maximum number of checkpoints loaded at the same time",
-                    component_args=_slider(1, 10, 1),
-                ),
-                "sd_vae": OptionInfo("Automatic", "SD VAE"),
-                "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", component_args=_slider(1, 12, 1)),
-            },
-        )
-    )
-    templates.update(
-        options_section(
-            SECTION_SAVING,
-            {
-                "samples_save": OptionInfo(True, "Always save all generated images"),
-                "samples_format": OptionInfo(
-                    "png", "File format for images", choices=["png", "jpg", "jpeg", "webp"]
-                ),
-                "samples_filename_pattern": OptionInfo(
-                    "[seed]", "Images filename pattern", validator=_check_filename_pattern
-                ),
-                "save_images_add_number": OptionInfo(True, "Add number to filename when saving"),
-                "enable_pnginfo": OptionInfo(
-                    True, "Save text information about generation parameters as chunks to png files"
-                ),
-            },
-        )
-    )
-    templates.update(
-        options_section(
-            SECTION_PATHS,
-            {
-                "outdir_samples": OptionInfo(
-                    "", "Output directory for images; if empty, defaults to three directories below"
-                ),
-                "outdir_txt2img_samples": OptionInfo(
-                    "outputs/txt2img-images", "Output directory for txt2img images"
-                ),
-                "outdir_img2img_samples": OptionInfo(
-                    "outputs/img2img-images", "Output directory for img2img images"
-                ),
-                "outdir_extras_samples": OptionInfo(
-                    "outputs/extras-images", "Output directory for images from extras tab"
-                ),
-                "outdir_grids": OptionInfo(
-                    "", "Output directory for grids; if empty, defaults to two directories below"
-                ),
-                "outdir_txt2img_grids": OptionInfo(
-                    "outputs/txt2img-grids", "Output directory for txt2img grids"
-                ),
-                "outdir_img2img_grids": OptionInfo(
-                    "outputs/img2img-grids", "Output directory for img2img grids"
-                ),
-            },
-        )
-    )
-    templates.update(
-        options_section(
-            SECTION_SAMPLER,
-            {
-                "eta_ancestral": OptionInfo(
-                    1.0, "Eta for k-diffusion samplers", component_args=_slider(0.0, 1.0, 0.01)
-                ),
-                "eta_ddim": OptionInfo(0.0, "Eta for DDIM", component_args=_slider(0.0, 1.0, 0.01)),
-                "default_sampler": OptionInfo("Euler a", "Default sampler", choices=_sampler_names),
-                "default_scheduler": OptionInfo(
-                    "Automatic", "Default schedule type", choices=_schedule_labels
-                ),
-            },
-        )
-    )
-    templates.update(
-        options_section(
-            SECTION_IMG2IMG,
-            {
-                "img2img_fix_steps": OptionInfo(
-                    False, "With img2img, do exactly the amount of steps the slider specifies"
-                ),
-                "initial_noise_multiplier": OptionInfo(
-                    1.0, "Noise multiplier for img2img", component_args=_slider(0.0, 1.5, 0.001)
-                ),
-                "img2img_extra_noise": OptionInfo(
-                    0.0,
-                    "Extra noise multiplier for img2img (0 = disabled; should be lower than denoising strength)",
-                    component_args=_slider(0.0, 1.0, 0.01),
-                ),
-                "inpainting_mask_weight": OptionInfo(
-                    1.0, "Inpainting conditioning mask strength", component_args=_slider(0.0, 1.0, 0.01)
-                ),
-            },
-        )
-    )
-    templates.update(options_section(SECTION_LIMITS, _limit_templates()))
-    templates.update(
-        options_section(
-            SECTION_PREVIEW,
-            {
-                "live_previews_enable": OptionInfo(True, "Show live previews of the created image"),
-                "show_progress_every_n_steps": OptionInfo(
-                    5,
-                    "Live preview display period (in sampling steps)",
-                    component_args=_slider(0, 32, 1),
-                ),
-                # sdwebui.outputs.previews.PREVIEW_METHODS; build_services adds "TAESD" (preview_method_option)
-                "show_progress_type": OptionInfo(
-                    "Approx cheap",
-                    "Live preview method",
-                    choices=["Full", "Approx cheap"],
-                    comment_after="Approx NN is not offered; TAESD is when models/VAE-approx holds "
-                    "taesd_decoder.pth (SD1/SD2) or taesdxl_decoder.pth (SDXL)",
-                ),
-            },
-        )
-    )
-    templates.update(
-        options_section(
-            SECTION_UI,
-            {
-                "quicksettings_list": OptionInfo(
-                    ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"], "Quicksettings list"
-                ),
-                "max_batch_count": OptionInfo(100, "Maximum batch count", component_args=_slider(1, 1000, 1)),
-            },
-        )
-    )
+    for section, build in sections:
+        templates.update(options_section(section, build()))
     return templates
+
+
+def _sd_templates() -> dict[str, OptionInfo]:
+    """Checkpoint, VAE and Clip skip."""
+    return {
+        "sd_model_checkpoint": OptionInfo("", "Stable Diffusion checkpoint"),
+        "sd_checkpoints_limit": OptionInfo(
+            1,
+            "Maximum number of checkpoints loaded at the same time",
+            component_args=_slider(1, 10, 1),
+        ),
+        "sd_vae": OptionInfo("Automatic", "SD VAE"),
+        "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", component_args=_slider(1, 12, 1)),
+    }
+
+
+def _saving_templates() -> dict[str, OptionInfo]:
+    """How generated images are saved."""
+    return {
+        "samples_save": OptionInfo(True, "Always save all generated images"),
+        "samples_format": OptionInfo("png", "File format for images", choices=["png", "jpg", "jpeg", "webp"]),
+        "samples_filename_pattern": OptionInfo(
+            "[seed]", "Images filename pattern", validator=_check_filename_pattern
+        ),
+        "save_images_add_number": OptionInfo(True, "Add number to filename when saving"),
+        "enable_pnginfo": OptionInfo(
+            True, "Save text information about generation parameters as chunks to png files"
+        ),
+    }
+
+
+def _path_templates() -> dict[str, OptionInfo]:
+    """Output folders (relative to the data dir)."""
+    return {
+        "outdir_samples": OptionInfo(
+            "", "Output directory for images; if empty, defaults to three directories below"
+        ),
+        "outdir_txt2img_samples": OptionInfo("outputs/txt2img-images", "Output directory for txt2img images"),
+        "outdir_img2img_samples": OptionInfo("outputs/img2img-images", "Output directory for img2img images"),
+        "outdir_extras_samples": OptionInfo(
+            "outputs/extras-images", "Output directory for images from extras tab"
+        ),
+        "outdir_grids": OptionInfo(
+            "", "Output directory for grids; if empty, defaults to two directories below"
+        ),
+        "outdir_txt2img_grids": OptionInfo("outputs/txt2img-grids", "Output directory for txt2img grids"),
+        "outdir_img2img_grids": OptionInfo("outputs/img2img-grids", "Output directory for img2img grids"),
+    }
+
+
+def _sampler_templates() -> dict[str, OptionInfo]:
+    """Sampler defaults: eta, ENSD, default sampler and schedule type."""
+    return {
+        "eta_ancestral": OptionInfo(
+            1.0, "Eta for k-diffusion samplers", component_args=_slider(0.0, 1.0, 0.01)
+        ),
+        "eta_ddim": OptionInfo(0.0, "Eta for DDIM", component_args=_slider(0.0, 1.0, 0.01)),
+        # A1111's ENSD: step noise of ancestral samplers (and DDIM with eta) from seed + delta
+        "eta_noise_seed_delta": OptionInfo(
+            0, "Eta noise seed delta", component_args={"minimum": 0, "maximum": 2**31 - 1}, infotext="ENSD"
+        ),
+        "default_sampler": OptionInfo("Euler a", "Default sampler", choices=_sampler_names),
+        "default_scheduler": OptionInfo("Automatic", "Default schedule type", choices=_schedule_labels),
+    }
+
+
+def _img2img_templates() -> dict[str, OptionInfo]:
+    """img2img steps and noise."""
+    return {
+        "img2img_fix_steps": OptionInfo(
+            False, "With img2img, do exactly the amount of steps the slider specifies"
+        ),
+        "initial_noise_multiplier": OptionInfo(
+            1.0, "Noise multiplier for img2img", component_args=_slider(0.0, 1.5, 0.001)
+        ),
+        "img2img_extra_noise": OptionInfo(
+            0.0,
+            "Extra noise multiplier for img2img (0 = disabled; should be lower than denoising strength)",
+            component_args=_slider(0.0, 1.0, 0.01),
+        ),
+        "inpainting_mask_weight": OptionInfo(
+            1.0, "Inpainting conditioning mask strength", component_args=_slider(0.0, 1.0, 0.01)
+        ),
+    }
+
+
+def _preview_templates() -> dict[str, OptionInfo]:
+    """Live previews during sampling."""
+    return {
+        "live_previews_enable": OptionInfo(True, "Show live previews of the created image"),
+        "show_progress_every_n_steps": OptionInfo(
+            5,
+            "Live preview display period (in sampling steps)",
+            component_args=_slider(0, 32, 1),
+        ),
+        # sdwebui.outputs.previews.PREVIEW_METHODS; build_services adds "TAESD" (preview_method_option)
+        "show_progress_type": OptionInfo(
+            "Approx cheap",
+            "Live preview method",
+            choices=["Full", "Approx cheap"],
+            comment_after="Approx NN is not offered; TAESD is when models/VAE-approx holds "
+            "taesd_decoder.pth (SD1/SD2) or taesdxl_decoder.pth (SDXL)",
+        ),
+    }
+
+
+def _ui_templates() -> dict[str, OptionInfo]:
+    """Quicksettings and UI limits."""
+    return {
+        "quicksettings_list": OptionInfo(
+            ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"], "Quicksettings list"
+        ),
+        "max_batch_count": OptionInfo(100, "Maximum batch count", component_args=_slider(1, 1000, 1)),
+    }
 
 
 def _limit_templates() -> dict[str, OptionInfo]:

@@ -243,6 +243,7 @@ def infotext_params(
 ) -> dict[str, Any]:
     """A1111's generation parameters of image `index`, in A1111's key order; None values are left out."""
     sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
+    eta = _effective_eta(request, settings, sampler) if sampler.eta_mode != samplers.ETA_NONE else None
     info = model.info
     separate_vae = model.vae_name is not None and settings.add_vae_to_info
     resize_from = request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0
@@ -264,6 +265,8 @@ def infotext_params(
         else None,
         **edit_params,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+        # A1111 names the delta only where it changed the image: a sampler that draws step noise
+        "ENSD": settings.eta_noise_seed_delta if settings.eta_noise_seed_delta and eta else None,
         **state.extra_generation_params,
         # our initial noise is A1111's CPU RNG; without this key A1111 would assume GPU noise
         "RNG": "CPU",

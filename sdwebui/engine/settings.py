@@ -26,6 +26,7 @@ class EngineSettings:
     img2img_extra_noise: float = 0.0  # img2img_extra_noise: noise added on top of the init latent's (0 = off)
     eta_ancestral: float = 1.0  # eta_ancestral: eta for ancestral samplers when the request has none
     eta_ddim: float = 0.0  # eta_ddim: eta for DDIM when the request has none
+    eta_noise_seed_delta: int = 0  # eta_noise_seed_delta (ENSD): step noise from seed + delta
     version: str = ""  # "Version: ..." in the infotext; empty = omitted
     add_model_hash_to_info: bool = True  # add_model_hash_to_info
     add_model_name_to_info: bool = True  # add_model_name_to_info

@@ -242,6 +242,7 @@ def _rng(run: JobRun, args: BatchArgs, shape: tuple[int, int, int]) -> ImageRNG:
         seed_resize_from_h=request.seed_resize_from_h,
         seed_resize_from_w=request.seed_resize_from_w,
         vae_scale_factor=run.model.vae_scale_factor,
+        eta_noise_seed_delta=run.settings.eta_noise_seed_delta,
     )
 
 
