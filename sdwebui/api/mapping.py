@@ -17,8 +17,8 @@ from sdwebui.api import models
 from sdwebui.config.options import Options
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
-from sdwebui.outputs import info_json as info_json_builder
 from sdwebui.engine.resolve import RawFields, RawImg2ImgFields, SettingsSource, field_names, resolve
+from sdwebui.outputs import info_json as info_json_builder
 
 VERSION = info_json_builder.VERSION
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
