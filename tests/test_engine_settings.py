@@ -170,3 +170,36 @@ def test_a_config_naming_a_missing_checkpoint_falls_back_and_says_so(tmp_path, t
         assert len(services.all_notices()) == 1
     finally:
         services.jobs.shutdown()
+
+
+def test_clip_skip_beyond_the_models_layers_is_a_request_error(tiny_sd1_model):
+    layers = tiny_sd1_model.text_encoders[0].config.num_hidden_layers
+    with pytest.raises(RequestError) as err:
+        generate(
+            tiny_sd1_model, request(clip_skip=layers + 1), JobContext(), EngineSettings(save_images=False)
+        )
+    assert err.value.field == "clip_skip" and f"from 1 to {layers}" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "eta", "written"),
+    [
+        ("DDIM", 0.5, "Eta DDIM: 0.5"),
+        ("DDIM", 0.0, None),
+        ("Euler a", 1.0, None),
+    ],
+)
+def test_eta_is_in_the_infotext_when_it_differs_from_the_samplers_default(
+    tiny_sd1_model, sampler, eta, written
+):
+    result = generate(
+        tiny_sd1_model,
+        request(sampler_name=sampler, eta=eta),
+        JobContext(),
+        EngineSettings(save_images=False),
+    )
+    (infotext,) = result.infotexts
+    if written:
+        assert written in infotext
+    else:
+        assert "Eta" not in infotext

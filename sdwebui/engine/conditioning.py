@@ -188,8 +188,8 @@ class PromptEncoder:
             )
         layers = min(encoder.config.num_hidden_layers for encoder in model.text_encoders)
         if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or not 1 <= clip_skip <= layers:
-            raise ValueError(
-                f"clip_skip must be an integer from 1 to {layers} for this model, got {clip_skip!r}"
+            raise RequestError(  # the request's value does not fit this model: a 4xx naming the field
+                "clip_skip", f"must be an integer from 1 to {layers} for this model, got {clip_skip!r}"
             )
         self.model = model
         self.clip_skip = clip_skip

@@ -267,6 +267,9 @@ def infotext_params(
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         # A1111 names the delta only where it changed the image: a sampler that draws step noise
         "ENSD": settings.eta_noise_seed_delta if settings.eta_noise_seed_delta and eta else None,
+        # A1111 writes eta only when it differs from the sampler's default: 0 for DDIM-style samplers (the
+        # ancestral ones can only run at their default 1 over diffusers, so "Eta" never differs)
+        "Eta DDIM": _number(eta) if sampler.eta_mode == samplers.ETA_STEP and eta else None,
         **state.extra_generation_params,
         # our initial noise is A1111's CPU RNG; without this key A1111 would assume GPU noise
         "RNG": "CPU",
