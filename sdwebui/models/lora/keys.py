@@ -89,11 +89,18 @@ def build_index(model: LoadedModel) -> ModuleIndex:
         model.text_encoders, TEXT_ENCODER_NAMES, _text_encoder_prefixes(model), strict=False
     ):
         for name, module in _weighted_modules(encoder):
-            target = f"{prefix_name}.{name}"
+            path = canonical_text_path(name)
+            target = f"{prefix_name}.{path}"
             index.modules[target] = module
             for kohya_prefix in kohya_prefixes:
-                index.aliases.setdefault(_kohya(kohya_prefix, name), target)
+                index.aliases.setdefault(_kohya(kohya_prefix, path), target)
     return index
+
+
+def canonical_text_path(path: str) -> str:
+    """Files name CLIP modules under ``text_model.`` (transformers 4); transformers 5's CLIPTextModel has
+    its encoder at the top, CLIPTextModelWithProjection still under ``text_model``: targets use the file form."""
+    return path if path.startswith("text_model.") or path == "text_projection" else f"text_model.{path}"
 
 
 def split_key(key: str) -> tuple[str, str] | None:

@@ -36,12 +36,15 @@ def resolve_module(model: LoadedModel, target: str) -> torch.nn.Module:
     roots: dict[str, torch.nn.Module] = {UNET: model.unet}
     roots.update(zip(TEXT_ENCODER_NAMES, model.text_encoders, strict=False))
     root = roots.get(root_name)
-    try:
-        if root is None:
-            raise AttributeError(root_name)
-        return root.get_submodule(path)
-    except AttributeError:
-        raise LoraError(f"the loaded model has no module {target}") from None
+    candidates = [path]
+    if root_name != UNET and path.startswith("text_model."):
+        candidates.append(path.removeprefix("text_model."))  # transformers 5's flat CLIPTextModel
+    for candidate in candidates if root is not None else []:
+        try:
+            return root.get_submodule(candidate)
+        except AttributeError:
+            continue
+    raise LoraError(f"the loaded model has no module {target}")
 
 
 @dataclass
