@@ -541,3 +541,92 @@ def test_scale_follows_alpha_over_rank_exactly(sd1, sd1_index, tmp_path):
     assert math.isclose(diagonal[0].item(), 0.5, rel_tol=1e-6) and torch.allclose(
         diagonal[3:], torch.zeros(29)
     )
+
+
+def test_lokr_tucker_w2_on_a_conv(sd1, sd1_index, tmp_path):
+    before = weight_of(sd1, f"unet.{CONV3}")  # (32, 32, 3, 3) = kron((4, 2, 1, 1), (8, 16, 3, 3))
+    g = gen(60)
+    w1, t2, w2a, w2b = (
+        randn(4, 2, generator=g),
+        randn(2, 2, 3, 3, generator=g),
+        randn(2, 8, generator=g),
+        randn(2, 16, generator=g),
+    )
+    parts = {"lokr_w1": w1, "lokr_t2": t2, "lokr_w2_a": w2a, "lokr_w2_b": w2b, "alpha": torch.tensor(1.0)}
+    after = patched_weight(sd1, sd1_index, tmp_path, with_prefix(kohya_name(CONV3), parts), f"unet.{CONV3}")
+    w2 = torch.zeros(8, 16, 3, 3)
+    for k in range(3):
+        for m in range(3):
+            w2[:, :, k, m] = w2a.T @ t2[:, :, k, m] @ w2b
+    expected = torch.stack(
+        [torch.stack([_kron_blocks(w1, w2[:, :, k, m]) for m in range(3)], -1) for k in range(3)], -2
+    )
+    torch.testing.assert_close(after, before + expected * 0.5, rtol=1e-5, atol=1e-6)
+
+
+def test_peft_dora_magnitude_is_per_output_row(sd1, sd1_index, tmp_path):
+    before = weight_of(sd1, f"unet.{WIDE}")
+    parts = lora_factors(before, rank=2, generator=gen(61))
+    magnitude = 1 + torch.rand(512, generator=gen(62))
+    tensors = {
+        f"unet.{WIDE}.lora_A.weight": parts["lora_down.weight"],
+        f"unet.{WIDE}.lora_B.weight": parts["lora_up.weight"],
+        f"unet.{WIDE}.lora_magnitude_vector": magnitude,
+    }
+    after = patched_weight(sd1, sd1_index, tmp_path, tensors, f"unet.{WIDE}")
+    delta = parts["lora_up.weight"] @ parts["lora_down.weight"]
+    torch.testing.assert_close(
+        after, _dora_expected(before, delta, magnitude, True, 1.0), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_old_diffusers_attention_processor_names(sd1_index, tmp_path):
+    attention = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    tensors = {
+        f"unet.{attention}.processor.to_out_lora.down.weight": torch.ones(2, 32),
+        f"unet.{attention}.processor.to_out_lora.up.weight": torch.ones(32, 2),
+        f"text_encoder.{TE_TARGET}.lora_linear_layer.down.weight": torch.ones(2, 32),
+        f"text_encoder.{TE_TARGET}.lora_linear_layer.up.weight": torch.ones(32, 2),
+    }
+    network = load_network(save_safetensors(tensors, tmp_path / "old.safetensors"), sd1_index)
+    assert set(network.modules) == {f"unet.{attention}.to_out.0", f"text_encoder.{TE_TARGET}"}
+
+
+def test_sdxl_te2_lora_patches_the_second_encoder_only(tmp_path):
+    model = tiny_loaded_model("sdxl")
+    te1_before = weight_of(model, f"text_encoder.{TE_TARGET}")
+    te2_before = weight_of(model, f"text_encoder_2.{TE_TARGET}")
+    parts = lora_factors(te2_before, rank=2, generator=gen(63))
+    path = save_safetensors(
+        with_prefix(kohya_name(TE_TARGET, "lora_te2_"), parts), tmp_path / "xl.safetensors"
+    )
+    network = load_network(path, build_index(model))
+    with applied(LoraPatch([NetworkWeight(network, te=0.5, unet=0.0)]), model):
+        assert torch.equal(weight_of(model, f"text_encoder.{TE_TARGET}"), te1_before)
+        expected = te2_before + 0.5 * parts["lora_up.weight"] @ parts["lora_down.weight"]
+        torch.testing.assert_close(weight_of(model, f"text_encoder_2.{TE_TARGET}"), expected)
+    assert torch.equal(
+        model.text_encoders[1].text_model.encoder.layers[0].self_attn.q_proj.weight, te2_before
+    )
+
+
+def test_precomputed_kohya_hash_in_metadata_wins(sd1_index, tmp_path):
+    tensors = with_prefix(
+        kohya_name(LINEAR), {"lora_up.weight": torch.ones(32, 1), "lora_down.weight": torch.ones(1, 32)}
+    )
+    path = save_safetensors(tensors, tmp_path / "h.safetensors", {"sshs_model_hash": "ab" * 32})
+    assert load_network(path, sd1_index).shorthash == "ab" * 6
+
+
+def test_a_rewritten_file_is_a_new_cache_entry(sd1, sd1_index, tmp_path):
+    before = weight_of(sd1, f"unet.{LINEAR}")
+    path = tmp_path / "r.safetensors"
+    cache = DeltaCache()
+    results = []
+    for seed in (70, 71):
+        parts = lora_factors(before, 2, gen(seed))
+        save_safetensors(with_prefix(kohya_name(LINEAR), parts), path)
+        with applied(LoraPatch([NetworkWeight(load_network(path, sd1_index))], cache), sd1):
+            results.append(weight_of(sd1, f"unet.{LINEAR}") - before)
+        torch.testing.assert_close(results[-1], parts["lora_up.weight"] @ parts["lora_down.weight"])
+    assert cache.misses == 2 and len(cache) == 2

@@ -69,7 +69,9 @@ def _lokr(w: LokrWeights, device: torch.device) -> torch.Tensor:
         w2 = _lokr_factor(w.w2, w.w2_a, w.w2_b, device)
     while w1.dim() < w2.dim():
         w1 = w1.unsqueeze(-1)  # kron over the kernel dims too: w1's kernel is 1x1
-    return torch.kron(w1, w2)
+    return torch.kron(
+        w1.contiguous(), w2.contiguous()
+    )  # kron views its inputs; einsum results may be strided
 
 
 def _ia3(w: IA3Weights, weight: torch.Tensor) -> torch.Tensor:
