@@ -98,7 +98,7 @@ def read_network_file(path: str | Path) -> NetworkFile:
     if suffix == ".safetensors":
         try:
             with safetensors.safe_open(str(path), framework="pt") as handle:
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
                 metadata = dict(handle.metadata() or {})
         except Exception as error:  # SafetensorError/OSError/... for truncated or foreign files
             raise LoraError(f"{path}: not a readable safetensors file: {error}") from None
