@@ -422,7 +422,10 @@ def test_same_patched_unet_as_diffusers_fuse_lora(tmp_path):
         with_prefix(kohya_name(LINEAR), {**parts, "alpha": torch.tensor(2.0)}), tmp_path / "l.safetensors"
     )
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        str(write_diffusers_folder(model, tmp_path / "m"))
+        str(write_diffusers_folder(model, tmp_path / "m")),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.load_lora_weights(str(path))
     pipe.fuse_lora(lora_scale=0.8)
@@ -634,6 +637,27 @@ def test_a_rewritten_file_is_a_new_cache_entry(sd1, sd1_index, tmp_path):
     assert cache.misses == 2 and len(cache) == 2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_patch_on_cuda_matches_the_cpu_computation_and_restores(tmp_path):
+    cpu_model = tiny_loaded_model("sd1")
+    model = tiny_loaded_model("sd1")
+    model.unet.to("cuda", torch.float16)
+    state = _state(model)
+    parts = lora_factors(weight_of(cpu_model, f"unet.{CONV3}"), rank=4, generator=gen(90))
+    dora = {**parts, "dora_scale": 1 + torch.rand(1, 32, 1, 1, generator=gen(91))}
+    path = save_safetensors(with_prefix(kohya_name(CONV3), dora), tmp_path / "cuda.safetensors")
+    network = load_network(path, build_index(model))
+    undo = LoraPatch([NetworkWeight(network, unet=0.8)]).apply(model)
+    got = resolve_module(model, f"unet.{CONV3}").weight.detach()
+    assert got.device.type == "cuda" and got.dtype == torch.float16
+    base = state[f"unet.{CONV3}.weight"].float().cpu()
+    delta = (parts["lora_up.weight"].flatten(1) @ parts["lora_down.weight"].flatten(1)).reshape(base.shape)
+    expected = _dora_expected(base, delta, dora["dora_scale"], False, 0.8).half()
+    torch.testing.assert_close(got.cpu(), expected, rtol=2e-3, atol=2e-3)
+    undo()
+    _assert_same_state(model, state)
+
+
 # --- textual inversion -------------------------------------------------------------------------------
 
 
@@ -696,3 +720,19 @@ def test_file_that_is_no_embedding_is_an_error_naming_it(tmp_path):
     (tmp_path / "trunc.safetensors").write_bytes(b"\x10\x00\x00")
     with pytest.raises(EmbeddingError, match="trunc.safetensors"):
         read_embedding(tmp_path / "trunc.safetensors")
+
+
+def test_lycoris_norm_layer_weight_and_bias(sd1, sd1_index, tmp_path):
+    norm = "down_blocks.0.attentions.0.norm"  # GroupNorm(8, 32)
+    before = weight_of(sd1, f"unet.{norm}")
+    bias_before = resolve_module(sd1, f"unet.{norm}").bias.detach().clone()
+    w_norm, b_norm = randn(32, generator=gen(95)), randn(32, generator=gen(96))
+    path = save_safetensors(
+        with_prefix(kohya_name(norm), {"w_norm": w_norm, "b_norm": b_norm}), tmp_path / "n.safetensors"
+    )
+    with applied(LoraPatch([NetworkWeight(load_network(path, sd1_index), unet=0.5)]), sd1):
+        torch.testing.assert_close(weight_of(sd1, f"unet.{norm}"), before + 0.5 * w_norm)
+        torch.testing.assert_close(
+            resolve_module(sd1, f"unet.{norm}").bias.detach(), bias_before + 0.5 * b_norm
+        )
+    assert torch.equal(weight_of(sd1, f"unet.{norm}"), before)

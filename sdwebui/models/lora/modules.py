@@ -68,7 +68,7 @@ class IA3Weights:
 
 @dataclass(frozen=True)
 class FullWeights:
-    """A full weight difference (``diff``)."""
+    """A full weight difference (``diff``, or ``w_norm`` for a norm layer)."""
 
     diff: torch.Tensor
 
@@ -108,7 +108,6 @@ def _tensors(module: NetworkModule) -> list[torch.Tensor]:
 
 _HADA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 _LOKR = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
-_COMMON = ("alpha", "scale", "dora_scale", "peft_magnitude", "diff_b", "bias")
 
 
 @dataclass
@@ -153,11 +152,17 @@ def _weights(parts: _Parts) -> Weights | None:
         return IA3Weights(parts.need("weight"), bool(on_input.item()) if on_input is not None else False)
     if "diff" in names:
         return FullWeights(parts.need("diff"))
+    if "w_norm" in names:  # LyCORIS trained norm layers: a full difference of the norm's weight
+        return FullWeights(parts.need("w_norm"))
     return None
 
 
 def _scalar(tensor: torch.Tensor | None) -> float | None:
     return float(tensor.float().item()) if tensor is not None else None
+
+
+def _first(*tensors: torch.Tensor | None) -> torch.Tensor | None:
+    return next((t for t in tensors if t is not None), None)
 
 
 def build_module(network_key: str, target: str, tensors: dict[str, torch.Tensor]) -> NetworkModule:
@@ -173,7 +178,7 @@ def build_module(network_key: str, target: str, tensors: dict[str, torch.Tensor]
         scale=_scalar(parts.get("scale")),
         dora_scale=magnitude if magnitude is not None else parts.get("dora_scale"),
         dora_on_output=True if magnitude is not None else None,  # PEFT's magnitude is per output channel
-        bias_diff=parts.get("diff_b"),
+        bias_diff=_first(parts.get("diff_b"), parts.get("b_norm")),
         weight_bias=parts.get("bias"),
     )
     leftover = sorted(set(tensors) - parts.used)
