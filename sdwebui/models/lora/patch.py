@@ -94,7 +94,11 @@ class LoraPatch:
         try:
             with torch.no_grad():
                 for target, entries in self.plan().items():
-                    self._patch_module(resolve_module(model, target), entries, model_key, restore)
+                    try:
+                        self._patch_module(resolve_module(model, target), entries, model_key, restore)
+                    except LoraError as error:  # name the file(s) as well as the module
+                        files = ", ".join(sorted({str(entry.network.path) for entry, _, _ in entries}))
+                        raise LoraError(f"{files}: {error}") from None
         except BaseException:
             restore()  # an interrupted apply leaves the model as it found it
             raise
