@@ -23,6 +23,7 @@ from sdwebui.models.lora import (
     build_index,
     load_network,
     read_embedding,
+    read_safetensors_metadata,
     resolve_module,
 )
 from tests.lora_fixtures import (
@@ -738,3 +739,32 @@ def test_lycoris_norm_layer_weight_and_bias(sd1, sd1_index, tmp_path):
             resolve_module(sd1, f"unet.{norm}").bias.detach(), bias_before + 0.5 * b_norm
         )
     assert torch.equal(weight_of(sd1, f"unet.{norm}"), before)
+
+
+def test_sd2_linear_proj_in_takes_conv_shaped_factors_and_sd1_conv_takes_linear_ones(
+    sd1, sd1_index, tmp_path
+):
+    sd2 = tiny_loaded_model("sd2")
+    proj_in = "down_blocks.0.attentions.0.proj_in"
+    g = gen(97)
+    up, down = randn(32, 2, generator=g), randn(2, 32, generator=g)
+    conv_shaped = {"lora_up.weight": up[:, :, None, None], "lora_down.weight": down[:, :, None, None]}
+    linear_shaped = {"lora_up.weight": up, "lora_down.weight": down}
+    for model, index, parts, name in (
+        (sd2, build_index(sd2), conv_shaped, "sd2"),
+        (sd1, sd1_index, linear_shaped, "sd1"),
+    ):
+        before = weight_of(model, f"unet.{proj_in}")
+        tensors = with_prefix("lora_unet_input_blocks_1_1_proj_in", parts)
+        after = patched_weight(model, index, tmp_path, tensors, f"unet.{proj_in}", name=name)
+        assert after.shape == before.shape
+        torch.testing.assert_close(after, before + (up @ down).reshape(before.shape))
+
+
+def test_safetensors_metadata_is_read_without_tensors(tmp_path):
+    metadata = {"ss_output_name": "a", "ss_tag_frequency": json.dumps({"x": {"cat": 3}})}
+    path = save_safetensors({"w": torch.ones(3)}, tmp_path / "m.safetensors", metadata)
+    assert read_safetensors_metadata(path) == metadata
+    (tmp_path / "bad.safetensors").write_bytes((10**12).to_bytes(8, "little") + b"{}")
+    with pytest.raises(LoraError, match=r"bad\.safetensors: not a readable safetensors file"):
+        read_safetensors_metadata(tmp_path / "bad.safetensors")
