@@ -1,0 +1,70 @@
+"""LoRA / LyCORIS networks and textual-inversion embeddings: reading, key mapping, maths, reversible patches.
+
+Reading a network for a model::
+
+    index = build_index(model)                      # every name a file may use for each module
+    network = load_network(path, index)             # LoraNetwork: name, alias, hash, metadata, modules
+    patch = LoraPatch([NetworkWeight(network, te=1.0, unet=0.8)], cache)
+    undo = patch.apply(model)                       # in place, under no_grad; the lease's Patch protocol
+    ...
+    undo()                                          # bit-exact originals written back
+
+- ``LoraNetwork.modules`` maps a target (``unet.<path>``, ``text_encoder.<path>``, ``text_encoder_2.<path>``)
+  to a ``NetworkModule`` whose ``weights`` is one of LoraWeights (LoRA/LoCon, Tucker ``lora_mid``),
+  HadaWeights (LoHa), LokrWeights (LoKr), IA3Weights, FullWeights (``diff``); plus alpha, scale,
+  ``dora_scale`` (DoRA) and ``diff_b``.
+- ``compute_delta(weight, module, multiplier)`` is the fp32 difference one module makes.
+- ``LoraPatch.apply`` keeps CPU copies of what it changes; if it raises, the model is already restored.
+  Differences at multiplier 1 are cached per (file identity, target, checkpoint) in a ``DeltaCache``
+  bounded in bytes, so a new multiplier only re-scales. Each network's difference is taken against the
+  unpatched weight (A1111 chains them; this only differs when two networks with DoRA share a module).
+- ``Lora hashes:`` shows ``LoraNetwork.shorthash`` (AutoV3: sha256 of the safetensors payload, 12 hex).
+- ``read_embedding(path)`` reads A1111 textual inversions (``string_to_param``, ``emb_params``, SDXL
+  ``clip_l``/``clip_g``, diffusers ``{token: tensor}``); pickles go through the safe unpickler.
+"""
+
+from sdwebui.models.lora.cache import DeltaCache, DeltaKey
+from sdwebui.models.lora.deltas import base_delta, compute_delta, scale_of
+from sdwebui.models.lora.embeddings import Embedding, read_embedding
+from sdwebui.models.lora.errors import EmbeddingError, LoraError
+from sdwebui.models.lora.files import autov3_hash, read_network_file, read_safetensors_metadata
+from sdwebui.models.lora.keys import ModuleIndex, build_index
+from sdwebui.models.lora.modules import (
+    FullWeights,
+    HadaWeights,
+    IA3Weights,
+    LokrWeights,
+    LoraWeights,
+    NetworkModule,
+)
+from sdwebui.models.lora.network import LoraNetwork, load_network
+from sdwebui.models.lora.patch import LoraPatch, NetworkWeight, applied, resolve_module
+
+__all__ = [
+    "DeltaCache",
+    "DeltaKey",
+    "Embedding",
+    "EmbeddingError",
+    "FullWeights",
+    "HadaWeights",
+    "IA3Weights",
+    "LokrWeights",
+    "LoraError",
+    "LoraNetwork",
+    "LoraPatch",
+    "LoraWeights",
+    "ModuleIndex",
+    "NetworkModule",
+    "NetworkWeight",
+    "applied",
+    "autov3_hash",
+    "base_delta",
+    "build_index",
+    "compute_delta",
+    "load_network",
+    "read_embedding",
+    "read_network_file",
+    "read_safetensors_metadata",
+    "resolve_module",
+    "scale_of",
+]

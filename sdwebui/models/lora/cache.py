@@ -1,0 +1,65 @@
+"""RAM cache of computed weight differences, least recently used out first, bounded in bytes."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from sdwebui.models.lora.files import FileIdentity
+
+DEFAULT_LIMIT_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class DeltaKey:
+    file: FileIdentity
+    target: str
+    model: str  # DoRA and IA3 differences depend on the base weight, so on the checkpoint
+    part: str = "weight"  # or "bias"
+
+
+class DeltaCache:
+    """fp32 multiplier-1 differences on the CPU; a file changed on disk has a new identity, so a new key."""
+
+    def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES):
+        self.limit_bytes = limit_bytes
+        self._entries: OrderedDict[DeltaKey, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: DeltaKey) -> torch.Tensor | None:
+        with self._lock:
+            tensor = self._entries.get(key)
+            if tensor is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return tensor
+
+    def put(self, key: DeltaKey, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if size > self.limit_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old.numel() * old.element_size()
+            self._entries[key] = tensor
+            self.bytes += size
+            while self.bytes > self.limit_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self.bytes -= evicted.numel() * evicted.element_size()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0

@@ -1,0 +1,123 @@
+"""Network key names -> the module names of our loaded diffusers/transformers models.
+
+Targets are named as diffusers names them in a pipeline: ``unet.<module path>``, ``text_encoder.<path>``,
+``text_encoder_2.<path>`` (SDXL's OpenCLIP bigG). A file names its modules one of these ways:
+
+- kohya / LyCORIS: ``lora_unet_<path with _>`` where the path is the diffusers one
+  (``down_blocks_0_attentions_0_...``) or the original LDM/SGM one (``input_blocks_1_1_...``, which all SDXL
+  trainers write); ``lora_te_`` (SD1/SD2), ``lora_te1_``/``lora_te2_`` (SDXL's two encoders).
+- diffusers / PEFT: ``unet.<path>.lora_A.weight``, ``text_encoder.<path>.lora.down.weight``, the older
+  attention-processor form ``...attn1.processor.to_q_lora.down.weight``, or bare U-Net paths.
+
+Underscore names are ambiguous to split, so the index goes the other way: from every module of the model
+it builds every name a file could use for it, and a lookup is exact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from sdwebui.models.ldm_export import unet_to_ldm
+from sdwebui.models.model import LoadedModel
+
+UNET = "unet"
+TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2")
+
+# file part -> canonical part; anything after the module path in a dotted (diffusers/PEFT) key.
+_DOTTED_PARTS = {
+    "lora_A.weight": "lora_down.weight",
+    "lora_B.weight": "lora_up.weight",
+    "lora_A.default.weight": "lora_down.weight",
+    "lora_B.default.weight": "lora_up.weight",
+    "lora.down.weight": "lora_down.weight",
+    "lora.up.weight": "lora_up.weight",
+    "lora_linear_layer.down.weight": "lora_down.weight",
+    "lora_linear_layer.up.weight": "lora_up.weight",
+    "lora_magnitude_vector": "peft_magnitude",
+    "lora_magnitude_vector.weight": "peft_magnitude",
+    "lora_magnitude_vector.default.weight": "peft_magnitude",
+    "alpha": "alpha",
+}
+_PROCESSOR = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)_lora\.")
+_DOTTED_PREFIXES = (UNET, *TEXT_ENCODER_NAMES)
+
+
+@dataclass
+class ModuleIndex:
+    """The patchable modules of one model (those with a weight) and every file name that maps to each."""
+
+    modules: dict[str, torch.nn.Module] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # kohya name -> target
+
+    def resolve(self, network_key: str) -> str | None:
+        if network_key in self.modules:
+            return network_key
+        return self.aliases.get(network_key)
+
+
+def _weighted_modules(root: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
+    for name, module in root.named_modules():
+        if name and isinstance(getattr(module, "weight", None), torch.Tensor):
+            yield name, module
+
+
+def _kohya(prefix: str, path: str) -> str:
+    return prefix + path.replace(".", "_")
+
+
+def _text_encoder_prefixes(model: LoadedModel) -> list[list[str]]:
+    """kohya prefixes for each text encoder, in LoadedModel.text_encoders order."""
+    if len(model.text_encoders) == 2:
+        return [["lora_te1_", "lora_te_"], ["lora_te2_"]]
+    return [["lora_te_", "lora_te1_"]]
+
+
+def build_index(model: LoadedModel) -> ModuleIndex:
+    index = ModuleIndex()
+    unet_modules = dict(_weighted_modules(model.unet))
+    ldm_names = unet_to_ldm({f"{name}.weight": name for name in unet_modules}, model.unet.config)  # type: ignore[dict-item]
+    for ldm_key, name in ldm_names.items():
+        index.aliases[_kohya("lora_unet_", ldm_key.removesuffix(".weight"))] = f"{UNET}.{name}"
+    for name, module in unet_modules.items():
+        index.modules[f"{UNET}.{name}"] = module
+        index.aliases[_kohya("lora_unet_", name)] = f"{UNET}.{name}"  # diffusers-style wins on a clash
+    for encoder, prefix_name, kohya_prefixes in zip(
+        model.text_encoders, TEXT_ENCODER_NAMES, _text_encoder_prefixes(model), strict=False
+    ):
+        for name, module in _weighted_modules(encoder):
+            path = canonical_text_path(name)
+            target = f"{prefix_name}.{path}"
+            index.modules[target] = module
+            for kohya_prefix in kohya_prefixes:
+                index.aliases.setdefault(_kohya(kohya_prefix, path), target)
+    return index
+
+
+def canonical_text_path(path: str) -> str:
+    """Files name CLIP modules under ``text_model.`` (transformers 4); transformers 5's CLIPTextModel has
+    its encoder at the top, CLIPTextModelWithProjection still under ``text_model``: targets use the file form."""
+    return path if path.startswith("text_model.") or path == "text_projection" else f"text_model.{path}"
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    """(network key, canonical part) of one tensor key, or None when it is not a network weight."""
+    if key.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")):
+        network_key, _, part = key.partition(".")
+        return (network_key, part) if part else None
+    key = key.removeprefix("base_model.model.")
+    key = _PROCESSOR.sub(lambda m: "." + ("to_out.0" if m[1] == "to_out" else m[1]) + ".lora.", key)
+    for suffix, part in _DOTTED_PARTS.items():
+        if key.endswith("." + suffix):
+            path = key[: -len(suffix) - 1]
+            if not path.startswith(tuple(p + "." for p in _DOTTED_PREFIXES)):
+                path = f"{UNET}.{path}"  # diffusers saves a bare U-Net state dict without a prefix
+            return path, part
+    return None
+
+
+def is_text_encoder_target(target: str) -> bool:
+    return target.startswith(tuple(p + "." for p in TEXT_ENCODER_NAMES))
