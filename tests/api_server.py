@@ -214,7 +214,7 @@ def fake_services(args, step_delay: float):
 
 def main(argv: list[str]) -> int:
     from modules import cmd_args
-    from sdwebui.services import serve
+    from sdwebui.api.server import serve
 
     step_delay = 0.0
     if argv[:1] == ["--step-delay"]:
@@ -224,7 +224,10 @@ def main(argv: list[str]) -> int:
     except cmd_args.FlagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return serve(fake_services(args, step_delay))
+    ui = None
+    if not args.nowebui:
+        from webui.layout import mount_page as ui  # as app.py does
+    return serve(fake_services(args, step_delay), ui)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_every_answer_conforms_to_the_schema(tmp_path_factory):
     # the in-process client names the server "testserver" in Host
     flags = ["--api", "--nowebui", "--data-dir", str(data_dir), "--allowed-hosts", "testserver"]
     args: argparse.Namespace = cmd_args.parse_args(flags)
-    app = create_app(fake_services(args, step_delay=0.0), with_ui=False)
+    app = create_app(fake_services(args, step_delay=0.0))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures: list[str] = []
     codes: list[int] = []

@@ -35,7 +35,7 @@ def _app(tmp_path_factory):
     flags = ["--api", "--nowebui", "--data-dir", str(data_dir), "--api-auth", f"{USER}:{PASSWORD}"]
     # the in-process client names the server "testserver" in Host
     args: argparse.Namespace = cmd_args.parse_args([*flags, "--allowed-hosts", "testserver"])
-    return create_app(fake_services(args, step_delay=0.0), with_ui=False)
+    return create_app(fake_services(args, step_delay=0.0))
 
 
 @pytest.fixture(scope="module")
