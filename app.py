@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         import gradio  # noqa: F401  (the page needs it; in before the model thread starts importing)
 
         timer.record("import gradio")
+    from sdwebui.api.server import serve
     from sdwebui.extensions.bridge import attach_extensions
-    from sdwebui.services import build_services, serve
+    from sdwebui.services import build_services
 
     services = build_services(args)
     timer.record("build services")
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     timer.record("load extensions")
     # The model loads once the server has started: Python threads share one core, so loading it beside the
     # UI build would only make the page later (and run both threads' imports of shared packages at once).
-    return serve(services, timer, on_started=lambda: submit_model_load(services))
+    ui = None
+    if not args.nowebui:
+        from webui.layout import mount_page as ui  # this is the composition root: it picks the UI
+
+    return serve(services, ui, timer, on_started=lambda: submit_model_load(services))
 
 
 def submit_model_load(services):

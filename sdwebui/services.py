@@ -44,7 +44,6 @@ from sdwebui.models.lease import ModelLease
 from sdwebui.models.model import CheckpointInfo, LoadedModel
 from sdwebui.models.patches import Patch
 from sdwebui.models.provider import ModelProvider
-from sdwebui.startup_timer import StartupTimer
 
 log = logging.getLogger(__name__)
 
@@ -527,33 +526,6 @@ class ManagedModels:
 
     def set_limit(self, max_loaded: int) -> None:
         self.manager.set_limit(max_loaded)
-
-
-def serve(
-    services: AppServices, timer: StartupTimer | None = None, on_started: Callable[[], object] | None = None
-) -> int:
-    """Serve the API and/or the UI with uvicorn until interrupted (app.py's last step). When the server
-    starts, `timer`'s summary is logged and `on_started` is called (app.py: the model load job)."""
-    from sdwebui.api.server import create_app, serve_app
-    from sdwebui.config.flags import bind_address
-    from sdwebui.extensions.bridge import app_started
-
-    app = create_app(
-        services, with_ui=not services.args.nowebui, with_api=bool(services.args.api or services.args.nowebui)
-    )
-    app_started(None, app)
-    if timer is not None:
-        timer.record("build UI and API")
-
-    @app.on_event("startup")
-    def _started() -> None:
-        if timer is not None:
-            timer.record("start server")
-            log.info(timer.summary())
-        if on_started is not None:
-            on_started()
-
-    return serve_app(app, bind_address(services.args), services.args.port)
 
 
 def _names_the_vae(exc: Exception) -> bool:

@@ -1,15 +1,17 @@
 """Start the API server as a subprocess on a free loopback port, for tests over real HTTP.
 
-`start_server(...)` runs `app.py` (the real product, with the real engine on a tiny checkpoint) or, with
-`fake_engine=True`, this module as a script: the same services, routes and queue, with a stand-in engine whose
-speed the test controls (for queue-order, interrupt and fuzz tests that must not depend on engine speed).
+`start_server(...)` runs `app.py`: the real product, with the real engine (planning, styles, extensions,
+saving) on tiny checkpoints written by `write_tiny_checkpoints` (real single files with random tiny weights).
+There is no stand-in engine: one (`fake_generate`) once skipped planning and hid styles applied twice. Tests
+that need a long job ask for many steps (or a larger image) and interrupt it; tests that run in process use
+the same real services (`sdwebui.services.build_services`), with `CHEAP_LIMITS` where a fuzzer picks sizes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -22,6 +24,39 @@ import requests
 from requests.adapters import HTTPAdapter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# settings (config.json) under which every job the API accepts is cheap on the tiny models; anything bigger is
+# a 422 naming the field (for fuzzers, which pick steps and sizes at random)
+CHEAP_LIMITS = {
+    "limit_images": 2,
+    "limit_steps": 3,
+    "limit_image_pixels": 128 * 128,
+    "limit_job_pixels": 2 * 128 * 128,
+}
+
+
+def write_tiny_checkpoints(
+    data_dir: Path, names: tuple[str, ...] = ("alpha",), native_resolution: int | None = None
+) -> list[Path]:
+    """Real single-file SD1 checkpoints with tiny random weights (one seed per name) in the data dir's
+    models/Stable-diffusion: the app lists, hashes and loads them as a user's files. `native_resolution`:
+    the size the sidecar declares (the tiny models' 64 px by default), the size of a job that gives none."""
+    from tests import tiny_models
+
+    folder = Path(data_dir) / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed, name in enumerate(names):
+        model = tiny_models.tiny_loaded_model("sd1", seed=seed)
+        if native_resolution is not None:
+            model.native_resolution = native_resolution
+        paths.append(tiny_models.write_single_file(model, folder / f"{name}.safetensors"))
+    return paths
+
+
+def write_settings(data_dir: Path, values: dict) -> None:
+    """Settings the server starts with (its config.json)."""
+    (Path(data_dir) / "config.json").write_text(json.dumps(values))
 
 
 @dataclass
@@ -67,10 +102,8 @@ def free_port() -> int:
 def start_server(
     data_dir: Path,
     extra_args: list[str] | None = None,
-    fake_engine: bool = False,
-    step_delay: float = 0.0,
     auth: tuple[str, str] | None = None,
-    timeout: float = 120.0,
+    timeout: float = 240.0,
     torch_threads: int | None = 1,
     host: str = "127.0.0.1",
     ui: bool = False,
@@ -80,16 +113,13 @@ def start_server(
     busy core made a 2-step 64x64 job ~10x slower. `host`: another loopback address (127.0.0.2, ...) stands
     for a public listener (`--server-name`). `ui`: serve the Gradio UI beside the API."""
     port = free_port()
-    flags = ["--api", "--port", str(port), "--data-dir", str(data_dir)]
+    flags = ["--api", "--port", str(port), "--data-dir", str(data_dir), "--use-cpu", "all"]
     flags += [] if ui else ["--nowebui"]
     flags += [] if host == "127.0.0.1" else ["--server-name", host]
     flags += extra_args or []
-    if fake_engine:
-        command = [sys.executable, "-m", "tests.api_server", "--step-delay", str(step_delay), *flags]
-    else:
-        command = [sys.executable, str(REPO_ROOT / "app.py"), *flags]
+    command = [sys.executable, str(REPO_ROOT / "app.py"), *flags]
     log_path = data_dir / f"server-{port}.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     if torch_threads is not None:
         env["OMP_NUM_THREADS"] = str(torch_threads)
     with open(log_path, "w") as log_file:
@@ -121,112 +151,17 @@ def _wait_ready(server: Server, timeout: float, auth: tuple[str, str] | None) ->
     raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
 
 
-# --- the stand-in engine (used only with fake_engine=True) ---
-
-
-def fake_services(args, step_delay: float):
-    from PIL import Image
-
-    from sdwebui.engine.context import StepInfo
-    from sdwebui.engine.requests import GeneratedImage, GenerationResult
-    from sdwebui.models.lease import ModelLease
-    from sdwebui.models.model import CheckpointInfo
+def in_process_app(data_dir: Path, flags: list[str]):
+    """The real services (ModelManager over the data dir's checkpoints, engine, queue) and routes in this
+    process, as app.py builds them, for ASGI clients (schemathesis). Without the extensions: they bind
+    process-wide state (modules.shared); the subprocess servers cover them. Returns (app, services); call
+    `services.jobs.shutdown()` when done."""
+    from modules import cmd_args
+    from sdwebui.api.server import create_app
     from sdwebui.services import build_services
 
-    class FakeModels:
-        def __init__(self, folder: Path):
-            self.folder = folder
-            self.loaded: str | None = None
-            self.loads: list[str] = []
-
-        def checkpoints(self) -> list[CheckpointInfo]:
-            return [
-                CheckpointInfo(path=p, name=p.stem, title=p.name, filename=str(p))
-                for p in sorted(self.folder.glob("*.safetensors"))
-            ]
-
-        def checkpoint_titles(self) -> list[str]:
-            return [c.title for c in self.checkpoints()]
-
-        def refresh(self) -> None:
-            pass
-
-        def current_title(self) -> str | None:
-            return self.loaded
-
-        def load(self, title: str | None = None, vae: str | None = None):
-            infos = self.checkpoints()
-            info = next((c for c in infos if title in (c.title, c.name)), infos[0] if infos else None)
-            if info is None:
-                raise RuntimeError("no checkpoint")
-            if self.loaded != info.title:
-                self.loads.append(info.title)
-            self.loaded = info.title
-
-            class Model:
-                pass
-
-            model = Model()
-            model.info = info
-            model.native_resolution = 512  # the fake stands for SD 1.x checkpoints
-            return model
-
-        def unload(self) -> None:
-            self.loaded = None
-
-        def lease_of(self, model, vae=None, patches=()):
-            return ModelLease(model, patches)
-
-        def vae_names(self) -> list[str]:
-            return []
-
-    def fake_generate(model, request, ctx, settings, hooks=None) -> GenerationResult:
-        result = GenerationResult(request=request)
-        base_seed = request.seed if request.seed != -1 else random.randrange(2**32 - 1000)
-        # styles are applied by the engine, as the real one does (the API passes the raw prompt)
-        prompt = settings.styles.apply_to_prompt(request.prompt, request.styles)
-        negative = settings.styles.apply_to_negative_prompt(request.negative_prompt, request.styles)
-        for batch in range(request.n_iter):
-            for step in range(1, request.steps + 1):
-                if ctx.interrupted or ctx.skipped:
-                    break
-                time.sleep(step_delay)
-                ctx.report(StepInfo(batch, request.n_iter, step, request.steps, latents=None))
-            if ctx.skipped:
-                ctx.clear_skip()
-            for index in range(request.batch_size):
-                seed = base_seed + batch * request.batch_size + index
-                color = (seed % 256, (seed // 256) % 256, 7)
-                infotext = (
-                    f"{prompt}\nSteps: {request.steps}, Sampler: {request.sampler_name}, "
-                    f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model.info.name}"
-                )
-                image = Image.new("RGB", (request.width, request.height), color)
-                result.images.append(GeneratedImage(image, seed, seed, prompt, negative, infotext))
-            if ctx.interrupted:
-                result.interrupted = True
-                break
-        return result
-
-    paths_dir = Path(args.data_dir) / "models" / "Stable-diffusion"
-    paths_dir.mkdir(parents=True, exist_ok=True)
-    return build_services(args, models=FakeModels(paths_dir), generate=fake_generate)
-
-
-def main(argv: list[str]) -> int:
-    from modules import cmd_args
-    from sdwebui.services import serve
-
-    step_delay = 0.0
-    if argv[:1] == ["--step-delay"]:
-        step_delay, argv = float(argv[1]), argv[2:]
-    try:
-        args = cmd_args.parse_args(argv)
-    except cmd_args.FlagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return serve(fake_services(args, step_delay))
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    args = cmd_args.parse_args(
+        ["--api", "--nowebui", "--data-dir", str(data_dir), "--use-cpu", "all", *flags]
+    )
+    services = build_services(args)
+    return create_app(services), services

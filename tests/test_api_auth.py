@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from tests.api_server import REPO_ROOT, session_from, start_server
+from tests.api_server import REPO_ROOT, session_from, start_server, write_tiny_checkpoints
 
 USER, PASSWORD = "alice", "s3cr3t-pass"
 UI_PASSWORD = "ui-only-secret"
@@ -25,7 +25,8 @@ def server(tmp_path_factory):
         "--cors-allow-origins",
         "http://allowed.example",
     ]
-    with start_server(data_dir, flags, fake_engine=True, auth=(USER, PASSWORD)) as srv:
+    write_tiny_checkpoints(data_dir)
+    with start_server(data_dir, flags, auth=(USER, PASSWORD)) as srv:
         yield srv
 
 
@@ -91,11 +92,19 @@ def test_cors(server):
     assert "access-control-allow-origin" not in r.headers
 
 
-@pytest.mark.parametrize("entry", ["tests.api_server", "app.py"])
-def test_listen_without_auth_refused(tmp_path, entry):
-    command = [sys.executable, "-m", entry] if entry.startswith("tests") else [sys.executable, entry]
+def test_listen_without_auth_refused(tmp_path):
     r = subprocess.run(
-        [*command, "--api", "--nowebui", "--listen", "--port", "1", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "app.py",
+            "--api",
+            "--nowebui",
+            "--listen",
+            "--port",
+            "1",
+            "--data-dir",
+            str(tmp_path),
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

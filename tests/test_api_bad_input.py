@@ -1,12 +1,11 @@
 """Bad input that gave a 500 (issue 12): each is now a 4xx naming the field, over real HTTP on loopback; and
 every error body and the 202 of `?async=true` match the served OpenAPI schema (schemathesis' ST108).
 
-The script cases and the Gradio route need the real app (app.py: extensions, the UI); the rest run on the
-stand-in engine, which has the same routes, validation and queue."""
+Everything runs the real engine on tiny checkpoints: the script cases and the Gradio route on the real app
+with the UI (app.py), the rest on an API-only server, and the schema check in process (same services)."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -16,7 +15,13 @@ import requests
 from PIL import Image
 
 from tests import tiny_models
-from tests.api_server import fake_services, start_server
+from tests.api_server import (
+    CHEAP_LIMITS,
+    in_process_app,
+    start_server,
+    write_settings,
+    write_tiny_checkpoints,
+)
 
 TINY = {"width": 64, "height": 64, "steps": 1, "sampler_name": "Euler"}
 XYZ = "X/Y/Z plot"
@@ -36,12 +41,10 @@ def post_json(url: str, body: dict, **kwargs) -> requests.Response:
 
 
 @pytest.fixture(scope="module")
-def fake_server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("bad-input-fake")
-    folder = data_dir / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    (folder / "alpha.safetensors").write_bytes(b"stand-in")
-    with start_server(data_dir, fake_engine=True) as srv:
+def tiny_server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("bad-input-api")
+    write_tiny_checkpoints(data_dir)
+    with start_server(data_dir) as srv:
         yield srv
 
 
@@ -55,35 +58,35 @@ def fake_server(tmp_path_factory):
         ({"seed_resize_from_w": 10**9, "seed_resize_from_h": 10**9}, "seed_resize_from_w"),
     ],
 )
-def test_img2img_bad_numbers_are_422(fake_server, body, field):
+def test_img2img_bad_numbers_are_422(tiny_server, body, field):
     init = png_b64(Image.new("RGB", (64, 64), "red"))
-    r = post_json(fake_server.api + "/img2img", {**TINY, "init_images": [init], **body})
+    r = post_json(tiny_server.api + "/img2img", {**TINY, "init_images": [init], **body})
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field and r.json()["detail"].startswith(field)
     assert "initial_noise_multiplier" in r.json()["detail"] or field.startswith("seed_resize")
 
 
-def test_a_valid_noise_multiplier_still_runs(fake_server):
+def test_a_valid_noise_multiplier_still_runs(tiny_server):
     init = png_b64(Image.new("RGB", (64, 64), "red"))
     r = post_json(
-        fake_server.api + "/img2img", {**TINY, "init_images": [init], "initial_noise_multiplier": 1.2}
+        tiny_server.api + "/img2img", {**TINY, "init_images": [init], "initial_noise_multiplier": 1.2}
     )
     assert r.status_code == 200, r.text
 
 
-def test_error_bodies_share_one_shape(fake_server):
+def test_error_bodies_share_one_shape(tiny_server):
     """A 404 (no route) has the same body as every other error, as the schema declares it."""
-    r = requests.get(fake_server.api + "/no-such-route", timeout=30)
+    r = requests.get(tiny_server.api + "/no-such-route", timeout=30)
     assert r.status_code == 404 and r.json() == {"error": "NotFound", "detail": "Not Found", "field": None}
-    r = post_json(fake_server.api + "/txt2img", {"steps": "many"})
+    r = post_json(tiny_server.api + "/txt2img", {"steps": "many"})
     assert r.status_code == 422 and r.json()["field"] == "steps" and r.json()["errors"][0]["loc"]
 
 
 # --- the schema: error responses and the async answer are declared, and bodies match them ---
 
 
-def test_schema_declares_errors_and_the_async_answer(fake_server):
-    schema = requests.get(fake_server.url + "/openapi.json", timeout=30).json()
+def test_schema_declares_errors_and_the_async_answer(tiny_server):
+    schema = requests.get(tiny_server.url + "/openapi.json", timeout=30).json()
     for path in ("/sdapi/v1/txt2img", "/sdapi/v1/img2img"):
         responses = schema["paths"][path]["post"]["responses"]
         assert responses["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/TaskSubmitted")
@@ -101,16 +104,11 @@ def test_every_answer_conforms_to_the_schema(tmp_path_factory):
     from hypothesis import HealthCheck, given, settings
     from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-    from modules import cmd_args
-    from sdwebui.api.server import create_app
-
     data_dir = tmp_path_factory.mktemp("conformance")
-    (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
-    (data_dir / "models" / "Stable-diffusion" / "tiny.safetensors").write_bytes(b"x")
+    write_tiny_checkpoints(data_dir)
+    write_settings(data_dir, CHEAP_LIMITS)  # the real engine runs what the examples ask for: keep it small
     # the in-process client names the server "testserver" in Host
-    flags = ["--api", "--nowebui", "--data-dir", str(data_dir), "--allowed-hosts", "testserver"]
-    args: argparse.Namespace = cmd_args.parse_args(flags)
-    app = create_app(fake_services(args, step_delay=0.0), with_ui=False)
+    app, services = in_process_app(data_dir, ["--allowed-hosts", "testserver"])
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures: list[str] = []
     codes: list[int] = []
@@ -129,14 +127,15 @@ def test_every_answer_conforms_to_the_schema(tmp_path_factory):
                 failures.append(f"{case.method} {case.formatted_path}: {str(exc).strip().splitlines()[0]}")
 
         check()
+    services.jobs.shutdown()
     assert {200, 422} <= set(codes)
     assert not failures, "\n".join(sorted(set(failures))[:10])
 
 
-def test_async_answers_match_the_schema(fake_server):
-    r = post_json(fake_server.api + "/txt2img", TINY, params={"async": "true"})
+def test_async_answers_match_the_schema(tiny_server):
+    r = post_json(tiny_server.api + "/txt2img", TINY, params={"async": "true"})
     assert r.status_code == 202 and set(r.json()) == {"task_id", "queue_position", "status_url"}
-    r = post_json(fake_server.api + "/txt2img", {**TINY, "steps": 0}, params={"async": "true"})
+    r = post_json(tiny_server.api + "/txt2img", {**TINY, "steps": 0}, params={"async": "true"})
     assert r.status_code == 422 and r.json()["field"] == "steps" and r.json()["error"] == "RequestError"
 
 

@@ -1,13 +1,12 @@
 """Bounded schemathesis fuzz of the OpenAPI schema: no input may produce a 5xx.
 
-Runs in-process (ASGI) against the real routes, services and queue with the stand-in engine, so the check is
-about request handling, not engine speed; about a minute at most. Every call carries valid credentials (the
+Runs in-process (ASGI) against the real routes, services, queue and engine on a tiny checkpoint; settings
+that cap steps, sizes and images (CHEAP_LIMITS) keep every job the fuzzer gets accepted small. Every call carries valid credentials (the
 server has --api-auth), so the fuzzed input reaches the handlers instead of stopping at 401.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import time
 
@@ -16,12 +15,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from modules import cmd_args  # noqa: E402
-from sdwebui.api.server import create_app  # noqa: E402
-from tests.api_server import fake_services  # noqa: E402
-
-# Endpoints whose *valid* calls do slow or global things (a 2048x2048 x 150-step job, unloading) are fuzzed
-# for their validation only: the stand-in engine makes those valid calls instant.
+from tests.api_server import CHEAP_LIMITS, in_process_app, write_settings, write_tiny_checkpoints  # noqa: E402
 
 USER, PASSWORD = "fuzzer", "fuzz-pass"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
@@ -30,17 +24,17 @@ TIME_BUDGET_S = 240  # a safety net on a loaded machine; normally the example co
 
 def _app(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fuzz-data")
-    (data_dir / "models" / "Stable-diffusion").mkdir(parents=True)
-    (data_dir / "models" / "Stable-diffusion" / "tiny.safetensors").write_bytes(b"x")
-    flags = ["--api", "--nowebui", "--data-dir", str(data_dir), "--api-auth", f"{USER}:{PASSWORD}"]
+    write_tiny_checkpoints(data_dir)
+    write_settings(data_dir, CHEAP_LIMITS)
     # the in-process client names the server "testserver" in Host
-    args: argparse.Namespace = cmd_args.parse_args([*flags, "--allowed-hosts", "testserver"])
-    return create_app(fake_services(args, step_delay=0.0), with_ui=False)
+    return in_process_app(data_dir, ["--api-auth", f"{USER}:{PASSWORD}", "--allowed-hosts", "testserver"])
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    return _app(tmp_path_factory)
+    app, services = _app(tmp_path_factory)
+    yield app
+    services.jobs.shutdown()
 
 
 def test_no_server_errors(app):

@@ -1,4 +1,4 @@
-"""What one request may cost (issue 13, findings 4 and 7), over real HTTP on loopback with the stand-in engine:
+"""What one request may cost (issue 13, findings 4 and 7), over real HTTP on loopback with the real engine on a tiny checkpoint:
 prompt length in characters and tokens, images per job, steps, pixels per image and per job, every size field
 (seed resize, extras output) bounded by the pixel limit. Each is a 422 naming the field, before anything is
 queued; the limits are settings (`limit_*`) that POST /options can change and no request can override."""
@@ -13,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.api_server import start_server
+from tests.api_server import start_server, write_settings, write_tiny_checkpoints
 
 TINY = {"width": 64, "height": 64, "steps": 2}
 LIMITS = {
@@ -30,12 +30,10 @@ MAX_IMAGE_PIXELS = 20_000  # --max-image-pixels: images sent in, and what extras
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("limits-data")
-    folder = data_dir / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    (folder / "alpha.safetensors").write_bytes(b"stand-in")
-    (data_dir / "config.json").write_text(json.dumps(LIMITS))
+    write_tiny_checkpoints(data_dir, ("alpha",), native_resolution=512)  # declares SD 1.x's native size
+    write_settings(data_dir, LIMITS)
     flags = ["--max-image-pixels", str(MAX_IMAGE_PIXELS)]
-    with start_server(data_dir, flags, fake_engine=True) as srv:
+    with start_server(data_dir, flags) as srv:
         yield srv
 
 
@@ -114,7 +112,7 @@ def test_within_the_limits_runs(server):
 
 
 def test_an_unset_size_is_checked_when_the_job_knows_it(server):
-    # the stand-in model's native size is 512: 512x512 exceeds limit_image_pixels once the job resolves it
+    # the checkpoint's native size is 512: 512x512 exceeds limit_image_pixels once the job resolves it
     r = post(server, "/txt2img", {"steps": 2})
     assert r.status_code == 422, r.text
     assert r.json()["field"] == "width" and "262144 pixels" in r.json()["detail"]

@@ -20,7 +20,7 @@ BASE = {"prompt": "a cat", "seed": 5, "steps": 1, "width": 64, "height": 64, "sa
 def client(tmp_path, tiny_sd1_model):
     install(tmp_path / "data", tmp_path / "src", "sample-rewrite")
     services, _ = make_app(tmp_path / "data", tiny_sd1_model)
-    app = create_app(services, with_ui=False, with_api=True)
+    app = create_app(services, with_api=True)
     with TestClient(app, base_url=LOOPBACK) as test_client:
         yield test_client
     reset_scripts()
@@ -78,7 +78,7 @@ def test_on_app_started_routes(tmp_path, tiny_sd1_model):
     from sdwebui.extensions.bridge import app_started
 
     services, _ = make_app(tmp_path / "data", tiny_sd1_model)
-    app = create_app(services, with_ui=False, with_api=True)
+    app = create_app(services, with_api=True)
     script_callbacks.on_app_started(
         lambda demo, fastapi_app: fastapi_app.add_api_route("/myext/ping", lambda: "pong")
     )

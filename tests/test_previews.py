@@ -296,12 +296,12 @@ def test_the_app_offers_taesd_when_its_decoder_is_installed(taesd_models_dir, tm
 
     from modules import cmd_args
     from sdwebui.config.options import OptionError
-    from tests.api_server import fake_services
+    from sdwebui.services import build_services
 
     data_dir = taesd_models_dir[0].parent
     (data_dir / "config.json").write_text(json.dumps({"show_progress_type": "TAESD"}))
-    with_file = fake_services(cmd_args.parse_args(["--data-dir", str(data_dir)]), 0.0)
-    bare = fake_services(cmd_args.parse_args(["--data-dir", str(tmp_path / "bare")]), 0.0)
+    with_file = build_services(cmd_args.parse_args(["--data-dir", str(data_dir)]))
+    bare = build_services(cmd_args.parse_args(["--data-dir", str(tmp_path / "bare")]))
     try:
         assert with_file.options.show_progress_type == "TAESD"
         assert "TAESD" in with_file.options.data_labels["show_progress_type"].choices

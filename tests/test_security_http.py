@@ -21,7 +21,7 @@ from PIL import Image
 
 from sdwebui.api.auth import Caller, Credentials, basic_auth_dependency
 from sdwebui.api.throttle import LoginThrottle, login_keys
-from tests.api_server import session_from, start_server
+from tests.api_server import session_from, start_server, write_tiny_checkpoints
 
 pytest_plugins = ("tests.browser",)  # the Chromium fixture for the login test
 
@@ -30,9 +30,7 @@ API_USERS = "alice:pw-alice,bob:pw-bob,dave:pw-dave"  # alice, listed first, is 
 
 
 def _plant_checkpoint(data_dir):
-    folder = data_dir / "models" / "Stable-diffusion"
-    folder.mkdir(parents=True)
-    (folder / f"{SECRET_TITLE}.safetensors").write_bytes(b"x")
+    write_tiny_checkpoints(data_dir, (SECRET_TITLE,))
 
 
 def _png_b64(image: Image.Image) -> str:
@@ -45,8 +43,9 @@ def _png_b64(image: Image.Image) -> str:
 def open_server(tmp_path_factory):
     """The default set-up: loopback, no credentials, UI and API; a small body cap for the 413 test."""
     data_dir = tmp_path_factory.mktemp("open-data")
+    write_tiny_checkpoints(data_dir)
     flags = ["--allowed-hosts", "sd.lan", "--max-body-size", "1", "--cors-allow-origins", "http://ok.example"]
-    with start_server(data_dir, flags, fake_engine=True, ui=True) as srv:
+    with start_server(data_dir, flags, ui=True) as srv:
         yield srv
 
 
@@ -54,7 +53,7 @@ def open_server(tmp_path_factory):
 def users_server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("users-data")
     _plant_checkpoint(data_dir)
-    with start_server(data_dir, ["--api-auth", API_USERS], fake_engine=True) as srv:
+    with start_server(data_dir, ["--api-auth", API_USERS]) as srv:
         yield srv
 
 
@@ -64,7 +63,7 @@ def ui_auth_server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("ui-auth-data")
     _plant_checkpoint(data_dir)
     flags = ["--gradio-auth", "carol:pw-carol"]
-    with start_server(data_dir, flags, fake_engine=True, ui=True, host="127.0.0.2") as srv:
+    with start_server(data_dir, flags, ui=True, host="127.0.0.2") as srv:
         yield srv
 
 
@@ -172,9 +171,7 @@ def test_gradio_auth_alone_also_guards_the_api_on_a_public_listener(ui_auth_serv
 def test_api_auth_alone_also_guards_the_ui_on_a_public_listener(tmp_path):
     _plant_checkpoint(tmp_path)
     flags = ["--api-auth", "erin:pw-erin"]
-    with start_server(
-        tmp_path, flags, fake_engine=True, ui=True, host="127.0.0.3", auth=("erin", "pw-erin")
-    ) as srv:
+    with start_server(tmp_path, flags, ui=True, host="127.0.0.3", auth=("erin", "pw-erin")) as srv:
         page = requests.get(srv.url + "/", timeout=30)
         assert page.status_code == 200 and 'name="password"' in page.text
         assert SECRET_TITLE not in page.text
@@ -317,7 +314,7 @@ def test_each_api_user_sees_only_their_own_tasks(users_server):
 
 
 def test_insecure_prints_a_warning(tmp_path):
-    with start_server(tmp_path, ["--insecure"], fake_engine=True, host="127.0.0.4") as srv:
+    with start_server(tmp_path, ["--insecure"], host="127.0.0.4") as srv:
         assert requests.get(srv.api + "/samplers", timeout=10).status_code == 200
         log = srv.log()
     assert re.search(r"--insecure: serving on 127\.0\.0\.4 without authentication", log), log[-2000:]

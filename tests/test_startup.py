@@ -90,10 +90,11 @@ from sdwebui.api.server import create_app
 from sdwebui.extensions.bridge import attach_extensions
 from sdwebui.engine.samplers import samplers_for_api
 from sdwebui.services import build_services
+from webui.layout import mount_page
 
 services = build_services(cmd_args.parse_args(["--api", "--data-dir", {str(tmp_path)!r}]))
 attach_extensions(services)
-create_app(services, with_ui=True, with_api=True)
+create_app(services, ui=mount_page, with_api=True)
 assert "Euler a" in [s["name"] for s in samplers_for_api()]
 assert services.models.checkpoint_titles(), "the embedded default model is listed"
 services.jobs.shutdown()

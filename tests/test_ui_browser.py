@@ -16,14 +16,13 @@ import pytest
 from PIL import Image, ImageChops
 
 from sdwebui.outputs.infotext import png_info_with
-from tests.browser import wait_ui_loaded
+from tests.browser import RERUN_FRONT_END_RACES, upload_to_editor, wait_ui_loaded
 from tests.tiny_models import TINY_RESOLUTION
 
 pytest_plugins = ("tests.browser",)  # browser, ui_server, page, shot fixtures
 
-# Gradio's front end commits typed values and canvas uploads asynchronously; a browser step can race it on a
-# loaded 2-core machine, so each browser test gets two more tries before it counts as failed.
-pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
+# reruns only for the named front-end races (tests.browser.FrontEndRace)
+pytestmark = [pytest.mark.browser, RERUN_FRONT_END_RACES]
 
 
 def set_number(page, elem_id: str, value) -> None:
@@ -50,14 +49,6 @@ def wait_result(page, tab: str, timeout: int = 90_000) -> str:
     errors = page.locator(f"#{tab}_status .error-message")
     assert errors.count() == 0, errors.first.inner_text()
     return page.inner_text(f"#html_info_{tab} .infotext")
-
-
-def upload_to_editor(page, elem_id: str, path) -> None:
-    """Gradio's ImageEditor drops a file given before its (PixiJS) canvas exists, 1-2 s after the tab
-    opens: the cause of the old inpaint timeout (strokes on an empty editor, then a toast, no result)."""
-    page.wait_for_selector(f"#{elem_id} canvas", state="attached")
-    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
-    page.wait_for_function(f"!document.querySelector('#{elem_id}').innerText.includes('Upload an image')")
 
 
 def test_txt2img_end_to_end(page, shot):

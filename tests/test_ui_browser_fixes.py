@@ -15,6 +15,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from sdwebui.outputs.infotext import read_infotext
+from tests.browser import RERUN_FRONT_END_RACES
 from tests.test_ui_browser import (
     choose,
     draw_horizontal_stroke,
@@ -28,7 +29,7 @@ from tests.tiny_models import TINY_RESOLUTION
 
 pytest_plugins = ("tests.browser",)  # browser, ui_server, page, shot fixtures
 
-pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
+pytestmark = [pytest.mark.browser, RERUN_FRONT_END_RACES]  # reruns: named front-end races only
 
 
 def box(page, selector: str) -> dict:

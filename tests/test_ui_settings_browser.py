@@ -9,11 +9,17 @@ import urllib.request
 
 import pytest
 
-from tests.browser import start_server, stop_server, wait_ui_loaded, write_tiny_checkpoint
+from tests.browser import (
+    RERUN_FRONT_END_RACES,
+    start_server,
+    stop_server,
+    wait_ui_loaded,
+    write_tiny_checkpoint,
+)
 from tests.waiting import wait_until
 
 pytest_plugins = ("tests.browser",)  # the browser fixture
-pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
+pytestmark = [pytest.mark.browser, RERUN_FRONT_END_RACES]  # reruns: named front-end races only
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,2 @@
-"""Gradio web UI: one module per tab; `create_ui(services)` builds the page, `mount_ui` serves it."""
-
-from webui.layout import create_ui, mount_ui, ui_assets
-
-__all__ = ["create_ui", "mount_ui", "ui_assets"]
+"""Gradio web UI: one module per tab; webui.layout builds the page (`create_ui`) and serves it (`mount_ui`,
+`mount_page`). Nothing is imported here: `from webui import progress` in a tab must not build the page."""

@@ -15,6 +15,7 @@ from PIL import Image, ImageChops
 from sdwebui.engine.outpaint import OUTPAINT_MODES, outpaint_request
 from sdwebui.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
 from sdwebui.engine.resolve import RawImg2ImgFields
+from sdwebui.extensions.bridge import ScriptControls
 from sdwebui.jobs.queue import JobState
 from webui.backend import UiBackend, describe_error
 from webui.params import ParamControls, build_params_for
@@ -122,43 +123,83 @@ def outpaint_from_ui(
     return outpaint_request(request, mode=mode, **sides)
 
 
+SKETCH_COLORS = ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"]
+
+
+@dataclass
+class _Sources:
+    """The sub-tabs' inputs (one per mode, in MODES order for `tab_items`)."""
+
+    tabs: gr.Tabs
+    tab_items: list[gr.Tab]
+    init_image: gr.Image
+    sketch: gr.ImageEditor
+    inpaint: gr.ImageEditor
+    inpaint_brush: gr.Number
+    inpaint_sketch: gr.ImageEditor
+    upload_image: gr.Image
+    upload_mask: gr.Image
+    batch_input: gr.Textbox
+    batch_output: gr.Textbox
+
+
+@dataclass
+class _InpaintControls:
+    accordion: gr.Accordion
+    mask_blur: gr.Slider
+    mask_mode: gr.Radio
+    masked_content: gr.Radio
+    inpaint_area: gr.Radio
+    padding: gr.Slider
+
+
+@dataclass
+class _OutpaintControls:
+    enabled: gr.Checkbox
+    directions: gr.CheckboxGroup
+    pixels: gr.Slider
+    fill: gr.Radio
+
+
+@dataclass
+class _Form:
+    """Every input of the tab, read by `generate` from the values Gradio hands it."""
+
+    prompt_row: PromptRow
+    mode: gr.State
+    sources: _Sources
+    resize_mode: gr.Radio
+    inpaint: _InpaintControls
+    outpaint: _OutpaintControls
+    params: ParamControls
+    denoising: gr.Slider
+    scripts: ScriptControls
+
+    def inputs(self) -> set:
+        src, inp, out = self.sources, self.inpaint, self.outpaint
+        return {
+            self.mode,
+            self.prompt_row.prompt,
+            self.prompt_row.negative_prompt,
+            self.prompt_row.styles,
+            *(src.init_image, src.sketch, src.inpaint, src.inpaint_sketch, src.upload_image, src.upload_mask),
+            src.batch_input,
+            src.batch_output,
+            self.resize_mode,
+            *(inp.mask_blur, inp.mask_mode, inp.masked_content, inp.inpaint_area, inp.padding),
+            *(out.enabled, out.directions, out.pixels, out.fill),
+            self.denoising,
+            *self.scripts.inputs,
+            *self.params.components(),
+        }
+
+
 def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
     prompt_row = build_prompt_row(TAB, backend)
     mode = gr.State("img2img")
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
-            with gr.Tabs(elem_id="mode_img2img") as tabs:
-                with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_img2img:
-                    init_image = gr.Image(
-                        label="Image for img2img", elem_id="img2img_image", type="pil", height=400
-                    )
-                with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
-                    sketch, _ = _editor(
-                        "img2img_sketch", ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"], "Sketch"
-                    )
-                with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
-                    inpaint, inpaint_brush = _editor(
-                        "img2maskimg", INPAINT_COLORS, "Image for inpainting with mask"
-                    )
-                with gr.Tab(
-                    "Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab"
-                ) as tab_isk:
-                    inpaint_sketch, _ = _editor(
-                        "inpaint_sketch",
-                        ["#000000", "#ffffff", "#cc3232", "#32cc70", "#3270cc"],
-                        "Inpaint sketch",
-                    )
-                with gr.Tab(
-                    "Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab"
-                ) as tab_up:
-                    upload_image = gr.Image(label="Image", elem_id="img_inpaint_base", type="pil", height=300)
-                    upload_mask = gr.Image(
-                        label="Mask", elem_id="img_inpaint_mask", type="pil", image_mode="L", height=300
-                    )
-                with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as tab_batch:
-                    batch_input = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
-                    batch_output = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
-
+            sources = _build_sources()
             resize_mode = cfg.make(
                 TAB,
                 gr.Radio,
@@ -167,79 +208,8 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                 value=RESIZE_MODES[0],
                 elem_id="resize_mode",
             )
-            with gr.Accordion(
-                "Inpaint settings", open=True, elem_id=f"{TAB}_inpaint_controls", visible=False
-            ) as inpaint_controls:
-                mask_blur = cfg.make(
-                    TAB,
-                    gr.Slider,
-                    "Mask blur",
-                    minimum=0,
-                    maximum=64,
-                    step=1,
-                    value=4,
-                    elem_id="img2img_mask_blur",
-                )
-                mask_mode = cfg.make(
-                    TAB,
-                    gr.Radio,
-                    "Mask mode",
-                    choices=list(MASK_MODES),
-                    value=MASK_MODES[0],
-                    elem_id="img2img_mask_mode",
-                )
-                masked_content = cfg.make(
-                    TAB,
-                    gr.Radio,
-                    "Masked content",
-                    choices=list(MASKED_CONTENT),
-                    value=MASKED_CONTENT[1],
-                    elem_id="img2img_inpainting_fill",
-                )
-                inpaint_area = cfg.make(
-                    TAB,
-                    gr.Radio,
-                    "Inpaint area",
-                    choices=list(INPAINT_AREAS),
-                    value=INPAINT_AREAS[0],
-                    elem_id="img2img_inpaint_full_res",
-                )
-                padding = cfg.make(
-                    TAB,
-                    gr.Slider,
-                    "Only masked padding, pixels",
-                    minimum=0,
-                    maximum=256,
-                    step=4,
-                    value=32,
-                    elem_id="img2img_inpaint_full_res_padding",
-                )
-            with gr.Accordion("Outpainting", open=False, elem_id=f"{TAB}_outpainting"):
-                outpaint_on = gr.Checkbox(label="Outpaint", value=False, elem_id="img2img_outpaint_enable")
-                outpaint_dirs = gr.CheckboxGroup(
-                    label="Outpainting direction",
-                    choices=list(OUTPAINT_DIRECTIONS),
-                    value=list(OUTPAINT_DIRECTIONS),
-                    elem_id="img2img_outpaint_directions",
-                )
-                outpaint_pixels = cfg.make(
-                    TAB,
-                    gr.Slider,
-                    "Pixels to expand",
-                    minimum=8,
-                    maximum=256,
-                    step=8,
-                    value=128,
-                    elem_id="img2img_outpaint_pixels",
-                )
-                outpaint_mode = cfg.make(
-                    TAB,
-                    gr.Radio,
-                    "Outpainting fill",
-                    choices=list(OUTPAINT_MODES),
-                    value=OUTPAINT_MODES[0],
-                    elem_id="img2img_outpaint_mode",
-                )
+            inpaint = _build_inpaint_controls(cfg)
+            outpaint = _build_outpaint_controls(cfg)
             params = build_params_for(TAB, cfg, backend)
             denoising = cfg.make(
                 TAB,
@@ -253,143 +223,233 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
             )
             scripts = build_script_area(TAB, is_img2img=True)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
-
-    def image_and_mask(values: dict) -> tuple[Image.Image, Image.Image | None]:
-        current = values[mode]
-        if current == "img2img":
-            image, mask = values[init_image], None
-        elif current == "sketch":
-            editor = values[sketch] or {}
-            image, mask = editor.get("composite"), None
-        elif current == "inpaint":
-            editor = values[inpaint] or {}
-            image, mask = editor.get("background"), stroke_mask(editor)
-            if image is not None and mask is None and not values[outpaint_on]:
-                raise gr.Error("Inpaint: draw a mask on the image with the brush first.")
-        elif current == "inpaint_sketch":
-            editor = values[inpaint_sketch] or {}
-            image, mask = editor.get("composite"), stroke_mask(editor)
-        else:  # inpaint upload
-            image, mask = values[upload_image], values[upload_mask]
-            if image is not None and mask is None:
-                raise gr.Error("Inpaint upload: upload a mask image too.")
-        if image is None:
-            raise gr.Error(f"{current}: upload an image first.")
-        image = image.convert("RGB")
-        if mask is not None:
-            mask = mask.convert("L").resize(image.size)
-        if values[outpaint_on]:
-            mask = None  # the engine masks the new area (build_request)
-        return image, mask
-
-    def build_request(values: dict, image: Image.Image, mask: Image.Image | None) -> Img2ImgRequest:
-        fields = params.request_fields(values)
-        raw = RawImg2ImgFields(
-            prompt=values[prompt_row.prompt] or "",
-            negative_prompt=values[prompt_row.negative_prompt] or "",
-            styles=list(values[prompt_row.styles] or []),
-            init_images=[image],
-            mask=mask,
-            resize_mode=RESIZE_MODES.index(values[resize_mode]),
-            denoising_strength=float(values[denoising]),
-            mask_blur_x=int(values[mask_blur]),
-            mask_blur_y=int(values[mask_blur]),
-            inpainting_fill=MASKED_CONTENT.index(values[masked_content]),
-            inpaint_full_res=values[inpaint_area] == INPAINT_AREAS[1],
-            inpaint_full_res_padding=int(values[padding]),
-            inpainting_mask_invert=MASK_MODES.index(values[mask_mode]),
-            **fields,
-        )
-        request = backend.resolve(raw)  # the settings (Clip skip, noise multiplier...) as the API has them
-        if values[outpaint_on]:  # the canvas grows; the output has the canvas's size
-            request = outpaint_from_ui(
-                request, values[outpaint_dirs], values[outpaint_pixels], values[outpaint_mode]
-            )
-        return request
-
-    def generate(values: dict):
-        if values[mode] == "batch":
-            yield from run_batch(
-                backend,
-                results,
-                values[batch_input],
-                values[batch_output],
-                values,
-                build_request,
-                lambda: script_call(TAB, scripts, values),
-            )
-            return
-        try:
-            image, mask = image_and_mask(values)
-        except gr.Error as exc:
-            yield failed(results, describe_error(exc))
-            return
-        yield from run_job(
-            backend,
-            results,
-            lambda: build_request(values, image, mask),
-            lambda: script_call(TAB, scripts, values),
-        )
-
-    inputs = {
+    form = _Form(prompt_row, mode, sources, resize_mode, inpaint, outpaint, params, denoising, scripts)
+    wire_tab(backend, prompt_row, params, results, _generator(backend, form, results), form.inputs())
+    tab = Img2ImgTab(
+        prompt_row,
+        params,
+        sources.tabs,
+        sources.init_image,
+        sources.sketch,
+        sources.inpaint,
+        denoising,
+        results,
         mode,
-        prompt_row.prompt,
-        prompt_row.negative_prompt,
-        prompt_row.styles,
+        inpaint.accordion,
+        sources.inpaint_brush,
+    )
+    _wire_mode_switch(tab, sources, outpaint.enabled)
+    return tab
+
+
+def _build_sources() -> _Sources:
+    with gr.Tabs(elem_id="mode_img2img") as tabs:
+        with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_img2img:
+            init_image = gr.Image(label="Image for img2img", elem_id="img2img_image", type="pil", height=400)
+        with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
+            sketch, _ = _editor("img2img_sketch", list(SKETCH_COLORS), "Sketch")
+        with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
+            inpaint, inpaint_brush = _editor("img2maskimg", INPAINT_COLORS, "Image for inpainting with mask")
+        with gr.Tab("Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab") as tab_isk:
+            inpaint_sketch, _ = _editor("inpaint_sketch", list(SKETCH_COLORS), "Inpaint sketch")
+        with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as tab_up:
+            upload_image = gr.Image(label="Image", elem_id="img_inpaint_base", type="pil", height=300)
+            upload_mask = gr.Image(
+                label="Mask", elem_id="img_inpaint_mask", type="pil", image_mode="L", height=300
+            )
+        with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as tab_batch:
+            batch_input = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+            batch_output = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
+    return _Sources(
+        tabs,
+        [tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch],
         init_image,
         sketch,
         inpaint,
+        inpaint_brush,
         inpaint_sketch,
         upload_image,
         upload_mask,
         batch_input,
         batch_output,
-        resize_mode,
-        mask_blur,
-        mask_mode,
-        masked_content,
-        inpaint_area,
-        padding,
-        outpaint_on,
-        outpaint_dirs,
-        outpaint_pixels,
-        outpaint_mode,
-        denoising,
-        *scripts.inputs,
-        *params.components(),
-    }
-    wire_tab(backend, prompt_row, params, results, generate, inputs)
-    tab = Img2ImgTab(
-        prompt_row,
-        params,
-        tabs,
-        init_image,
-        sketch,
-        inpaint,
-        denoising,
-        results,
-        mode,
-        inpaint_controls,
-        inpaint_brush,
     )
-    for tab_item, name in zip(
-        (tab_img2img, tab_sketch, tab_inpaint, tab_isk, tab_up, tab_batch), MODES, strict=True
-    ):
+
+
+def _build_inpaint_controls(cfg: UiConfig) -> _InpaintControls:
+    with gr.Accordion("Inpaint settings", open=True, elem_id=f"{TAB}_inpaint_controls", visible=False) as box:
+        mask_blur = cfg.make(
+            TAB, gr.Slider, "Mask blur", minimum=0, maximum=64, step=1, value=4, elem_id="img2img_mask_blur"
+        )
+        mask_mode = cfg.make(
+            TAB,
+            gr.Radio,
+            "Mask mode",
+            choices=list(MASK_MODES),
+            value=MASK_MODES[0],
+            elem_id="img2img_mask_mode",
+        )
+        masked_content = cfg.make(
+            TAB,
+            gr.Radio,
+            "Masked content",
+            choices=list(MASKED_CONTENT),
+            value=MASKED_CONTENT[1],
+            elem_id="img2img_inpainting_fill",
+        )
+        inpaint_area = cfg.make(
+            TAB,
+            gr.Radio,
+            "Inpaint area",
+            choices=list(INPAINT_AREAS),
+            value=INPAINT_AREAS[0],
+            elem_id="img2img_inpaint_full_res",
+        )
+        padding = cfg.make(
+            TAB,
+            gr.Slider,
+            "Only masked padding, pixels",
+            minimum=0,
+            maximum=256,
+            step=4,
+            value=32,
+            elem_id="img2img_inpaint_full_res_padding",
+        )
+    return _InpaintControls(box, mask_blur, mask_mode, masked_content, inpaint_area, padding)
+
+
+def _build_outpaint_controls(cfg: UiConfig) -> _OutpaintControls:
+    with gr.Accordion("Outpainting", open=False, elem_id=f"{TAB}_outpainting"):
+        enabled = gr.Checkbox(label="Outpaint", value=False, elem_id="img2img_outpaint_enable")
+        directions = gr.CheckboxGroup(
+            label="Outpainting direction",
+            choices=list(OUTPAINT_DIRECTIONS),
+            value=list(OUTPAINT_DIRECTIONS),
+            elem_id="img2img_outpaint_directions",
+        )
+        pixels = cfg.make(
+            TAB,
+            gr.Slider,
+            "Pixels to expand",
+            minimum=8,
+            maximum=256,
+            step=8,
+            value=128,
+            elem_id="img2img_outpaint_pixels",
+        )
+        fill = cfg.make(
+            TAB,
+            gr.Radio,
+            "Outpainting fill",
+            choices=list(OUTPAINT_MODES),
+            value=OUTPAINT_MODES[0],
+            elem_id="img2img_outpaint_mode",
+        )
+    return _OutpaintControls(enabled, directions, pixels, fill)
+
+
+def _image_and_mask(form: _Form, values: dict) -> tuple[Image.Image, Image.Image | None]:
+    """The init image and mask of the selected sub-tab; gr.Error names what is missing."""
+    src, current, outpainting = form.sources, values[form.mode], values[form.outpaint.enabled]
+    if current == "img2img":
+        image, mask = values[src.init_image], None
+    elif current == "sketch":
+        editor = values[src.sketch] or {}
+        image, mask = editor.get("composite"), None
+    elif current == "inpaint":
+        editor = values[src.inpaint] or {}
+        image, mask = editor.get("background"), stroke_mask(editor)
+        if image is not None and mask is None and not outpainting:
+            raise gr.Error("Inpaint: draw a mask on the image with the brush first.")
+    elif current == "inpaint_sketch":
+        editor = values[src.inpaint_sketch] or {}
+        image, mask = editor.get("composite"), stroke_mask(editor)
+    else:  # inpaint upload
+        image, mask = values[src.upload_image], values[src.upload_mask]
+        if image is not None and mask is None:
+            raise gr.Error("Inpaint upload: upload a mask image too.")
+    if image is None:
+        raise gr.Error(f"{current}: upload an image first.")
+    image = image.convert("RGB")
+    if mask is not None:
+        mask = mask.convert("L").resize(image.size)
+    if outpainting:
+        mask = None  # the engine masks the new area (_build_request)
+    return image, mask
+
+
+def _build_request(
+    backend: UiBackend, form: _Form, values: dict, image: Image.Image, mask: Image.Image | None
+) -> Img2ImgRequest:
+    row, inp, out = form.prompt_row, form.inpaint, form.outpaint
+    raw = RawImg2ImgFields(
+        prompt=values[row.prompt] or "",
+        negative_prompt=values[row.negative_prompt] or "",
+        styles=list(values[row.styles] or []),
+        init_images=[image],
+        mask=mask,
+        resize_mode=RESIZE_MODES.index(values[form.resize_mode]),
+        denoising_strength=float(values[form.denoising]),
+        mask_blur_x=int(values[inp.mask_blur]),
+        mask_blur_y=int(values[inp.mask_blur]),
+        inpainting_fill=MASKED_CONTENT.index(values[inp.masked_content]),
+        inpaint_full_res=values[inp.inpaint_area] == INPAINT_AREAS[1],
+        inpaint_full_res_padding=int(values[inp.padding]),
+        inpainting_mask_invert=MASK_MODES.index(values[inp.mask_mode]),
+        **form.params.request_fields(values),
+    )
+    request = backend.resolve(raw)  # the settings (Clip skip, noise multiplier...) as the API has them
+    if values[out.enabled]:  # the canvas grows; the output has the canvas's size
+        request = outpaint_from_ui(request, values[out.directions], values[out.pixels], values[out.fill])
+    return request
+
+
+def _generator(backend: UiBackend, form: _Form, results: ResultsPanel):
+    """The Generate handler: a batch folder, or one job from the selected sub-tab's image and mask."""
+
+    def build_request(values: dict, image: Image.Image, mask: Image.Image | None) -> Img2ImgRequest:
+        return _build_request(backend, form, values, image, mask)
+
+    def generate(values: dict):
+        scripts = lambda: script_call(TAB, form.scripts, values)  # noqa: E731
+        if values[form.mode] == "batch":
+            src = form.sources
+            yield from run_batch(
+                backend,
+                results,
+                values[src.batch_input],
+                values[src.batch_output],
+                values,
+                build_request,
+                scripts,
+            )
+            return
+        try:
+            image, mask = _image_and_mask(form, values)
+        except gr.Error as exc:
+            yield failed(results, describe_error(exc))
+            return
+        yield from run_job(backend, results, lambda: build_request(values, image, mask), scripts)
+
+    return generate
+
+
+def _wire_mode_switch(tab: Img2ImgTab, sources: _Sources, outpaint_on: gr.Checkbox) -> None:
+    """The selected sub-tab sets the mode; the Inpaint settings show on masked modes and while outpainting."""
+    for tab_item, name in zip(sources.tab_items, MODES, strict=True):
         tab_item.select(
             lambda outpaint, n=name: tab.select_mode(n, outpaint),
             inputs=outpaint_on,
-            outputs=[mode, inpaint_controls],
+            outputs=[tab.mode, tab.inpaint_controls],
             show_progress="hidden",
             queue=False,
         )
     outpaint_on.change(
         lambda outpaint, current: tab.select_mode(current, outpaint),
-        inputs=[outpaint_on, mode],
-        outputs=[mode, inpaint_controls],
+        inputs=[outpaint_on, tab.mode],
+        outputs=[tab.mode, tab.inpaint_controls],
         show_progress="hidden",
         queue=False,
     )
-    return tab
 
 
 def run_batch(

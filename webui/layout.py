@@ -2,7 +2,8 @@
 Settings / Extensions tabs.
 
 `create_ui(services)` builds the Blocks; `ui_assets()` gives the CSS and scripts that go with it (Gradio 6
-takes them at launch / mount time); `mount_ui` puts both on a FastAPI app.
+takes them at launch / mount time); `mount_ui` puts both on a FastAPI app; `mount_page` is what app.py hands
+the server (sdwebui.api.server.UiMount): the UI with its login in front.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from typing import Any
 
 import gradio as gr
 
+from sdwebui.api.auth import Credentials
+from sdwebui.api.errors import install_gradio_error_handlers
+from sdwebui.api.throttle import LoginThrottle
 from sdwebui.extensions.bridge import extension_tabs
 from sdwebui.extensions.component_hooks import observe as observe_components
 from webui import paste
@@ -19,6 +23,7 @@ from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
 from webui.extras_tab import build_extras_tab
 from webui.img2img_tab import brush_size, build_img2img_tab
+from webui.login import LoginGate, UiLogin
 from webui.pnginfo_tab import build_pnginfo_tab
 from webui.settings_tab import build_quicksettings, build_settings_tab
 from webui.txt2img_tab import build_txt2img_tab
@@ -179,3 +184,13 @@ def mount_ui(app, services: Any, path: str = "/", auth: Any = None, **kwargs: An
     css = [Path(p) for p in extensions.stylesheets()] if extensions is not None else []
     js = [Path(p) for p in extensions.javascript_files()] if extensions is not None else []
     return gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(css, js), **kwargs)
+
+
+def mount_page(app, services: Any, credentials: Credentials | None, throttle: LoginThrottle):
+    """The UI at / behind our login page when `credentials` (--gradio-auth) are set (sdwebui.api.server.UiMount)."""
+    login = UiLogin(credentials, throttle) if credentials else None
+    app = mount_ui(app, services, path="/", auth_dependency=login.user if login else None)
+    install_gradio_error_handlers(app)
+    if login is not None:
+        app.add_middleware(LoginGate, login=login)
+    return app

@@ -34,25 +34,20 @@ def token_counter_html(backend: UiBackend, text: str, is_positive: bool = True) 
     return f"<span>{count}/{limit}</span>"
 
 
+@dataclass
+class _StyleControls:
+    styles: gr.Dropdown
+    apply: gr.Button
+    name: gr.Textbox
+    save: gr.Button
+    status: gr.HTML
+
+
 def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
     with gr.Row(elem_id=f"{tab}_toprow", elem_classes="prompt-row"):
         with gr.Column(scale=6, min_width=280, elem_id=f"{tab}_prompt_container"):
-            prompt = gr.Textbox(
-                label="Prompt",
-                elem_id=f"{tab}_prompt",
-                lines=3,
-                placeholder="Prompt (press Ctrl+Enter to generate)",
-                elem_classes="prompt",
-            )
-            prompt_tokens = gr.HTML(elem_id=f"{tab}_token_counter", elem_classes="token-counter")
-            negative_prompt = gr.Textbox(
-                label="Negative prompt",
-                elem_id=f"{tab}_neg_prompt",
-                lines=2,
-                placeholder="Negative prompt (press Ctrl+Enter to generate)",
-                elem_classes="prompt",
-            )
-            negative_tokens = gr.HTML(elem_id=f"{tab}_negative_token_counter", elem_classes="token-counter")
+            prompt, prompt_tokens = _prompt_box(tab, positive=True)
+            negative_prompt, negative_tokens = _prompt_box(tab, positive=False)
         with gr.Column(scale=1, min_width=160, elem_id=f"{tab}_actions_column"):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
             # shown only while this session's job runs (A1111): see job_buttons()
@@ -61,32 +56,7 @@ def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
                     "Interrupt", elem_id=f"{tab}_interrupt", min_width=0, size="sm", visible="hidden"
                 )
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", min_width=0, size="sm", visible="hidden")
-            with gr.Row(elem_id=f"{tab}_styles_row", elem_classes="compact-row"):
-                styles = gr.Dropdown(
-                    label="Styles",
-                    show_label=False,
-                    choices=backend.styles.names(),
-                    multiselect=True,
-                    elem_id=f"{tab}_styles",
-                    value=[],
-                    min_width=100,
-                )
-                apply_styles = gr.Button(
-                    "Apply", elem_id=f"{tab}_style_apply", min_width=64, scale=0, size="sm"
-                )
-            with gr.Row(elem_id=f"{tab}_style_save_row", elem_classes="compact-row"):
-                style_name = gr.Textbox(
-                    label="New style name",
-                    show_label=False,
-                    placeholder="New style name",
-                    elem_id=f"{tab}_style_name",
-                    max_lines=1,
-                    min_width=100,
-                )
-                save_style = gr.Button(
-                    "Save", elem_id=f"{tab}_style_create", min_width=64, scale=0, size="sm"
-                )
-            style_status = gr.HTML(elem_id=f"{tab}_style_status")
+            style = _style_controls(tab, backend)
 
     for box, counter, positive in ((prompt, prompt_tokens, True), (negative_prompt, negative_tokens, False)):
         box.change(
@@ -97,7 +67,59 @@ def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
             trigger_mode="always_last",
             queue=False,
         )
+    _wire_styles(backend, style, prompt, negative_prompt)
+    return PromptRow(prompt, negative_prompt, style.styles, generate, interrupt, skip)
 
+
+def _prompt_box(tab: str, positive: bool) -> tuple[gr.Textbox, gr.HTML]:
+    """The prompt (or negative prompt) box and its token counter."""
+    if positive:
+        label, lines, box_id, counter_id = "Prompt", 3, f"{tab}_prompt", f"{tab}_token_counter"
+    else:
+        label, lines, box_id, counter_id = (
+            "Negative prompt",
+            2,
+            f"{tab}_neg_prompt",
+            f"{tab}_negative_token_counter",
+        )
+    box = gr.Textbox(
+        label=label,
+        elem_id=box_id,
+        lines=lines,
+        placeholder=f"{label} (press Ctrl+Enter to generate)",
+        elem_classes="prompt",
+    )
+    return box, gr.HTML(elem_id=counter_id, elem_classes="token-counter")
+
+
+def _style_controls(tab: str, backend: UiBackend) -> _StyleControls:
+    with gr.Row(elem_id=f"{tab}_styles_row", elem_classes="compact-row"):
+        styles = gr.Dropdown(
+            label="Styles",
+            show_label=False,
+            choices=backend.styles.names(),
+            multiselect=True,
+            elem_id=f"{tab}_styles",
+            value=[],
+            min_width=100,
+        )
+        apply_styles = gr.Button("Apply", elem_id=f"{tab}_style_apply", min_width=64, scale=0, size="sm")
+    with gr.Row(elem_id=f"{tab}_style_save_row", elem_classes="compact-row"):
+        style_name = gr.Textbox(
+            label="New style name",
+            show_label=False,
+            placeholder="New style name",
+            elem_id=f"{tab}_style_name",
+            max_lines=1,
+            min_width=100,
+        )
+        save_style = gr.Button("Save", elem_id=f"{tab}_style_create", min_width=64, scale=0, size="sm")
+    return _StyleControls(
+        styles, apply_styles, style_name, save_style, gr.HTML(elem_id=f"{tab}_style_status")
+    )
+
+
+def _wire_styles(backend: UiBackend, style: _StyleControls, prompt: gr.Textbox, negative_prompt: gr.Textbox):
     def apply(prompt_text: str, negative_text: str, names: list[str]):
         """Fold the selected styles into the prompt boxes and clear the selection (A1111 behaviour)."""
         try:
@@ -107,10 +129,10 @@ def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
             return gr.update(), gr.update(), gr.update(), error_html(describe_error(exc))
         return new_prompt, new_negative, [], ""
 
-    apply_styles.click(
+    style.apply.click(
         apply,
-        inputs=[prompt, negative_prompt, styles],
-        outputs=[prompt, negative_prompt, styles, style_status],
+        inputs=[prompt, negative_prompt, style.styles],
+        outputs=[prompt, negative_prompt, style.styles, style.status],
         show_progress="hidden",
     )
 
@@ -121,13 +143,12 @@ def build_prompt_row(tab: str, backend: UiBackend) -> PromptRow:
             return gr.update(), error_html(describe_error(exc))
         return gr.update(choices=backend.styles.names()), f"<span>Saved style {html.escape(name)}</span>"
 
-    save_style.click(
+    style.save.click(
         save,
-        inputs=[style_name, prompt, negative_prompt],
-        outputs=[styles, style_status],
+        inputs=[style.name, prompt, negative_prompt],
+        outputs=[style.styles, style.status],
         show_progress="hidden",
     )
-    return PromptRow(prompt, negative_prompt, styles, generate, interrupt, skip)
 
 
 def job_buttons(running: bool) -> tuple:

@@ -1,25 +1,42 @@
-"""The FastAPI application: API routes, auth, CORS, JSON errors, and the UI mounted beside them."""
+"""The FastAPI application: API routes, auth, CORS, JSON errors, and the UI mounted beside them.
+
+The UI is not imported here (the internal package never imports `webui`): the composition root (app.py)
+hands `create_app` / `serve` a `UiMount`, webui.layout.mount_page.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Protocol
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from sdwebui.api.auth import auth_setup, basic_auth_dependency
+from sdwebui.api.auth import Credentials, auth_setup, basic_auth_dependency
 from sdwebui.api.docs import install_offline_docs
-from sdwebui.api.errors import install_error_handlers, install_gradio_error_handlers
+from sdwebui.api.errors import install_error_handlers
 from sdwebui.api.guard import SecurityGuard, policy_from_args
 from sdwebui.api.routes import create_api_router
 from sdwebui.api.throttle import LoginThrottle
+from sdwebui.config.flags import bind_address
 from sdwebui.services import AppServices
+from sdwebui.startup_timer import StartupTimer
 
 log = logging.getLogger(__name__)
 
 
-def create_app(services: AppServices, with_ui: bool = False, with_api: bool = True) -> FastAPI:
-    """OpenAPI at /openapi.json, docs at /docs; the UI (webui.layout.mount_ui) at / when `with_ui`.
+class UiMount(Protocol):
+    """Puts the UI at / of `app` and returns the app to serve; `credentials` (--gradio-auth) or None for
+    an open UI; `throttle` is the login back-off the API shares."""
+
+    def __call__(
+        self, app: FastAPI, services: AppServices, credentials: Credentials | None, throttle: LoginThrottle
+    ) -> FastAPI: ...
+
+
+def create_app(services: AppServices, ui: UiMount | None = None, with_api: bool = True) -> FastAPI:
+    """OpenAPI at /openapi.json, docs at /docs; the UI at / when `ui` is given.
 
     sdwebui.api.guard.SecurityGuard sits in front of everything (Host, Origin, body size); credentials and
     the login back-off are shared by the API and the UI (sdwebui.api.auth)."""
@@ -44,15 +61,8 @@ def create_app(services: AppServices, with_ui: bool = False, with_api: bool = Tr
         auth = basic_auth_dependency(setup.api, throttle) if setup.api else None
         app.include_router(create_api_router(services, auth))
     app.state.services = services
-    if with_ui:
-        from webui.layout import mount_ui
-        from webui.login import LoginGate, UiLogin
-
-        login = UiLogin(setup.ui, throttle) if setup.ui else None
-        app = mount_ui(app, services, path="/", auth_dependency=login.user if login else None)
-        install_gradio_error_handlers(app)
-        if login is not None:
-            app.add_middleware(LoginGate, login=login)
+    if ui is not None:
+        app = ui(app, services, setup.ui, throttle)
     app.add_middleware(SecurityGuard, policy=policy_from_args(args))  # added last: runs first
 
     @app.on_event("shutdown")
@@ -60,6 +70,33 @@ def create_app(services: AppServices, with_ui: bool = False, with_api: bool = Tr
         services.jobs.shutdown()
 
     return app
+
+
+def serve(
+    services: AppServices,
+    ui: UiMount | None = None,
+    timer: StartupTimer | None = None,
+    on_started: Callable[[], object] | None = None,
+) -> int:
+    """Serve the API (with --api or --nowebui) and the UI (`ui`) with uvicorn until interrupted (app.py's
+    last step). When the server starts, `timer`'s summary is logged and `on_started` is called (app.py: the
+    model load job)."""
+    from sdwebui.extensions.bridge import app_started
+
+    app = create_app(services, ui=ui, with_api=bool(services.args.api or services.args.nowebui))
+    app_started(None, app)
+    if timer is not None:
+        timer.record("build UI and API")
+
+    @app.on_event("startup")
+    def _started() -> None:
+        if timer is not None:
+            timer.record("start server")
+            log.info(timer.summary())
+        if on_started is not None:
+            on_started()
+
+    return serve_app(app, bind_address(services.args), services.args.port)
 
 
 def serve_app(app: FastAPI, host: str, port: int) -> int:
