@@ -429,7 +429,7 @@ def test_shared_state_is_shared_state_class():
     from modules import shared, shared_state
 
     # shared.state is a proxy onto the running job's State (a contextvar); outside a job, the idle one
-    assert shared_state.State is shared.State
+    assert shared_state.State is shared.State and isinstance(shared.state, shared_state.State)
     assert shared.state.job_count == 0 and shared.state.interrupted is False
 
 

@@ -124,7 +124,7 @@ def _run(model, options, overrides=None, **fields):
     fields = {"prompt": "a cube", "seed": 11, "steps": 3, "width": 64, "height": 64, **fields}
     resolved = resolve(RawFields(**fields, save_images=False), options, overrides)
     result = generate(model, resolved.request, JobContext(), resolved.settings)
-    return result.images[0], result.infotexts[0]
+    return result.pil_images[0], result.infotexts[0]
 
 
 def _same(a: Image.Image, b: Image.Image) -> bool:

@@ -248,6 +248,10 @@ class _StateProxy:
         scope = _job.get()
         return scope.state if scope is not None else _idle_state
 
+    @property
+    def __class__(self) -> type:  # isinstance(shared.state, State) holds, as extensions check it
+        return State
+
     def __getattr__(self, key: str) -> Any:
         return getattr(self._target(), key)
 
