@@ -22,7 +22,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sdwebui.models.default_model import CHECKPOINT_PATH, backends, dataset, quality  # noqa: E402
+from sdwebui.engine import default_model_runs as backends  # noqa: E402
+from sdwebui.models.default_model import CHECKPOINT_PATH, dataset, quality  # noqa: E402
 from sdwebui.models.default_model.attributes import colour_fraction, read_attributes  # noqa: E402
 
 

@@ -25,7 +25,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sdwebui.models.default_model import architecture, backends, pipeline, quality  # noqa: E402
+from sdwebui.engine import default_model_runs as backends  # noqa: E402
+from sdwebui.models.default_model import architecture, pipeline, quality  # noqa: E402
 from sdwebui.models.default_model.train import (  # noqa: E402
     TrainConfig,
     finetune_decoder,

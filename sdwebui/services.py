@@ -20,10 +20,11 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from sdwebui.config import resolve
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
-from sdwebui.engine import resolve
+from sdwebui.engine.conditioning import clip_token_counter
 from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import (
@@ -32,7 +33,6 @@ from sdwebui.engine.requests import (
     JobLimits,
     RequestError,
     Txt2ImgRequest,
-    clip_token_counter,
 )
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.jobs.generation import GenerationJob
@@ -102,7 +102,7 @@ class AppServices:
     styles: StyleDatabase
     generate: GenerateFn
     scripts: ScriptRunner = field(default_factory=NoScripts)
-    # live preview of a step's latents on the job's model (sdwebui.outputs.previews); None = no previews
+    # live preview of a step's latents on the job's model (sdwebui.engine.previews); None = no previews
     preview: Callable[[LoadedModel, StepInfo], Image.Image | None] | None = None
     # installed extensions as A1111's /sdapi/v1/extensions items (filled by the extension layer)
     extension_list: Callable[[], list[dict[str, Any]]] = list
@@ -385,15 +385,15 @@ def _worker_stacks(
 def _live_previewer(
     options: Options, paths: DataPaths
 ) -> Callable[[LoadedModel, StepInfo], Image.Image | None]:
-    """Live previews by the `show_progress_type` setting, read at each preview (sdwebui.outputs.previews)."""
-    from sdwebui.outputs.previews import METHOD_CHEAP, LivePreviewer
+    """Live previews by the `show_progress_type` setting, read at each preview (sdwebui.engine.previews)."""
+    from sdwebui.engine.previews import METHOD_CHEAP, LivePreviewer
 
     return LivePreviewer(lambda: options.get("show_progress_type", METHOD_CHEAP), paths.models_dir)
 
 
 def _offer_preview_methods(options: Options, paths: DataPaths) -> None:
     """`show_progress_type` offers TAESD when a TAESD decoder file is installed."""
-    from sdwebui.outputs.previews import preview_method_option
+    from sdwebui.config.options import preview_method_option
 
     key = "show_progress_type"
     options.add_option(key, preview_method_option(options.data_labels[key], paths.models_dir))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdwebui.models.default_model import CHECKPOINT_PATH, backends, dataset
+from sdwebui.engine import default_model_runs as backends
+from sdwebui.models.default_model import CHECKPOINT_PATH, dataset
 from sdwebui.models.default_model.attributes import colour_fraction, read_attributes
 from sdwebui.models.model import ModelFamily
 

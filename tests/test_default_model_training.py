@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdwebui.models.default_model import backends
+from sdwebui.engine import default_model_runs as backends
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import train_default_model  # noqa: E402

@@ -1,4 +1,4 @@
-"""One info-JSON builder (sdwebui.outputs.info_json): the API's `info` and the facade's `Processed.js()`
+"""One info-JSON builder (sdwebui.engine.info_json): the API's `info` and the facade's `Processed.js()`
 agree for the same job."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 from sdwebui.api import mapping
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.generate import generate
+from sdwebui.engine.info_json import VERSION
 from sdwebui.engine.requests import Img2ImgRequest, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.facade import processing
-from sdwebui.outputs.info_json import VERSION
 
 
 def model_info(model) -> dict:

@@ -5,7 +5,8 @@ import re
 import pytest
 from PIL import Image
 
-from sdwebui.outputs.infotext import create_infotext, exif_with, parse_infotext, png_info_with, read_infotext
+from sdwebui.engine.infotext_fields import parse_infotext
+from sdwebui.outputs.infotext import create_infotext, exif_with, png_info_with, read_infotext
 
 BASIC = {
     "Steps": 20,

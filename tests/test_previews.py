@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdwebui.models.model import ModelFamily
-from sdwebui.outputs.previews import (
+from sdwebui.engine.previews import (
     METHOD_CHEAP,
     PREVIEW_METHODS,
     UNAVAILABLE_METHODS,
@@ -16,6 +15,7 @@ from sdwebui.outputs.previews import (
     latent_to_rgb,
     published_map,
 )
+from sdwebui.models.model import ModelFamily
 
 
 def _expected(rgb):
@@ -227,7 +227,7 @@ def test_a1111_taesd_keys_map_onto_autoencoder_tiny():
 
 def test_taesd_preview_is_the_decoders_output(taesd_models_dir):
     from sdwebui.engine.context import StepInfo
-    from sdwebui.outputs.previews import METHOD_TAESD, offered_methods
+    from sdwebui.engine.previews import METHOD_TAESD, offered_methods
     from tests.tiny_models import tiny_loaded_model
 
     models_dir, reference = taesd_models_dir
@@ -266,9 +266,9 @@ def test_taesd_from_a_pth_through_the_safe_loader(tmp_path):
 def test_taesd_refused_without_the_familys_file(taesd_models_dir, tmp_path):
     from types import SimpleNamespace
 
-    from sdwebui.config.options import OptionError, Options, default_templates
+    from sdwebui.config.options import OptionError, Options, default_templates, preview_method_option
     from sdwebui.engine.context import StepInfo
-    from sdwebui.outputs.previews import offered_methods, preview_method_option
+    from sdwebui.engine.previews import offered_methods
 
     models_dir, _ = taesd_models_dir
     info = StepInfo(0, 1, 1, 2, torch.zeros(1, 4, 4, 4))

@@ -1,4 +1,4 @@
-"""The one resolution path (sdwebui.engine.resolve): each setting that reaches a request, through the API's
+"""The one resolution path (sdwebui.config.resolve): each setting that reaches a request, through the API's
 payload mapping and through the UI's fields; the engine and one real server check what the settings do."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from sdwebui.api import models
 from sdwebui.api.mapping import build_request
 from sdwebui.config.options import Options, default_templates
 from sdwebui.config.paths import DataPaths
+from sdwebui.config.resolve import RawFields, RawImg2ImgFields, SettingsSource, resolve
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.generate import generate, plan_job
 from sdwebui.engine.requests import RequestError
-from sdwebui.engine.resolve import RawFields, RawImg2ImgFields, SettingsSource, resolve
 from tests import tiny_models
 from tests.api_server import start_server
 

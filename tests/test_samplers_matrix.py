@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdwebui.engine import default_model_runs as backends
 from sdwebui.engine import samplers as S
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.generate import generate
 from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
-from sdwebui.models.default_model import backends
 from tests import tiny_models
 
 STEPS = (1, 2, 21, 30, 50)

@@ -13,6 +13,7 @@ import pytest
 import requests
 import torch
 
+from sdwebui.engine import default_model_runs as backends
 from sdwebui.engine import samplers as S
 from sdwebui.engine import vae
 from sdwebui.engine.conditioning import MAX_EMPHASIS
@@ -20,7 +21,7 @@ from sdwebui.engine.context import JobContext
 from sdwebui.engine.generate import generate
 from sdwebui.engine.requests import RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
-from sdwebui.models.default_model import CHECKPOINT_PATH, backends
+from sdwebui.models.default_model import CHECKPOINT_PATH
 from sdwebui.models.default_model.attributes import read_attributes
 from tests.api_server import start_server
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from sdwebui.config.options import Options, default_templates
+from sdwebui.config.resolve import RawFields
 from sdwebui.config.styles import StyleDatabase
-from sdwebui.engine.resolve import RawFields
 from webui.backend import UiBackend
 from webui.params import build_params_for
 from webui.ui_config import UiConfig

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from sdwebui.config.resolve import RawFields, SettingsSource, resolve
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
-from sdwebui.engine.resolve import RawFields, SettingsSource, resolve
 from sdwebui.jobs.queue import Job, JobQueue
 from webui.gallery_files import GalleryFiles
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
+from sdwebui.config.resolve import RawImg2ImgFields
 from sdwebui.engine.outpaint import OUTPAINT_MODES, outpaint_request
 from sdwebui.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
-from sdwebui.engine.resolve import RawImg2ImgFields
 from sdwebui.extensions.bridge import ScriptControls
 from sdwebui.jobs.queue import JobState
 from webui.backend import UiBackend, describe_error

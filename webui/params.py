@@ -36,7 +36,7 @@ class ParamControls:
 
     def request_fields(self, values: dict) -> dict[str, Any]:
         """`RawFields` keyword arguments (A1111 names) from a Gradio inputs dict. What comes from the
-        settings (Clip skip, eta, ENSD...) is added by the resolution (sdwebui.engine.resolve), not here."""
+        settings (Clip skip, eta, ENSD...) is added by the resolution (sdwebui.config.resolve), not here."""
         return {
             "sampler_name": values[self.sampler_name],
             "scheduler": values[self.scheduler],

@@ -14,9 +14,9 @@ from webui.prompt_row import PromptRow
 
 
 def parse_infotext(text: str) -> dict[str, Any]:
-    from sdwebui.outputs import infotext
+    from sdwebui.engine import infotext_fields
 
-    return infotext.parse_infotext(text or "")
+    return infotext_fields.parse_infotext(text or "")
 
 
 def pasted_params(text: str) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from sdwebui.config.resolve import RawFields
 from sdwebui.engine.requests import Txt2ImgRequest
-from sdwebui.engine.resolve import RawFields
 from sdwebui.extensions.bridge import ScriptControls, script_controls
 from sdwebui.services import ScriptCall
 from webui.backend import UiBackend

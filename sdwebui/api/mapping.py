@@ -15,10 +15,10 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from sdwebui.api import models
 from sdwebui.config.options import Options
+from sdwebui.config.resolve import RawFields, RawImg2ImgFields, SettingsSource, field_names, resolve
 from sdwebui.config.styles import StyleDatabase
+from sdwebui.engine import info_json as info_json_builder
 from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, RequestError, Txt2ImgRequest
-from sdwebui.engine.resolve import RawFields, RawImg2ImgFields, SettingsSource, field_names, resolve
-from sdwebui.outputs import info_json as info_json_builder
 
 VERSION = info_json_builder.VERSION
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
@@ -110,7 +110,7 @@ def _refuse_unsupported(payload: models.GenerationPayload) -> None:
 def build_request(
     payload: models.GenerationPayload, options: Options, styles: StyleDatabase, max_pixels: int
 ) -> Txt2ImgRequest | Img2ImgRequest:
-    """Map a txt2img/img2img payload onto a validated engine request (sdwebui.engine.resolve)."""
+    """Map a txt2img/img2img payload onto a validated engine request (sdwebui.config.resolve)."""
     _refuse_unsupported(payload)
     resolved = resolve(
         raw_fields(payload, max_pixels), options, payload.override_settings, SettingsSource(styles=styles)
@@ -142,7 +142,7 @@ def raw_fields(payload: models.GenerationPayload, max_pixels: int) -> RawFields:
 
 
 def info_json(result: GenerationResult, request: Txt2ImgRequest, model_info: dict[str, Any]) -> str:
-    """A1111's `info` string: first-image values plus per-image lists (sdwebui.outputs.info_json)."""
+    """A1111's `info` string: first-image values plus per-image lists (sdwebui.engine.info_json)."""
     names = info_json_builder.ModelNames(
         sd_model_name=model_info.get("sd_model_name"),
         sd_model_hash=model_info.get("sd_model_hash"),

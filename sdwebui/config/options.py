@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -474,7 +474,7 @@ def _preview_templates() -> dict[str, OptionInfo]:
             "Live preview display period (in sampling steps)",
             component_args=_slider(0, 32, 1),
         ),
-        # sdwebui.outputs.previews.PREVIEW_METHODS; build_services adds "TAESD" (preview_method_option)
+        # sdwebui.engine.previews.PREVIEW_METHODS; build_services adds "TAESD" (preview_method_option)
         "show_progress_type": OptionInfo(
             "Approx cheap",
             "Live preview method",
@@ -509,3 +509,14 @@ def _limit_templates() -> dict[str, OptionInfo]:
         ),
         "limit_job_pixels": OptionInfo(limits.job_pixels, "Most pixels per job (width * height * images)"),
     }
+
+
+def preview_method_option(info: OptionInfo, models_dir: Path) -> OptionInfo:
+    """The `show_progress_type` option with the methods this data dir offers (read at start-up)."""
+    from sdwebui.engine.previews import METHOD_TAESD, offered_methods
+
+    choices = list(offered_methods(models_dir))
+    if METHOD_TAESD in choices:
+        note = "TAESD decodes with the models/VAE-approx decoder of the loaded model's family"
+        return replace(info, choices=choices, comment_after=f"Approx NN is not offered. {note}")
+    return replace(info, choices=choices)

@@ -304,3 +304,11 @@ def _apply_emphasis(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     )
     z = z * torch.where(well_defined, original_mean / new_mean, torch.ones_like(new_mean))
     return z.to(hidden.dtype)
+
+
+def clip_token_counter(text: str, steps: int, is_positive: bool) -> int:
+    """A prompt's tokens as the engine encodes it (the longest AND part / scheduled variant). Every model
+    family tokenizes with the CLIP BPE vocabulary, so no model has to be loaded to count."""
+    from sdwebui.models.tokenizer import shared_clip_tokenizer
+
+    return count_tokens(text, shared_clip_tokenizer(), steps, is_positive)[0]

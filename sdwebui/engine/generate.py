@@ -35,10 +35,10 @@ from sdwebui.engine.requests import (
     Txt2ImgRequest,
 )
 from sdwebui.engine.rng import resolve_seed
+from sdwebui.engine.saving import filename_fields, save_generated
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
-from sdwebui.outputs.job_saving import filename_fields, save_generated
 
 STAGE_ORDERS = ("batch", "job")  # EngineSettings.stage_order
 

@@ -151,15 +151,6 @@ class Img2ImgRequest(Txt2ImgRequest):
 TokenCounter = Callable[[str, int, bool], int]  # (text, steps, is_positive) -> tokens
 
 
-def clip_token_counter(text: str, steps: int, is_positive: bool) -> int:
-    """A prompt's tokens as the engine encodes it (the longest AND part / scheduled variant). Every model
-    family tokenizes with the CLIP BPE vocabulary, so no model has to be loaded to count."""
-    from sdwebui.engine.conditioning import count_tokens
-    from sdwebui.models.tokenizer import shared_clip_tokenizer
-
-    return count_tokens(text, shared_clip_tokenizer(), steps, is_positive)[0]
-
-
 @dataclass(frozen=True)
 class JobLimits:
     """What one job may cost, checked before it is queued (settings `limit_*`, sdwebui.config.options)."""
@@ -255,7 +246,7 @@ class GenerationResult:
 
     images: list[GeneratedImage] = field(default_factory=list)
     interrupted: bool = False
-    # first-image values in A1111's "info" JSON shape are derived by sdwebui.outputs.info_json
+    # first-image values in A1111's "info" JSON shape are derived by sdwebui.engine.info_json
     request: Txt2ImgRequest | None = None
     job_timestamp: str = ""  # when the job started, A1111's YYYYmmddHHMMSS job_timestamp
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from sdwebui.config.styles import StyleDatabase
+
+class PromptStyles(Protocol):
+    """What the engine needs of the styles database (sdwebui.config.styles.StyleDatabase)."""
+
+    def apply_to_prompt(self, prompt: str, styles: list[str]) -> str: ...
+    def apply_to_negative_prompt(self, prompt: str, styles: list[str]) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,4 @@ class EngineSettings:
     # "batch": each batch conditioned, sampled, decoded in turn (A1111's hook order); "job": each stage over
     # all batches before the next one (memory modes: a component moves between devices once per job)
     stage_order: str = "batch"
-    styles: StyleDatabase | None = (
-        None  # applied to the request's `styles` (A1111 applies them in processing)
-    )
+    styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from PIL import Image
 
+from sdwebui.engine import infotext_fields
 from sdwebui.facade import shared
 from sdwebui.outputs import infotext
 
@@ -101,7 +102,7 @@ def reset() -> None:
 
 def parse_generation_parameters(x: str, skip_fields: list[str] | None = None) -> dict[str, Any]:
     """{"Prompt", "Negative prompt", <infotext key>: <value>, ...} as A1111 returns it (sizes split into -1/-2)."""
-    res = infotext.parse_infotext(x or "")
+    res = infotext_fields.parse_infotext(x or "")
     for key in skip_fields or []:
         res.pop(key, None)
     return res

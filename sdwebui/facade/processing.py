@@ -23,6 +23,8 @@ from PIL import Image
 
 from sdwebui.config import paths
 from sdwebui.engine import hooks as eh
+from sdwebui.engine.info_json import VERSION as INFO_VERSION
+from sdwebui.engine.info_json import InfoJson
 from sdwebui.engine.requests import (
     GeneratedImage,
     GenerationResult,
@@ -31,8 +33,6 @@ from sdwebui.engine.requests import (
     Txt2ImgRequest,
 )
 from sdwebui.facade import script_callbacks, shared
-from sdwebui.outputs.info_json import VERSION as INFO_VERSION
-from sdwebui.outputs.info_json import InfoJson
 
 log = logging.getLogger("webui.extensions")
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from sdwebui.engine import samplers
+# (sampler name as written, its Schedule type or None) -> (sampler, schedule) when a legacy combined name such
+# as "DPM++ 2M Karras" splits; None keeps it as written. Supplied by the sampler registry (engine).
+SamplerSplitter = Callable[[str, "str | None"], "tuple[str, str] | None"]
+
 
 PNG_KEY = "parameters"
 EXIF_IFD = 0x8769
@@ -83,7 +86,9 @@ def create_infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]
     return f"{prompt}{negative_text}\n{params_text}".strip()
 
 
-def parse_infotext(text: str, fill_defaults: bool = True) -> dict[str, Any]:
+def parse_infotext(
+    text: str, fill_defaults: bool = True, split_sampler: SamplerSplitter | None = None
+) -> dict[str, Any]:
     """A1111's `parse_generation_parameters`: {"Prompt", "Negative prompt", <key>: <value string>, ...}.
 
     `fill_defaults=False` returns only what the text says (no A1111 defaults, no legacy-name splitting).
@@ -115,17 +120,17 @@ def parse_infotext(text: str, fill_defaults: bool = True) -> dict[str, Any]:
     res["Prompt"] = prompt
     res["Negative prompt"] = negative_prompt
     if fill_defaults:
-        _fill_a1111_defaults(res)
+        _fill_a1111_defaults(res, split_sampler)
     return res
 
 
-def _fill_a1111_defaults(res: dict[str, Any]) -> None:
+def _fill_a1111_defaults(res: dict[str, Any], split_sampler: SamplerSplitter | None) -> None:
     if "Hypernet" in res:
         res["Prompt"] += f"<hypernet:{res['Hypernet']}:{res.get('Hypernet strength', '1.0')}>"
     if "Hires resize-1" not in res:
         res["Hires resize-1"] = 0
         res["Hires resize-2"] = 0
-    _split_legacy_sampler_name(res)
+    _split_legacy_sampler_name(res, split_sampler)
     for key, value in _DEFAULTS.items():
         res.setdefault(key, value)
     if res["FP8 weight"] != "Disable":
@@ -133,20 +138,14 @@ def _fill_a1111_defaults(res: dict[str, Any]) -> None:
     _restore_old_hires_fix_params(res)
 
 
-def _split_legacy_sampler_name(res: dict[str, Any]) -> None:
+def _split_legacy_sampler_name(res: dict[str, Any], split_sampler: SamplerSplitter | None) -> None:
     """ "DPM++ 2M Karras" -> Sampler "DPM++ 2M", Schedule type "Karras" (A1111 does this when pasting)."""
     name = res.get("Sampler")
-    if not name:
+    if not name or split_sampler is None:
         return
-    try:
-        sampler, schedule = samplers.resolve_sampler(name, res.get("Schedule type"))
-    except samplers.UnknownSamplerError:
-        return  # an extension's sampler: keep the name as written
-    if sampler.name.lower() != name.strip().lower() and name.strip().lower() not in map(
-        str.lower, sampler.aliases
-    ):
-        res["Sampler"] = sampler.name
-        res["Schedule type"] = schedule
+    split = split_sampler(name, res.get("Schedule type"))
+    if split is not None:
+        res["Sampler"], res["Schedule type"] = split
 
 
 def _restore_old_hires_fix_params(res: dict[str, Any]) -> None:

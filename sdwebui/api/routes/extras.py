@@ -58,8 +58,6 @@ def upscale_single_image(payload: m.ExtrasSingleImagePayload, max_pixels: int) -
 def _parse_infotext(info: str) -> dict[str, Any]:
     if not info:
         return {}
-    try:
-        from sdwebui.outputs.infotext import parse_infotext
-    except ImportError:
-        return {}
+    from sdwebui.engine.infotext_fields import parse_infotext
+
     return parse_infotext(info)

@@ -15,7 +15,6 @@ The latents are the sampler's (already multiplied by the VAE scaling factor); th
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import weakref
 from collections.abc import Callable
@@ -26,7 +25,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sdwebui.config.options import OptionInfo
 from sdwebui.models.model import ModelFamily
 from sdwebui.models.taesd import TaesdDecoders, TaesdError, any_decoder
 
@@ -157,15 +155,6 @@ def has_published_map(model) -> bool:
 def offered_methods(models_dir: Path) -> tuple[str, ...]:
     """The `show_progress_type` choices: TAESD too when a TAESD decoder file is installed."""
     return (*PREVIEW_METHODS, METHOD_TAESD) if any_decoder(models_dir) else PREVIEW_METHODS
-
-
-def preview_method_option(info: OptionInfo, models_dir: Path) -> OptionInfo:
-    """The `show_progress_type` option with the methods this data dir offers (read at start-up)."""
-    choices = list(offered_methods(models_dir))
-    if METHOD_TAESD in choices:
-        note = "TAESD decodes with the models/VAE-approx decoder of the loaded model's family"
-        return dataclasses.replace(info, choices=choices, comment_after=f"Approx NN is not offered. {note}")
-    return dataclasses.replace(info, choices=choices)
 
 
 class LivePreviewer:
