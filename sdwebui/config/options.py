@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdwebui.config.paths import is_inside, resolve_output_dir
-from sdwebui.engine.requests import MAX_STEPS, JobLimits
+from sdwebui.engine.requests import MAX_STEPS, JobLimits, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,12 @@ def options_section(section: tuple[str, str], options: dict[str, OptionInfo]) ->
     return options
 
 
-class OptionError(ValueError):
+class OptionError(RequestError):
+    """A setting's value is refused; `key` (= `field`) names the option."""
+
     def __init__(self, key: str, reason: str):
-        super().__init__(f"{key}: {reason}")
+        super().__init__(key, reason)
         self.key = key
-        self.reason = reason
 
 
 class Options:

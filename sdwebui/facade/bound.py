@@ -6,7 +6,6 @@ facade modules show empty lists.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,10 +29,8 @@ def extension_manager() -> Any:
 
 
 def on_job_worker(jobs: Any) -> bool:
-    """Running on one of the queue's worker threads: inside a job (a script's hook, a model-load listener).
-    Not `shared.state`: it is process-wide, so it names the running job in every thread."""
-    thread = threading.current_thread()
-    return thread in getattr(jobs, "_threads", ()) or thread.name.startswith("job-worker")
+    """Running inside one of the queue's jobs (a script's hook, a model-load listener)."""
+    return jobs.on_worker_thread()
 
 
 def in_queue(work: Callable[[], T], kind: str = "model") -> T:

@@ -272,6 +272,11 @@ class JobQueue:
                     return index
             return None
 
+    def on_worker_thread(self) -> bool:
+        """Called from one of this queue's workers, i.e. from inside one of its jobs (a script's hook, a
+        model-load listener): work queued from there would wait for itself."""
+        return threading.current_thread() in self._threads
+
     def running(self) -> list[Job]:
         with self._lock:
             return list(self._running)
