@@ -7,13 +7,12 @@ import subprocess
 from pathlib import Path
 
 from modules import cmd_args, scripts, shared
-from sdwebui.engine.generate import generate as engine_generate
 from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.extensions.bridge import attach_extensions
 from sdwebui.extensions.manager import ExtensionManager
 from sdwebui.extensions.preload import apply_preload_hooks
-from sdwebui.models.lease import ModelLease
 from sdwebui.services import ScriptCall, build_services
+from tests import tiny_models
 
 SAMPLES = Path(__file__).parent
 
@@ -29,49 +28,20 @@ def git_repo_from(sample: str, root: Path) -> Path:
     return repo
 
 
-class OneModel:
-    """Minimal ModelProvider serving one in-memory tiny model under any checkpoint name it knows."""
-
-    def __init__(self, model):
-        self.current = model
-        self.loads: list[str | None] = []
-        self.load_listeners: list = []  # never called: the one model is current from the start
-
-    def load(self, title=None, *args, **kwargs):
-        if title not in (None, self.current.info.title, self.current.info.name):
-            raise ValueError(f"unknown checkpoint {title!r}")
-        self.loads.append(title)
-        return self.current
-
-    def checkpoints(self):
-        return [self.current.info]
-
-    def checkpoint_titles(self):
-        return [self.current.info.title]
-
-    def current_title(self):
-        return self.current.info.title
-
-    def refresh(self):
-        pass
-
-    def unload(self):
-        pass
-
-    def lease_of(self, model, vae=None, patches=()):
-        return ModelLease(model, patches)
-
-    def vae_names(self):
-        return []
-
-
 def make_app(data_dir: Path, model, *flags: str):
-    """Flags (with preload.py hooks) -> services -> extensions attached, as app.py does."""
+    """Flags (with preload.py hooks) -> services -> extensions attached, as app.py does, on the real model
+    manager: `model` is written as the data dir's one checkpoint file (no test double: one with a handy
+    `current` once hid that production's shared.sd_model was None)."""
+    folder = data_dir / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / f"{model.info.name}.safetensors"
+    if not checkpoint.exists():
+        tiny_models.write_single_file(model, checkpoint)
     parser = cmd_args.build_parser()
-    argv = ["--data-dir", str(data_dir), *flags]
+    argv = ["--data-dir", str(data_dir), "--use-cpu", "all", *flags]
     apply_preload_hooks(parser, argv)
     args = cmd_args.parse_args(argv, parser)
-    services = build_services(args, models=OneModel(model), generate=engine_generate)
+    services = build_services(args)
     system = attach_extensions(services)
     return services, system
 
