@@ -18,6 +18,7 @@ from sdwebui.api.errors import install_gradio_error_handlers
 from sdwebui.api.throttle import LoginThrottle
 from sdwebui.extensions.bridge import extension_tabs
 from sdwebui.extensions.component_hooks import observe as observe_components
+from sdwebui.facade.scripts import BLOCKS_BUILD_LOCK
 from webui import paste
 from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
@@ -44,6 +45,11 @@ def ui_assets(extra_css: list[Path] | None = None, extra_js: list[Path] | None =
 
 
 def create_ui(services: Any) -> gr.Blocks:
+    with BLOCKS_BUILD_LOCK:  # no other Blocks (a headless script UI) is built beside the page
+        return _create_ui(services)
+
+
+def _create_ui(services: Any) -> gr.Blocks:
     backend = UiBackend(services)
     cfg = UiConfig(Path(services.paths.ui_config_file))
     extensions = getattr(services, "extensions", None)  # set by attach_extensions (app.py)

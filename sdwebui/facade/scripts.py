@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from typing import Any
 from sdwebui.config import paths
 from sdwebui.engine.requests import RequestError
 from sdwebui.facade import script_callbacks
+
+# Gradio keeps the Blocks being built in a process-wide attribute (`Context.root_block`) beside its
+# contextvars, so two threads building Blocks at once attach components to each other's ("'Dropdown' object
+# has no attribute 'page'"). Every Blocks build of the app (the page, headless script UIs) holds this lock.
+BLOCKS_BUILD_LOCK = threading.RLock()
 
 log = logging.getLogger("webui.extensions")
 
@@ -416,18 +422,17 @@ class ScriptRunner:
 
     def ensure_ui(self) -> None:
         """Headless (API only): build the components in a throwaway Blocks to learn positions and defaults."""
-        if self._ui_ready:
-            return
-        import contextvars
-
         import gradio as gr
 
         def build() -> None:
             with gr.Blocks():
                 self.setup_ui()
 
-        # A fresh context: inside a Gradio event, Blocks() would otherwise attach to the running app's context.
-        contextvars.Context().run(build)
+        with BLOCKS_BUILD_LOCK:  # also: two first API requests at once build the script UIs once
+            if self._ui_ready:
+                return
+            # A fresh context: inside a Gradio event, Blocks() would otherwise attach to the running app's.
+            contextvars.Context().run(build)
 
     def extension_of(self, script: Script) -> str:
         return self._extension_of.get(id(script), "?")
