@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdwebui.config.styles import StyleDatabase
+from sdwebui.models.embeddings_library import EmbeddingLibrary
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,4 @@ class EngineSettings:
     styles: StyleDatabase | None = (
         None  # applied to the request's `styles` (A1111 applies them in processing)
     )
+    embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts
