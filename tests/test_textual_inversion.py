@@ -266,3 +266,38 @@ def test_embeddings_api_lists_loaded_and_skipped_and_refreshes(tmp_path):
         assert requests.post(server.api + "/refresh-embeddings", timeout=60).status_code == 200
         loaded = requests.get(server.api + "/embeddings", timeout=60).json()["loaded"]
         assert sorted(loaded) == ["newstyle", "shinystyle"] and loaded["newstyle"]["vectors"] == 5
+
+
+def test_comma_backtrack_moves_an_embedding_with_the_words_after_the_comma(library, sd1):
+    tokenizer = sd1.tokenizers[0]
+    vocabulary = EmbeddingVocabulary(tokenizer, library.for_model(sd1).loaded)
+    prompt = (
+        "cat " * 70 + ", shinystyle dog dog dog"
+    )  # the chunk fills at the 3rd dog; ", shinystyle dog.." moves
+    chunks = tokenize_prompt(prompt, tokenizer, vocabulary=vocabulary).chunks
+    assert [len(c.tokens) for c in chunks] == [71, 6]
+    assert chunks[0].fixes == () and [(f.offset, f.name) for f in chunks[1].fixes] == [(0, "shinystyle")]
+    assert chunks[1].tokens[:3] == (0, 0, 0)
+
+
+# --- the app's services: default folder, the limits' and the UI's token counters ---------------------------
+
+
+def test_services_read_embeddings_dir_and_count_vectors_for_limits_and_ui(tmp_path):
+    from sdwebui.config.flags import parse_args
+    from sdwebui.engine.requests import RequestError
+    from sdwebui.services import build_services
+    from webui.backend import UiBackend
+
+    save_safetensors({"emb_params": vectors(10)}, tmp_path / "embeddings" / "longstyle.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"limit_prompt_tokens": 15}))
+    services = build_services(parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]))
+    try:
+        assert services.embeddings.dirs == [tmp_path.resolve() / "embeddings"]
+        assert services.token_counter()("longstyle, cat", 20, True) == 12
+        assert UiBackend(services).count_tokens("a longstyle") == (11, 75)
+        with pytest.raises(RequestError) as refused:  # 2 x 10 vectors: over the limit of 15 tokens
+            services.submit_generation(Txt2ImgRequest(prompt="longstyle longstyle", steps=1))
+        assert refused.value.field == "prompt" and "20 tokens" in refused.value.reason
+    finally:
+        services.shutdown()

@@ -132,7 +132,9 @@ class UiBackend:
 
             self._tokenizer = build_clip_tokenizer()
         # an embedding's name counts as its vectors (those of the current model)
-        embeddings = self.services.embeddings.counted(getattr(self.services.models, "current", None))
+        library = getattr(self.services, "embeddings", None)
+        models = getattr(self.services, "models", None)
+        embeddings = library.counted(getattr(models, "current", None)) if library is not None else {}
         vocabulary = EmbeddingVocabulary(self._tokenizer, embeddings) if embeddings else None
         return count_tokens(text, self._tokenizer, is_positive=is_positive, vocabulary=vocabulary)
 
