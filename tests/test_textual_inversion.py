@@ -126,15 +126,17 @@ def test_only_regular_files_inside_the_folder(tmp_path):
     assert list(EmbeddingLibrary([folder]).all()) == ["inside"]
 
 
-def test_refresh_picks_up_new_changed_and_removed_files(tmp_path):
+def test_new_and_removed_files_are_seen_and_refresh_rereads_a_rewritten_one(tmp_path):
     folder = tmp_path / "embeddings"
     save_pt(folder / "first.pt", vectors(1))
     library = EmbeddingLibrary([folder])
     assert list(library.all()) == ["first"]
-    save_pt(folder / "second.pt", vectors(4))
+    save_pt(folder / "sub" / "second.pt", vectors(4))  # a new sub-folder's file: its folder changed
     (folder / "first.pt").unlink()
-    library.refresh()
     assert list(library.all()) == ["second"] and library.all()["second"].vectors == 4
+    save_pt(folder / "sub" / "second.pt", vectors(6))  # rewritten in place: the folder's mtime may not change
+    library.refresh()
+    assert library.all()["second"].vectors == 6
 
 
 # --- conditioning ------------------------------------------------------------------------------------------

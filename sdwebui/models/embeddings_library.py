@@ -2,8 +2,9 @@
 
 Discovery follows sdwebui.models.discovery (regular files really inside the folders, sub-folders allowed, no
 symlink leading out); files are read through the safe readers of sdwebui.models.lora.embeddings (a pickle
-with code is refused, never run). The folders are read on first use and again on `refresh()`; a file that
-did not change (same size and mtime) is not read twice. An embedding is named by its file name without
+with code is refused, never run). The folders are read on first use, again when a folder's mtime changed (a
+file added, removed or renamed: A1111 re-reads then too) and on `refresh()` (a file rewritten in place); a
+file that did not change (same size and mtime) is not read twice. An embedding is named by its file name without
 extension, as A1111 names it; for a model it is "loaded" when it has vectors of each text encoder's width,
 else "skipped".
 """
@@ -11,6 +12,7 @@ else "skipped".
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,11 +67,13 @@ class EmbeddingLibrary:
         self._lock = threading.Lock()
         self._files: dict[Path, _Read] = {}
         self._embeddings: dict[str, Embedding] | None = None
+        self._signature: tuple[tuple[str, int], ...] = ()
         self.errors: list[str] = []  # files that could not be read, each naming the file and why
 
     def refresh(self) -> None:
         """Re-scan the folders: new files are read, changed ones re-read, removed ones dropped."""
         with self._lock:
+            signature = self._folders_signature()
             files = list_model_files([d for d in self.dirs if d.is_dir()], EMBEDDING_SUFFIXES)
             found: dict[str, Embedding] = {}
             errors: list[str] = []
@@ -88,6 +92,7 @@ class EmbeddingLibrary:
                 else:
                     found[read.embedding.name] = read.embedding
             self._files, self._embeddings, self.errors = reads, found, errors
+            self._signature = signature
         for error in errors:
             log.warning("embedding not loaded: %s", error)
 
@@ -107,9 +112,20 @@ class EmbeddingLibrary:
         except EmbeddingError as error:
             return _Read(stamp, None, str(error))
 
+    def _folders_signature(self) -> tuple[tuple[str, int], ...]:
+        """The mtimes of the folders and their sub-folders (links not followed): cheap, no file is opened."""
+        stamps = []
+        for root in self.dirs:
+            for folder, _, _ in os.walk(root):
+                try:
+                    stamps.append((folder, os.stat(folder).st_mtime_ns))
+                except OSError:
+                    continue
+        return tuple(stamps)
+
     def all(self) -> dict[str, Embedding]:
-        """Every readable embedding by name (the folders are read on first use)."""
-        if self._embeddings is None:
+        """Every readable embedding by name (read on first use and after a folder changed)."""
+        if self._embeddings is None or self._folders_signature() != self._signature:
             self.refresh()
         return dict(self._embeddings or {})
 
