@@ -150,6 +150,21 @@ def test_name_in_prompt_is_replaced_by_its_vectors(library, sd1):
     plain = PromptEncoder(sd1, 1).encode(["a photo of shinystyle on a hill"]).embeds[0]
     assert not torch.allclose(got, plain, atol=1e-3)  # without the library the name is just text
     assert list(encoder.used) == ["shinystyle"]
+    assert not sd1.text_encoders[0].get_input_embeddings()._forward_hooks  # nothing left on the shared model
+
+
+def test_clip_skip_reads_the_earlier_layer_with_the_vectors_in_place(library, sd1):
+    got = PromptEncoder(sd1, 2, library).encode(["shinystyle"]).embeds[0]
+    text_encoder = copy.deepcopy(sd1.text_encoders[0])
+    with torch.no_grad():
+        text_encoder.get_input_embeddings().weight[list(FREE_IDS[:3])] = vectors(3, seed=1)
+        tok = sd1.tokenizers[0]
+        row = [tok.bos_token_id, *FREE_IDS[:3], tok.eos_token_id] + [tok.pad_token_id] * (CHUNK_LENGTH - 3)
+        out = text_encoder(input_ids=torch.tensor([row]), output_hidden_states=True)
+        expected = getattr(text_encoder, "text_model", text_encoder).final_layer_norm(out.hidden_states[-2])[
+            0
+        ]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_sdxl_takes_clip_l_and_clip_g_vectors_and_pooled(library, sdxl):
