@@ -32,12 +32,14 @@ from sdwebui.engine.requests import (
     Img2ImgRequest,
     JobLimits,
     RequestError,
+    TokenCounter,
     Txt2ImgRequest,
 )
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
 from sdwebui.jobs.stack import WorkerStack
+from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.hashing import HashCache
 from sdwebui.models.lease import ModelLease
@@ -111,6 +113,8 @@ class AppServices:
     version: str = "sdwebui-0.1.0"
     # start-up problems the user must see (bad config.json / styles.csv set aside, a checkpoint skipped)
     notices: list[str] = field(default_factory=list)
+    # textual-inversion embeddings (embeddings/ or --embeddings-dir), given to the engine with the settings
+    embeddings: EmbeddingLibrary = field(default_factory=lambda: EmbeddingLibrary([]))
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -137,7 +141,7 @@ class AppServices:
 
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
-        source = resolve.SettingsSource(self.paths, self.styles, self.version)
+        source = resolve.SettingsSource(self.paths, self.styles, self.version, self.embeddings)
         return resolve.engine_settings(self.options, overrides, source)
 
     # --- jobs ---
@@ -153,7 +157,7 @@ class AppServices:
         GenerationResult and `job.generation` its GenerationJob. Raises RequestError before queueing."""
         request.validate()
         limits = JobLimits.from_settings(self.options.items())  # the shared settings, never the overrides
-        limits.check(request, clip_token_counter)
+        limits.check(request, self.token_counter())
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
         overrides = dict(request.override_settings)
         self._check_output_dirs(overrides, prefix="override_settings.")
@@ -179,6 +183,16 @@ class AppServices:
             preview_fn=self._preview_fn(gen) if settings.live_preview_every > 0 else None,
             preview_every=max(1, settings.live_preview_every),
             generation=gen,
+        )
+
+    def token_counter(self) -> TokenCounter:
+        """The limits' CLIP token counter, with the current model's embeddings counted as their vectors."""
+        from sdwebui.engine.conditioning import embedding_token_counter
+        from sdwebui.models.tokenizer import shared_clip_tokenizer
+
+        embeddings = self.embeddings.counted(getattr(self.models, "current", None))
+        return (
+            embedding_token_counter(shared_clip_tokenizer(), embeddings) if embeddings else clip_token_counter
         )
 
     def _generation_work(
@@ -358,6 +372,9 @@ def build_services(
         generate=generate,
         preview=_live_previewer(options, paths),
         notices=notices,
+        embeddings=EmbeddingLibrary(
+            [Path(args.embeddings_dir) if getattr(args, "embeddings_dir", None) else paths.embeddings_dir]
+        ),
     )
     return services
 

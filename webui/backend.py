@@ -125,13 +125,18 @@ class UiBackend:
     # --- prompts ---
     def count_tokens(self, text: str, is_positive: bool = True) -> tuple[int, int]:
         """(tokens, limit): the limit grows in 75-token chunks as A1111's counter does."""
-        from sdwebui.engine.conditioning import count_tokens
+        from sdwebui.engine.conditioning import EmbeddingVocabulary, count_tokens
 
         if self._tokenizer is None:
             from sdwebui.models.tokenizer import build_clip_tokenizer
 
             self._tokenizer = build_clip_tokenizer()
-        return count_tokens(text, self._tokenizer, is_positive=is_positive)
+        # an embedding's name counts as its vectors (those of the current model)
+        library = getattr(self.services, "embeddings", None)
+        models = getattr(self.services, "models", None)
+        embeddings = library.counted(getattr(models, "current", None)) if library is not None else {}
+        vocabulary = EmbeddingVocabulary(self._tokenizer, embeddings) if embeddings else None
+        return count_tokens(text, self._tokenizer, is_positive=is_positive, vocabulary=vocabulary)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -242,9 +242,17 @@ class PromptStyleItem(BaseModel):
     negative_prompt: str | None = None
 
 
+class EmbeddingItem(BaseModel):
+    step: int | None = Field(None, description="training steps, when the file records them")
+    sd_checkpoint: str | None = Field(None, description="hash of the checkpoint it was trained on")
+    sd_checkpoint_name: str | None = Field(None, description="name of the checkpoint it was trained on")
+    shape: int = Field(description="vector width (SDXL: CLIP-L + bigG, 2048)")
+    vectors: int = Field(description="number of vectors (tokens it takes in a prompt)")
+
+
 class EmbeddingsResponse(BaseModel):
-    loaded: dict[str, Any]
-    skipped: dict[str, Any]
+    loaded: dict[str, EmbeddingItem]
+    skipped: dict[str, EmbeddingItem]
 
 
 class MemoryResponse(BaseModel):

@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--data-dir", default=str(REPO_DIR), help="root for models/, extensions/, outputs/, config.json")
+    add(
+        "--embeddings-dir",
+        default=None,
+        help="textual-inversion embeddings folder (default: <data-dir>/embeddings)",
+    )
     add("--ckpt", default=None, help="checkpoint file to load at start-up")
     add("--ckpt-dir", default=None, help="extra folder to search for checkpoints")
     add("--vae-dir", default=None, help="extra folder to search for VAE files")

@@ -20,6 +20,7 @@ from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine import samplers
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.models.embeddings_library import EmbeddingLibrary
 
 
 @dataclass
@@ -74,6 +75,7 @@ class SettingsSource:
     paths: DataPaths | None = None  # None: the engine's default outputs root (callers that want the request)
     styles: StyleDatabase | None = None
     version: str = ""
+    embeddings: EmbeddingLibrary | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         eta_noise_seed_delta=int(values.get("eta_noise_seed_delta", 0)),
         version=source.version,
         styles=source.styles,
+        embeddings=source.embeddings,
     )
 
 

@@ -85,7 +85,7 @@ def generate(
         state=state,
         plan=plan,
         passes=job_passes(request),
-        encoder=PromptEncoder(model, request.clip_skip),
+        encoder=PromptEncoder(model, request.clip_skip, settings.embeddings),
         result=result,
         eta=eta,
         started=started,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sdwebui.models.embeddings_library import EmbeddingLibrary
+
 
 class PromptStyles(Protocol):
     """What the engine needs of the styles database (sdwebui.config.styles.StyleDatabase)."""
@@ -41,3 +43,4 @@ class EngineSettings:
     # all batches before the next one (memory modes: a component moves between devices once per job)
     stage_order: str = "batch"
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
+    embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts

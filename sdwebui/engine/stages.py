@@ -98,6 +98,8 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
         work.conditioning.append(
             BatchConditioning(run.encoder, args.prompts, args.negative_prompts, sampling_pass.steps)
         )
+    if run.encoder.used:  # A1111 adds them to the job's extra generation params once encoded
+        state.extra_generation_params["TI hashes"] = run.encoder.ti_hashes()
     return work
 
 

@@ -43,10 +43,6 @@ def router(ctx: RouteContext) -> APIRouter:
             for s in services.styles.all()
         ]
 
-    @router.get(f"{API}/embeddings", response_model=m.EmbeddingsResponse)
-    def embeddings():
-        return m.EmbeddingsResponse(loaded={}, skipped={})
-
     @router.get(f"{API}/memory", response_model=m.MemoryResponse)
     def memory():
         return m.MemoryResponse(ram=_ram(), cuda=_cuda())
