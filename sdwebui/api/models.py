@@ -242,6 +242,15 @@ class PromptStyleItem(BaseModel):
     negative_prompt: str | None = None
 
 
+class LoraItem(BaseModel):
+    """One entry of /sdapi/v1/loras, as A1111's Lora extension lists it."""
+
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any]
+
+
 class EmbeddingsResponse(BaseModel):
     loaded: dict[str, Any]
     skipped: dict[str, Any]
