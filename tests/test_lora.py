@@ -222,3 +222,21 @@ def test_over_http_loras_list_refresh_and_errors(data_dir):
         info = json.loads(done.json()["info"])
         assert info["prompt"] == "cube <lora:second:0.5>"
         assert f'Lora hashes: "second: {payload_sha256(extra)[:12]}"' in info["infotexts"][0]
+
+
+def test_lora_dir_flag_links_out_and_foreign_files(data_dir, tmp_path_factory):
+    extra = tmp_path_factory.mktemp("more-loras")
+    save_safetensors(lora_tensors(seed=2), extra / "extra.safetensors")
+    save_safetensors({"some_other_model.weight": torch.zeros(2, 2)}, extra / "foreign.safetensors")
+    (data_dir / "models" / "Lora" / "link.safetensors").symlink_to(data_dir / "models" / "x.safetensors")
+    flags = ["--data-dir", str(data_dir), "--use-cpu", "all", "--lora-dir", str(extra)]
+    app = build_services(cmd_args.parse_args(flags))
+    try:
+        assert [e.name for e in app.loras.entries()] == ["style", "extra", "foreign"]  # no link leading out
+        with pytest.raises(RequestError, match="unknown LoRA 'link'"):
+            app.submit_generation(request("cube <lora:link:1>"))
+        assert app.submit_generation(request("cube <lora:extra:1>")).wait(300).images
+        with pytest.raises(JobError, match=r"foreign\.safetensors: no key matches a module"):
+            app.submit_generation(request("cube <lora:foreign:1>")).wait(300)
+    finally:
+        app.shutdown()
