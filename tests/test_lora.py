@@ -200,6 +200,17 @@ def test_each_batch_gets_the_networks_of_its_first_prompt(services, data_dir):
     assert np.array_equal(pixels(mixed, 1), pixels(with_lora))
     assert "Lora hashes" not in mixed.images[0].infotext and "Lora hashes" in mixed.images[1].infotext
 
+    # within a batch the first prompt's networks apply to every image (A1111); the others' tags are only text
+    def second_image_tagged(args):
+        args.prompts = ["cube", "cube <lora:style:1>"]
+
+    plain_pair = generate(model, request("cube", seed=10, batch_size=2), JobContext(), settings)
+    with ModelLease(model, [patch]) as view:
+        hooks = EngineHooks(process_batch=second_image_tagged)
+        pair = generate(view, request("cube", seed=10, batch_size=2), JobContext(), settings, hooks)
+    assert all(np.array_equal(pixels(pair, i), pixels(plain_pair, i)) for i in range(2))
+    assert pair.images[1].prompt == "cube <lora:style:1>" and "Lora hashes" not in pair.images[1].infotext
+
 
 def test_over_http_loras_list_refresh_and_errors(data_dir):
     with start_server(data_dir) as server:
