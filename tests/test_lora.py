@@ -26,7 +26,14 @@ from sdwebui.outputs.infotext import parse_infotext
 from sdwebui.services import build_services
 from tests import tiny_models
 from tests.api_server import start_server, write_tiny_checkpoints
-from tests.lora_fixtures import TE_TARGET, kohya_name, lora_factors, save_safetensors, with_prefix
+from tests.lora_fixtures import (
+    TE_TARGET,
+    kohya_name,
+    lora_factors,
+    save_code_pickle,
+    save_safetensors,
+    with_prefix,
+)
 
 UNET_TARGETS = (
     "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
@@ -104,6 +111,7 @@ def test_a_lora_changes_the_image_for_its_job_only(services, data_dir):
     # weight 0 is no LoRA at all; by alias (ss_output_name) is the same network as by file name
     assert np.array_equal(pixels(run(services, "a red cube <lora:style:0>")), pixels(plain))
     assert np.array_equal(pixels(run(services, "a red cube <lora:painterly:1>")), pixels(styled))
+    assert np.array_equal(pixels(run(services, "a red cube <lyco:style:1>")), pixels(styled))
     # the tag stays in the infotext's prompt; Lora hashes names it with the AutoV3 short hash
     fields = parse_infotext(styled.infotexts[0])
     assert fields["Prompt"] == "a red cube <lora:style:1>"
@@ -251,3 +259,13 @@ def test_lora_dir_flag_links_out_and_foreign_files(data_dir, tmp_path_factory):
             app.submit_generation(request("cube <lora:foreign:1>")).wait(300)
     finally:
         app.shutdown()
+
+
+def test_a_pickled_lora_with_code_is_refused_and_never_run(services, data_dir):
+    marker = data_dir / "pwned.txt"
+    save_code_pickle(data_dir / "models" / "Lora" / "evil.pt", marker)
+    services.loras.refresh()
+    assert "evil" in [e.name for e in services.loras.entries()] and not marker.exists()
+    with pytest.raises(JobError, match=r"LoRA 'evil': .*evil\.pt: refused to unpickle"):
+        services.submit_generation(request("cube <lora:evil:1>")).wait(300)
+    assert not marker.exists()
