@@ -269,3 +269,20 @@ def test_a_pickled_lora_with_code_is_refused_and_never_run(services, data_dir):
     with pytest.raises(JobError, match=r"LoRA 'evil': .*evil\.pt: refused to unpickle"):
         services.submit_generation(request("cube <lora:evil:1>")).wait(300)
     assert not marker.exists()
+
+
+def test_without_the_lora_patch_any_tag_in_a_batch_is_refused(tiny_sd1_model):
+    """A model leased without LoRA support (an engine caller of its own) never encodes a tag as text."""
+
+    def second_image_tagged(args):
+        args.prompts = ["cube", "cube <lora:style:1>"]
+
+    hooks = EngineHooks(process_batch=second_image_tagged)
+    with pytest.raises(RequestError, match="remove <lora:style:1>"):
+        generate(
+            tiny_sd1_model,
+            request("cube", batch_size=2),
+            JobContext(),
+            EngineSettings(save_images=False),
+            hooks,
+        )

@@ -175,16 +175,19 @@ class JobNetworks:
     def __init__(self, model: LoadedModel, state: JobState, switch_allowed: bool = True):
         self.model, self.state, self.switch_allowed = model, state, switch_allowed
         self.activations = 0
+        self.wrote_hashes = False
         # called when a later batch changes the networks: encodings cached by text are stale then
         self.on_change: Callable[[], None] = lambda: None
 
     def prompts_for_batch(self, prompts: list[str], negative_prompts: list[str]) -> list[str]:
         """The prompts without their tags, after activating the networks of the first one."""
         tags = check_prompts(prompts, negative_prompts)
+        split = [split_prompt(p) for p in prompts]
         active: Any = self.model.extra.get(ACTIVE_KEY)
         if active is None:
-            if tags:
-                raise RequestError("prompt", f"LoRA is not available for this job: remove {tags[0].text}")
+            written = [tag for _, tags_of in split for tag in tags_of]
+            if written:
+                raise RequestError("prompt", f"LoRA is not available for this job: remove {written[0].text}")
             return prompts
         if self.activations and not self.switch_allowed and tuple(tags) != active.current:
             raise RequestError(
@@ -195,8 +198,9 @@ class JobNetworks:
         hashes = active.hashes()
         if hashes:
             self.state.extra_generation_params[HASHES_KEY] = hashes
-        else:
+        elif self.wrote_hashes:  # only ours: an extension may write the key itself
             self.state.extra_generation_params.pop(HASHES_KEY, None)
+        self.wrote_hashes = bool(hashes)
         if changed and self.activations > 1:
             self.on_change()
-        return [split_prompt(p)[0] for p in prompts]
+        return [text for text, _ in split]
