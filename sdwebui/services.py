@@ -26,6 +26,7 @@ from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine.conditioning import clip_token_counter
 from sdwebui.engine.context import JobContext, StepInfo
+from sdwebui.engine.extra_networks import LoraNetworksPatch, lora_tags
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import (
     GenerationResult,
@@ -43,6 +44,8 @@ from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.hashing import HashCache
 from sdwebui.models.lease import ModelLease
+from sdwebui.models.lora import DeltaCache, LoraNetwork
+from sdwebui.models.lora.library import LoraLibrary
 from sdwebui.models.model import CheckpointInfo, LoadedModel
 from sdwebui.models.patches import Patch
 from sdwebui.models.provider import ModelProvider
@@ -115,6 +118,10 @@ class AppServices:
     notices: list[str] = field(default_factory=list)
     # textual-inversion embeddings (embeddings/ or --embeddings-dir), given to the engine with the settings
     embeddings: EmbeddingLibrary = field(default_factory=lambda: EmbeddingLibrary([]))
+    # LoRA files (models/Lora, models/LyCORIS, --lora-dir); one delta cache for every job, so it lasts
+    loras: LoraLibrary | None = None
+    lora_cache: DeltaCache = field(default_factory=DeltaCache)
+    _lora_patches: dict[bool, LoraNetworksPatch] = field(default_factory=dict, repr=False)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -162,6 +169,7 @@ class AppServices:
         overrides = dict(request.override_settings)
         self._check_output_dirs(overrides, prefix="override_settings.")
         settings = self.engine_settings(overrides)
+        self._check_lora_names(request, settings)
         stack = stack or self.stack
         gen = GenerationJob(request, kind, stack=stack.name)
 
@@ -228,7 +236,46 @@ class AppServices:
         base_vae = self.options.get("sd_vae") or None
         override = job_overrides.get("sd_model_checkpoint")
         model = models.load(override, vae=base_vae) if override else self.load_plain_model(base_vae, models)
-        return models.lease_of(model, vae=job_overrides.get("sd_vae") or None)
+        patches = self._lora_patch(job_overrides) if isinstance(model, LoadedModel) else []
+        return models.lease_of(model, vae=job_overrides.get("sd_vae") or None, patches=patches)
+
+    # --- LoRA ---
+    def _lora_patch(self, job_overrides: dict[str, Any]) -> list[Patch]:
+        """The job's LoRA lease patch (sdwebui.engine.extra_networks). One object per setting, so a script's
+        sub-run asking for the same model gets the same lease key and reuses the held model."""
+        if self.loras is None:
+            return []
+        add_hashes = bool(
+            job_overrides.get(
+                "lora_add_hashes_to_infotext", self.options.get("lora_add_hashes_to_infotext", True)
+            )
+        )
+        if add_hashes not in self._lora_patches:
+            self._lora_patches[add_hashes] = LoraNetworksPatch(
+                self._lora_network, self.lora_cache, add_hashes
+            )
+        return [self._lora_patches[add_hashes]]
+
+    def _lora_network(self, name: str, model: LoadedModel) -> LoraNetwork | None:
+        entry = self.loras.find(name) if self.loras is not None else None
+        return self.loras.network(entry, model) if entry is not None else None
+
+    def _check_lora_names(self, request: Txt2ImgRequest, settings: EngineSettings) -> None:
+        """Unknown LoRA names refused (422) before the job is queued (the engine checks the other tags,
+        after scripts that handle their own kinds)."""
+        prompt = request.prompt or ""
+        if request.styles and settings.styles is not None:
+            prompt = settings.styles.apply_to_prompt(prompt, request.styles)
+        tags = lora_tags(prompt)
+        if not tags:
+            return
+        if self.loras is None:
+            raise RequestError("prompt", f"LoRA is not available in this build: remove {tags[0].text}")
+        unknown = [tag for tag in tags if self.loras.find(tag.name) is None]
+        if unknown:
+            listed = ", ".join(entry.name for entry in self.loras.entries()[:20]) or "none"
+            named = ", ".join(f"{tag.name!r} in {tag.text}" for tag in unknown)
+            raise RequestError("prompt", f"unknown LoRA {named}; known: {listed} (try refresh)")
 
     def load_plain_model(self, vae: str | None = None, models: ModelProvider | None = None) -> LoadedModel:
         """The model of a job without a checkpoint override (and of start-up): the sd_model_checkpoint
@@ -375,8 +422,15 @@ def build_services(
         embeddings=EmbeddingLibrary(
             [Path(args.embeddings_dir) if getattr(args, "embeddings_dir", None) else paths.embeddings_dir]
         ),
+        loras=LoraLibrary(lora_dirs(args, paths)),
     )
     return services
+
+
+def lora_dirs(args: argparse.Namespace, paths: DataPaths) -> list[Path]:
+    """A1111's folders: models/Lora, models/LyCORIS (the old LyCORIS extension's), then --lora-dir."""
+    extra = getattr(args, "lora_dir", None)
+    return [paths.models_dir / "Lora", paths.models_dir / "LyCORIS", *([Path(extra)] if extra else [])]
 
 
 def _worker_stacks(

@@ -250,6 +250,15 @@ class EmbeddingItem(BaseModel):
     vectors: int = Field(description="number of vectors (tokens it takes in a prompt)")
 
 
+class LoraItem(BaseModel):
+    """One entry of /sdapi/v1/loras, as A1111's Lora extension lists it."""
+
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any]
+
+
 class EmbeddingsResponse(BaseModel):
     loaded: dict[str, EmbeddingItem]
     skipped: dict[str, EmbeddingItem]

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ckpt", default=None, help="checkpoint file to load at start-up")
     add("--ckpt-dir", default=None, help="extra folder to search for checkpoints")
     add("--vae-dir", default=None, help="extra folder to search for VAE files")
+    add("--lora-dir", default=None, help="extra folder to search for LoRA / LyCORIS files")
     add("--port", type=int, default=7860, help="listen port (default 7860)")
     add("--listen", action="store_true", help="bind 0.0.0.0 (needs --api-auth/--gradio-auth or --insecure)")
     add("--server-name", default=None, help="host name or address to bind")

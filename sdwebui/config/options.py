@@ -361,6 +361,7 @@ SECTION_PREVIEW = ("ui", "Live previews")
 SECTION_UI = ("ui_alternatives", "User interface")
 SECTION_IMG2IMG = ("img2img", "img2img")
 SECTION_LIMITS = ("limits", "Limits")
+SECTION_EXTRA_NETWORKS = ("extra_networks", "Extra Networks")
 LIMIT_PREFIX = "limit_"  # these settings bound what one request may cost; a request cannot override them
 
 
@@ -375,6 +376,7 @@ def default_templates() -> dict[str, OptionInfo]:
         (SECTION_LIMITS, _limit_templates),
         (SECTION_PREVIEW, _preview_templates),
         (SECTION_UI, _ui_templates),
+        (SECTION_EXTRA_NETWORKS, _extra_network_templates),
     )
     templates: dict[str, OptionInfo] = {}
     for section, build in sections:
@@ -393,6 +395,13 @@ def _sd_templates() -> dict[str, OptionInfo]:
         ),
         "sd_vae": OptionInfo("Automatic", "SD VAE"),
         "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", component_args=_slider(1, 12, 1)),
+    }
+
+
+def _extra_network_templates() -> dict[str, OptionInfo]:
+    """LoRA (A1111's Lora extension settings)."""
+    return {
+        "lora_add_hashes_to_infotext": OptionInfo(True, "Add Lora hashes to infotext"),
     }
 
 

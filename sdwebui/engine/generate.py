@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from sdwebui.engine import samplers, stages
+from sdwebui.engine import extra_networks, samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.hooks import (
@@ -26,7 +26,6 @@ from sdwebui.engine.hooks import (
 )
 from sdwebui.engine.passes import SamplingPass
 from sdwebui.engine.plan import Txt2ImgPlan
-from sdwebui.engine.prompt_parser import extra_network_tags
 from sdwebui.engine.requests import (
     GeneratedImage,
     GenerationResult,
@@ -76,6 +75,7 @@ def generate(
 
     started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
     result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
+    networks = extra_networks.JobNetworks(model, state, switch_allowed=settings.stage_order == "batch")
     run = stages.JobRun(
         model=model,
         request=request,
@@ -90,8 +90,9 @@ def generate(
         eta=eta,
         started=started,
         check_state=_check_state,
-        check_prompts=check_no_extra_networks,
+        check_prompts=networks.prompts_for_batch,
     )
+    networks.on_change = lambda: setattr(run, "encoder", PromptEncoder(model, request.clip_skip))
     with torch.no_grad():
         if settings.stage_order == "job":
             _run_by_stage(run)
@@ -184,7 +185,7 @@ def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
             raise RequestError("styles", "no style database is configured")
         prompt = settings.styles.apply_to_prompt(prompt, request.styles)
         negative = settings.styles.apply_to_negative_prompt(negative, request.styles)
-    check_no_extra_networks([prompt], [negative])
+    extra_networks.check_prompts([prompt], [negative])  # LoRA tags are checked here, applied per batch
     seed = resolve_seed(request.seed)
     subseed = resolve_seed(request.subseed)
     # as A1111: with a variation strength all images share the seed and the subseed advances
@@ -310,19 +311,6 @@ def _check_supported(request: Txt2ImgRequest) -> None:
         raise RequestError("tiling", "seamless tiling is not available in this build")
     if request.s_noise != 1.0:
         raise RequestError("s_noise", "only 1.0 is supported by the diffusers schedulers")
-
-
-def check_no_extra_networks(prompts: list[str], negative_prompts: list[str]) -> None:
-    """No extra networks (LoRA, hypernetworks) exist in this build: a `<lora:...>` tag is refused rather than
-    encoded as prompt text, which would silently change the image."""
-    for field_name, texts in (("prompt", prompts), ("negative_prompt", negative_prompts)):
-        for text in texts:
-            tags = extra_network_tags(text)
-            if tags:
-                raise RequestError(
-                    field_name,
-                    f"extra networks are not supported in this build: remove {', '.join(tags)}",
-                )
 
 
 def _check_state(state: JobState) -> None:

@@ -52,7 +52,8 @@ class JobRun:
     eta: float | None
     started: dt.datetime  # A1111's job_timestamp of the file-name pattern
     check_state: Callable[[JobState], None]
-    check_prompts: Callable[[list[str], list[str]], None]
+    # checks a batch's prompts, activates their extra networks; returns the texts to encode
+    check_prompts: Callable[[list[str], list[str]], list[str]]
 
 
 @dataclass
@@ -91,12 +92,12 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
         state.all_prompts[part], state.all_negative_prompts[part] = args.prompts, args.negative_prompts
         state.all_seeds[part], state.all_subseeds[part] = args.seeds, args.subseeds
         run.check_state(state)
-    run.check_prompts(args.prompts, args.negative_prompts)  # also what scripts put there
+    encoded = run.check_prompts(args.prompts, args.negative_prompts)  # also what scripts put there
     indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
     work = BatchWork(batch_number, indexes, args)
     for sampling_pass in run.passes:
         work.conditioning.append(
-            BatchConditioning(run.encoder, args.prompts, args.negative_prompts, sampling_pass.steps)
+            BatchConditioning(run.encoder, encoded, args.negative_prompts, sampling_pass.steps)
         )
     if run.encoder.used:  # A1111 adds them to the job's extra generation params once encoded
         state.extra_generation_params["TI hashes"] = run.encoder.ti_hashes()

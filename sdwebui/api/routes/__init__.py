@@ -9,14 +9,24 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from sdwebui.api.auth import no_auth
-from sdwebui.api.routes import checkpoints, control, embeddings, extras, generation, lists, options, tasks
+from sdwebui.api.routes import (
+    checkpoints,
+    control,
+    embeddings,
+    extras,
+    generation,
+    lists,
+    loras,
+    options,
+    tasks,
+)
 from sdwebui.api.routes.common import ERROR_RESPONSES, RouteContext
 from sdwebui.services import AppServices
 
 __all__ = ["ERROR_RESPONSES", "create_api_router"]
 
 # in the order of the OpenAPI document
-_ROUTERS = (generation, tasks, control, options, checkpoints, lists, embeddings, extras)
+_ROUTERS = (generation, tasks, control, options, checkpoints, loras, lists, embeddings, extras)
 
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:

@@ -61,7 +61,7 @@ def router(ctx: RouteContext) -> APIRouter:
     def extensions() -> list[dict[str, Any]]:
         return services.extension_list()
 
-    for name in ("face-restorers", "realesrgan-models", "hypernetworks", "loras"):
+    for name in ("face-restorers", "realesrgan-models", "hypernetworks"):
         router.add_api_route(f"{API}/{name}", _empty_list, methods=["GET"], name=name)
 
     return router

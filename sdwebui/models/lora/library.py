@@ -1,0 +1,180 @@
+"""The LoRA files on disk (``models/Lora``, ``models/LyCORIS``, ``--lora-dir``) and reading them for a model.
+
+Listing reads only directory entries, safetensors headers, ``name.json`` and looks for a preview; the
+tensors are read when a job names the network. Names from a prompt become files only through ``find``, a
+match among the listed entries (sdwebui.models.discovery's rules: regular files inside the folders), so
+``<lora:../x:1>`` names nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdwebui.models.discovery import list_model_files
+from sdwebui.models.lora.errors import LoraError
+from sdwebui.models.lora.files import NETWORK_SUFFIXES, FileIdentity, read_safetensors_metadata
+from sdwebui.models.lora.keys import ModuleIndex, build_index
+from sdwebui.models.lora.network import LoraNetwork, load_network
+from sdwebui.models.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+NETWORKS_PER_MODEL = 16  # read networks kept per model (their tensors are small next to the deltas)
+
+
+@dataclass(frozen=True)
+class UserMetadata:
+    """A1111's ``name.json`` beside a network, written by the card's edit dialog."""
+
+    description: str = ""
+    sd_version: str = ""
+    activation_text: str = ""
+    preferred_weight: float = 0.0  # 0: the "lora_default_multiplier" is used
+    negative_text: str = ""
+    notes: str = ""
+
+    @classmethod
+    def read(cls, path: Path) -> UserMetadata:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            log.warning("%s: unreadable user metadata (%s)", path, error)
+            return cls()
+        if not isinstance(data, dict):
+            return cls()
+        try:
+            weight = float(data.get("preferred weight") or 0.0)
+        except (TypeError, ValueError):
+            weight = 0.0
+        return cls(
+            description=str(data.get("description") or ""),
+            sd_version=str(data.get("sd version") or ""),
+            activation_text=str(data.get("activation text") or ""),
+            preferred_weight=weight,
+            negative_text=str(data.get("negative text") or ""),
+            notes=str(data.get("notes") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class LoraEntry:
+    """One listed network file."""
+
+    name: str  # file name without extension, as A1111 names it in <lora:name:...>
+    alias: str  # ss_output_name, else name
+    path: Path  # real location
+    relative: str  # path under its folder (sub-folders), with extension
+    metadata: dict[str, str]  # the safetensors __metadata__ (empty for pickles)
+    user: UserMetadata = field(default_factory=UserMetadata)
+    preview: Path | None = None
+
+    def parsed_metadata(self) -> dict[str, Any]:
+        """Metadata as A1111's API gives it: JSON-looking values (ss_tag_frequency...) parsed."""
+        out: dict[str, Any] = {}
+        for key, value in self.metadata.items():
+            out[key] = value
+            if value[:1] in "{[":
+                try:
+                    out[key] = json.loads(value)
+                except ValueError:
+                    pass
+        return out
+
+
+def _sidecar(path: Path, suffixes: Sequence[str], extra: Sequence[str] = ()) -> Path | None:
+    base = path.with_suffix("")
+    for stem in (base.name, *(base.name + e for e in extra)):
+        for suffix in suffixes:
+            candidate = path.parent / (stem + suffix)
+            try:
+                if candidate.is_file() and candidate.resolve().parent == path.parent:
+                    return candidate
+            except OSError:
+                continue
+    return None
+
+
+def _entry(path: Path, relative: str) -> LoraEntry:
+    metadata: dict[str, str] = {}
+    if path.suffix.lower() == ".safetensors":
+        try:
+            metadata = read_safetensors_metadata(path)
+        except LoraError as error:
+            log.warning("%s", error)
+    name = path.with_suffix("").name
+    user_file = _sidecar(path, (".json",))
+    return LoraEntry(
+        name=name,
+        alias=metadata.get("ss_output_name") or name,
+        path=path,
+        relative=relative,
+        metadata=metadata,
+        user=UserMetadata.read(user_file) if user_file else UserMetadata(),
+        preview=_sidecar(path, PREVIEW_SUFFIXES, (".preview",)),
+    )
+
+
+@dataclass
+class _ModelNetworks:
+    index: ModuleIndex
+    networks: OrderedDict[FileIdentity, LoraNetwork] = field(default_factory=OrderedDict)
+
+
+class LoraLibrary:
+    """The listed networks and, per loaded model, its module index and the networks read for it."""
+
+    def __init__(self, dirs: Sequence[Path]):
+        self.dirs = [Path(d) for d in dirs]
+        self._entries: list[LoraEntry] | None = None
+        self._lock = threading.Lock()
+        # keyed by the model's U-Net module: an evicted checkpoint's index goes with it
+        self._per_model: weakref.WeakKeyDictionary[Any, _ModelNetworks] = weakref.WeakKeyDictionary()
+
+    def refresh(self) -> list[LoraEntry]:
+        files = list_model_files(self.dirs, NETWORK_SUFFIXES)
+        entries = [_entry(f.path, f.name) for f in files]
+        with self._lock:
+            self._entries = entries
+        return entries
+
+    def entries(self) -> list[LoraEntry]:
+        with self._lock:
+            entries = self._entries
+        return entries if entries is not None else self.refresh()
+
+    def find(self, name: str) -> LoraEntry | None:
+        """The entry a prompt names: by file name first, then by alias (A1111's order); None if unlisted."""
+        entries = self.entries()
+        for matches in (lambda e: e.name == name, lambda e: e.alias == name):
+            for entry in entries:
+                if matches(entry):
+                    return entry
+        return None
+
+    def network(self, entry: LoraEntry, model: LoadedModel) -> LoraNetwork:
+        """The network read and bound to `model`'s modules (LoraError for an unreadable or foreign file)."""
+        with self._lock:
+            slot = self._per_model.get(model.unet)
+            if slot is None:
+                slot = self._per_model[model.unet] = _ModelNetworks(build_index(model))
+        identity = FileIdentity.of(entry.path)
+        with self._lock:
+            network = slot.networks.get(identity)
+            if network is not None:
+                slot.networks.move_to_end(identity)
+                return network
+        network = load_network(entry.path, slot.index, name=entry.name)
+        with self._lock:
+            slot.networks[identity] = network
+            while len(slot.networks) > NETWORKS_PER_MODEL:
+                slot.networks.popitem(last=False)
+        return network
