@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from sdwebui.config.flags import upscaler_dirs
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
@@ -35,6 +36,7 @@ from sdwebui.engine.requests import (
     clip_token_counter,
 )
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.upscaling import ModelUpscalers, TileSettings
 from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
 from sdwebui.jobs.stack import WorkerStack
@@ -44,6 +46,7 @@ from sdwebui.models.lease import ModelLease
 from sdwebui.models.model import CheckpointInfo, LoadedModel
 from sdwebui.models.patches import Patch
 from sdwebui.models.provider import ModelProvider
+from sdwebui.models.upscalers import UpscalerLibrary, library_for
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,8 @@ class AppServices:
     version: str = "sdwebui-0.1.0"
     # start-up problems the user must see (bad config.json / styles.csv set aside, a checkpoint skipped)
     notices: list[str] = field(default_factory=list)
+    # upscaler model files (ESRGAN, RealESRGAN, ...; sdwebui.models.upscalers); None: plain resamplers only
+    upscaler_library: UpscalerLibrary | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -134,6 +139,18 @@ class AppServices:
     @property
     def max_image_pixels(self) -> int:
         return int(getattr(self.args, "max_image_pixels", 4096 * 4096))
+
+    def upscalers(self, stack: WorkerStack | None = None) -> ModelUpscalers | None:
+        """The upscaler models as `stack`'s jobs run them (its device; fp16 where its models use it), with the
+        tile settings of now."""
+        if self.upscaler_library is None:
+            return None
+        device = _stack_device(stack or self.stack)
+        half = device.type == "cuda" and not self.args.no_half and self.args.precision != "full"
+        tiles = TileSettings(
+            int(self.options.get("ESRGAN_tile", 192)), int(self.options.get("ESRGAN_tile_overlap", 8))
+        )
+        return ModelUpscalers(self.upscaler_library, device, half, tiles)
 
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
@@ -358,8 +375,16 @@ def build_services(
         generate=generate,
         preview=_live_previewer(options, paths),
         notices=notices,
+        upscaler_library=library_for(paths.models_dir, upscaler_dirs(args)),
     )
     return services
+
+
+def _stack_device(stack: WorkerStack) -> torch.device:
+    try:
+        return torch.device(stack.device)
+    except (RuntimeError, TypeError):  # an injected provider ("injected"): its models' device is unknown
+        return torch.device("cpu")
 
 
 def _worker_stacks(
