@@ -19,7 +19,10 @@ from safetensors.torch import save_file
 from sdwebui.engine import upscaling
 from sdwebui.engine.context import JobContext
 from sdwebui.models.upscalers import UpscalerLibrary, library_for
+from tests import browser as browser_helpers
 from tests.api_server import start_server, write_tiny_checkpoints
+
+pytest_plugins = ("tests.browser",)  # the browser fixture, for the Extras tab test
 
 
 def _esrgan(scale: int):
@@ -303,3 +306,44 @@ def test_api_unknown_or_broken_upscaler_is_422_naming_the_field(server, field, n
     r = requests.post(server.api + "/extra-single-image", json=body, timeout=60)
     assert r.status_code == 422 and r.json()["field"] == field, r.text
     assert name in r.json()["detail"]
+
+
+# --- the Extras tab in Chromium ---
+
+
+@pytest.fixture(scope="module")
+def ui_with_upscalers(tmp_path_factory, browser, data_dir):  # browser first: it skips without Chromium
+    checkpoint = browser_helpers.write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoints"))
+    handle = browser_helpers.start_server(data_dir, checkpoint)
+    yield handle
+    browser_helpers.stop_server(handle)
+
+
+@pytest.mark.browser
+def test_extras_tab_upscales_with_a_model_chosen_in_the_dropdown(
+    browser, ui_with_upscalers, data_dir, tmp_path
+):
+    source = tmp_path / "source.png"
+    image = _image()
+    image.save(source)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(ui_with_upscalers.url + "/")
+        page.wait_for_selector("#txt2img_prompt textarea")
+        browser_helpers.wait_ui_loaded(page)
+        page.click("#tab_extras-button")
+        assert "garbage.pth" in page.inner_text("#extras_broken_upscalers")  # broken files, with the reason
+        page.locator("#extras_image input[type=file]").set_input_files(str(source))
+        page.wait_for_selector("#extras_image img")
+        page.locator("#extras_upscaler_1 input").click()
+        page.locator("ul[role=listbox] li[role=option]", has_text="tiny2x").first.click()
+        page.click("#extras_generate")
+        page.wait_for_function("/saved to|error/i.test(document.querySelector('#extras_status').innerText)")
+        assert "40x24" in page.inner_text("#extras_status"), page.inner_text("#extras_status")
+    finally:
+        context.close()
+    (saved,) = ui_with_upscalers.output_images("extras")
+    expected = _direct(data_dir / "models" / "ESRGAN" / "tiny2x.pth", image)
+    np.testing.assert_array_equal(np.asarray(Image.open(saved).convert("RGB")), expected)
