@@ -61,30 +61,7 @@ def build_extras_tab(backend: UiBackend, cfg: UiConfig) -> ExtrasTab:
                     crop = cfg.make(
                         TAB, gr.Checkbox, "Crop to fit", value=True, elem_id="extras_upscaling_crop"
                     )
-            names = upscaler_choices(backend)
-            with gr.Row():
-                upscaler = cfg.make(
-                    TAB,
-                    gr.Dropdown,
-                    "Upscaler 1",
-                    choices=names,
-                    value="Lanczos",
-                    elem_id="extras_upscaler_1",
-                )
-                upscaler_2 = cfg.make(
-                    TAB, gr.Dropdown, "Upscaler 2", choices=names, value="None", elem_id="extras_upscaler_2"
-                )
-            visibility = cfg.make(
-                TAB,
-                gr.Slider,
-                "Upscaler 2 visibility",
-                minimum=0.0,
-                maximum=1.0,
-                step=0.001,
-                value=0.0,
-                elem_id="extras_upscaler_2_visibility",
-            )
-            gr.HTML(broken_upscalers_html(backend), elem_id="extras_broken_upscalers")
+            upscaler, upscaler_2, visibility = _upscaler_controls(backend, cfg)
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column(min_width=280):
             result = gr.Image(
@@ -94,6 +71,47 @@ def build_extras_tab(backend: UiBackend, cfg: UiConfig) -> ExtrasTab:
     scale_mode = gr.State("scale_by")
     scale_by_tab.select(lambda: "scale_by", outputs=scale_mode, queue=False)
     scale_to_tab.select(lambda: "scale_to", outputs=scale_mode, queue=False)
+
+    do_upscale = _upscale_handler(backend)
+    run.click(
+        do_upscale,
+        inputs=[image, scale_mode, factor, width, height, upscaler, upscaler_2, visibility, crop],
+        outputs=[result, status],
+    )
+    return ExtrasTab(image, result)
+
+
+def _upscaler_controls(backend: UiBackend, cfg: UiConfig) -> tuple[gr.Dropdown, gr.Dropdown, gr.Slider]:
+    """Upscaler 1 and 2 (plain resamplers and model files), the blend of 2, and the files that cannot be used."""
+    names = upscaler_choices(backend)
+    with gr.Row():
+        upscaler = cfg.make(
+            TAB,
+            gr.Dropdown,
+            "Upscaler 1",
+            choices=names,
+            value="Lanczos",
+            elem_id="extras_upscaler_1",
+        )
+        upscaler_2 = cfg.make(
+            TAB, gr.Dropdown, "Upscaler 2", choices=names, value="None", elem_id="extras_upscaler_2"
+        )
+    visibility = cfg.make(
+        TAB,
+        gr.Slider,
+        "Upscaler 2 visibility",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.001,
+        value=0.0,
+        elem_id="extras_upscaler_2_visibility",
+    )
+    gr.HTML(broken_upscalers_html(backend), elem_id="extras_broken_upscalers")
+    return upscaler, upscaler_2, visibility
+
+
+def _upscale_handler(backend: UiBackend):
+    """The Generate button: upscale, save into the Extras folder with the source's parameters, show where."""
 
     def do_upscale(
         source: Image.Image | None,
@@ -123,12 +141,7 @@ def build_extras_tab(backend: UiBackend, cfg: UiConfig) -> ExtrasTab:
         shown = f'<div class="infotext">{html.escape(parameters)}</div>' if parameters else ""
         return out, f"<span>{out.width}x{out.height}, saved to {html.escape(str(path))}</span>{shown}"
 
-    run.click(
-        do_upscale,
-        inputs=[image, scale_mode, factor, width, height, upscaler, upscaler_2, visibility, crop],
-        outputs=[result, status],
-    )
-    return ExtrasTab(image, result)
+    return do_upscale
 
 
 def upscaler_choices(backend: UiBackend) -> list[str]:
