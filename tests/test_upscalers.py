@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,39 @@ def _swinir():
     )
 
 
+def _dat():
+    from spandrel.architectures.DAT import DAT
+
+    torch.manual_seed(5)
+    return DAT(
+        embed_dim=16,
+        depth=[2],
+        num_heads=[2],
+        split_size=[2, 4],
+        upscale=2,
+        img_size=16,
+        expansion_factor=2.0,
+    )
+
+
+def _hat():
+    from spandrel.architectures.HAT import HAT
+
+    torch.manual_seed(6)
+    return HAT(
+        embed_dim=12,
+        depths=[1],
+        num_heads=[2],
+        window_size=4,
+        upscale=2,
+        img_size=16,
+        num_feat=8,
+        mlp_ratio=2.0,
+        compress_ratio=3,
+        squeeze_factor=4,
+    )
+
+
 class CodeRunner:
     """A pickle that would write a file when unpickled."""
 
@@ -84,7 +119,7 @@ class CodeRunner:
 def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("upscalers")
     models = root / "models"
-    for family in ("ESRGAN", "RealESRGAN", "SwinIR"):
+    for family in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT"):
         (models / family).mkdir(parents=True)
     torch.save(_esrgan(2).state_dict(), models / "ESRGAN" / "tiny2x.pth")
     save_file(_esrgan(4).state_dict(), models / "ESRGAN" / "tiny4x.safetensors")
@@ -92,6 +127,8 @@ def data_dir(tmp_path_factory) -> Path:
     torch.save(new_layout, models / "RealESRGAN" / "tiny_x4plus.pth")
     save_file(_compact().state_dict(), models / "RealESRGAN" / "tiny_compact.safetensors")
     torch.save(_swinir().state_dict(), models / "SwinIR" / "tiny_swinir.pth")
+    save_file(_dat().state_dict(), models / "DAT" / "tiny_dat.safetensors")
+    torch.save(_hat().state_dict(), models / "HAT" / "tiny_hat.pth")
     (models / "ESRGAN" / "garbage.pth").write_bytes(b"not a model at all" * 10)
     torch.save({"weight": torch.zeros(3, 3)}, models / "ESRGAN" / "unknown_arch.pth")
     with open(models / "ESRGAN" / "evil.pth", "wb") as handle:
@@ -133,6 +170,8 @@ def test_discovery_lists_models_with_architecture_and_scale_and_broken_files_wit
         "tiny_x4plus": ("ESRGAN", 4, "RealESRGAN"),
         "tiny_compact": ("RealESRGAN Compact", 4, "RealESRGAN"),
         "tiny_swinir": ("SwinIR", 2, "SwinIR"),
+        "tiny_dat": ("DAT", 2, "DAT"),
+        "tiny_hat": ("HAT", 2, "HAT"),
     }
     assert entries["garbage"].error.startswith("garbage.pth: ")  # the safe loader says what it refused
     assert "not an architecture spandrel recognises" in entries["unknown_arch"].error
@@ -153,8 +192,32 @@ def test_discovery_lists_regular_files_inside_the_folders_only(tmp_path, library
     assert error.value.field == "upscaler_2"
 
 
+def test_a_file_dropped_in_or_replaced_is_seen_without_a_restart(tmp_path):
+    folder = tmp_path / "models" / "ESRGAN"
+    folder.mkdir(parents=True)
+    library = library_for(tmp_path / "models")
+    assert library.entries() == []
+    path = folder / "later.pth"
+    torch.save(_esrgan(2).state_dict(), path)
+    assert [(e.name, e.scale) for e in library.entries()] == [("later", 2)]
+    image = _image(8, 8)
+    assert upscaling.upscale(image, 2.0, "later", _models(library)).size == (16, 16)
+    torch.save(_esrgan(4).state_dict(), path)
+    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a new mtime even on coarse clocks
+    assert [(e.name, e.scale) for e in library.entries()] == [("later", 4)]
+    out = upscaling.upscale(image, 4.0, "later", _models(library))
+    np.testing.assert_array_equal(np.asarray(out), _direct(path, image))
+
+
 @pytest.mark.parametrize(
-    "name, file", [("tiny2x", "ESRGAN/tiny2x.pth"), ("tiny_compact", "RealESRGAN/tiny_compact.safetensors")]
+    "name, file",
+    [
+        ("tiny2x", "ESRGAN/tiny2x.pth"),
+        ("tiny_compact", "RealESRGAN/tiny_compact.safetensors"),
+        ("tiny_swinir", "SwinIR/tiny_swinir.pth"),
+        ("tiny_dat", "DAT/tiny_dat.safetensors"),
+        ("tiny_hat", "HAT/tiny_hat.pth"),
+    ],
 )
 def test_upscaling_equals_the_spandrel_model_run_directly(library, data_dir, name, file):
     image = _image()

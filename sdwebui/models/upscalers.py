@@ -121,30 +121,33 @@ def describe(path: Path) -> Any:
 @dataclass
 class _Loaded:
     path: Path
+    stamp: tuple[int, int]  # size and mtime when read: a replaced file is read again
     model: Any
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise UpscalerLoadError(f"{path.name}: cannot be read: {error.strerror} (refresh the list)") from None
+    return status.st_size, status.st_mtime_ns
 
 
 @dataclass
 class UpscalerLibrary:
     """The upscaler files of the configured folders. Listing probes each new or changed file once (a CPU load,
-    kept only as architecture + scale); `load` keeps the last model used on its device for the next call."""
+    kept only as architecture + scale + error); `load` keeps the last model used per device for the next call."""
 
     folders: list[UpscalerFolder]
     _probed: dict[tuple[Path, int, int], UpscalerInfo] = field(default_factory=dict, repr=False)
-    _entries: list[UpscalerInfo] | None = field(default=None, repr=False)
     _loaded: dict[str, _Loaded] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
-    def refresh(self) -> None:
-        with self._lock:
-            self._entries = None
-
     def entries(self) -> list[UpscalerInfo]:
-        """Every file found, usable or broken, in folder order."""
+        """Every file found now, usable or broken, in folder order: the folders are listed on each call (a file
+        dropped in shows up without a restart); only new or changed files are probed."""
         with self._lock:
-            if self._entries is None:
-                self._entries = self._scan()
-            return list(self._entries)
+            return self._scan()
 
     def usable(self) -> list[UpscalerInfo]:
         return [e for e in self.entries() if e.usable]
@@ -163,10 +166,11 @@ class UpscalerLibrary:
         """The model of `entry` on `device` (fp16 when `half` and the architecture supports it); the last one
         used per device stays loaded for the next call (a hires fix or a batch uses the same one)."""
         with self._lock:
+            stamp = _stamp(entry.path)
             loaded = self._loaded.get(str(device))
-            if loaded is None or loaded.path != entry.path:
+            if loaded is None or (loaded.path, loaded.stamp) != (entry.path, stamp):
                 self._loaded.pop(str(device), None)  # free the previous one before reading the next
-                loaded = _Loaded(entry.path, describe(entry.path))
+                loaded = _Loaded(entry.path, stamp, describe(entry.path))
                 self._loaded[str(device)] = loaded
             dtype = torch.float16 if half and loaded.model.supports_half else torch.float32
             return loaded.model.to(device=device, dtype=dtype)
@@ -182,16 +186,17 @@ class UpscalerLibrary:
                 entry = self._probe(model_file, folder.family, taken)
                 taken.add(entry.name.lower())
                 found.append(entry)
+        live = {e.path for e in found}
+        self._probed = {key: info for key, info in self._probed.items() if key[0] in live}
         return found
 
     def _probe(self, model_file: discovery.ModelFile, family: str, taken: set[str]) -> UpscalerInfo:
         stem = model_file.name.rsplit(".", 1)[0]
         name = stem if stem.lower() not in taken | RESERVED_NAMES else f"{family}/{stem}"
         try:
-            status = model_file.path.stat()
-        except OSError as error:
-            return UpscalerInfo(name, model_file.path, family, error=f"cannot be read: {error.strerror}")
-        key = (model_file.path, status.st_size, status.st_mtime_ns)
+            key = (model_file.path, *_stamp(model_file.path))
+        except UpscalerLoadError as error:
+            return UpscalerInfo(name, model_file.path, family, error=str(error))
         cached = self._probed.get(key)
         if cached is None:
             try:
