@@ -362,6 +362,24 @@ def test_api_extras_upscale_with_models_and_blend(server, data_dir):
     assert [_decode(i).size for i in r.json()["images"]] == [(30, 30), (30, 30)]  # cropped to the size
 
 
+def test_api_tile_settings_have_a1111_names_and_a_range(server):
+    options = requests.get(server.api + "/options", timeout=30).json()
+    assert (options["ESRGAN_tile"], options["ESRGAN_tile_overlap"]) == (192, 8)
+    r = requests.post(server.api + "/options", json={"ESRGAN_tile": 9999}, timeout=30)
+    assert r.status_code == 422 and r.json()["field"] == "ESRGAN_tile"
+    assert requests.post(server.api + "/options", json={"ESRGAN_tile": 16}, timeout=30).status_code == 200
+    image = _image(40, 36, seed=2)  # now tiled: the result stays close to the untiled model's
+    body = {"image": _b64(image), "upscaler_1": "tiny2x", "upscaling_resize": 2}
+    tiled = requests.post(server.api + "/extra-single-image", json=body, timeout=120).json()["image"]
+    assert requests.post(server.api + "/options", json={"ESRGAN_tile": 0}, timeout=30).status_code == 200
+    whole = requests.post(server.api + "/extra-single-image", json=body, timeout=120).json()["image"]
+    assert tiled != whole  # the setting reached the job
+    difference = np.abs(
+        np.asarray(_decode(tiled), dtype=np.int16) - np.asarray(_decode(whole), dtype=np.int16)
+    )
+    assert difference.mean() < 3.0
+
+
 @pytest.mark.parametrize("field", ["upscaler_1", "upscaler_2"])
 @pytest.mark.parametrize("name", ["R-ESRGAN 9x", "garbage", "../models/ESRGAN/tiny2x.pth"])
 def test_api_unknown_or_broken_upscaler_is_422_naming_the_field(server, field, name):
