@@ -380,6 +380,39 @@ def test_api_tile_settings_have_a1111_names_and_a_range(server):
     assert difference.mean() < 3.0
 
 
+def test_api_interrupt_stops_an_extras_job_between_tiles_with_the_size_kept(server):
+    import threading
+
+    assert requests.post(
+        server.api + "/options", json={"ESRGAN_tile": 16, "ESRGAN_tile_overlap": 0}, timeout=30
+    ).ok
+    body = {"image": _b64(_image(512, 512, seed=9)), "upscaler_1": "tiny2x", "upscaling_resize": 2}
+    answers = []
+    thread = threading.Thread(
+        target=lambda: answers.append(
+            requests.post(server.api + "/extra-single-image", json=body, timeout=300)
+        )
+    )
+    thread.start()
+    deadline = time.time() + 120
+    progress = {}
+    while time.time() < deadline and thread.is_alive():
+        progress = requests.get(server.api + "/progress", timeout=30).json()["state"]
+        if progress["sampling_step"] >= 1:  # tiles are reported as the job's steps
+            break
+        time.sleep(0.02)
+    assert progress["sampling_steps"] == 32 * 32, progress
+    assert requests.post(server.api + "/interrupt", timeout=30).json()["interrupted"]
+    thread.join(300)
+    (interrupted,) = answers
+    assert interrupted.status_code == 200 and _decode(interrupted.json()["image"]).size == (1024, 1024)
+    complete = requests.post(server.api + "/extra-single-image", json=body, timeout=300).json()["image"]
+    assert complete != interrupted.json()["image"]  # the tiles not run kept a plain resize
+    assert requests.post(
+        server.api + "/options", json={"ESRGAN_tile": 192, "ESRGAN_tile_overlap": 8}, timeout=30
+    ).ok
+
+
 @pytest.mark.parametrize("field", ["upscaler_1", "upscaler_2"])
 @pytest.mark.parametrize("name", ["R-ESRGAN 9x", "garbage", "../models/ESRGAN/tiny2x.pth"])
 def test_api_unknown_or_broken_upscaler_is_422_naming_the_field(server, field, name):
