@@ -146,7 +146,14 @@ class AppServices:
         if self.upscaler_library is None:
             return None
         device = _stack_device(stack or self.stack)
-        half = device.type == "cuda" and not self.args.no_half and self.args.precision != "full"
+        if {"esrgan", "swinir"} & set(getattr(self.args, "use_cpu", None) or []):  # A1111's --use-cpu esrgan
+            device = torch.device("cpu")
+        args = self.args
+        half = (
+            device.type == "cuda"
+            and not getattr(args, "no_half", False)
+            and getattr(args, "precision", "") != "full"
+        )
         tiles = TileSettings(
             int(self.options.get("ESRGAN_tile", 192)), int(self.options.get("ESRGAN_tile_overlap", 8))
         )
