@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from sdwebui.config import resolve
+from sdwebui.config.flags import upscaler_dirs
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
@@ -37,6 +38,7 @@ from sdwebui.engine.requests import (
     Txt2ImgRequest,
 )
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.upscaling import ModelUpscalers, TileSettings
 from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
 from sdwebui.jobs.stack import WorkerStack
@@ -49,6 +51,7 @@ from sdwebui.models.lora.library import LoraLibrary
 from sdwebui.models.model import CheckpointInfo, LoadedModel
 from sdwebui.models.patches import Patch
 from sdwebui.models.provider import ModelProvider
+from sdwebui.models.upscalers import UpscalerLibrary, library_for
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,8 @@ class AppServices:
     loras: LoraLibrary | None = None
     lora_cache: DeltaCache = field(default_factory=DeltaCache)
     _lora_patches: dict[bool, LoraNetworksPatch] = field(default_factory=dict, repr=False)
+    # upscaler model files (ESRGAN, RealESRGAN, ...; sdwebui.models.upscalers); None: plain resamplers only
+    upscaler_library: UpscalerLibrary | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -145,6 +150,25 @@ class AppServices:
     @property
     def max_image_pixels(self) -> int:
         return int(getattr(self.args, "max_image_pixels", 4096 * 4096))
+
+    def upscalers(self, stack: WorkerStack | None = None) -> ModelUpscalers | None:
+        """The upscaler models as `stack`'s jobs run them (its device; fp16 where its models use it), with the
+        tile settings of now."""
+        if self.upscaler_library is None:
+            return None
+        device = _stack_device(stack or self.stack)
+        if {"esrgan", "swinir"} & set(getattr(self.args, "use_cpu", None) or []):  # A1111's --use-cpu esrgan
+            device = torch.device("cpu")
+        args = self.args
+        half = (
+            device.type == "cuda"
+            and not getattr(args, "no_half", False)
+            and getattr(args, "precision", "") != "full"
+        )
+        tiles = TileSettings(
+            int(self.options.get("ESRGAN_tile", 192)), int(self.options.get("ESRGAN_tile_overlap", 8))
+        )
+        return ModelUpscalers(self.upscaler_library, device, half, tiles)
 
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
@@ -423,6 +447,7 @@ def build_services(
             [Path(args.embeddings_dir) if getattr(args, "embeddings_dir", None) else paths.embeddings_dir]
         ),
         loras=LoraLibrary(lora_dirs(args, paths)),
+        upscaler_library=library_for(paths.models_dir, upscaler_dirs(args)),
     )
     return services
 
@@ -431,6 +456,13 @@ def lora_dirs(args: argparse.Namespace, paths: DataPaths) -> list[Path]:
     """A1111's folders: models/Lora, models/LyCORIS (the old LyCORIS extension's), then --lora-dir."""
     extra = getattr(args, "lora_dir", None)
     return [paths.models_dir / "Lora", paths.models_dir / "LyCORIS", *([Path(extra)] if extra else [])]
+
+
+def _stack_device(stack: WorkerStack) -> torch.device:
+    try:
+        return torch.device(stack.device)
+    except (RuntimeError, TypeError):  # an injected provider ("injected"): its models' device is unknown
+        return torch.device("cpu")
 
 
 def _worker_stacks(

@@ -124,8 +124,7 @@ class TaskStatus(BaseModel):
     result: GenerationResponse | None = None
 
 
-class ExtrasSingleImagePayload(LooseModel):
-    image: str | None = None
+class ExtrasBasePayload(LooseModel):
     resize_mode: int | None = None
     show_extras_results: bool | None = None
     gfpgan_visibility: float | None = None
@@ -141,9 +140,33 @@ class ExtrasSingleImagePayload(LooseModel):
     upscale_first: bool | None = None
 
 
+class ExtrasSingleImagePayload(ExtrasBasePayload):
+    image: str | None = None
+
+
+class ExtrasFileData(LooseModel):
+    data: str | None = None  # base64 image
+    name: str | None = None
+
+
+class ExtrasBatchImagesPayload(ExtrasBasePayload):
+    imageList: list[ExtrasFileData] = []  # A1111 spells it so
+
+
 class ExtrasSingleImageResponse(BaseModel):
     html_info: str
     image: str | None = None
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str]
+
+
+class RealesrganItem(BaseModel):
+    name: str
+    path: str | None = None
+    scale: int | None = None
 
 
 class PNGInfoPayload(LooseModel):
@@ -216,6 +239,7 @@ class UpscalerItem(BaseModel):
     model_path: str | None = None
     model_url: str | None = None
     scale: float | None = None
+    error: str | None = None  # not in A1111: why a file found in an upscaler folder cannot be used
 
 
 class LatentUpscalerModeItem(BaseModel):

@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ckpt-dir", default=None, help="extra folder to search for checkpoints")
     add("--vae-dir", default=None, help="extra folder to search for VAE files")
     add("--lora-dir", default=None, help="extra folder to search for LoRA / LyCORIS files")
+    # extra upscaler folders besides models/<family> (A1111 names; HAT has no flag there)
+    add("--esrgan-models-path", default=None, help="extra folder of ESRGAN upscaler files")
+    add("--realesrgan-models-path", default=None, help="extra folder of RealESRGAN upscaler files")
+    add("--swinir-models-path", default=None, help="extra folder of SwinIR upscaler files")
+    add("--dat-models-path", default=None, help="extra folder of DAT upscaler files")
     add("--port", type=int, default=7860, help="listen port (default 7860)")
     add("--listen", action="store_true", help="bind 0.0.0.0 (needs --api-auth/--gradio-auth or --insecure)")
     add("--server-name", default=None, help="host name or address to bind")
@@ -153,3 +158,13 @@ def parse_credentials(value: str, flag: str = "--api-auth") -> dict[str, str]:
 
 def uses_cpu_for_all(args: argparse.Namespace) -> bool:
     return "all" in args.use_cpu
+
+
+def upscaler_dirs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The extra upscaler folder of each family given on the command line (None: only models/<family>)."""
+    return {
+        "ESRGAN": getattr(args, "esrgan_models_path", None),
+        "RealESRGAN": getattr(args, "realesrgan_models_path", None),
+        "SwinIR": getattr(args, "swinir_models_path", None),
+        "DAT": getattr(args, "dat_models_path", None),
+    }

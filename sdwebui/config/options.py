@@ -360,6 +360,7 @@ SECTION_SAMPLER = ("sampler-params", "Sampler parameters")
 SECTION_PREVIEW = ("ui", "Live previews")
 SECTION_UI = ("ui_alternatives", "User interface")
 SECTION_IMG2IMG = ("img2img", "img2img")
+SECTION_UPSCALING = ("upscaling", "Upscaling")
 SECTION_LIMITS = ("limits", "Limits")
 SECTION_EXTRA_NETWORKS = ("extra_networks", "Extra Networks")
 LIMIT_PREFIX = "limit_"  # these settings bound what one request may cost; a request cannot override them
@@ -373,6 +374,7 @@ def default_templates() -> dict[str, OptionInfo]:
         (SECTION_PATHS, _path_templates),
         (SECTION_SAMPLER, _sampler_templates),
         (SECTION_IMG2IMG, _img2img_templates),
+        (SECTION_UPSCALING, _upscaling_templates),
         (SECTION_LIMITS, _limit_templates),
         (SECTION_PREVIEW, _preview_templates),
         (SECTION_UI, _ui_templates),
@@ -471,6 +473,18 @@ def _img2img_templates() -> dict[str, OptionInfo]:
         ),
         "inpainting_mask_weight": OptionInfo(
             1.0, "Inpainting conditioning mask strength", component_args=_slider(0.0, 1.0, 0.01)
+        ),
+    }
+
+
+def _upscaling_templates() -> dict[str, OptionInfo]:
+    """Tiles of the upscaler models (A1111 names): the device holds one tile at a time."""
+    return {
+        "ESRGAN_tile": OptionInfo(
+            192, "Tile size for upscaler models (0 = no tiling)", component_args=_slider(0, 512, 16)
+        ),
+        "ESRGAN_tile_overlap": OptionInfo(
+            8, "Tile overlap for upscaler models, in pixels", component_args=_slider(0, 48, 1)
         ),
     }
 

@@ -1,16 +1,24 @@
-"""Single-image operations: /sdapi/v1/extra-single-image (upscale) and /png-info (read the parameters)."""
+"""Image tools: /sdapi/v1/extra-single-image and /extra-batch-images (upscale, with a second upscaler blended
+in), and /png-info (read the parameters). Upscaling runs as a job of the queue: it uses the device like a
+generation, and /interrupt stops it between tiles."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Body
+from PIL import Image
 
 from sdwebui.api import mapping
 from sdwebui.api import models as m
+from sdwebui.api.errors import job_failure_response
 from sdwebui.api.routes.common import API, RouteContext
 from sdwebui.engine import upscaling
+from sdwebui.engine.context import JobContext
 from sdwebui.engine.requests import RequestError
+from sdwebui.jobs.queue import JobError
+from sdwebui.services import AppServices
 
 
 def router(ctx: RouteContext) -> APIRouter:
@@ -19,7 +27,22 @@ def router(ctx: RouteContext) -> APIRouter:
 
     @router.post(f"{API}/extra-single-image", response_model=m.ExtrasSingleImageResponse)
     def extra_single_image(payload: m.ExtrasSingleImagePayload = Body(...)):
-        return upscale_single_image(payload, services.max_image_pixels)
+        image = mapping.decode_image(payload.image, "image", services.max_image_pixels)
+        result = run_extras(services, [image], plan_extras(services, payload))
+        if not isinstance(result, list):
+            return result
+        return m.ExtrasSingleImageResponse(html_info="", image=mapping.encode_png(result[0]))
+
+    @router.post(f"{API}/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)
+    def extra_batch_images(payload: m.ExtrasBatchImagesPayload = Body(...)):
+        images = [
+            mapping.decode_image(item.data, f"imageList[{n}].data", services.max_image_pixels)
+            for n, item in enumerate(payload.imageList)
+        ]
+        result = run_extras(services, images, plan_extras(services, payload))
+        if not isinstance(result, list):
+            return result
+        return m.ExtrasBatchImagesResponse(html_info="", images=[mapping.encode_png(i) for i in result])
 
     @router.post(f"{API}/png-info", response_model=m.PNGInfoResponse)
     def png_info(payload: m.PNGInfoPayload = Body(...)):
@@ -33,26 +56,62 @@ def router(ctx: RouteContext) -> APIRouter:
     return router
 
 
-def upscale_single_image(payload: m.ExtrasSingleImagePayload, max_pixels: int) -> m.ExtrasSingleImageResponse:
-    image = mapping.decode_image(payload.image, "image", max_pixels)
-    if payload.upscaler_2 not in (None, "None") and (payload.extras_upscaler_2_visibility or 0) > 0:
-        raise RequestError("upscaler_2", "a second upscaler is not supported yet")
+def plan_extras(services: AppServices, payload: m.ExtrasBasePayload) -> upscaling.ExtrasPlan:
+    """The request's upscaling, or RequestError / UpscaleError naming the field (422)."""
     if payload.gfpgan_visibility or payload.codeformer_visibility:
         raise RequestError("gfpgan_visibility", "face restoration is not available on this server")
-    if payload.resize_mode == 1:
-        scale: Any = (payload.upscaling_resize_w or 512, payload.upscaling_resize_h or 512)
-    elif payload.resize_mode in (None, 0):
-        scale = payload.upscaling_resize if payload.upscaling_resize is not None else 2.0
-    else:
+    models = services.upscalers()
+    upscaler_1 = payload.upscaler_1 or "None"
+    upscaler_2 = payload.upscaler_2 or "None"
+    upscaling.check_name(upscaler_1, models, "upscaler_1")
+    upscaling.check_name(upscaler_2, models, "upscaler_2")
+    visibility = payload.extras_upscaler_2_visibility or 0.0
+    if not 0.0 <= visibility <= 1.0:
+        raise RequestError("extras_upscaler_2_visibility", f"must be between 0 and 1, got {visibility:g}")
+    mode = 0 if payload.resize_mode is None else payload.resize_mode
+    if mode not in (0, 1):
         raise RequestError("resize_mode", f"must be 0 (scale by) or 1 (scale to), got {payload.resize_mode}")
-    width, height = upscaling.target_size(image, scale)
-    if width * height > max_pixels:
-        raise RequestError(
-            "upscaling_resize_w" if payload.resize_mode == 1 else "upscaling_resize",
-            f"the result of {width}x{height} exceeds the limit of {max_pixels} pixels",
-        )
-    upscaled = upscaling.upscale(image, scale, payload.upscaler_1 or "None")
-    return m.ExtrasSingleImageResponse(html_info="", image=mapping.encode_png(upscaled))
+    factor = payload.upscaling_resize if payload.upscaling_resize is not None else 2.0
+    size = (payload.upscaling_resize_w or 512, payload.upscaling_resize_h or 512)
+    if mode == 1:  # the factor is checked against each image's size (_check_pixels)
+        upscaling.target_size(Image.new("L", (1, 1)), size)
+    crop = True if payload.upscaling_crop is None else bool(payload.upscaling_crop)
+    return upscaling.ExtrasPlan(upscaler_1, upscaler_2, visibility, mode, factor, size, crop)
+
+
+def _check_pixels(images: Sequence[Image.Image], plan: upscaling.ExtrasPlan, max_pixels: int) -> None:
+    for image in images:
+        width, height = upscaling.extras_output_size(image, plan)
+        if width * height > max_pixels:
+            raise RequestError(
+                "upscaling_resize_w" if plan.resize_mode == 1 else "upscaling_resize",
+                f"the result of {width}x{height} exceeds the limit of {max_pixels} pixels",
+            )
+        upscaling.target_size(image, (width, height))
+
+
+def run_extras(services: AppServices, images: list[Image.Image], plan: upscaling.ExtrasPlan) -> Any:
+    """Upscale `images` in one job of the default queue; the images, or the error response of the job."""
+    _check_pixels(images, plan, services.max_image_pixels)
+    models = services.upscalers()
+
+    def work(ctx: JobContext) -> list[Image.Image]:
+        done = []
+        for index, image in enumerate(images):
+            if ctx.interrupted:
+                break
+            done.append(
+                upscaling.upscale_extras(
+                    image, plan, models, ctx, upscaling.tile_progress(ctx, index, len(images))
+                )
+            )
+        return done
+
+    job = services.jobs.submit(work, kind="extras")
+    try:
+        return job.wait()
+    except JobError as error:
+        return job_failure_response(error.job, services.paths.redact)
 
 
 def _parse_infotext(info: str) -> dict[str, Any]:

@@ -30,7 +30,30 @@ def router(ctx: RouteContext) -> APIRouter:
 
     @router.get(f"{API}/upscalers", response_model=list[m.UpscalerItem])
     def upscalers():
-        return [m.UpscalerItem(name=name, scale=4.0) for name in upscaling.UPSCALERS]
+        """None, Lanczos, Nearest, then every file of the upscaler folders (a broken one with its `error`)."""
+        plain = [m.UpscalerItem(name=name, scale=4.0) for name in upscaling.UPSCALERS]
+        library = services.upscaler_library
+        files = library.entries() if library is not None else []
+        return plain + [
+            m.UpscalerItem(
+                name=e.name,
+                model_name=e.name,
+                model_path=services.paths.redact(str(e.path)),
+                scale=e.scale,
+                error=services.paths.redact(e.error) if e.error else None,
+            )
+            for e in files
+        ]
+
+    @router.get(f"{API}/realesrgan-models", response_model=list[m.RealesrganItem])
+    def realesrgan_models():
+        library = services.upscaler_library
+        files = library.usable() if library is not None else []
+        return [
+            m.RealesrganItem(name=e.name, path=services.paths.redact(str(e.path)), scale=e.scale)
+            for e in files
+            if e.family == "RealESRGAN"
+        ]
 
     @router.get(f"{API}/latent-upscale-modes", response_model=list[m.LatentUpscalerModeItem])
     def latent_upscale_modes():
@@ -61,7 +84,7 @@ def router(ctx: RouteContext) -> APIRouter:
     def extensions() -> list[dict[str, Any]]:
         return services.extension_list()
 
-    for name in ("face-restorers", "realesrgan-models", "hypernetworks"):
+    for name in ("face-restorers", "hypernetworks"):
         router.add_api_route(f"{API}/{name}", _empty_list, methods=["GET"], name=name)
 
     return router
