@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from sdwebui.engine import samplers, vae
+from sdwebui.engine import hires, samplers, vae
 from sdwebui.engine.addons import wrapped_attention
 from sdwebui.engine.cond_schedule import BatchConditioning
 from sdwebui.engine.conditioning import PromptEncoder
@@ -65,11 +65,12 @@ class BatchWork:
     conditioning: list[BatchConditioning] = field(default_factory=list)  # one per pass
     latents: torch.Tensor | None = None  # after sampling
     stopped: str | None = None  # INTERRUPT | SKIP
+    images: list[Image.Image] | None = None  # a last pass that only upscales (strength 0): its images
 
     @property
     def decodable(self) -> bool:
         """Sampled (or interrupted after at least one step): an interrupted batch decodes its last estimate."""
-        return self.latents is not None and self.stopped != SKIP
+        return (self.latents is not None or self.images is not None) and self.stopped != SKIP
 
 
 # -- stage 1: conditioning ---------------------------------------------------------------------------------
@@ -95,9 +96,11 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
     indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
     work = BatchWork(batch_number, indexes, args)
     for sampling_pass in run.passes:
-        work.conditioning.append(
-            BatchConditioning(run.encoder, args.prompts, args.negative_prompts, sampling_pass.steps)
-        )
+        prompts = [sampling_pass.prompt] * len(args.prompts) if sampling_pass.prompt else args.prompts
+        negatives = args.negative_prompts
+        if sampling_pass.negative_prompt:
+            negatives = [sampling_pass.negative_prompt] * len(negatives)
+        work.conditioning.append(BatchConditioning(run.encoder, prompts, negatives, sampling_pass.steps))
     return work
 
 
@@ -128,8 +131,18 @@ def sample(run: JobRun, work: BatchWork) -> None:
     start, previous = first, None
     for index, sampling_pass in enumerate(run.passes):
         if index > 0:
+            if run.ctx.interrupted:  # between the passes: the previous pass's result
+                work.stopped = INTERRUPT
+                return
             previous = latents
-            start = _later_pass_start(run, work, sampling_pass, latents, *schedules[index - 1])
+            last = index == len(run.passes) - 1
+            try:
+                start = _later_pass_start(run, work, sampling_pass, latents, schedules[index - 1], last)
+            except StepInterrupted:  # during the upscale's VAE round trip
+                work.stopped = INTERRUPT
+                return
+            if start is None:  # the last pass only upscaled: work.images are the result
+                return
             latents = start.prepared.latents
         progress = Progress(
             work.number, run.request.n_iter, sum(counts[:index]), sum(counts), index, len(counts)
@@ -214,16 +227,27 @@ def _later_pass_start(
     work: BatchWork,
     sampling_pass: SamplingPass,
     latents: torch.Tensor,
-    scheduler: Any,
-    timesteps: torch.Tensor,
-) -> _PassStart:
+    schedule: tuple[Any, torch.Tensor],
+    last: bool,
+) -> _PassStart | None:
     """The previous latents at this pass's size, noised to its first timestep with fresh noise of its
-    shape from the images' seeds (as A1111's hires pass)."""
+    shape from the images' seeds (as A1111's hires pass). None when the last pass runs no step after an
+    image upscaler (A1111's upscale-only hires fix): the upscaled images are the batch's result."""
     model = run.model
+    scheduler, timesteps = schedule
     factor = model.vae_scale_factor
     size = (sampling_pass.height // factor, sampling_pass.width // factor)
-    if tuple(latents.shape[2:]) != size:  # A1111's "Latent" upscaler
-        latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear")
+    if hires.is_latent(sampling_pass.upscaler):
+        latents = hires.upscale_latents(latents, sampling_pass, factor)
+    else:  # an image upscaler: decode, upscale, encode (A1111's hires fix with a non-latent upscaler)
+        stop = _stop_check(run.ctx)
+        images = hires.upscale_images(
+            vae.pixels_to_pil(vae.decode(model, latents, stop)), sampling_pass, factor
+        )
+        if last and not len(timesteps):
+            work.latents, work.images = latents, images
+            return None
+        latents = vae.encode(model, vae.pil_to_pixels(images), stop)
     rng = _rng(run, work.args, (model.latent_channels, *size))
     noise = rng.first().to(latents.device, latents.dtype)
     if len(timesteps):
@@ -250,12 +274,15 @@ def _rng(run: JobRun, args: BatchArgs, shape: tuple[int, int, int]) -> ImageRNG:
 def decode(run: JobRun, work: BatchWork) -> list[Image.Image] | None:
     """Decoded, finished (inpainting overlay) and postprocess_batch'ed images; None when interrupted."""
     run.state.batch_number = work.number
-    try:
-        pixels = vae.decode(run.model, work.latents, _stop_check(run.ctx))
-    except StepInterrupted:
-        work.stopped = INTERRUPT
-        return None
-    images = run.plan.finish(vae.pixels_to_pil(pixels), work.indexes)
+    if work.images is not None:
+        images = run.plan.finish(list(work.images), work.indexes)
+    else:
+        try:
+            pixels = vae.decode(run.model, work.latents, _stop_check(run.ctx))
+        except StepInterrupted:
+            work.stopped = INTERRUPT
+            return None
+        images = run.plan.finish(vae.pixels_to_pil(pixels), work.indexes)
     if run.hooks.postprocess_batch is not None:
         batch_args = PostprocessBatchArgs(run.state, work.number, images)
         run.hooks.postprocess_batch(batch_args)

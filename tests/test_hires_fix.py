@@ -1,0 +1,169 @@
+"""A1111's Hires. fix: the second pass at the hires size through the engine (tiny models), its size rules,
+upscalers, infotext and paste-back, and the API's fields over real HTTP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdwebui.engine.context import JobContext
+from sdwebui.engine.generate import generate
+from sdwebui.engine.hires import HiresFix
+from sdwebui.engine.requests import RequestError, Txt2ImgRequest
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.outputs.infotext import parse_infotext
+
+SIZE = 64
+
+
+def request(hires: HiresFix | None = None, **changes) -> Txt2ImgRequest:
+    base = dict(prompt="a cat", negative_prompt="blurry", seed=42, steps=3, width=SIZE, height=SIZE)
+    base.update(changes)
+    return Txt2ImgRequest(sampler_name=base.pop("sampler_name", "Euler"), hires=hires, **base)
+
+
+def run(model, req, ctx=None):
+    return generate(model, req, ctx or JobContext(), EngineSettings(save_images=False))
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_output_has_the_hires_size_and_the_pass_samples(tiny_sd1_model):
+    steps = []
+    ctx = JobContext(on_step=lambda info: steps.append((info.step, info.steps, info.pass_index)))
+    result = run(tiny_sd1_model, request(HiresFix(hr_scale=1.5, denoising_strength=0.5)), ctx)
+    assert result.images[0].image.size == (96, 96)
+    # progress spans both passes: 3 first-pass steps, then 3 hires steps (hr_second_pass_steps 0 = steps)
+    assert steps == [(1, 6, 0), (2, 6, 0), (3, 6, 0), (4, 6, 1), (5, 6, 1), (6, 6, 1)]
+
+
+def test_second_pass_steps_are_their_own(tiny_sd1_model):
+    steps = []
+    ctx = JobContext(on_step=lambda info: steps.append((info.steps, info.pass_index)))
+    run(tiny_sd1_model, request(HiresFix(hr_second_pass_steps=2)), ctx)
+    assert steps == [(5, 0)] * 3 + [(5, 1)] * 2
+
+
+def test_latent_second_pass_changes_the_image_vs_plain_upscale(tiny_sd1_model):
+    plain = run(tiny_sd1_model, request(HiresFix(hr_scale=2, hr_upscaler="Lanczos", denoising_strength=0)))
+    latent = run(tiny_sd1_model, request(HiresFix(hr_scale=2, hr_upscaler="Latent")))
+    nearest = run(tiny_sd1_model, request(HiresFix(hr_scale=2, hr_upscaler="Latent (nearest)")))
+    a, b, c = (pixels(r.images[0].image) for r in (plain, latent, nearest))
+    assert a.shape == b.shape == c.shape == (128, 128, 3)
+    assert np.abs(a - b).mean() > 0.5 and np.abs(b - c).mean() > 0.0
+    again = run(tiny_sd1_model, request(HiresFix(hr_scale=2, hr_upscaler="Latent")))
+    assert np.array_equal(pixels(again.images[0].image), b)  # the hires noise comes from the seeds
+
+
+def test_denoise_zero_with_lanczos_is_the_lanczos_upscale_of_the_first_pass(tiny_sd1_model):
+    first = run(tiny_sd1_model, request()).images[0].image
+    steps = []
+    ctx = JobContext(on_step=lambda info: steps.append(info.pass_index))
+    hires = HiresFix(hr_scale=2, hr_upscaler="Lanczos", denoising_strength=0)
+    result = run(tiny_sd1_model, request(hires), ctx)
+    expected = first.resize((128, 128), resample=Image.Resampling.LANCZOS)
+    assert np.array_equal(pixels(result.images[0].image), pixels(expected))
+    assert steps == [0, 0, 0]  # no second sampling
+
+
+def test_image_upscaler_with_denoise_resamples(tiny_sd1_model):
+    only = run(tiny_sd1_model, request(HiresFix(hr_upscaler="Nearest", denoising_strength=0)))
+    resampled = run(tiny_sd1_model, request(HiresFix(hr_upscaler="Nearest", denoising_strength=0.6)))
+    a, b = pixels(only.images[0].image), pixels(resampled.images[0].image)
+    assert a.shape == b.shape == (128, 128, 3) and np.abs(a - b).mean() > 0.5
+
+
+@pytest.mark.parametrize(
+    ("hires", "first", "final"),
+    [
+        (HiresFix(hr_scale=2), (64, 96), (128, 192)),
+        (HiresFix(hr_scale=1.3), (64, 64), (80, 80)),  # int(83.2) = 83 -> the latent grid
+        (HiresFix(hr_scale=4, hr_resize_x=128), (64, 96), (128, 192)),  # resize wins, 0 keeps the aspect
+        (HiresFix(hr_resize_y=160), (64, 128), (80, 160)),
+        (HiresFix(hr_resize_x=128, hr_resize_y=96), (64, 64), (128, 96)),  # cover, then centre crop
+        (HiresFix(hr_resize_x=96, hr_resize_y=160), (64, 64), (96, 160)),
+    ],
+)
+def test_size_rules(hires, first, final):
+    assert hires.size(*first).final == final
+
+
+def test_resize_takes_precedence_through_the_engine(tiny_sd1_model):
+    result = run(tiny_sd1_model, request(HiresFix(hr_scale=3, hr_resize_x=128, hr_resize_y=96)))
+    assert result.images[0].image.size == (128, 96)
+
+
+def test_interrupt_in_the_second_pass_returns_the_last_estimate(tiny_sd1_model):
+    ctx = JobContext()
+
+    def on_step(info):
+        if info.pass_index == 1:
+            ctx.interrupt()
+
+    ctx.on_step = on_step
+    result = run(tiny_sd1_model, request(HiresFix(denoising_strength=1.0)), ctx)
+    assert result.interrupted and result.images[0].image.size == (128, 128)
+    assert pixels(result.images[0].image).std() > 0
+
+
+def test_hires_prompt_and_cfg_change_the_image(tiny_sd1_model):
+    base = run(tiny_sd1_model, request(HiresFix()))
+    other_prompt = run(tiny_sd1_model, request(HiresFix(hr_prompt="a red dog")))
+    other_cfg = run(tiny_sd1_model, request(HiresFix(hr_cfg=2.0)))
+    for result in (other_prompt, other_cfg):
+        assert not np.array_equal(pixels(result.images[0].image), pixels(base.images[0].image))
+
+
+def test_sdxl_hires_pass(tiny_sdxl_model):
+    result = run(tiny_sdxl_model, request(HiresFix(hr_scale=1.5), steps=2))
+    assert result.images[0].image.size == (96, 96)
+
+
+def test_infotext_keys_and_parse_back(tiny_sd1_model):
+    hires = HiresFix(
+        hr_scale=1.5,
+        hr_upscaler="Latent (bicubic)",
+        hr_second_pass_steps=2,
+        denoising_strength=0.45,
+        hr_sampler_name="DPM++ 2M",
+        hr_scheduler="Karras",
+        hr_prompt="a dog",
+        hr_negative_prompt="ugly",
+        hr_cfg=5.0,
+    )
+    text = run(tiny_sd1_model, request(hires)).images[0].infotext
+    parsed = parse_infotext(text)
+    assert parsed["Size-1"] == str(SIZE)  # the first pass's size, as A1111
+    assert parsed["Denoising strength"] == "0.45"
+    assert parsed["Hires upscale"] == "1.5" and parsed["Hires steps"] == "2"
+    assert parsed["Hires upscaler"] == "Latent (bicubic)"
+    assert parsed["Hires sampler"] == "DPM++ 2M" and parsed["Hires schedule type"] == "Karras"
+    assert parsed["Hires prompt"] == "a dog" and parsed["Hires negative prompt"] == "ugly"
+    assert parsed["Hires CFG Scale"] == "5"
+    resized = run(tiny_sd1_model, request(HiresFix(hr_resize_x=96, hr_resize_y=80))).images[0].infotext
+    parsed = parse_infotext(resized)
+    assert (parsed["Hires resize-1"], parsed["Hires resize-2"]) == ("96", "80")
+    for key in ("Hires upscale", "Hires sampler", "Hires steps", "Hires prompt", "Hires CFG Scale"):
+        assert f"{key}:" not in resized  # only what differs, as A1111 writes them
+    assert parsed["Hires sampler"] == "Use same sampler"  # A1111's parser default, for paste-back
+
+
+@pytest.mark.parametrize(
+    ("hires", "field"),
+    [
+        (HiresFix(hr_scale=0), "hr_scale"),
+        (HiresFix(hr_scale=100), "hr_scale"),
+        (HiresFix(hr_upscaler="Bogus"), "hr_upscaler"),
+        (HiresFix(hr_second_pass_steps=-1), "hr_second_pass_steps"),
+        (HiresFix(denoising_strength=1.5), "denoising_strength"),
+        (HiresFix(hr_resize_x=4096), "hr_resize_x"),
+        (HiresFix(hr_scale=8), "hr_scale"),  # 64 * 8 is fine, 512 * 8 is not
+    ],
+)
+def test_bad_values_name_the_field(hires, field):
+    with pytest.raises(RequestError) as error:
+        request(hires, width=512, height=512).validate()
+    assert error.value.field == field
