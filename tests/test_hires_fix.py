@@ -3,8 +3,13 @@ upscalers, infotext and paste-back, and the API's fields over real HTTP."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from sdwebui.engine.context import JobContext
@@ -12,7 +17,8 @@ from sdwebui.engine.generate import generate
 from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.requests import RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
-from sdwebui.outputs.infotext import parse_infotext
+from sdwebui.outputs.infotext import parse_infotext, read_infotext
+from tests.api_server import start_server, write_tiny_checkpoints
 
 SIZE = 64
 
@@ -167,3 +173,66 @@ def test_bad_values_name_the_field(hires, field):
     with pytest.raises(RequestError) as error:
         request(hires, width=512, height=512).validate()
     assert error.value.field == field
+
+
+# -- over real HTTP ----------------------------------------------------------------------------------------
+TINY = {"prompt": "a cat", "seed": 7, "width": 64, "height": 64, "steps": 2, "sampler_name": "Euler"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("hires-api")
+    write_tiny_checkpoints(data_dir, ("alpha",))
+    with start_server(data_dir) as srv:
+        yield srv
+
+
+def post(server, body):
+    return requests.post(server.api + "/txt2img", json=body, timeout=300)
+
+
+def decode(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def test_api_hires_size_infotext_and_upscale_only(server):
+    r = post(server, {**TINY, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent (nearest-exact)",
+                      "hr_second_pass_steps": 1, "denoising_strength": 0.5, "hr_cfg": 4})  # fmt: skip
+    assert r.status_code == 200, r.text
+    image = decode(r.json()["images"][0])
+    assert image.size == (128, 128)
+    parsed = parse_infotext(read_infotext(image))
+    assert parsed["Hires upscaler"] == "Latent (nearest-exact)" and parsed["Hires steps"] == "1"
+    assert parsed["Denoising strength"] == "0.5" and parsed["Hires CFG Scale"] == "4"
+    assert json.loads(r.json()["info"])["width"] == 64  # the first pass's size, as A1111's info
+    first = decode(post(server, TINY).json()["images"][0])
+    body = {**TINY, "enable_hr": True, "hr_resize_x": 96, "hr_resize_y": 0, "hr_scale": 3,
+            "hr_upscaler": "Lanczos", "denoising_strength": 0}  # fmt: skip
+    only = decode(post(server, body).json()["images"][0])
+    expected = first.resize((96, 96), resample=Image.Resampling.LANCZOS)
+    assert np.array_equal(pixels(only.convert("RGB")), pixels(expected.convert("RGB")))
+
+
+def test_api_hr_fields_count_only_with_enable_hr(server):
+    r = post(server, {**TINY, "enable_hr": False, "hr_scale": 2, "hr_upscaler": "Latent"})
+    assert r.status_code == 200 and decode(r.json()["images"][0]).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "detail"),
+    [
+        ({"hr_scale": 0}, "hr_scale", "between"),
+        ({"hr_scale": 100}, "hr_scale", "between"),
+        ({"hr_upscaler": "Bogus"}, "hr_upscaler", "Lanczos"),
+        ({"hr_second_pass_steps": 500}, "hr_second_pass_steps", "150"),
+        ({"denoising_strength": 2}, "denoising_strength", "between 0 and 1"),
+        ({"hr_sampler_name": "Eulerish"}, "hr_sampler_name", "Euler a"),
+        ({"hr_scheduler": "sometimes"}, "hr_scheduler", "schedule type"),
+        ({"hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name", "Use same checkpoint"),
+        ({"hr_resize_x": 4096}, "hr_resize_x", "2048"),
+    ],
+)
+def test_api_bad_hires_values_are_422_naming_the_field(server, body, field, detail):
+    r = post(server, {**TINY, "enable_hr": True, **body})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and detail in r.json()["detail"], r.json()
