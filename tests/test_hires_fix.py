@@ -236,3 +236,86 @@ def test_api_bad_hires_values_are_422_naming_the_field(server, body, field, deta
     r = post(server, {**TINY, "enable_hr": True, **body})
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field and detail in r.json()["detail"], r.json()
+
+
+# -- the UI's accordion, resolution and paste-back -----------------------------------------------------------
+class _Backend:
+    def samplers(self):
+        from sdwebui.engine import samplers
+
+        return samplers.sampler_names()
+
+    def schedulers(self):
+        return ["Automatic", "Karras"]
+
+
+def _ui(tmp_path):
+    import gradio as gr
+
+    from webui.params import build_hires, build_params
+    from webui.prompt_row import PromptRow
+    from webui.ui_config import UiConfig
+
+    cfg = UiConfig(tmp_path / "ui-config.json")
+    with gr.Blocks():
+        params = build_params(
+            "txt2img", cfg, _Backend().samplers(), ["Automatic", "Karras"], "Euler", native_size=64
+        )
+        hires = build_hires("txt2img", cfg, _Backend(), params)
+        row = PromptRow.__new__(PromptRow)  # only its two prompt boxes are read by the paste
+        row.prompt, row.negative_prompt = gr.Textbox(), gr.Textbox()
+    return params, hires, row
+
+
+def _values(params, hires, **changes):
+    values = {params.sampler_name: "Euler", params.scheduler: "Automatic", params.steps: 3, params.width: 64,
+              params.height: 64, params.batch_count: 1, params.batch_size: 1, params.cfg_scale: 7.0,
+              params.seed: 42, params.subseed: -1, params.subseed_strength: 0.0, params.seed_resize_from_w: 0,
+              params.seed_resize_from_h: 0}  # fmt: skip
+    values.update({c: c.value for c in hires.components()})
+    values.update({getattr(hires, name): value for name, value in changes.items()})
+    return values
+
+
+def test_ui_accordion_resolves_to_the_hires_request_and_pastes_back(tmp_path, tiny_sd1_model):
+    from sdwebui.config.options import Options, default_templates
+    from sdwebui.engine.resolve import RawFields, resolve
+    from webui.paste import field_updates
+
+    params, hires, row = _ui(tmp_path)
+    assert hires.hr_upscaler.value == "Latent" and "Lanczos" in [c[0] for c in hires.hr_upscaler.choices]
+    values = _values(params, hires, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2,
+                     hr_sampler_name="DPM++ 2M", hr_prompt="a dog", denoising_strength=0.4)  # fmt: skip
+    raw = RawFields(prompt="a cat", **params.request_fields(values), **hires.request_fields(values))
+    req = resolve(raw, Options(default_templates())).request
+    assert req.hires.hr_scale == 1.5 and req.hires.hr_sampler_name == "DPM++ 2M" and req.hires.hr_cfg is None
+    assert req.hires.hr_scheduler is None  # "Use same scheduler"
+    text = run(tiny_sd1_model, req.replace(do_not_save_samples=True)).images[0].infotext
+    # paste back into a fresh accordion: every hires control comes back
+    params, fresh, row = _ui(tmp_path)
+    updates = field_updates(parse_infotext(text), row, params, fresh.paste_fields())
+    assert updates[fresh.enable_hr] is True and updates[fresh.hr_scale] == 1.5
+    assert updates[fresh.hr_second_pass_steps] == 2 and updates[fresh.denoising_strength] == 0.4
+    assert (
+        updates[fresh.hr_sampler_name] == "DPM++ 2M" and updates[fresh.hr_scheduler] == "Use same scheduler"
+    )
+    assert updates[fresh.hr_upscaler] == "Latent" and updates[fresh.hr_prompt] == "a dog"
+    assert (updates[fresh.hr_resize_x], updates[fresh.hr_resize_y]) == (0, 0)
+    plain = field_updates(parse_infotext(run(tiny_sd1_model, request()).images[0].infotext), row, params,
+                          fresh.paste_fields())  # fmt: skip
+    assert plain[fresh.enable_hr] is False
+    off = resolve(
+        RawFields(prompt="x", **hires.request_fields(_values(params, hires))), Options(default_templates())
+    )
+    assert off.request.hires is None
+
+
+def test_ui_final_resolution_text():
+    from webui.params import final_resolution
+
+    assert final_resolution(True, 512, 768, 2, 0, 0) == (
+        "from <span class='resolution'>512x768</span> to <span class='resolution'>1024x1536</span>"
+    )
+    assert final_resolution(True, 512, 512, 2, 1024, 768).endswith(">1024x768</span>")
+    assert final_resolution(True, 512, 768, 2, 0, 600).endswith(">400x600</span>")
+    assert final_resolution(False, 512, 512, 2, 0, 0) == ""
