@@ -126,6 +126,18 @@ def test_hires_prompt_and_cfg_change_the_image(tiny_sd1_model):
         assert not np.array_equal(pixels(result.images[0].image), pixels(base.images[0].image))
 
 
+def test_hires_prompt_gets_the_styles(tiny_sd1_model, tmp_path):
+    from sdwebui.config.styles import StyleDatabase
+
+    (tmp_path / "styles.csv").write_text('name,prompt,negative_prompt\nwrap,"best, {prompt}",\n')
+    settings = EngineSettings(save_images=False, styles=StyleDatabase(tmp_path / "styles.csv"))
+    styled = generate(
+        tiny_sd1_model, request(HiresFix(hr_prompt="a dog"), styles=["wrap"]), JobContext(), settings
+    )
+    by_hand = run(tiny_sd1_model, request(HiresFix(hr_prompt="best, a dog"), prompt="best, a cat"))
+    assert np.array_equal(pixels(styled.images[0].image), pixels(by_hand.images[0].image))
+
+
 def test_sdxl_hires_pass(tiny_sdxl_model):
     result = run(tiny_sdxl_model, request(HiresFix(hr_scale=1.5), steps=2))
     assert result.images[0].image.size == (96, 96)
@@ -231,6 +243,7 @@ def test_api_hr_fields_count_only_with_enable_hr(server):
         ({"denoising_strength": 2}, "denoising_strength", "between 0 and 1"),
         ({"hr_sampler_name": "Eulerish"}, "hr_sampler_name", "Euler a"),
         ({"hr_scheduler": "sometimes"}, "hr_scheduler", "schedule type"),
+        ({"hr_sampler_name": "Euler a", "hr_scheduler": "Karras"}, "hr_scheduler", "Karras"),
         ({"hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name", "Use same checkpoint"),
         ({"hr_resize_x": 4096}, "hr_resize_x", "2048"),
     ],

@@ -229,6 +229,10 @@ def _hires(raw: RawFields, sampler_name: str, scheduler: str) -> HiresFix | None
         except samplers.UnknownSamplerError as exc:
             field_name = "hr_scheduler" if "schedule type" in str(exc) else "hr_sampler_name"
             raise RequestError(field_name, str(exc)) from exc
+        try:  # the combination the hires pass will run (e.g. "Euler a" has no Karras schedule)
+            samplers.create_scheduler(info.name, label, {}, None)
+        except (samplers.UnsupportedScheduleError, samplers.SamplerUnavailableError) as exc:
+            raise RequestError("hr_scheduler" if hr_scheduler else "hr_sampler_name", str(exc)) from exc
         hr_sampler = info.name if hr_sampler is not None else None
         hr_scheduler = label if hr_scheduler is not None else None
     defaults = HiresFix()

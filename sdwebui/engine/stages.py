@@ -96,12 +96,27 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
     indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
     work = BatchWork(batch_number, indexes, args)
     for sampling_pass in run.passes:
-        prompts = [sampling_pass.prompt] * len(args.prompts) if sampling_pass.prompt else args.prompts
-        negatives = args.negative_prompts
-        if sampling_pass.negative_prompt:
-            negatives = [sampling_pass.negative_prompt] * len(negatives)
+        prompts, negatives = _pass_prompts(run, sampling_pass, args)
         work.conditioning.append(BatchConditioning(run.encoder, prompts, negatives, sampling_pass.steps))
     return work
+
+
+def _pass_prompts(run: JobRun, sampling_pass: SamplingPass, args: BatchArgs) -> tuple[list[str], list[str]]:
+    """A pass's own prompts (hires fix's hr_prompt) with the job's styles, as A1111's all_hr_prompts; else
+    the batch's prompts after process_batch."""
+    styles, database = run.request.styles, run.settings.styles
+    prompts, negatives = args.prompts, args.negative_prompts
+    if sampling_pass.prompt:
+        prompt = sampling_pass.prompt
+        if styles and database is not None:
+            prompt = database.apply_to_prompt(prompt, styles)
+        prompts = [prompt] * len(prompts)
+    if sampling_pass.negative_prompt:
+        negative = sampling_pass.negative_prompt
+        if styles and database is not None:
+            negative = database.apply_to_negative_prompt(negative, styles)
+        negatives = [negative] * len(negatives)
+    return prompts, negatives
 
 
 # -- stage 2: sampling ---------------------------------------------------------------------------------------
