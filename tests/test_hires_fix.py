@@ -172,6 +172,16 @@ def test_infotext_keys_and_parse_back(tiny_sd1_model):
     assert parsed["Hires sampler"] == "Use same sampler"  # A1111's parser default, for paste-back
 
 
+def test_legacy_hires_sampler_names_split_on_parse():
+    text = "a cat\nSteps: 3, Sampler: Euler, Seed: 1, Size: 64x64, Denoising strength: 0.5, Hires sampler: DPM++ 2M Karras"
+    parsed = parse_infotext(text)
+    assert (parsed["Hires sampler"], parsed["Hires schedule type"]) == ("DPM++ 2M", "Karras")
+    assert (
+        parse_infotext(text.replace("DPM++ 2M Karras", "Euler"))["Hires schedule type"]
+        == "Use same scheduler"
+    )
+
+
 @pytest.mark.parametrize(
     ("hires", "field"),
     [

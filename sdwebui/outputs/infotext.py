@@ -126,6 +126,7 @@ def _fill_a1111_defaults(res: dict[str, Any]) -> None:
         res["Hires resize-1"] = 0
         res["Hires resize-2"] = 0
     _split_legacy_sampler_name(res)
+    _split_legacy_sampler_name(res, "Hires sampler", "Hires schedule type")
     for key, value in _DEFAULTS.items():
         res.setdefault(key, value)
     if res["FP8 weight"] != "Disable":
@@ -133,20 +134,23 @@ def _fill_a1111_defaults(res: dict[str, Any]) -> None:
     _restore_old_hires_fix_params(res)
 
 
-def _split_legacy_sampler_name(res: dict[str, Any]) -> None:
-    """ "DPM++ 2M Karras" -> Sampler "DPM++ 2M", Schedule type "Karras" (A1111 does this when pasting)."""
-    name = res.get("Sampler")
+def _split_legacy_sampler_name(
+    res: dict[str, Any], key: str = "Sampler", schedule_key: str = "Schedule type"
+) -> None:
+    """ "DPM++ 2M Karras" -> Sampler "DPM++ 2M", Schedule type "Karras" (A1111 does this when pasting; also
+    for "Hires sampler" / "Hires schedule type", as A1111's get_hr_sampler_and_scheduler)."""
+    name = res.get(key)
     if not name:
         return
     try:
-        sampler, schedule = samplers.resolve_sampler(name, res.get("Schedule type"))
+        sampler, schedule = samplers.resolve_sampler(name, res.get(schedule_key))
     except samplers.UnknownSamplerError:
-        return  # an extension's sampler: keep the name as written
+        return  # an extension's sampler ("Use same sampler" too): keep the name as written
     if sampler.name.lower() != name.strip().lower() and name.strip().lower() not in map(
         str.lower, sampler.aliases
     ):
-        res["Sampler"] = sampler.name
-        res["Schedule type"] = schedule
+        res[key] = sampler.name
+        res[schedule_key] = schedule
 
 
 def _restore_old_hires_fix_params(res: dict[str, Any]) -> None:
