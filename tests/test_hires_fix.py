@@ -264,6 +264,14 @@ def test_api_bad_hires_values_are_422_naming_the_field(server, body, field, deta
     assert r.json()["field"] == field and detail in r.json()["detail"], r.json()
 
 
+def test_api_hires_size_checked_once_the_native_size_is_known(server):
+    body = {**TINY, "enable_hr": True, "hr_resize_x": 0, "hr_resize_y": 2048, "width": 512}
+    del body["height"]  # the model's native 64: the hires width would be 16384, known only when the job runs
+    r = post(server, body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "hr_resize_y" and "16384x2048" in r.json()["detail"]
+
+
 # -- the UI's accordion, resolution and paste-back -----------------------------------------------------------
 class _Backend:
     def samplers(self):

@@ -67,6 +67,13 @@ class HiresFix:
     def uses_resize(self) -> bool:
         return bool(self.hr_resize_x or self.hr_resize_y)
 
+    @property
+    def size_field(self) -> str:
+        """The field a hires size error names: the resize field given, else hr_scale."""
+        if not self.uses_resize:
+            return "hr_scale"
+        return "hr_resize_x" if self.hr_resize_x else "hr_resize_y"
+
     def size(self, width: int, height: int) -> HiresSize:
         """The hires size of a `width`x`height` first pass (A1111's hr_upscale_to_x/y and truncate_x/y)."""
         if not self.uses_resize:
@@ -115,7 +122,7 @@ class HiresFix:
         return found
 
     def _size_problems(self, width: int, height: int) -> list[tuple[str, str]]:
-        field_name = "hr_resize_x" if self.uses_resize else "hr_scale"
+        field_name = self.size_field
         final = self.size(width, height).final
         if not all(64 <= side <= MAX_SIDE for side in final):
             return [(field_name, f"the hires size {final[0]}x{final[1]} must be within 64..{MAX_SIDE}")]

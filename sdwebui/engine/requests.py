@@ -233,7 +233,7 @@ class JobLimits:
             sizes.append((f"extra_passes[{index}].width", sampling_pass.width, sampling_pass.height))
         if request.hires is not None and request.width and request.height:
             final = request.hires.size(request.width, request.height).final
-            sizes.append(("hr_resize_x" if request.hires.uses_resize else "hr_scale", *final))
+            sizes.append((request.hires.size_field, *final))
         for name, width, height in sizes:
             if width is None or height is None or width <= 0 or height <= 0:
                 continue
