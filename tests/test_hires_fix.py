@@ -85,6 +85,19 @@ def test_image_upscaler_with_denoise_resamples(tiny_sd1_model):
     assert a.shape == b.shape == (128, 128, 3) and np.abs(a - b).mean() > 0.5
 
 
+def test_latent_upscale_only_at_denoise_zero_and_img2img_refuses_hires(tiny_sd1_model):
+    from sdwebui.engine.requests import Img2ImgRequest
+
+    steps = []
+    ctx = JobContext(on_step=lambda info: steps.append(info.pass_index))
+    result = run(tiny_sd1_model, request(HiresFix(denoising_strength=0)), ctx)
+    assert result.images[0].image.size == (128, 128) and steps == [0, 0, 0]
+    img2img = Img2ImgRequest(init_images=[Image.new("RGB", (64, 64))], width=64, height=64, hires=HiresFix())
+    with pytest.raises(RequestError) as error:
+        img2img.validate()
+    assert error.value.field == "enable_hr"
+
+
 @pytest.mark.parametrize(
     ("hires", "first", "final"),
     [

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
 from sdwebui.engine import upscaling
 from sdwebui.engine.passes import SamplingPass
+
+if TYPE_CHECKING:  # requests holds a HiresFix: a runtime import would be a cycle
+    from sdwebui.engine.requests import Txt2ImgRequest
 
 # A1111's shared.latent_upscale_modes: name -> (torch interpolate mode, antialias)
 LATENT_MODES: dict[str, tuple[str, bool]] = {
@@ -141,7 +145,7 @@ class FirstPass:
     cfg_scale: float
 
 
-def first_pass(request) -> FirstPass:
+def first_pass(request: Txt2ImgRequest) -> FirstPass:
     """The first pass's values of a (resolved) txt2img request."""
     return FirstPass(
         request.width,
