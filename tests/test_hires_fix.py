@@ -420,3 +420,33 @@ def test_limits_count_the_hires_pass():
         limits.check(request(HiresFix(hr_scale=1.5, hr_second_pass_steps=20)))
     assert error.value.field == "hr_second_pass_steps"
     limits.check(request(HiresFix(hr_scale=1.5)))  # 96x96 fits
+
+
+@pytest.mark.browser
+@RERUN_FRONT_END_RACES
+def test_browser_png_info_pastes_hires_back(page, shot, tmp_path):
+    from sdwebui.outputs.infotext import png_info_with
+
+    text = (
+        "a castle\nSteps: 4, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 5, Size: 64x96, "
+        "Denoising strength: 0.35, Hires upscale: 1.75, Hires steps: 3, Hires upscaler: Lanczos, "
+        "Hires sampler: DPM++ 2M, Hires prompt: a tower"
+    )
+    path = tmp_path / "hires.png"
+    Image.new("RGB", (64, 64)).save(path, pnginfo=png_info_with(text))
+    page.click("#tab_pnginfo-button")
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
+    page.wait_for_function(
+        "document.querySelector('#pnginfo_generation_info textarea').value.includes('Hires upscale')"
+    )
+    page.click("#pnginfo_send_txt2img")
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value === 'a castle'")
+    page.wait_for_function("document.querySelector('#txt2img_hr_scale input[type=number]')?.value === '1.75'")
+    shot(page, "pasted")
+    assert page.is_checked("#txt2img_enable_hr input[type=checkbox]")
+    assert page.input_value("#txt2img_hires_steps input[type=number]") == "3"
+    assert page.input_value("#txt2img_denoising_strength input[type=number]") == "0.35"
+    assert page.input_value("#txt2img_hr_upscaler input") == "Lanczos"
+    assert page.input_value("#txt2img_hr_sampler input") == "DPM++ 2M"
+    assert page.input_value("#txt2img_hr_prompt textarea") == "a tower"
+    assert "to 112x168" in page.inner_text("#txtimg_hr_finalres")
