@@ -120,7 +120,7 @@ def test_loose_clients_unknown_keys_nulls_alias(server):
         ({"styles": ["missing"]}, "styles"),
         ({"override_settings": {"no_such_setting": 1}}, "override_settings"),
         ({"override_settings": {"CLIP_stop_at_last_layers": "two"}}, "override_settings"),
-        ({"enable_hr": True}, "enable_hr"),
+        ({"enable_hr": True, "hr_scale": 0}, "hr_scale"),
         ({"tiling": True}, "tiling"),
         ({"restore_faces": True}, "restore_faces"),
         ({"s_tmax": 5}, "s_tmax"),

@@ -231,7 +231,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_previous_model_keeps_working(se
         ({"width": 65}, "width", "multiple of 8"),
         ({"steps": 0}, "steps", "between"),
         ({"eta": 0.5, "sampler_name": "Euler a"}, "eta", "Euler a"),
-        ({"enable_hr": True, "hr_scale": 2}, "enable_hr", "hires"),
+        ({"enable_hr": True, "hr_upscaler": "Bogus"}, "hr_upscaler", "Lanczos"),
         ({"restore_faces": True}, "restore_faces", "face"),
         ({"tiling": True}, "tiling", "tiling"),
         ({"s_churn": 0.5}, "s_churn", "not supported"),

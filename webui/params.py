@@ -219,3 +219,124 @@ def _seed_rows(tab: str, cfg: UiConfig) -> tuple[Any, Any, tuple[Any, Any, Any, 
     seed_extras.change(lambda show: gr.update(visible=show), inputs=seed_extras, outputs=extras_group)
     random_seed.click(lambda: -1, outputs=seed, show_progress="hidden")
     return seed, reuse_seed, (subseed, subseed_strength, resize_w, resize_h)
+
+
+# -- Hires. fix (txt2img) ------------------------------------------------------------------------------------
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
+
+
+@dataclass
+class HiresControls:
+    """A1111's Hires. fix accordion of the txt2img tab (its elem_ids), read into `RawFields` by name."""
+
+    enable_hr: gr.Checkbox
+    hr_upscaler: gr.Dropdown
+    hr_second_pass_steps: gr.Slider
+    denoising_strength: gr.Slider
+    hr_scale: gr.Slider
+    hr_resize_x: gr.Slider
+    hr_resize_y: gr.Slider
+    hr_sampler_name: gr.Dropdown
+    hr_scheduler: gr.Dropdown
+    hr_cfg: gr.Slider
+    hr_prompt: gr.Textbox
+    hr_negative_prompt: gr.Textbox
+    final_resolution: gr.HTML  # A1111's "from WxH to WxH"
+
+    def components(self) -> list[gr.components.Component]:
+        return [getattr(self, f.name) for f in fields(self) if f.name != "final_resolution"]
+
+    def request_fields(self, values: dict) -> dict[str, Any]:
+        """`RawFields` keyword arguments; the "Use same ..." choices and an empty prompt mean the first pass's.
+        The hires CFG slider at 0 means "the same CFG scale" (A1111's hires CFG is only written when set)."""
+        cfg = float(values[self.hr_cfg])
+        return {
+            "enable_hr": bool(values[self.enable_hr]),
+            "hr_upscaler": values[self.hr_upscaler],
+            "hr_second_pass_steps": int(values[self.hr_second_pass_steps]),
+            "denoising_strength": float(values[self.denoising_strength]),
+            "hr_scale": float(values[self.hr_scale]),
+            "hr_resize_x": int(values[self.hr_resize_x]),
+            "hr_resize_y": int(values[self.hr_resize_y]),
+            "hr_sampler_name": values[self.hr_sampler_name],
+            "hr_scheduler": values[self.hr_scheduler],
+            "hr_cfg": cfg if cfg > 0 else None,
+            "hr_prompt": values[self.hr_prompt] or "",
+            "hr_negative_prompt": values[self.hr_negative_prompt] or "",
+        }
+
+    def paste_fields(self) -> tuple:
+        """(infotext key, component, kind) for webui.paste: numbers, text and choices as A1111 pastes them."""
+        return (
+            ("Hires. fix", self.enable_hr, bool),
+            ("Hires upscaler", self.hr_upscaler, str),
+            ("Hires steps", self.hr_second_pass_steps, int),
+            ("Denoising strength", self.denoising_strength, float),
+            ("Hires upscale", self.hr_scale, float),
+            ("Hires resize-1", self.hr_resize_x, int),
+            ("Hires resize-2", self.hr_resize_y, int),
+            ("Hires sampler", self.hr_sampler_name, str),
+            ("Hires schedule type", self.hr_scheduler, str),
+            ("Hires CFG Scale", self.hr_cfg, float),
+            ("Hires prompt", self.hr_prompt, str),
+            ("Hires negative prompt", self.hr_negative_prompt, str),
+        )
+
+
+def final_resolution(
+    enabled: bool, width: int, height: int, scale: float, resize_x: int, resize_y: int
+) -> str:
+    """A1111's `calc_resolution_hires` text, from the same size rules the engine runs."""
+    from sdwebui.engine.hires import HiresFix
+
+    if not enabled:
+        return ""
+    hires = HiresFix(hr_scale=float(scale), hr_resize_x=int(resize_x), hr_resize_y=int(resize_y))
+    if hires.problems(None, None):
+        return ""
+    to_w, to_h = hires.size(int(width), int(height)).final
+    return (
+        f"from <span class='resolution'>{int(width)}x{int(height)}</span> "
+        f"to <span class='resolution'>{to_w}x{to_h}</span>"
+    )
+
+
+def build_hires(tab: str, cfg: UiConfig, backend: Any, params: ParamControls) -> HiresControls:
+    """The accordion: upscaler, hires steps, denoising, scale or target size, sampler, CFG, prompts."""
+    from sdwebui.engine.hires import upscaler_names
+
+    enable = gr.Checkbox(label="Hires. fix", value=False, elem_id=f"{tab}_enable_hr")
+    with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hr") as accordion:
+        with gr.Row(elem_id=f"{tab}_hires_fix_row1"):
+            upscaler = cfg.make(tab, gr.Dropdown, "Upscaler", choices=upscaler_names(), value="Latent",
+                                elem_id=f"{tab}_hr_upscaler")  # fmt: skip
+            steps = cfg.make(tab, gr.Slider, "Hires steps", minimum=0, maximum=150, step=1, value=0,
+                             elem_id=f"{tab}_hires_steps")  # fmt: skip
+            denoise = cfg.make(tab, gr.Slider, "Denoising strength", minimum=0.0, maximum=1.0, step=0.01,
+                               value=0.7, elem_id=f"{tab}_denoising_strength")  # fmt: skip
+        with gr.Row(elem_id=f"{tab}_hires_fix_row2"):
+            scale = cfg.make(tab, gr.Slider, "Upscale by", minimum=1.0, maximum=4.0, step=0.05, value=2.0,
+                             elem_id=f"{tab}_hr_scale")  # fmt: skip
+            size = {"minimum": 0, "maximum": 2048, "step": 8, "value": 0}
+            resize_x = cfg.make(tab, gr.Slider, "Resize width to", elem_id=f"{tab}_hr_resize_x", **size)
+            resize_y = cfg.make(tab, gr.Slider, "Resize height to", elem_id=f"{tab}_hr_resize_y", **size)
+        final = gr.HTML(value="", elem_id="txtimg_hr_finalres", elem_classes="resolution")  # A1111's id
+        with gr.Row(elem_id=f"{tab}_hires_fix_row3"):
+            sampler = cfg.make(tab, gr.Dropdown, "Hires sampling method", value=SAME_SAMPLER,
+                               choices=[SAME_SAMPLER, *backend.samplers()], elem_id=f"{tab}_hr_sampler")  # fmt: skip
+            scheduler = cfg.make(tab, gr.Dropdown, "Hires schedule type", value=SAME_SCHEDULER,
+                                 choices=[SAME_SCHEDULER, *backend.schedulers()], elem_id=f"{tab}_hr_scheduler")  # fmt: skip
+            hr_cfg = cfg.make(tab, gr.Slider, "Hires CFG Scale (0: same)", minimum=0.0, maximum=30.0, step=0.5,
+                              value=0.0, elem_id=f"{tab}_hr_cfg")  # fmt: skip
+        with gr.Row(elem_id=f"{tab}_hires_fix_row4"):
+            prompt = gr.Textbox(label="Hires prompt", lines=3, placeholder="empty: the prompt",
+                                elem_id=f"{tab}_hr_prompt")  # fmt: skip
+            negative = gr.Textbox(label="Hires negative prompt", lines=3, placeholder="empty: the negative prompt",
+                                  elem_id=f"{tab}_hr_neg_prompt")  # fmt: skip
+    enable.change(lambda on: gr.update(open=True) if on else gr.update(), inputs=enable, outputs=accordion,
+                  show_progress="hidden")  # fmt: skip
+    size_inputs = [enable, params.width, params.height, scale, resize_x, resize_y]
+    for component in size_inputs:
+        component.change(final_resolution, inputs=size_inputs, outputs=final, show_progress="hidden")
+    return HiresControls(enable, upscaler, steps, denoise, scale, resize_x, resize_y, sampler, scheduler, hr_cfg,
+                         prompt, negative, final)  # fmt: skip

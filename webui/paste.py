@@ -62,16 +62,37 @@ def field_updates(
         *extra_numeric,
     )
     for key, component, kind in numeric:
-        if key in parsed:
-            value = _number(parsed[key], kind)
-            if value is not None:
-                updates[component] = value
+        value = _value(parsed, key, component, kind)
+        if value is not None:
+            updates[component] = value
     if parsed.get("Sampler") in _choices(params.sampler_name):
         updates[params.sampler_name] = parsed["Sampler"]
         schedule = parsed.get("Schedule type", "Automatic")
         if schedule in _choices(params.scheduler):
             updates[params.scheduler] = schedule
     return updates
+
+
+def hires_enabled(parsed: dict[str, Any]) -> bool:
+    """A1111's paste rule for the Hires. fix checkbox: a txt2img infotext with a denoising strength and
+    hires keys was made with it."""
+    hires_keys = ("Hires upscale", "Hires upscaler", "Hires resize-1")
+    return "Denoising strength" in parsed and any(key in parsed for key in hires_keys)
+
+
+def _value(parsed: dict[str, Any], key: str, component: Any, kind: type) -> Any:
+    """The value to paste into `component`; None keeps it. `bool`: the Hires. fix checkbox (A1111 derives
+    it from the other keys), `str`: text, or a dropdown choice when it is one of the choices."""
+    if kind is bool:
+        return hires_enabled(parsed)
+    if key not in parsed:
+        return None
+    if kind is str:
+        text = str(parsed[key])
+        if isinstance(component, gr.Dropdown) and text not in _choices(component):
+            return None
+        return text
+    return _number(parsed[key], kind)
 
 
 def _choices(dropdown: gr.Dropdown) -> list[str]:

@@ -11,7 +11,7 @@ from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.extensions.bridge import ScriptControls, script_controls
 from sdwebui.services import ScriptCall
 from webui.backend import UiBackend
-from webui.params import ParamControls, build_params_for
+from webui.params import HiresControls, ParamControls, build_hires, build_params_for
 from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
 from webui.results import LastResult, ResultsPanel, build_results, run_job, wire_controls
 from webui.ui_config import UiConfig
@@ -25,6 +25,7 @@ class Txt2ImgTab:
     params: ParamControls
     scripts: ScriptControls
     results: ResultsPanel
+    hires: HiresControls
 
 
 def build_script_area(tab: str, is_img2img: bool) -> ScriptControls:
@@ -43,6 +44,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
             params = build_params_for(TAB, cfg, backend)
+            hires = build_hires(TAB, cfg, backend, params)
             scripts = build_script_area(TAB, is_img2img=False)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
 
@@ -52,6 +54,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
             negative_prompt=values[prompt_row.negative_prompt] or "",
             styles=list(values[prompt_row.styles] or []),
             **params.request_fields(values),
+            **hires.request_fields(values),
         )
         return backend.resolve(raw)
 
@@ -61,9 +64,10 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         )
 
     inputs = {prompt_row.prompt, prompt_row.negative_prompt, prompt_row.styles, *params.components()}
+    inputs |= set(hires.components())
     inputs |= set(scripts.inputs)
     wire_tab(backend, prompt_row, params, results, generate, inputs)
-    return Txt2ImgTab(prompt_row, params, scripts, results)
+    return Txt2ImgTab(prompt_row, params, scripts, results, hires)
 
 
 def wire_tab(backend: UiBackend, prompt_row: PromptRow, params: ParamControls, results: ResultsPanel, generate,

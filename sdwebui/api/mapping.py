@@ -96,8 +96,6 @@ def _refuse_unsupported(payload: models.GenerationPayload) -> None:
         raise RequestError(
             "infotext", "filling a request from an infotext is not supported yet; send the fields"
         )
-    if isinstance(payload, models.Txt2ImgPayload) and payload.enable_hr:
-        raise RequestError("enable_hr", "hires. fix is not supported yet")
     if isinstance(payload, models.Img2ImgPayload):
         if payload.latent_mask:
             raise RequestError("latent_mask", "latent_mask is not supported")
@@ -128,6 +126,7 @@ def raw_fields(payload: models.GenerationPayload, max_pixels: int) -> RawFields:
     given["save_images"] = bool(payload.save_images)
     given["restore_faces"], given["tiling"] = bool(payload.restore_faces), bool(payload.tiling)
     if not is_img2img:
+        given["enable_hr"] = bool(payload.enable_hr)
         return RawFields(**given)
     given["init_images"] = [
         decode_image(data, f"init_images[{index}]", max_pixels)

@@ -80,6 +80,7 @@ class Txt2ImgPayload(GenerationPayload):
     hr_scheduler: str | None = None
     hr_prompt: str | None = None
     hr_negative_prompt: str | None = None
+    hr_cfg: float | None = None
 
 
 class Img2ImgPayload(GenerationPayload):

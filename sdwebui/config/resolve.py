@@ -18,6 +18,7 @@ from sdwebui.config.options import LIMIT_PREFIX, OptionError, Options
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine import samplers
+from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.models.embeddings_library import EmbeddingLibrary
@@ -50,6 +51,20 @@ class RawFields:
     save_images: bool = (
         True  # False: save nothing (the API's default); True: the samples_save setting decides
     )
+    # Hires. fix (txt2img), A1111's names; the hr_* fields only count with enable_hr, as in A1111
+    enable_hr: bool = False
+    denoising_strength: float | None = None  # None: 0.7, A1111's hires default
+    hr_scale: float | None = None
+    hr_resize_x: int | None = None
+    hr_resize_y: int | None = None
+    hr_upscaler: str | None = None  # None / "": "Latent"
+    hr_second_pass_steps: int | None = None  # 0: the first pass's steps
+    hr_sampler_name: str | None = None  # None / "Use same sampler": the first pass's
+    hr_scheduler: str | None = None  # None / "Use same scheduler"
+    hr_prompt: str | None = None  # None / "": the prompt
+    hr_negative_prompt: str | None = None
+    hr_cfg: float | None = None  # None: the first pass's CFG scale
+    hr_checkpoint_name: str | None = None  # None / "Use same checkpoint" (another one is refused)
 
 
 @dataclass
@@ -194,7 +209,49 @@ def _request(
     }
     if isinstance(raw, RawImg2ImgFields):
         return _img2img_request(raw, common, values)
-    return Txt2ImgRequest(**common)
+    return Txt2ImgRequest(**common, hires=_hires(raw, sampler_name, scheduler))
+
+
+_SAME = ("", "Use same sampler", "Use same scheduler", "Use same checkpoint")
+
+
+def _hires(raw: RawFields, sampler_name: str, scheduler: str) -> HiresFix | None:
+    """The Hires. fix record (None when enable_hr is off); A1111's "Use same ..." choices are None."""
+    if not raw.enable_hr:
+        return None
+    if raw.hr_checkpoint_name is not None and raw.hr_checkpoint_name not in _SAME:
+        raise RequestError(
+            "hr_checkpoint_name",
+            "a separate hires checkpoint is not supported yet; use 'Use same checkpoint'",
+        )
+    hr_sampler = None if raw.hr_sampler_name in (None, *_SAME) else raw.hr_sampler_name
+    hr_scheduler = None if raw.hr_scheduler in (None, *_SAME) else raw.hr_scheduler
+    if hr_sampler is not None or hr_scheduler is not None:
+        try:
+            info, label = samplers.resolve_sampler(hr_sampler or sampler_name, hr_scheduler or scheduler)
+        except samplers.UnknownSamplerError as exc:
+            field_name = "hr_scheduler" if "schedule type" in str(exc) else "hr_sampler_name"
+            raise RequestError(field_name, str(exc)) from exc
+        try:  # the combination the hires pass will run (e.g. "Euler a" has no Karras schedule)
+            samplers.create_scheduler(info.name, label, {}, None)
+        except (samplers.UnsupportedScheduleError, samplers.SamplerUnavailableError) as exc:
+            raise RequestError("hr_scheduler" if hr_scheduler else "hr_sampler_name", str(exc)) from exc
+        hr_sampler = info.name if hr_sampler is not None else None
+        hr_scheduler = label if hr_scheduler is not None else None
+    defaults = HiresFix()
+    return HiresFix(
+        hr_scale=_pick(raw.hr_scale, defaults.hr_scale),
+        hr_resize_x=_pick(raw.hr_resize_x, 0),
+        hr_resize_y=_pick(raw.hr_resize_y, 0),
+        hr_upscaler=raw.hr_upscaler or defaults.hr_upscaler,
+        hr_second_pass_steps=_pick(raw.hr_second_pass_steps, 0),
+        denoising_strength=_pick(raw.denoising_strength, defaults.denoising_strength),
+        hr_sampler_name=hr_sampler,
+        hr_scheduler=hr_scheduler,
+        hr_prompt=raw.hr_prompt or None,
+        hr_negative_prompt=raw.hr_negative_prompt or None,
+        hr_cfg=raw.hr_cfg,
+    )
 
 
 def _img2img_request(raw: RawImg2ImgFields, common: dict[str, Any], values: dict[str, Any]) -> Img2ImgRequest:

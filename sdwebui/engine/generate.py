@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from sdwebui.engine import extra_networks, samplers, stages
+from sdwebui.engine import extra_networks, hires, samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.hooks import (
@@ -70,7 +70,7 @@ def generate(
         request.validate()
     _check_state(state)
     plan = _make_plan(model, request, settings, hooks)
-    for sampling_pass in request.extra_passes:  # an unknown sampler fails before any work
+    for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
     started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
@@ -92,7 +92,9 @@ def generate(
         check_state=_check_state,
         check_prompts=networks.prompts_for_batch,
     )
-    networks.on_change = lambda: setattr(run, "encoder", PromptEncoder(model, request.clip_skip))
+    networks.on_change = lambda: setattr(
+        run, "encoder", PromptEncoder(model, request.clip_skip, settings.embeddings)
+    )
     with torch.no_grad():
         if settings.stage_order == "job":
             _run_by_stage(run)
@@ -116,7 +118,8 @@ def job_passes(request: Txt2ImgRequest) -> list[SamplingPass]:
         denoising_strength=getattr(request, "denoising_strength", 1.0),
         name="img2img" if isinstance(request, Img2ImgRequest) else "txt2img",
     )
-    return [first, *request.extra_passes]
+    hires_pass = [hires.second_pass(request.hires, hires.first_pass(request))] if request.hires else []
+    return [first, *hires_pass, *request.extra_passes]
 
 
 def _run_by_batch(run: stages.JobRun) -> None:
@@ -248,6 +251,10 @@ def infotext_params(
     info = model.info
     separate_vae = model.vae_name is not None and settings.add_vae_to_info
     resize_from = request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0
+    hires_params = {}
+    if request.hires is not None:
+        prompts = (state.all_prompts[index], state.all_negative_prompts[index])
+        hires_params = hires.infotext_params(request.hires, hires.first_pass(request), *prompts)
     params: dict[str, Any] = {
         "Steps": request.steps,
         "Sampler": sampler.name,
@@ -265,6 +272,7 @@ def infotext_params(
         if resize_from
         else None,
         **edit_params,
+        **hires_params,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         # A1111 names the delta only where it changed the image: a sampler that draws step noise
         "ENSD": settings.eta_noise_seed_delta if settings.eta_noise_seed_delta and eta else None,

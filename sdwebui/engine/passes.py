@@ -30,6 +30,12 @@ class SamplingPass:
     fix_steps: bool = True
     original_size: tuple[int, int] | None = None  # (height, width)
     crop: tuple[int, int] = (0, 0)  # (top, left)
+    # how the previous pass's result comes to this size: a latent mode of sdwebui.engine.hires or an image
+    # upscaler (decode, upscale, encode); upscaled to `upscale_to` (width, height), then centre-cropped
+    upscaler: str = "Latent"
+    upscale_to: tuple[int, int] | None = None  # None: the pass's own size
+    prompt: str | None = None  # None: the images' prompts (hires fix's hr_prompt)
+    negative_prompt: str | None = None
     name: str = "pass"
 
     def problems(self) -> list[tuple[str, str]]:

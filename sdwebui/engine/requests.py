@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.passes import SamplingPass
 
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -70,6 +71,8 @@ class Txt2ImgRequest:
     extra_generation_params: dict[str, Any] = field(default_factory=dict)
     # sampling passes after the request's own, each over the previous one's latents (hires fix, refiner)
     extra_passes: list[SamplingPass] = field(default_factory=list)
+    # A1111's Hires. fix (enable_hr and the hr_* fields); None = off. Its pass runs before extra_passes
+    hires: HiresFix | None = None
 
     def with_default_size(self, size: int):
         """This request with an unset width/height filled in (the model's native size)."""
@@ -103,6 +106,9 @@ class Txt2ImgRequest:
         for index, sampling_pass in enumerate(self.extra_passes):
             for name, reason in sampling_pass.problems():
                 raise RequestError(f"extra_passes[{index}].{name}", reason)
+        if self.hires is not None:
+            for name, reason in self.hires.problems(self.width, self.height):
+                raise RequestError(name, reason)
         # sampler/scheduler names are checked against the registry by sdwebui.engine.samplers
 
     def replace(self, **changes: Any):
@@ -133,6 +139,8 @@ class Img2ImgRequest(Txt2ImgRequest):
 
     def validate(self) -> None:
         super().validate()
+        if self.hires is not None:
+            raise RequestError("enable_hr", "hires. fix is a txt2img feature; img2img has no second pass")
         if not self.init_images:
             raise RequestError("init_images", "at least one init image is required")
         _check_float_range("denoising_strength", self.denoising_strength, 0.0, 1.0)
@@ -189,6 +197,12 @@ class JobLimits:
                 )
         if request.steps > self.steps:
             raise RequestError("steps", f"{request.steps} exceeds the limit of {self.steps} (limit_steps)")
+        hires = request.hires
+        if hires is not None and hires.hr_second_pass_steps > self.steps:
+            raise RequestError(
+                "hr_second_pass_steps",
+                f"{hires.hr_second_pass_steps} exceeds the limit of {self.steps} (limit_steps)",
+            )
         for index, sampling_pass in enumerate(request.extra_passes):
             if sampling_pass.steps > self.steps:
                 raise RequestError(
@@ -208,6 +222,9 @@ class JobLimits:
         sizes.append(("seed_resize_from_w", request.seed_resize_from_w, request.seed_resize_from_h))
         for index, sampling_pass in enumerate(request.extra_passes):
             sizes.append((f"extra_passes[{index}].width", sampling_pass.width, sampling_pass.height))
+        if request.hires is not None and request.width and request.height:
+            final = request.hires.size(request.width, request.height).final
+            sizes.append((request.hires.size_field, *final))
         for name, width, height in sizes:
             if width is None or height is None or width <= 0 or height <= 0:
                 continue

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from sdwebui.engine import samplers, vae
+from sdwebui.engine import hires, samplers, vae
 from sdwebui.engine.addons import wrapped_attention
 from sdwebui.engine.cond_schedule import BatchConditioning
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
+from sdwebui.engine.extra_networks import split_prompt
 from sdwebui.engine.hooks import BatchArgs, BeforeSamplingArgs, EngineHooks, JobState, PostprocessBatchArgs
 from sdwebui.engine.loop import Progress, SamplingJob, run_loop
 from sdwebui.engine.passes import SamplingPass, img2img_steps
@@ -66,11 +67,12 @@ class BatchWork:
     conditioning: list[BatchConditioning] = field(default_factory=list)  # one per pass
     latents: torch.Tensor | None = None  # after sampling
     stopped: str | None = None  # INTERRUPT | SKIP
+    images: list[Image.Image] | None = None  # a last pass that only upscales (strength 0): its images
 
     @property
     def decodable(self) -> bool:
         """Sampled (or interrupted after at least one step): an interrupted batch decodes its last estimate."""
-        return self.latents is not None and self.stopped != SKIP
+        return (self.latents is not None or self.images is not None) and self.stopped != SKIP
 
 
 # -- stage 1: conditioning ---------------------------------------------------------------------------------
@@ -96,12 +98,32 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
     indexes = [batch_number * request.batch_size + i for i in range(request.batch_size)]
     work = BatchWork(batch_number, indexes, args)
     for sampling_pass in run.passes:
-        work.conditioning.append(
-            BatchConditioning(run.encoder, encoded, args.negative_prompts, sampling_pass.steps)
-        )
+        prompts, negatives = _pass_prompts(run, sampling_pass, args, encoded)
+        work.conditioning.append(BatchConditioning(run.encoder, prompts, negatives, sampling_pass.steps))
     if run.encoder.used:  # A1111 adds them to the job's extra generation params once encoded
         state.extra_generation_params["TI hashes"] = run.encoder.ti_hashes()
     return work
+
+
+def _pass_prompts(
+    run: JobRun, sampling_pass: SamplingPass, args: BatchArgs, encoded: list[str]
+) -> tuple[list[str], list[str]]:
+    """A pass's own prompts (hires fix's hr_prompt) with the job's styles, as A1111's all_hr_prompts; else
+    the batch's prompts after process_batch (`encoded`: without their LoRA tags). A pass's own prompt loses
+    its LoRA tags too; the networks active for the batch are those of its first prompt."""
+    styles, database = run.request.styles, run.settings.styles
+    prompts, negatives = encoded, args.negative_prompts
+    if sampling_pass.prompt:
+        prompt = sampling_pass.prompt
+        if styles and database is not None:
+            prompt = database.apply_to_prompt(prompt, styles)
+        prompts = [split_prompt(prompt)[0]] * len(prompts)
+    if sampling_pass.negative_prompt:
+        negative = sampling_pass.negative_prompt
+        if styles and database is not None:
+            negative = database.apply_to_negative_prompt(negative, styles)
+        negatives = [negative] * len(negatives)
+    return prompts, negatives
 
 
 # -- stage 2: sampling ---------------------------------------------------------------------------------------
@@ -131,8 +153,18 @@ def sample(run: JobRun, work: BatchWork) -> None:
     start, previous = first, None
     for index, sampling_pass in enumerate(run.passes):
         if index > 0:
+            if run.ctx.interrupted:  # between the passes: the previous pass's result
+                work.stopped = INTERRUPT
+                return
             previous = latents
-            start = _later_pass_start(run, work, sampling_pass, latents, *schedules[index - 1])
+            last = index == len(run.passes) - 1
+            try:
+                start = _later_pass_start(run, work, sampling_pass, latents, schedules[index - 1], last)
+            except StepInterrupted:  # during the upscale's VAE round trip
+                work.stopped = INTERRUPT
+                return
+            if start is None:  # the last pass only upscaled: work.images are the result
+                return
             latents = start.prepared.latents
         progress = Progress(
             work.number, run.request.n_iter, sum(counts[:index]), sum(counts), index, len(counts)
@@ -217,16 +249,27 @@ def _later_pass_start(
     work: BatchWork,
     sampling_pass: SamplingPass,
     latents: torch.Tensor,
-    scheduler: Any,
-    timesteps: torch.Tensor,
-) -> _PassStart:
+    schedule: tuple[Any, torch.Tensor],
+    last: bool,
+) -> _PassStart | None:
     """The previous latents at this pass's size, noised to its first timestep with fresh noise of its
-    shape from the images' seeds (as A1111's hires pass)."""
+    shape from the images' seeds (as A1111's hires pass). None when the last pass runs no step after an
+    image upscaler (A1111's upscale-only hires fix): the upscaled images are the batch's result."""
     model = run.model
+    scheduler, timesteps = schedule
     factor = model.vae_scale_factor
     size = (sampling_pass.height // factor, sampling_pass.width // factor)
-    if tuple(latents.shape[2:]) != size:  # A1111's "Latent" upscaler
-        latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear")
+    if hires.is_latent(sampling_pass.upscaler):
+        latents = hires.upscale_latents(latents, sampling_pass, factor)
+    else:  # an image upscaler: decode, upscale, encode (A1111's hires fix with a non-latent upscaler)
+        stop = _stop_check(run.ctx)
+        images = hires.upscale_images(
+            vae.pixels_to_pil(vae.decode(model, latents, stop)), sampling_pass, factor
+        )
+        if last and not len(timesteps):
+            work.latents, work.images = latents, images
+            return None
+        latents = vae.encode(model, vae.pil_to_pixels(images), stop)
     rng = _rng(run, work.args, (model.latent_channels, *size))
     noise = rng.first().to(latents.device, latents.dtype)
     if len(timesteps):
@@ -253,12 +296,15 @@ def _rng(run: JobRun, args: BatchArgs, shape: tuple[int, int, int]) -> ImageRNG:
 def decode(run: JobRun, work: BatchWork) -> list[Image.Image] | None:
     """Decoded, finished (inpainting overlay) and postprocess_batch'ed images; None when interrupted."""
     run.state.batch_number = work.number
-    try:
-        pixels = vae.decode(run.model, work.latents, _stop_check(run.ctx))
-    except StepInterrupted:
-        work.stopped = INTERRUPT
-        return None
-    images = run.plan.finish(vae.pixels_to_pil(pixels), work.indexes)
+    if work.images is not None:
+        images = run.plan.finish(list(work.images), work.indexes)
+    else:
+        try:
+            pixels = vae.decode(run.model, work.latents, _stop_check(run.ctx))
+        except StepInterrupted:
+            work.stopped = INTERRUPT
+            return None
+        images = run.plan.finish(vae.pixels_to_pil(pixels), work.indexes)
     if run.hooks.postprocess_batch is not None:
         batch_args = PostprocessBatchArgs(run.state, work.number, images)
         run.hooks.postprocess_batch(batch_args)

@@ -131,6 +131,7 @@ def _fill_a1111_defaults(res: dict[str, Any], split_sampler: SamplerSplitter | N
         res["Hires resize-1"] = 0
         res["Hires resize-2"] = 0
     _split_legacy_sampler_name(res, split_sampler)
+    _split_legacy_sampler_name(res, split_sampler, "Hires sampler", "Hires schedule type")
     for key, value in _DEFAULTS.items():
         res.setdefault(key, value)
     if res["FP8 weight"] != "Disable":
@@ -138,14 +139,20 @@ def _fill_a1111_defaults(res: dict[str, Any], split_sampler: SamplerSplitter | N
     _restore_old_hires_fix_params(res)
 
 
-def _split_legacy_sampler_name(res: dict[str, Any], split_sampler: SamplerSplitter | None) -> None:
-    """ "DPM++ 2M Karras" -> Sampler "DPM++ 2M", Schedule type "Karras" (A1111 does this when pasting)."""
-    name = res.get("Sampler")
+def _split_legacy_sampler_name(
+    res: dict[str, Any],
+    split_sampler: SamplerSplitter | None,
+    key: str = "Sampler",
+    schedule_key: str = "Schedule type",
+) -> None:
+    """ "DPM++ 2M Karras" -> Sampler "DPM++ 2M", Schedule type "Karras" (A1111 does this when pasting; also
+    for "Hires sampler" / "Hires schedule type", as A1111's get_hr_sampler_and_scheduler)."""
+    name = res.get(key)
     if not name or split_sampler is None:
         return
-    split = split_sampler(name, res.get("Schedule type"))
-    if split is not None:
-        res["Sampler"], res["Schedule type"] = split
+    split = split_sampler(name, res.get(schedule_key))
+    if split is not None:  # None: already a sampler's name, or an extension's ("Use same sampler" too)
+        res[key], res[schedule_key] = split
 
 
 def _restore_old_hires_fix_params(res: dict[str, Any]) -> None:
