@@ -25,6 +25,7 @@ from sdwebui.config.flags import upscaler_dirs
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
+from sdwebui.engine import hires
 from sdwebui.engine.conditioning import clip_token_counter
 from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.extra_networks import LoraNetworksPatch, lora_tags
@@ -172,7 +173,9 @@ class AppServices:
 
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
-        source = resolve.SettingsSource(self.paths, self.styles, self.version, self.embeddings)
+        source = resolve.SettingsSource(
+            self.paths, self.styles, self.version, self.embeddings, self.upscalers()
+        )
         return resolve.engine_settings(self.options, overrides, source)
 
     # --- jobs ---
@@ -187,6 +190,7 @@ class AppServices:
         """Queue one generation on `stack` (default: the default one); the job's result is a
         GenerationResult and `job.generation` its GenerationJob. Raises RequestError before queueing."""
         request.validate()
+        hires.check_upscaler(getattr(request, "hires", None), self.upscalers(stack))
         limits = JobLimits.from_settings(self.options.items())  # the shared settings, never the overrides
         limits.check(request, self.token_counter())
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"

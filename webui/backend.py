@@ -109,6 +109,11 @@ class UiBackend:
         request.validate()
         return contextvars.Context().run(self.services.submit_generation, request, script_call=script_call)
 
+    def upscaler_models(self) -> Any:
+        """The upscaler model files (ESRGAN, ...) jobs can use; None for services without any."""
+        upscalers = getattr(self.services, "upscalers", None)
+        return upscalers() if upscalers is not None else None
+
     def native_resolution(self) -> int:
         """Side of the current (or first) checkpoint's native image size: 512 SD1, 768 SD2-v, 1024 SDXL."""
         from webui.model_size import native_resolution

@@ -308,7 +308,7 @@ def build_hires(tab: str, cfg: UiConfig, backend: Any, params: ParamControls) ->
     enable = gr.Checkbox(label="Hires. fix", value=False, elem_id=f"{tab}_enable_hr")
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hr") as accordion:
         with gr.Row(elem_id=f"{tab}_hires_fix_row1"):
-            upscaler = cfg.make(tab, gr.Dropdown, "Upscaler", choices=upscaler_names(), value="Latent",
+            upscaler = cfg.make(tab, gr.Dropdown, "Upscaler", choices=upscaler_names(backend.upscaler_models()), value="Latent",
                                 elem_id=f"{tab}_hr_upscaler")  # fmt: skip
             steps = cfg.make(tab, gr.Slider, "Hires steps", minimum=0, maximum=150, step=1, value=0,
                              elem_id=f"{tab}_hires_steps")  # fmt: skip

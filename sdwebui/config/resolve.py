@@ -21,6 +21,7 @@ from sdwebui.engine import samplers
 from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
 
@@ -91,6 +92,7 @@ class SettingsSource:
     styles: StyleDatabase | None = None
     version: str = ""
     embeddings: EmbeddingLibrary | None = None
+    upscalers: ModelUpscalers | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         version=source.version,
         styles=source.styles,
         embeddings=source.embeddings,
+        upscalers=source.upscalers,
     )
 
 

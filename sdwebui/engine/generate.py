@@ -57,6 +57,7 @@ def generate(
         )
     request = request.with_default_size(model.native_resolution)
     request.validate()
+    hires.check_upscaler(getattr(request, "hires", None), settings.upscalers)
     _check_supported(request)
     sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
     eta = _effective_eta(request, settings, sampler)

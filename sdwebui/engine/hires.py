@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from sdwebui.engine import upscaling
+from sdwebui.engine.errors import RequestError
 from sdwebui.engine.passes import SamplingPass
 
 if TYPE_CHECKING:  # requests holds a HiresFix: a runtime import would be a cycle
@@ -36,9 +37,17 @@ MAX_SIDE = 2048
 GRID = 8  # pixels per latent pixel
 
 
-def upscaler_names() -> list[str]:
-    """Every name `hr_upscaler` accepts: the latent modes, then the image upscalers (models included)."""
-    return [*LATENT_MODES, *upscaling.UPSCALERS]
+def upscaler_names(models: upscaling.ModelUpscalers | None = None) -> list[str]:
+    """Every name `hr_upscaler` accepts: the latent modes, then the image upscalers (the usable model files
+    of `models` included)."""
+    return [*LATENT_MODES, *upscaling.upscaler_names(models)]
+
+
+def check_upscaler(hires: HiresFix | None, models: upscaling.ModelUpscalers | None) -> None:
+    """RequestError naming `hr_upscaler` when it is none of the names this app offers (the request alone
+    cannot tell: the model files are the app's)."""
+    if hires is not None and hires.hr_upscaler not in (names := upscaler_names(models)):
+        raise RequestError("hr_upscaler", f"unknown upscaler {hires.hr_upscaler!r}; choose one of {names}")
 
 
 def is_latent(upscaler: str) -> bool:
@@ -109,10 +118,8 @@ class HiresFix:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SIDE:
                 found.append((name, f"must be 0 or a size up to {MAX_SIDE}, got {value!r}"))
-        if self.hr_upscaler not in upscaler_names():
-            found.append(
-                ("hr_upscaler", f"unknown upscaler {self.hr_upscaler!r}; choose one of {upscaler_names()}")
-            )
+        if not isinstance(self.hr_upscaler, str) or not self.hr_upscaler:  # the name: check_upscaler
+            found.append(("hr_upscaler", f"must be an upscaler's name, got {self.hr_upscaler!r}"))
         steps = self.hr_second_pass_steps
         if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= 150:
             found.append(("hr_second_pass_steps", f"must be between 0 and 150, got {steps!r}"))
@@ -225,12 +232,20 @@ def crop_latents(latents: torch.Tensor, height: int, width: int) -> torch.Tensor
     ]
 
 
-def upscale_images(images: list[Image.Image], sampling_pass: SamplingPass, factor: int) -> list[Image.Image]:
-    """An image upscaler (upscaling.upscale), then A1111's Lanczos fit to the exact size and the crop."""
+def upscale_images(
+    images: list[Image.Image],
+    sampling_pass: SamplingPass,
+    factor: int,
+    models: upscaling.ModelUpscalers | None = None,
+) -> list[Image.Image]:
+    """An image upscaler (upscaling.upscale; `models`: the upscaler files), then A1111's Lanczos fit to the
+    exact size and the crop."""
     width, height = sampling_pass.upscale_to or (sampling_pass.width, sampling_pass.height)
     out = []
     for image in images:
-        upscaled = upscaling.upscale(image, (width, height), sampling_pass.upscaler)
+        upscaled = upscaling.upscale(
+            image, (width, height), sampling_pass.upscaler, models, field_name="hr_upscaler"
+        )
         if upscaled.size != (width, height):  # "None", or a model's fixed factor: A1111's resize_image
             upscaled = upscaled.resize((width, height), resample=Image.Resampling.LANCZOS)
         out.append(_crop_image(upscaled, sampling_pass.width, sampling_pass.height, factor))

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from sdwebui.engine.errors import RequestError  # noqa: F401 (re-exported: the request's error)
 from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.passes import SamplingPass
 
@@ -28,15 +29,6 @@ RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resiz
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")  # A1111 inpainting_fill 0..3
 INPAINT_AREAS = ("Whole picture", "Only masked")  # A1111 inpaint_full_res 0/1
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111 inpainting_mask_invert 0/1
-
-
-class RequestError(ValueError):
-    """A request field has an invalid value. `field` names it with the API's name."""
-
-    def __init__(self, field_name: str, reason: str):
-        super().__init__(f"{field_name}: {reason}")
-        self.field = field_name
-        self.reason = reason
 
 
 @dataclass

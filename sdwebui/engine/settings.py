@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
 
@@ -44,3 +45,4 @@ class EngineSettings:
     stage_order: str = "batch"
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts
+    upscalers: ModelUpscalers | None = None  # upscaler model files (hires fix); None: plain resamplers only

@@ -264,7 +264,7 @@ def _later_pass_start(
     else:  # an image upscaler: decode, upscale, encode (A1111's hires fix with a non-latent upscaler)
         stop = _stop_check(run.ctx)
         images = hires.upscale_images(
-            vae.pixels_to_pil(vae.decode(model, latents, stop)), sampling_pass, factor
+            vae.pixels_to_pil(vae.decode(model, latents, stop)), sampling_pass, factor, run.settings.upscalers
         )
         if last and not len(timesteps):
             work.latents, work.images = latents, images

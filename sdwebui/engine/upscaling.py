@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sdwebui.engine.context import JobContext, StepInfo
+from sdwebui.engine.errors import RequestError
 from sdwebui.models.upscalers import UpscalerLibrary, UpscalerLoadError
 
 # name -> Pillow resampling filter; "None" keeps the pixels (A1111 lists it first)
@@ -34,13 +35,8 @@ MODEL_PASSES = 3  # A1111: a model is applied at most three times to reach the t
 TileProgress = Callable[[int, int], None]  # (tiles done, tiles in all)
 
 
-class UpscaleError(ValueError):
+class UpscaleError(RequestError):
     """Bad upscaler name or size; `field` names the offending parameter."""
-
-    def __init__(self, field_name: str, reason: str):
-        super().__init__(f"{field_name}: {reason}")
-        self.field = field_name
-        self.reason = reason
 
 
 @dataclass(frozen=True)
