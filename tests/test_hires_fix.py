@@ -15,9 +15,10 @@ from PIL import Image
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.generate import generate
 from sdwebui.engine.hires import HiresFix
+from sdwebui.engine.infotext_fields import parse_infotext
 from sdwebui.engine.requests import RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
-from sdwebui.outputs.infotext import parse_infotext, read_infotext
+from sdwebui.outputs.infotext import read_infotext
 from tests.api_server import start_server, write_tiny_checkpoints
 from tests.browser import RERUN_FRONT_END_RACES, wait_ui_loaded
 
@@ -200,7 +201,7 @@ def test_legacy_hires_sampler_names_split_on_parse():
     [
         (HiresFix(hr_scale=0), "hr_scale"),
         (HiresFix(hr_scale=100), "hr_scale"),
-        (HiresFix(hr_upscaler="Bogus"), "hr_upscaler"),
+        (HiresFix(hr_upscaler=""), "hr_upscaler"),
         (HiresFix(hr_second_pass_steps=-1), "hr_second_pass_steps"),
         (HiresFix(denoising_strength=1.5), "denoising_strength"),
         (HiresFix(hr_resize_x=4096), "hr_resize_x"),
@@ -211,6 +212,16 @@ def test_bad_values_name_the_field(hires, field):
     with pytest.raises(RequestError) as error:
         request(hires, width=512, height=512).validate()
     assert error.value.field == field
+
+
+def test_an_upscaler_the_app_does_not_have_names_hr_upscaler():
+    from sdwebui.engine import hires as hires_module
+
+    hires_module.check_upscaler(HiresFix(hr_upscaler="Latent (bicubic)"), None)
+    hires_module.check_upscaler(HiresFix(hr_upscaler="Lanczos"), None)
+    with pytest.raises(RequestError) as error:  # a model name is known only with the app's upscaler files
+        hires_module.check_upscaler(HiresFix(hr_upscaler="Bogus"), None)
+    assert error.value.field == "hr_upscaler" and "Bogus" in str(error.value)
 
 
 # -- over real HTTP ----------------------------------------------------------------------------------------
@@ -295,6 +306,9 @@ class _Backend:
     def schedulers(self):
         return ["Automatic", "Karras"]
 
+    def upscaler_models(self):
+        return None  # no upscaler files: the latent modes and the plain resamplers
+
 
 def _ui(tmp_path):
     import gradio as gr
@@ -325,9 +339,8 @@ def _values(params, hires, **changes):
 
 
 def test_ui_accordion_resolves_to_the_hires_request_and_pastes_back(tmp_path, tiny_sd1_model):
-    from sdwebui.engine.resolve import RawFields, resolve
-
     from sdwebui.config.options import Options, default_templates
+    from sdwebui.config.resolve import RawFields, resolve
     from webui.paste import field_updates
 
     params, hires, row = _ui(tmp_path)
