@@ -98,8 +98,8 @@ def create_ui(services: Any) -> gr.Blocks:
 
         # the settings as JSON for the page's `opts` (javascript/script.js reads it, as A1111's settings_json)
         settings_json = gr.Textbox(value="{}", elem_id="settings_json", visible="hidden", show_label=False)
-        for status in (settings.status, quick.status):  # after an Apply / a quicksetting change
-            status.change(lambda: options_json(services), outputs=settings_json, show_progress="hidden")
+        for applied in (*settings.applied, *quick.applied):  # after an Apply / a quicksetting change
+            applied.then(lambda: options_json(services), outputs=settings_json, show_progress="hidden")
         demo.load(
             lambda: [*refresh_on_load(), options_json(services)],
             outputs=[*settings.components, *quick.components, *sizes, settings_json],

@@ -20,7 +20,7 @@ onUiTabChange(function () {
 });
 
 onOptionsChanged(function () {
-    sampleRoutesJs.optsSeen.push(opts.jpeg_quality);
+    sampleRoutesJs.optsSeen.push(opts.eta_noise_seed_delta);
 });
 
 titles["Generate"] = "sample-routes-js tooltip";
