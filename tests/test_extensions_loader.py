@@ -175,3 +175,24 @@ def test_file_route_serves_extension_files_and_refuses_escapes(server):
         response = requests.get(f"{server.url}/file={requested}", timeout=30)
         assert response.status_code == status, (requested, response.status_code)
         assert "not for the web" not in response.text
+
+
+def test_file_route_and_extension_routes_in_process_behind_the_ui_login(tmp_path, app_factory):
+    """In process (no server): the mount order holds for create_app itself, and /file= asks for the UI's
+    login when --gradio-auth is set (the extension's own route is its business, as on A1111)."""
+    from fastapi.testclient import TestClient
+
+    from sdwebui.api.server import create_app
+    from webui.layout import mount_page
+
+    shutil.copytree(SAMPLES / "sample-routes-js", tmp_path / "data" / "extensions" / "sample-routes-js")
+    services, _system = app_factory("--gradio-auth", "alice:secret-pw")
+    client = TestClient(create_app(services, ui=mount_page), base_url="http://127.0.0.1")
+    asset = "/file=extensions/sample-routes-js/assets/hello.txt"
+    assert client.get(asset).status_code == 401
+    assert client.get("/sample-routes/ping").json()["is_blocks"] is True
+    login = client.post("/login", data={"username": "alice", "password": "secret-pw"}, follow_redirects=False)
+    assert login.status_code in (200, 303), login.text
+    served = client.get(asset)
+    assert served.status_code == 200 and served.text.startswith("an asset of sample-routes-js")
+    assert client.get("/file=extensions/sample-routes-js/../../config.json").status_code in (403, 404)
