@@ -53,6 +53,7 @@ def test_extension_js_runs_on_the_built_ui_and_its_prompt_reaches_the_job(js_pag
     page.wait_for_function("() => window.sampleRoutesJs && sampleRoutesJs.loaded === 1")
     state = page.evaluate(STATE)
     assert state["tabAtLoad"] == "txt2img" and state["updates"] > 0
+    assert state["domContentLoaded"] is True  # loaded in the page's <head>, as A1111 (aspect ratio helper)
     assert page.input_value("#txt2img_prompt textarea") == "written by extension js"
     page.wait_for_function("() => opts.eta_noise_seed_delta === 31 && sampleRoutesJs.optsSeen.includes(31)")
     assert page.evaluate("() => typeof opts.samples_format") == "string"

@@ -154,6 +154,14 @@ def test_on_app_started_route_answers_beside_the_ui_and_gets_the_blocks(server):
     }
     page = requests.get(server.url + "/", timeout=30)  # the UI still answers at /
     assert page.status_code == 200 and "<html" in page.text.lower()
+    # the page API, then the extension's script (a file= link), in <head> before Gradio's module script
+    api, tag = (
+        page.text.find("function gradioApp()"),
+        page.text.find('src="file=extensions/sample-routes-js/'),
+    )
+    assert 0 < api < tag < page.text.find('<script type="module"') < page.text.find("</head>")
+    src = page.text[tag + 5 :].split('"', 1)[0]
+    assert requests.get(f"{server.url}/{src}", timeout=30).text.startswith("// Uses A1111's page API")
 
 
 def test_file_route_serves_extension_files_and_refuses_escapes(server):
@@ -195,4 +203,6 @@ def test_file_route_and_extension_routes_in_process_behind_the_ui_login(tmp_path
     assert login.status_code in (200, 303), login.text
     served = client.get(asset)
     assert served.status_code == 200 and served.text.startswith("an asset of sample-routes-js")
+    page = client.get("/").text
+    assert 0 < page.find("function gradioApp()") < page.find("file=extensions/sample-routes-js/javascript/")
     assert client.get("/file=extensions/sample-routes-js/../../config.json").status_code in (403, 404)

@@ -1,8 +1,9 @@
 """The whole page: quicksettings bar, then the txt2img / img2img / Extras / PNG Info / extensions' tabs /
 Settings / Extensions tabs.
 
-`create_ui(services)` builds the Blocks; `ui_assets()` gives the CSS and scripts that go with it (Gradio 6
-takes them at launch / mount time); `mount_ui` puts both on a FastAPI app; `mount_page` is what app.py hands
+`create_ui(services)` builds the Blocks; `ui_assets()` gives its CSS (Gradio 6 takes it at mount time) and
+`page_scripts_html()` the scripts written into the served page (webui.page_scripts); `mount_ui` puts them
+on a FastAPI app; `mount_page` is what app.py hands
 the server (sdwebui.api.server.UiMount): the UI with its login in front.
 """
 
@@ -28,6 +29,7 @@ from webui.extensions_tab import create_extensions_tab
 from webui.extras_tab import build_extras_tab
 from webui.img2img_tab import brush_size, build_img2img_tab
 from webui.login import LoginGate, UiLogin
+from webui.page_scripts import PageScripts, scripts_html
 from webui.pnginfo_tab import build_pnginfo_tab
 from webui.settings_tab import build_quicksettings, build_settings_tab
 from webui.txt2img_tab import build_txt2img_tab
@@ -39,17 +41,18 @@ WEBUI_DIR = Path(__file__).resolve().parent
 JS_API = WEBUI_DIR / "javascript" / "script.js"  # A1111's page API (gradioApp, onUiLoaded...): goes first
 
 
-def ui_assets(extra_css: list[Path] | None = None, extra_js: list[Path] | None = None) -> dict[str, str]:
-    """CSS and <script> tags for the page: A1111's page API first, then our scripts, then the extensions'
-    javascript files (A1111's order), so extension scripts find gradioApp() & co. when they run."""
+def ui_assets(extra_css: list[Path] | None = None) -> dict[str, str]:
+    """The page's CSS, ours then the extensions' style.css (the scripts: page_scripts_html)."""
     css_files = [WEBUI_DIR / "style.css", *(extra_css or [])]
-    ours = sorted(p for p in (WEBUI_DIR / "javascript").glob("*.js") if p != JS_API)
-    js_files = [JS_API, *ours, *(extra_js or [])]
     css = "\n".join(path.read_text(encoding="utf-8") for path in css_files if path.exists())
-    head = "\n".join(
-        f"<script>\n{path.read_text(encoding='utf-8')}\n</script>" for path in js_files if path.exists()
-    )
-    return {"css": css, "head": head}
+    return {"css": css}
+
+
+def page_scripts_html(extensions: Any) -> bytes:
+    """A1111's page API first, then our scripts, then the extensions' javascript files (A1111's order), so
+    extension scripts find gradioApp() & co. when they run."""
+    ours = sorted(p for p in (WEBUI_DIR / "javascript").glob("*.js") if p != JS_API)
+    return scripts_html([JS_API, *ours], extensions.javascript_urls() if extensions is not None else [])
 
 
 def create_ui(services: Any) -> gr.Blocks:
@@ -200,8 +203,8 @@ def mount_ui(app, services: Any, path: str = "/", auth: Any = None, **kwargs: An
     demo.queue(default_concurrency_limit=None)
     extensions = getattr(services, "extensions", None)
     css = [Path(p) for p in extensions.stylesheets()] if extensions is not None else []
-    js = [Path(p) for p in extensions.javascript_files()] if extensions is not None else []
-    app = gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(css, js), **kwargs)
+    app = gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(css), **kwargs)
+    app.add_middleware(PageScripts, html=lambda: page_scripts_html(extensions), path=path)
     app.state.demo = demo  # on_app_started(demo, app) gets it (sdwebui.api.server)
     return app
 

@@ -2,8 +2,8 @@
 // gradioApp(), onUiLoaded / onUiUpdate / onAfterUiUpdate / onOptionsChanged / onOptionsAvailable /
 // onUiTabChange, executeCallbacks, get_uiCurrentTab(), get_uiCurrentTabContent(), updateInput(target),
 // and the globals opts (the settings, kept current), titles (tooltips) and localization.
-// Loaded before every other script of the page (webui/layout.py), extensions' last. Gradio inserts these
-// scripts after DOMContentLoaded, so nothing here waits for it: a MutationObserver on the whole document
+// Loaded first in the page's <head> (webui/page_scripts.py), extensions' scripts last, while the page is
+// parsed (before DOMContentLoaded, before Gradio builds the UI): a MutationObserver on the whole document
 // drives the callbacks, and onUiLoaded fires once our UI (the txt2img prompt box) exists; a callback
 // registered after that still runs once.
 

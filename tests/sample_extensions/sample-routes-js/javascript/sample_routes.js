@@ -23,4 +23,8 @@ onOptionsChanged(function () {
     sampleRoutesJs.optsSeen.push(opts.eta_noise_seed_delta);
 });
 
+document.addEventListener("DOMContentLoaded", function () {
+    sampleRoutesJs.domContentLoaded = !gradioApp().querySelector("#txt2img_prompt");  // before our UI
+});
+
 titles["Generate"] = "sample-routes-js tooltip";
