@@ -1,20 +1,25 @@
 """The whole page: quicksettings bar, then the txt2img / img2img / Extras / PNG Info / extensions' tabs /
 Settings / Extensions tabs.
 
-`create_ui(services)` builds the Blocks; `ui_assets()` gives the CSS and scripts that go with it (Gradio 6
-takes them at launch / mount time); `mount_ui` puts both on a FastAPI app; `mount_page` is what app.py hands
+`create_ui(services)` builds the Blocks; `ui_assets()` gives its CSS (Gradio 6 takes it at mount time) and
+`page_scripts_html()` the scripts written into the served page (webui.page_scripts); `mount_ui` puts them
+on a FastAPI app; `mount_page` is what app.py hands
 the server (sdwebui.api.server.UiMount): the UI with its login in front.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from fastapi import HTTPException
+from starlette.requests import Request
 
 from sdwebui.api.auth import Credentials
 from sdwebui.api.errors import install_gradio_error_handlers
+from sdwebui.api.file_route import install_file_route
 from sdwebui.api.throttle import LoginThrottle
 from sdwebui.extensions.bridge import extension_tabs
 from sdwebui.extensions.component_hooks import observe as observe_components
@@ -25,6 +30,7 @@ from webui.extensions_tab import create_extensions_tab
 from webui.extras_tab import build_extras_tab
 from webui.img2img_tab import brush_size, build_img2img_tab
 from webui.login import LoginGate, UiLogin
+from webui.page_scripts import PageScripts, scripts_html
 from webui.pnginfo_tab import build_pnginfo_tab
 from webui.settings_tab import build_quicksettings, build_settings_tab
 from webui.txt2img_tab import build_txt2img_tab
@@ -33,15 +39,21 @@ from webui.ui_config import UiConfig
 WEBUI_DIR = Path(__file__).resolve().parent
 
 
-def ui_assets(extra_css: list[Path] | None = None, extra_js: list[Path] | None = None) -> dict[str, str]:
-    """CSS and <script> tags for the page; extensions' style.css / javascript files can be appended."""
+JS_API = WEBUI_DIR / "javascript" / "script.js"  # A1111's page API (gradioApp, onUiLoaded...): goes first
+
+
+def ui_assets(extra_css: list[Path] | None = None) -> dict[str, str]:
+    """The page's CSS, ours then the extensions' style.css (the scripts: page_scripts_html)."""
     css_files = [WEBUI_DIR / "style.css", *(extra_css or [])]
-    js_files = sorted((WEBUI_DIR / "javascript").glob("*.js")) + list(extra_js or [])
     css = "\n".join(path.read_text(encoding="utf-8") for path in css_files if path.exists())
-    head = "\n".join(
-        f"<script>\n{path.read_text(encoding='utf-8')}\n</script>" for path in js_files if path.exists()
-    )
-    return {"css": css, "head": head}
+    return {"css": css}
+
+
+def page_scripts_html(extensions: Any) -> bytes:
+    """A1111's page API first, then our scripts, then the extensions' javascript files (A1111's order), so
+    extension scripts find gradioApp() & co. when they run."""
+    ours = sorted(p for p in (WEBUI_DIR / "javascript").glob("*.js") if p != JS_API)
+    return scripts_html([JS_API, *ours], extensions.javascript_urls() if extensions is not None else [])
 
 
 def create_ui(services: Any) -> gr.Blocks:
@@ -93,13 +105,22 @@ def _create_ui(services: Any) -> gr.Blocks:
                 *[native for _ in sizes],
             ]
 
+        # the settings as JSON for the page's `opts` (javascript/script.js reads it, as A1111's settings_json)
+        settings_json = gr.Textbox(value="{}", elem_id="settings_json", visible="hidden", show_label=False)
+        for applied in (*settings.applied, *quick.applied):  # after an Apply / a quicksetting change
+            applied.then(lambda: options_json(services), outputs=settings_json, show_progress="hidden")
         demo.load(
-            refresh_on_load,
-            outputs=[*settings.components, *quick.components, *sizes],
+            lambda: [*refresh_on_load(), options_json(services)],
+            outputs=[*settings.components, *quick.components, *sizes, settings_json],
             show_progress="hidden",
         ).then(None, js="() => { document.body.dataset.uiLoaded = '1'; }")  # for tests and scripts
     cfg.save_missing()
     return demo
+
+
+def options_json(services: Any) -> str:
+    """Every setting's current value, for the page's `opts` (values JSON cannot hold become strings)."""
+    return json.dumps(services.options.items(), default=str)
 
 
 def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, pnginfo) -> None:
@@ -188,13 +209,26 @@ def mount_ui(app, services: Any, path: str = "/", auth: Any = None, **kwargs: An
     demo.queue(default_concurrency_limit=None)
     extensions = getattr(services, "extensions", None)
     css = [Path(p) for p in extensions.stylesheets()] if extensions is not None else []
-    js = [Path(p) for p in extensions.javascript_files()] if extensions is not None else []
-    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(css, js), **kwargs)
+    app = gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(css), **kwargs)
+    app.add_middleware(PageScripts, html=lambda: page_scripts_html(extensions), path=path)
+    app.state.demo = demo  # on_app_started(demo, app) gets it (sdwebui.api.server)
+    return app
+
+
+def _login_required(login: UiLogin):
+    def guard(request: Request) -> None:
+        if login.user(request) is None:
+            raise HTTPException(401, "log in first")
+
+    return guard
 
 
 def mount_page(app, services: Any, credentials: Credentials | None, throttle: LoginThrottle):
     """The UI at / behind our login page when `credentials` (--gradio-auth) are set (sdwebui.api.server.UiMount)."""
     login = UiLogin(credentials, throttle) if credentials else None
+    extensions = getattr(services, "extensions", None)
+    if extensions is not None:  # /file=extensions/<name>/...: extension assets, behind the same login
+        install_file_route(app, extensions.manager.active, guard=_login_required(login) if login else None)
     app = mount_ui(app, services, path="/", auth_dependency=login.user if login else None)
     install_gradio_error_handlers(app)
     if login is not None:

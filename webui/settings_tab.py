@@ -9,7 +9,7 @@ import html
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -30,6 +30,7 @@ class SettingsControls:
     components: list[gr.components.Component]
     apply: gr.Button
     status: gr.HTML
+    applied: list[Any] = field(default_factory=list)  # the events after which settings may have changed
 
     def current_values(self, backend: UiBackend) -> list[Any]:
         return [_current_value(backend, key) for key in self.keys]
@@ -172,8 +173,8 @@ def build_settings_tab(backend: UiBackend) -> SettingsControls:
             return "<span>No settings changed.</span>"
         return f"<span>{len(changed)} setting(s) changed: {html.escape(', '.join(changed))}.</span>"
 
-    apply.click(on_apply, inputs=components, outputs=status)
-    return SettingsControls(keys, components, apply, status)
+    applied = apply.click(on_apply, inputs=components, outputs=status)
+    return SettingsControls(keys, components, apply, status, [applied])
 
 
 def build_quicksettings(backend: UiBackend) -> SettingsControls:
@@ -194,11 +195,13 @@ def build_quicksettings(backend: UiBackend) -> SettingsControls:
     status = gr.HTML(elem_id="quicksettings_status")
     # start-up problems (a bad config.json set aside, a broken checkpoint skipped), as of each page load
     gr.HTML(value=lambda: notices_html(backend), elem_id="startup_notices")
-    for key, component in zip(keys, components, strict=True):
+    applied = [
         component.change(
             _quick_apply(key, backend), inputs=component, outputs=status, show_progress="minimal"
         )
-    return SettingsControls(keys, components, gr.Button(visible=False), status)
+        for key, component in zip(keys, components, strict=True)
+    ]
+    return SettingsControls(keys, components, gr.Button(visible=False), status, applied)
 
 
 def notices_html(backend: UiBackend) -> str:

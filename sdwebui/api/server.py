@@ -12,6 +12,7 @@ from typing import Protocol
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Mount
 
 from sdwebui.api.auth import Credentials, auth_setup, basic_auth_dependency
 from sdwebui.api.docs import install_offline_docs
@@ -63,6 +64,8 @@ def create_app(services: AppServices, ui: UiMount | None = None, with_api: bool 
     app.state.services = services
     if ui is not None:
         app = ui(app, services, setup.ui, throttle)
+    if getattr(services, "extensions", None) is not None:  # attach_extensions ran (app.py, tests)
+        start_extensions(app)
     app.add_middleware(SecurityGuard, policy=policy_from_args(args))  # added last: runs first
 
     @app.on_event("shutdown")
@@ -70,6 +73,20 @@ def create_app(services: AppServices, ui: UiMount | None = None, with_api: bool 
         services.jobs.shutdown()
 
     return app
+
+
+def start_extensions(app: FastAPI) -> None:
+    """Run the extensions' `on_app_started(demo, app)` with the UI's Blocks (None without a UI), then put
+    the UI's catch-all mount at / back behind every route: the routes extensions add there must answer
+    (as on A1111, whose Gradio app is the FastAPI app itself)."""
+    from sdwebui.extensions.bridge import app_started
+
+    app_started(getattr(app.state, "demo", None), app)
+    routes = app.router.routes
+    mounts = [route for route in routes if isinstance(route, Mount) and route.path == ""]
+    for mount in mounts:
+        routes.remove(mount)
+        routes.append(mount)
 
 
 def serve(
@@ -81,10 +98,7 @@ def serve(
     """Serve the API (with --api or --nowebui) and the UI (`ui`) with uvicorn until interrupted (app.py's
     last step). When the server starts, `timer`'s summary is logged and `on_started` is called (app.py: the
     model load job)."""
-    from sdwebui.extensions.bridge import app_started
-
     app = create_app(services, ui=ui, with_api=bool(services.args.api or services.args.nowebui))
-    app_started(None, app)
     if timer is not None:
         timer.record("build UI and API")
 

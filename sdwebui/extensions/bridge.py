@@ -197,6 +197,17 @@ class ExtensionSystem:
     def javascript_files(self) -> list[str]:
         return [str(p) for p in self.manager.javascript_files()]
 
+    def javascript_urls(self) -> list[str]:
+        """The enabled extensions' javascript/*.js as A1111's page links them: `file=extensions/<name>/...`
+        (`extensions-builtin/` for built-in ones) with the file's mtime, so an edited file is fetched again."""
+        urls = []
+        for ext in self.manager.active():
+            folder = "extensions-builtin" if ext.is_builtin else "extensions"
+            for path in ext.list_files("javascript", ".js"):
+                relative = path.relative_to(ext.path).as_posix()
+                urls.append(f"file={folder}/{ext.name}/{relative}?{int(path.stat().st_mtime)}")
+        return urls
+
     def stylesheets(self) -> list[str]:
         return [str(p) for p in self.manager.stylesheets()]
 

@@ -286,16 +286,26 @@ def load_scripts(manager: Any) -> list[ScriptClassData]:
 
 
 def _register_classes(module: Any, path: str, base: str, extension: str) -> None:
-    for obj in module.__dict__.values():
-        if not inspect.isclass(obj) or obj.__module__ != module.__name__:
+    """A1111's rule: every Script (or ScriptPostprocessing) subclass in the module's namespace, defined there
+    or imported into it (`from pkg.ui import Script`: dynamic prompts, aspect ratio helper), in namespace
+    order. Our own base classes are skipped (A1111 would list an imported `Script` as a broken script)."""
+    from sdwebui.facade import scripts_postprocessing
+
+    for obj in list(module.__dict__.values()):
+        if not inspect.isclass(obj) or obj in _BASE_CLASSES:
             continue
-        if issubclass(obj, Script) and obj is not Script:
+        if issubclass(obj, Script):
             scripts_data.append(ScriptClassData(obj, path, base, module, extension))
-        elif obj.__name__.startswith("ScriptPostprocessing") or _is_postprocessing(obj):
-            postprocessing_scripts_data.append(ScriptClassData(obj, path, base, module, extension))
+        elif issubclass(obj, scripts_postprocessing.ScriptPostprocessing) or _is_postprocessing(obj):
+            if obj is not scripts_postprocessing.ScriptPostprocessing:
+                postprocessing_scripts_data.append(ScriptClassData(obj, path, base, module, extension))
+
+
+_BASE_CLASSES = (Script, ScriptBuiltinUI)
 
 
 def _is_postprocessing(cls: type) -> bool:
+    """A class built on another copy of ScriptPostprocessing (a vendored base of the same name)."""
     return any(base.__name__ == "ScriptPostprocessing" for base in cls.__mro__[1:])
 
 
