@@ -22,6 +22,7 @@ from PIL import Image
 from sdwebui.api.auth import Caller, Credentials, basic_auth_dependency
 from sdwebui.api.throttle import LoginThrottle, login_keys
 from tests.api_server import session_from, start_server, write_tiny_checkpoints
+from tests.waiting import wait_until
 
 pytest_plugins = ("tests.browser",)  # the Chromium fixture for the login test
 
@@ -311,6 +312,32 @@ def test_each_api_user_sees_only_their_own_tasks(users_server):
     assert r.status_code == 422
     r = requests.get(f"{users_server.api}/tasks/{task_id}", auth=("bob", "pw-bob"), timeout=10)
     assert r.status_code == 200 and r.json()["status"] in ("queued", "running", "done")
+
+
+def test_users_watch_interrupt_and_skip_only_their_own_running_jobs(users_server):
+    api, bob, dave, alice = users_server.api, ("bob", "pw-bob"), ("dave", "pw-dave"), ("alice", "pw-alice")
+    long_job = {"prompt": "bob's long one", "steps": 150, "width": 256, "height": 256}
+    r = requests.post(api + "/txt2img?async=true", json=long_job, auth=bob, timeout=30)
+    assert r.status_code == 202
+    task_id = r.json()["task_id"]
+
+    def progress(auth):
+        return requests.get(api + "/progress", auth=auth, timeout=10).json()
+
+    wait_until(lambda: progress(bob)["current_task"] == task_id, "bob's job never ran", timeout=120)
+    assert progress(dave)["current_task"] is None and progress(dave)["current_image"] is None
+    assert progress(alice)["current_task"] == task_id  # the admin watches every job
+    for action, key in (("interrupt", "interrupted"), ("skip", "skipped")):  # dave can neither stop
+        assert requests.post(f"{api}/{action}", auth=dave, timeout=10).json() == {key: []}  # bob's job
+        r = requests.post(f"{api}/{action}", params={"id_task": task_id}, auth=dave, timeout=10)
+        assert r.json() == {key: []}  # nor learn that it exists
+    assert requests.get(f"{api}/tasks/{task_id}", auth=bob, timeout=10).json()["status"] == "running"
+    assert requests.post(api + "/interrupt", auth=bob, timeout=10).json() == {"interrupted": [task_id]}
+    wait_until(
+        lambda: requests.get(f"{api}/tasks/{task_id}", auth=bob, timeout=10).json()["status"] == "done",
+        "bob's interrupted job never finished",
+        timeout=120,
+    )
 
 
 def test_insecure_prints_a_warning(tmp_path):

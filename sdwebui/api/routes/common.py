@@ -39,3 +39,8 @@ class RouteContext:
 
     services: AppServices
     current_caller: Callable[..., Caller]
+
+
+def visible(job: Any, caller: Caller) -> bool:
+    """Each API user sees their own tasks; the admin (and everyone, without credentials) sees all."""
+    return caller.admin or job.owner == caller.user

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from sdwebui.api import mapping
 from sdwebui.api import models as m
-from sdwebui.api.routes.common import API, RouteContext
+from sdwebui.api.auth import Caller
+from sdwebui.api.routes.common import API, RouteContext, visible
 from sdwebui.jobs.queue import Job, JobQueue, JobState
 
 
 def router(ctx: RouteContext) -> APIRouter:
     router = APIRouter()
-    jobs = ctx.services.jobs
+    jobs, current_caller = ctx.services.jobs, ctx.current_caller
 
+    # With several --api-auth users each one reaches only their own running jobs (the admin, all of them),
+    # as with /tasks: no one interrupts, skips or watches another user's job.
     @router.post(f"{API}/interrupt")
-    def interrupt(id_task: str | None = Query(None, description="a running task; default: all running")):
-        return {"interrupted": jobs.interrupt(id_task)}
+    def interrupt(
+        id_task: str | None = Query(None, description="a running task; default: all running"),
+        caller: Caller = Depends(current_caller),
+    ):
+        return {
+            "interrupted": [i for job in own_running(jobs, id_task, caller) for i in jobs.interrupt(job.id)]
+        }
 
     @router.post(f"{API}/skip")
-    def skip(id_task: str | None = Query(None)):
-        return {"skipped": jobs.skip(id_task)}
+    def skip(id_task: str | None = Query(None), caller: Caller = Depends(current_caller)):
+        return {"skipped": [i for job in own_running(jobs, id_task, caller) for i in jobs.skip(job.id)]}
 
     @router.get(f"{API}/progress", response_model=m.ProgressResponse)
-    def progress(skip_current_image: bool = False):
-        return progress_response(jobs, skip_current_image)
+    def progress(skip_current_image: bool = False, caller: Caller = Depends(current_caller)):
+        return progress_response(jobs, skip_current_image, own_running(jobs, None, caller))
 
     @router.post("/internal/progress", response_model=m.InternalProgressResponse)
     def internal_progress(req: m.InternalProgressRequest = Body(default_factory=m.InternalProgressRequest)):
@@ -35,8 +43,13 @@ def router(ctx: RouteContext) -> APIRouter:
     return router
 
 
-def progress_response(jobs: JobQueue, skip_current_image: bool) -> m.ProgressResponse:
-    running = jobs.running()
+def own_running(jobs: JobQueue, task_id: str | None, caller: Caller) -> list[Job]:
+    """The running jobs `caller` may act on: `task_id`'s (if it is theirs), else all of theirs."""
+    return [job for job in jobs.running() if (task_id is None or job.id == task_id) and visible(job, caller)]
+
+
+def progress_response(jobs: JobQueue, skip_current_image: bool, running: list[Job]) -> m.ProgressResponse:
+    """A1111's /progress of the first of `running` (idle when empty), with the whole queue's size."""
     queue_size = len(jobs.queued())
     if not running:
         return m.ProgressResponse(

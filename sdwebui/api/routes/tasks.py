@@ -8,7 +8,7 @@ from sdwebui.api import mapping
 from sdwebui.api import models as m
 from sdwebui.api.auth import Caller
 from sdwebui.api.errors import job_failure_response
-from sdwebui.api.routes.common import API, RouteContext
+from sdwebui.api.routes.common import API, RouteContext, visible
 from sdwebui.engine.requests import RequestError
 from sdwebui.jobs.queue import Job, JobState
 from sdwebui.services import AppServices
@@ -55,11 +55,6 @@ def task_status(services: AppServices, job: Job, with_result: bool) -> m.TaskSta
         error=services.paths.redact(job.error) if job.error else None,
         result=result,
     )
-
-
-def visible(job: Job, caller: Caller) -> bool:
-    """Each API user sees their own tasks; the admin (and everyone, without credentials) sees all."""
-    return caller.admin or job.owner == caller.user
 
 
 def find_job(services: AppServices, task_id: str, caller: Caller) -> Job:
