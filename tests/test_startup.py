@@ -25,6 +25,7 @@ from sdwebui.jobs.queue import JobState
 from sdwebui.models.manager import ModelManager
 from sdwebui.services import ManagedModels, build_services
 from tests.api_server import free_port
+from tests.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("diffusers", "transformers", "open_clip", "scipy")  # seconds each to import; the page needs none
@@ -154,15 +155,15 @@ def test_real_app_serves_the_page_and_a_txt2img_sent_at_once_gets_an_image(tmp_p
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
+
+        def page_answers() -> bool:
+            assert process.poll() is None, log_path.read_text()  # the app died: show why
             try:
-                if requests.get(base + "/", timeout=5).status_code == 200:
-                    break
+                return requests.get(base + "/", timeout=5).status_code == 200
             except requests.RequestException:
-                time.sleep(0.1)
+                return False
+
+        wait_until(page_answers, "the page never answered", timeout=300, interval=0.1)
         response = requests.post(base + "/sdapi/v1/txt2img", json={"prompt": "a red circle"}, timeout=300)
         assert response.status_code == 200, response.text
         image = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))

@@ -4,7 +4,6 @@ tag is an error naming it, and start-up problems (a broken --ckpt, a bad config.
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -95,10 +94,12 @@ def test_clip_skip_quicksetting_reaches_the_job_and_lora_is_an_error(browser, se
 
 def test_default_sampler_and_start_up_notices_are_shown(browser, settings_server):
     api(settings_server, "/options", {"default_sampler": "DPM++ 2M"})
-    deadline = time.time() + 120
-    while not api(settings_server, "/options")["sd_model_checkpoint"]:  # the start-up load is done
-        assert time.time() < deadline, "no model loaded"
-        time.sleep(0.5)
+    wait_until(
+        lambda: api(settings_server, "/options")["sd_model_checkpoint"],  # the start-up load is done
+        "the start-up model load never finished",
+        timeout=120,
+        interval=0.5,
+    )
     context, page = open_ui(browser, settings_server)
     try:
         assert page.input_value("#txt2img_sampling input") == "DPM++ 2M"
