@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from sdwebui.config import resolve
-from sdwebui.config.flags import upscaler_dirs
+from sdwebui.config.flags import memory_mode_flag, upscaler_dirs
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
@@ -174,7 +174,12 @@ class AppServices:
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
         source = resolve.SettingsSource(
-            self.paths, self.styles, self.version, self.embeddings, self.upscalers()
+            self.paths,
+            self.styles,
+            self.version,
+            self.embeddings,
+            self.upscalers(),
+            memory_mode_flag(self.args),
         )
         return resolve.engine_settings(self.options, overrides, source)
 

@@ -62,8 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-half", action="store_true", help="do not use fp16 for the model")
     add("--no-half-vae", action="store_true", help="keep the VAE in fp32")
     add("--precision", choices=["full", "half", "autocast"], default="autocast", help="'full' = fp32")
-    add("--medvram", action="store_true", help="accepted for compatibility; offload is not implemented")
-    add("--lowvram", action="store_true", help="accepted for compatibility; offload is not implemented")
+    add(
+        "--medvram",
+        action="store_true",
+        help="one model component on the GPU at a time (memory_mode medvram)",
+    )
+    add("--medvram-sdxl", action="store_true", help="--medvram for SDXL and larger models only")
+    add(
+        "--lowvram",
+        action="store_true",
+        help="the U-Net and text encoders streamed to the GPU block by block",
+    )
     add(
         "--enable-insecure-extension-access",
         action="store_true",
@@ -168,3 +177,11 @@ def upscaler_dirs(args: argparse.Namespace) -> dict[str, str | None]:
         "SwinIR": getattr(args, "swinir_models_path", None),
         "DAT": getattr(args, "dat_models_path", None),
     }
+
+
+def memory_mode_flag(args: argparse.Namespace) -> str:
+    """The memory mode a start-up flag asks for ("" = none: the memory_mode setting decides)."""
+    for flag, mode in (("lowvram", "lowvram"), ("medvram", "medvram"), ("medvram_sdxl", "medvram-sdxl")):
+        if getattr(args, flag, False):
+            return mode
+    return ""

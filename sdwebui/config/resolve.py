@@ -19,6 +19,7 @@ from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine import samplers
 from sdwebui.engine.hires import HiresFix
+from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.engine.upscaling import ModelUpscalers
@@ -93,6 +94,7 @@ class SettingsSource:
     version: str = ""
     embeddings: EmbeddingLibrary | None = None
     upscalers: ModelUpscalers | None = None
+    memory_mode: str = ""  # --medvram / --medvram-sdxl / --lowvram: wins over the memory_mode setting
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,17 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         styles=source.styles,
         embeddings=source.embeddings,
         upscalers=source.upscalers,
+        memory=_memory(values, source),
+    )
+
+
+def _memory(values: dict[str, Any], source: SettingsSource) -> MemorySettings:
+    return MemorySettings(
+        mode=source.memory_mode or str(values.get("memory_mode") or "auto"),
+        gpu_weights_mb=int(values.get("gpu_weights_mb", 0)),
+        vae_tiling=str(values.get("vae_tiling") or "auto"),
+        vae_tiling_min_pixels=int(values.get("vae_tiling_min_pixels", 2048 * 2048)),
+        auto_vae_precision=bool(values.get("auto_vae_precision", True)),
     )
 
 

@@ -7,6 +7,7 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from sdwebui.engine.hooks import (
     PostprocessImageArgs,
     StageArgs,
 )
+from sdwebui.engine.memory.job import job_placement
+from sdwebui.engine.memory.oom import retrying
+from sdwebui.engine.memory.placement import active
 from sdwebui.engine.passes import SamplingPass
 from sdwebui.engine.plan import Txt2ImgPlan
 from sdwebui.engine.requests import (
@@ -76,7 +80,12 @@ def generate(
 
     started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
     result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
-    networks = extra_networks.JobNetworks(model, state, switch_allowed=settings.stage_order == "batch")
+    passes = job_passes(request)
+    largest = max(passes, key=lambda p: p.width * p.height)
+    placement = job_placement(model, largest.width, largest.height, request.batch_size, settings.memory)
+    # a memory mode that moves components runs the stages over the whole job: each moves once per job
+    order = "job" if placement.plan.moves_between_stages else settings.stage_order
+    networks = extra_networks.JobNetworks(model, state, switch_allowed=order == "batch")
     run = stages.JobRun(
         model=model,
         request=request,
@@ -85,19 +94,20 @@ def generate(
         hooks=hooks,
         state=state,
         plan=plan,
-        passes=job_passes(request),
+        passes=passes,
         encoder=PromptEncoder(model, request.clip_skip, settings.embeddings),
         result=result,
         eta=eta,
         started=started,
         check_state=_check_state,
         check_prompts=networks.prompts_for_batch,
+        placement=placement,
     )
     networks.on_change = lambda: setattr(
         run, "encoder", PromptEncoder(model, request.clip_skip, settings.embeddings)
     )
-    with torch.no_grad():
-        if settings.stage_order == "job":
+    with torch.no_grad(), active(placement):
+        if order == "job":
             _run_by_stage(run)
         else:
             _run_by_batch(run)
@@ -132,7 +142,7 @@ def _run_by_batch(run: stages.JobRun) -> None:
         _before_stage(run, stages.CONDITIONING, [batch_number])
         work = stages.condition(run, batch_number)
         _before_stage(run, stages.SAMPLING, [batch_number])
-        stages.sample(run, work)
+        retrying(run.placement, stages.SAMPLING, partial(stages.sample, run, work))
         if work.decodable:
             _before_stage(run, stages.DECODE, [batch_number])
             _finish_batch(run, work)
@@ -156,7 +166,7 @@ def _run_by_stage(run: stages.JobRun) -> None:
         if run.ctx.interrupted:
             break
         run.ctx.clear_skip()
-        stages.sample(run, work)
+        retrying(run.placement, stages.SAMPLING, partial(stages.sample, run, work))
         sampled.append(work)
         if work.stopped == stages.INTERRUPT:
             break
@@ -168,12 +178,13 @@ def _run_by_stage(run: stages.JobRun) -> None:
 
 
 def _before_stage(run: stages.JobRun, stage: str, batch_numbers: list[int]) -> None:
+    run.placement.enter(stage)
     if run.hooks.before_stage is not None:
         run.hooks.before_stage(StageArgs(run.state, stage, batch_numbers))
 
 
 def _finish_batch(run: stages.JobRun, work: stages.BatchWork) -> None:
-    images = stages.decode(run, work)
+    images = retrying(run.placement, stages.DECODE, partial(stages.decode, run, work))
     if images is None:
         return
     for index, image in zip(work.indexes, images, strict=True):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
@@ -43,6 +44,7 @@ class EngineSettings:
     # "batch": each batch conditioned, sampled, decoded in turn (A1111's hook order); "job": each stage over
     # all batches before the next one (memory modes: a component moves between devices once per job)
     stage_order: str = "batch"
+    memory: MemorySettings = MemorySettings()  # memory mode, VAE tiling and precision (sdwebui.engine.memory)
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts
     upscalers: ModelUpscalers | None = None  # upscaler model files (hires fix); None: plain resamplers only

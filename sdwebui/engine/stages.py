@@ -25,6 +25,7 @@ from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning,
 from sdwebui.engine.extra_networks import split_prompt
 from sdwebui.engine.hooks import BatchArgs, BeforeSamplingArgs, EngineHooks, JobState, PostprocessBatchArgs
 from sdwebui.engine.loop import Progress, SamplingJob, run_loop
+from sdwebui.engine.memory.placement import Placement
 from sdwebui.engine.passes import SamplingPass, img2img_steps
 from sdwebui.engine.plan import PreparedBatch, blank_inpainting_cond
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
@@ -55,6 +56,7 @@ class JobRun:
     check_state: Callable[[JobState], None]
     # checks a batch's prompts, activates their extra networks; returns the texts to encode
     check_prompts: Callable[[list[str], list[str]], list[str]]
+    placement: Placement  # where the components are: moved at the stage boundaries (sdwebui.engine.memory)
 
 
 @dataclass

@@ -1,0 +1,42 @@
+"""Settings of the memory modes (sdwebui.engine.memory): the keyword arguments of each OptionInfo, which
+sdwebui.config.options builds (this module imports nothing of it, so there is no cycle)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SECTION_MEMORY = ("memory", "Memory")
+MODES = ("auto", "gpu", "medvram", "medvram-sdxl", "lowvram")  # sdwebui.engine.memory.settings.MODES
+TILING = ("auto", "always", "never")
+
+
+def mem_templates() -> dict[str, dict[str, Any]]:
+    return {
+        "memory_mode": {
+            "default": "auto",
+            "label": "Memory mode: auto (keep what fits, move or stream the rest), gpu (all on the device), "
+            "medvram (one component on the device at a time), medvram-sdxl (medvram for SDXL and larger), "
+            "lowvram (the U-Net and text encoders streamed block by block); --medvram/--lowvram win",
+            "choices": list(MODES),
+        },
+        "gpu_weights_mb": {
+            "default": 0,
+            "label": "GPU weights (MB): most weights 'auto' keeps on the device; 0 = as much as fits",
+            "component_args": {"minimum": 0, "maximum": 262144, "step": 64},
+        },
+        "vae_tiling": {
+            "default": "auto",
+            "label": "Tiled VAE: auto (large images, and after running out of memory), always, never",
+            "choices": list(TILING),
+        },
+        "vae_tiling_min_pixels": {
+            "default": 2048 * 2048,
+            "label": "Tiled VAE 'auto': images of at least this many pixels are tiled",
+            "component_args": {"minimum": 64 * 64, "maximum": 16384 * 16384, "step": 64 * 64},
+        },
+        "auto_vae_precision": {
+            "default": True,
+            "label": "Automatically revert VAE to 32-bit floats (triggers when a tensor with NaNs is produced "
+            "in VAE; disabling the option in this case will result in a black square image)",
+        },
+    }
