@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
 from sdwebui.config.options import OptionError
+from sdwebui.engine.memory.oom import MemoryExhausted
 from sdwebui.engine.requests import RequestError
 from sdwebui.engine.samplers import SamplerUnavailableError, UnsupportedScheduleError
 from sdwebui.engine.upscaling import UpscaleError
@@ -53,6 +54,8 @@ def job_failure_response(job: Job, redact: Redact = _as_is) -> JSONResponse:
         return JSONResponse(error_body(type(exc).__name__, str(exc), "scheduler"), status_code=422)
     if isinstance(exc, SamplerUnavailableError):
         return JSONResponse(error_body(type(exc).__name__, str(exc), "sampler_name"), status_code=422)
+    if isinstance(exc, MemoryExhausted):  # the server is fine; this job needs a lower-memory setting
+        return JSONResponse(error_body("OutOfMemory", redact(str(exc)), exc.setting), status_code=503)
     if job.state is JobState.CANCELLED:
         return JSONResponse(
             error_body("TaskCancelled", redact(job.error or "cancelled"), task_id=job.id), status_code=409

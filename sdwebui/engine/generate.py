@@ -28,6 +28,7 @@ from sdwebui.engine.hooks import (
 from sdwebui.engine.memory.job import job_placement
 from sdwebui.engine.memory.oom import retrying
 from sdwebui.engine.memory.placement import active
+from sdwebui.engine.memory.stats import PeakMemory
 from sdwebui.engine.passes import SamplingPass
 from sdwebui.engine.plan import Txt2ImgPlan
 from sdwebui.engine.requests import (
@@ -106,11 +107,12 @@ def generate(
     networks.on_change = lambda: setattr(
         run, "encoder", PromptEncoder(model, request.clip_skip, settings.embeddings)
     )
-    with torch.no_grad(), active(placement):
+    with torch.no_grad(), active(placement), PeakMemory(model.device) as peak:
         if order == "job":
             _run_by_stage(run)
         else:
             _run_by_batch(run)
+    result.peak_memory, result.memory_mode = peak.report(), placement.plan.mode
     result.interrupted = ctx.interrupted
     if hooks.postprocess is not None:
         hooks.postprocess(PostprocessArgs(state, result))

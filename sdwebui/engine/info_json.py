@@ -64,6 +64,9 @@ class InfoJson:
     is_using_inpainting_conditioning: bool
     version: str = VERSION
     interrupted: bool = False
+    # the job's memory high-water marks: ram_peak_rss, and cuda_peak_allocated / _reserved on CUDA (bytes)
+    peak_memory: dict[str, int] = dataclasses.field(default_factory=dict)
+    memory_mode: str | None = None  # the memory plan the job ran with (auto, medvram, lowvram ...)
 
     def dumps(self) -> str:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -117,4 +120,6 @@ def from_result(
         clip_skip=request.clip_skip,
         is_using_inpainting_conditioning=model.is_inpainting and is_img2img,
         interrupted=result.interrupted,
+        peak_memory=dict(result.peak_memory),
+        memory_mode=result.memory_mode,
     )

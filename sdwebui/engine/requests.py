@@ -258,6 +258,8 @@ class GenerationResult:
     # first-image values in A1111's "info" JSON shape are derived by sdwebui.engine.info_json
     request: Txt2ImgRequest | None = None
     job_timestamp: str = ""  # when the job started, A1111's YYYYmmddHHMMSS job_timestamp
+    peak_memory: dict[str, int] = field(default_factory=dict)  # sdwebui.engine.memory.stats.PeakMemory
+    memory_mode: str | None = None  # the memory plan the job ran with
 
     # read-only views under the old parallel lists' names, for code written against them
     @property

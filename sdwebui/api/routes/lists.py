@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,6 +9,7 @@ from fastapi import APIRouter
 from sdwebui.api import models as m
 from sdwebui.api.routes.common import API, RouteContext
 from sdwebui.engine import upscaling
+from sdwebui.engine.memory import stats as memory_stats
 
 
 def router(ctx: RouteContext) -> APIRouter:
@@ -68,7 +68,7 @@ def router(ctx: RouteContext) -> APIRouter:
 
     @router.get(f"{API}/memory", response_model=m.MemoryResponse)
     def memory():
-        return m.MemoryResponse(ram=_ram(), cuda=_cuda())
+        return m.MemoryResponse(ram=memory_stats.ram(), cuda=memory_stats.cuda())
 
     @router.get(f"{API}/scripts", response_model=m.ScriptsList)
     def scripts():
@@ -92,26 +92,3 @@ def router(ctx: RouteContext) -> APIRouter:
 
 def _empty_list() -> list[Any]:
     return []
-
-
-def _ram() -> dict[str, Any]:
-    try:
-        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        available = os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return {"error": "unavailable"}
-    total, free = pages * page_size, available * page_size
-    return {"free": free, "used": total - free, "total": total}
-
-
-def _cuda() -> dict[str, Any]:
-    import torch
-
-    if not torch.cuda.is_available():
-        return {"error": "CUDA is not available"}
-    free, total = torch.cuda.mem_get_info()
-    return {
-        "system": {"free": free, "used": total - free, "total": total},
-        "active": {"current": torch.cuda.memory_allocated(), "peak": torch.cuda.max_memory_allocated()},
-        "reserved": {"current": torch.cuda.memory_reserved(), "peak": torch.cuda.max_memory_reserved()},
-    }
