@@ -34,6 +34,13 @@ def mem_templates() -> dict[str, dict[str, Any]]:
             "label": "Tiled VAE 'auto': images of at least this many pixels are tiled",
             "component_args": {"minimum": 64 * 64, "maximum": 16384 * 16384, "step": 64 * 64},
         },
+        "s_min_uncond": {
+            "default": 0.0,
+            "label": "Negative Guidance minimum sigma (skip negative prompt for some steps when the image is "
+            "almost ready; 0=disable, higher=faster)",
+            "component_args": {"minimum": 0.0, "maximum": 15.0, "step": 0.01},
+            "infotext": "NGMS",
+        },
         "auto_vae_precision": {
             "default": True,
             "label": "Automatically revert VAE to 32-bit floats (triggers when a tensor with NaNs is produced "

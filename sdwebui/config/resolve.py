@@ -174,6 +174,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         styles=source.styles,
         embeddings=source.embeddings,
         upscalers=source.upscalers,
+        s_min_uncond=float(values.get("s_min_uncond", 0.0)),
         memory=_memory(values, source),
     )
 

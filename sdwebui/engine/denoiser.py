@@ -108,7 +108,7 @@ class ModelAdapter:
 
     def sigma(self, timestep: torch.Tensor) -> float:
         """k-diffusion sigma of a (possibly fractional) DDPM timestep."""
-        alpha = float(self._alpha_at(timestep))
+        alpha = float(self.alpha_at(timestep))
         return ((1 - alpha) / alpha) ** 0.5
 
     def _time_ids(self, x: torch.Tensor, negative_rows: int) -> torch.Tensor:
@@ -118,7 +118,7 @@ class ModelAdapter:
 
     def to_x0(self, x_scaled: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """Denoised estimate from DDPM-scaled latents (the scheduler's model input) and the prediction."""
-        alpha = self._alpha_at(timestep).to(x_scaled.device)
+        alpha = self.alpha_at(timestep).to(x_scaled.device)
         x_scaled, output = x_scaled.float(), output.float()
         if self.prediction_type == "v_prediction":
             return alpha.sqrt() * x_scaled - (1 - alpha).sqrt() * output
@@ -126,7 +126,7 @@ class ModelAdapter:
             return output
         return (x_scaled - (1 - alpha).sqrt() * output) / alpha.sqrt()
 
-    def _alpha_at(self, timestep: torch.Tensor) -> torch.Tensor:
+    def alpha_at(self, timestep: torch.Tensor) -> torch.Tensor:
         # Karras/exponential schedules give fractional timesteps: interpolate the training schedule.
         t = float(timestep) if not isinstance(timestep, float) else timestep
         t = min(max(t, 0.0), len(self._alphas_cumprod) - 1.0)
@@ -153,9 +153,13 @@ class CFGDenoiser:
         cfg_scale: float,
         hooks: EngineHooks,
         image_indexes: list[int] | None = None,
+        s_min_uncond: float = 0.0,
     ):
         self.adapter = adapter
         self.cfg_scale = cfg_scale
+        # A1111's "Negative Guidance minimum sigma": below it the uncond rows are not run (the cond prediction
+        # alone), a speed-up at low noise where guidance changes little
+        self.s_min_uncond = s_min_uncond
         self.hooks = hooks
         self.image_indexes = image_indexes  # job index of each batch row; None = 0..batch-1
 
@@ -169,7 +173,7 @@ class CFGDenoiser:
         total_steps: int,
     ) -> torch.Tensor:
         batch = x.shape[0]
-        skip_uncond = self.cfg_scale == 1.0 and conds.is_plain
+        skip_uncond = conds.is_plain and (self.cfg_scale == 1.0 or self._below_min_sigma(timestep))
         owners = conds.cond_owner
         x_cond = x[owners]
         ic_cond = image_cond[owners] if image_cond is not None else None
@@ -209,6 +213,12 @@ class CFGDenoiser:
             self.hooks.cfg_after_cfg(args_after)
             guided = args_after.x
         return guided
+
+    def _below_min_sigma(self, timestep: torch.Tensor) -> bool:
+        if self.s_min_uncond <= 0:
+            return False
+        alpha = self.adapter.alpha_at(timestep)
+        return float(((1 - alpha) / alpha).sqrt()) < self.s_min_uncond
 
     def _rows(self, conds: StepConditioning, batch: int, skip_uncond: bool) -> list[RowOwner]:
         """The owner of each U-Net row: uncond rows (one per image) first, then the cond rows."""

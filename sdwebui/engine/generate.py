@@ -293,6 +293,7 @@ def infotext_params(
         # A1111 writes eta only when it differs from the sampler's default: 0 for DDIM-style samplers (the
         # ancestral ones can only run at their default 1 over diffusers, so "Eta" never differs)
         "Eta DDIM": _number(eta) if sampler.eta_mode == samplers.ETA_STEP and eta else None,
+        "NGMS": _number(settings.s_min_uncond) if settings.s_min_uncond else None,  # A1111's key
         **state.extra_generation_params,
         # our initial noise is A1111's CPU RNG; without this key A1111 would assume GPU noise
         "RNG": "CPU",

@@ -44,6 +44,7 @@ class EngineSettings:
     # "batch": each batch conditioned, sampled, decoded in turn (A1111's hook order); "job": each stage over
     # all batches before the next one (memory modes: a component moves between devices once per job)
     stage_order: str = "batch"
+    s_min_uncond: float = 0.0  # s_min_uncond: below this sigma the uncond forward is skipped ("NGMS")
     memory: MemorySettings = MemorySettings()  # memory mode, VAE tiling and precision (sdwebui.engine.memory)
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts

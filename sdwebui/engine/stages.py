@@ -196,7 +196,9 @@ def _run_pass(
     )
     adapter = ModelAdapter(run.model, start.scheduler.alphas_cumprod, size, run.hooks.unet_addons, index)
     job = SamplingJob(
-        denoiser=CFGDenoiser(adapter, sampling_pass.cfg_scale, run.hooks, work.indexes),
+        denoiser=CFGDenoiser(
+            adapter, sampling_pass.cfg_scale, run.hooks, work.indexes, run.settings.s_min_uncond
+        ),
         scheduler=start.scheduler,
         timesteps=prepared.timesteps,
         latents=latents,
