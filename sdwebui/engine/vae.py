@@ -63,8 +63,18 @@ def encode(
     tile = _wants_tiling(pixels.shape[-2] * pixels.shape[-1])
     with interrupt_checks(model_blocks(getattr(model.vae, "encoder", None)), should_stop or _never):
         with tiling(model.vae, tile):
-            dist = model.vae.encode(pixels.to(model.device, model.vae_dtype)).latent_dist
+            dist = model.vae.encode(pixels.to(_device(model), model.vae_dtype)).latent_dist
     return ((dist.mean - shift) * scaling).to(torch.float32)
+
+
+def _device(model: LoadedModel) -> torch.device:
+    """The job's device; outside a job (a live preview on another thread) wherever the VAE is now: a
+    memory mode may have offloaded it."""
+    if placements.current() is not None:
+        return model.device
+    for parameter in model.vae.parameters():
+        return parameter.device
+    return model.device
 
 
 def _never() -> bool:
@@ -161,7 +171,7 @@ def _decode(
     model: LoadedModel, latents: torch.Tensor, should_stop: Callable[[], bool] | None, dtype: torch.dtype
 ) -> torch.Tensor:
     scaling, shift = _scale(model)
-    scaled = latents.to(model.device, dtype) / scaling + shift
+    scaled = latents.to(_device(model), dtype) / scaling + shift
     if should_stop is None:
         pixels = model.vae.decode(scaled, return_dict=False)[0]
     else:
