@@ -523,6 +523,7 @@ def _default_model_manager(
         no_half=args.no_half,
         no_half_vae=args.no_half_vae,
         precision_full=args.precision == "full",
+        prefer_bf16=bool(getattr(args, "bf16", False)),
     )
     if device is not None:  # e.g. "cuda:1": the flags' precision on that device
         policy = dataclasses.replace(policy, device=torch.device(device))

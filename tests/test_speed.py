@@ -1,13 +1,17 @@
-"""Speed settings through `generate` on the tiny models: s_min_uncond skips the uncond forward below its sigma."""
+"""Speed settings through `generate` on the tiny models: s_min_uncond skips the uncond forward below its
+sigma; fp8 weight storage for a job, undone exactly; channels-last for a job."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.generate import generate
+from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.speed.settings import SpeedSettings
 
 
 def run_counting_rows(model, **settings) -> tuple[list[int], object]:
@@ -40,3 +44,63 @@ def test_s_min_uncond_skips_the_uncond_forward_below_the_sigma(tiny_sd1_model):
     assert not np.array_equal(first, second)
     rows, _ = run_counting_rows(tiny_sd1_model, s_min_uncond=100.0)
     assert rows == [1] * 6
+
+
+def pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0].image, dtype=np.int16)
+
+
+def test_fp8_storage_round_trip(tiny_sd1_model, tiny_sdxl_model):
+    model = tiny_sd1_model
+    weights = {name: p.detach().clone() for name, p in model.unet.named_parameters()}
+    _, plain = run_counting_rows(model)
+    seen: list[set] = []
+    layer = model.unet.down_blocks[0].resnets[0].conv1
+    handle = layer.register_forward_pre_hook(lambda m, a: seen.append({m.weight.dtype}), prepend=True)
+    try:
+        _, fp8 = run_counting_rows(model, speed=SpeedSettings(fp8_storage="Enable"))
+    finally:
+        handle.remove()
+    assert seen and all(dtypes == {torch.float8_e4m3fn} for dtypes in seen)  # stored in fp8 between layers
+    assert "FP8 weight: Enable" in fp8.images[0].infotext
+    difference = np.abs(pixels(fp8) - pixels(plain))
+    assert 0 < difference.mean() < 40  # the same picture, in fewer bits
+    assert all(torch.equal(weights[name], p) for name, p in model.unet.named_parameters())  # exactly undone
+    assert np.array_equal(pixels(run_counting_rows(model)[1]), pixels(plain))
+    _, sd1 = run_counting_rows(model, speed=SpeedSettings(fp8_storage="Enable for SDXL"))
+    assert "FP8 weight" not in sd1.images[0].infotext
+    _, sdxl = run_counting_rows(tiny_sdxl_model, speed=SpeedSettings(fp8_storage="Enable for SDXL"))
+    assert "FP8 weight: Enable" in sdxl.images[0].infotext
+
+
+def test_fp8_with_lowvram_streaming(tiny_sd1_model):
+    _, fp8 = run_counting_rows(tiny_sd1_model, speed=SpeedSettings(fp8_storage="Enable"))
+    _, both = run_counting_rows(
+        tiny_sd1_model, speed=SpeedSettings(fp8_storage="Enable"), memory=MemorySettings(mode="lowvram")
+    )
+    assert np.array_equal(pixels(both), pixels(fp8))
+    assert not any(p.dtype == torch.float8_e4m3fn for p in tiny_sd1_model.unet.parameters())
+
+
+def test_channels_last_for_the_job_only(tiny_sd1_model):
+    _, plain = run_counting_rows(tiny_sd1_model)
+    formats: list[bool] = []
+    conv = tiny_sd1_model.unet.conv_in
+    handle = conv.register_forward_pre_hook(
+        lambda m, a: formats.append(m.weight.is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        _, fast = run_counting_rows(tiny_sd1_model, speed=SpeedSettings(channels_last=True))
+    finally:
+        handle.remove()
+    assert formats and all(formats) and conv.weight.is_contiguous()
+    assert np.abs(pixels(fast) - pixels(plain)).max() <= 1
+
+
+def test_bf16_compute_is_in_the_infotext(tiny_model_factory):
+    model = tiny_model_factory("sd1")
+    for module in (model.unet, *model.text_encoders):
+        module.to(torch.bfloat16)
+    model.dtype = torch.bfloat16
+    _, result = run_counting_rows(model)
+    assert "Precision: bf16" in result.images[0].infotext and np.asarray(result.images[0].image).std() > 0

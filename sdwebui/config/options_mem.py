@@ -41,6 +41,17 @@ def mem_templates() -> dict[str, dict[str, Any]]:
             "component_args": {"minimum": 0.0, "maximum": 15.0, "step": 0.01},
             "infotext": "NGMS",
         },
+        "fp8_storage": {
+            "default": "Disable",
+            "label": "FP8 weight (U-Net weights stored as float8_e4m3fn, computed in fp16/bf16: about half "
+            "the memory of the weights, slightly different images)",
+            "choices": ["Disable", "Enable for SDXL", "Enable"],
+            "infotext": "FP8 weight",
+        },
+        "channels_last": {
+            "default": False,
+            "label": "Channels-last memory format for the U-Net (faster convolutions on tensor cores)",
+        },
         "auto_vae_precision": {
             "default": True,
             "label": "Automatically revert VAE to 32-bit floats (triggers when a tensor with NaNs is produced "

@@ -22,6 +22,7 @@ from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.speed.settings import SpeedSettings
 from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
@@ -175,6 +176,10 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         embeddings=source.embeddings,
         upscalers=source.upscalers,
         s_min_uncond=float(values.get("s_min_uncond", 0.0)),
+        speed=SpeedSettings(
+            fp8_storage=str(values.get("fp8_storage") or "Disable"),
+            channels_last=bool(values.get("channels_last", False)),
+        ),
         memory=_memory(values, source),
     )
 

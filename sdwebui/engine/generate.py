@@ -41,6 +41,7 @@ from sdwebui.engine.requests import (
 from sdwebui.engine.rng import resolve_seed
 from sdwebui.engine.saving import filename_fields, save_generated
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.speed import apply as speed
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
 
@@ -79,6 +80,26 @@ def generate(
     for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
+    with speed.applied(model, settings.speed) as weight_params:
+        state.extra_generation_params.update(weight_params)
+        result = _run_job(model, request, ctx, settings, hooks, state, plan, eta)
+    result.interrupted = ctx.interrupted
+    if hooks.postprocess is not None:
+        hooks.postprocess(PostprocessArgs(state, result))
+    return result
+
+
+def _run_job(
+    model: LoadedModel,
+    request: Txt2ImgRequest,
+    ctx: JobContext,
+    settings: EngineSettings,
+    hooks: EngineHooks,
+    state: JobState,
+    plan: Any,
+    eta: float | None,
+) -> GenerationResult:
+    """The job's stages, with its components placed per its memory plan; the result before postprocess."""
     started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
     result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
     passes = job_passes(request)
@@ -113,9 +134,6 @@ def generate(
         else:
             _run_by_batch(run)
     result.peak_memory, result.memory_mode = peak.report(), placement.plan.mode
-    result.interrupted = ctx.interrupted
-    if hooks.postprocess is not None:
-        hooks.postprocess(PostprocessArgs(state, result))
     return result
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sdwebui.engine.memory.settings import MemorySettings
+from sdwebui.engine.speed.settings import SpeedSettings
 from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
@@ -45,6 +46,7 @@ class EngineSettings:
     # all batches before the next one (memory modes: a component moves between devices once per job)
     stage_order: str = "batch"
     s_min_uncond: float = 0.0  # s_min_uncond: below this sigma the uncond forward is skipped ("NGMS")
+    speed: SpeedSettings = SpeedSettings()  # fp8 weight storage, channels-last (sdwebui.engine.speed)
     memory: MemorySettings = MemorySettings()  # memory mode, VAE tiling and precision (sdwebui.engine.memory)
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts

@@ -75,7 +75,8 @@ class DevicePolicy:
             return cls()
         if no_half or precision_full:
             return cls(device, torch.float32, torch.float32)
-        half = torch.bfloat16 if prefer_bf16 and device.type == "cuda" else torch.float16
+        bf16 = prefer_bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        half = torch.bfloat16 if bf16 else torch.float16
         return cls(device, half, torch.float32 if no_half_vae else half)
 
 
