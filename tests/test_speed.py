@@ -104,3 +104,34 @@ def test_bf16_compute_is_in_the_infotext(tiny_model_factory):
     model.dtype = torch.bfloat16
     _, result = run_counting_rows(model)
     assert "Precision: bf16" in result.images[0].infotext and np.asarray(result.images[0].image).std() > 0
+
+
+def test_token_merging_merges_self_attention_tokens_for_the_pass(tiny_sd1_model):
+    unet = tiny_sd1_model.unet
+    processors = dict(unet.attn_processors)
+    lengths: list[int] = []
+    attn1 = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    handle = attn1.to_q.register_forward_pre_hook(lambda m, a: lengths.append(a[0].shape[1]))
+    try:
+        _, plain = run_counting_rows(tiny_sd1_model)
+        assert set(lengths) == {64}  # 64x64 image: an 8x8 latent grid
+        lengths.clear()
+        _, merged = run_counting_rows(tiny_sd1_model, speed=SpeedSettings(token_merging_ratio=0.5))
+    finally:
+        handle.remove()
+    assert set(lengths) == {32}  # half the tokens merged away before the self-attention
+    assert "Token merging ratio: 0.5" in merged.images[0].infotext
+    assert 0 < np.abs(pixels(merged) - pixels(plain)).mean() < 40
+    assert dict(unet.attn_processors) == processors  # only for the job's pass
+
+
+def test_token_merging_round_trip_keeps_unmerged_tokens():
+    from sdwebui.engine.speed.tome import bipartite_merge
+
+    tokens = torch.randn(2, 16 * 12, 8)
+    merge, unmerge = bipartite_merge(tokens, 16, 12, 40)
+    merged = merge(tokens)
+    assert merged.shape == (2, 16 * 12 - 40, 8)
+    back = unmerge(merged)
+    kept = (back == tokens).all(-1).sum(-1)
+    assert back.shape == tokens.shape and bool((kept >= 16 * 12 - 2 * 40).all())

@@ -52,6 +52,18 @@ def mem_templates() -> dict[str, dict[str, Any]]:
             "default": False,
             "label": "Channels-last memory format for the U-Net (faster convolutions on tensor cores)",
         },
+        "token_merging_ratio": {
+            "default": 0.0,
+            "label": "Token merging ratio (0=disable, higher=faster)",
+            "component_args": {"minimum": 0.0, "maximum": 0.9, "step": 0.1},
+            "infotext": "Token merging ratio",
+        },
+        "token_merging_ratio_hr": {
+            "default": 0.0,
+            "label": "Token merging ratio for high-res pass (only applies if non-zero and overrides above)",
+            "component_args": {"minimum": 0.0, "maximum": 0.9, "step": 0.1},
+            "infotext": "Token merging ratio hr",
+        },
         "auto_vae_precision": {
             "default": True,
             "label": "Automatically revert VAE to 32-bit floats (triggers when a tensor with NaNs is produced "

@@ -80,7 +80,7 @@ def generate(
     for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
-    with speed.applied(model, settings.speed) as weight_params:
+    with speed.applied(model, settings.speed, len(job_passes(request)) > 1) as weight_params:
         state.extra_generation_params.update(weight_params)
         result = _run_job(model, request, ctx, settings, hooks, state, plan, eta)
     result.interrupted = ctx.interrupted

@@ -31,6 +31,7 @@ from sdwebui.engine.plan import PreparedBatch, blank_inpainting_cond
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
 from sdwebui.engine.rng import ImageRNG
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.engine.speed.tome import token_merging
 from sdwebui.models.model import LoadedModel
 
 INTERRUPT, SKIP = "interrupt", "skip"
@@ -208,7 +209,12 @@ def _run_pass(
         image_cond=prepared.image_cond,
         mask_blend=prepared.mask_blend,
     )
-    with wrapped_attention(run.model.unet, adapter.addons):
+    factor, ratio = run.model.vae_scale_factor, run.settings.speed.merging_ratio(index)
+    latent_size = (sampling_pass.height // factor, sampling_pass.width // factor)
+    with (
+        wrapped_attention(run.model.unet, adapter.addons),
+        token_merging(run.model.unet, ratio, *latent_size),
+    ):
         outcome = run_loop(job, run.ctx, run.hooks, progress, run.settings.live_preview_every)
     work.stopped = outcome.stopped
     if outcome.stopped == SKIP:

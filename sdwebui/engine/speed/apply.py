@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -30,9 +31,14 @@ def channels_last(module: torch.nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def applied(model: LoadedModel, speed: SpeedSettings) -> Iterator[dict[str, str]]:
-    """Yields the infotext parameters: "FP8 weight" (A1111's key) and "Precision" (bf16 compute)."""
-    params: dict[str, str] = {}
+def applied(model: LoadedModel, speed: SpeedSettings, hires: bool = False) -> Iterator[dict[str, Any]]:
+    """Yields the infotext parameters: "FP8 weight" (A1111's key), "Precision" (bf16 compute) and A1111's
+    "Token merging ratio" / "Token merging ratio hr"."""
+    params: dict[str, Any] = {}
+    if speed.token_merging_ratio > 0:
+        params["Token merging ratio"] = speed.token_merging_ratio
+    if hires and speed.token_merging_ratio_hr > 0:
+        params["Token merging ratio hr"] = speed.token_merging_ratio_hr
     with contextlib.ExitStack() as stack:
         if wants_fp8(model, speed):
             stack.enter_context(fp8_storage(model.unet, model.dtype))
