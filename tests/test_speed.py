@@ -4,6 +4,7 @@ sigma; fp8 weight storage for a job, undone exactly; channels-last for a job."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sdwebui.engine.context import JobContext
@@ -135,3 +136,88 @@ def test_token_merging_round_trip_keeps_unmerged_tokens():
     back = unmerge(merged)
     kept = (back == tokens).all(-1).sum(-1)
     assert back.shape == tokens.shape and bool((kept >= 16 * 12 - 2 * 40).all())
+
+
+def test_compile_setting_compiles_in_place_and_back(tiny_model_factory):
+    from sdwebui.engine.speed.compiled import is_compiled, set_compiled
+
+    unet = tiny_model_factory("sd1").unet
+    set_compiled(unet, True, "eager")  # lazy: nothing is traced before the first call
+    assert is_compiled(unet)
+    set_compiled(unet, True, "eager")
+    set_compiled(unet, False)
+    assert not is_compiled(unet)
+
+
+@pytest.mark.slow
+def test_compiled_unet_does_not_recompile_across_steps_or_jobs(tiny_model_factory):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from sdwebui.engine.speed.compiled import compiled_frames
+
+    model = tiny_model_factory("sd1")
+    torch._dynamo.reset()
+    counters.clear()
+    _, plain = run_counting_rows(model)
+    compiled = SpeedSettings(compile=True, compile_backend="eager")
+    _, first = run_counting_rows(model, speed=compiled)  # 6 steps: compiled on the first (the warm-up)
+    assert compiled_frames() == 1
+    _, second = run_counting_rows(model, speed=compiled)
+    assert compiled_frames() == 1 and not counters["recompiles"]
+    assert np.array_equal(pixels(first), pixels(plain)) and np.array_equal(pixels(second), pixels(plain))
+
+
+def tiny_transformer():
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        pooled_projection_dim=8,
+        guidance_embeds=False,
+        axes_dims_rope=(2, 2, 4),
+    )
+
+
+def test_step_cache_skips_the_later_blocks_of_a_transformer_when_the_first_changes_little(tiny_sd1_model):
+    from sdwebui.engine.speed.step_cache import step_cache
+
+    transformer, calls = tiny_transformer(), []
+    transformer.single_transformer_blocks[-1].attn.register_forward_pre_hook(lambda m, a: calls.append(1))
+    text = torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 16, 4, generator=torch.Generator().manual_seed(2))
+
+    def steps() -> list[torch.Tensor]:
+        return [
+            transformer(
+                hidden_states=x + 0.001 * s,
+                encoder_hidden_states=text,
+                pooled_projections=torch.zeros(1, 8),
+                timestep=torch.tensor([1.0 - s / 10]),
+                img_ids=torch.zeros(16, 3),
+                txt_ids=torch.zeros(4, 3),
+            ).sample
+            for s in range(6)
+        ]
+
+    plain = steps()
+    assert len(calls) == 6
+    calls.clear()
+    with step_cache(transformer, 0.5) as applied:
+        cached = steps()
+    assert applied and len(calls) == 1  # the first step computes every block; the next five reuse
+    assert torch.allclose(cached[0], plain[0]) and not torch.allclose(cached[-1], plain[-1])
+    calls.clear()
+    steps()
+    assert len(calls) == 6  # off again after the job
+    with step_cache(tiny_sd1_model.unet, 0.5) as applied:  # a U-Net: not a DiT, left alone
+        assert not applied
+    _, result = run_counting_rows(tiny_sd1_model, speed=SpeedSettings(step_cache_threshold=0.2))
+    assert "First block cache" not in result.images[0].infotext

@@ -52,6 +52,18 @@ def mem_templates() -> dict[str, dict[str, Any]]:
             "default": False,
             "label": "Channels-last memory format for the U-Net (faster convolutions on tensor cores)",
         },
+        "unet_compile": {
+            "default": False,
+            "label": "torch.compile the U-Net (the first step of each new image size compiles, minutes; then "
+            "faster; interrupts act between steps only)",
+        },
+        "step_cache_threshold": {
+            "default": 0.0,
+            "label": "Step cache for DiT models (Flux, SD3): first-block cache threshold, 0 = off, higher = "
+            "faster and further from the uncached image; U-Net models are not affected",
+            "component_args": {"minimum": 0.0, "maximum": 1.0, "step": 0.01},
+            "infotext": "First block cache",
+        },
         "token_merging_ratio": {
             "default": 0.0,
             "label": "Token merging ratio (0=disable, higher=faster)",

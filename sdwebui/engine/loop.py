@@ -45,6 +45,9 @@ class SamplingJob:
     eta: float | None = None
     image_cond: torch.Tensor | None = None  # inpainting-model channels (mask + masked-image latents)
     mask_blend: MaskBlend | None = None
+    # interrupt checks between the U-Net's blocks (hooks); off for a compiled U-Net, whose graph new hooks
+    # would recompile every pass: it is checked before each step only
+    block_checks: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def run_loop(
     latents = job.latents
     total = len(job.timesteps)
     last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    unet_blocks = model_blocks(getattr(job.denoiser.adapter.model, "unet", None))
+    unet_blocks = model_blocks(getattr(job.denoiser.adapter.model, "unet", None)) if job.block_checks else []
     with interrupt_checks(unet_blocks, lambda: ctx.interrupted or ctx.skipped):
         for i, t in enumerate(job.timesteps):
             if ctx.interrupted or ctx.skipped:

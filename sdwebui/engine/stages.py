@@ -208,6 +208,7 @@ def _run_pass(
         eta=run.eta,
         image_cond=prepared.image_cond,
         mask_blend=prepared.mask_blend,
+        block_checks=not run.settings.speed.compile,
     )
     factor, ratio = run.model.vae_scale_factor, run.settings.speed.merging_ratio(index)
     latent_size = (sampling_pass.height // factor, sampling_pass.width // factor)

@@ -4,15 +4,20 @@ infotext keys that say how the job's weights were held."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from sdwebui.engine.memory.plan import SMALL_FAMILIES
+from sdwebui.engine.speed.compiled import compiled_frames, set_compiled
 from sdwebui.engine.speed.fp8 import fp8_storage
 from sdwebui.engine.speed.settings import SpeedSettings
+from sdwebui.engine.speed.step_cache import step_cache
 from sdwebui.models.model import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 def wants_fp8(model: LoadedModel, speed: SpeedSettings) -> bool:
@@ -35,6 +40,8 @@ def applied(model: LoadedModel, speed: SpeedSettings, hires: bool = False) -> It
     """Yields the infotext parameters: "FP8 weight" (A1111's key), "Precision" (bf16 compute) and A1111's
     "Token merging ratio" / "Token merging ratio hr"."""
     params: dict[str, Any] = {}
+    set_compiled(model.unet, speed.compile, speed.compile_backend)
+    frames = compiled_frames() if speed.compile else 0
     if speed.token_merging_ratio > 0:
         params["Token merging ratio"] = speed.token_merging_ratio
     if hires and speed.token_merging_ratio_hr > 0:
@@ -45,6 +52,11 @@ def applied(model: LoadedModel, speed: SpeedSettings, hires: bool = False) -> It
             params["FP8 weight"] = "Enable"
         if speed.channels_last:
             stack.enter_context(channels_last(model.unet))
+        denoiser = getattr(model, "transformer", None) or model.unet  # a DiT family's transformer, if any
+        if stack.enter_context(step_cache(denoiser, speed.step_cache_threshold)):
+            params["First block cache"] = speed.step_cache_threshold
         if model.dtype == torch.bfloat16:
             params["Precision"] = "bf16"
         yield params
+    if speed.compile and compiled_frames() > frames:
+        log.info("torch.compile: %d graph(s) compiled in this job", compiled_frames() - frames)
