@@ -221,3 +221,15 @@ def test_step_cache_skips_the_later_blocks_of_a_transformer_when_the_first_chang
         assert not applied
     _, result = run_counting_rows(tiny_sd1_model, speed=SpeedSettings(step_cache_threshold=0.2))
     assert "First block cache" not in result.images[0].infotext
+
+
+def test_cudnn_benchmark_for_the_job(tiny_sd1_model):
+    seen: list[bool] = []
+    handle = tiny_sd1_model.unet.register_forward_pre_hook(
+        lambda m, a: seen.append(torch.backends.cudnn.benchmark)
+    )
+    try:
+        run_counting_rows(tiny_sd1_model, speed=SpeedSettings(cudnn_benchmark=True))
+    finally:
+        handle.remove()
+    assert seen and all(seen) and not torch.backends.cudnn.benchmark

@@ -52,6 +52,11 @@ def mem_templates() -> dict[str, dict[str, Any]]:
             "default": False,
             "label": "Channels-last memory format for the U-Net (faster convolutions on tensor cores)",
         },
+        "cudnn_benchmark": {
+            "default": False,
+            "label": "cuDNN benchmark: pick the fastest convolution kernels for each new image size (the first "
+            "job of a size is slower; results may differ in the last bits)",
+        },
         "unet_compile": {
             "default": False,
             "label": "torch.compile the U-Net (the first step of each new image size compiles, minutes; then "

@@ -180,6 +180,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
             fp8_storage=str(values.get("fp8_storage") or "Disable"),
             channels_last=bool(values.get("channels_last", False)),
             compile=bool(values.get("unet_compile", False)),
+            cudnn_benchmark=bool(values.get("cudnn_benchmark", False)),
             step_cache_threshold=float(values.get("step_cache_threshold", 0.0)),
             token_merging_ratio=float(values.get("token_merging_ratio", 0.0)),
             token_merging_ratio_hr=float(values.get("token_merging_ratio_hr", 0.0)),

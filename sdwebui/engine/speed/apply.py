@@ -36,6 +36,17 @@ def channels_last(module: torch.nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """torch.backends.cudnn.benchmark on for the job (a process-wide switch: restored after it)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+@contextlib.contextmanager
 def applied(model: LoadedModel, speed: SpeedSettings, hires: bool = False) -> Iterator[dict[str, Any]]:
     """Yields the infotext parameters: "FP8 weight" (A1111's key), "Precision" (bf16 compute) and A1111's
     "Token merging ratio" / "Token merging ratio hr"."""
@@ -50,6 +61,8 @@ def applied(model: LoadedModel, speed: SpeedSettings, hires: bool = False) -> It
         if wants_fp8(model, speed):
             stack.enter_context(fp8_storage(model.unet, model.dtype))
             params["FP8 weight"] = "Enable"
+        if speed.cudnn_benchmark:
+            stack.enter_context(cudnn_benchmark())
         if speed.channels_last:
             stack.enter_context(channels_last(model.unet))
         denoiser = getattr(model, "transformer", None) or model.unet  # a DiT family's transformer, if any

@@ -11,9 +11,8 @@ FP8_CHOICES = ("Disable", "Enable for SDXL", "Enable")  # A1111's fp8_storage va
 class SpeedSettings:
     fp8_storage: str = "Disable"  # fp8_storage: U-Net weights stored as float8_e4m3fn, computed in fp16/bf16
     channels_last: bool = False  # channels_last: the U-Net's convolutions in NHWC (faster on tensor cores)
-    compile: bool = (
-        False  # unet_compile: torch.compile of the U-Net, compiled once per shape, kept across jobs
-    )
+    cudnn_benchmark: bool = False  # cudnn_benchmark: cuDNN picks the fastest convolution kernels per shape
+    compile: bool = False  # unet_compile: torch.compile of the U-Net, once per shape, kept across jobs
     compile_backend: str = "inductor"  # torch.compile's backend ("eager"/"aot_eager" check the tracing only)
     step_cache_threshold: float = 0.0  # step_cache_threshold: DiT first-block cache (0 = off; 0.1-0.3 usual)
     token_merging_ratio: float = 0.0  # token_merging_ratio: ToMe's share of self-attention tokens merged
