@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sdwebui.models.components import build_components, family_config  # noqa: E
 from sdwebui.models.model import CheckpointInfo, LoadedModel, ModelFamily  # noqa: E402
 from tests import tiny_models  # noqa: E402
 
+REPEATS = 3
 FAST = SpeedSettings(compile=True, channels_last=True, cudnn_benchmark=True)
 OURS = (
     ("ours default", "auto", SpeedSettings()),
@@ -129,13 +131,16 @@ def measure(label: str, model: LoadedModel, case: Case, run) -> Figure:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    run()
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    times = []
+    for _ in range(REPEATS):  # the median: other work on a shared machine makes single runs noisy
+        start = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    elapsed = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-    return Figure(label, case.steps / elapsed, peak)
+    return Figure(label, case.steps / elapsed, peak)  # it/s of the whole job (encode, steps, decode)
 
 
 def bench(model: LoadedModel, case: Case, small: bool) -> list[Figure]:
