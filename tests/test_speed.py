@@ -81,6 +81,7 @@ def test_fp8_with_lowvram_streaming(tiny_sd1_model):
     )
     assert np.array_equal(pixels(both), pixels(fp8))
     assert not any(p.dtype == torch.float8_e4m3fn for p in tiny_sd1_model.unet.parameters())
+    run_counting_rows(tiny_sd1_model, memory=MemorySettings(mode="gpu"))  # the shared test model unstreamed
 
 
 def test_channels_last_for_the_job_only(tiny_sd1_model):
