@@ -64,9 +64,12 @@ class InfoJson:
     is_using_inpainting_conditioning: bool
     version: str = VERSION
     interrupted: bool = False
+    worker: str | None = None  # the pool worker that ran the job (our addition; left out without a pool)
 
     def dumps(self) -> str:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if values["worker"] is None:
+            del values["worker"]
         return json.dumps(values, default=str)
 
     @classmethod

@@ -68,7 +68,10 @@ def router(ctx: RouteContext) -> APIRouter:
 
     @router.get(f"{API}/memory", response_model=m.MemoryResponse)
     def memory():
-        return m.MemoryResponse(ram=_ram(), cuda=_cuda())
+        workers = None  # with a pool (--workers), each worker process's own memory too
+        if services.pool is not None:
+            workers = [{"id": row.id, **row.memory} for row in services.workers(with_memory=True)]
+        return m.MemoryResponse(ram=_ram(), cuda=_cuda(), workers=workers)
 
     @router.get(f"{API}/scripts", response_model=m.ScriptsList)
     def scripts():
