@@ -320,3 +320,38 @@ def test_a_worker_killed_mid_job_loses_nothing(pool_server):
     assert replaced["restarts"] == 1
     again = post(pool_server, "/txt2img", {**TINY, "seed": 4243})
     assert again.status_code == 200 and json.loads(again.json()["info"])["seed"] == 4243
+
+
+@pytest.mark.slow
+def test_a_worker_hanging_past_the_step_timeout_is_treated_as_dead(pool_server):
+    """SIGSTOP the worker running a job: after --worker-step-timeout (90 s here) without progress it is
+    killed, the job completes on the other worker, and a replacement starts."""
+    body = {"width": 192, "height": 192, "steps": 80, "seed": 5151, "save_images": True}
+    task_id = post(pool_server, "/txt2img?async=true", body).json()["task_id"]
+    victim = wait_until(
+        lambda: next((w for w in workers(pool_server).values() if w["current_job"] == task_id), None),
+        "the job running on a worker",
+        timeout=120,
+    )
+    _wait_running(pool_server, task_id)
+    os.kill(victim["pid"], signal.SIGSTOP)
+    try:
+        retrying = wait_until(
+            lambda: "retrying" in (text := _live(pool_server, task_id)["textinfo"]) and text,
+            "the hung job shown as retrying",
+            timeout=300,
+        )
+        assert "no progress" in retrying and victim["id"] in retrying
+        status = _wait_done(pool_server, task_id)
+        assert status["status"] == "done" and json.loads(status["result"]["info"])["worker"] != victim["id"]
+        assert len(pngs(pool_server, 5151)) == 1
+        wait_until(
+            lambda: (w := workers(pool_server)[victim["id"]])["ready"] and w["pid"] != victim["pid"],
+            "a replacement for the hung worker",
+            timeout=600,
+        )
+    finally:
+        try:
+            os.kill(victim["pid"], signal.SIGKILL)  # the stopped process this test made (if Ray left it)
+        except ProcessLookupError:
+            pass

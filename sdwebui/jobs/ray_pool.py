@@ -29,7 +29,7 @@ from sdwebui.jobs.remote import RemoteFailure, RemoteJob, RemoteResult, WorkerAc
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.05  # progress polling while a job runs (the result itself arrives as soon as it is ready)
+POLL_SECONDS = 0.1  # progress polling while a job runs (the result itself arrives as soon as it is ready)
 READY_TIMEOUT = 900.0  # a new actor builds its stack and loads its first model
 MAX_ATTEMPTS = 2  # a job is run at most twice: once, and once more after its worker died
 
@@ -272,9 +272,10 @@ class RayPool(JobQueue):
         log.warning("job %s: %s", job.id, reason)
         with self._lock:
             self._running.remove(job)
-            if entry.attempts >= MAX_ATTEMPTS or self._stopping:
+            if entry.attempts >= MAX_ATTEMPTS or self._stopping or job.ctx.interrupted:
+                # twice lost, or the user had stopped it already: no other worker runs it again
                 self._remote.pop(job.id, None)
-                message = f"the job failed twice: {reason}" if not self._stopping else reason
+                message = f"the job failed twice: {reason}" if entry.attempts >= MAX_ATTEMPTS else reason
                 self._finish(job, JobState.FAILED, error=message, exception=RuntimeError(message))
                 return
             job.state, job.started_at, job.worker = JobState.QUEUED, None, None

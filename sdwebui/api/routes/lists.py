@@ -66,11 +66,12 @@ def router(ctx: RouteContext) -> APIRouter:
             for s in services.styles.all()
         ]
 
-    @router.get(f"{API}/memory", response_model=m.MemoryResponse)
+    # `workers` is sent only with a pool (--workers): each worker process's own memory
+    @router.get(f"{API}/memory", response_model=m.MemoryResponse, response_model_exclude_unset=True)
     def memory():
-        workers = None  # with a pool (--workers), each worker process's own memory too
-        if services.pool is not None:
-            workers = [{"id": row.id, **row.memory} for row in services.workers(with_memory=True)]
+        if services.pool is None:
+            return m.MemoryResponse(ram=_ram(), cuda=_cuda())
+        workers = [{"id": row.id, **row.memory} for row in services.workers(with_memory=True)]
         return m.MemoryResponse(ram=_ram(), cuda=_cuda(), workers=workers)
 
     @router.get(f"{API}/scripts", response_model=m.ScriptsList)
