@@ -73,6 +73,33 @@ def test_loopback_ray_addresses_need_no_insecure(address, tmp_path):
     assert flags.parse_args(["--data-dir", str(tmp_path), "--ray-address", address]).ray_address == address
 
 
+class _ClusterResources:
+    """Ray's `cluster_resources()` of a cluster with `gpus` GPUs (this machine has none to show)."""
+
+    def __init__(self, gpus: int):
+        self.gpus = gpus
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 16.0, **({"GPU": float(self.gpus)} if self.gpus else {})}
+
+
+def test_one_worker_per_gpu_and_never_more_gpu_workers_than_gpus(tmp_path):
+    from sdwebui.jobs.ray_cluster import Cluster, PoolSettings, worker_count
+
+    def settings(*extra: str) -> PoolSettings:
+        return PoolSettings.from_args(flags.parse_args(["--data-dir", str(tmp_path), *extra]))
+
+    assert PoolSettings.from_args(flags.parse_args(["--data-dir", str(tmp_path)])) is None  # embedded
+    on = lambda gpus: Cluster(_ClusterResources(gpus), started=False, temp_dir=None)  # noqa: E731
+    assert worker_count(on(4), settings("--ray-address", "127.0.0.1:6379")) == (4, True)
+    assert worker_count(on(4), settings("--workers", "2")) == (2, True)
+    assert worker_count(on(0), settings("--workers", "2")) == (2, False)  # no GPU: CPU workers
+    assert worker_count(on(4), settings("--workers", "3", "--use-cpu", "all")) == (3, False)
+    with pytest.raises(RuntimeError, match="needs 5 GPUs .* has 4"):
+        worker_count(on(4), settings("--workers", "5"))
+    assert settings("--workers", "2", "--worker-step-timeout", "7").step_timeout == 7
+
+
 def _job(seq: int, owner: str | None = None, model: str | None = None) -> Job:
     job = Job(id=f"t{seq}", kind=model or "txt2img", work=lambda ctx: None, seq=seq, owner=owner)
     return job

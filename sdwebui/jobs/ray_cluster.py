@@ -81,8 +81,18 @@ def connect(settings: PoolSettings) -> Cluster:
     return Cluster(ray, started=True, temp_dir=temp_dir)
 
 
-def worker_count(cluster: Cluster, settings: PoolSettings) -> int:
-    if settings.workers:
-        return settings.workers
+def worker_count(cluster: Cluster, settings: PoolSettings) -> tuple[int, bool]:
+    """(workers, on GPUs): one per GPU of the cluster unless --workers says; CPU workers with --use-cpu
+    all or on a cluster without GPUs. More GPU workers than GPUs would wait forever for one: refused."""
     gpus = int(cluster.ray.cluster_resources().get("GPU", 0)) if settings.use_gpu else 0
-    return max(1, gpus)
+    if settings.use_gpu and not gpus:
+        log.warning("no GPU in the Ray cluster: the workers run on the CPU")
+    count = settings.workers or max(1, gpus)
+    if gpus and count > gpus:
+        if cluster.started:
+            cluster.ray.shutdown()
+        raise RuntimeError(
+            f"--workers {count} needs {count} GPUs (one each) but the Ray cluster has {gpus}; "
+            f"give --workers {gpus} or fewer, or --use-cpu all for CPU workers"
+        )
+    return count, bool(gpus)

@@ -86,10 +86,10 @@ class RayPool(JobQueue):
     ):
         self.settings = settings
         self.cluster: Cluster = connect(settings)
-        count = worker_count(self.cluster, settings)
+        count, self.on_gpus = worker_count(self.cluster, settings)
         self._factory, self._worker_args = factory, worker_args
         ray = self.cluster.ray
-        resources = {"num_gpus": 1} if settings.use_gpu else {"num_cpus": 1}
+        resources = {"num_gpus": 1} if self.on_gpus else {"num_cpus": 1}
         self._actor_class = ray.remote(max_concurrency=8, **resources)(WorkerActor)
         self.slots = [Slot(n, f"worker{n}") for n in range(count)]
         self._remote: dict[str, RemoteEntry] = {}
@@ -286,7 +286,7 @@ class RayPool(JobQueue):
 
     # --- actors ---
     def _launch(self, slot: Slot) -> None:
-        threads = None if self.settings.use_gpu else 1
+        threads = None if self.on_gpus else 1
         slot.actor = self._actor_class.remote(self._factory, self._worker_args, threads)
         slot.ready, slot.facts = False, None
 
