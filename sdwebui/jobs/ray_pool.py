@@ -114,6 +114,14 @@ class RayPool(JobQueue):
             self._remote[job.id] = RemoteEntry(spec, finish)
         return job
 
+    def cancel(self, task_id: str) -> bool:
+        cancelled = super().cancel(task_id)
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is not None and job.state is JobState.CANCELLED:  # removed before any worker saw it
+                self._remote.pop(task_id, None)
+        return cancelled
+
     @staticmethod
     def new_task_id() -> str:
         return f"task({uuid.uuid4().hex[:15]})"
