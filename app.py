@@ -37,12 +37,22 @@ def main(argv: list[str] | None = None) -> int:
         import gradio  # noqa: F401  (the page needs it; in before the model thread starts importing)
 
         timer.record("import gradio")
-    from sdwebui.api.server import serve
-    from sdwebui.extensions.bridge import attach_extensions
     from sdwebui.services import build_services
 
     services = build_services(args)
     timer.record("build services")
+    from sdwebui.worker_backend import start_pool
+
+    if start_pool(services):  # --workers / --ray-address: each worker loads its model itself
+        timer.record("start Ray workers")
+        return _serve(args, services, timer, on_started=None)
+    return _serve(args, services, timer, on_started=lambda: submit_model_load(services))
+
+
+def _serve(args, services, timer, on_started):
+    from sdwebui.api.server import serve
+    from sdwebui.extensions.bridge import attach_extensions
+
     attach_extensions(services)
     timer.record("load extensions")
     # The model loads once the server has started: Python threads share one core, so loading it beside the
@@ -51,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.nowebui:
         from webui.layout import mount_page as ui  # this is the composition root: it picks the UI
 
-    return serve(services, ui, timer, on_started=lambda: submit_model_load(services))
+    return serve(services, ui, timer, on_started=on_started)
 
 
 def submit_model_load(services):

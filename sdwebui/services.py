@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -128,6 +130,9 @@ class AppServices:
     _lora_patches: dict[bool, LoraNetworksPatch] = field(default_factory=dict, repr=False)
     # upscaler model files (ESRGAN, RealESRGAN, ...; sdwebui.models.upscalers); None: plain resamplers only
     upscaler_library: UpscalerLibrary | None = None
+    # several workers on Ray behind the one queue (sdwebui.jobs.ray_pool.RayPool; --workers/--ray-address);
+    # None: the embedded default, jobs run on the stacks of this process
+    pool: Any = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -141,10 +146,12 @@ class AppServices:
 
     @property
     def jobs(self) -> JobQueue:
-        """The default stack's queue."""
-        return self.stacks[0].jobs
+        """The queue of the UI and API: the pool's when there is one, else the default stack's."""
+        return self.pool if self.pool is not None else self.stacks[0].jobs
 
     def shutdown(self, timeout: float = 5.0) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(timeout)
         for stack in self.stacks:
             stack.shutdown(timeout)
 
@@ -203,6 +210,8 @@ class AppServices:
         self._check_output_dirs(overrides, prefix="override_settings.")
         settings = self.engine_settings(overrides)
         self._check_lora_names(request, settings)
+        if self.pool is not None and stack is None:
+            return self._submit_remote(request, kind, task_id, script_call, settings, restore_overrides)
         stack = stack or self.stack
         gen = GenerationJob(request, kind, stack=stack.name)
 
@@ -225,6 +234,73 @@ class AppServices:
             preview_every=max(1, settings.live_preview_every),
             generation=gen,
         )
+
+    def _submit_remote(
+        self,
+        request: Txt2ImgRequest,
+        kind: str,
+        task_id: str | None,
+        script_call: ScriptCall | None,
+        settings: EngineSettings,
+        restore_overrides: bool,
+    ) -> Job:
+        """Queue a generation on the pool: a worker runs it, this process saves its images."""
+        from sdwebui.jobs.remote import RemoteJob
+        from sdwebui.jobs.remote_saving import save_remote_result
+
+        gen = GenerationJob(request, kind, stack="pool")
+        overrides = dict(request.override_settings)
+        checkpoint = overrides.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint")
+        spec = RemoteJob(
+            job_id=task_id or self.pool.new_task_id(),
+            request=request,
+            script_call=script_call or ScriptCall(kind),
+            options=self.options.items(),
+            checkpoint=self._checkpoint_file(checkpoint),
+        )
+
+        def finish(job: Job, outcome) -> None:
+            gen.ran_on = outcome.ran_on
+            save_remote_result(outcome.result, outcome.ran_on, request, settings)
+            if not restore_overrides and overrides:
+                self._write_options(overrides)
+
+        return self.pool.submit_remote(spec, finish, kind=kind, generation=gen)
+
+    def _checkpoint_file(self, name: str | None) -> str | None:
+        """The file a checkpoint name/title stands for (what workers report holding), None if unknown."""
+        if not name:
+            return None
+        for info in self.models.checkpoints():
+            if name in (info.title, info.name, info.filename, Path(info.filename).name):
+                return info.filename
+        return None
+
+    def workers(self, with_memory: bool = False) -> list[Any]:
+        """GET /sdapi/v1/workers: the pool's workers, or this process's stacks (the embedded default)."""
+        if self.pool is not None:
+            return self.pool.status(with_memory)
+        from sdwebui.jobs.ray_pool import WorkerStatus
+
+        rows = []
+        for stack in self.stacks:
+            manager = getattr(stack.models, "manager", None)
+            loaded = [m.info.filename for m in manager.loaded()] if manager is not None else []
+            running = stack.jobs.running()
+            done = sum(1 for job in stack.jobs.recent() if job.finished and job.generation is not None)
+            rows.append(
+                WorkerStatus(
+                    id=stack.name,
+                    node=socket.gethostname(),
+                    pid=os.getpid(),
+                    device=stack.device,
+                    loaded_models=loaded,
+                    current_job=running[0].id if running else None,
+                    jobs_done=done,
+                    ready=True,
+                )
+            )
+        return rows
 
     def token_counter(self) -> TokenCounter:
         """The limits' CLIP token counter, with the current model's embeddings counted as their vectors."""
@@ -418,6 +494,8 @@ class AppServices:
             "sd_vae_name": used.vae_name if used is not None else None,
             "sd_vae_hash": used.vae_hash if used is not None else None,
             "is_inpainting": used.is_inpainting if used is not None else False,
+            # which pool worker ran the job (only with --workers / --ray-address)
+            **({"worker": job.worker} if self.pool is not None and job is not None and job.worker else {}),
         }
 
 

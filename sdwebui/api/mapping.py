@@ -149,7 +149,9 @@ def info_json(result: GenerationResult, request: Txt2ImgRequest, model_info: dic
         sd_vae_hash=model_info.get("sd_vae_hash"),
         is_inpainting=bool(model_info.get("is_inpainting")),
     )
-    return info_json_builder.from_result(result, request, names).dumps()
+    info = info_json_builder.from_result(result, request, names)
+    info.worker = model_info.get("worker")
+    return info.dumps()
 
 
 def response_parameters(payload: models.GenerationPayload) -> dict[str, Any]:

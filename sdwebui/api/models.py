@@ -292,6 +292,7 @@ class EmbeddingsResponse(BaseModel):
 class MemoryResponse(BaseModel):
     ram: dict[str, Any]
     cuda: dict[str, Any]
+    workers: list[dict[str, Any]] | None = None  # per pool worker (--workers): id, ram, cuda
 
 
 class ScriptsList(BaseModel):

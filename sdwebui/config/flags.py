@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -94,7 +95,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoints kept in RAM (overrides the setting)",
     )
     add("--max-image-pixels", type=int, default=4096 * 4096, help="largest image accepted from a request")
+    _add_worker_flags(add)
     return parser
+
+
+def _add_worker_flags(add) -> None:
+    """Several workers on Ray behind the one queue (README: "Several GPUs and machines")."""
+    add(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run jobs on N worker processes of a local Ray (one per GPU; CPU workers with --use-cpu all)",
+    )
+    add(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join the Ray cluster at ADDR (host:port) and run workers on its nodes; anything but a "
+        "loopback address needs --insecure (Ray has no authentication)",
+    )
+    add(
+        "--worker-step-timeout",
+        type=_positive_int,
+        default=300,
+        metavar="S",
+        help="seconds a pool worker may run a job without progress before it counts as dead (default 300)",
+    )
+    add("--ray-temp-dir", default=None, help="temp folder of the local Ray (default: a new one in /tmp)")
 
 
 def parse_args(
@@ -130,6 +158,7 @@ def check_security(args: argparse.Namespace) -> None:
             f"refusing to listen on {bind_address(args)} without authentication: anyone on the network "
             "could use this machine. Give --api-auth/--gradio-auth user:pass, or --insecure to accept the risk."
         )
+    check_ray_address(args)
     for flag in ("api_auth", "gradio_auth"):
         value = getattr(args, flag)
         if value:
@@ -140,6 +169,36 @@ def check_security(args: argparse.Namespace) -> None:
             "jobs, change settings and install extensions on this machine.",
             bind_address(args),
         )
+
+
+def check_ray_address(args: argparse.Namespace) -> None:
+    """Refuse a non-loopback --ray-address before anything connects: Ray's APIs have no authentication, so
+    joining a cluster on a network means anyone there can run code on every node (and in this process)."""
+    address = getattr(args, "ray_address", None)
+    if not address or is_loopback_address(address):
+        return
+    if not args.insecure:
+        raise FlagError(
+            f"refusing --ray-address {address}: Ray has no authentication, so a cluster reachable on a "
+            "network lets anyone on it run code on its machines. Use a loopback address, or give --insecure "
+            "if the cluster sits on a trusted network."
+        )
+    log.warning("--insecure: joining the Ray cluster at %s; it must sit on a trusted network", address)
+
+
+def is_loopback_address(address: str) -> bool:
+    """`host:port` (or ray://host:port) on 127.0.0.0/8, ::1 or localhost; "auto" is not (it may name any)."""
+    host = address.split("://", 1)[-1].rsplit("@", 1)[-1]
+    if host.startswith("["):  # [::1]:6379
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _positive_int(text: str) -> int:

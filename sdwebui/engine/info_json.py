@@ -67,9 +67,12 @@ class InfoJson:
     # the job's memory high-water marks: ram_peak_rss, and cuda_peak_allocated / _reserved on CUDA (bytes)
     peak_memory: dict[str, int] = dataclasses.field(default_factory=dict)
     memory_mode: str | None = None  # the memory plan the job ran with (auto, medvram, lowvram ...)
+    worker: str | None = None  # the pool worker that ran the job (our addition; left out without a pool)
 
     def dumps(self) -> str:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if values["worker"] is None:
+            del values["worker"]
         return json.dumps(values, default=str)
 
     @classmethod

@@ -142,6 +142,7 @@ class Job:
     owner: str | None = None  # the API user who submitted it (None: the UI, or no credentials)
     generation: GenerationJob | None = field(default=None, repr=False)  # txt2img / img2img jobs
     worker: str | None = None  # the queue (worker stack) that ran it
+    note: str | None = None  # shown with its progress (a Ray pool's "retrying: the worker died")
     clock: Callable[[], float] = field(default=time.time, repr=False)  # a fake one in tests
     step_timer: StepTimer = field(default_factory=StepTimer, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -198,6 +199,7 @@ class JobQueue:
         clock: Callable[[], float] = time.time,
         name: str = "job",
         job_scope: JobScope | None = None,
+        start: bool = True,
     ):
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -214,9 +216,14 @@ class JobQueue:
         self.name = name
         self.job_scope: JobScope = job_scope or (lambda job: nullcontext())
         self._threads = [
-            threading.Thread(target=self._worker, name=f"{name}-worker-{n}", daemon=True)
+            threading.Thread(target=self._worker, args=(n,), name=f"{name}-worker-{n}", daemon=True)
             for n in range(workers)
         ]
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the worker threads (a subclass that chooses jobs per thread starts them once it is ready)."""
         for thread in self._threads:
             thread.start()
 
@@ -253,7 +260,7 @@ class JobQueue:
             job.ctx.on_step = job._on_step
             self._jobs[task_id] = job
             self._queue.append(job)
-            self._lock.notify()
+            self._lock.notify_all()  # a pool's threads choose their jobs: any may be the one to take it
             return job
 
     def run(self, work: Work, kind: str = "job", timeout: float | None = None) -> Any:
@@ -329,31 +336,40 @@ class JobQueue:
         with self._lock:
             return [job for job in self._running if task_id is None or job.id == task_id]
 
-    def _worker(self) -> None:
+    def _worker(self, index: int = 0) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._stopping:
+                job = None
+                while not self._stopping and (job := self._take(index)) is None:
                     self._lock.wait()
-                if self._stopping:
+                if self._stopping or job is None:
                     return
-                job = self._queue.popleft()
                 job.state = JobState.RUNNING
                 job.started_at = self._clock()
                 job.worker = self.name
                 self._running.append(job)
-            try:
-                with self.job_scope(job):
-                    result = job.work(job.ctx)
-            except Exception as exc:  # one failed job must never stop the worker
-                log.warning("job %s (%s) failed: %s", job.id, job.kind, exc, exc_info=True)
-                with self._lock:
-                    self._running.remove(job)
-                    self._finish(job, JobState.FAILED, error=_describe(exc), exception=exc)
-                continue
+            self._execute(job, index)
+
+    def _take(self, index: int) -> Job | None:
+        """The job worker thread `index` runs next, removed from the queue (caller holds the lock; None: wait).
+        Here: the oldest; a pool of remote workers chooses by model affinity and fairness."""
+        return self._queue.popleft() if self._queue else None
+
+    def _execute(self, job: Job, index: int) -> None:
+        """Run a job taken from the queue (on worker thread `index`) and finish it."""
+        try:
+            with self.job_scope(job):
+                result = job.work(job.ctx)
+        except Exception as exc:  # one failed job must never stop the worker
+            log.warning("job %s (%s) failed: %s", job.id, job.kind, exc, exc_info=True)
             with self._lock:
                 self._running.remove(job)
-                job.result = result
-                self._finish(job, JobState.DONE)
+                self._finish(job, JobState.FAILED, error=_describe(exc), exception=exc)
+            return
+        with self._lock:
+            self._running.remove(job)
+            job.result = result
+            self._finish(job, JobState.DONE)
 
     def _finish(
         self, job: Job, state: JobState, error: str | None = None, exception: BaseException | None = None

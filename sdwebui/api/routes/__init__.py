@@ -19,6 +19,7 @@ from sdwebui.api.routes import (
     loras,
     options,
     tasks,
+    workers,
 )
 from sdwebui.api.routes.common import ERROR_RESPONSES, RouteContext
 from sdwebui.services import AppServices
@@ -26,7 +27,7 @@ from sdwebui.services import AppServices
 __all__ = ["ERROR_RESPONSES", "create_api_router"]
 
 # in the order of the OpenAPI document
-_ROUTERS = (generation, tasks, control, options, checkpoints, loras, lists, embeddings, extras)
+_ROUTERS = (generation, tasks, control, options, checkpoints, loras, lists, embeddings, extras, workers)
 
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:

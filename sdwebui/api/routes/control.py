@@ -86,6 +86,8 @@ def internal_progress_response(jobs: JobQueue, req: m.InternalProgressRequest) -
         position = jobs.position(req.id_task) if req.id_task else None
         queued = position is not None
         textinfo = f"In queue: {position + 1}/{len(jobs.queued())}" if queued else "Waiting..."
+        if queued and job is not None and job.note:  # a pool's job whose worker died: "retrying: ..."
+            textinfo = f"{textinfo} ({job.note})"
         return m.InternalProgressResponse(
             active=False,
             queued=queued,
@@ -117,6 +119,7 @@ def _timestamp(job: Job) -> str:
 
 def _textinfo(job: Job) -> str:
     p = job.progress
+    kind = f"{job.kind} ({job.note})" if job.note else job.kind  # "retrying: worker0 died ..."
     if p.steps:
-        return f"{job.kind}: batch {p.job_no + 1}/{max(p.job_count, 1)}, step {p.step}/{p.steps}"
-    return f"{job.kind}: starting"
+        return f"{kind}: batch {p.job_no + 1}/{max(p.job_count, 1)}, step {p.step}/{p.steps}"
+    return f"{kind}: starting"

@@ -66,9 +66,14 @@ def router(ctx: RouteContext) -> APIRouter:
             for s in services.styles.all()
         ]
 
-    @router.get(f"{API}/memory", response_model=m.MemoryResponse)
+    # `workers` is sent only with a pool (--workers): each worker process's own memory
+    @router.get(f"{API}/memory", response_model=m.MemoryResponse, response_model_exclude_unset=True)
     def memory():
-        return m.MemoryResponse(ram=memory_stats.ram(), cuda=memory_stats.cuda())
+        ram, cuda = memory_stats.ram(), memory_stats.cuda()
+        if services.pool is None:
+            return m.MemoryResponse(ram=ram, cuda=cuda)
+        workers = [{"id": row.id, **row.memory} for row in services.workers(with_memory=True)]
+        return m.MemoryResponse(ram=ram, cuda=cuda, workers=workers)
 
     @router.get(f"{API}/scripts", response_model=m.ScriptsList)
     def scripts():

@@ -20,6 +20,16 @@ def ram() -> dict[str, Any]:
     return {"free": free, "used": total - free, "total": total}
 
 
+def process_rss() -> int | None:
+    """This process's resident set now (bytes; Linux /proc), None where unavailable."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as status:
+            line = next(line for line in status if line.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def cuda() -> dict[str, Any]:
     """A1111's cuda block: system, active, allocated, reserved, inactive, events (oom, retries)."""
     if not torch.cuda.is_available():

@@ -1,0 +1,121 @@
+"""Scale-out on Ray: 32 txt2img jobs of the embedded default model (CPU) through the HTTP API, with 1 and
+then 2 workers (`--workers N --use-cpu all`, one torch thread per worker), in the same run.
+
+Reports per pool size: jobs/s (16 clients x 2 requests), the ratio 2 workers / 1 worker, the dispatch
+overhead per job (the round trip front -> worker -> front beyond the worker's own run time, as
+GET /sdapi/v1/workers reports it), and the time from a job's start to its first progress event (seen over
+HTTP: /internal/progress polled every 5 ms on an idle pool). The data dir has no checkpoint, so every job
+runs the embedded default model at its native 64 px.
+Usage: python benchmarks/scale_out.py [--steps N] [--jobs-each N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.api_server import start_server  # noqa: E402
+
+CLIENTS = 16
+PROBES = 5  # jobs timed one at a time for the first-progress latency
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=10, help="sampling steps per job (default 10)")
+    parser.add_argument("--jobs-each", type=int, default=2, help="requests per client (16 clients)")
+    options = parser.parse_args()
+    body = {"prompt": "a red circle", "steps": options.steps, "sampler_name": "Euler"}
+    rows = {workers: run_pool(workers, body, options.jobs_each) for workers in (1, 2)}
+    print(f"{CLIENTS * options.jobs_each} jobs, default model, {options.steps} steps, CPU")
+    for workers, row in rows.items():
+        print(
+            f"{workers} worker(s): {row['jobs_per_s']:.2f} jobs/s ({row['elapsed']:.1f} s), "
+            f"dispatch overhead {row['overhead_ms']:.1f} ms/job, "
+            f"first progress {row['first_progress_ms']:.0f} ms after start (median of {PROBES})"
+        )
+    print(f"ratio 2 workers / 1 worker: {rows[2]['jobs_per_s'] / rows[1]['jobs_per_s']:.2f}x")
+
+
+def run_pool(workers: int, body: dict, jobs_each: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="sdw-bench-") as tmp:
+        data_dir = Path(tmp)
+        flags = ["--workers", str(workers), "--ray-temp-dir", str(data_dir / "ray")]
+        with start_server(data_dir, flags, timeout=900) as server:
+            wait_ready(server, workers)
+            for seed in range(workers * 2):  # warm-up: each worker's first job
+                requests.post(
+                    server.api + "/txt2img", json={**body, "seed": seed}, timeout=600
+                ).raise_for_status()
+            first_progress = [first_progress_ms(server, {**body, "seed": 100 + n}) for n in range(PROBES)]
+            before = overhead_totals(server)
+
+            def client(n: int) -> int:
+                for k in range(jobs_each):
+                    answer = requests.post(
+                        server.api + "/txt2img", json={**body, "seed": 1000 + n * 10 + k}, timeout=1200
+                    )
+                    answer.raise_for_status()
+                return jobs_each
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                done = sum(pool.map(client, range(CLIENTS)))
+            elapsed = time.perf_counter() - start
+            after = overhead_totals(server)
+    jobs = after[1] - before[1]
+    return {
+        "jobs_per_s": done / elapsed,
+        "elapsed": elapsed,
+        "overhead_ms": (after[0] - before[0]) / jobs if jobs else float("nan"),
+        "first_progress_ms": statistics.median(first_progress),
+    }
+
+
+def wait_ready(server, workers: int) -> None:
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        rows = requests.get(server.api + "/workers", timeout=30).json()
+        if len(rows) == workers and all(row["ready"] for row in rows):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{workers} workers not ready")
+
+
+def overhead_totals(server) -> tuple[float, int]:
+    """(sum of overhead ms, jobs) over the workers."""
+    rows = requests.get(server.api + "/workers", timeout=30).json()
+    total = sum((row["dispatch_overhead_ms"] or 0.0) * row["jobs_done"] for row in rows)
+    return total, sum(row["jobs_done"] for row in rows)
+
+
+def first_progress_ms(server, body: dict) -> float:
+    """Submit one job on an idle pool; ms from when it shows as running to its first step's progress."""
+    task_id = requests.post(server.api + "/txt2img?async=true", json=body, timeout=60).json()["task_id"]
+    started = None
+    while True:
+        live = requests.post(server.url + "/internal/progress", json={"id_task": task_id}, timeout=30).json()
+        now = time.perf_counter()
+        if live["active"] and started is None:
+            started = now
+        if live["active"] and (live.get("progress") or 0) > 0:
+            break
+        if live["completed"]:
+            break  # finished between two polls: counts as the poll's resolution
+        time.sleep(0.005)
+    while requests.get(f"{server.api}/tasks/{task_id}", timeout=30).json()["status"] != "done":
+        time.sleep(0.02)
+    return 1000 * (now - (started or now))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""Several workers on Ray behind the one queue of the front process (issue 21).
+
+`RayPool` is the front's JobQueue: the API, the UI and /tasks see one queue of jobs as before. It has a
+dispatcher thread per worker actor; each takes the job the dispatch rules give it (sdwebui.jobs.dispatch:
+per-user round robin, model affinity), sends it to its actor, polls the actor's progress and preview,
+forwards interrupt / skip, and gets the images back through Ray's object store. Saving and infotext stay
+in front (the job's `finish` callback). Jobs that are not generations (option changes) run in front.
+
+Faults: an actor that dies during a job (killed, node lost), or that reports no progress for the step
+timeout (then killed), loses the job: it goes back to the head of the queue once, marked "retrying",
+and the dispatcher starts a replacement actor; a second loss fails the job with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdwebui.jobs import dispatch
+from sdwebui.jobs.generation import GenerationJob
+from sdwebui.jobs.queue import Job, JobQueue, JobState, Progress, _describe
+from sdwebui.jobs.ray_cluster import Cluster, PoolSettings, connect, worker_count
+from sdwebui.jobs.remote import RemoteFailure, RemoteJob, RemoteResult, WorkerActor, WorkerFacts
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1  # progress polling while a job runs (the result itself arrives as soon as it is ready)
+READY_TIMEOUT = 900.0  # a new actor builds its stack and loads its first model
+MAX_ATTEMPTS = 2  # a job is run at most twice: once, and once more after its worker died
+
+
+class WorkerLost(RuntimeError):
+    """The actor running a job died or hung."""
+
+
+@dataclass
+class Slot:
+    """One worker actor (replaced by a new one when it dies)."""
+
+    index: int
+    name: str
+    actor: Any = None
+    facts: WorkerFacts | None = None
+    ready: bool = False
+    loaded: frozenset[str] = frozenset()
+    current: str | None = None  # the id of the job it runs
+    jobs_done: int = 0
+    restarts: int = 0
+    overhead: float = 0.0  # seconds of round trip beyond the workers' own run time, over `jobs_done`
+
+
+@dataclass
+class RemoteEntry:
+    spec: RemoteJob
+    finish: Callable[[Job, RemoteResult], None]  # the front's saving and bookkeeping of a result
+    attempts: int = 0
+
+
+@dataclass
+class WorkerStatus:
+    id: str
+    node: str | None
+    pid: int | None
+    device: str | None
+    loaded_models: list[str]
+    current_job: str | None
+    jobs_done: int
+    ready: bool
+    restarts: int = 0
+    dispatch_overhead_ms: float | None = None  # mean per job: sending, polling, the result's way back
+    memory: dict[str, Any] = field(default_factory=dict)
+
+
+class RayPool(JobQueue):
+    def __init__(
+        self,
+        settings: PoolSettings,
+        factory: Callable[[argparse.Namespace], Any],
+        worker_args: argparse.Namespace,
+        **queue_options,
+    ):
+        self.settings = settings
+        self.cluster: Cluster = connect(settings)
+        count, self.on_gpus = worker_count(self.cluster, settings)
+        self._factory, self._worker_args = factory, worker_args
+        ray = self.cluster.ray
+        resources = {"num_gpus": 1} if self.on_gpus else {"num_cpus": 1}
+        self._actor_class = ray.remote(max_concurrency=8, **resources)(WorkerActor)
+        self.slots = [Slot(n, f"worker{n}") for n in range(count)]
+        self._remote: dict[str, RemoteEntry] = {}
+        super().__init__(workers=count, name="pool", start=False, **queue_options)
+        for slot in self.slots:
+            self._launch(slot)
+        self.start()
+
+    # --- submitting ---
+    def submit_remote(
+        self,
+        spec: RemoteJob,
+        finish: Callable[[Job, RemoteResult], None],
+        kind: str,
+        generation: GenerationJob,
+        **submit_options,
+    ) -> Job:
+        with self._lock:  # registered before a dispatcher can see the job
+            job = self.submit(
+                lambda ctx: None, kind=kind, task_id=spec.job_id, generation=generation, **submit_options
+            )
+            self._remote[job.id] = RemoteEntry(spec, finish)
+        return job
+
+    def cancel(self, task_id: str) -> bool:
+        cancelled = super().cancel(task_id)
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is not None and job.state is JobState.CANCELLED:  # removed before any worker saw it
+                self._remote.pop(task_id, None)
+        return cancelled
+
+    @staticmethod
+    def new_task_id() -> str:
+        return f"task({uuid.uuid4().hex[:15]})"
+
+    # --- status ---
+    def status(self, with_memory: bool = False) -> list[WorkerStatus]:
+        rows = []
+        for slot in list(self.slots):
+            facts = slot.facts
+            memory: dict[str, Any] = {}
+            if with_memory and slot.ready:
+                try:
+                    memory = self.cluster.ray.get(slot.actor.memory.remote(), timeout=10)
+                except Exception as exc:  # a dying worker answers nothing; the row still shows it
+                    memory = {"error": str(exc)}
+            rows.append(
+                WorkerStatus(
+                    id=slot.name,
+                    node=facts.node if facts else None,
+                    pid=facts.pid if facts else None,
+                    device=facts.device if facts else None,
+                    loaded_models=sorted(slot.loaded),
+                    current_job=slot.current,
+                    jobs_done=slot.jobs_done,
+                    ready=slot.ready,
+                    restarts=slot.restarts,
+                    dispatch_overhead_ms=1000 * slot.overhead / slot.jobs_done if slot.jobs_done else None,
+                    memory=memory,
+                )
+            )
+        return rows
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        super().shutdown(timeout)
+        ray = self.cluster.ray
+        for slot in self.slots:
+            if slot.actor is not None:
+                try:
+                    ray.kill(slot.actor, no_restart=True)
+                except Exception:  # already gone
+                    pass
+        if self.cluster.started and ray.is_initialized():
+            ray.shutdown()
+
+    # --- dispatch (the queue's hooks; the lock is held in _take) ---
+    def _worker(self, index: int = 0) -> None:
+        self._wait_ready(self.slots[index])
+        super()._worker(index)
+
+    def _take(self, index: int) -> Job | None:
+        if not self._queue or not self.slots[index].ready:
+            return None
+        views = [dispatch.WorkerView(s.index, s.loaded, s.ready and s.current is None) for s in self.slots]
+        order = dispatch.fair_order(list(self._queue), self._running)
+        job = dispatch.choose(order, views[index], views, self._wanted)
+        if job is not None:
+            self._queue.remove(job)
+            self.slots[index].current = job.id
+        return job
+
+    def _wanted(self, job: Job) -> str | None:
+        entry = self._remote.get(job.id)
+        return entry.spec.checkpoint if entry is not None else None
+
+    def _execute(self, job: Job, index: int) -> None:
+        slot = self.slots[index]
+        entry = self._remote.get(job.id)
+        try:
+            if entry is None:
+                super()._execute(job, index)  # an option change: runs here, in front
+                return
+            self._run_remote(job, slot, entry)
+        finally:
+            slot.current = None
+            with self._lock:
+                self._lock.notify_all()  # this worker is idle again: jobs left to it may be taken now
+
+    def _run_remote(self, job: Job, slot: Slot, entry: RemoteEntry) -> None:
+        job.worker = slot.name
+        entry.attempts += 1
+        sent = time.perf_counter()
+        try:
+            outcome = self._on_actor(job, slot, entry.spec)
+        except WorkerLost as lost:
+            self._lost(job, slot, entry, str(lost))
+            self._replace(slot)
+            return
+        slot.jobs_done += 1
+        if isinstance(outcome, RemoteResult):
+            slot.overhead += max(0.0, time.perf_counter() - sent - outcome.worker_seconds)
+        if isinstance(outcome, RemoteFailure):
+            self._end(job, JobState.FAILED, error=outcome.message, exception=_rebuilt(outcome))
+            return
+        slot.loaded = frozenset(outcome.loaded)
+        try:
+            entry.finish(job, outcome)  # saving, infotext, outputs: in front
+        except Exception as exc:
+            log.warning("job %s: saving its result failed: %s", job.id, exc, exc_info=True)
+            self._end(job, JobState.FAILED, error=_describe(exc), exception=exc)
+            return
+        job.result = outcome.result
+        self._end(job, JobState.DONE)
+
+    def _end(self, job: Job, state: JobState, error: str | None = None, exception=None) -> None:
+        with self._lock:
+            if job in self._running:
+                self._running.remove(job)
+            self._remote.pop(job.id, None)
+            self._finish(job, state, error=error, exception=exception)
+
+    def _on_actor(self, job: Job, slot: Slot, spec: RemoteJob) -> RemoteResult | RemoteFailure:
+        """Run `spec` on the slot's actor, mirroring its progress into `job` until the result is back."""
+        ray = self.cluster.ray
+        ref = slot.actor.run.remote(spec)
+        watch = _Watch(self._clock())
+        while True:
+            ready, _ = ray.wait([ref], timeout=POLL_SECONDS)
+            if ready:
+                try:
+                    return ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    raise WorkerLost(f"{slot.name} died during the job ({type(exc).__name__})") from exc
+            self._forward_control(job, slot, watch)
+            self._mirror_progress(job, slot, watch)
+            if self._clock() - watch.changed > self.settings.step_timeout:
+                ray.kill(slot.actor, no_restart=True)
+                raise WorkerLost(f"{slot.name} made no progress for {self.settings.step_timeout:g} s")
+
+    def _forward_control(self, job: Job, slot: Slot, watch: _Watch) -> None:
+        if job.ctx.interrupted and not watch.interrupt_sent:
+            slot.actor.interrupt.remote(job.id)
+            watch.interrupt_sent = True  # once: the worker's own flag stays set
+        if job.ctx.skipped:
+            job.ctx.clear_skip()  # the worker clears its flag per batch; here each skip is sent once
+            slot.actor.skip.remote(job.id)
+
+    def _mirror_progress(self, job: Job, slot: Slot, watch: _Watch) -> None:
+        ray = self.cluster.ray
+        try:
+            seen = ray.get(slot.actor.progress.remote(job.id, watch.preview_id), timeout=10)
+        except ray.exceptions.GetTimeoutError:
+            return  # a busy worker: its next answer counts
+        except ray.exceptions.RayActorError:
+            return  # the run's own reference says how it died
+        key = (seen.job_no, seen.job_count, seen.step, seen.steps, seen.running)
+        if key != watch.key:
+            watch.key, watch.changed = key, self._clock()
+            job.progress = Progress(seen.job_no, seen.job_count, seen.step, seen.steps)
+            job.step_timer.record(job.progress, self._clock())
+        if seen.preview is not None and seen.preview_id != watch.preview_id:
+            watch.preview_id = seen.preview_id
+            job.preview = seen.preview
+            job.preview_id += 1
+
+    def _lost(self, job: Job, slot: Slot, entry: RemoteEntry, reason: str) -> None:
+        log.warning("job %s: %s", job.id, reason)
+        with self._lock:
+            self._running.remove(job)
+            if entry.attempts >= MAX_ATTEMPTS or self._stopping or job.ctx.interrupted:
+                # twice lost, or the user had stopped it already: no other worker runs it again
+                self._remote.pop(job.id, None)
+                message = f"the job failed twice: {reason}" if entry.attempts >= MAX_ATTEMPTS else reason
+                self._finish(job, JobState.FAILED, error=message, exception=RuntimeError(message))
+                return
+            job.state, job.started_at, job.worker = JobState.QUEUED, None, None
+            job.progress, job.preview = Progress(), None
+            job.note = f"retrying: {reason}"
+            self._queue.appendleft(job)  # first in line again: it has waited already
+            self._lock.notify_all()
+
+    # --- actors ---
+    def _launch(self, slot: Slot) -> None:
+        threads = None if self.on_gpus else 1
+        slot.actor = self._actor_class.remote(self._factory, self._worker_args, threads)
+        slot.ready, slot.facts = False, None
+
+    def _wait_ready(self, slot: Slot) -> None:
+        """Block this slot's dispatcher until its actor has built its stack (retrying failed starts)."""
+        ray = self.cluster.ray
+        while not self._stopping:
+            try:
+                facts = ray.get(slot.actor.facts.remote(), timeout=READY_TIMEOUT)
+            except Exception as exc:
+                log.error("%s did not start (%s); starting another", slot.name, exc)
+                time.sleep(5)
+                self._launch(slot)
+                continue
+            slot.facts, slot.loaded, slot.ready = facts, frozenset(facts.loaded), True
+            log.info("%s ready: pid %d on %s (%s)", slot.name, facts.pid, facts.node, facts.device)
+            with self._lock:
+                self._lock.notify_all()
+            return
+
+    def _replace(self, slot: Slot) -> None:
+        slot.ready, slot.loaded = False, frozenset()
+        try:
+            self.cluster.ray.kill(slot.actor, no_restart=True)
+        except Exception:  # already dead
+            pass
+        slot.restarts += 1
+        self._launch(slot)
+        self._wait_ready(slot)
+
+
+@dataclass
+class _Watch:
+    """What the front last saw of a running job: when its progress last changed, its preview's id."""
+
+    changed: float
+    key: tuple = ()
+    preview_id: int = -1
+    interrupt_sent: bool = False
+
+
+def _rebuilt(failure: RemoteFailure) -> Exception:
+    if failure.field is not None:
+        from sdwebui.engine.errors import RequestError
+
+        return RequestError(failure.field, failure.reason or failure.message)
+    return RuntimeError(failure.message)

@@ -1,0 +1,113 @@
+"""What travels between the front process and a remote worker (a Ray actor): typed records, and the actor.
+
+The actor holds a full worker stack of its own process (models, engine, extension scripts, facade state),
+built there by a factory the front hands over (sdwebui.worker_backend.build_worker); this module knows
+only the `WorkerBackend` protocol, so the jobs layer never imports the layers above it. Ray is not
+imported here: the pool (sdwebui.jobs.ray_pool) wraps `WorkerActor` with `ray.remote` when it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+
+@dataclass
+class RemoteJob:
+    """One generation as the worker runs it: the front's request, script selection and settings."""
+
+    job_id: str
+    request: Any  # a Txt2ImgRequest / Img2ImgRequest (sdwebui.engine.requests)
+    script_call: Any  # sdwebui.services.ScriptCall
+    options: dict[str, Any]  # the front's settings when it was queued (workers keep no settings of their own)
+    checkpoint: str | None = None  # the checkpoint file it runs on (None: the default), for model affinity
+
+
+@dataclass
+class RemoteProgress:
+    """A running job's progress on its worker; `preview` only when it is newer than the one the front has."""
+
+    job_no: int = 0
+    job_count: int = 0
+    step: int = 0
+    steps: int = 0
+    preview_id: int = 0
+    preview: Image.Image | None = None
+    running: bool = False
+
+
+@dataclass
+class RemoteResult:
+    result: Any  # the engine's GenerationResult (images unsaved: the front saves them)
+    ran_on: Any  # sdwebui.models.lease.ModelUsed
+    loaded: list[str] = field(default_factory=list)  # checkpoint files the worker holds now
+    worker_seconds: float = 0.0  # how long `run` took in the worker (the rest of the round trip: dispatch)
+
+
+@dataclass
+class RemoteFailure:
+    """A job that failed on its worker: exceptions are rebuilt from this in the front (a RequestError's
+    field and reason keep the 422 answer)."""
+
+    message: str
+    field: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class WorkerFacts:
+    node: str
+    pid: int
+    device: str
+    loaded: list[str]
+
+
+class WorkerBackend(Protocol):
+    """One process's worker stack as a remote worker serves it (sdwebui.worker_backend.StackBackend)."""
+
+    def device(self) -> str: ...
+    def loaded(self) -> list[str]: ...
+    def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure: ...
+    def progress(self, job_id: str, known_preview: int) -> RemoteProgress: ...
+    def interrupt(self, job_id: str) -> None: ...
+    def skip(self, job_id: str) -> None: ...
+    def memory(self) -> dict[str, Any]: ...
+
+
+class WorkerActor:
+    """The body of a Ray actor (threaded: `progress` and `interrupt` answer while `run` is busy)."""
+
+    def __init__(self, factory: Callable[[Any], WorkerBackend], args: Any, torch_threads: int | None):
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)  # N CPU workers on N cores: one thread each
+        self.backend = factory(args)
+
+    def facts(self) -> WorkerFacts:
+        return WorkerFacts(socket.gethostname(), os.getpid(), self.backend.device(), self.backend.loaded())
+
+    def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure:
+        started = time.perf_counter()
+        outcome = self.backend.run(job)
+        if isinstance(outcome, RemoteResult):
+            outcome.worker_seconds = time.perf_counter() - started
+        return outcome
+
+    def progress(self, job_id: str, known_preview: int) -> RemoteProgress:
+        return self.backend.progress(job_id, known_preview)
+
+    def interrupt(self, job_id: str) -> None:
+        self.backend.interrupt(job_id)
+
+    def skip(self, job_id: str) -> None:
+        self.backend.skip(job_id)
+
+    def memory(self) -> dict[str, Any]:
+        return self.backend.memory()

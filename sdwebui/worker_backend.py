@@ -1,0 +1,139 @@
+"""The worker side of a Ray pool: a full worker stack in the actor's own process.
+
+`build_worker(args)` runs inside each Ray actor (sdwebui.jobs.remote.WorkerActor): it builds the same
+services app.py builds (model manager, engine, queue) and loads the extensions, so scripts and the A1111
+globals (`modules.shared`) are this process's own, as on one machine. Jobs come with the front's
+settings; images go back unsaved (the front saves them) and nothing here writes config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import threading
+from typing import Any
+
+from sdwebui.engine.errors import RequestError
+from sdwebui.jobs.queue import Job, JobError
+from sdwebui.jobs.remote import RemoteFailure, RemoteJob, RemoteProgress, RemoteResult
+from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.services import AppServices, build_services
+
+log = logging.getLogger(__name__)
+
+
+def start_pool(services: AppServices) -> bool:
+    """With --workers / --ray-address: start (or join) Ray and the worker actors, and make the pool the
+    app's queue. Without them: nothing (Ray is not even imported). Returns whether a pool was started."""
+    from sdwebui.jobs.ray_cluster import PoolSettings
+
+    settings = PoolSettings.from_args(services.args)
+    if settings is None:
+        return False
+    from sdwebui.jobs.ray_pool import RayPool
+
+    services.pool = RayPool(settings, build_worker, services.args)
+    return True
+
+
+def build_worker(args: argparse.Namespace) -> StackBackend:
+    from sdwebui.extensions.bridge import attach_extensions
+
+    local = argparse.Namespace(**{**vars(args), "workers": None, "ray_address": None, "skip_install": True})
+    services = build_services(local)
+    attach_extensions(services)
+    services.load_plain_model()  # ready before the first job arrives
+    return StackBackend(services)
+
+
+class StackBackend:
+    """sdwebui.jobs.remote.WorkerBackend over this process's AppServices."""
+
+    def __init__(self, services: AppServices):
+        self.services = services
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._early: dict[str, list[str]] = {}  # interrupt / skip that came before the job was queued
+
+    def device(self) -> str:
+        return self.services.stack.device
+
+    def loaded(self) -> list[str]:
+        manager = getattr(self.services.models, "manager", None)
+        return [model.info.filename for model in manager.loaded()] if manager is not None else []
+
+    def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure:
+        self._apply_options(job.options)
+        request = dataclasses.replace(job.request, do_not_save_samples=True)  # the front saves
+        try:
+            local = self.services.submit_generation(request, task_id=job.job_id, script_call=job.script_call)
+        except RequestError as exc:
+            return RemoteFailure(str(exc), exc.field, exc.reason)
+        with self._lock:
+            self._jobs[job.job_id] = local
+            for action in self._early.pop(job.job_id, []):
+                getattr(local.ctx, action)()
+        try:
+            result = local.wait()
+        except JobError as exc:
+            return _failure(exc.job)
+        finally:
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+        return RemoteResult(result, local.generation.ran_on, self.loaded())
+
+    def progress(self, job_id: str, known_preview: int) -> RemoteProgress:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return RemoteProgress()
+        p = job.progress
+        preview = job.preview if job.preview_id != known_preview else None
+        return RemoteProgress(
+            p.job_no, p.job_count, p.step, p.steps, job.preview_id, preview, job.started_at is not None
+        )
+
+    def interrupt(self, job_id: str) -> None:
+        self._control(job_id, "interrupt")
+
+    def skip(self, job_id: str) -> None:
+        self._control(job_id, "skip")
+
+    def memory(self) -> dict[str, Any]:
+        """This worker process's RAM and CUDA numbers, in /sdapi/v1/memory's shape."""
+        from sdwebui.engine.memory import stats
+
+        ram = stats.ram()
+        rss = stats.process_rss()
+        if rss is not None:
+            ram["rss"] = rss  # the worker process's own share of the machine's RAM
+        return {"ram": ram, "cuda": stats.cuda()}
+
+    def _control(self, job_id: str, action: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                self._early.setdefault(job_id, []).append(action)
+                return
+        getattr(self.services.jobs, action)(job_id)
+
+    def _apply_options(self, values: dict[str, Any]) -> None:
+        """The front's settings, in memory only (the front owns config.json)."""
+        options = self.services.options
+        for key, value in values.items():
+            if options.get(key) != value:
+                try:
+                    options.set(key, value, run_callbacks=False)
+                except Exception as exc:  # an option this worker's extensions do not know
+                    log.debug("setting %s not applied on this worker: %s", key, exc)
+
+
+def _failure(job: Job) -> RemoteFailure:
+    exc = job.exception
+    if isinstance(exc, RequestError):
+        return RemoteFailure(job.error or str(exc), exc.field, exc.reason)
+    if isinstance(exc, CheckpointLoadError):
+        field = getattr(exc, "field", None) or "sd_model_checkpoint"
+        return RemoteFailure(job.error or str(exc), field, str(exc))
+    return RemoteFailure(job.error or f"job {job.id} {job.state.value}")
