@@ -1,1 +1,1 @@
-"""ControlNet / T2I-Adapter in the engine: units (the API's records), preprocessors and the U-Net add-on."""
+"""ControlNet built in (sd-webui-controlnet's contracts): models, units, preprocessors, reference / IP-Adapter."""
