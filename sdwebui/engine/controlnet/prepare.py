@@ -16,7 +16,7 @@ from sdwebui.engine.controlnet.addon import UNION_TYPES, ActiveUnit, ControlNetA
 from sdwebui.engine.controlnet.hint import pixel_perfect_resolution
 from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlImage, ControlNetUnit
 from sdwebui.engine.errors import RequestError
-from sdwebui.models.controlnet import ControlNets
+from sdwebui.models.controlnet import ControlModelError, ControlNets
 from sdwebui.models.controlnet.layouts import CONTROLNET_UNION, SD1, SD2, SDXL
 from sdwebui.models.model import LoadedModel, ModelFamily
 
@@ -47,7 +47,10 @@ def check_units(units: Sequence[ControlNetUnit], controlnets: ControlNets | None
             continue
         if controlnets is None:
             raise RequestError(f"{ARGS_FIELD}[{index}].model", "no ControlNet models are configured")
-        controlnets.find(unit.model, f"{ARGS_FIELD}[{index}].model")
+        try:
+            controlnets.find(unit.model, f"{ARGS_FIELD}[{index}].model")
+        except ControlModelError as exc:  # a models-layer error: the API's 422 names the unit's field
+            raise RequestError(exc.field, str(exc)) from None
 
 
 def build_addon(
