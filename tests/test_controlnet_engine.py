@@ -21,6 +21,7 @@ from tests.controlnet_fixtures import (
     sidecar_of,
     tiny_controlnet,
     tiny_t2i_adapter,
+    tiny_union_controlnet,
     write_controlnet_dir,
     write_diffusers_file,
     write_ldm_controlnet,
@@ -35,6 +36,7 @@ def controlnets(tmp_path_factory) -> ControlNets:
     write_ldm_controlnet(tiny_controlnet("sd1"), "sd1", folder / "tiny_sd1_canny.pth")
     write_ldm_controlnet(tiny_controlnet("sd1", seed=1), "sd1", folder / "tiny_sd1_depth.safetensors")
     write_controlnet_dir(tiny_controlnet("sdxl"), folder / "tiny_sdxl_canny")
+    write_controlnet_dir(tiny_union_controlnet("sdxl"), folder / "tiny_sdxl_union")
     write_diffusers_file(tiny_t2i_adapter(), folder / "t2iadapter_tiny_sd1.safetensors")
     return ControlNets(ControlNetLibrary([folder]))
 
@@ -212,6 +214,17 @@ def test_sd1_controlnet_on_sdxl_is_a_request_error(tiny_sdxl_model, controlnets)
 def test_sdxl_controlnet_on_sdxl(tiny_sdxl_model, controlnets):
     plain = pixels(run(tiny_sdxl_model, controlnets))
     assert np.abs(pixels(run(tiny_sdxl_model, controlnets, [unit("tiny_sdxl_canny")])) - plain).max() > 0
+
+
+def test_union_controlnet_takes_its_control_type(tiny_sdxl_model, controlnets):
+    def union(**changes):
+        return pixels(run(tiny_sdxl_model, controlnets, [unit("tiny_sdxl_union", **changes)]))
+
+    assert not np.array_equal(union(union_control_type="Depth"), union(union_control_type="Hard Edge"))
+    assert np.array_equal(union(module="canny"), union(module="canny", union_control_type="Hard Edge"))
+    with pytest.raises(RequestError) as info:
+        union(union_control_type="Sketch")
+    assert info.value.field == "alwayson_scripts.controlnet.args[0].union_control_type"
 
 
 def test_unit_without_image_in_txt2img_names_the_field(tiny_sd1_model, controlnets):

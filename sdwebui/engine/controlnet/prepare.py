@@ -80,7 +80,15 @@ def build_addon(
                 f"loaded checkpoint is {family}",
             )
         maps, params = _maps(unit, name, size, init, controlnets)
-        union = _union_type(unit, name) if control.kind == CONTROLNET_UNION else None
+        union = (
+            _union_type(unit, name, controlnets.annotator_dir) if control.kind == CONTROLNET_UNION else None
+        )
+        if union is not None and union >= int(control.module.config.num_control_type):
+            raise RequestError(
+                f"{name}.union_control_type",
+                f"{control.title} knows {control.module.config.num_control_type} control types; "
+                f"{UNION_TYPES[union]!r} is not one of them",
+            )
         active.append(ActiveUnit(index, unit, control, maps, union))
         infotext[f"ControlNet {position}"] = _resolved(unit, control.title, params).serialize()
     return ControlNetAddon(active, model.vae_scale_factor, hires), infotext
@@ -117,9 +125,29 @@ def _maps(
     return maps, params
 
 
-def _union_type(unit: ControlNetUnit, name: str) -> int:
-    if unit.union_control_type in UNION_TYPES:
-        return UNION_TYPES.index(unit.union_control_type)
+# the extension's inference of a Union model's control type from the module's control-type tag
+_TAG_TO_UNION = {
+    "openpose": "OpenPose",
+    "depth": "Depth",
+    "softedge": "Soft Edge",
+    "scribble": "Soft Edge",
+    "canny": "Hard Edge",
+    "lineart": "Hard Edge",
+    "mlsd": "Hard Edge",
+    "normalmap": "Normal Map",
+    "segmentation": "Segmentation",
+    "tile": "Tile",
+    "inpaint": "Inpaint",
+}
+
+
+def _union_type(unit: ControlNetUnit, name: str, annotators=None) -> int:
+    wanted = unit.union_control_type
+    if wanted == "Unknown":
+        tags = preprocessors.lookup(unit.module, annotators).tags
+        wanted = next((_TAG_TO_UNION[t.lower()] for t in tags if t.lower() in _TAG_TO_UNION), wanted)
+    if wanted in UNION_TYPES:
+        return UNION_TYPES.index(wanted)
     raise RequestError(
         f"{name}.union_control_type",
         f"a ControlNet Union model needs one of {', '.join(UNION_TYPES)}; got {unit.union_control_type!r}",
