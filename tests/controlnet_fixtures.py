@@ -138,3 +138,19 @@ def tiny_union_controlnet(family: ModelFamily | str = ModelFamily.SDXL, seed: in
         ):
             conv.weight.normal_(0.0, scale)
     return net.eval().requires_grad_(False)
+
+
+def write_original_t2i(adapter: diffusers.T2IAdapter, path: Path) -> Path:
+    """TencentARC's original key layout (`body.{level * blocks + j}.*`, `conv_in`), as a plain .pth pickle."""
+    blocks = adapter.config.num_res_blocks
+    state = {}
+    for key, value in adapter.state_dict().items():
+        key = key.removeprefix("adapter.")
+        parts = key.split(".")
+        if parts[0] == "body" and parts[2] == "resnets":
+            key = ".".join(["body", str(int(parts[1]) * blocks + int(parts[3])), *parts[4:]])
+        elif parts[0] == "body" and parts[2] == "in_conv":
+            key = ".".join(["body", str(int(parts[1]) * blocks), *parts[2:]])
+        state[key] = value.detach().clone().contiguous()
+    torch.save(state, path)
+    return Path(path)

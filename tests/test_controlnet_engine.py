@@ -25,6 +25,7 @@ from tests.controlnet_fixtures import (
     write_controlnet_dir,
     write_diffusers_file,
     write_ldm_controlnet,
+    write_original_t2i,
 )
 
 SIZE = 64
@@ -246,7 +247,12 @@ def test_loaded_layouts_equal_the_source_weights(tmp_path):
     for name in "abcd":
         got = store.get(name, torch.device("cpu"), torch.float32).module.state_dict()
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    adapter = tiny_t2i_adapter()
+    write_original_t2i(adapter, tmp_path / "t2iadapter_orig.pth")
+    library.refresh()
+    got = store.get("t2iadapter_orig", torch.device("cpu"), torch.float32).module.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in adapter.state_dict().items())
     junk = next(e for e in library.entries() if e.name == "junk")
     assert not junk.usable and "safetensors" in junk.error
-    assert [t.split(" [")[0] for t in library.titles()] == ["a", "b", "c", "d"]
+    assert [t.split(" [")[0] for t in library.titles()] == ["a", "b", "c", "d", "t2iadapter_orig"]
     assert all(len(t.split(" [")[1]) == 9 for t in library.titles())  # 8 hex + "]"
