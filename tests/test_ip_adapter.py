@@ -108,6 +108,9 @@ def test_wrong_family_or_encoder_and_bad_files_are_named(tiny_sd1_model, tiny_sd
     with pytest.raises(IPAdapterMismatchError, match="another model family") as error:
         IPAdapter(tiny_sdxl_model, weights, None, IPAdapterSettings())
     assert isinstance(error.value, RequestError) and error.value.field == "model"
+    xl = write_ip_adapter(tmp_path / "ip-adapter_sdxl.safetensors", tiny_sdxl_model.unet)
+    on_xl, _ = adapter(tiny_sdxl_model, xl, encoder, picture((250, 10, 10)))  # the SDXL layout acts on SDXL
+    assert not np.array_equal(image_of(tiny_sdxl_model, [on_xl]), image_of(tiny_sdxl_model))
     state = ip_adapter_state(tiny_sd1_model.unet)
     assert is_ip_adapter_keys(list(state)) and not is_ip_adapter_keys(
         ["control_model.input_blocks.0.0.weight"]
