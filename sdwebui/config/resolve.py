@@ -22,6 +22,7 @@ from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.engine.upscaling import ModelUpscalers
+from sdwebui.models.controlnet import ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
 
@@ -93,6 +94,7 @@ class SettingsSource:
     version: str = ""
     embeddings: EmbeddingLibrary | None = None
     upscalers: ModelUpscalers | None = None
+    controlnets: ControlNets | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         styles=source.styles,
         embeddings=source.embeddings,
         upscalers=source.upscalers,
+        controlnets=source.controlnets,
     )
 
 

@@ -6,6 +6,7 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from PIL import Image
 from sdwebui.engine import extra_networks, hires, samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
+from sdwebui.engine.controlnet.prepare import build_addon
 from sdwebui.engine.hooks import (
     EngineHooks,
     ImageSaveArgs,
@@ -36,6 +38,7 @@ from sdwebui.engine.requests import (
 from sdwebui.engine.rng import resolve_seed
 from sdwebui.engine.saving import filename_fields, save_generated
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.models.controlnet import ControlNets
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
 
@@ -71,6 +74,8 @@ def generate(
         request.validate()
     _check_state(state)
     plan = _make_plan(model, request, settings, hooks)
+    if request.controlnet_units:  # after process(): scripts may have edited the units
+        hooks = controlnet_hooks(model, request, settings.controlnets, hooks, state)
     for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
@@ -327,3 +332,29 @@ def _check_state(state: JobState) -> None:
     for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
         if len(getattr(state, name)) != count:
             raise ValueError(f"JobState.{name} must have {count} entries (n_iter * batch_size) after hooks")
+
+
+def controlnet_hooks(
+    model: LoadedModel,
+    request: Txt2ImgRequest,
+    controlnets: ControlNets | None,
+    hooks: EngineHooks,
+    state: JobState,
+) -> EngineHooks:
+    """`hooks` with the job's ControlNet add-on, and its `ControlNet i` infotext entries in the job's params."""
+    init: tuple[Image.Image | None, Image.Image | None] = (None, None)
+    if isinstance(request, Img2ImgRequest) and request.init_images:
+        init = (request.init_images[0], request.mask)
+    addon, infotext = build_addon(
+        model,
+        request.controlnet_units,
+        controlnets,
+        (request.width, request.height),
+        init,
+        hires=request.hires is not None,
+    )
+    if addon is None:
+        return hooks
+    state.extra_generation_params.update(infotext)
+    # first, so that later add-ons (extensions') see the residuals
+    return dataclasses.replace(hooks, unet_addons=[addon, *hooks.unet_addons])

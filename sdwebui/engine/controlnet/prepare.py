@@ -1,0 +1,136 @@
+"""A job's ControlNet units -> the U-Net add-on: models found and checked against the checkpoint's family,
+control images preprocessed into maps (pixel perfect resolution from the first pass's size), infotext written.
+
+In img2img a unit without an image uses the job's first init image (and, for a masked module such as
+`inpaint_only`, the job's inpainting mask), as the extension does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+
+from sdwebui.engine.controlnet import preprocessors
+from sdwebui.engine.controlnet.addon import UNION_TYPES, ActiveUnit, ControlNetAddon
+from sdwebui.engine.controlnet.hint import pixel_perfect_resolution
+from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlImage, ControlNetUnit
+from sdwebui.engine.errors import RequestError
+from sdwebui.models.controlnet import ControlNets
+from sdwebui.models.controlnet.layouts import CONTROLNET_UNION, SD1, SD2, SDXL
+from sdwebui.models.model import LoadedModel, ModelFamily
+
+_FAMILY_BASE = {
+    ModelFamily.SD1: SD1,
+    ModelFamily.SD1_INPAINT: SD1,
+    ModelFamily.SD2: SD2,
+    ModelFamily.SD2_V: SD2,
+    ModelFamily.SD2_INPAINT: SD2,
+    ModelFamily.SDXL: SDXL,
+    ModelFamily.SDXL_INPAINT: SDXL,
+}
+_BASE_LABEL = {SD1: "SD 1.x", SD2: "SD 2.x", SDXL: "SDXL"}
+
+
+def enabled_units(units: Sequence[ControlNetUnit]) -> list[tuple[int, ControlNetUnit]]:
+    """(index in args, unit) of the units that take part: enabled and with a model."""
+    return [(i, u) for i, u in enumerate(units) if u.enabled and u.model not in ("None", "none", "")]
+
+
+def check_units(units: Sequence[ControlNetUnit], controlnets: ControlNets | None, annotator_dir=None) -> None:
+    """Before queueing: every enabled unit's model and module exist (RequestError naming `args[i].model`)."""
+    for index, unit in enumerate(units):
+        if not unit.enabled:
+            continue
+        preprocessors.lookup(unit.module, annotator_dir, field_name=f"{ARGS_FIELD}[{index}].module")
+        if unit.model in ("None", "none", ""):
+            continue
+        if controlnets is None:
+            raise RequestError(f"{ARGS_FIELD}[{index}].model", "no ControlNet models are configured")
+        controlnets.find(unit.model, f"{ARGS_FIELD}[{index}].model")
+
+
+def build_addon(
+    model: LoadedModel,
+    units: Sequence[ControlNetUnit],
+    controlnets: ControlNets | None,
+    size: tuple[int, int],
+    init: tuple[Image.Image | None, Image.Image | None] = (None, None),
+    hires: bool = False,
+) -> tuple[ControlNetAddon | None, dict[str, str]]:
+    """The job's add-on (None without active units) and its infotext entries (`ControlNet 0`, ...)."""
+    chosen = enabled_units(units)
+    if not chosen:
+        return None, {}
+    if controlnets is None:
+        raise RequestError(f"{ARGS_FIELD}[{chosen[0][0]}].model", "no ControlNet models are configured")
+    base = _FAMILY_BASE.get(model.family)
+    active, infotext = [], {}
+    for position, (index, unit) in enumerate(chosen):
+        name = f"{ARGS_FIELD}[{index}]"
+        control = controlnets.get(unit.model, model.device, model.dtype, f"{name}.model")
+        if base is None or control.base != base:
+            family = _BASE_LABEL.get(base, model.family.value) if base else model.family.value
+            raise RequestError(
+                f"{name}.model",
+                f"{control.title} is a {_BASE_LABEL[control.base]} {control.kind.replace('_', '-')}; the "
+                f"loaded checkpoint is {family}",
+            )
+        maps, params = _maps(unit, name, size, init, controlnets)
+        union = _union_type(unit, name) if control.kind == CONTROLNET_UNION else None
+        active.append(ActiveUnit(index, unit, control, maps, union))
+        infotext[f"ControlNet {position}"] = _resolved(unit, control.title, params).serialize()
+    return ControlNetAddon(active, model.vae_scale_factor, hires), infotext
+
+
+def _maps(
+    unit: ControlNetUnit,
+    name: str,
+    size: tuple[int, int],
+    init: tuple[Image.Image | None, Image.Image | None],
+    controlnets: ControlNets,
+) -> tuple[list[Image.Image], preprocessors.PreprocessParams]:
+    images = list(unit.images)
+    if not images:
+        if init[0] is None:
+            raise RequestError(
+                f"{name}.image", "a ControlNet unit needs an image (txt2img has no init image)"
+            )
+        images = [ControlImage(init[0], init[1])]
+    annotators = controlnets.annotator_dir
+    params = preprocessors.resolve_params(
+        unit.module, unit.processor_res, unit.threshold_a, unit.threshold_b, annotators
+    )
+    maps = []
+    for item in images:
+        if unit.pixel_perfect:
+            resolution = pixel_perfect_resolution(item.image, size[0], size[1], unit.resize_mode)
+            params = preprocessors.PreprocessParams(resolution, params.threshold_a, params.threshold_b)
+        maps.append(
+            preprocessors.run_preprocessor(
+                unit.module, item.image, params, item.mask, annotators, field_name=f"{name}.module"
+            )
+        )
+    return maps, params
+
+
+def _union_type(unit: ControlNetUnit, name: str) -> int:
+    if unit.union_control_type in UNION_TYPES:
+        return UNION_TYPES.index(unit.union_control_type)
+    raise RequestError(
+        f"{name}.union_control_type",
+        f"a ControlNet Union model needs one of {', '.join(UNION_TYPES)}; got {unit.union_control_type!r}",
+    )
+
+
+def _resolved(unit: ControlNetUnit, title: str, params: preprocessors.PreprocessParams) -> ControlNetUnit:
+    """The unit as it ran, for the infotext: the model's full title, the preprocessor values it used."""
+    import dataclasses
+
+    return dataclasses.replace(
+        unit,
+        model=title,
+        processor_res=int(params.resolution),
+        threshold_a=float(params.threshold_a),
+        threshold_b=float(params.threshold_b),
+    )
