@@ -8,12 +8,13 @@ from PIL import Image
 
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.controlnet.reference import (
-    ControlMode,
     ReferenceOnly,
     ReferenceSettings,
     attention_ranks,
+    reference_addon,
     style_fidelity_for,
 )
+from sdwebui.engine.controlnet.units import ControlMode, ControlNetUnit
 from sdwebui.engine.generate import generate
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import Txt2ImgRequest
@@ -83,3 +84,10 @@ def test_blocks_ranked_widest_first_and_control_modes(tiny_sd1_model):
     assert style_fidelity_for(ControlMode.BALANCED, 0.5, is_sdxl=True) == 0.125
     assert style_fidelity_for(ControlMode.CONTROL, 0.5) == 1.0
     assert style_fidelity_for(ControlMode.PROMPT, 0.5) == 0.0
+
+
+def test_reference_addon_from_a_unit(tiny_sd1_model):
+    unit = ControlNetUnit(enabled=True, module="reference_only", weight=1.0, control_mode=ControlMode.CONTROL)
+    addon = reference_addon(tiny_sd1_model, unit, reference_image(), seed=1)
+    assert addon.settings.style_fidelity == 1.0 and addon.settings.weight == 1.0
+    assert reference_addon(tiny_sd1_model, ControlNetUnit(), reference_image()).settings.style_fidelity == 0.5

@@ -15,10 +15,12 @@ from sdwebui.engine.context import JobContext
 from sdwebui.engine.controlnet.ip_adapter import (
     ImagePrompt,
     IPAdapter,
+    IPAdapterFiles,
     IPAdapterMismatchError,
     IPAdapterSettings,
     build_projection,
     image_prompt,
+    ip_adapter_addon,
 )
 from sdwebui.engine.controlnet.preprocessors import (
     MissingAnnotatorError,
@@ -27,6 +29,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     module_names,
     run_preprocessor,
 )
+from sdwebui.engine.controlnet.units import ControlNetUnit
 from sdwebui.engine.errors import RequestError
 from sdwebui.engine.generate import generate
 from sdwebui.engine.hooks import EngineHooks
@@ -176,3 +179,23 @@ def ip_adapter_layers(weights) -> dict[str, torch.Tensor]:
     for index, (k, v) in weights.layers.items():
         layers[f"{index}.to_k_ip.weight"], layers[f"{index}.to_v_ip.weight"] = k, v
     return layers
+
+
+def test_ip_adapter_addon_from_a_unit(tiny_sd1_model, tmp_path):
+    clip_dir = tmp_path / "clip_vision"
+    write_clip_vision(clip_dir, "clip_h")
+    path = write_ip_adapter(tmp_path / "ip-adapter_sd15.safetensors", tiny_sd1_model.unet)
+    files = IPAdapterFiles(clip_dir)
+    unit = ControlNetUnit(
+        enabled=True, module="ip-adapter_clip_h", model="ip-adapter_sd15 [12345678]", weight=0.8
+    )
+    addon = ip_adapter_addon(tiny_sd1_model, unit, path, [picture((250, 10, 10))], files, "args[0]")
+    assert addon.settings.weight == 0.8
+    assert not np.array_equal(image_of(tiny_sd1_model, [addon]), image_of(tiny_sd1_model))
+    wrong = ControlNetUnit(enabled=True, module="canny", model="ip-adapter_sd15")
+    with pytest.raises(RequestError, match="ip-adapter_clip_") as error:
+        ip_adapter_addon(tiny_sd1_model, wrong, path, [picture((1, 1, 1))], files, "args[0]")
+    assert error.value.field == "args[0].module"
+    with pytest.raises(MissingAnnotatorError, match="clip_g.pth"):
+        sdxl_module = ControlNetUnit(enabled=True, module="ip-adapter_clip_sdxl", model="x")
+        ip_adapter_addon(tiny_sd1_model, sdxl_module, path, [picture((1, 1, 1))], files, "args[0]")

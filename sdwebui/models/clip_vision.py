@@ -138,3 +138,17 @@ def load_encoder(path: Path, config: str, device: torch.device | str = "cpu") ->
     if any(not k.endswith("position_ids") for k in missing):
         raise ClipVisionError(f"{path.name}: not a CLIP vision model for {config} (missing {missing[0]})")
     return ClipVisionEncoder(path.name, model.eval().to(device))
+
+
+class ClipVisionCache:
+    """Loaded encoders per (file, config, device), kept while the file is unchanged."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple, ClipVisionEncoder] = {}
+
+    def get(self, path: Path, config: str, device: torch.device | str = "cpu") -> ClipVisionEncoder:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, config, str(device))
+        if key not in self._loaded:
+            self._loaded = {key: load_encoder(path, config, device)}
+        return self._loaded[key]

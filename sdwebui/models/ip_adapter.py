@@ -89,3 +89,17 @@ def load_ip_adapter(path: Path) -> IPAdapterWeights:
     if "proj.weight" not in proj and "latents" not in proj and "proj.3.weight" not in proj:
         raise IPAdapterError(f"{path.name}: unknown image projection layout ({sorted(proj)[:3]}...)")
     return IPAdapterWeights(path.stem, proj, dict(sorted(layers.items())))
+
+
+class IPAdapterCache:
+    """Loaded IP-Adapter files, kept while the file is unchanged (path, size, mtime)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, int, int], IPAdapterWeights] = {}
+
+    def get(self, path: Path) -> IPAdapterWeights:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._loaded:
+            self._loaded = {key: load_ip_adapter(path)}  # one at a time: they are large
+        return self._loaded[key]

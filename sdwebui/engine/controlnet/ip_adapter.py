@@ -10,16 +10,19 @@ reference implementation). Weight 0, or a step outside the guidance window, adds
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from sdwebui.engine.addons import UNetCall, current_unet_call
+from sdwebui.engine.controlnet.preprocessors import ModuleFiles, lookup
+from sdwebui.engine.controlnet.units import ControlNetUnit
 from sdwebui.engine.errors import RequestError
-from sdwebui.models.clip_vision import ClipVisionEncoder
-from sdwebui.models.ip_adapter import IPAdapterWeights
+from sdwebui.models.clip_vision import ClipVisionCache, ClipVisionEncoder, ClipVisionError, find_encoder
+from sdwebui.models.ip_adapter import IPAdapterCache, IPAdapterError, IPAdapterWeights
 from sdwebui.models.model import LoadedModel
 
 
@@ -164,3 +167,49 @@ class IPAdapter:
             return out + self.settings.weight * self._image_attention(attn, hidden_states, tokens, index)
 
         return decoupled
+
+
+@dataclass
+class IPAdapterFiles:
+    """Where an IP-Adapter unit's encoder comes from, and the caches a worker keeps between jobs."""
+
+    clip_vision_dir: Path | None
+    adapters: IPAdapterCache = field(default_factory=IPAdapterCache)
+    encoders: ClipVisionCache = field(default_factory=ClipVisionCache)
+
+
+def ip_adapter_addon(
+    model: LoadedModel,
+    unit: ControlNetUnit,
+    adapter_path: Path,
+    images: Sequence[Image.Image],
+    files: IPAdapterFiles,
+    field_name: str = "model",
+) -> IPAdapter:
+    """The add-on for an enabled unit whose model file is an IP-Adapter (`is_ip_adapter_keys`): the unit's
+    module (ip-adapter_clip_*) names the encoder; `images` are its control images (averaged)."""
+    module = lookup(
+        unit.module, ModuleFiles(clip_vision_dir=files.clip_vision_dir), field_name=f"{field_name}.module"
+    )
+    if module.encoder is None:
+        raise RequestError(
+            f"{field_name}.module",
+            f"the IP-Adapter model {unit.model!r} needs an ip-adapter_clip_* module, got {unit.module!r}",
+        )
+    encoder_path = find_encoder(files.clip_vision_dir, module.encoder)
+    assert encoder_path is not None  # lookup() checked the encoder file is there
+    try:
+        weights = files.adapters.get(adapter_path)
+        encoder = files.encoders.get(encoder_path, module.encoder, model.device)
+    except (IPAdapterError, ClipVisionError) as error:
+        raise RequestError(f"{field_name}.model", str(error)) from None
+    projection = build_projection(model.unet, weights).to(model.device)
+    try:
+        prompt = image_prompt(weights, encoder, projection, images)
+    except IPAdapterMismatchError as error:
+        raise IPAdapterMismatchError(f"{field_name}.model", error.reason) from None
+    settings = IPAdapterSettings(unit.weight, unit.guidance_start, unit.guidance_end)
+    try:
+        return IPAdapter(model, weights, prompt, settings)
+    except IPAdapterMismatchError as error:
+        raise IPAdapterMismatchError(f"{field_name}.model", error.reason) from None

@@ -10,7 +10,6 @@ attention without the reference (the extension's "cfg injection" for the other c
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import torch
@@ -18,15 +17,8 @@ from PIL import Image
 
 from sdwebui.engine import vae
 from sdwebui.engine.addons import UNetCall, current_unet_call
+from sdwebui.engine.controlnet.units import ControlMode, ControlNetUnit
 from sdwebui.models.model import LoadedModel
-
-
-class ControlMode(enum.IntEnum):
-    """The extension's control_mode values (the API takes the name or the integer)."""
-
-    BALANCED = 0
-    PROMPT = 1  # "My prompt is more important"
-    CONTROL = 2  # "ControlNet is more important"
 
 
 def style_fidelity_for(
@@ -142,3 +134,19 @@ class ReferenceOnly:
         mixed = with_reference.clone()
         mixed[uncond] = processor(attn, hidden_states[uncond], None, *args, **kwargs)
         return fidelity * mixed + (1.0 - fidelity) * with_reference
+
+
+def reference_addon(
+    model: LoadedModel, unit: ControlNetUnit, reference: Image.Image, seed: int = 0, in_hires: bool = False
+) -> ReferenceOnly:
+    """The add-on for an enabled reference_only unit (model "None"): `reference` is its control image (fitted
+    to the generation size by the caller); threshold_a -1 means the extension's default fidelity 0.5."""
+    threshold_a = unit.threshold_a if unit.threshold_a is not None and unit.threshold_a > -1 else 0.5
+    settings = ReferenceSettings(
+        weight=unit.weight,
+        style_fidelity=style_fidelity_for(unit.control_mode, threshold_a, model.is_sdxl, in_hires),
+        guidance_start=unit.guidance_start,
+        guidance_end=unit.guidance_end,
+        seed=seed,
+    )
+    return ReferenceOnly(model, reference, settings)
