@@ -4,6 +4,7 @@ weight and style fidelity); weight 0 (or a window that excludes every step) give
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 from sdwebui.engine.context import JobContext
@@ -11,6 +12,7 @@ from sdwebui.engine.controlnet.reference import (
     ReferenceOnly,
     ReferenceSettings,
     attention_ranks,
+    encode_image,
     reference_addon,
     style_fidelity_for,
 )
@@ -91,3 +93,10 @@ def test_reference_addon_from_a_unit(tiny_sd1_model):
     addon = reference_addon(tiny_sd1_model, unit, reference_image(), seed=1)
     assert addon.settings.style_fidelity == 1.0 and addon.settings.weight == 1.0
     assert reference_addon(tiny_sd1_model, ControlNetUnit(), reference_image()).settings.style_fidelity == 0.5
+
+
+def test_reference_latent_is_the_engines_vae_encoding(tiny_sd1_model):
+    from sdwebui.engine import vae
+
+    expected = vae.encode(tiny_sd1_model, vae.pil_to_pixels([reference_image()]))
+    assert torch.allclose(encode_image(tiny_sd1_model, reference_image()), expected)

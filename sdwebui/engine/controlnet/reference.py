@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
-from sdwebui.engine import vae
 from sdwebui.engine.addons import UNetCall, current_unet_call
 from sdwebui.engine.controlnet.units import ControlMode, ControlNetUnit
 from sdwebui.models.model import LoadedModel
@@ -43,6 +43,20 @@ class ReferenceSettings:
     guidance_start: float = 0.0  # fraction of the pass's steps
     guidance_end: float = 1.0
     seed: int = 0  # the noise added to the reference latent
+
+
+@torch.no_grad()
+def encode_image(model: LoadedModel, image: Image.Image) -> torch.Tensor:
+    """[1, 4, h, w] scaled latent of an RGB image: the VAE distribution's mean (as the engine's img2img).
+
+    Not through engine.vae: the controlnet package sits below the request records, which vae depends on."""
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0).permute(
+        2, 0, 1
+    )[None]
+    config = model.vae.config
+    dist = model.vae.encode(pixels.to(model.device, model.vae_dtype)).latent_dist
+    shift = getattr(config, "shift_factor", None) or 0.0
+    return ((dist.mean - shift) * config.scaling_factor).to(torch.float32)
 
 
 def attention_ranks(unet: torch.nn.Module) -> dict[str, float]:
@@ -76,7 +90,7 @@ class ReferenceOnly:
         """The reference image encoded at the latent size being sampled (cached per size)."""
         if (height, width) not in self._latents:
             image = self.reference.resize((width * 8, height * 8), Image.Resampling.LANCZOS)
-            self._latents[(height, width)] = vae.encode(self.model, vae.pil_to_pixels([image]))
+            self._latents[(height, width)] = encode_image(self.model, image)
         return self._latents[(height, width)]
 
     def before_unet(self, call: UNetCall) -> None:
