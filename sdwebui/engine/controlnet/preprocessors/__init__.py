@@ -8,6 +8,7 @@ Errors are RequestError subclasses (HTTP 422 naming the field).
 """
 
 from sdwebui.engine.controlnet.preprocessors.catalog import (
+    ModuleFiles,
     control_types,
     lookup,
     module_aliases,
@@ -25,6 +26,7 @@ from sdwebui.engine.controlnet.preprocessors.run import resolve_params, run_prep
 
 __all__ = [
     "MissingAnnotatorError",
+    "ModuleFiles",
     "PreprocessParams",
     "Preprocessor",
     "PreprocessorInputError",

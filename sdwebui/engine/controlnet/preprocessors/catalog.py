@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sdwebui.engine.controlnet.preprocessors.errors import MissingAnnotatorError, UnknownModuleError
-from sdwebui.engine.controlnet.preprocessors.registry import MODEL_FREE, NEEDS_WEIGHTS, Preprocessor
+from sdwebui.engine.controlnet.preprocessors.registry import (
+    IP_ADAPTER,
+    MODEL_FREE,
+    NEEDS_WEIGHTS,
+    Preprocessor,
+)
+from sdwebui.models.clip_vision import FILE_NAMES, find_encoder
 
 # Model-name filters per control type beyond its own lower-cased name (the extension's tag_to_filters).
 _MODEL_FILTERS = {
@@ -22,18 +29,37 @@ _MODEL_FILTERS = {
 }
 
 
-def _missing_weights(p: Preprocessor, annotator_dir: Path | None) -> str | None:
-    """The first weight file `p` needs that is not in `annotator_dir`, else None."""
+@dataclass(frozen=True)
+class ModuleFiles:
+    """Where model-based modules find their weights: models/ControlNetAnnotators and models/clip_vision."""
+
+    annotator_dir: Path | ModuleFiles | None = None
+    clip_vision_dir: Path | None = None
+
+
+def _files(annotator_dir: Path | ModuleFiles | None) -> ModuleFiles:
+    return annotator_dir if isinstance(annotator_dir, ModuleFiles) else ModuleFiles(annotator_dir)
+
+
+def _missing_weights(p: Preprocessor, files: ModuleFiles) -> tuple[str, str] | None:
+    """(folder, file) of the first weight file `p` needs that is not there, else None."""
     for filename in p.weight_files:
-        if annotator_dir is None or not (annotator_dir / filename).is_file():
-            return filename
+        if files.annotator_dir is None or not (files.annotator_dir / filename).is_file():
+            return "ControlNetAnnotators", filename
+    if p.encoder is not None and find_encoder(files.clip_vision_dir, p.encoder) is None:
+        return "clip_vision", FILE_NAMES[p.encoder][0]
     return None
 
 
-def runnable(annotator_dir: Path | None = None, extra: Sequence[Preprocessor] = ()) -> list[Preprocessor]:
+def runnable(
+    annotator_dir: Path | ModuleFiles | None = None, extra: Sequence[Preprocessor] = ()
+) -> list[Preprocessor]:
     """The modules that can run now, in the extension's order: none first, then by priority and label (desc)."""
+    files = _files(annotator_dir)
     usable = [p for p in (*MODEL_FREE, *extra) if p.run is not None or p.model_free]
-    usable += [p for p in NEEDS_WEIGHTS if p.run is not None and _missing_weights(p, annotator_dir) is None]
+    usable += [
+        p for p in (*IP_ADAPTER, *NEEDS_WEIGHTS) if p.run is not None and _missing_weights(p, files) is None
+    ]
     rest = sorted(
         (p for p in usable if p.name != "none"),
         key=lambda p: str(p.priority).zfill(8) + p.alias,
@@ -42,18 +68,24 @@ def runnable(annotator_dir: Path | None = None, extra: Sequence[Preprocessor] = 
     return [p for p in usable if p.name == "none"] + rest
 
 
-def module_names(annotator_dir: Path | None = None, extra: Sequence[Preprocessor] = ()) -> list[str]:
+def module_names(
+    annotator_dir: Path | ModuleFiles | None = None, extra: Sequence[Preprocessor] = ()
+) -> list[str]:
     """Valid `module` values that can run now (internal names, as /controlnet/module_list)."""
     return [p.name for p in runnable(annotator_dir, extra)]
 
 
-def module_aliases(annotator_dir: Path | None = None, extra: Sequence[Preprocessor] = ()) -> dict[str, str]:
+def module_aliases(
+    annotator_dir: Path | ModuleFiles | None = None, extra: Sequence[Preprocessor] = ()
+) -> dict[str, str]:
     """Internal name -> the extension's UI alias (`alias_names=true`), for the modules that can run now."""
     return {p.name: p.alias for p in runnable(annotator_dir, extra)}
 
 
 def module_detail(
-    alias_names: bool = False, annotator_dir: Path | None = None, extra: Sequence[Preprocessor] = ()
+    alias_names: bool = False,
+    annotator_dir: Path | ModuleFiles | None = None,
+    extra: Sequence[Preprocessor] = (),
 ):
     """/controlnet/module_list's `module_detail`: per module model_free and its visible sliders."""
     return {
@@ -67,17 +99,17 @@ def module_detail(
 
 def lookup(
     name: str,
-    annotator_dir: Path | None = None,
+    annotator_dir: Path | ModuleFiles | None = None,
     extra: Sequence[Preprocessor] = (),
     field_name: str = "module",
 ) -> Preprocessor:
     """The module named `name` (internal name or alias, case-insensitive) that can run, or a RequestError."""
     wanted = (name or "none").strip().lower()
-    for p in (*MODEL_FREE, *extra, *NEEDS_WEIGHTS):
+    for p in (*MODEL_FREE, *extra, *IP_ADAPTER, *NEEDS_WEIGHTS):
         if wanted in (p.name.lower(), p.alias.lower()):
-            missing = _missing_weights(p, annotator_dir)
+            missing = _missing_weights(p, _files(annotator_dir))
             if missing is not None:
-                raise MissingAnnotatorError(p.name, missing, field_name)
+                raise MissingAnnotatorError(p.name, missing[1], field_name, folder=missing[0])
             if p.run is None and not p.model_free:
                 raise UnknownModuleError(name, module_names(annotator_dir, extra), field_name)
             return p
@@ -86,7 +118,7 @@ def lookup(
 
 def control_types(
     model_names: Sequence[str] = ("None",),
-    annotator_dir: Path | None = None,
+    annotator_dir: Path | ModuleFiles | None = None,
     extra: Sequence[Preprocessor] = (),
 ) -> dict[str, dict]:
     """GET /controlnet/control_types's `control_types`: per tag (and "All") the modules (aliases) and models.

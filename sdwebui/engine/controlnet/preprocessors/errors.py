@@ -16,13 +16,15 @@ class UnknownModuleError(RequestError):
 
 
 class MissingAnnotatorError(RequestError):
-    """A model-based preprocessor whose weight file is not in models/ControlNetAnnotators/."""
+    """A model-based module whose weight file is not in models/ControlNetAnnotators/ (or models/clip_vision/)."""
 
-    def __init__(self, name: str, filename: str, field_name: str = "module"):
+    def __init__(
+        self, name: str, filename: str, field_name: str = "module", folder: str = "ControlNetAnnotators"
+    ):
+        what = "the CLIP vision encoder" if folder == "clip_vision" else "the annotator weights"
         super().__init__(
             field_name,
-            f"ControlNet module {name!r} needs the annotator weights {filename!r}: "
-            f"put the file at models/ControlNetAnnotators/{filename}",
+            f"ControlNet module {name!r} needs {what} {filename!r}: put the file at models/{folder}/{filename}",
         )
         self.module = name
         self.filename = filename

@@ -30,7 +30,9 @@ class Preprocessor:
     model_free: bool = False  # the extension's do_not_need_model: no ControlNet model (reference_only)
     accepts_mask: bool = False
     requires_mask: bool = False
-    weight_files: tuple[str, ...] = field(default_factory=tuple)  # under models/ControlNetAnnotators/
+    weight_files: tuple[str, ...] = field(default_factory=tuple)  # under models/ControlNetAnnotators/ (all)
+    encoder: str | None = None  # a CLIP vision encoder it needs from models/clip_vision ("clip_h" / "clip_g")
+    returns_image: bool = True  # False: the engine uses what the module computes, the map shown is the input
 
     @property
     def alias(self) -> str:
@@ -126,6 +128,25 @@ MODEL_FREE: tuple[Preprocessor, ...] = (
         priority=100,
         model_free=True,
     ),
+)
+
+# IP-Adapter: the map is the image; the engine encodes it with the unit's CLIP vision encoder (ip_adapter.py)
+IP_ADAPTER: tuple[Preprocessor, ...] = tuple(
+    Preprocessor(
+        name,
+        model_free.identity,
+        ("IP-Adapter",),
+        label=label,
+        resolution=None,
+        priority=priority,
+        encoder=encoder,
+        returns_image=False,
+    )
+    for name, label, encoder, priority in (
+        ("ip-adapter_clip_sd15", "ip-adapter_clip_h", "clip_h", 100),
+        ("ip-adapter_clip_sdxl", "ip-adapter_clip_g", "clip_g", 0),
+        ("ip-adapter_clip_sdxl_plus_vith", "ip-adapter_clip_sdxl_plus_vith", "clip_h", 0),
+    )
 )
 
 # Model-based annotators: runnable only with their weights (and an implementation); otherwise a clear error.

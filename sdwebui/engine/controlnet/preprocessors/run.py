@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sdwebui.engine.controlnet.preprocessors.catalog import lookup
+from sdwebui.engine.controlnet.preprocessors.catalog import ModuleFiles, lookup
 from sdwebui.engine.controlnet.preprocessors.errors import PreprocessorInputError
 from sdwebui.engine.controlnet.preprocessors.imaging import to_image, to_rgb_array
 from sdwebui.engine.controlnet.preprocessors.inpaint import with_mask
@@ -21,7 +21,7 @@ def resolve_params(
     processor_res: float = -1,
     threshold_a: float = -1,
     threshold_b: float = -1,
-    annotator_dir: Path | None = None,
+    annotator_dir: Path | ModuleFiles | None = None,
 ) -> PreprocessParams:
     """A unit's processor_res / threshold_a / threshold_b with -1 (the API's "default") replaced by the
     module's slider defaults, as the extension does."""
@@ -56,7 +56,7 @@ def run_preprocessor(
     image: Image.Image,
     params: PreprocessParams,
     mask: Image.Image | None = None,
-    annotator_dir: Path | None = None,
+    annotator_dir: Path | ModuleFiles | None = None,
     extra: Sequence[Preprocessor] = (),
     field_name: str = "module",
 ) -> Image.Image:
