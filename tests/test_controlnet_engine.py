@@ -256,3 +256,23 @@ def test_loaded_layouts_equal_the_source_weights(tmp_path):
     assert not junk.usable and "safetensors" in junk.error
     assert [t.split(" [")[0] for t in library.titles()] == ["a", "b", "c", "d", "t2iadapter_orig"]
     assert all(len(t.split(" [")[1]) == 9 for t in library.titles())  # 8 hex + "]"
+
+
+def test_ip_adapter_and_reference_units_run_through_the_request(tiny_sd1_model, tmp_path, plain):
+    """The engine's ControlNet step builds cn-extra's add-ons from the units: an IP-Adapter file listed in
+    models/ControlNet (with its encoder from models/clip_vision) and a model-free reference_only unit."""
+    from tests.ip_adapter_fixtures import write_clip_vision, write_ip_adapter
+
+    folder, clip = tmp_path / "ControlNet", tmp_path / "clip_vision"
+    folder.mkdir()
+    write_ip_adapter(folder / "ip-adapter_sd15.safetensors", tiny_sd1_model.unet)
+    write_clip_vision(clip, "clip_h")
+    store = ControlNets(ControlNetLibrary([folder]), clip_vision_dir=clip)
+    assert store.find("ip-adapter_sd15").layout.kind == "ip_adapter"
+    ip = unit("ip-adapter_sd15", module="ip-adapter_clip_h")
+    result = run(tiny_sd1_model, store, [ip])
+    assert np.abs(pixels(result) - plain).max() > 0
+    assert 'ControlNet 0: "Module: ip-adapter_clip_h, Model: ip-adapter_sd15 [' in result.images[0].infotext
+    reference = run(tiny_sd1_model, store, [unit("None", module="reference_only")])
+    assert np.abs(pixels(reference) - plain).max() > 0
+    assert 'ControlNet 0: "Module: reference_only, Model: None' in reference.images[0].infotext
