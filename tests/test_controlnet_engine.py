@@ -163,6 +163,11 @@ def test_resize_modes_and_pixel_perfect_change_the_map(tiny_sd1_model, controlne
         for mode in ResizeMode
     ]
     assert np.abs(images[0] - images[1]).max() > 0 and np.abs(images[1] - images[2]).max() > 0
+    # pixel perfect: the preprocessor resolution maps the image 1:1 onto 64x64 (cover: 32 * 2, fit: 32 / 2)
+    for mode, resolution in ((ResizeMode.CROP_AND_RESIZE, 64), (ResizeMode.RESIZE_AND_FILL, 16)):
+        perfect = unit(module="canny", images=(ControlImage(wide),), resize_mode=mode, pixel_perfect=True)
+        info = run(tiny_sd1_model, controlnets, [perfect], steps=1).images[0].infotext
+        assert f"Processor Res: {resolution}," in info and "Pixel Perfect: True" in info
 
 
 def test_img2img_unit_without_image_uses_the_init_image(tiny_sd1_model, controlnets):
