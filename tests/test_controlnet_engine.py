@@ -281,3 +281,31 @@ def test_ip_adapter_and_reference_units_run_through_the_request(tiny_sd1_model, 
     reference = run(tiny_sd1_model, store, [unit("None", module="reference_only")])
     assert np.abs(pixels(reference) - plain).max() > 0
     assert 'ControlNet 0: "Module: reference_only, Model: None' in reference.images[0].infotext
+
+
+def test_canny_gets_soft_weights_in_the_hires_pass_whatever_the_mode(tiny_sd1_model, controlnets):
+    from sdwebui.engine.hires import HiresFix
+
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    class Second(Recorder):
+        def __init__(self, key):
+            self.key = key
+
+        def before_unet(self, call):
+            if call.pass_index == 1:
+                seen[self.key] = [d.detach().clone() for d in call.down_block_additional_residuals]
+
+    hires = HiresFix(hr_scale=2.0, hr_second_pass_steps=1, denoising_strength=0.5)
+    for mode in (ControlMode.BALANCED, ControlMode.PROMPT):
+        hooks = EngineHooks(unet_addons=[Second(mode.name)])
+        run(
+            tiny_sd1_model,
+            controlnets,
+            [unit(module="canny", control_mode=mode, hr_option=HiResOption.HIGH_RES_ONLY)],
+            hooks=hooks,
+            steps=1,
+            hires=hires,
+        )
+    for balanced, prompt in zip(seen["BALANCED"], seen["PROMPT"], strict=True):
+        torch.testing.assert_close(balanced, prompt)

@@ -8,7 +8,8 @@ Semantics are sd-webui-controlnet's:
 - "ControlNet is more important": soft injection and the control only on the cond rows (the uncond half of
   classifier-free guidance gets none, so guidance pushes towards the control);
 - `advanced_weighting` replaces the per-residual scales; `effective_region_mask` limits them to a region;
-- hires option: with a second pass, "Low res only" acts in the first pass, "High res only" in the later ones.
+- hires option: with a second pass, "Low res only" acts in the first pass, "High res only" in the later ones;
+  canny and mlsd maps get the soft weights in the hires pass whatever the mode (as the extension);
 Several units' residuals add up. Each row of the U-Net batch takes the map of its image (`image_index % maps`).
 """
 
@@ -143,7 +144,7 @@ class ControlNetAddon:
             return_dict=False,
             **kwargs,
         )
-        scales = self._scales(active, len(down) + 1, soft_table=None)
+        scales = self._scales(active, len(down) + 1, None, call.pass_index)
         down = [d * s for d, s in zip(down, scales[:-1], strict=True)]
         mid = mid * scales[-1]
         down, mid = [self._region(active, d) for d in down], self._region(active, mid)
@@ -158,13 +159,15 @@ class ControlNetAddon:
         height, width = call.x.shape[-2] * self.latent_scale, call.x.shape[-1] * self.latent_scale
         features = active.adapter_features(width, height)
         pick = [call.rows[r].image_index % features[0].shape[0] for r in rows]
-        scales = self._scales(active, len(features), soft_table=ADAPTER_SOFT)
+        scales = self._scales(active, len(features), ADAPTER_SOFT, call.pass_index)
         chosen = [self._region(active, f[pick] * s) for f, s in zip(features, scales, strict=True)]
         if len(rows) != len(call.rows):
             chosen = [_scatter(f, rows, len(call.rows)) for f in chosen]
         call.add_adapter_features(chosen)
 
-    def _scales(self, active: ActiveUnit, count: int, soft_table: tuple[float, ...] | None) -> list[float]:
+    def _scales(
+        self, active: ActiveUnit, count: int, soft_table: tuple[float, ...] | None, pass_index: int = 0
+    ) -> list[float]:
         unit = active.unit
         if unit.advanced_weighting is not None:
             if len(unit.advanced_weighting) != count:
@@ -173,7 +176,11 @@ class ControlNetAddon:
                     f"{active.model.title} takes {count} weights, got {len(unit.advanced_weighting)}",
                 )
             return list(unit.advanced_weighting)
-        if unit.control_mode == ControlMode.BALANCED:
+        # the extension softens thin-line maps (canny, mlsd) in the hires pass: fewer artifacts at the large size
+        thin_lines_in_hires = (
+            self.hires and pass_index > 0 and any(k in unit.module for k in ("canny", "mlsd"))
+        )
+        if unit.control_mode == ControlMode.BALANCED and not thin_lines_in_hires:
             return [unit.weight] * count
         if soft_table is not None:
             table = (
