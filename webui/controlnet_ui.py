@@ -139,7 +139,7 @@ def build_unit(prefix: str, backend: Any, is_img2img: bool) -> UnitControls:
     types = list(preprocessors.control_types(models, files))
     with gr.Row():
         image = gr.Image(label="Image", type="pil", image_mode="RGB", elem_id=f"{prefix}_input_image")
-        preview = gr.Image(label="Preprocessor Preview", type="pil", interactive=False,
+        preview = gr.Image(label="Preprocessor Preview", type="pil", interactive=False, format="png",
                            elem_id=f"{prefix}_generated_image")  # fmt: skip
     mask = gr.Image(label="Mask (optional: white = the masked part)", type="pil", image_mode="L",
                     elem_id=f"{prefix}_mask_image")  # fmt: skip
