@@ -43,6 +43,7 @@ from sdwebui.engine.upscaling import ModelUpscalers, TileSettings
 from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
 from sdwebui.jobs.stack import WorkerStack
+from sdwebui.models.controlnet import ControlModelCache, ControlNetLibrary, ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.hashing import HashCache
@@ -128,6 +129,8 @@ class AppServices:
     _lora_patches: dict[bool, LoraNetworksPatch] = field(default_factory=dict, repr=False)
     # upscaler model files (ESRGAN, RealESRGAN, ...; sdwebui.models.upscalers); None: plain resamplers only
     upscaler_library: UpscalerLibrary | None = None
+    # ControlNet / T2I-Adapter models (models/ControlNet, --controlnet-dir), loaded ones cached for every job
+    controlnets: ControlNets | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -174,7 +177,7 @@ class AppServices:
     # --- settings ---
     def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
         source = resolve.SettingsSource(
-            self.paths, self.styles, self.version, self.embeddings, self.upscalers()
+            self.paths, self.styles, self.version, self.embeddings, self.upscalers(), self.controlnets
         )
         return resolve.engine_settings(self.options, overrides, source)
 
@@ -452,8 +455,17 @@ def build_services(
         ),
         loras=LoraLibrary(lora_dirs(args, paths)),
         upscaler_library=library_for(paths.models_dir, upscaler_dirs(args)),
+        controlnets=controlnet_store(args, paths, options),
     )
     return services
+
+
+def controlnet_store(args: argparse.Namespace, paths: DataPaths, options: Options) -> ControlNets:
+    """The extension's folders: models/ControlNet, then --controlnet-dir; annotators in models/ControlNetAnnotators."""
+    extra = getattr(args, "controlnet_dir", None)
+    library = ControlNetLibrary([paths.models_dir / "ControlNet", *([Path(extra)] if extra else [])])
+    cache = ControlModelCache(int(options.get("control_net_model_cache_size", 2) or 2))
+    return ControlNets(library, cache, paths.models_dir / "ControlNetAnnotators")
 
 
 def lora_dirs(args: argparse.Namespace, paths: DataPaths) -> list[Path]:

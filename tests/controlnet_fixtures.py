@@ -119,3 +119,38 @@ def write_controlnet_dir(net, path: Path) -> Path:
 
 def sidecar_of(net: diffusers.ControlNetModel) -> dict:
     return _sidecar(net)
+
+
+def tiny_union_controlnet(family: ModelFamily | str = ModelFamily.SDXL, seed: int = 0, scale: float = 0.5):
+    """A ControlNet Union (xinsir's ControlNet++ layout, 8 control types) for the tiny U-Net of `family`."""
+    config = {k: v for k, v in tiny_controlnet(family).config.items() if not k.startswith("_")}
+    config.pop("mid_block_type", None)
+    width = config["block_out_channels"][0]
+    torch.manual_seed(3000 + seed)
+    net = diffusers.ControlNetUnionModel(
+        **config, num_control_type=8, num_trans_channel=width, num_trans_head=2, num_proj_channel=width
+    )
+    with torch.no_grad():
+        for conv in (
+            *net.controlnet_down_blocks,
+            net.controlnet_mid_block,
+            net.controlnet_cond_embedding.conv_out,
+        ):
+            conv.weight.normal_(0.0, scale)
+    return net.eval().requires_grad_(False)
+
+
+def write_original_t2i(adapter: diffusers.T2IAdapter, path: Path) -> Path:
+    """TencentARC's original key layout (`body.{level * blocks + j}.*`, `conv_in`), as a plain .pth pickle."""
+    blocks = adapter.config.num_res_blocks
+    state = {}
+    for key, value in adapter.state_dict().items():
+        key = key.removeprefix("adapter.")
+        parts = key.split(".")
+        if parts[0] == "body" and parts[2] == "resnets":
+            key = ".".join(["body", str(int(parts[1]) * blocks + int(parts[3])), *parts[4:]])
+        elif parts[0] == "body" and parts[2] == "in_conv":
+            key = ".".join(["body", str(int(parts[1]) * blocks), *parts[2:]])
+        state[key] = value.detach().clone().contiguous()
+    torch.save(state, path)
+    return Path(path)

@@ -21,9 +21,11 @@ from tests.controlnet_fixtures import (
     sidecar_of,
     tiny_controlnet,
     tiny_t2i_adapter,
+    tiny_union_controlnet,
     write_controlnet_dir,
     write_diffusers_file,
     write_ldm_controlnet,
+    write_original_t2i,
 )
 
 SIZE = 64
@@ -35,6 +37,7 @@ def controlnets(tmp_path_factory) -> ControlNets:
     write_ldm_controlnet(tiny_controlnet("sd1"), "sd1", folder / "tiny_sd1_canny.pth")
     write_ldm_controlnet(tiny_controlnet("sd1", seed=1), "sd1", folder / "tiny_sd1_depth.safetensors")
     write_controlnet_dir(tiny_controlnet("sdxl"), folder / "tiny_sdxl_canny")
+    write_controlnet_dir(tiny_union_controlnet("sdxl"), folder / "tiny_sdxl_union")
     write_diffusers_file(tiny_t2i_adapter(), folder / "t2iadapter_tiny_sd1.safetensors")
     return ControlNets(ControlNetLibrary([folder]))
 
@@ -214,6 +217,17 @@ def test_sdxl_controlnet_on_sdxl(tiny_sdxl_model, controlnets):
     assert np.abs(pixels(run(tiny_sdxl_model, controlnets, [unit("tiny_sdxl_canny")])) - plain).max() > 0
 
 
+def test_union_controlnet_takes_its_control_type(tiny_sdxl_model, controlnets):
+    def union(**changes):
+        return pixels(run(tiny_sdxl_model, controlnets, [unit("tiny_sdxl_union", **changes)]))
+
+    assert not np.array_equal(union(union_control_type="Depth"), union(union_control_type="Hard Edge"))
+    assert np.array_equal(union(module="canny"), union(module="canny", union_control_type="Hard Edge"))
+    with pytest.raises(RequestError) as info:
+        union(union_control_type="Sketch")
+    assert info.value.field == "alwayson_scripts.controlnet.args[0].union_control_type"
+
+
 def test_unit_without_image_in_txt2img_names_the_field(tiny_sd1_model, controlnets):
     with pytest.raises(RequestError) as info:
         run(tiny_sd1_model, controlnets, [dataclasses.replace(unit(), images=())])
@@ -233,7 +247,12 @@ def test_loaded_layouts_equal_the_source_weights(tmp_path):
     for name in "abcd":
         got = store.get(name, torch.device("cpu"), torch.float32).module.state_dict()
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    adapter = tiny_t2i_adapter()
+    write_original_t2i(adapter, tmp_path / "t2iadapter_orig.pth")
+    library.refresh()
+    got = store.get("t2iadapter_orig", torch.device("cpu"), torch.float32).module.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in adapter.state_dict().items())
     junk = next(e for e in library.entries() if e.name == "junk")
     assert not junk.usable and "safetensors" in junk.error
-    assert [t.split(" [")[0] for t in library.titles()] == ["a", "b", "c", "d"]
+    assert [t.split(" [")[0] for t in library.titles()] == ["a", "b", "c", "d", "t2iadapter_orig"]
     assert all(len(t.split(" [")[1]) == 9 for t in library.titles())  # 8 hex + "]"

@@ -74,13 +74,15 @@ def generate(
         request.validate()
     _check_state(state)
     plan = _make_plan(model, request, settings, hooks)
+    detected_maps: list[Image.Image] = []
     if request.controlnet_units:  # after process(): scripts may have edited the units
-        hooks = controlnet_hooks(model, request, settings.controlnets, hooks, state)
+        hooks, detected_maps = controlnet_hooks(model, request, settings.controlnets, hooks, state)
     for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
     started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
     result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
+    result.extra_images = detected_maps
     networks = extra_networks.JobNetworks(model, state, switch_allowed=settings.stage_order == "batch")
     run = stages.JobRun(
         model=model,
@@ -340,8 +342,9 @@ def controlnet_hooks(
     controlnets: ControlNets | None,
     hooks: EngineHooks,
     state: JobState,
-) -> EngineHooks:
-    """`hooks` with the job's ControlNet add-on, and its `ControlNet i` infotext entries in the job's params."""
+) -> tuple[EngineHooks, list[Image.Image]]:
+    """`hooks` with the job's ControlNet add-on (its `ControlNet i` infotext entries put in the job's params),
+    and the detected maps to show after the images (units with a preprocessor and save_detected_map)."""
     init: tuple[Image.Image | None, Image.Image | None] = (None, None)
     if isinstance(request, Img2ImgRequest) and request.init_images:
         init = (request.init_images[0], request.mask)
@@ -354,7 +357,8 @@ def controlnet_hooks(
         hires=request.hires is not None,
     )
     if addon is None:
-        return hooks
+        return hooks, []
     state.extra_generation_params.update(infotext)
+    maps = [m for a in addon.units if a.unit.save_detected_map and a.unit.module != "none" for m in a.maps]
     # first, so that later add-ons (extensions') see the residuals
-    return dataclasses.replace(hooks, unet_addons=[addon, *hooks.unet_addons])
+    return dataclasses.replace(hooks, unet_addons=[addon, *hooks.unet_addons]), maps

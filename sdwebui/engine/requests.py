@@ -261,6 +261,8 @@ class GenerationResult:
     # first-image values in A1111's "info" JSON shape are derived by sdwebui.engine.info_json
     request: Txt2ImgRequest | None = None
     job_timestamp: str = ""  # when the job started, A1111's YYYYmmddHHMMSS job_timestamp
+    # images the job shows after its own (A1111's extra result images): ControlNet's detected maps
+    extra_images: list[Image.Image] = field(default_factory=list)
 
     # read-only views under the old parallel lists' names, for code written against them
     @property

@@ -16,7 +16,7 @@ from sdwebui.engine.controlnet.addon import UNION_TYPES, ActiveUnit, ControlNetA
 from sdwebui.engine.controlnet.hint import pixel_perfect_resolution
 from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlImage, ControlNetUnit
 from sdwebui.engine.errors import RequestError
-from sdwebui.models.controlnet import ControlNets
+from sdwebui.models.controlnet import ControlModelError, ControlNets
 from sdwebui.models.controlnet.layouts import CONTROLNET_UNION, SD1, SD2, SDXL
 from sdwebui.models.model import LoadedModel, ModelFamily
 
@@ -47,7 +47,10 @@ def check_units(units: Sequence[ControlNetUnit], controlnets: ControlNets | None
             continue
         if controlnets is None:
             raise RequestError(f"{ARGS_FIELD}[{index}].model", "no ControlNet models are configured")
-        controlnets.find(unit.model, f"{ARGS_FIELD}[{index}].model")
+        try:
+            controlnets.find(unit.model, f"{ARGS_FIELD}[{index}].model")
+        except ControlModelError as exc:  # a models-layer error: the API's 422 names the unit's field
+            raise RequestError(exc.field, str(exc)) from None
 
 
 def build_addon(
@@ -77,7 +80,15 @@ def build_addon(
                 f"loaded checkpoint is {family}",
             )
         maps, params = _maps(unit, name, size, init, controlnets)
-        union = _union_type(unit, name) if control.kind == CONTROLNET_UNION else None
+        union = (
+            _union_type(unit, name, controlnets.annotator_dir) if control.kind == CONTROLNET_UNION else None
+        )
+        if union is not None and union >= int(control.module.config.num_control_type):
+            raise RequestError(
+                f"{name}.union_control_type",
+                f"{control.title} knows {control.module.config.num_control_type} control types; "
+                f"{UNION_TYPES[union]!r} is not one of them",
+            )
         active.append(ActiveUnit(index, unit, control, maps, union))
         infotext[f"ControlNet {position}"] = _resolved(unit, control.title, params).serialize()
     return ControlNetAddon(active, model.vae_scale_factor, hires), infotext
@@ -114,9 +125,29 @@ def _maps(
     return maps, params
 
 
-def _union_type(unit: ControlNetUnit, name: str) -> int:
-    if unit.union_control_type in UNION_TYPES:
-        return UNION_TYPES.index(unit.union_control_type)
+# the extension's inference of a Union model's control type from the module's control-type tag
+_TAG_TO_UNION = {
+    "openpose": "OpenPose",
+    "depth": "Depth",
+    "softedge": "Soft Edge",
+    "scribble": "Soft Edge",
+    "canny": "Hard Edge",
+    "lineart": "Hard Edge",
+    "mlsd": "Hard Edge",
+    "normalmap": "Normal Map",
+    "segmentation": "Segmentation",
+    "tile": "Tile",
+    "inpaint": "Inpaint",
+}
+
+
+def _union_type(unit: ControlNetUnit, name: str, annotators=None) -> int:
+    wanted = unit.union_control_type
+    if wanted == "Unknown":
+        tags = preprocessors.lookup(unit.module, annotators).tags
+        wanted = next((_TAG_TO_UNION[t.lower()] for t in tags if t.lower() in _TAG_TO_UNION), wanted)
+    if wanted in UNION_TYPES:
+        return UNION_TYPES.index(wanted)
     raise RequestError(
         f"{name}.union_control_type",
         f"a ControlNet Union model needs one of {', '.join(UNION_TYPES)}; got {unit.union_control_type!r}",

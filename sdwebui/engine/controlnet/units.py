@@ -173,7 +173,9 @@ def parse_unit(raw: Any, field_name: str, decode: ImageDecoder | None = None) ->
     if values.get("guessmode") is True and "control_mode" not in values:
         control_mode = ControlMode.CONTROL  # the pre-1.1 "Guess Mode" became "ControlNet is more important"
     return ControlNetUnit(
-        enabled=_bool(values, "enabled", False, name),
+        # absent: enabled, the API's default before v1.1.4 that clients copied from its wiki rely on (the
+        # extension's UI record defaults to off; an API unit nobody meant to use would not name a model)
+        enabled=_bool(values, "enabled", True, name),
         module=_str(values, "module", "none", name),
         model=_str(values, "model", "None", name),
         weight=_float(values, "weight", 1.0, name, 0.0, 2.0),
