@@ -465,7 +465,9 @@ def controlnet_store(args: argparse.Namespace, paths: DataPaths, options: Option
     extra = getattr(args, "controlnet_dir", None)
     library = ControlNetLibrary([paths.models_dir / "ControlNet", *([Path(extra)] if extra else [])])
     cache = ControlModelCache(int(options.get("control_net_model_cache_size", 2) or 2))
-    return ControlNets(library, cache, paths.models_dir / "ControlNetAnnotators")
+    return ControlNets(
+        library, cache, paths.models_dir / "ControlNetAnnotators", paths.models_dir / "clip_vision"
+    )
 
 
 def lora_dirs(args: argparse.Namespace, paths: DataPaths) -> list[Path]:

@@ -163,6 +163,11 @@ def test_resize_modes_and_pixel_perfect_change_the_map(tiny_sd1_model, controlne
         for mode in ResizeMode
     ]
     assert np.abs(images[0] - images[1]).max() > 0 and np.abs(images[1] - images[2]).max() > 0
+    # pixel perfect: the preprocessor resolution maps the image 1:1 onto 64x64 (cover: 32 * 2, fit: 32 / 2)
+    for mode, resolution in ((ResizeMode.CROP_AND_RESIZE, 64), (ResizeMode.RESIZE_AND_FILL, 16)):
+        perfect = unit(module="canny", images=(ControlImage(wide),), resize_mode=mode, pixel_perfect=True)
+        info = run(tiny_sd1_model, controlnets, [perfect], steps=1).images[0].infotext
+        assert f"Processor Res: {resolution}," in info and "Pixel Perfect: True" in info
 
 
 def test_img2img_unit_without_image_uses_the_init_image(tiny_sd1_model, controlnets):
@@ -256,3 +261,23 @@ def test_loaded_layouts_equal_the_source_weights(tmp_path):
     assert not junk.usable and "safetensors" in junk.error
     assert [t.split(" [")[0] for t in library.titles()] == ["a", "b", "c", "d", "t2iadapter_orig"]
     assert all(len(t.split(" [")[1]) == 9 for t in library.titles())  # 8 hex + "]"
+
+
+def test_ip_adapter_and_reference_units_run_through_the_request(tiny_sd1_model, tmp_path, plain):
+    """The engine's ControlNet step builds cn-extra's add-ons from the units: an IP-Adapter file listed in
+    models/ControlNet (with its encoder from models/clip_vision) and a model-free reference_only unit."""
+    from tests.ip_adapter_fixtures import write_clip_vision, write_ip_adapter
+
+    folder, clip = tmp_path / "ControlNet", tmp_path / "clip_vision"
+    folder.mkdir()
+    write_ip_adapter(folder / "ip-adapter_sd15.safetensors", tiny_sd1_model.unet)
+    write_clip_vision(clip, "clip_h")
+    store = ControlNets(ControlNetLibrary([folder]), clip_vision_dir=clip)
+    assert store.find("ip-adapter_sd15").layout.kind == "ip_adapter"
+    ip = unit("ip-adapter_sd15", module="ip-adapter_clip_h")
+    result = run(tiny_sd1_model, store, [ip])
+    assert np.abs(pixels(result) - plain).max() > 0
+    assert 'ControlNet 0: "Module: ip-adapter_clip_h, Model: ip-adapter_sd15 [' in result.images[0].infotext
+    reference = run(tiny_sd1_model, store, [unit("None", module="reference_only")])
+    assert np.abs(pixels(reference) - plain).max() > 0
+    assert 'ControlNet 0: "Module: reference_only, Model: None' in reference.images[0].infotext

@@ -17,7 +17,7 @@ from PIL import Image
 from sdwebui.engine import extra_networks, hires, samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
-from sdwebui.engine.controlnet.prepare import build_addon
+from sdwebui.engine.controlnet.prepare import build_addons
 from sdwebui.engine.hooks import (
     EngineHooks,
     ImageSaveArgs,
@@ -343,22 +343,22 @@ def controlnet_hooks(
     hooks: EngineHooks,
     state: JobState,
 ) -> tuple[EngineHooks, list[Image.Image]]:
-    """`hooks` with the job's ControlNet add-on (its `ControlNet i` infotext entries put in the job's params),
-    and the detected maps to show after the images (units with a preprocessor and save_detected_map)."""
+    """`hooks` with the job's ControlNet add-ons (their `ControlNet i` infotext entries put in the job's
+    params), and the detected maps to show after the images (units with a preprocessor and save_detected_map)."""
     init: tuple[Image.Image | None, Image.Image | None] = (None, None)
     if isinstance(request, Img2ImgRequest) and request.init_images:
         init = (request.init_images[0], request.mask)
-    addon, infotext = build_addon(
+    job = build_addons(
         model,
         request.controlnet_units,
         controlnets,
         (request.width, request.height),
         init,
         hires=request.hires is not None,
+        seed=state.all_seeds[0] if state.all_seeds else 0,
     )
-    if addon is None:
+    if not job.addons:
         return hooks, []
-    state.extra_generation_params.update(infotext)
-    maps = [m for a in addon.units if a.unit.save_detected_map and a.unit.module != "none" for m in a.maps]
+    state.extra_generation_params.update(job.infotext)
     # first, so that later add-ons (extensions') see the residuals
-    return dataclasses.replace(hooks, unet_addons=[addon, *hooks.unet_addons]), maps
+    return dataclasses.replace(hooks, unet_addons=[*job.addons, *hooks.unet_addons]), job.maps

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from sdwebui.api import mapping
 from sdwebui.api.routes.common import RouteContext
 from sdwebui.engine.controlnet import preprocessors
-from sdwebui.engine.controlnet.prepare import check_units
+from sdwebui.engine.controlnet.prepare import check_units, module_files
 from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlNetUnit, parse_units
 from sdwebui.engine.errors import RequestError
 from sdwebui.services import AppServices
@@ -103,7 +103,7 @@ def router(ctx: RouteContext) -> APIRouter:
 
 
 def _annotators(services: AppServices):
-    return services.controlnets.annotator_dir if services.controlnets else None
+    return module_files(services.controlnets)
 
 
 def take_units(

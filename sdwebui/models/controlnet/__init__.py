@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
+from sdwebui.models.clip_vision import ClipVisionCache
 from sdwebui.models.controlnet.library import ControlModelError, ControlModelInfo, ControlNetLibrary
 from sdwebui.models.controlnet.loading import ControlModel, ControlModelCache
+from sdwebui.models.ip_adapter import IPAdapterCache
 
 
 @dataclass
@@ -18,6 +20,9 @@ class ControlNets:
     library: ControlNetLibrary
     cache: ControlModelCache = field(default_factory=ControlModelCache)
     annotator_dir: Path | None = None  # models/ControlNetAnnotators: the preprocessors' weights
+    clip_vision_dir: Path | None = None  # models/clip_vision: IP-Adapter's image encoders
+    ip_adapters: IPAdapterCache = field(default_factory=IPAdapterCache)
+    clip_vision: ClipVisionCache = field(default_factory=ClipVisionCache)
 
     def find(self, name: str, field_name: str = "model") -> ControlModelInfo:
         return self.library.find(name, field_name)

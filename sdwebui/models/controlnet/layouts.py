@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 CONTROLNET, T2I_ADAPTER, CONTROLNET_UNION = "controlnet", "t2i_adapter", "controlnet_union"
+IP_ADAPTER = "ip_adapter"  # run by sdwebui.engine.controlnet.ip_adapter, not loaded as a diffusers module
 SD1, SD2, SDXL = "sd1", "sd2", "sdxl"
+ANY = "any"  # a base that cannot be told from the weights: the add-on checks the fit itself
 LDM_PREFIX = "control_model."
 
 
@@ -41,6 +43,8 @@ def detect(shapes: Shapes) -> Layout:
     if any(k.startswith(LDM_PREFIX) for k in keys):
         shapes = {k[len(LDM_PREFIX) :]: v for k, v in shapes.items() if k.startswith(LDM_PREFIX)}
         keys = set(shapes)
+    if any(k.startswith("image_proj.") for k in keys) and any(k.startswith("ip_adapter.") for k in keys):
+        return Layout(IP_ADAPTER, "ip_adapter", ip_adapter_base(shapes))
     if "input_hint_block.0.weight" in keys and "input_blocks.0.0.weight" in keys:
         return Layout(CONTROLNET, "ldm", _ldm_base(shapes))
     if "controlnet_cond_embedding.conv_in.weight" in keys and "conv_in.weight" in keys:
@@ -67,6 +71,11 @@ def _base_from_context(dim: int | None, has_add_embedding: bool, linear_proj: bo
     if dim == 1024:
         return SD2
     return SD2 if linear_proj else SD1  # small (test) models: by structure
+
+
+def ip_adapter_base(shapes: Shapes) -> str:
+    dims = [v[1] for k, v in shapes.items() if k.endswith("to_k_ip.weight")]
+    return {768: SD1, 1024: SD2, 2048: SDXL}.get(dims[0] if dims else 0, ANY)
 
 
 def _ldm_base(shapes: Shapes) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from sdwebui.models import discovery
 from sdwebui.models.controlnet import layouts
 from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.ip_adapter import IPAdapterError, load_ip_adapter
 from sdwebui.models.loader import read_shapes
 
 CONTROL_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
@@ -127,7 +128,21 @@ def _probe_file(path: Path) -> tuple[layouts.Layout | None, str | None, dict[str
     except CheckpointLoadError as exc:
         return None, str(exc), sidecar
     except layouts.LayoutError as exc:
-        return None, str(exc), sidecar
+        nested = _nested_ip_adapter(path)  # the original .bin: {"image_proj": {...}, "ip_adapter": {...}}
+        return (nested, None, sidecar) if nested else (None, str(exc), sidecar)
+
+
+def _nested_ip_adapter(path: Path) -> layouts.Layout | None:
+    if path.suffix == ".safetensors":
+        return None
+    try:
+        weights = load_ip_adapter(path)
+    except IPAdapterError:
+        return None
+    base = {768: layouts.SD1, 1024: layouts.SD2, 2048: layouts.SDXL}.get(
+        weights.cross_attention_dim, layouts.ANY
+    )
+    return layouts.Layout(layouts.IP_ADAPTER, "ip_adapter", base)
 
 
 class ControlNetLibrary:

@@ -55,6 +55,8 @@ def load_control_model(info: ControlModelInfo, device: torch.device, dtype: torc
     if not info.usable or info.layout is None:
         raise ControlModelError(f"ControlNet model {info.title} cannot be used: {info.error}")
     layout = info.layout
+    if layout.kind not in _CLASSES:
+        raise ControlModelError(f"{info.title} is an {layout.kind.replace('_', '-')}, not a ControlNet")
     if layout.layout == "folder":
         module = _load_folder(info.path, layout.kind)
     else:
