@@ -14,6 +14,8 @@ from sdwebui.engine.errors import RequestError
 from sdwebui.engine.requests import Txt2ImgRequest
 from webui.controlnet_ui import build_controlnet, filter_by_type, preview_map, slider_updates
 
+pytest_plugins = ("tests.browser",)  # browser, shot fixtures
+
 
 @dataclasses.dataclass
 class FakeServices:
@@ -75,3 +77,108 @@ def test_preview_filters_and_sliders():
     assert (a["label"], a["value"], b["label"], b["value"]) == ("Low Threshold", 100, "High Threshold", 200)
     res, a, b = slider_updates("invert (from white bg & black line)")
     assert not res["visible"] and not a["visible"] and not b["visible"]
+
+
+# -- in Chromium: the real app with a tiny ControlNet in models/ControlNet -------------------------------------
+
+CONTROLNET_NAME = "control_v11p_sd15_canny"
+UNIT = "#txt2img_controlnet_unit_0"
+
+
+@pytest.fixture(scope="module")
+def controlnet_server(tmp_path_factory):
+    from tests.browser import CHROMIUM, start_server, stop_server, write_tiny_checkpoint
+    from tests.controlnet_fixtures import tiny_controlnet, write_ldm_controlnet
+
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium")
+    data_dir = tmp_path_factory.mktemp("cn-ui-data")
+    write_ldm_controlnet(
+        tiny_controlnet("sd1"), "sd1", data_dir / "models" / "ControlNet" / f"{CONTROLNET_NAME}.safetensors"
+    )
+    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoints"))
+    handle = start_server(data_dir, checkpoint)
+    yield handle
+    stop_server(handle)
+
+
+def choose(page, dropdown, option: str) -> None:
+    dropdown.click()
+    page.locator("ul[role=listbox] li[role=option]", has_text=option).first.click()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def preview_pixels(page) -> list[int]:
+    """[width, centre red, edge red] of the preprocessed map the page shows."""
+    return page.evaluate(
+        f"""() => {{
+            const img = document.querySelector('{UNIT}_generated_image img');
+            const canvas = document.createElement('canvas');
+            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+            const ctx = canvas.getContext('2d');
+            ctx.drawImage(img, 0, 0);
+            const at = (x, y) => ctx.getImageData(x, y, 1, 1).data[0];
+            let edge = 0;
+            for (let y = 12; y < 20; y++) edge = Math.max(edge, at(32, y));
+            return [img.naturalWidth, at(32, 32), edge];
+        }}"""
+    )
+
+
+@pytest.mark.slow  # its own app server: over the suite's time budget; the headless tests cover the handlers
+def test_browser_upload_run_preprocessor_and_generate(browser, controlnet_server, shot, tmp_path):
+    from tests.browser import front_end_race, wait_ui_loaded
+
+    source = tmp_path / "square.png"
+    square().save(source)
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    with front_end_race("the page never rendered the prompt box"):
+        page.goto(controlnet_server.url + "/")
+        page.wait_for_selector("#txt2img_prompt textarea")
+    wait_ui_loaded(page)
+    page.click("#txt2img_controlnet")  # open the accordion
+    page.locator(f"{UNIT}_input_image input[type=file]").set_input_files(str(source))
+    page.wait_for_function(f"document.querySelector('{UNIT}_input_image img') !== null")
+    page.wait_for_function(
+        f"document.querySelector('{UNIT}_enable_checkbox input').checked"
+    )  # upload enables
+    page.locator(f"{UNIT}_type_filter_radio label", has_text="Canny").first.click()
+    page.wait_for_function(f"document.querySelector('{UNIT}_preprocessor_dropdown input').value === 'canny'")
+    set_number(page, "txt2img_controlnet_unit_0_preprocessor_resolution_slider", 64)
+    page.click(f"{UNIT}_trigger_preprocessor")
+    page.wait_for_function(f"document.querySelector('{UNIT}_generated_image img')?.naturalWidth > 0")
+    width, centre, edge = preview_pixels(page)
+    shot(page, "preprocessed")
+    assert (width, centre, edge) == (64, 0, 255)  # Canny: the square's border only
+    # the Canny filter chose the model with "canny" in its name
+    page.wait_for_function(
+        f"document.querySelector('{UNIT}_model_dropdown input').value.startsWith('{CONTROLNET_NAME} [')"
+    )
+
+    page.fill("#txt2img_prompt textarea", "a box")
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 2)):
+        set_number(page, elem_id, value)
+    set_number(page, "txt2img_controlnet_unit_0_control_weight_slider", 0.8)
+    page.click("#txt2img_generate")
+    page.wait_for_function(
+        """() => {
+            const info = document.querySelector('#html_info_txt2img .infotext');
+            const error = document.querySelector('#txt2img_status .error-message');
+            return (info && info.innerText.includes('Seed:')) || error;
+        }""",
+        timeout=120_000,
+    )
+    errors = page.locator("#txt2img_status .error-message")
+    assert errors.count() == 0, errors.first.inner_text()
+    info = page.inner_text("#html_info_txt2img .infotext")
+    shot(page, "generated")
+    assert 'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [' in info
+    assert "Weight: 0.8" in info and "Processor Res: 64" in info
+    context.close()

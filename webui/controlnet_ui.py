@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from sdwebui.engine.controlnet import preprocessors
-from sdwebui.engine.controlnet.prepare import check_units
+from sdwebui.engine.controlnet import prepare, preprocessors
 from sdwebui.engine.controlnet.units import (
     ARGS_FIELD,
     ControlMode,
@@ -82,8 +80,7 @@ class ControlNetControls:
         if not any(item["enabled"] for item in raw):
             return request
         units = parse_units(raw, default_decoder())
-        store = _store(self.backend)
-        check_units(units, store, store.annotator_dir if store else None)
+        prepare.check_units(units, _store(self.backend))
         return dataclasses.replace(request, controlnet_units=units)
 
 
@@ -93,10 +90,8 @@ def _store(backend: Any):
 
 
 def module_files(backend: Any) -> preprocessors.ModuleFiles:
-    store = _store(backend)
-    annotators = getattr(store, "annotator_dir", None)
-    clip_vision = Path(annotators).parent / "clip_vision" if annotators else None
-    return preprocessors.ModuleFiles(annotators, clip_vision)
+    """Where the model-based modules find their weights (annotators, CLIP vision): what the engine sees."""
+    return prepare.module_files(_store(backend)) or preprocessors.ModuleFiles()
 
 
 def model_titles(backend: Any) -> list[str]:
@@ -139,7 +134,7 @@ def build_unit(prefix: str, backend: Any, is_img2img: bool) -> UnitControls:
     types = list(preprocessors.control_types(models, files))
     with gr.Row():
         image = gr.Image(label="Image", type="pil", image_mode="RGB", elem_id=f"{prefix}_input_image")
-        preview = gr.Image(label="Preprocessor Preview", type="pil", interactive=False,
+        preview = gr.Image(label="Preprocessor Preview", type="pil", interactive=False, format="png",
                            elem_id=f"{prefix}_generated_image")  # fmt: skip
     mask = gr.Image(label="Mask (optional: white = the masked part)", type="pil", image_mode="L",
                     elem_id=f"{prefix}_mask_image")  # fmt: skip
