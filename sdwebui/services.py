@@ -45,6 +45,7 @@ from sdwebui.engine.upscaling import ModelUpscalers, TileSettings
 from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
 from sdwebui.jobs.stack import WorkerStack
+from sdwebui.models.controlnet import ControlModelCache, ControlNetLibrary, ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.hashing import HashCache
@@ -133,6 +134,8 @@ class AppServices:
     # several workers on Ray behind the one queue (sdwebui.jobs.ray_pool.RayPool; --workers/--ray-address);
     # None: the embedded default, jobs run on the stacks of this process
     pool: Any = None
+    # ControlNet / T2I-Adapter models (models/ControlNet, --controlnet-dir), loaded ones cached for every job
+    controlnets: ControlNets | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -187,6 +190,7 @@ class AppServices:
             self.embeddings,
             self.upscalers(),
             memory_mode_flag(self.args),
+            self.controlnets,
         )
         return resolve.engine_settings(self.options, overrides, source)
 
@@ -535,8 +539,19 @@ def build_services(
         ),
         loras=LoraLibrary(lora_dirs(args, paths)),
         upscaler_library=library_for(paths.models_dir, upscaler_dirs(args)),
+        controlnets=controlnet_store(args, paths, options),
     )
     return services
+
+
+def controlnet_store(args: argparse.Namespace, paths: DataPaths, options: Options) -> ControlNets:
+    """The extension's folders: models/ControlNet, then --controlnet-dir; annotators in models/ControlNetAnnotators."""
+    extra = getattr(args, "controlnet_dir", None)
+    library = ControlNetLibrary([paths.models_dir / "ControlNet", *([Path(extra)] if extra else [])])
+    cache = ControlModelCache(int(options.get("control_net_model_cache_size", 2) or 2))
+    return ControlNets(
+        library, cache, paths.models_dir / "ControlNetAnnotators", paths.models_dir / "clip_vision"
+    )
 
 
 def lora_dirs(args: argparse.Namespace, paths: DataPaths) -> list[Path]:

@@ -18,6 +18,7 @@ from sdwebui.engine.requests import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, R
 from sdwebui.extensions.bridge import ScriptControls
 from sdwebui.jobs.queue import JobState
 from webui.backend import UiBackend, describe_error
+from webui.controlnet_ui import ControlNetControls, build_controlnet
 from webui.params import ParamControls, build_params_for
 from webui.progress import error_html
 from webui.prompt_row import PromptRow, build_prompt_row
@@ -174,6 +175,7 @@ class _Form:
     params: ParamControls
     denoising: gr.Slider
     scripts: ScriptControls
+    controlnet: ControlNetControls | None = None
 
     def inputs(self) -> set:
         src, inp, out = self.sources, self.inpaint, self.outpaint
@@ -191,6 +193,7 @@ class _Form:
             self.denoising,
             *self.scripts.inputs,
             *self.params.components(),
+            *(self.controlnet.components() if self.controlnet else ()),
         }
 
 
@@ -221,9 +224,12 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
                 value=0.75,
                 elem_id="img2img_denoising_strength",
             )
+            controlnet = build_controlnet(TAB, backend, is_img2img=True)
             scripts = build_script_area(TAB, is_img2img=True)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
-    form = _Form(prompt_row, mode, sources, resize_mode, inpaint, outpaint, params, denoising, scripts)
+    form = _Form(
+        prompt_row, mode, sources, resize_mode, inpaint, outpaint, params, denoising, scripts, controlnet
+    )
     wire_tab(backend, prompt_row, params, results, _generator(backend, form, results), form.inputs())
     tab = Img2ImgTab(
         prompt_row,
@@ -400,7 +406,7 @@ def _build_request(
     request = backend.resolve(raw)  # the settings (Clip skip, noise multiplier...) as the API has them
     if values[out.enabled]:  # the canvas grows; the output has the canvas's size
         request = outpaint_from_ui(request, values[out.directions], values[out.pixels], values[out.fill])
-    return request
+    return form.controlnet.attach(request, values) if form.controlnet else request
 
 
 def _generator(backend: UiBackend, form: _Form, results: ResultsPanel):

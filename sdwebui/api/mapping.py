@@ -174,6 +174,7 @@ def build_response(
         images = [encode_png(item.image, item.infotext) for item in result.images]
         if isinstance(request, Img2ImgRequest) and request.include_init_images:
             images += [encode_png(image) for image in request.init_images]
+        images += [encode_png(image) for image in result.extra_images]  # ControlNet's detected maps
     return models.GenerationResponse(
         images=images,
         parameters=response_parameters(payload),

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ckpt-dir", default=None, help="extra folder to search for checkpoints")
     add("--vae-dir", default=None, help="extra folder to search for VAE files")
     add("--lora-dir", default=None, help="extra folder to search for LoRA / LyCORIS files")
+    add("--controlnet-dir", default=None, help="extra folder to search for ControlNet / T2I-Adapter models")
     # extra upscaler folders besides models/<family> (A1111 names; HAT has no flag there)
     add("--esrgan-models-path", default=None, help="extra folder of ESRGAN upscaler files")
     add("--realesrgan-models-path", default=None, help="extra folder of RealESRGAN upscaler files")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sdwebui.config import options_mem
+from sdwebui.config import options_controlnet, options_mem
 from sdwebui.config.paths import is_inside, resolve_output_dir
 from sdwebui.engine.requests import MAX_STEPS, JobLimits, RequestError
 
@@ -383,6 +383,10 @@ def default_templates() -> dict[str, OptionInfo]:
         (
             options_mem.SECTION_MEMORY,
             lambda: {k: OptionInfo(**v) for k, v in options_mem.mem_templates().items()},
+        ),
+        (
+            options_controlnet.SECTION_CONTROLNET,
+            lambda: {k: OptionInfo(**v) for k, v in options_controlnet.controlnet_templates().items()},
         ),
     )
     templates: dict[str, OptionInfo] = {}

@@ -24,6 +24,7 @@ from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.engine.speed.settings import SpeedSettings
 from sdwebui.engine.upscaling import ModelUpscalers
+from sdwebui.models.controlnet import ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
 
@@ -96,6 +97,7 @@ class SettingsSource:
     embeddings: EmbeddingLibrary | None = None
     upscalers: ModelUpscalers | None = None
     memory_mode: str = ""  # --medvram / --medvram-sdxl / --lowvram: wins over the memory_mode setting
+    controlnets: ControlNets | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
             token_merging_ratio_hr=float(values.get("token_merging_ratio_hr", 0.0)),
         ),
         memory=_memory(values, source),
+        controlnets=source.controlnets,
     )
 
 

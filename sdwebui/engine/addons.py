@@ -46,6 +46,8 @@ class UNetCall:
     rows: list[RowOwner]
     down_block_additional_residuals: list[torch.Tensor] | None = None
     mid_block_additional_residual: torch.Tensor | None = None
+    # T2I-Adapter features, added inside the down blocks (diffusers' down_intrablock_additional_residuals)
+    down_intrablock_additional_residuals: list[torch.Tensor] | None = None
     cross_attention_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def add_residuals(self, down: Sequence[torch.Tensor], mid: torch.Tensor | None = None) -> None:
@@ -66,6 +68,19 @@ class UNetCall:
             mid = mid.to(self.x.device)
             current = self.mid_block_additional_residual
             self.mid_block_additional_residual = mid if current is None else current + mid
+
+    def add_adapter_features(self, features: Sequence[torch.Tensor]) -> None:
+        """Add T2I-Adapter features (one per down block); several adapters' features sum."""
+        features = [f.to(self.x.device) for f in features]
+        current = self.down_intrablock_additional_residuals
+        if current is None:
+            self.down_intrablock_additional_residuals = features
+            return
+        if len(features) != len(current):
+            raise ValueError(
+                f"add_adapter_features: {len(features)} features, earlier add-ons gave {len(current)}"
+            )
+        self.down_intrablock_additional_residuals = [a + b for a, b in zip(current, features, strict=True)]
 
 
 @runtime_checkable

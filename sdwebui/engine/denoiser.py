@@ -102,6 +102,8 @@ class ModelAdapter:
                 added_cond_kwargs=call.added_cond_kwargs,
                 down_block_additional_residuals=_as_model(call.down_block_additional_residuals, x),
                 mid_block_additional_residual=_as_model(call.mid_block_additional_residual, x),
+                # a list: the U-Net pops one per down block
+                down_intrablock_additional_residuals=_as_list(call.down_intrablock_additional_residuals, x),
                 cross_attention_kwargs=call.cross_attention_kwargs or None,
                 return_dict=False,
             )[0]
@@ -142,6 +144,10 @@ def _as_model(value: Any, like: torch.Tensor) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(like.device, like.dtype)
     return tuple(v.to(like.device, like.dtype) for v in value)
+
+
+def _as_list(value: list[torch.Tensor] | None, like: torch.Tensor) -> list[torch.Tensor] | None:
+    return None if value is None else [v.to(like.device, like.dtype) for v in value]
 
 
 class CFGDenoiser:

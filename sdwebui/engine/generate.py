@@ -6,6 +6,7 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image
 from sdwebui.engine import extra_networks, hires, samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
+from sdwebui.engine.controlnet.prepare import build_addons
 from sdwebui.engine.hooks import (
     EngineHooks,
     ImageSaveArgs,
@@ -42,6 +44,7 @@ from sdwebui.engine.rng import resolve_seed
 from sdwebui.engine.saving import filename_fields, save_generated
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.engine.speed import apply as speed
+from sdwebui.models.controlnet import ControlNets
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
 
@@ -77,12 +80,16 @@ def generate(
         request.validate()
     _check_state(state)
     plan = _make_plan(model, request, settings, hooks)
+    detected_maps: list[Image.Image] = []
+    if request.controlnet_units:  # after process(): scripts may have edited the units
+        hooks, detected_maps = controlnet_hooks(model, request, settings.controlnets, hooks, state)
     for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
 
     with speed.applied(model, settings.speed, len(job_passes(request)) > 1) as weight_params:
         state.extra_generation_params.update(weight_params)
         result = _run_job(model, request, ctx, settings, hooks, state, plan, eta)
+    result.extra_images = detected_maps
     result.interrupted = ctx.interrupted
     if hooks.postprocess is not None:
         hooks.postprocess(PostprocessArgs(state, result))
@@ -359,3 +366,31 @@ def _check_state(state: JobState) -> None:
     for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
         if len(getattr(state, name)) != count:
             raise ValueError(f"JobState.{name} must have {count} entries (n_iter * batch_size) after hooks")
+
+
+def controlnet_hooks(
+    model: LoadedModel,
+    request: Txt2ImgRequest,
+    controlnets: ControlNets | None,
+    hooks: EngineHooks,
+    state: JobState,
+) -> tuple[EngineHooks, list[Image.Image]]:
+    """`hooks` with the job's ControlNet add-ons (their `ControlNet i` infotext entries put in the job's
+    params), and the detected maps to show after the images (units with a preprocessor and save_detected_map)."""
+    init: tuple[Image.Image | None, Image.Image | None] = (None, None)
+    if isinstance(request, Img2ImgRequest) and request.init_images:
+        init = (request.init_images[0], request.mask)
+    job = build_addons(
+        model,
+        request.controlnet_units,
+        controlnets,
+        (request.width, request.height),
+        init,
+        hires=request.hires is not None,
+        seed=state.all_seeds[0] if state.all_seeds else 0,
+    )
+    if not job.addons:
+        return hooks, []
+    state.extra_generation_params.update(job.infotext)
+    # first, so that later add-ons (extensions') see the residuals
+    return dataclasses.replace(hooks, unet_addons=[*job.addons, *hooks.unet_addons]), job.maps

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from sdwebui.engine.controlnet.units import ControlNetUnit
 from sdwebui.engine.errors import RequestError  # noqa: F401 (re-exported: the request's error)
 from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.passes import SamplingPass
@@ -65,6 +66,8 @@ class Txt2ImgRequest:
     extra_passes: list[SamplingPass] = field(default_factory=list)
     # A1111's Hires. fix (enable_hr and the hr_* fields); None = off. Its pass runs before extra_passes
     hires: HiresFix | None = None
+    # sd-webui-controlnet's units (alwayson_scripts.controlnet.args), in the order given; disabled ones kept
+    controlnet_units: list[ControlNetUnit] = field(default_factory=list)
 
     def with_default_size(self, size: int):
         """This request with an unset width/height filled in (the model's native size)."""
@@ -260,6 +263,8 @@ class GenerationResult:
     job_timestamp: str = ""  # when the job started, A1111's YYYYmmddHHMMSS job_timestamp
     peak_memory: dict[str, int] = field(default_factory=dict)  # sdwebui.engine.memory.stats.PeakMemory
     memory_mode: str | None = None  # the memory plan the job ran with
+    # images the job shows after its own (A1111's extra result images): ControlNet's detected maps
+    extra_images: list[Image.Image] = field(default_factory=list)
 
     # read-only views under the old parallel lists' names, for code written against them
     @property

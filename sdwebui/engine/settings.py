@@ -9,6 +9,7 @@ from typing import Protocol
 from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.speed.settings import SpeedSettings
 from sdwebui.engine.upscaling import ModelUpscalers
+from sdwebui.models.controlnet import ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 
 
@@ -51,3 +52,4 @@ class EngineSettings:
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts
     upscalers: ModelUpscalers | None = None  # upscaler model files (hires fix); None: plain resamplers only
+    controlnets: ControlNets | None = None  # ControlNet / T2I-Adapter models (models/ControlNet); None: none

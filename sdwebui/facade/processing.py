@@ -360,6 +360,7 @@ class Processed:
         self.all_seeds = all_seeds or p.all_seeds or [self.seed]
         self.all_subseeds = all_subseeds or p.all_subseeds or [self.subseed]
         self.infotexts = infotexts or [info] * len(images_list)
+        self.extra_images: list[Image.Image] = []  # shown after the images (the engine's extra_images)
         self.version = INFO_VERSION
 
     def js(self) -> str:
@@ -393,6 +394,7 @@ class Processed:
             images=[GeneratedImage(*column) for column in columns],
             interrupted=shared.state.interrupted,
             request=request,
+            extra_images=list(self.extra_images),
         )
 
 
@@ -456,6 +458,7 @@ def processed_from_result(p: StableDiffusionProcessing, result: GenerationResult
         infotexts=list(result.infotexts),
     )
     processed.job_timestamp = result.job_timestamp or processed.job_timestamp  # when the job started
+    processed.extra_images = list(result.extra_images)  # ControlNet's detected maps, after the images
     return processed
 
 

@@ -12,6 +12,7 @@ from sdwebui.api.auth import no_auth
 from sdwebui.api.routes import (
     checkpoints,
     control,
+    controlnet,
     embeddings,
     extras,
     generation,
@@ -27,7 +28,19 @@ from sdwebui.services import AppServices
 __all__ = ["ERROR_RESPONSES", "create_api_router"]
 
 # in the order of the OpenAPI document
-_ROUTERS = (generation, tasks, control, options, checkpoints, loras, lists, embeddings, extras, workers)
+_ROUTERS = (
+    generation,
+    tasks,
+    control,
+    options,
+    checkpoints,
+    loras,
+    lists,
+    embeddings,
+    extras,
+    workers,
+    controlnet,
+)
 
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:

@@ -11,6 +11,7 @@ from sdwebui.api import mapping
 from sdwebui.api import models as m
 from sdwebui.api.auth import Caller
 from sdwebui.api.errors import job_failure_response
+from sdwebui.api.routes import controlnet
 from sdwebui.api.routes.common import API, ASYNC_RESPONSES, RouteContext
 from sdwebui.jobs.queue import Job, JobError
 from sdwebui.services import AppServices, ScriptCall
@@ -43,13 +44,14 @@ def router(ctx: RouteContext) -> APIRouter:
 
 def submit(services: AppServices, payload: m.GenerationPayload, kind: str, caller: Caller) -> tuple[Job, Any]:
     request = mapping.build_request(payload, services.options, services.styles, services.max_image_pixels)
+    request.controlnet_units, alwayson = controlnet.take_units(services, payload.alwayson_scripts)
     call = ScriptCall(
         kind=kind,
         script_name=payload.script_name or None,
         script_args=list(payload.script_args or []),
         alwayson_scripts={
             title: list((value.args if isinstance(value, m.ScriptArgs) else value.get("args")) or [])
-            for title, value in (payload.alwayson_scripts or {}).items()
+            for title, value in alwayson.items()
         },
     )
     job = services.submit_generation(

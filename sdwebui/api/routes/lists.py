@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from sdwebui.api import models as m
+from sdwebui.api.routes import controlnet
 from sdwebui.api.routes.common import API, RouteContext
 from sdwebui.engine import upscaling
 from sdwebui.engine.memory import stats as memory_stats
@@ -78,7 +79,8 @@ def router(ctx: RouteContext) -> APIRouter:
     @router.get(f"{API}/scripts", response_model=m.ScriptsList)
     def scripts():
         return m.ScriptsList(
-            txt2img=services.scripts.titles("txt2img"), img2img=services.scripts.titles("img2img")
+            txt2img=controlnet.script_titles(services.scripts.titles("txt2img")),
+            img2img=controlnet.script_titles(services.scripts.titles("img2img")),
         )
 
     @router.get(f"{API}/script-info")

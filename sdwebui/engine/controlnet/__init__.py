@@ -1,0 +1,1 @@
+"""ControlNet built in (sd-webui-controlnet's contracts): models, units, preprocessors, reference / IP-Adapter."""

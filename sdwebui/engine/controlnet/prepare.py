@@ -1,0 +1,242 @@
+"""A job's ControlNet units -> the U-Net add-on: models found and checked against the checkpoint's family,
+control images preprocessed into maps (pixel perfect resolution from the first pass's size), infotext written.
+
+In img2img a unit without an image uses the job's first init image (and, for a masked module such as
+`inpaint_only`, the job's inpainting mask), as the extension does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from sdwebui.engine.controlnet import preprocessors
+from sdwebui.engine.controlnet.addon import UNION_TYPES, ActiveUnit, ControlNetAddon
+from sdwebui.engine.controlnet.hint import fit_map, pixel_perfect_resolution
+from sdwebui.engine.controlnet.ip_adapter import IPAdapterFiles, ip_adapter_addon
+from sdwebui.engine.controlnet.reference import reference_addon
+from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlImage, ControlNetUnit
+from sdwebui.engine.errors import RequestError
+from sdwebui.models.controlnet import ControlModelError, ControlNets
+from sdwebui.models.controlnet.layouts import CONTROLNET_UNION, IP_ADAPTER, SD1, SD2, SDXL
+from sdwebui.models.model import LoadedModel, ModelFamily
+
+_FAMILY_BASE = {
+    ModelFamily.SD1: SD1,
+    ModelFamily.SD1_INPAINT: SD1,
+    ModelFamily.SD2: SD2,
+    ModelFamily.SD2_V: SD2,
+    ModelFamily.SD2_INPAINT: SD2,
+    ModelFamily.SDXL: SDXL,
+    ModelFamily.SDXL_INPAINT: SDXL,
+}
+_BASE_LABEL = {SD1: "SD 1.x", SD2: "SD 2.x", SDXL: "SDXL"}
+
+
+_NO_MODEL = ("None", "none", "")
+
+
+def enabled_units(units: Sequence[ControlNetUnit]) -> list[tuple[int, ControlNetUnit]]:
+    """(index in args, unit) of the units that take part: enabled, with a model or a reference_* module."""
+    return [
+        (i, u)
+        for i, u in enumerate(units)
+        if u.enabled and (u.model not in _NO_MODEL or u.module.lower().startswith("reference"))
+    ]
+
+
+def module_files(controlnets: ControlNets | None) -> preprocessors.ModuleFiles | None:
+    """Where the model-based modules find their weights (annotators, IP-Adapter's image encoders)."""
+    if controlnets is None:
+        return None
+    return preprocessors.ModuleFiles(controlnets.annotator_dir, controlnets.clip_vision_dir)
+
+
+def check_units(units: Sequence[ControlNetUnit], controlnets: ControlNets | None, annotator_dir=None) -> None:
+    """Before queueing: every enabled unit's model and module exist (RequestError naming `args[i].model`)."""
+    for index, unit in enumerate(units):
+        if not unit.enabled:
+            continue
+        files = annotator_dir or module_files(controlnets)
+        preprocessors.lookup(unit.module, files, field_name=f"{ARGS_FIELD}[{index}].module")
+        if unit.model in ("None", "none", ""):
+            continue
+        if controlnets is None:
+            raise RequestError(f"{ARGS_FIELD}[{index}].model", "no ControlNet models are configured")
+        try:
+            controlnets.find(unit.model, f"{ARGS_FIELD}[{index}].model")
+        except ControlModelError as exc:  # a models-layer error: the API's 422 names the unit's field
+            raise RequestError(exc.field, str(exc)) from None
+
+
+@dataclass
+class JobControl:
+    """What a job's units become: the U-Net add-ons, their infotext entries, the detected maps to show."""
+
+    addons: list[Any] = field(default_factory=list)
+    infotext: dict[str, str] = field(default_factory=dict)
+    maps: list[Image.Image] = field(default_factory=list)
+
+
+def build_addons(
+    model: LoadedModel,
+    units: Sequence[ControlNetUnit],
+    controlnets: ControlNets | None,
+    size: tuple[int, int],
+    init: tuple[Image.Image | None, Image.Image | None] = (None, None),
+    hires: bool = False,
+    seed: int = 0,
+) -> JobControl:
+    """ControlNet / T2I-Adapter units share one add-on; IP-Adapter and reference units have their own."""
+    chosen = enabled_units(units)
+    job = JobControl()
+    if not chosen:
+        return job
+    if controlnets is None:
+        raise RequestError(f"{ARGS_FIELD}[{chosen[0][0]}].model", "no ControlNet models are configured")
+    active = []
+    for position, (index, unit) in enumerate(chosen):
+        name = f"{ARGS_FIELD}[{index}]"
+        key = f"ControlNet {position}"
+        if unit.model in _NO_MODEL:  # reference_*: attention injection, no model
+            reference = _fitted_images(unit, name, size, init)[0]
+            job.addons.append(reference_addon(model, unit, reference, seed))
+            job.infotext[key] = unit.serialize()
+            continue
+        info = _find(controlnets, unit.model, f"{name}.model")
+        if info.layout is not None and info.layout.kind == IP_ADAPTER:
+            files = IPAdapterFiles(
+                controlnets.clip_vision_dir, controlnets.ip_adapters, controlnets.clip_vision
+            )
+            images = _fitted_images(unit, name, size, init)
+            job.addons.append(ip_adapter_addon(model, unit, info.path, images, files, name))
+            job.infotext[key] = dataclasses.replace(unit, model=info.title).serialize()
+            continue
+        control, maps, params, union = _control_unit(model, unit, name, size, init, controlnets)
+        active.append(ActiveUnit(index, unit, control, maps, union))
+        job.infotext[key] = _resolved(unit, control.title, params).serialize()
+        if unit.save_detected_map and unit.module != "none":
+            job.maps += maps
+    if active:
+        job.addons.insert(0, ControlNetAddon(active, model.vae_scale_factor, hires))
+    return job
+
+
+def _find(controlnets: ControlNets, name: str, field_name: str):
+    try:
+        return controlnets.find(name, field_name)
+    except ControlModelError as exc:  # a models-layer error: the API's 422 names the unit's field
+        raise RequestError(exc.field, str(exc)) from None
+
+
+def _control_unit(model: LoadedModel, unit: ControlNetUnit, name: str, size, init, controlnets: ControlNets):
+    """A ControlNet / T2I-Adapter unit: its model (checked against the checkpoint's family), maps, params."""
+    try:
+        control = controlnets.get(unit.model, model.device, model.dtype, f"{name}.model")
+    except ControlModelError as exc:
+        raise RequestError(exc.field, str(exc)) from None
+    base = _FAMILY_BASE.get(model.family)
+    if base is None or control.base != base:
+        family = _BASE_LABEL.get(base, model.family.value) if base else model.family.value
+        raise RequestError(
+            f"{name}.model",
+            f"{control.title} is a {_BASE_LABEL[control.base]} {control.kind.replace('_', '-')}; the "
+            f"loaded checkpoint is {family}",
+        )
+    maps, params = _maps(unit, name, size, init, controlnets)
+    union = None
+    if control.kind == CONTROLNET_UNION:
+        union = _union_type(unit, name, module_files(controlnets))
+        if union >= int(control.module.config.num_control_type):
+            raise RequestError(
+                f"{name}.union_control_type",
+                f"{control.title} knows {control.module.config.num_control_type} control types; "
+                f"{UNION_TYPES[union]!r} is not one of them",
+            )
+    return control, maps, params, union
+
+
+def _fitted_images(unit: ControlNetUnit, name: str, size, init) -> list[Image.Image]:
+    """The unit's images (or the init image) at the generation size, by its resize mode."""
+    images = [item.image for item in unit.images] or ([init[0]] if init[0] is not None else [])
+    if not images:
+        raise RequestError(f"{name}.image", "a ControlNet unit needs an image (txt2img has no init image)")
+    width, height = size
+    return [
+        Image.fromarray(fit_map(image.convert("RGB"), width, height, unit.resize_mode)) for image in images
+    ]
+
+
+def _maps(
+    unit: ControlNetUnit,
+    name: str,
+    size: tuple[int, int],
+    init: tuple[Image.Image | None, Image.Image | None],
+    controlnets: ControlNets,
+) -> tuple[list[Image.Image], preprocessors.PreprocessParams]:
+    images = list(unit.images)
+    if not images:
+        if init[0] is None:
+            raise RequestError(
+                f"{name}.image", "a ControlNet unit needs an image (txt2img has no init image)"
+            )
+        images = [ControlImage(init[0], init[1])]
+    annotators = module_files(controlnets)
+    params = preprocessors.resolve_params(
+        unit.module, unit.processor_res, unit.threshold_a, unit.threshold_b, annotators
+    )
+    maps = []
+    for item in images:
+        if unit.pixel_perfect:
+            resolution = pixel_perfect_resolution(item.image, size[0], size[1], unit.resize_mode)
+            params = preprocessors.PreprocessParams(resolution, params.threshold_a, params.threshold_b)
+        maps.append(
+            preprocessors.run_preprocessor(
+                unit.module, item.image, params, item.mask, annotators, field_name=f"{name}.module"
+            )
+        )
+    return maps, params
+
+
+# the extension's inference of a Union model's control type from the module's control-type tag
+_TAG_TO_UNION = {
+    "openpose": "OpenPose",
+    "depth": "Depth",
+    "softedge": "Soft Edge",
+    "scribble": "Soft Edge",
+    "canny": "Hard Edge",
+    "lineart": "Hard Edge",
+    "mlsd": "Hard Edge",
+    "normalmap": "Normal Map",
+    "segmentation": "Segmentation",
+    "tile": "Tile",
+    "inpaint": "Inpaint",
+}
+
+
+def _union_type(unit: ControlNetUnit, name: str, annotators=None) -> int:
+    wanted = unit.union_control_type
+    if wanted == "Unknown":
+        tags = preprocessors.lookup(unit.module, annotators).tags
+        wanted = next((_TAG_TO_UNION[t.lower()] for t in tags if t.lower() in _TAG_TO_UNION), wanted)
+    if wanted in UNION_TYPES:
+        return UNION_TYPES.index(wanted)
+    raise RequestError(
+        f"{name}.union_control_type",
+        f"a ControlNet Union model needs one of {', '.join(UNION_TYPES)}; got {unit.union_control_type!r}",
+    )
+
+
+def _resolved(unit: ControlNetUnit, title: str, params: preprocessors.PreprocessParams) -> ControlNetUnit:
+    """The unit as it ran, for the infotext: the model's full title, the preprocessor values it used."""
+    return dataclasses.replace(
+        unit,
+        model=title,
+        processor_res=int(params.resolution),
+        threshold_a=float(params.threshold_a),
+        threshold_b=float(params.threshold_b),
+    )

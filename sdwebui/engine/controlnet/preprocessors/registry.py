@@ -1,0 +1,189 @@
+"""The preprocessor table: the extension's names, alias labels, control-type tags, sliders and sort order.
+
+`name` is the extension's internal key (what units send as `module`), `label` its UI alias
+(`/controlnet/module_list?alias_names=true`); either is accepted as a module name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sdwebui.engine.controlnet.preprocessors import model_free
+from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
+
+MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    name: str
+    run: MapFunction | None  # None: the module is applied by the engine (reference) or needs weights we lack
+    tags: tuple[str, ...]
+    label: str = ""
+    resolution: Slider | None = RESOLUTION  # None: hidden (the map keeps the image's size)
+    slider_1: Slider | None = None
+    slider_2: Slider | None = None
+    priority: int = 0
+    model_free: bool = False  # the extension's do_not_need_model: no ControlNet model (reference_only)
+    accepts_mask: bool = False
+    requires_mask: bool = False
+    weight_files: tuple[str, ...] = field(default_factory=tuple)  # under models/ControlNetAnnotators/ (all)
+    encoder: str | None = None  # a CLIP vision encoder it needs from models/clip_vision ("clip_h" / "clip_g")
+    returns_image: bool = True  # False: the engine uses what the module computes, the map shown is the input
+
+    @property
+    def alias(self) -> str:
+        return self.label or self.name
+
+    def sliders(self) -> list[Slider]:
+        return [s for s in (self.resolution, self.slider_1, self.slider_2) if s is not None]
+
+    def defaults(self) -> PreprocessParams:
+        """processor_res / threshold_a / threshold_b when a unit sends -1 (the extension's slider values)."""
+        return PreprocessParams(
+            resolution=int(self.resolution.value if self.resolution else RESOLUTION.value),
+            threshold_a=float(self.slider_1.value if self.slider_1 else 0.0),
+            threshold_b=float(self.slider_2.value if self.slider_2 else 0.0),
+        )
+
+
+_VARIATION = Slider("Variation", 3.0, 32.0, 8.0, 1.0)
+
+MODEL_FREE: tuple[Preprocessor, ...] = (
+    Preprocessor("none", model_free.identity, ("InstructP2P",), priority=10),
+    Preprocessor(
+        "invert",
+        model_free.invert,
+        ("Canny", "Lineart", "Scribble", "MLSD"),
+        label="invert (from white bg & black line)",
+        resolution=None,
+        priority=20,
+    ),
+    Preprocessor(
+        "canny",
+        model_free.canny,
+        ("Canny",),
+        slider_1=Slider("Low Threshold", 1, 255, 100, 1),
+        slider_2=Slider("High Threshold", 1, 255, 200, 1),
+        priority=100,
+    ),
+    Preprocessor(
+        "threshold", model_free.threshold, (), slider_1=Slider("Binarization Threshold", 0, 255, 127, 1)
+    ),
+    Preprocessor(
+        "blur_gaussian", model_free.blur_gaussian, ("Tile",), slider_1=Slider("Sigma", 0.01, 64.0, 9.0)
+    ),
+    Preprocessor(
+        "tile_resample",
+        model_free.tile_resample,
+        ("Tile",),
+        slider_1=Slider("Down Sampling Rate", 1.0, 8.0, 1.0),
+        priority=100,
+    ),
+    # the colour fix itself is the engine's (colorfix.py): the map is the image
+    Preprocessor("tile_colorfix", model_free.identity, ("Tile",), slider_1=_VARIATION),
+    Preprocessor(
+        "tile_colorfix+sharp",
+        model_free.identity,
+        ("Tile",),
+        slider_1=_VARIATION,
+        slider_2=Slider("Sharpness", 0.0, 2.0, 1.0),
+    ),
+    Preprocessor(
+        "scribble_xdog",
+        model_free.scribble_xdog,
+        ("Scribble", "SparseCtrl"),
+        slider_1=Slider("XDoG Threshold", 1, 64, 32, 1),
+    ),
+    Preprocessor("shuffle", model_free.shuffle, ("Shuffle",), resolution=None),
+    Preprocessor("color", model_free.color_grid, ("T2I-Adapter",), label="t2ia_color_grid"),
+    # the mask travels as the map's alpha channel (inpaint.py); the engine applies it
+    Preprocessor(
+        "inpaint_only",
+        model_free.identity,
+        ("Inpaint",),
+        resolution=None,
+        priority=100,
+        accepts_mask=True,
+        requires_mask=True,
+    ),
+    Preprocessor(
+        "inpaint",
+        model_free.identity,
+        ("Inpaint",),
+        label="inpaint_global_harmonious",
+        resolution=None,
+        accepts_mask=True,
+        requires_mask=True,
+    ),
+    Preprocessor(
+        "reference_only",
+        model_free.identity,
+        ("Reference",),
+        resolution=None,
+        slider_1=Slider("Style Fidelity (only for Balanced mode)", 0.0, 1.0, 0.5),
+        priority=100,
+        model_free=True,
+    ),
+)
+
+# IP-Adapter: the map is the image; the engine encodes it with the unit's CLIP vision encoder (ip_adapter.py)
+IP_ADAPTER: tuple[Preprocessor, ...] = tuple(
+    Preprocessor(
+        name,
+        model_free.identity,
+        ("IP-Adapter",),
+        label=label,
+        resolution=None,
+        priority=priority,
+        encoder=encoder,
+        returns_image=False,
+    )
+    for name, label, encoder, priority in (
+        ("ip-adapter_clip_sd15", "ip-adapter_clip_h", "clip_h", 100),
+        ("ip-adapter_clip_sdxl", "ip-adapter_clip_g", "clip_g", 0),
+        ("ip-adapter_clip_sdxl_plus_vith", "ip-adapter_clip_sdxl_plus_vith", "clip_h", 0),
+    )
+)
+
+# Model-based annotators: runnable only with their weights (and an implementation); otherwise a clear error.
+NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
+    Preprocessor("lineart", None, ("Lineart",), label="lineart_realistic", weight_files=("sk_model.pth",)),
+    Preprocessor("lineart_coarse", None, ("Lineart",), weight_files=("sk_model2.pth",)),
+    Preprocessor("lineart_anime", None, ("Lineart",), weight_files=("netG.pth",)),
+    Preprocessor("hed", None, ("SoftEdge",), label="softedge_hed", weight_files=("ControlNetHED.pth",)),
+    Preprocessor(
+        "pidinet", None, ("SoftEdge",), label="softedge_pidinet", weight_files=("table5_pidinet.pth",)
+    ),
+    Preprocessor(
+        "depth", None, ("Depth",), label="depth_midas", weight_files=("dpt_hybrid-midas-501f0c75.pt",)
+    ),
+    Preprocessor("depth_leres", None, ("Depth",), weight_files=("res101.pth",)),
+    Preprocessor("depth_zoe", None, ("Depth",), weight_files=("ZoeD_M12_N.pt",)),
+    Preprocessor("normal_bae", None, ("NormalMap",), weight_files=("scannet.pt",)),
+    Preprocessor("openpose", None, ("OpenPose",), weight_files=("body_pose_model.pth",)),
+    Preprocessor(
+        "openpose_full",
+        None,
+        ("OpenPose",),
+        weight_files=("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+    ),
+    Preprocessor(
+        "mlsd",
+        None,
+        ("MLSD",),
+        slider_1=Slider("MLSD Value Threshold", 0.01, 2.0, 0.1),
+        slider_2=Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1),
+        weight_files=("mlsd_large_512_fp32.pth",),
+    ),
+    Preprocessor(
+        "segmentation",
+        None,
+        ("Segmentation",),
+        label="seg_ufade20k",
+        weight_files=("upernet_global_small.pth",),
+    ),
+)

@@ -1,0 +1,165 @@
+"""sd-webui-controlnet's API over real HTTP: /controlnet/* shapes, alwayson_scripts.controlnet units, infotext."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image, ImageDraw
+
+from sdwebui.engine.controlnet.units import ControlMode, ResizeMode, parse_infotext
+from tests.api_server import start_server, write_tiny_checkpoints
+from tests.controlnet_fixtures import tiny_controlnet, write_controlnet_dir, write_ldm_controlnet
+
+TINY = {"prompt": "a cat", "seed": 7, "width": 64, "height": 64, "steps": 2, "sampler_name": "Euler"}
+
+
+def b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def square() -> Image.Image:
+    image = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(image).rectangle([16, 16, 48, 48], fill="white")
+    return image
+
+
+def decode(data: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("controlnet-api")
+    write_tiny_checkpoints(data_dir, ("alpha",))
+    folder = data_dir / "models" / "ControlNet"
+    write_ldm_controlnet(tiny_controlnet("sd1"), "sd1", folder / "control_tiny_sd15_canny.pth")
+    (folder / "broken.safetensors").write_bytes(b"not a model")
+    extra = data_dir / "more"
+    write_controlnet_dir(tiny_controlnet("sd1", seed=2), extra / "tiny_sd15_depth")
+    with start_server(data_dir, ["--controlnet-dir", str(extra)]) as srv:
+        yield srv
+
+
+def get(server, path, **params):
+    r = requests.get(server.url + path, params=params, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def txt2img(server, *units, **changes):
+    body = {**TINY, **changes}
+    if units:
+        body["alwayson_scripts"] = {"controlnet": {"args": list(units)}}
+    return requests.post(server.api + "/txt2img", json=body, timeout=300)
+
+
+def pixels(data: str) -> np.ndarray:
+    return np.asarray(decode(data).convert("RGB"), dtype=np.int16)
+
+
+def test_endpoint_shapes(server, tmp_path):
+    assert get(server, "/controlnet/version") == {"version": 3}
+    listed = get(server, "/controlnet/model_list")
+    names = [t.split(" [")[0] for t in listed["model_list"]]
+    assert names == ["control_tiny_sd15_canny", "tiny_sd15_depth"]
+    assert all(len(t.rsplit(" [", 1)[1]) == 9 for t in listed["model_list"])
+    assert [b["name"].split(" [")[0] for b in listed["broken"]] == ["broken"]
+    modules = get(server, "/controlnet/module_list")
+    assert modules["module_list"][0] == "none" and "canny" in modules["module_list"]
+    assert {"model_free", "sliders"} <= set(modules["module_detail"]["canny"])
+    aliases = get(server, "/controlnet/module_list", alias_names="true")["module_list"]
+    assert len(aliases) == len(modules["module_list"])
+    types = get(server, "/controlnet/control_types")["control_types"]
+    assert set(types["All"]) == {"module_list", "model_list", "default_option", "default_model"}
+    assert listed["model_list"][0] in types["Canny"]["model_list"]
+    assert get(server, "/controlnet/settings") == {"control_net_unit_count": 3}
+    scripts = get(server, "/sdapi/v1/scripts")
+    assert "controlnet" in scripts["txt2img"] and "controlnet" in scripts["img2img"]
+
+
+def test_client_payload_weight_window_and_infotext(server):
+    plain = txt2img(server)
+    assert plain.status_code == 200, plain.text
+    # the shape of the extension's wiki example (API, v1.1): legacy input_image, integer enums, lowvram
+    unit = {"input_image": b64(square()), "module": "canny", "model": "control_tiny_sd15_canny",
+            "weight": 1, "resize_mode": 1, "lowvram": False, "processor_res": 64, "threshold_a": 100,
+            "threshold_b": 200, "guidance_start": 0.0, "guidance_end": 1.0, "control_mode": 0,
+            "pixel_perfect": False}  # fmt: skip
+    r = txt2img(server, unit)
+    assert r.status_code == 200, r.text
+    images = r.json()["images"]
+    assert len(images) == 2  # the image, then the detected map (the extension's default)
+    assert decode(images[1]).size == (64, 64)
+    assert np.abs(pixels(images[0]) - pixels(plain.json()["images"][0])).max() > 0
+    infotext = decode(images[0]).info["parameters"]
+    info = requests.post(server.api + "/png-info", json={"image": images[0]}, timeout=60).json()
+    pasted = parse_infotext(info["parameters"]["ControlNet 0"])
+    assert "ControlNet 0: " in infotext
+    assert pasted.module == "canny" and pasted.model.startswith("control_tiny_sd15_canny [")
+    assert pasted.processor_res == 64 and pasted.threshold_a == 100 and pasted.threshold_b == 200
+    assert pasted.resize_mode == ResizeMode.CROP_AND_RESIZE and pasted.control_mode == ControlMode.BALANCED
+    for off in ({"weight": 0}, {"enabled": False}):
+        same = txt2img(server, {**unit, **off, "enabled": off.get("enabled", True)})
+        assert same.status_code == 200, same.text
+        assert np.array_equal(pixels(same.json()["images"][0]), pixels(plain.json()["images"][0]))
+    named = txt2img(server, {**unit, "enabled": True, "resize_mode": "Just Resize",
+                             "control_mode": "My prompt is more important", "save_detected_map": False})  # fmt: skip
+    assert named.status_code == 200 and len(named.json()["images"]) == 1
+    assert "Resize Mode: Just Resize" in decode(named.json()["images"][0]).info["parameters"]
+
+
+@pytest.mark.parametrize(
+    "unit, field, words",
+    [
+        ({"image": "not base64!"}, "alwayson_scripts.controlnet.args[0].image", "base64"),
+        ({"model": "nope"}, "alwayson_scripts.controlnet.args[0].model", "control_tiny_sd15_canny"),
+        ({"module": "nope"}, "alwayson_scripts.controlnet.args[0].module", "canny"),
+        ({"model": "broken"}, "alwayson_scripts.controlnet.args[0].model", "cannot be used"),
+        ({"weight": 3}, "alwayson_scripts.controlnet.args[0].weight", "outside"),
+        (
+            {"guidance_start": 0.8, "guidance_end": 0.2},
+            "alwayson_scripts.controlnet.args[0].guidance_start",
+            ">",
+        ),
+        ({"resize_mode": 7}, "alwayson_scripts.controlnet.args[0].resize_mode", "Crop and Resize"),
+        ({"color": 1}, "alwayson_scripts.controlnet.args[0].color", "unknown"),
+    ],
+)
+def test_bad_units_are_422_naming_the_field(server, unit, field, words):
+    body = {
+        "enabled": True,
+        "module": "none",
+        "model": "control_tiny_sd15_canny",
+        "image": b64(square()),
+        **unit,
+    }
+    r = txt2img(server, body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and words in r.json()["detail"]
+
+
+def test_detect(server):
+    r = requests.post(
+        server.url + "/controlnet/detect",
+        json={"controlnet_module": "canny", "controlnet_input_images": [b64(square())],
+              "controlnet_processor_res": 64, "controlnet_threshold_a": 100, "controlnet_threshold_b": 200},
+        timeout=60,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["info"] == "Success"
+    edges = np.asarray(decode(r.json()["images"][0]).convert("L"))
+    assert edges[32, 13:20].max() > 127 and edges[32, 24:40].max() == 0  # the square's border, not its inside
+    empty = requests.post(server.url + "/controlnet/detect", json={"controlnet_module": "canny"}, timeout=60)
+    assert empty.status_code == 422
+    unknown = requests.post(
+        server.url + "/controlnet/detect",
+        json={"controlnet_module": "nope", "controlnet_input_images": [b64(square())]},
+        timeout=60,
+    )
+    assert unknown.status_code == 422 and unknown.json()["field"] == "controlnet_module"
