@@ -20,7 +20,11 @@ from sdwebui.engine.controlnet.preprocessors import (
     run_preprocessor,
 )
 from sdwebui.engine.controlnet.preprocessors.colorfix import colorfix_x0
-from sdwebui.engine.controlnet.preprocessors.inpaint import inpaint_hint, inpaint_only_blend
+from sdwebui.engine.controlnet.preprocessors.inpaint import (
+    inpaint_hint,
+    inpaint_only_blend,
+    inpaint_only_image,
+)
 from sdwebui.engine.errors import RequestError
 
 
@@ -136,6 +140,10 @@ def test_inpaint_only_keeps_the_mask_as_alpha_and_the_engine_helpers():
     assert torch.allclose(blended[:, 32, 32], torch.ones(3)) and torch.allclose(
         blended[:, 0, 0], hint[:, 0, 0]
     )
+    final = np.asarray(inpaint_only_image(Image.new("RGB", (64, 64), (255, 0, 255)), result))
+    assert tuple(final[32, 32]) == (255, 0, 255)  # the masked part: generated
+    assert tuple(final[2, 2]) == (50, 50, 50)  # the rest: the unit image
+    assert tuple(final[60, 60]) == (200, 200, 200)
     with pytest.raises(PreprocessorInputError, match="mask"):
         run_preprocessor("inpaint_only", image, PreprocessParams())
 

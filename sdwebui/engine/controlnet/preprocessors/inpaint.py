@@ -61,3 +61,15 @@ def inpaint_only_x0(x0_pred: torch.Tensor, x0_origin: torch.Tensor, pixel_mask: 
     if mask.shape[-2:] != x0_pred.shape[-2:]:
         mask = torch.nn.functional.interpolate(mask, size=x0_pred.shape[-2:], mode="nearest")
     return x0_pred * mask + x0_origin.to(x0_pred) * (1 - mask)
+
+
+def inpaint_only_image(generated: Image.Image, inpaint_map: Image.Image, sigma: int = 7) -> Image.Image:
+    """The final image of an inpaint_only unit (for the engine's postprocess_image): the generated pixels
+    inside the (dilated, blurred) mask, the unit image outside. `inpaint_map` is the map fitted to the
+    generation size (its resize mode applied); a map of another size is resized to the image."""
+    if inpaint_map.size != generated.size:
+        inpaint_map = inpaint_map.convert("RGBA").resize(generated.size, Image.Resampling.NEAREST)
+    pixels = torch.from_numpy(np.asarray(generated.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    blended = inpaint_only_blend(pixels, inpaint_map, sigma)
+    array = (blended.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(array)
