@@ -22,22 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stable Diffusion web UI (A1111-compatible flags).",
     )
     add = parser.add_argument
-    add("--data-dir", default=str(REPO_DIR), help="root for models/, extensions/, outputs/, config.json")
-    add(
-        "--embeddings-dir",
-        default=None,
-        help="textual-inversion embeddings folder (default: <data-dir>/embeddings)",
-    )
-    add("--ckpt", default=None, help="checkpoint file to load at start-up")
-    add("--ckpt-dir", default=None, help="extra folder to search for checkpoints")
-    add("--vae-dir", default=None, help="extra folder to search for VAE files")
-    add("--lora-dir", default=None, help="extra folder to search for LoRA / LyCORIS files")
-    add("--controlnet-dir", default=None, help="extra folder to search for ControlNet / T2I-Adapter models")
-    # extra upscaler folders besides models/<family> (A1111 names; HAT has no flag there)
-    add("--esrgan-models-path", default=None, help="extra folder of ESRGAN upscaler files")
-    add("--realesrgan-models-path", default=None, help="extra folder of RealESRGAN upscaler files")
-    add("--swinir-models-path", default=None, help="extra folder of SwinIR upscaler files")
-    add("--dat-models-path", default=None, help="extra folder of DAT upscaler files")
+    _add_path_flags(add)
     add("--port", type=int, default=7860, help="listen port (default 7860)")
     add("--listen", action="store_true", help="bind 0.0.0.0 (needs --api-auth/--gradio-auth or --insecure)")
     add("--server-name", default=None, help="host name or address to bind")
@@ -98,6 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-image-pixels", type=int, default=4096 * 4096, help="largest image accepted from a request")
     _add_worker_flags(add)
     return parser
+
+
+def _add_path_flags(add) -> None:
+    """Where models, extensions and outputs are (A1111 names)."""
+    add("--data-dir", default=str(REPO_DIR), help="root for models/, extensions/, outputs/, config.json")
+    add(
+        "--embeddings-dir",
+        default=None,
+        help="textual-inversion embeddings folder (default: <data-dir>/embeddings)",
+    )
+    add("--ckpt", default=None, help="checkpoint file to load at start-up")
+    add("--ckpt-dir", default=None, help="extra folder to search for checkpoints")
+    add("--vae-dir", default=None, help="extra folder to search for VAE files")
+    add("--lora-dir", default=None, help="extra folder to search for LoRA / LyCORIS files")
+    add("--controlnet-dir", default=None, help="extra folder to search for ControlNet / T2I-Adapter models")
+    # extra upscaler folders besides models/<family> (A1111 names; HAT has no flag there)
+    add("--esrgan-models-path", default=None, help="extra folder of ESRGAN upscaler files")
+    add("--realesrgan-models-path", default=None, help="extra folder of RealESRGAN upscaler files")
+    add("--swinir-models-path", default=None, help="extra folder of SwinIR upscaler files")
+    add("--dat-models-path", default=None, help="extra folder of DAT upscaler files")
 
 
 def _add_worker_flags(add) -> None:

@@ -67,14 +67,7 @@ def router(ctx: RouteContext) -> APIRouter:
             for s in services.styles.all()
         ]
 
-    # `workers` is sent only with a pool (--workers): each worker process's own memory
-    @router.get(f"{API}/memory", response_model=m.MemoryResponse, response_model_exclude_unset=True)
-    def memory():
-        ram, cuda = memory_stats.ram(), memory_stats.cuda()
-        if services.pool is None:
-            return m.MemoryResponse(ram=ram, cuda=cuda)
-        workers = [{"id": row.id, **row.memory} for row in services.workers(with_memory=True)]
-        return m.MemoryResponse(ram=ram, cuda=cuda, workers=workers)
+    _memory_route(router, services)
 
     @router.get(f"{API}/scripts", response_model=m.ScriptsList)
     def scripts():
@@ -95,6 +88,17 @@ def router(ctx: RouteContext) -> APIRouter:
         router.add_api_route(f"{API}/{name}", _empty_list, methods=["GET"], name=name)
 
     return router
+
+
+def _memory_route(router: APIRouter, services) -> None:
+    # `workers` is sent only with a pool (--workers): each worker process's own memory
+    @router.get(f"{API}/memory", response_model=m.MemoryResponse, response_model_exclude_unset=True)
+    def memory():
+        ram, cuda = memory_stats.ram(), memory_stats.cuda()
+        if services.pool is None:
+            return m.MemoryResponse(ram=ram, cuda=cuda)
+        workers = [{"id": row.id, **row.memory} for row in services.workers(with_memory=True)]
+        return m.MemoryResponse(ram=ram, cuda=cuda, workers=workers)
 
 
 def _empty_list() -> list[Any]:
