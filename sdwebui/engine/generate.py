@@ -64,7 +64,7 @@ def generate(
     samplers.create_scheduler(
         sampler.name, schedule_label, model.scheduler_config, eta
     )  # fail before any work
-    state = plan_job(request, settings)
+    state = plan_job(request, settings, hooks.extra_network_kinds)
     if hooks.process is not None:
         hooks.process(state)  # may also edit state.request (e.g. init images), so the plan comes after
         request = state.request
@@ -76,7 +76,9 @@ def generate(
 
     started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
     result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
-    networks = extra_networks.JobNetworks(model, state, switch_allowed=settings.stage_order == "batch")
+    networks = extra_networks.JobNetworks(
+        model, state, settings.stage_order == "batch", hooks.extra_network_kinds
+    )
     run = stages.JobRun(
         model=model,
         request=request,
@@ -180,7 +182,9 @@ def _finish_batch(run: stages.JobRun, work: stages.BatchWork) -> None:
         _finish_image(run, index, image)
 
 
-def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
+def plan_job(
+    request: Txt2ImgRequest, settings: EngineSettings, network_kinds: frozenset[str] = frozenset()
+) -> JobState:
     """Resolve styles, random seeds and per-image prompts/seeds (A1111's setup_prompts and seed rules)."""
     count = request.n_iter * request.batch_size
     prompt, negative = request.prompt, request.negative_prompt
@@ -189,7 +193,7 @@ def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
             raise RequestError("styles", "no style database is configured")
         prompt = settings.styles.apply_to_prompt(prompt, request.styles)
         negative = settings.styles.apply_to_negative_prompt(negative, request.styles)
-    extra_networks.check_prompts([prompt], [negative])  # LoRA tags are checked here, applied per batch
+    extra_networks.check_prompts([prompt], [negative], network_kinds)  # LoRA tags: checked, applied per batch
     seed = resolve_seed(request.seed)
     subseed = resolve_seed(request.subseed)
     # as A1111: with a variation strength all images share the seed and the subseed advances
