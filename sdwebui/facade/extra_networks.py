@@ -141,7 +141,10 @@ def activate_batch(p: Any, prompts: list[str]) -> None:
 
 
 def deactivate_job(p: Any) -> None:
-    """`deactivate(p)` on every network an extension registered, once the job's batches are done."""
+    """`deactivate(p)` on every network an extension registered, once the job's batches are done; as A1111,
+    only when the prompts held tags."""
+    if not getattr(p, "extra_network_data", None):
+        return
     for network in {id(n): n for n in extra_network_registry.values()}.values():
         if not _is_builtin(network):
             _call(network, "deactivating", lambda n=network: n.deactivate(p), [])
