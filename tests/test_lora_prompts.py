@@ -11,13 +11,16 @@ from tests.lora_fixtures import save_safetensors
 from tests.sample_extensions.harness import generate, make_app, reset_scripts
 from tests.test_extensions_builtin import xyz_args
 from tests.test_lora import lora_tensors
+from tests.tiny_models import tiny_loaded_model
 from webui import paste
 
 
-@pytest.fixture
-def app(tmp_path, tiny_sd1_model):
-    save_safetensors(lora_tensors(), tmp_path / "data" / "models" / "Lora" / "style.safetensors")
-    services, _ = make_app(tmp_path / "data", tiny_sd1_model)
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """One app for the module (extensions attached as app.py does), with the LoRA "style"."""
+    data = tmp_path_factory.mktemp("lora-prompts") / "data"
+    save_safetensors(lora_tensors(), data / "models" / "Lora" / "style.safetensors")
+    services, _ = make_app(data, tiny_loaded_model("sd1"))
     yield services
     services.jobs.shutdown()
     reset_scripts()
