@@ -213,6 +213,7 @@ class AppServices:
         overrides = dict(request.override_settings)
         self._check_output_dirs(overrides, prefix="override_settings.")
         settings = self.engine_settings(overrides)
+        request = self._with_setting_lora(request, overrides)
         self._check_lora_names(request, settings)
         if self.pool is not None and stack is None:
             return self._submit_remote(request, kind, task_id, script_call, settings, restore_overrides)
@@ -371,7 +372,20 @@ class AppServices:
 
     def _lora_network(self, name: str, model: LoadedModel) -> LoraNetwork | None:
         entry = self.loras.find(name) if self.loras is not None else None
-        return self.loras.network(entry, model) if entry is not None else None
+        keep = int(self.options.get("lora_in_memory_limit", 0) or 0)
+        return self.loras.network(entry, model, keep=keep) if entry is not None else None
+
+    def _with_setting_lora(self, request: Txt2ImgRequest, overrides: dict[str, Any]) -> Txt2ImgRequest:
+        """A1111's `sd_lora` ("Add network to prompt"): that network appended to the prompt at the default
+        multiplier unless the prompt names it already (so the infotext shows it); an unknown one: 422."""
+        name = str(overrides.get("sd_lora", self.options.get("sd_lora", "None")) or "None")
+        if name == "None" or any(tag.name == name for tag in lora_tags(request.prompt or "")):
+            return request
+        if self.loras is None or self.loras.find(name) is None:
+            raise RequestError("sd_lora", f"the setting names unknown LoRA {name!r} (see /sdapi/v1/loras)")
+        weight = float(overrides.get("extra_networks_default_multiplier",
+                                     self.options.get("extra_networks_default_multiplier", 1.0)))  # fmt: skip
+        return dataclasses.replace(request, prompt=f"{request.prompt or ''}<lora:{name}:{weight:g}>")
 
     def _check_lora_names(self, request: Txt2ImgRequest, settings: EngineSettings) -> None:
         """Unknown LoRA names refused (422) before the job is queued (the engine checks the other tags,

@@ -534,7 +534,8 @@ def test_sample_extension_reports_each_module(server):
     assert "sample-surface" in report["active"] and report["own_scripts"] == ["surface_probe.py"]
     assert report["extra_networks"] == {"prompt": "a  cat ", "surface": [["one", "two", "k=v"], ["three"]],
                                         "named": {"k": "v"}, "positional": ["one", "two"]}  # fmt: skip
-    assert report["activations"][:2] == [[["one", "k=v"]], "off"]
+    # the script's own activate, the app's per-batch one (no tags left: []), the script's deactivate
+    assert report["activations"][:3] == [[["one", "k=v"]], [], "off"]
     assert report["errors"] == {
         "display_once_count": 1, "report": ["*** line one", "*** line two"],
         "explanation": ["=========", "why", "it failed", "========="], "run": "dividing: ZeroDivisionError",

@@ -535,9 +535,16 @@ def test_file_matching_nothing_is_an_error_naming_it(sd1_index, tmp_path):
 
 
 def test_unsupported_parts_are_named_not_ignored(sd1_index, tmp_path):
-    tensors = with_prefix(kohya_name(LINEAR), {"oft_blocks": torch.ones(4, 8, 8), "alpha": torch.tensor(1.0)})
-    with pytest.raises(LoraError, match="oft_blocks"):
-        load_network(save_safetensors(tensors, tmp_path / "oft.safetensors"), sd1_index)
+    tensors = with_prefix(
+        kohya_name(LINEAR),
+        {
+            "lora_up.weight": torch.ones(32, 4),
+            "lora_down.weight": torch.ones(4, 32),
+            "lora_gate.weight": torch.ones(4),
+        },
+    )
+    with pytest.raises(LoraError, match="unsupported network parts lora_gate.weight"):
+        load_network(save_safetensors(tensors, tmp_path / "gated.safetensors"), sd1_index)
 
 
 def test_scale_follows_alpha_over_rank_exactly(sd1, sd1_index, tmp_path):

@@ -19,6 +19,7 @@ from sdwebui.extensions.bridge import ScriptControls
 from sdwebui.jobs.queue import JobState
 from webui.backend import UiBackend, describe_error
 from webui.controlnet_ui import ControlNetControls, build_controlnet
+from webui.extra_networks_ui import build_extra_networks
 from webui.params import ParamControls, build_params_for
 from webui.progress import error_html
 from webui.prompt_row import PromptRow, build_prompt_row
@@ -199,6 +200,7 @@ class _Form:
 
 def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
     prompt_row = build_prompt_row(TAB, backend)
+    build_extra_networks(TAB, backend)  # the Lora / Textual Inversion cards
     mode = gr.State("img2img")
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):

@@ -27,6 +27,7 @@ from sdwebui.facade.scripts import BLOCKS_BUILD_LOCK
 from webui import paste
 from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
+from webui.extra_networks import install_thumb_route
 from webui.extras_tab import build_extras_tab
 from webui.img2img_tab import brush_size, build_img2img_tab
 from webui.login import LoginGate, UiLogin
@@ -44,7 +45,7 @@ JS_API = WEBUI_DIR / "javascript" / "script.js"  # A1111's page API (gradioApp, 
 
 def ui_assets(extra_css: list[Path] | None = None) -> dict[str, str]:
     """The page's CSS, ours then the extensions' style.css (the scripts: page_scripts_html)."""
-    css_files = [WEBUI_DIR / "style.css", *(extra_css or [])]
+    css_files = [WEBUI_DIR / "style.css", WEBUI_DIR / "extra_networks.css", *(extra_css or [])]
     css = "\n".join(path.read_text(encoding="utf-8") for path in css_files if path.exists())
     return {"css": css}
 
@@ -229,6 +230,7 @@ def mount_page(app, services: Any, credentials: Credentials | None, throttle: Lo
     extensions = getattr(services, "extensions", None)
     if extensions is not None:  # /file=extensions/<name>/...: extension assets, behind the same login
         install_file_route(app, extensions.manager.active, guard=_login_required(login) if login else None)
+    install_thumb_route(app, services, guard=_login_required(login) if login else None)  # card previews
     app = mount_ui(app, services, path="/", auth_dependency=login.user if login else None)
     install_gradio_error_handlers(app)
     if login is not None:

@@ -12,6 +12,7 @@ from sdwebui.extensions.bridge import ScriptControls, script_controls
 from sdwebui.services import ScriptCall
 from webui.backend import UiBackend
 from webui.controlnet_ui import ControlNetControls, build_controlnet
+from webui.extra_networks_ui import build_extra_networks
 from webui.params import HiresControls, ParamControls, build_hires, build_params_for
 from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
 from webui.results import LastResult, ResultsPanel, build_results, run_job, wire_controls
@@ -43,6 +44,7 @@ def script_call(kind: str, controls: ScriptControls, values: dict) -> ScriptCall
 
 def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
     prompt_row = build_prompt_row(TAB, backend)
+    build_extra_networks(TAB, backend)  # the Lora / Textual Inversion cards
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
             params = build_params_for(TAB, cfg, backend)

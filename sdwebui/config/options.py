@@ -12,69 +12,17 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sdwebui.config import options_controlnet, options_mem
+from sdwebui.config.option_info import OptionInfo
+from sdwebui.config.options_lora import lora_templates
 from sdwebui.config.paths import is_inside, resolve_output_dir
 from sdwebui.engine.requests import MAX_STEPS, JobLimits, RequestError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptionInfo:
-    """A1111-compatible option description: default value, label, UI component and section."""
-
-    default: Any = None
-    label: str = ""
-    component: Any = None
-    component_args: Any = None
-    onchange: Callable[[], None] | None = None
-    section: tuple[str, str] | None = None
-    refresh: Callable[[], None] | None = None
-    comment_before: str = ""
-    comment_after: str = ""
-    infotext: str | None = None
-    restrict_api: bool = False
-    category_id: str | None = None
-    do_not_save: bool = False
-    # allowed values of a dropdown-like option; a callable is asked each time (e.g. the sampler registry)
-    choices: list[Any] | Callable[[], list[Any]] | None = field(default=None, repr=False)
-    # further check of a value: returns why it is refused, or None (e.g. unknown file-name tags)
-    validator: Callable[[Any], str | None] | None = field(default=None, repr=False)
-
-    def allowed_choices(self) -> list[Any] | None:
-        return self.choices() if callable(self.choices) else self.choices
-
-    def value_range(self) -> tuple[float | None, float | None]:
-        """(minimum, maximum) from the slider arguments, as A1111 options declare their range."""
-        args = self.component_args
-        if not isinstance(args, dict):
-            return None, None
-        return args.get("minimum"), args.get("maximum")
-
-    def info(self, info: str) -> OptionInfo:
-        self.label += f" ({info})"
-        return self
-
-    def html(self, html: str) -> OptionInfo:
-        self.comment_after += html
-        return self
-
-    def link(self, label: str, url: str) -> OptionInfo:
-        self.comment_before += f"[{label}]({url})"
-        return self
-
-    def needs_restart(self) -> OptionInfo:
-        self.comment_after += " (requires restart)"
-        return self
-
-    def needs_reload_ui(self) -> OptionInfo:
-        self.comment_after += " (requires Reload UI)"
-        return self
 
 
 def options_section(section: tuple[str, str], options: dict[str, OptionInfo]) -> dict[str, OptionInfo]:
@@ -380,6 +328,7 @@ def default_templates() -> dict[str, OptionInfo]:
         (SECTION_PREVIEW, _preview_templates),
         (SECTION_UI, _ui_templates),
         (SECTION_EXTRA_NETWORKS, _extra_network_templates),
+        (SECTION_EXTRA_NETWORKS, lora_templates),
         (
             options_mem.SECTION_MEMORY,
             lambda: {k: OptionInfo(**v) for k, v in options_mem.mem_templates().items()},

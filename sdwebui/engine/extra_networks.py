@@ -2,9 +2,10 @@
 
 Syntax as A1111: ``<lora:name>``, ``<lora:name:w>`` (text encoder and U-Net), ``<lora:name:te:unet>``, and
 named ``te=``/``unet=`` arguments that win over positional ones (``<lora:name:1:unet=0.5:te=0.8>``); the
-U-Net multiplier defaults to the text encoder's. ``lyco`` is an alias of ``lora``. Other tag kinds are
-refused (no such networks exist in this build), as are LoRA tags in a negative prompt (A1111 encodes them
-as text there). The tags stay in the job's prompts, so the infotext keeps them.
+U-Net multiplier defaults to the text encoder's. ``lyco`` is an alias of ``lora``. The kinds an extension
+registered (``EngineHooks.extra_network_kinds``: the facade activates them per batch) are removed from the
+encoded text; other kinds are refused, as are LoRA tags in a negative prompt (A1111 encodes them as text
+there). The tags stay in the job's prompts, so the infotext keeps them.
 
 Which networks apply: as A1111, those of the first prompt of each batch (a script that gives the images of
 one batch different LoRAs gets the first image's for all of them). They are applied to the job's model
@@ -63,11 +64,17 @@ def parse_lora_tag(tag: str, field_name: str = "prompt") -> LoraTag:
     return LoraTag(positional[0].strip(), te, unet, tag)
 
 
-def split_prompt(prompt: str, field_name: str = "prompt") -> tuple[str, list[LoraTag]]:
-    """(the text to encode, the LoRA tags); other extra-network kinds are a RequestError."""
+def split_prompt(
+    prompt: str, field_name: str = "prompt", handled: frozenset[str] = frozenset()
+) -> tuple[str, list[LoraTag]]:
+    """(the text to encode, the LoRA tags). Tags of the `handled` kinds (extra networks an extension
+    registered: the facade activates them) are removed too; any other kind is a RequestError."""
     text, loras = prompt, []
     for tag in extra_network_tags(prompt):
         kind = tag[1:].split(":", 1)[0]
+        if kind in handled and kind not in LORA_KINDS and field_name == "prompt":
+            text = text.replace(tag, "", 1)
+            continue
         if kind not in LORA_KINDS:
             raise RequestError(field_name, f"extra networks are not supported in this build: remove {tag}")
         if field_name != "prompt":
@@ -77,11 +84,13 @@ def split_prompt(prompt: str, field_name: str = "prompt") -> tuple[str, list[Lor
     return text, loras
 
 
-def check_prompts(prompts: list[str], negative_prompts: list[str]) -> list[LoraTag]:
+def check_prompts(
+    prompts: list[str], negative_prompts: list[str], handled: frozenset[str] = frozenset()
+) -> list[LoraTag]:
     """Every tag checked; the LoRA tags of the first prompt (the ones that apply)."""
     first: list[LoraTag] | None = None
     for prompt in prompts:
-        tags = split_prompt(prompt)[1]
+        tags = split_prompt(prompt, handled=handled)[1]
         first = tags if first is None else first
     for negative in negative_prompts:
         split_prompt(negative, "negative_prompt")
@@ -104,24 +113,38 @@ class ActiveNetworks:
     def __init__(self, patch: LoraNetworksPatch, model: LoadedModel):
         self.patch, self.model = patch, model
         self.current: tuple[LoraTag, ...] = ()
+        self.requested: tuple[LoraTag, ...] = ()  # the prompt's tags, as the engine last asked
+        self.pinned: tuple[LoraTag, ...] = ()  # set by a script (modules.extra_networks' Lora network)
         self.weights: list[tuple[str, NetworkWeight]] = []
         self._undo: Callable[[], None] | None = None
 
     def activate(self, tags: list[LoraTag]) -> bool:
-        """Patch the model with `tags` (unpatching the previous set); True when the set changed."""
-        if tuple(tags) == self.current:
+        """Patch the model with `tags` and the pinned ones (unpatching the previous set); True when the
+        set changed."""
+        self.requested = tuple(tags)
+        wanted = (*tags, *(tag for tag in self.pinned if tag not in tags))
+        if wanted == self.current:
             return False
-        weights = [(tag.name, NetworkWeight(self._network(tag.name), tag.te, tag.unet)) for tag in tags]
-        self.deactivate()
+        weights = [(tag.name, NetworkWeight(self._network(tag.name), tag.te, tag.unet)) for tag in wanted]
+        self._unpatch()
         try:
             if weights:
                 self._undo = LoraPatch([w for _, w in weights], self.patch.cache).apply(self.model)
         except LoraError as error:
             raise RequestError("prompt", str(error)) from None
-        self.current, self.weights = tuple(tags), weights
+        self.current, self.weights = wanted, weights
         return True
 
+    def pin(self, tags: list[LoraTag]) -> None:
+        """Networks applied beside the prompt's from now on (a script's activate(p, params)); [] unpins."""
+        self.pinned = tuple(tags)
+        self.activate(list(self.requested))
+
     def deactivate(self) -> None:
+        self.pinned = self.requested = ()
+        self._unpatch()
+
+    def _unpatch(self) -> None:
         undo, self._undo = self._undo, None
         self.current, self.weights = (), []
         if undo is not None:
@@ -172,8 +195,15 @@ class LoraNetworksPatch:
 class JobNetworks:
     """Per job: each batch's prompts checked, their networks activated, the text to encode returned."""
 
-    def __init__(self, model: LoadedModel, state: JobState, switch_allowed: bool = True):
+    def __init__(
+        self,
+        model: LoadedModel,
+        state: JobState,
+        switch_allowed: bool = True,
+        handled: frozenset[str] = frozenset(),
+    ):
         self.model, self.state, self.switch_allowed = model, state, switch_allowed
+        self.handled = handled  # extension-registered tag kinds: removed from the text, not refused
         self.activations = 0
         self.wrote_hashes = False
         # called when a later batch changes the networks: encodings cached by text are stale then
@@ -181,14 +211,14 @@ class JobNetworks:
 
     def prompts_for_batch(self, prompts: list[str], negative_prompts: list[str]) -> list[str]:
         """The prompts without their tags, after activating the networks of the first one."""
-        tags = check_prompts(prompts, negative_prompts)
-        split = [split_prompt(p) for p in prompts]
+        tags = check_prompts(prompts, negative_prompts, self.handled)
+        split = [split_prompt(p, handled=self.handled) for p in prompts]
         active: Any = self.model.extra.get(ACTIVE_KEY)
         if active is None:
             written = [tag for _, tags_of in split for tag in tags_of]
             if written:
                 raise RequestError("prompt", f"LoRA is not available for this job: remove {written[0].text}")
-            return prompts
+            return [text for text, _ in split]  # tags of handled kinds removed
         if self.activations and not self.switch_allowed and tuple(tags) != active.current:
             raise RequestError(
                 "prompt", "the batches of this job name different LoRAs: use stage order batch"

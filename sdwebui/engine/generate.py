@@ -73,7 +73,7 @@ def generate(
     samplers.create_scheduler(
         sampler.name, schedule_label, model.scheduler_config, eta
     )  # fail before any work
-    state = plan_job(request, settings)
+    state = plan_job(request, settings, hooks.extra_network_kinds)
     if hooks.process is not None:
         hooks.process(state)  # may also edit state.request (e.g. init images), so the plan comes after
         request = state.request
@@ -114,7 +114,7 @@ def _run_job(
     placement = job_placement(model, largest.width, largest.height, request.batch_size, settings.memory)
     # a memory mode that moves components runs the stages over the whole job: each moves once per job
     order = "job" if placement.plan.moves_between_stages else settings.stage_order
-    networks = extra_networks.JobNetworks(model, state, switch_allowed=order == "batch")
+    networks = extra_networks.JobNetworks(model, state, order == "batch", hooks.extra_network_kinds)
     run = stages.JobRun(
         model=model,
         request=request,
@@ -218,7 +218,9 @@ def _finish_batch(run: stages.JobRun, work: stages.BatchWork) -> None:
         _finish_image(run, index, image)
 
 
-def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
+def plan_job(
+    request: Txt2ImgRequest, settings: EngineSettings, network_kinds: frozenset[str] = frozenset()
+) -> JobState:
     """Resolve styles, random seeds and per-image prompts/seeds (A1111's setup_prompts and seed rules)."""
     count = request.n_iter * request.batch_size
     prompt, negative = request.prompt, request.negative_prompt
@@ -227,7 +229,7 @@ def plan_job(request: Txt2ImgRequest, settings: EngineSettings) -> JobState:
             raise RequestError("styles", "no style database is configured")
         prompt = settings.styles.apply_to_prompt(prompt, request.styles)
         negative = settings.styles.apply_to_negative_prompt(negative, request.styles)
-    extra_networks.check_prompts([prompt], [negative])  # LoRA tags are checked here, applied per batch
+    extra_networks.check_prompts([prompt], [negative], network_kinds)  # LoRA tags: checked, applied per batch
     seed = resolve_seed(request.seed)
     subseed = resolve_seed(request.subseed)
     # as A1111: with a variation strength all images share the seed and the subseed advances

@@ -185,3 +185,5 @@ class EngineHooks:
     postprocess: Callable[[PostprocessArgs], None] | None = None
     # inside every U-Net call (ControlNet-style residuals, attention processors): sdwebui.engine.addons
     unet_addons: list[UNetAddon] = field(default_factory=list)
+    # prompt tag kinds (<kind:...>) an extension registered: removed from the encoded text, not refused
+    extra_network_kinds: frozenset[str] = frozenset()

@@ -120,7 +120,7 @@ def _pass_prompts(
         prompt = sampling_pass.prompt
         if styles and database is not None:
             prompt = database.apply_to_prompt(prompt, styles)
-        prompts = [split_prompt(prompt)[0]] * len(prompts)
+        prompts = [split_prompt(prompt, handled=run.hooks.extra_network_kinds)[0]] * len(prompts)
     if sampling_pass.negative_prompt:
         negative = sampling_pass.negative_prompt
         if styles and database is not None:

@@ -18,7 +18,7 @@ from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
 from sdwebui.extensions.manager import ExtensionManager
-from sdwebui.facade import processing, script_callbacks, scripts, shared
+from sdwebui.facade import extra_networks, processing, script_callbacks, scripts, shared
 
 log = logging.getLogger("webui.extensions")
 
@@ -51,14 +51,15 @@ def builds_p(runner: scripts.ScriptRunner, script_args: list[Any]) -> bool:
     """Whether a job needs an A1111 `p`: only when something can see one. That is a selected selectable
     script (script_args[0] != 0), an AlwaysVisible script of the tab that overrides a processing hook
     (`scripts.PROCESSING_HOOKS`: process, postprocess_image, ...; enabled or not, as its ui() values are
-    its own business), or a registered on_before_image_saved / on_image_saved callback (their params carry
-    p). Otherwise the typed request goes straight to the engine, with the other callbacks (cfg_denoiser,
+    its own business), a registered on_before_image_saved / on_image_saved callback (their params carry
+    p), or an extra network an extension registered (activated with p per batch). Otherwise the typed request goes straight to the engine, with the other callbacks (cfg_denoiser,
     extra_noise, ...) as its hooks."""
     selected = bool(script_args) and bool(script_args[0])
     return (
         selected
         or any(scripts.sees_processing(script) for script in runner.alwayson_scripts)
         or any(script_callbacks.has_callbacks(name) for name in processing.CALLBACKS_WITH_P)
+        or bool(extra_networks.custom_kinds())
     )
 
 

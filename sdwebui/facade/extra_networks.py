@@ -2,9 +2,16 @@
 
 An extension registers an `ExtraNetwork` subclass under a tag name; `parse_prompt(s)` removes the tags from
 prompts and returns their arguments by name; `activate(p, data)` calls each registered network with its
-arguments (and the others with none), `deactivate(p, data)` undoes them. The app's own processing does not
-call them yet (no built-in extra networks: the engine refuses prompts that still hold tags), so an
-extension that registers a network parses and activates it in its own script.
+arguments (and the others with none), `deactivate(p, data)` undoes them.
+
+As in A1111 the registry holds the built-in Lora network (`lora`, alias `lyco`: `ExtraNetworkLora`). The
+engine applies the LoRA tags of each batch's prompt itself (sdwebui.engine.extra_networks); calling the
+Lora network's `activate(p, params)` applies that set to the job's model the same way. For a job that
+builds `p`, `activate_batch` runs A1111's per-batch step: every batch's prompts parsed, the networks an
+extension registered activated with their tags (the others with []), `after_extra_networks_activate`
+called with all tags found; `deactivate_job` at the end. The engine removes the registered kinds from the
+encoded text (`custom_kinds()`, given it as `EngineHooks.extra_network_kinds`) and keeps them in the
+infotext.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from sdwebui.engine.extra_networks import ACTIVE_KEY, LORA_KINDS, parse_lora_tag
 from sdwebui.facade import errors
 
 log = logging.getLogger("webui.extensions")
@@ -59,9 +67,95 @@ class ExtraNetwork:
         raise NotImplementedError
 
 
+class ExtraNetworkLora(ExtraNetwork):
+    """A1111's built-in Lora network: `activate(p, params)` patches the job's model with those networks
+    (each params: name, then te/unet weights or te=/unet=) beside the prompt's own tags, for the rest of
+    the job; `deactivate(p)` removes them. Outside a job that allows LoRAs it raises (nothing to patch)."""
+
+    def __init__(self):
+        super().__init__("lora")
+
+    @staticmethod
+    def _active(p: Any) -> Any:
+        extra = getattr(getattr(p, "sd_model", None), "extra", None)
+        return extra.get(ACTIVE_KEY) if isinstance(extra, dict) else None
+
+    def activate(self, p: Any, params_list: list[ExtraNetworkParams]) -> None:
+        tags = [
+            parse_lora_tag("<lora:" + ":".join(str(i) for i in params.items) + ">") for params in params_list
+        ]
+        active = self._active(p)
+        if active is None:
+            if tags:
+                raise RuntimeError("no LoRA-enabled job model on p.sd_model: Lora networks cannot be applied")
+            return
+        active.pin(tags)
+
+    def deactivate(self, p: Any) -> None:
+        active = self._active(p)
+        if active is not None:
+            active.pin([])
+
+
+def register_default_extra_networks() -> None:
+    lora = ExtraNetworkLora()
+    register_extra_network(lora)
+    register_extra_network_alias(lora, "lyco")
+
+
 def initialize() -> None:
+    """Empty the registry but for the built-in Lora network (A1111 re-registers it at start-up)."""
     extra_network_registry.clear()
     extra_network_aliases.clear()
+    register_default_extra_networks()
+
+
+def custom_kinds() -> frozenset[str]:
+    """The tag kinds extensions registered (names and aliases), which the engine leaves to them."""
+    names = set(extra_network_registry) | set(extra_network_aliases)
+    return frozenset(names - set(LORA_KINDS))
+
+
+def _is_builtin(network: ExtraNetwork) -> bool:
+    return isinstance(network, ExtraNetworkLora)
+
+
+def activate_batch(p: Any, prompts: list[str]) -> None:
+    """A1111's per-batch activation for a job with `p`: the registered networks of extensions get their
+    tags from the batch's first prompt (the others []); the built-in Lora tags are the engine's to apply."""
+    _, data = parse_prompts(prompts)
+    p.extra_network_data = data
+    custom = {name: params for name, params in data.items() if name not in LORA_KINDS}
+    done = []
+    for network, params in lookup_extra_networks(custom).items():
+        _call(network, "activating", lambda n=network, a=params: n.activate(p, a), params)
+        done.append(network)
+    for network in {id(n): n for n in extra_network_registry.values()}.values():
+        if network not in done and not _is_builtin(network):
+            _call(network, "activating", lambda n=network: n.activate(p, []), [])
+    after = getattr(getattr(p, "scripts", None), "after_extra_networks_activate", None)
+    if after is not None:
+        after(p, batch_number=getattr(p, "iteration", 0), prompts=getattr(p, "prompts", None),
+              seeds=getattr(p, "seeds", None), subseeds=getattr(p, "subseeds", None),
+              extra_network_data=data)  # fmt: skip
+
+
+def deactivate_job(p: Any) -> None:
+    """`deactivate(p)` on every network an extension registered, once the job's batches are done; as A1111,
+    only when the prompts held tags."""
+    if not getattr(p, "extra_network_data", None):
+        return
+    for network in {id(n): n for n in extra_network_registry.values()}.values():
+        if not _is_builtin(network):
+            _call(network, "deactivating", lambda n=network: n.deactivate(p), [])
+
+
+def _call(network: ExtraNetwork, doing: str, fn: Any, params: list) -> None:
+    """A failing network is reported (A1111's errors.display) and the others still run."""
+    try:
+        fn()
+    except Exception as exc:
+        errors.display(exc, f"{doing} extra network {network.name} with arguments {params}")
 
 
 def register_extra_network(extra_network: ExtraNetwork) -> None:
@@ -141,3 +235,6 @@ def parse_prompts(prompts: list[str]) -> tuple[list[str], dict[str, list[ExtraNe
         if first is None:
             first = data
     return cleaned, first if first is not None else defaultdict(list)
+
+
+register_default_extra_networks()

@@ -32,7 +32,7 @@ from sdwebui.engine.requests import (
     RequestError,
     Txt2ImgRequest,
 )
-from sdwebui.facade import script_callbacks, shared
+from sdwebui.facade import extra_networks, script_callbacks, shared
 
 log = logging.getLogger("webui.extensions")
 
@@ -432,7 +432,11 @@ def _process_images(p: StableDiffusionProcessing) -> Processed:
     if run is None:
         raise RuntimeError("process_images: no app is bound to modules.shared (shared.bind was not called)")
     shared.state.job_count = p.n_iter
-    result = run(request, build_engine_hooks(p))
+    try:
+        result = run(request, build_engine_hooks(p))
+    finally:
+        if not p.disable_extra_networks:
+            extra_networks.deactivate_job(p)
     p._last_infotexts = list(result.infotexts)
     processed = processed_from_result(p, result)
     if p.scripts is not None:
@@ -526,6 +530,9 @@ class _ScriptHooks:
             part = state.batch_slice(args.batch_number)  # A1111 re-slices after before_process_batch
             p.prompts, p.negative_prompts = p.all_prompts[part], p.all_negative_prompts[part]
             p.seeds, p.subseeds = p.all_seeds[part], p.all_subseeds[part]
+        if not p.disable_extra_networks:  # A1111: between before_process_batch and process_batch
+            extra_networks.activate_batch(p, list(p.prompts))
+        if self.runner is not None:
             self.runner.process_batch(p, **self._batch_kwargs(args.batch_number))
         _push(p, state)
         args.prompts, args.negative_prompts = list(p.prompts), list(p.negative_prompts)
@@ -645,6 +652,7 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
     hooks = callback_hooks(p)
     sh = _ScriptHooks(p)
     hooks.process, hooks.process_batch = sh.process, sh.process_batch
+    hooks.extra_network_kinds = extra_networks.custom_kinds() if not p.disable_extra_networks else frozenset()
     if p.scripts is not None and p.scripts.alwayson_scripts:
         hooks.before_sampling, hooks.mask_blend = sh.before_sampling, sh.mask_blend
         hooks.postprocess_batch, hooks.postprocess_image = sh.postprocess_batch, sh.postprocess_image

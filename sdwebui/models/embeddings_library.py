@@ -21,6 +21,7 @@ from pathlib import Path
 from sdwebui.models.discovery import list_model_files
 from sdwebui.models.lora.embeddings import EMBEDDING_SUFFIXES, Embedding, read_embedding
 from sdwebui.models.lora.errors import EmbeddingError
+from sdwebui.models.lora.sidecars import UserMetadata, write_user_metadata
 from sdwebui.models.model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -140,3 +141,8 @@ class EmbeddingLibrary:
     def counted(self, model: LoadedModel | None) -> dict[str, Embedding]:
         """The embeddings a token counter replaces: those of `model`, or every one when no model is loaded."""
         return self.all() if model is None else self.for_model(model).loaded
+
+    def save_user_metadata(self, name: str, metadata: UserMetadata) -> Path | None:
+        """Write ``name.json`` beside the listed embedding `name` (the card's edit dialog); None if unlisted."""
+        embedding = self.all().get(name)
+        return write_user_metadata(embedding.path, metadata) if embedding is not None else None

@@ -11,7 +11,8 @@ Reading a network for a model::
 
 - ``LoraNetwork.modules`` maps a target (``unet.<path>``, ``text_encoder.<path>``, ``text_encoder_2.<path>``)
   to a ``NetworkModule`` whose ``weights`` is one of LoraWeights (LoRA/LoCon, Tucker ``lora_mid``),
-  HadaWeights (LoHa), LokrWeights (LoKr), IA3Weights, FullWeights (``diff``); plus alpha, scale,
+  HadaWeights (LoHa), LokrWeights (LoKr), IA3Weights, OftWeights / BoftWeights (OFT, BOFT: rotations of
+  the output rows), GloraWeights (GLoRA), FullWeights (``diff``); plus alpha, scale,
   ``dora_scale`` (DoRA) and ``diff_b``.
 - ``compute_delta(weight, module, multiplier)`` is the fp32 difference one module makes.
 - ``LoraPatch.apply`` keeps CPU copies of what it changes; if it raises, the model is already restored.
@@ -30,17 +31,23 @@ from sdwebui.models.lora.errors import EmbeddingError, LoraError
 from sdwebui.models.lora.files import autov3_hash, read_network_file, read_safetensors_metadata
 from sdwebui.models.lora.keys import ModuleIndex, build_index
 from sdwebui.models.lora.modules import (
+    BoftWeights,
     FullWeights,
+    GloraWeights,
     HadaWeights,
     IA3Weights,
     LokrWeights,
     LoraWeights,
     NetworkModule,
+    OftWeights,
 )
 from sdwebui.models.lora.network import LoraNetwork, load_network
 from sdwebui.models.lora.patch import LoraPatch, NetworkWeight, applied, resolve_module
 
 __all__ = [
+    "BoftWeights",
+    "GloraWeights",
+    "OftWeights",
     "DeltaCache",
     "DeltaKey",
     "Embedding",

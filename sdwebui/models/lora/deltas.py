@@ -10,14 +10,18 @@ import torch
 
 from sdwebui.models.lora.errors import LoraError
 from sdwebui.models.lora.modules import (
+    BoftWeights,
     FullWeights,
+    GloraWeights,
     HadaWeights,
     IA3Weights,
     LokrWeights,
     LoraWeights,
     NetworkModule,
+    OftWeights,
     Weights,
 )
+from sdwebui.models.lora.oft import boft_delta, oft_delta
 
 
 def _f32(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -84,8 +88,24 @@ def _ia3(w: IA3Weights, weight: torch.Tensor) -> torch.Tensor:
     return weight * _f32(w.weight, weight.device).reshape(shape)
 
 
+def _glora(w: GloraWeights, weight: torch.Tensor) -> torch.Tensor:
+    """b2 @ b1 + W @ a2 @ a1 on the flattened weight (LyCORIS GLoRA)."""
+    a1, a2, b1, b2 = (_f32(t, weight.device) for t in (w.a1, w.a2, w.b1, w.b2))
+    flat = weight.reshape(weight.shape[0], -1)
+    return _matmul_flat(b2, b1) + flat @ a2.reshape(a2.shape[0], -1) @ a1.reshape(a1.shape[0], -1)
+
+
 def _raw_delta(weights: Weights, weight: torch.Tensor) -> torch.Tensor:
     device = weight.device
+    if isinstance(weights, OftWeights):
+        rescale = _f32(weights.rescale, device) if weights.rescale is not None else None
+        return oft_delta(
+            weight, _f32(weights.blocks, device), weights.constraint, rescale, weights.is_rotation
+        )
+    if isinstance(weights, BoftWeights):
+        return boft_delta(weight, _f32(weights.blocks, device), weights.constraint)
+    if isinstance(weights, GloraWeights):
+        return _glora(weights, weight)
     if isinstance(weights, LoraWeights):
         return _lora(weights, device)
     if isinstance(weights, HadaWeights):
@@ -99,7 +119,7 @@ def _raw_delta(weights: Weights, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _rank(weights: Weights) -> int | None:
-    if isinstance(weights, LoraWeights | HadaWeights | LokrWeights):
+    if isinstance(weights, LoraWeights | HadaWeights | LokrWeights | GloraWeights):
         return weights.rank
     return None
 

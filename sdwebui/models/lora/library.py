@@ -23,46 +23,17 @@ from sdwebui.models.lora.errors import LoraError
 from sdwebui.models.lora.files import NETWORK_SUFFIXES, FileIdentity, read_safetensors_metadata
 from sdwebui.models.lora.keys import ModuleIndex, build_index
 from sdwebui.models.lora.network import LoraNetwork, load_network
+from sdwebui.models.lora.sidecars import (
+    UserMetadata,
+    preview_of,
+    read_user_metadata,
+    write_user_metadata,
+)
 from sdwebui.models.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
-PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 NETWORKS_PER_MODEL = 16  # read networks kept per model (their tensors are small next to the deltas)
-
-
-@dataclass(frozen=True)
-class UserMetadata:
-    """A1111's ``name.json`` beside a network, written by the card's edit dialog."""
-
-    description: str = ""
-    sd_version: str = ""
-    activation_text: str = ""
-    preferred_weight: float = 0.0  # 0: the "lora_default_multiplier" is used
-    negative_text: str = ""
-    notes: str = ""
-
-    @classmethod
-    def read(cls, path: Path) -> UserMetadata:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            log.warning("%s: unreadable user metadata (%s)", path, error)
-            return cls()
-        if not isinstance(data, dict):
-            return cls()
-        try:
-            weight = float(data.get("preferred weight") or 0.0)
-        except (TypeError, ValueError):
-            weight = 0.0
-        return cls(
-            description=str(data.get("description") or ""),
-            sd_version=str(data.get("sd version") or ""),
-            activation_text=str(data.get("activation text") or ""),
-            preferred_weight=weight,
-            negative_text=str(data.get("negative text") or ""),
-            notes=str(data.get("notes") or ""),
-        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +48,19 @@ class LoraEntry:
     user: UserMetadata = field(default_factory=UserMetadata)
     preview: Path | None = None
 
+    @property
+    def sd_version(self) -> str:
+        """A1111's guess of the model family it was trained for: "SD1", "SD2", "SDXL" or "" (unknown);
+        the user metadata's "sd version" wins."""
+        if self.user.sd_version in ("SD1", "SD2", "SDXL"):
+            return self.user.sd_version
+        base = self.metadata.get("ss_base_model_version", "")
+        if base.startswith("sdxl_"):
+            return "SDXL"
+        if self.metadata.get("ss_v2") == "True":
+            return "SD2"
+        return "SD1" if self.metadata else ""
+
     def parsed_metadata(self) -> dict[str, Any]:
         """Metadata as A1111's API gives it: JSON-looking values (ss_tag_frequency...) parsed."""
         out: dict[str, Any] = {}
@@ -90,19 +74,6 @@ class LoraEntry:
         return out
 
 
-def _sidecar(path: Path, suffixes: Sequence[str], extra: Sequence[str] = ()) -> Path | None:
-    base = path.with_suffix("")
-    for stem in (base.name, *(base.name + e for e in extra)):
-        for suffix in suffixes:
-            candidate = path.parent / (stem + suffix)
-            try:
-                if candidate.is_file() and candidate.resolve().parent == path.parent:
-                    return candidate
-            except OSError:
-                continue
-    return None
-
-
 def _entry(path: Path, relative: str) -> LoraEntry:
     metadata: dict[str, str] = {}
     if path.suffix.lower() == ".safetensors":
@@ -111,15 +82,14 @@ def _entry(path: Path, relative: str) -> LoraEntry:
         except LoraError as error:
             log.warning("%s", error)
     name = path.with_suffix("").name
-    user_file = _sidecar(path, (".json",))
     return LoraEntry(
         name=name,
         alias=metadata.get("ss_output_name") or name,
         path=path,
         relative=relative,
         metadata=metadata,
-        user=UserMetadata.read(user_file) if user_file else UserMetadata(),
-        preview=_sidecar(path, PREVIEW_SUFFIXES, (".preview",)),
+        user=read_user_metadata(path),
+        preview=preview_of(path),
     )
 
 
@@ -160,8 +130,9 @@ class LoraLibrary:
                     return entry
         return None
 
-    def network(self, entry: LoraEntry, model: LoadedModel) -> LoraNetwork:
-        """The network read and bound to `model`'s modules (LoraError for an unreadable or foreign file)."""
+    def network(self, entry: LoraEntry, model: LoadedModel, keep: int = 0) -> LoraNetwork:
+        """The network read and bound to `model`'s modules (LoraError for an unreadable or foreign file);
+        `keep` read networks stay cached per model (the lora_in_memory_limit setting; 0: the default 16)."""
         with self._lock:
             slot = self._per_model.get(model.unet)
             if slot is None:
@@ -175,6 +146,21 @@ class LoraLibrary:
         network = load_network(entry.path, slot.index, name=entry.name)
         with self._lock:
             slot.networks[identity] = network
-            while len(slot.networks) > NETWORKS_PER_MODEL:
+            while len(slot.networks) > (keep if keep > 0 else NETWORKS_PER_MODEL):
                 slot.networks.popitem(last=False)
         return network
+
+    def save_user_metadata(self, name: str, metadata: UserMetadata) -> LoraEntry:
+        """Write ``name.json`` beside the listed network named `name` (its file name, as the cards name it):
+        the path comes from the listing, never from the caller. LoraError when no such network is listed."""
+        with self._lock:
+            entries = list(self._entries or [])
+        entry = next((e for e in entries if e.name == name), None)
+        if entry is None:
+            raise LoraError(f"no LoRA named {name!r} is listed (try refresh)")
+        write_user_metadata(entry.path, metadata)
+        updated = _entry(entry.path, entry.relative)
+        with self._lock:
+            if self._entries is not None:
+                self._entries = [updated if e.path == entry.path else e for e in self._entries]
+        return updated

@@ -67,13 +67,58 @@ class IA3Weights:
 
 
 @dataclass(frozen=True)
+class OftWeights:
+    """OFT: the weight's output rows rotated block by block, W' = blockdiag(R_k)^T W, with
+    R = (I + Q)(I - Q)^-1 (Cayley) of Q = B - B^T from ``oft_blocks`` (blocks, size, size); ``alpha`` is a
+    norm constraint (||Q|| <= alpha * out channels), not a scale. ``oft_diag`` (old LyCORIS) holds R itself.
+    ``rescale`` (out, 1...) multiplies the rotated weight."""
+
+    blocks: torch.Tensor
+    constraint: float | None = None
+    rescale: torch.Tensor | None = None
+    is_rotation: bool = False
+
+
+@dataclass(frozen=True)
+class BoftWeights:
+    """BOFT: ``oft_blocks`` (m, blocks, size, size), m Cayley rotations applied one after another, each to
+    the output rows in butterfly order (step i pairs rows 2**i * size/2 apart)."""
+
+    blocks: torch.Tensor
+    constraint: float | None = None
+
+
+@dataclass(frozen=True)
+class GloraWeights:
+    """GLoRA: dW = b2 @ b1 + W @ a2 @ a1 (weights flattened to (out, in * kernel)); scaled by alpha / rank."""
+
+    a1: torch.Tensor  # (r, in)
+    a2: torch.Tensor  # (in, r)
+    b1: torch.Tensor  # (r, in)
+    b2: torch.Tensor  # (out, r)
+
+    @property
+    def rank(self) -> int:
+        return self.a1.shape[0]
+
+
+@dataclass(frozen=True)
 class FullWeights:
     """A full weight difference (``diff``, or ``w_norm`` for a norm layer)."""
 
     diff: torch.Tensor
 
 
-Weights = LoraWeights | HadaWeights | LokrWeights | IA3Weights | FullWeights
+Weights = (
+    LoraWeights
+    | HadaWeights
+    | LokrWeights
+    | IA3Weights
+    | OftWeights
+    | BoftWeights
+    | GloraWeights
+    | FullWeights
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +192,11 @@ def _weights(parts: _Parts) -> Weights | None:
         if lokr.w2 is None and (lokr.w2_a is None or lokr.w2_b is None):
             raise LoraError(f"{parts.key}: LoKr needs lokr_w2 or lokr_w2_a + lokr_w2_b")
         return lokr
+    if "oft_blocks" in names or "oft_diag" in names:
+        return _oft(parts)
+    if "a1.weight" in names:
+        a1, a2, b1, b2 = (parts.need(f"{name}.weight") for name in ("a1", "a2", "b1", "b2"))
+        return GloraWeights(a1, a2, b1, b2)
     if "weight" in names:
         on_input = parts.get("on_input")
         return IA3Weights(parts.need("weight"), bool(on_input.item()) if on_input is not None else False)
@@ -155,6 +205,18 @@ def _weights(parts: _Parts) -> Weights | None:
     if "w_norm" in names:  # LyCORIS trained norm layers: a full difference of the norm's weight
         return FullWeights(parts.need("w_norm"))
     return None
+
+
+def _oft(parts: _Parts) -> OftWeights | BoftWeights:
+    constraint = _scalar(parts.get("alpha"))  # OFT's alpha bounds the rotation; it is no scale
+    if "oft_diag" in parts.tensors:
+        return OftWeights(parts.need("oft_diag"), None, parts.get("rescale"), is_rotation=True)
+    blocks = parts.need("oft_blocks")
+    if blocks.dim() == 3 and blocks.shape[1] == blocks.shape[2]:
+        return OftWeights(blocks, constraint, parts.get("rescale"))
+    if blocks.dim() == 4 and blocks.shape[2] == blocks.shape[3] and blocks.shape[2] % 2 == 0:
+        return BoftWeights(blocks, constraint)
+    raise LoraError(f"{parts.key}: oft_blocks of shape {tuple(blocks.shape)} is neither OFT nor BOFT")
 
 
 def _scalar(tensor: torch.Tensor | None) -> float | None:
@@ -166,7 +228,7 @@ def _first(*tensors: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def build_module(network_key: str, target: str, tensors: dict[str, torch.Tensor]) -> NetworkModule:
-    """The record for one key's parts; unknown parts (OFT, GLoRA, norms...) are an error naming them."""
+    """The record for one key's parts; parts of no known type are an error naming them."""
     parts = _Parts(network_key, tensors)
     weights = _weights(parts)
     magnitude = parts.get("peft_magnitude")
