@@ -189,6 +189,10 @@ class ExtensionSystem:
         self.loaded = True
         self.manager.discover()
         self.manager.run_pending_installs()
+        if any(not ext.is_builtin for ext in self.manager.active()):
+            from sdwebui.extensions import gradio3  # imports Gradio: only when user extensions will run
+
+            gradio3.apply([self.manager.extensions_dir])  # Gradio 3 keywords, for their code only
         scripts.load_scripts(self.manager)
         _last_model[0] = None  # newly loaded scripts have not seen any model yet
         script_callbacks.ui_settings_callback()
