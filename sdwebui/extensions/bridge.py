@@ -18,7 +18,7 @@ from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
 from sdwebui.extensions.manager import ExtensionManager
-from sdwebui.facade import processing, script_callbacks, scripts, shared
+from sdwebui.facade import processing, script_callbacks, scripts, shared, upscaler
 
 log = logging.getLogger("webui.extensions")
 
@@ -239,6 +239,7 @@ def attach_extensions(services: Any) -> ExtensionSystem:
         model_provider=lambda: models.current,  # outside a job; a job's own model comes with the job
         services=services,
     )
+    upscaler.refresh_sd_upscalers()  # shared.sd_upscalers: A1111's UpscalerData over the app's upscalers
     system = ExtensionSystem(manager, services)
     system.reload()
     models.load_listeners.append(_notify_model_loaded)  # on_model_loaded fires where the model is loaded

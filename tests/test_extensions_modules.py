@@ -1,0 +1,231 @@
+"""The A1111 modules added for community extensions (issue 20) behave as documented, in a bound app:
+upscaler (shared.sd_upscalers with a real model file), hashes, safe, modelloader, timer, cache, ui,
+ui_common, extras, shared_items, sd_samplers_common, launch_utils, and the new names of processing,
+prompt_parser, images, sd_models and shared."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image, PngImagePlugin
+from safetensors.torch import save_file
+
+from modules import (
+    cache,
+    extras,
+    hashes,
+    images,
+    launch_utils,
+    modelloader,
+    processing,
+    prompt_parser,
+    safe,
+    sd_models,
+    sd_samplers_common,
+    shared,
+    shared_items,
+    timer,
+    ui,
+    ui_common,
+    upscaler,
+)
+from sdwebui.engine import upscaling
+from sdwebui.models.model import ModelFamily
+from tests import tiny_models
+from tests.sample_extensions.harness import make_app, reset_scripts
+
+
+def _esrgan(scale: int):
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(scale)
+    return ESRGAN(num_filters=8, num_blocks=1, scale=scale)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, _tiny_model_cache):
+    data = tmp_path_factory.mktemp("modules") / "data"
+    (data / "models" / "ESRGAN").mkdir(parents=True)
+    save_file(_esrgan(2).state_dict(), data / "models" / "ESRGAN" / "tiny2x.safetensors")
+    if ModelFamily.SD1 not in _tiny_model_cache:
+        _tiny_model_cache[ModelFamily.SD1] = tiny_models.tiny_loaded_model(ModelFamily.SD1, seed=0)
+    services, _ = make_app(data, _tiny_model_cache[ModelFamily.SD1], "--disable-extra-extensions")
+    yield services, data
+    services.jobs.shutdown()
+    reset_scripts()
+
+
+def _image(width=16, height=12) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+def test_sd_upscalers_hold_upscaler_data_whose_scaler_upscales(app):
+    services, data = app
+    names = [u.name for u in shared.sd_upscalers]
+    assert names == ["None", "Lanczos", "Nearest", "tiny2x"]
+    model = shared.sd_upscalers[3]
+    assert isinstance(model, upscaler.UpscalerData) and model.scale == 2
+    assert model.data_path == str(data / "models" / "ESRGAN" / "tiny2x.safetensors")
+    image = _image()
+    out = model.scaler.upscale(image, 2, model.data_path)  # Ultimate SD upscale's call
+    expected = upscaling.upscale(image, 2.0, "tiny2x", services.upscalers())
+    assert out.size == (32, 24) and np.array_equal(np.asarray(out), np.asarray(expected))
+    assert not np.array_equal(np.asarray(out), np.asarray(image.resize((32, 24), Image.Resampling.LANCZOS)))
+    lanczos = shared.sd_upscalers[1].scaler.upscale(image, 2, None)
+    assert np.array_equal(np.asarray(lanczos), np.asarray(image.resize((32, 24), Image.Resampling.LANCZOS)))
+    assert shared.sd_upscalers[0].scaler.upscale(image, 2, None) is image
+
+
+def test_hashes_cache_and_addnet(app, tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.ones(3)}, path)
+    raw = path.read_bytes()
+    assert hashes.sha256_from_cache(str(path), "w") is None
+    assert (
+        hashes.sha256(str(path), "w") == hashlib.sha256(raw).hexdigest() == hashes.calculate_sha256(str(path))
+    )
+    assert hashes.sha256_from_cache(str(path), "w") == hashlib.sha256(raw).hexdigest()  # the app's cache
+    header = int.from_bytes(raw[:8], "little")
+    assert (
+        hashes.sha256(str(path), "w", use_addnet_hash=True) == hashlib.sha256(raw[8 + header :]).hexdigest()
+    )
+    assert hashes.sha256(str(tmp_path / "missing"), "x") is None
+
+
+class Odd:
+    def __init__(self):
+        self.value = 3
+
+
+def test_safe_load_refuses_code_unless_extra_allows(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"t": torch.ones(2), "odd": Odd()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        safe.load(str(path))
+    with safe.Extra(lambda module, name: Odd if name == "Odd" else None):
+        assert safe.load(str(path))["odd"].value == 3
+    torch.save({"t": torch.ones(2)}, path)
+    assert torch.equal(safe.load(str(path))["t"], torch.ones(2)) and safe.unsafe_torch_load is torch.load
+
+
+def test_modelloader_finds_files_and_never_downloads(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.pth", "sub/b.safetensors", "c.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = modelloader.load_models(str(tmp_path), ext_filter=[".pth", ".safetensors"])
+    assert [os.path.relpath(p, tmp_path) for p in found] == ["a.pth", "sub/b.safetensors"]
+    url = "https://example.invalid/models/a.pth"
+    assert modelloader.load_file_from_url(url, model_dir=str(tmp_path)) == str(tmp_path / "a.pth")
+    with pytest.raises(modelloader.OfflineDownloadError, match=f"z.pth is not in {tmp_path}"):
+        modelloader.load_file_from_url(url, model_dir=str(tmp_path), file_name="z.pth")
+    assert modelloader.friendly_name(url) == "a"
+
+
+def test_timer_and_cache(app, tmp_path):
+    t = timer.Timer()
+    with t.subcategory("load"):
+        t.record("one")
+    assert set(t.records) == {"load/one", "load"} and t.summary().startswith(f"{t.total:.1f}s")
+    source = tmp_path / "f.txt"
+    source.write_text("1")
+    calls = []
+    value = cache.cached_data_for_file("sect", "f", str(source), lambda: calls.append(1) or {"n": len(calls)})
+    assert value == {"n": 1}
+    assert cache.cached_data_for_file("sect", "f", str(source), lambda: {"n": 99}) == {"n": 1}
+    os.utime(source, (os.path.getmtime(source) + 10,) * 2)
+    assert cache.cached_data_for_file("sect", "f", str(source), lambda: {"n": 2}) == {"n": 2}
+    assert cache.cache_filename().is_file() and '"n": 2' in cache.cache_filename().read_text()
+
+
+def test_ui_helpers():
+    assert ui.gr_show(False) == {"__type__": "update", "visible": False}
+    assert ui_common.plaintext_to_html("a<b\nc") == "<p>a&lt;b<br>\nc</p>"
+    assert ui.plaintext_to_html is ui_common.plaintext_to_html and ui.save_style_symbol == "\U0001f4be"
+    calls = []
+    with gr.Blocks() as demo:
+        box = gr.Dropdown(choices=["a"], label="Model")
+        button = ui.create_refresh_button(box, lambda: calls.append(1), lambda: {"choices": ["a", "b"]}, "r")
+        panel = ui_common.create_output_panel("mytab", "")
+    assert button.value == ui.refresh_symbol and button.elem_id == "r"
+    refresh = next(dep for dep in demo.fns.values() if box in dep.outputs)
+    assert refresh.fn() == {"__type__": "update", "choices": ["a", "b"]} and calls == [1]
+    assert panel.gallery.elem_id == "mytab_gallery" and not panel.generation_info.visible
+    assert f"torch: {torch.__version__}" in ui.versions_html()
+    assert launch_utils.git_tag() != "" and launch_utils.is_installed("torch")
+
+
+def test_processing_prompt_parser_and_images_names():
+    rgba = Image.new("RGBA", (4, 2), (10, 20, 30, 0))
+    rgba.putpixel((1, 0), (10, 20, 30, 200))
+    mask = processing.create_binary_mask(rgba)
+    assert mask.mode == "L" and list(mask.getdata()) == [0, 255, 0, 0, 0, 0, 0, 0]
+    assert processing.opt_f == 8 and processing.opt_C == 4
+    noise = processing.create_random_tensors([4, 8, 8], seeds=[1, 2])
+    assert noise.shape == (2, 4, 8, 8) and torch.equal(
+        noise, processing.create_random_tensors([4, 8, 8], [1, 2])
+    )
+    assert not torch.equal(noise[0], noise[1])
+    flat = images.flatten(rgba, "#ff0000")
+    assert flat.mode == "RGB" and flat.getpixel((0, 0)) == (255, 0, 0)
+    a, b = torch.zeros(2, 3), torch.ones(2, 3)
+    schedules = [
+        prompt_parser.ScheduledPromptConditioning(5, a),
+        prompt_parser.ScheduledPromptConditioning(20, b),
+    ]
+    end, cond = schedules[0]
+    assert end == 5 and cond is a
+    assert torch.equal(prompt_parser.reconstruct_cond_batch([schedules, schedules], 7), torch.stack([b, b]))
+    multi = prompt_parser.MulticondLearnedConditioning(
+        (1,), [[prompt_parser.ComposableScheduledPromptConditioning(schedules, 0.5)]]
+    )
+    assert multi.batch[0][0].weight == 0.5
+
+
+def test_shared_names_and_model_data(app):
+    services, data = app
+    assert shared.config_filename == str(data / "config.json") == shared.cmd_opts.ui_settings_file
+    assert shared.ui_config_file == str(data / "ui-config.json")
+    assert shared.cmd_opts.hypernetwork_dir == str(data / "models" / "hypernetworks")
+    assert shared.cmd_opts.gfpgan_models_path == str(data / "models" / "GFPGAN")
+    assert shared.hide_dirs == {"visible": True} and shared.batch_cond_uncond is True
+    found = list(shared.walk_files(str(data / "models"), allowed_extensions=[".safetensors"]))
+    assert str(data / "models" / "ESRGAN" / "tiny2x.safetensors") in found
+    assert all(f.endswith(".safetensors") for f in found)
+    sd_models.reload_model_weights()
+    assert sd_models.model_data.was_loaded_at_least_once
+    assert sd_models.model_data.get_sd_model().sd_model_hash == shared.sd_model.sd_model_hash
+    assert shared_items.list_checkpoint_tiles() == sd_models.checkpoint_tiles()
+    assert shared_items.sd_vae_items()[:2] == ["Automatic", "None"]
+
+
+def test_samplers_common_decodes_with_the_models_vae(app):
+    latents = torch.zeros(1, 4, 8, 8)
+    pixels = sd_samplers_common.samples_to_images_tensor(latents)
+    assert pixels.shape == (1, 3, 64, 64) and pixels.min() >= -1 and pixels.max() <= 1
+    back = sd_samplers_common.images_tensor_to_samples((pixels + 1) / 2)
+    assert back.shape == (1, 4, 8, 8)
+    assert sd_samplers_common.sample_to_image(latents).size == (64, 64)
+
+    class P:
+        steps, denoising_strength = 20, 0.5
+
+    assert sd_samplers_common.setup_img2img_steps(P()) == (20, 10)
+    assert issubclass(sd_samplers_common.InterruptedException, BaseException)
+
+
+def test_extras_run_pnginfo():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 2")
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, "PNG", pnginfo=info)
+    _, geninfo, html = extras.run_pnginfo(Image.open(buffer))
+    assert geninfo == "a cat\nSteps: 2" and "<b>parameters</b>" in html and "a cat<br>" in html
+    assert extras.run_pnginfo(None) == ("", "", "")
