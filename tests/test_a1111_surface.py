@@ -111,6 +111,7 @@ SURFACE: dict[str, set[str]] = {
     },
     "modelloader": {"load_file_from_url", "load_models", "friendly_name", "load_upscalers"},
     "safe": {"load", "unsafe_torch_load", "Extra"},
+    "sd_hijack": {"model_hijack", "StableDiffusionModelHijack", "EmbeddingDatabase"},
     "sd_samplers_common": {
         "InterruptedException",
         "SamplerData",

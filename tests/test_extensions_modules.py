@@ -27,6 +27,7 @@ from modules import (
     processing,
     prompt_parser,
     safe,
+    sd_hijack,
     sd_models,
     sd_samplers_common,
     shared,
@@ -49,11 +50,21 @@ def _esrgan(scale: int):
     return ESRGAN(num_filters=8, num_blocks=1, scale=scale)
 
 
+def _embedding(path, width: int, count: int = 3):
+    """A1111's textual-inversion file layout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vectors = torch.randn(count, width, generator=torch.Generator().manual_seed(width))
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}, "name": path.stem,
+                "step": 10, "sd_checkpoint": None, "sd_checkpoint_name": None}, path)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, _tiny_model_cache):
     data = tmp_path_factory.mktemp("modules") / "data"
     (data / "models" / "ESRGAN").mkdir(parents=True)
     save_file(_esrgan(2).state_dict(), data / "models" / "ESRGAN" / "tiny2x.safetensors")
+    _embedding(data / "embeddings" / "fits.pt", width=32)  # the tiny SD1 text encoder's width
+    _embedding(data / "embeddings" / "wide.pt", width=48)
     if ModelFamily.SD1 not in _tiny_model_cache:
         _tiny_model_cache[ModelFamily.SD1] = tiny_models.tiny_loaded_model(ModelFamily.SD1, seed=0)
     services, _ = make_app(data, _tiny_model_cache[ModelFamily.SD1], "--disable-extra-extensions")
@@ -229,3 +240,20 @@ def test_extras_run_pnginfo():
     _, geninfo, html = extras.run_pnginfo(Image.open(buffer))
     assert geninfo == "a cat\nSteps: 2" and "<b>parameters</b>" in html and "a cat<br>" in html
     assert extras.run_pnginfo(None) == ("", "", "")
+
+
+def test_model_hijack_embedding_db_is_the_apps_library(app):
+    services, data = app
+    sd_models.reload_model_weights()
+    db = sd_hijack.model_hijack.embedding_db
+    assert set(db.word_embeddings) == {"fits"} and set(db.skipped_embeddings) == {"wide"}
+    fits = db.word_embeddings["fits"]
+    assert fits.filename == str(data / "embeddings" / "fits.pt") and tuple(fits.vec.shape) == (3, 32)
+    assert fits.shape == 32 and fits.vectors == 3 and fits.step == 10
+    _embedding(data / "embeddings" / "later.pt", width=32)
+    db.load_textual_inversion_embeddings(force_reload=True)
+    assert set(db.word_embeddings) == {"fits", "later"}
+    model = shared.sd_model
+    sd_hijack.model_hijack.hijack(model)
+    sd_hijack.model_hijack.undo_hijack(model)
+    assert sd_hijack.model_hijack.get_prompt_lengths("a cat") == (2, 75)
