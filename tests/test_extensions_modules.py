@@ -207,6 +207,10 @@ def test_shared_names_and_model_data(app):
     assert shared.cmd_opts.hypernetwork_dir == str(data / "models" / "hypernetworks")
     assert shared.cmd_opts.gfpgan_models_path == str(data / "models" / "GFPGAN")
     assert shared.hide_dirs == {"visible": True} and shared.batch_cond_uncond is True
+    for name, default in (("img2img_background_color", "#ffffff"), ("grid_format", "png"), ("temp_dir", ""),
+                          ("outdir_save", "log/images"), ("upcast_attn", False), ("uni_pc_order", 3)):  # fmt: skip
+        assert getattr(shared.opts, name) == default, name
+        assert "the app itself does not apply it" in shared.opts.data_labels[name].label
     found = list(shared.walk_files(str(data / "models"), allowed_extensions=[".safetensors"]))
     assert str(data / "models" / "ESRGAN" / "tiny2x.safetensors") in found
     assert all(f.endswith(".safetensors") for f in found)
