@@ -37,12 +37,8 @@ class Upscaler:
     def __init__(self, create_dirs: bool = False):
         self.scalers = []
         self.mod_pad_h = self.mod_scale = None
-        self.tile_size = (
-            int(shared.opts.data.get("ESRGAN_tile", 192)) if hasattr(shared.opts, "data") else 192
-        )
-        self.tile_pad = (
-            int(shared.opts.data.get("ESRGAN_tile_overlap", 8)) if hasattr(shared.opts, "data") else 8
-        )
+        self.tile_size = int(shared.opts.get("ESRGAN_tile", 192))
+        self.tile_pad = int(shared.opts.get("ESRGAN_tile_overlap", 8))
         if create_dirs and self.model_path:
             os.makedirs(self.model_path, exist_ok=True)
 
