@@ -39,6 +39,7 @@ def test_script_ui_with_gradio3_keywords_builds_and_runs(app, caplog):
     assert image.sources == ["upload"] and image.type == "pil"
     assert "copy" in _by_elem_id(demo, "g3_note").buttons
     assert _by_elem_id(demo, "g3_gallery").columns == 3
+    assert _by_elem_id(demo, "g3_forge").get_block_name() == "checkbox"  # __module__ = modules.ui_components
     assert any(isinstance(b, gr.Group) for b in demo.blocks.values())  # gr.Box
     words = [b for b in demo.blocks.values() if isinstance(b, gr.Textbox) and b.label == "Word"]
     assert [w.value for w in words] == ["hello"]  # gr.inputs.Textbox(default=)

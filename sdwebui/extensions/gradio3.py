@@ -31,6 +31,8 @@ import gradio as gr
 import gradio.events
 from gradio.blocks import Block
 
+from sdwebui.facade import ui_components
+
 log = logging.getLogger("webui.extensions")
 
 _ROOTS: list[Path] = []  # extension folders whose code gets the translations (set by apply)
@@ -201,6 +203,9 @@ def apply(roots: Iterable[Path]) -> None:
     if not hasattr(Block, "style"):
         Block.style = _style
     _wrap_dependency()
+    # Forge-era extensions set their Checkbox subclass's __module__ to "modules.ui_components" so that Gradio
+    # finds a source file for its class id; A1111 has that module imported before extensions load.
+    sys.modules.setdefault("modules.ui_components", ui_components)
     if not hasattr(gr, "Box"):
         gr.Box = _box
     components = [c for c in block_classes() if issubclass(c, gr.components.Component)]

@@ -5,6 +5,16 @@ import gradio as gr
 from modules import script_callbacks, scripts
 
 
+class ForgeStyleBox(gr.Checkbox):
+    """As regional prompter's InputAccordionImpl: a subclass Forge-era extensions give this module name."""
+
+    def get_block_name(self):
+        return "checkbox"
+
+
+ForgeStyleBox.__module__ = "modules.ui_components"
+
+
 def refresh_choices():
     return gr.Dropdown.update(choices=["a", "b", "c"], value="b")
 
@@ -24,6 +34,7 @@ class Gradio3Script(scripts.Script):
             choice = gr.Dropdown(choices=["a"], value="a", label="Choice")
             refresh = gr.Button("Refresh").style(full_width=False)
             gallery = gr.Gallery(elem_id="g3_gallery").style(grid=3, height="auto")
+            ForgeStyleBox(value=False, label="Forge style", elem_id="g3_forge")
         refresh.click(refresh_choices, inputs=[], outputs=[choice], _js="(x) => x")
         step = word.change(lambda w: w.upper(), inputs=[word], outputs=[note], status_tracker=None)
         step.then(lambda w: w, inputs=[note], outputs=[note], _js="(n) => n")
