@@ -3,7 +3,7 @@
 
 Public modules (the same list as docs/extensions.md and tests/test_a1111_surface.py):
 cache, call_queue, cmd_args, devices, errors, extensions, extra_networks, extras, generation_parameters_copypaste,
-hashes, images, infotext_utils, launch_utils, masking, modelloader, paths, paths_internal, processing,
+hashes, images, img2img, infotext_utils, launch_utils, masking, modelloader, paths, paths_internal, processing,
 prompt_parser, rng, safe, script_callbacks, scripts, scripts_postprocessing, sd_hijack, sd_models, sd_samplers,
 sd_samplers_common, sd_vae, shared, shared_items, shared_state, styles, timer, ui, ui_common, ui_components,
 upscaler.

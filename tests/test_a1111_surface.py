@@ -98,6 +98,7 @@ SURFACE: dict[str, set[str]] = {
     "masking": {"get_crop_region", "expand_crop_region", "fill"},
     "cache": {"cache", "dump_cache", "cached_data_for_file"},
     "extras": {"run_pnginfo"},
+    "img2img": {"process_batch"},
     "hashes": {"sha256", "sha256_from_cache", "calculate_sha256", "addnet_hash_safetensors"},
     "launch_utils": {
         "is_installed",
@@ -145,6 +146,7 @@ SURFACE: dict[str, set[str]] = {
         "paste_symbol",
     },
     "ui_common": {
+        "save_files",
         "plaintext_to_html",
         "create_refresh_button",
         "create_output_panel",

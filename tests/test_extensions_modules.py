@@ -22,6 +22,7 @@ from modules import (
     extras,
     hashes,
     images,
+    img2img,
     launch_utils,
     modelloader,
     processing,
@@ -261,3 +262,41 @@ def test_model_hijack_embedding_db_is_the_apps_library(app):
     sd_hijack.model_hijack.hijack(model)
     sd_hijack.model_hijack.undo_hijack(model)
     assert sd_hijack.model_hijack.get_prompt_lengths("a cat") == (2, 75)
+
+
+def test_ui_common_save_files_copies_to_outdir_save(app, tmp_path):
+    services, data = app
+    sources = []
+    for n in range(2):
+        sources.append(tmp_path / f"img{n}.png")
+        Image.new("RGB", (4, 4), (n, 0, 0)).save(sources[-1])
+    info = '{"prompt": "a cat", "all_seeds": [5, 6], "width": 4, "height": 4, "index_of_first_image": 0}'
+    files, note = ui_common.save_files(info, [(str(p), None) for p in sources], True, -1)
+    folder = data / "log" / "images"
+    assert files["value"] == [str(folder / "images.zip"), str(folder / "img0.png"), str(folder / "img1.png")]
+    assert note == "<p>Saved: img1.png</p>"
+    rows = (folder / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("prompt,seed") and rows[2].startswith("a cat,6,4,4")
+    files, _ = ui_common.save_files(info, [{"path": str(p)} for p in sources], False, 1)  # the selected one
+    assert files["value"] == [str(folder / "img1-1.png")]
+
+
+def test_img2img_process_batch_runs_each_file_into_the_output_folder(app, tmp_path):
+    (tmp_path / "in").mkdir()
+    for name, color in (("a", "red"), ("b", "blue")):
+        Image.new("RGB", (64, 64), color).save(tmp_path / "in" / f"{name}.png")
+    p = processing.StableDiffusionProcessingImg2Img(
+        prompt="a cat",
+        seed=3,
+        steps=2,
+        width=64,
+        height=64,
+        sampler_name="Euler",
+        denoising_strength=0.5,
+        do_not_save_samples=True,
+        init_images=[Image.new("RGB", (64, 64))],
+    )
+    processed = img2img.process_batch(p, str(tmp_path / "in"), str(tmp_path / "out"), "", None)
+    out = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert out == ["a.png", "b.png"] and len(processed.images) == 1
+    assert "Denoising strength: 0.5" in Image.open(tmp_path / "out" / "a.png").info["parameters"]

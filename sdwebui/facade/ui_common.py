@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import html
+import json
+import os
+import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
+from sdwebui.config import paths as _paths
+from sdwebui.facade import shared
 from sdwebui.facade.ui_components import ToolButton
 
 folder_symbol = "\U0001f4c2"  # 📂
@@ -62,3 +69,55 @@ def create_output_panel(tabname: str, outdir: str | None = None, toprow: Any = N
         infotext = gr.HTML(elem_id=f"html_info_{tabname}", elem_classes="infotext")
         html_log = gr.HTML(elem_id=f"html_log_{tabname}", elem_classes="html-log")
     return OutputPanel(gallery, generation_info, infotext, html_log, None)
+
+
+def _gallery_path(item: Any) -> str | None:
+    """A gallery value's file: (path, caption), {"name"/"path": ...} or {"image": {"path": ...}}, or a path."""
+    if isinstance(item, (list, tuple)) and item:
+        item = item[0]
+    if isinstance(item, dict):
+        item = item.get("image", item)
+        item = item.get("path") or item.get("name") if isinstance(item, dict) else item
+    return str(item) if item else None
+
+
+def save_files(js_data: str, images: list[Any], do_make_zip: bool, index: int) -> tuple[Any, str]:
+    """A1111's Save button: copies the gallery's images (only the selected one with `save_selected_only`)
+    into the `outdir_save` folder, adds a row per image to its log.csv, optionally zips them; returns the
+    files for a gr.File and an HTML note."""
+    data = json.loads(js_data) if js_data else {}
+    folder = _paths.resolve_output_dir(shared.opts.get("outdir_save", "log/images"), _paths.data_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    first = int(data.get("index_of_first_image", 0))
+    if index > -1 and shared.opts.get("save_selected_only", True) and index >= first:
+        images, first = [images[index]], 0
+    saved: list[str] = []
+    log_file = folder / "log.csv"
+    new_log = not log_file.exists()
+    with open(log_file, "a", encoding="utf8", newline="") as handle:
+        writer = csv.writer(handle)
+        if new_log:
+            writer.writerow(["prompt", "seed", "width", "height", "sampler", "cfgs", "steps", "filename",
+                             "negative_prompt"])  # fmt: skip
+        for number, item in enumerate(images[first:] if first else images):
+            source = _gallery_path(item)
+            if source is None or not os.path.isfile(source):
+                continue
+            target = folder / os.path.basename(source)
+            stem, suffix, n = target.stem, target.suffix, 1
+            while target.exists():
+                target, n = folder / f"{stem}-{n}{suffix}", n + 1
+            shutil.copy2(source, target)
+            saved.append(str(target))
+            seeds = data.get("all_seeds") or [data.get("seed", "")]
+            writer.writerow([data.get("prompt", ""), seeds[min(number, len(seeds) - 1)], data.get("width", ""),
+                             data.get("height", ""), data.get("sampler_name", ""), data.get("cfg_scale", ""),
+                             data.get("steps", ""), target.name, data.get("negative_prompt", "")])  # fmt: skip
+    if do_make_zip and saved:
+        archive = folder / "images.zip"
+        with zipfile.ZipFile(archive, "w") as zipped:
+            for path in saved:
+                zipped.write(path, os.path.basename(path))
+        saved.insert(0, str(archive))
+    note = f"Saved: {os.path.basename(saved[-1]) if saved else 'nothing'}"
+    return gr.update(value=saved, visible=True), plaintext_to_html(note)
