@@ -2,9 +2,11 @@
 (`sys.modules[__name__] = <the implementation>`), so `modules.shared` IS `sdwebui.facade.shared`.
 
 Public modules (the same list as docs/extensions.md and tests/test_a1111_surface.py):
-call_queue, cmd_args, devices, errors, extensions, extra_networks, generation_parameters_copypaste, images,
-infotext_utils, masking, paths, paths_internal, processing, prompt_parser, rng, script_callbacks, scripts,
-scripts_postprocessing, sd_models, sd_samplers, sd_vae, shared, shared_state, styles, ui_components.
+cache, call_queue, cmd_args, devices, errors, extensions, extra_networks, extras, generation_parameters_copypaste,
+hashes, images, img2img, infotext_utils, launch_utils, masking, modelloader, paths, paths_internal, processing,
+prompt_parser, rng, safe, script_callbacks, scripts, scripts_postprocessing, sd_hijack, sd_models, sd_samplers,
+sd_samplers_common, sd_vae, shared, shared_items, shared_state, styles, timer, ui, ui_common, ui_components,
+upscaler.
 
 The app itself lives in the internal package `sdwebui/`, which never imports `modules`.
 """

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sdwebui.config import options_controlnet, options_mem
+from sdwebui.config import options_controlnet, options_ext20, options_mem
 from sdwebui.config.option_info import OptionInfo
 from sdwebui.config.options_lora import lora_templates
 from sdwebui.config.paths import is_inside, resolve_output_dir
@@ -337,6 +337,7 @@ def default_templates() -> dict[str, OptionInfo]:
             options_controlnet.SECTION_CONTROLNET,
             lambda: {k: OptionInfo(**v) for k, v in options_controlnet.controlnet_templates().items()},
         ),
+        (options_ext20.SECTION_COMPAT, lambda: options_ext20.ext20_templates(OptionInfo)),
     )
     templates: dict[str, OptionInfo] = {}
     for section, build in sections:

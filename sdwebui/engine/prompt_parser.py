@@ -374,3 +374,47 @@ _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
 def extra_network_tags(prompt: str) -> list[str]:
     """The `<kind:args>` extra-network tags in a prompt, as written (e.g. ["<lora:detail:0.8>"])."""
     return [match.group(0) for match in _EXTRA_NETWORK.finditer(prompt or "")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A1111's conditioning records (for extensions that build or read them; the engine keeps its own)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScheduledPromptConditioning:
+    """The conditioning `cond` of one prompt, used up to step `end_at_step` (A1111's namedtuple fields)."""
+
+    end_at_step: int
+    cond: object
+
+    def __iter__(self):  # unpacks as A1111's namedtuple: `end_at_step, cond = c`
+        return iter((self.end_at_step, self.cond))
+
+
+@dataclass
+class ComposableScheduledPromptConditioning:
+    schedules: list[ScheduledPromptConditioning]
+    weight: float = 1.0
+
+
+@dataclass
+class MulticondLearnedConditioning:
+    """Per prompt of a batch, its `AND` parts, each with its weight and schedule."""
+
+    shape: tuple
+    batch: list[list[ComposableScheduledPromptConditioning]]
+
+
+def cond_at_step(schedules: list[ScheduledPromptConditioning], current_step: int) -> object:
+    """The `cond` whose range holds `current_step` (the last one after the end), as A1111's reconstruct."""
+    for entry in schedules:
+        if current_step <= entry.end_at_step:
+            return entry.cond
+    return schedules[-1].cond
+
+
+def reconstruct_cond_batch(c: list[list[ScheduledPromptConditioning]], current_step: int) -> object:
+    """Each prompt's cond at this step, stacked into one batch tensor when they are tensors (A1111)."""
+    conds = [cond_at_step(schedules, current_step) for schedules in c]
+    import torch  # only here: the parser itself is pure Python
+
+    return torch.stack(conds) if conds and all(isinstance(x, torch.Tensor) for x in conds) else conds

@@ -18,7 +18,7 @@ from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
 from sdwebui.extensions.manager import ExtensionManager
-from sdwebui.facade import extra_networks, processing, script_callbacks, scripts, shared
+from sdwebui.facade import extra_networks, processing, script_callbacks, scripts, shared, upscaler
 
 log = logging.getLogger("webui.extensions")
 
@@ -190,6 +190,10 @@ class ExtensionSystem:
         self.loaded = True
         self.manager.discover()
         self.manager.run_pending_installs()
+        if any(not ext.is_builtin for ext in self.manager.active()):
+            from sdwebui.extensions import gradio3  # imports Gradio: only when user extensions will run
+
+            gradio3.apply([self.manager.extensions_dir])  # Gradio 3 keywords, for their code only
         scripts.load_scripts(self.manager)
         _last_model[0] = None  # newly loaded scripts have not seen any model yet
         script_callbacks.ui_settings_callback()
@@ -236,6 +240,7 @@ def attach_extensions(services: Any) -> ExtensionSystem:
         model_provider=lambda: models.current,  # outside a job; a job's own model comes with the job
         services=services,
     )
+    upscaler.refresh_sd_upscalers()  # shared.sd_upscalers: A1111's UpscalerData over the app's upscalers
     system = ExtensionSystem(manager, services)
     system.reload()
     models.load_listeners.append(_notify_model_loaded)  # on_model_loaded fires where the model is loaded

@@ -16,7 +16,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -28,11 +27,11 @@ from typing import Any
 
 from sdwebui.config.options import OptionInfo, write_json_atomic
 from sdwebui.config.paths import REPO_DIR
+from sdwebui.extensions.installer import run_install_py
 
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT_S = 300
-INSTALL_TIMEOUT_S = 900
 INSTALL_STATE_FILE = ".install-state.json"
 # An extension index (A1111's is ~1 MB) is read with a size and a time limit: a device, a FIFO or a slow or
 # endless server must not exhaust memory or hold the worker.
@@ -488,27 +487,8 @@ class ExtensionManager:
             return True
         if self.skip_install:
             return True
-        env = dict(os.environ)
-        # REPO_DIR for `from modules import ...`, the shims folder for A1111's `import launch`
-        shims = str(REPO_DIR / "sdwebui" / "extensions" / "shims")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), shims, env.get("PYTHONPATH")]))
-        env["WEBUI_EXTENSIONS_DIR"] = str(self.extensions_dir)
         log.info("extension %s: running install.py", ext.name)
-        try:
-            result = subprocess.run(
-                [sys.executable, str(script)],
-                cwd=ext.path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT_S,
-                check=False,
-            )
-            error = None if result.returncode == 0 else (result.stderr or result.stdout).strip()[-1000:]
-            if error is not None:
-                error = f"install.py exited with {result.returncode}: {error}"
-        except subprocess.TimeoutExpired:
-            error = f"install.py did not finish within {INSTALL_TIMEOUT_S} s"
+        error = run_install_py(ext.name, ext.path, self.extensions_dir)
         state[ext.name] = {"sha256": digest, "error": error}
         self._write_install_state(state)
         ext.install_error = error

@@ -229,3 +229,12 @@ def resize_image(
     """0: stretch, 1: crop to fill, 2: fit and stretch the edges into the rest (A1111 resize modes), Lanczos:
     the engine's own resize (sdwebui.engine.masking), so img2img and extensions agree."""
     return masking.resize_image(resize_mode, im, width, height)
+
+
+def flatten(img: Image.Image, bgcolor: str) -> Image.Image:
+    """RGB, with transparent areas filled with `bgcolor` (A1111; `img2img_background_color` setting)."""
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, bgcolor)
+        background.paste(img, mask=img)
+        img = background
+    return img.convert("RGB")

@@ -32,6 +32,7 @@ from sdwebui.engine.requests import (
     RequestError,
     Txt2ImgRequest,
 )
+from sdwebui.engine.rng import ImageRNG
 from sdwebui.facade import extra_networks, script_callbacks, shared
 
 log = logging.getLogger("webui.extensions")
@@ -681,3 +682,33 @@ def get_fixed_seed(seed: int | None) -> int:
     from sdwebui.engine.rng import resolve_seed
 
     return resolve_seed(-1 if seed is None or seed == "" else int(seed))
+
+
+# --- A1111's module-level helpers extensions import ---
+opt_C = 4  # noqa: N816 (A1111 name): latent channels
+opt_f = 8  # the VAE's downscale factor
+
+
+def create_binary_mask(image: Image.Image, round: bool = True) -> Image.Image:  # noqa: A002 (A1111 name)
+    """An L mask from an image: its alpha channel when it has one (A1111), thresholded at 128 when `round`."""
+    if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+        image = image.split()[-1].convert("L")
+    else:
+        image = image.convert("L")
+    return image.point(lambda x: 255 if x > 128 else 0) if round else image
+
+
+def create_random_tensors(shape, seeds, subseeds=None, subseed_strength=0.0, seed_resize_from_h=0,
+                          seed_resize_from_w=0, p=None) -> torch.Tensor:  # fmt: skip
+    """The initial noise of a batch, as the engine draws it (one CPU generator per seed; A1111's RNG)."""
+    generator = ImageRNG(seeds, shape, subseeds, subseed_strength, seed_resize_from_h or -1,
+                         seed_resize_from_w or -1, opt_f)  # fmt: skip
+    return generator.first()
+
+
+def process_images_inner(p: StableDiffusionProcessing) -> Processed:
+    """`process_images` without applying `p.override_settings` (A1111: the caller did)."""
+    if shared.current_job() is None:
+        with shared.job_scope(_standalone_scope()):
+            return _process_images(p)
+    return _process_images(p)

@@ -229,3 +229,36 @@ def get_checkpoint_info() -> CheckpointInfo | None:
     return checkpoint_aliases.get(current.info.filename) or CheckpointInfo(
         current.info.filename, current.info
     )
+
+
+class SdModelData:
+    """A1111's `sd_models.model_data`: the current model and whether one was loaded yet."""
+
+    @property
+    def sd_model(self) -> Any:
+        return shared.current_model()
+
+    def get_sd_model(self) -> Any:
+        return shared.current_model()
+
+    @property
+    def loaded_sd_models(self) -> list[Any]:
+        model = shared.current_model()
+        return [model] if model is not None else []
+
+    @property
+    def was_loaded_at_least_once(self) -> bool:
+        return _current() is not None
+
+    def set_sd_model(self, value: Any, already_loaded: bool = False) -> None:
+        """Make `value` (a model of `loaded_sd_models`, or None: unload) the current one."""
+        if value is None:
+            unload_model_weights()
+            return
+        info = getattr(value, "sd_checkpoint_info", None)
+        if info is None:
+            raise ValueError("sd_models.model_data.set_sd_model: not one of the app's models")
+        reload_model_weights(info=checkpoint_aliases.get(info.filename) or CheckpointInfo(info.filename))
+
+
+model_data = SdModelData()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -291,6 +292,7 @@ loaded_hypernetworks: list[Any] = []
 face_restorers: list[Any] = []
 prompt_styles: Any = None
 latent_upscale_modes: dict[str, Any] = {}
+batch_cond_uncond = True  # A1111 name: the engine always runs cond and uncond as one batch
 sd_model_file = ""
 models_path = _paths.models_path
 script_path = _paths.script_path
@@ -322,6 +324,40 @@ def bind(
     models_path, data_path = _paths.models_path, _paths.data_path
     if args is not None and "all" in (getattr(args, "use_cpu", None) or []):
         device = "cpu"
+    for name, value in a1111_path_flags().items():  # A1111's folder flags extensions read, where unset
+        if getattr(cmd_opts, name, None) is None:
+            setattr(cmd_opts, name, value)
+
+
+# A1111's folder flags (`cmd_opts.<name>`) and the folder under the data dir each names by default
+_PATH_FLAGS = {
+    "embeddings_dir": "embeddings", "hypernetwork_dir": "models/hypernetworks", "lora_dir": "models/Lora",
+    "lyco_dir_backcompat": "models/LyCORIS", "codeformer_models_path": "models/Codeformer",
+    "gfpgan_models_path": "models/GFPGAN", "esrgan_models_path": "models/ESRGAN",
+    "realesrgan_models_path": "models/RealESRGAN", "swinir_models_path": "models/SwinIR",
+    "ldsr_models_path": "models/LDSR", "dat_models_path": "models/DAT", "scunet_models_path": "models/ScuNET",
+    "clip_models_path": "models/CLIP", "textual_inversion_templates_dir": "textual_inversion_templates",
+    "styles_file": "styles.csv", "ui_config_file": "ui-config.json", "ui_settings_file": "config.json",
+}  # fmt: skip
+
+
+def a1111_path_flags() -> dict[str, str]:
+    return {name: os.path.join(_paths.data_path, relative) for name, relative in _PATH_FLAGS.items()}
+
+
+def walk_files(path: str, allowed_extensions: list[str] | None = None):
+    """Files under `path`, sorted, following links; hidden folders only with `list_hidden_files` (A1111)."""
+    allowed = {e.lower() for e in allowed_extensions} if allowed_extensions else None
+    hidden_ok = bool(opts.get("list_hidden_files", True))
+    for root, dirs, files in os.walk(path, followlinks=True):
+        dirs.sort()
+        if not hidden_ok and any(
+            part.startswith(".") for part in os.path.relpath(root, path).split(os.sep)[1:]
+        ):
+            continue
+        for filename in sorted(files):
+            if allowed is None or os.path.splitext(filename)[1].lower() in allowed:
+                yield os.path.join(root, filename)
 
 
 class CheckpointInfoView:
@@ -403,15 +439,27 @@ def current_model() -> Any:
     return SdModelView(model)
 
 
-def __getattr__(name: str) -> Any:  # module attribute `shared.sd_model`, computed on access
+def __getattr__(name: str) -> Any:  # module attributes computed on access
     if name == "sd_model":
         return current_model()
+    if name in ("config_filename", "ui_settings_file"):  # A1111: the settings file (config.json)
+        return (
+            cmd_opts.ui_settings_file if getattr(cmd_opts, "ui_settings_file", None) else _path("config.json")
+        )
+    if name == "ui_config_file":
+        return (
+            cmd_opts.ui_config_file if getattr(cmd_opts, "ui_config_file", None) else _path("ui-config.json")
+        )
+    if name == "hide_dirs":  # A1111: {"visible": ...} for folder fields of the UI
+        return {"visible": not getattr(cmd_opts, "hide_ui_dir_config", False)}
     raise AttributeError(f"module 'sdwebui.facade.shared' has no attribute {name!r}")
 
 
-def listfiles(dirname: str) -> list[str]:
-    import os
+def _path(relative: str) -> str:
+    return os.path.join(_paths.data_path, relative)
 
+
+def listfiles(dirname: str) -> list[str]:
     return (
         sorted(os.path.join(dirname, x) for x in os.listdir(dirname) if not x.startswith("."))
         if os.path.isdir(dirname)
