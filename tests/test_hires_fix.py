@@ -278,7 +278,7 @@ def test_api_hr_fields_count_only_with_enable_hr(server):
         ({"hr_sampler_name": "Eulerish"}, "hr_sampler_name", "Euler a"),
         ({"hr_scheduler": "sometimes"}, "hr_scheduler", "schedule type"),
         ({"hr_sampler_name": "Euler a", "hr_scheduler": "Karras"}, "hr_scheduler", "Karras"),
-        ({"hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name", "Use same checkpoint"),
+        ({"hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name", "unknown checkpoint"),
         ({"hr_resize_x": 4096}, "hr_resize_x", "2048"),
     ],
 )

@@ -6,6 +6,7 @@ so it does not depend on the batch size. Hooks run in the order documented in ho
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from sdwebui.engine.hooks import (
     PostprocessImageArgs,
     StageArgs,
 )
-from sdwebui.engine.passes import SamplingPass
+from sdwebui.engine.pass_models import pass_checkpoints
+from sdwebui.engine.passes import RefinerSwitch, SamplingPass
 from sdwebui.engine.plan import Txt2ImgPlan
 from sdwebui.engine.requests import (
     GeneratedImage,
@@ -73,6 +75,10 @@ def generate(
     plan = _make_plan(model, request, settings, hooks)
     for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
+    needs = [name for p in job_passes(request) for name in pass_checkpoints(p)]
+    if needs and settings.checkpoints is None:  # the app gives its model manager; a bare engine call has none
+        field_name = "refiner_checkpoint" if request.refiner_checkpoint else "hr_checkpoint_name"
+        raise RequestError(field_name, f"cannot switch to checkpoint {needs[0]!r}: no model manager")
 
     started = dt.datetime.now()  # A1111's job_timestamp (file-name pattern, info JSON)
     result = GenerationResult(request=request, job_timestamp=started.strftime("%Y%m%d%H%M%S"))
@@ -120,7 +126,11 @@ def job_passes(request: Txt2ImgRequest) -> list[SamplingPass]:
         name="img2img" if isinstance(request, Img2ImgRequest) else "txt2img",
     )
     hires_pass = [hires.second_pass(request.hires, hires.first_pass(request))] if request.hires else []
-    return [first, *hires_pass, *request.extra_passes]
+    passes = [first, *hires_pass, *request.extra_passes]
+    if request.refiner_checkpoint:  # A1111's hires_fix_refiner_pass default "second pass": the last one
+        switch = RefinerSwitch(request.refiner_checkpoint, request.refiner_switch_at)
+        passes[-1] = dataclasses.replace(passes[-1], refiner=switch)
+    return passes
 
 
 def _run_by_batch(run: stages.JobRun) -> None:
@@ -255,7 +265,8 @@ def infotext_params(
     hires_params = {}
     if request.hires is not None:
         prompts = (state.all_prompts[index], state.all_negative_prompts[index])
-        hires_params = hires.infotext_params(request.hires, hires.first_pass(request), *prompts)
+        checkpoint = state.extra_generation_params.get("Hires checkpoint")
+        hires_params = hires.infotext_params(request.hires, hires.first_pass(request), *prompts, checkpoint)
     params: dict[str, Any] = {
         "Steps": request.steps,
         "Sampler": sampler.name,

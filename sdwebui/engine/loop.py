@@ -45,6 +45,8 @@ class SamplingJob:
     eta: float | None = None
     image_cond: torch.Tensor | None = None  # inpainting-model channels (mask + masked-image latents)
     mask_blend: MaskBlend | None = None
+    # the steps of `timesteps` this loop runs (a refiner switch splits a pass in two); None: all of them
+    steps: range | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class LoopOutcome:
     latents: torch.Tensor  # final latents, or the last denoised estimate when stopped early
     steps_done: int
     stopped: str | None = None  # "interrupt" | "skip" | None
+    estimate: torch.Tensor | None = None  # a loop that ran only part of its timesteps: the last denoised one
 
 
 def run_loop(
@@ -80,10 +83,12 @@ def run_loop(
     step_kwargs = samplers.step_kwargs(scheduler, job.eta, generators)
     latents = job.latents
     total = len(job.timesteps)
+    steps = job.steps if job.steps is not None else range(total)
     last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     unet_blocks = model_blocks(getattr(job.denoiser.adapter.model, "unet", None))
     with interrupt_checks(unet_blocks, lambda: ctx.interrupted or ctx.skipped):
-        for i, t in enumerate(job.timesteps):
+        for i in steps:
+            t = job.timesteps[i]
             if ctx.interrupted or ctx.skipped:
                 return _stopped(job, ctx, last, latents, i)
             x_in = scheduler.scale_model_input(latents, t)
@@ -108,7 +113,8 @@ def run_loop(
                     progress.pass_count,
                 )
             )
-    return LoopOutcome(latents, total)
+    partial = steps.stop < total and last is not None
+    return LoopOutcome(latents, steps.stop, estimate=_denoised(job, *last) if partial else None)
 
 
 def _stopped(

@@ -65,6 +65,9 @@ class Txt2ImgRequest:
     extra_passes: list[SamplingPass] = field(default_factory=list)
     # A1111's Hires. fix (enable_hr and the hr_* fields); None = off. Its pass runs before extra_passes
     hires: HiresFix | None = None
+    # A1111's SDXL refiner: the checkpoint the last pass switches to, at this share of its schedule
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = 0.8
 
     def with_default_size(self, size: int):
         """This request with an unset width/height filled in (the model's native size)."""
@@ -101,6 +104,12 @@ class Txt2ImgRequest:
         if self.hires is not None:
             for name, reason in self.hires.problems(self.width, self.height):
                 raise RequestError(name, reason)
+        if self.refiner_checkpoint is not None:
+            if not isinstance(self.refiner_checkpoint, str) or not self.refiner_checkpoint:
+                raise RequestError(
+                    "refiner_checkpoint", f"must be a checkpoint's name, got {self.refiner_checkpoint!r}"
+                )
+            _check_float_range("refiner_switch_at", self.refiner_switch_at, 0.0, 1.0)
         # sampler/scheduler names are checked against the registry by sdwebui.engine.samplers
 
     def replace(self, **changes: Any):

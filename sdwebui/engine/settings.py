@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.embeddings_library import EmbeddingLibrary
+from sdwebui.models.model import LoadedModel
 
 
 class PromptStyles(Protocol):
@@ -15,6 +17,13 @@ class PromptStyles(Protocol):
 
     def apply_to_prompt(self, prompt: str, styles: list[str]) -> str: ...
     def apply_to_negative_prompt(self, prompt: str, styles: list[str]) -> str: ...
+
+
+class PassCheckpoints(Protocol):
+    """Other checkpoints a job's passes run on (the SDXL refiner, hr_checkpoint_name), through the app's model
+    manager: `use` loads (or reuses, within sd_checkpoints_limit) and leases one for the rest of a batch."""
+
+    def use(self, name: str) -> AbstractContextManager[LoadedModel]: ...
 
 
 @dataclass(frozen=True)
@@ -46,3 +55,4 @@ class EngineSettings:
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts
     upscalers: ModelUpscalers | None = None  # upscaler model files (hires fix); None: plain resamplers only
+    checkpoints: PassCheckpoints | None = None  # refiner / hires checkpoints; None: the job's model only
