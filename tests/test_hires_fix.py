@@ -309,6 +309,9 @@ class _Backend:
     def upscaler_models(self):
         return None  # no upscaler files: the latent modes and the plain resamplers
 
+    def checkpoints(self):
+        return ["alpha.safetensors [0123456789]", "beta.safetensors"]
+
 
 def _ui(tmp_path):
     import gradio as gr
@@ -362,6 +365,9 @@ def test_ui_accordion_resolves_to_the_hires_request_and_pastes_back(tmp_path, ti
     )
     assert updates[fresh.hr_upscaler] == "Latent" and updates[fresh.hr_prompt] == "a dog"
     assert (updates[fresh.hr_resize_x], updates[fresh.hr_resize_y]) == (0, 0)
+    assert req.hires.hr_checkpoint_name is None  # "Use same checkpoint"
+    pasted = field_updates({"Hires checkpoint": "alpha [0123456789]"}, row, params, fresh.paste_fields())
+    assert pasted[fresh.hr_checkpoint_name] == "alpha.safetensors [0123456789]"
     plain = field_updates(parse_infotext(run(tiny_sd1_model, request()).images[0].infotext), row, params,
                           fresh.paste_fields())  # fmt: skip
     assert plain[fresh.enable_hr] is False

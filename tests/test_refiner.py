@@ -209,3 +209,39 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# -- the UI accordion ----------------------------------------------------------------------------------------
+def test_ui_refiner_accordion_resolves_and_pastes_back(tmp_path):
+    import gradio as gr
+
+    from sdwebui.config.options import Options, default_templates
+    from sdwebui.config.resolve import RawFields, resolve
+    from webui.params import build_params
+    from webui.paste import field_updates
+    from webui.prompt_row import PromptRow
+    from webui.refiner import build_refiner
+    from webui.ui_config import UiConfig
+
+    class Backend:
+        def checkpoints(self):
+            return ["base.safetensors [aaaaaaaaaa]", "refiner.safetensors [0123456789]"]
+
+    cfg = UiConfig(tmp_path / "ui-config.json")
+    with gr.Blocks():
+        params = build_params("txt2img", cfg, ["Euler"], ["Automatic"], "Euler", native_size=64)
+        refiner = build_refiner("txt2img", cfg, Backend())
+        row = PromptRow.__new__(PromptRow)  # only its two prompt boxes are read by the paste
+        row.prompt, row.negative_prompt = gr.Textbox(), gr.Textbox()
+    off = resolve(RawFields(prompt="x", **refiner.request_fields({c: c.value for c in refiner.components()})),
+                  Options(default_templates())).request  # fmt: skip
+    assert off.refiner_checkpoint is None
+    values = {refiner.checkpoint: "refiner.safetensors [0123456789]", refiner.switch_at: 0.6}
+    on = resolve(
+        RawFields(prompt="x", **refiner.request_fields(values)), Options(default_templates())
+    ).request
+    assert (on.refiner_checkpoint, on.refiner_switch_at) == ("refiner.safetensors [0123456789]", 0.6)
+    parsed = parse_infotext("x\nSteps: 4, Seed: 1, Refiner: refiner [0123456789], Refiner switch at: 0.6")
+    updates = field_updates(parsed, row, params, refiner.paste_fields())
+    assert updates[refiner.checkpoint] == "refiner.safetensors [0123456789]"
+    assert updates[refiner.switch_at] == 0.6

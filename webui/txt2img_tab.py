@@ -13,6 +13,7 @@ from sdwebui.services import ScriptCall
 from webui.backend import UiBackend
 from webui.params import HiresControls, ParamControls, build_hires, build_params_for
 from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
+from webui.refiner import RefinerControls, build_refiner
 from webui.results import LastResult, ResultsPanel, build_results, run_job, wire_controls
 from webui.ui_config import UiConfig
 
@@ -26,6 +27,7 @@ class Txt2ImgTab:
     scripts: ScriptControls
     results: ResultsPanel
     hires: HiresControls
+    refiner: RefinerControls
 
 
 def build_script_area(tab: str, is_img2img: bool) -> ScriptControls:
@@ -45,6 +47,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
             params = build_params_for(TAB, cfg, backend)
             hires = build_hires(TAB, cfg, backend, params)
+            refiner = build_refiner(TAB, cfg, backend)
             scripts = build_script_area(TAB, is_img2img=False)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
 
@@ -55,6 +58,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
             styles=list(values[prompt_row.styles] or []),
             **params.request_fields(values),
             **hires.request_fields(values),
+            **refiner.request_fields(values),
         )
         return backend.resolve(raw)
 
@@ -64,10 +68,10 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         )
 
     inputs = {prompt_row.prompt, prompt_row.negative_prompt, prompt_row.styles, *params.components()}
-    inputs |= set(hires.components())
+    inputs |= set(hires.components()) | set(refiner.components())
     inputs |= set(scripts.inputs)
     wire_tab(backend, prompt_row, params, results, generate, inputs)
-    return Txt2ImgTab(prompt_row, params, scripts, results, hires)
+    return Txt2ImgTab(prompt_row, params, scripts, results, hires, refiner)
 
 
 def wire_tab(backend: UiBackend, prompt_row: PromptRow, params: ParamControls, results: ResultsPanel, generate,
