@@ -177,7 +177,12 @@ class AppServices:
         source = resolve.SettingsSource(
             self.paths, self.styles, self.version, self.embeddings, self.upscalers()
         )
-        return resolve.engine_settings(self.options, overrides, source)
+        settings = resolve.engine_settings(self.options, overrides, source)
+        return dataclasses.replace(settings, checkpoints=self.pass_checkpoints())
+
+    def pass_checkpoints(self, stack: WorkerStack | None = None) -> PassCheckpointLeases:
+        """The refiner / hires checkpoints of `stack`'s jobs (default: the default stack's)."""
+        return PassCheckpointLeases((stack or self.stack).models, self.options.get("sd_vae") or None)
 
     # --- jobs ---
     def submit_generation(
@@ -198,7 +203,7 @@ class AppServices:
         overrides = dict(request.override_settings)
         self._check_output_dirs(overrides, prefix="override_settings.")
         stack = stack or self.stack
-        checkpoints = PassCheckpointLeases(stack.models, self.options.get("sd_vae") or None)
+        checkpoints = self.pass_checkpoints(stack)
         checkpoints.check(request)
         settings = dataclasses.replace(self.engine_settings(overrides), checkpoints=checkpoints)
         self._check_lora_names(request, settings)
@@ -674,8 +679,8 @@ class PassCheckpointLeases:
             self.find(hires_fix.hr_checkpoint_name, "hr_checkpoint_name")
 
     @contextlib.contextmanager
-    def use(self, name: str) -> Iterator[LoadedModel]:
-        model = self.models.load(self.find(name, "refiner_checkpoint"), vae=self.base_vae)
+    def use(self, name: str, field_name: str) -> Iterator[LoadedModel]:
+        model = self.models.load(self.find(name, field_name), vae=self.base_vae)
         with self.models.lease_of(model) as view:
             yield view
 

@@ -32,7 +32,7 @@ class OneRefiner:
         self.model, self.used = model, []
 
     @contextlib.contextmanager
-    def use(self, name):
+    def use(self, name, field_name):
         self.used.append(name)
         yield self.model
 

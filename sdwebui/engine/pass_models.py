@@ -55,7 +55,7 @@ class PassModels:
         if name not in self._held:
             if self._settings.checkpoints is None:
                 raise RequestError(field_name, f"cannot switch to checkpoint {name!r}: no model manager")
-            self._held[name] = self._leases.enter_context(self._settings.checkpoints.use(name))
+            self._held[name] = self._leases.enter_context(self._settings.checkpoints.use(name, field_name))
         return self._held[name]
 
     def conditioning(

@@ -23,7 +23,9 @@ class PassCheckpoints(Protocol):
     """Other checkpoints a job's passes run on (the SDXL refiner, hr_checkpoint_name), through the app's model
     manager: `use` loads (or reuses, within sd_checkpoints_limit) and leases one for the rest of a batch."""
 
-    def use(self, name: str) -> AbstractContextManager[LoadedModel]: ...
+    def use(self, name: str, field_name: str) -> AbstractContextManager[LoadedModel]:
+        """The checkpoint's leased model; RequestError naming `field_name` when none is called `name`."""
+        ...
 
 
 @dataclass(frozen=True)
