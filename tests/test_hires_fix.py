@@ -470,3 +470,11 @@ def test_browser_png_info_pastes_hires_back(page, shot, tmp_path):
     assert page.input_value("#txt2img_hr_sampler input") == "DPM++ 2M"
     assert page.input_value("#txt2img_hr_prompt textarea") == "a tower"
     assert "to 112x168" in page.inner_text("#txtimg_hr_finalres")
+
+
+def test_live_previews_in_both_passes(tiny_sd1_model):
+    seen = []
+    ctx = JobContext(on_step=lambda info: seen.append((info.pass_index, tuple(info.latents.shape[2:]))))
+    settings = EngineSettings(save_images=False, live_preview_every=1)
+    generate(tiny_sd1_model, request(HiresFix(hr_scale=2, hr_second_pass_steps=2)), ctx, settings)
+    assert seen == [(0, (8, 8))] * 3 + [(1, (16, 16))] * 2  # the denoised latents of each pass at its size
