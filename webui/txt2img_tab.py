@@ -29,6 +29,10 @@ class Txt2ImgTab:
     hires: HiresControls
     refiner: RefinerControls
 
+    def paste_fields(self) -> tuple:
+        """The tab's fields PNG Info pastes beyond the shared block: Hires. fix and Refiner."""
+        return (*self.hires.paste_fields(), *self.refiner.paste_fields())
+
 
 def build_script_area(tab: str, is_img2img: bool) -> ScriptControls:
     """The Script dropdown, its scripts' controls and the alwayson scripts (their ui() makes accordions)."""
