@@ -198,9 +198,9 @@ def _sample(run: JobRun, work: BatchWork, models: PassModels, pass_models: list[
             latents = start.prepared.latents
             if sampling_pass.checkpoint and sampling_pass.name == "hires":
                 run.state.extra_generation_params["Hires checkpoint"] = short_title(pass_models[index])
-            if run.hooks.before_sampling is not None:  # A1111's before_hr + process_before_every_sampling
+            if run.hooks.before_later_pass is not None:  # A1111's before_hr + process_before_every_sampling
                 sampling_args = BeforeSamplingArgs(run.state, work.number, latents, start.noise, index)
-                run.hooks.before_sampling(sampling_args)
+                run.hooks.before_later_pass(sampling_args)
                 latents = sampling_args.latents
         progress = Progress(
             work.number, run.request.n_iter, sum(counts[:index]), sum(counts), index, len(counts)

@@ -693,6 +693,7 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
     hooks.process, hooks.process_batch = sh.process, sh.process_batch
     if p.scripts is not None and p.scripts.alwayson_scripts:
         hooks.before_sampling, hooks.mask_blend = sh.before_sampling, sh.mask_blend
+        hooks.before_later_pass = sh.before_sampling
         hooks.postprocess_batch, hooks.postprocess_image = sh.postprocess_batch, sh.postprocess_image
     return hooks
 
