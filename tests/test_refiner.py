@@ -169,7 +169,7 @@ def test_api_refiner_switches_names_it_and_pastes_back(server):
     assert again.status_code == 200, again.text  # the infotext's "name [hash]" names the refiner
     assert np.array_equal(np.asarray(decode(again.json()["images"][0]).convert("RGB"), dtype=np.int16), a)
     assert json_info(r)["sd_model_name"] == "base"  # the job's model stays the base
-    assert server.log.count("Loaded refiner") == 1  # kept in RAM (sd_checkpoints_limit 2): loaded once
+    assert server.log().count("Loaded refiner") == 1  # kept in RAM (sd_checkpoints_limit 2): loaded once
     pasted = requests.post(server.api + "/png-info", json={"image": r.json()["images"][0]}, timeout=60).json()
     assert pasted["parameters"]["Refiner"] == params["Refiner"]
 
