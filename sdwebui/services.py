@@ -9,12 +9,13 @@ of the default worker stack (`services.stacks[0]`; sdwebui.jobs.stack). A genera
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -192,7 +193,12 @@ class AppServices:
             memory_mode_flag(self.args),
             self.controlnets,
         )
-        return resolve.engine_settings(self.options, overrides, source)
+        settings = resolve.engine_settings(self.options, overrides, source)
+        return dataclasses.replace(settings, checkpoints=self.pass_checkpoints())
+
+    def pass_checkpoints(self, stack: WorkerStack | None = None) -> PassCheckpointLeases:
+        """The refiner / hires checkpoints of `stack`'s jobs (default: the default stack's)."""
+        return PassCheckpointLeases((stack or self.stack).models, self.options.get("sd_vae") or None)
 
     # --- jobs ---
     def submit_generation(
@@ -212,12 +218,16 @@ class AppServices:
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
         overrides = dict(request.override_settings)
         self._check_output_dirs(overrides, prefix="override_settings.")
-        settings = self.engine_settings(overrides)
         request = self._with_setting_lora(request, overrides)
-        self._check_lora_names(request, settings)
-        if self.pool is not None and stack is None:
+        if self.pool is not None and stack is None:  # the worker resolves its own pass checkpoints
+            settings = self.engine_settings(overrides)
+            self._check_lora_names(request, settings)
             return self._submit_remote(request, kind, task_id, script_call, settings, restore_overrides)
         stack = stack or self.stack
+        checkpoints = self.pass_checkpoints(stack)
+        checkpoints.check(request)
+        settings = dataclasses.replace(self.engine_settings(overrides), checkpoints=checkpoints)
+        self._check_lora_names(request, settings)
         gen = GenerationJob(request, kind, stack=stack.name)
 
         def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
@@ -746,6 +756,48 @@ class ManagedModels:
 
     def set_limit(self, max_loaded: int) -> None:
         self.manager.set_limit(max_loaded)
+
+
+class PassCheckpointLeases:
+    """The engine's PassCheckpoints over a stack's models: the refiner / hires checkpoint of a job is loaded
+    through the model manager (kept in RAM within sd_checkpoints_limit) and leased like the job's own model."""
+
+    def __init__(self, models: ModelProvider, base_vae: str | None):
+        self.models = models
+        self.base_vae = base_vae
+
+    def find(self, name: str, field_name: str) -> str:
+        """The title of the listed checkpoint `name` names (also A1111's infotext "name [hash]")."""
+        wanted = name.strip()
+        infos = self.models.checkpoints()
+        for info in infos:
+            names = {info.title, info.name, Path(info.filename).name, Path(info.filename).stem}
+            names |= {
+                info.title.split(" [")[0],
+                f"{info.name} [{info.shorthash}]",
+                info.shorthash or info.title,
+            }
+            if wanted in names:
+                return info.title
+        bare = wanted.split(" [")[0]  # "name [hash]" of a file not hashed yet
+        for info in infos:
+            if bare and bare in (info.name, Path(info.filename).stem):
+                return info.title
+        raise RequestError(field_name, f"unknown checkpoint {name!r}; available: {[i.title for i in infos]}")
+
+    def check(self, request: Txt2ImgRequest) -> None:
+        """A 4xx naming the field for a refiner / hires checkpoint the app does not list, before queueing."""
+        if request.refiner_checkpoint:
+            self.find(request.refiner_checkpoint, "refiner_checkpoint")
+        hires_fix = getattr(request, "hires", None)
+        if hires_fix is not None and hires_fix.hr_checkpoint_name:
+            self.find(hires_fix.hr_checkpoint_name, "hr_checkpoint_name")
+
+    @contextlib.contextmanager
+    def use(self, name: str, field_name: str) -> Iterator[LoadedModel]:
+        model = self.models.load(self.find(name, field_name), vae=self.base_vae)
+        with self.models.lease_of(model) as view:
+            yield view
 
 
 def _names_the_vae(exc: Exception) -> bool:

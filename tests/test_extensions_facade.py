@@ -149,9 +149,8 @@ def test_p_conversion():
     assert (request.mask_blur_x, request.mask_blur_y, request.denoising_strength) == (6, 6, 0.5)
     with pytest.raises(TypeError, match="unexpected arguments"):
         processing.StableDiffusionProcessingTxt2Img(promt="typo")
-    hr = processing.StableDiffusionProcessingTxt2Img(enable_hr=True)
-    with pytest.raises(RequestError, match="enable_hr"):
-        hr.to_request()
+    hr = processing.StableDiffusionProcessingTxt2Img(enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos")
+    assert (hr.to_request().hires.hr_scale, hr.to_request().hires.hr_upscaler) == (1.5, "Lanczos")
     back = processing.processing_from_request(request)
     assert back.init_images == [image] and back.denoising_strength == 0.5
 

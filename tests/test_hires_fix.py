@@ -278,7 +278,7 @@ def test_api_hr_fields_count_only_with_enable_hr(server):
         ({"hr_sampler_name": "Eulerish"}, "hr_sampler_name", "Euler a"),
         ({"hr_scheduler": "sometimes"}, "hr_scheduler", "schedule type"),
         ({"hr_sampler_name": "Euler a", "hr_scheduler": "Karras"}, "hr_scheduler", "Karras"),
-        ({"hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name", "Use same checkpoint"),
+        ({"hr_checkpoint_name": "other.safetensors"}, "hr_checkpoint_name", "unknown checkpoint"),
         ({"hr_resize_x": 4096}, "hr_resize_x", "2048"),
     ],
 )
@@ -308,6 +308,9 @@ class _Backend:
 
     def upscaler_models(self):
         return None  # no upscaler files: the latent modes and the plain resamplers
+
+    def checkpoints(self):
+        return ["alpha.safetensors [0123456789]", "beta.safetensors"]
 
 
 def _ui(tmp_path):
@@ -362,6 +365,9 @@ def test_ui_accordion_resolves_to_the_hires_request_and_pastes_back(tmp_path, ti
     )
     assert updates[fresh.hr_upscaler] == "Latent" and updates[fresh.hr_prompt] == "a dog"
     assert (updates[fresh.hr_resize_x], updates[fresh.hr_resize_y]) == (0, 0)
+    assert req.hires.hr_checkpoint_name is None  # "Use same checkpoint"
+    pasted = field_updates({"Hires checkpoint": "alpha [0123456789]"}, row, params, fresh.paste_fields())
+    assert pasted[fresh.hr_checkpoint_name] == "alpha.safetensors [0123456789]"
     plain = field_updates(parse_infotext(run(tiny_sd1_model, request()).images[0].infotext), row, params,
                           fresh.paste_fields())  # fmt: skip
     assert plain[fresh.enable_hr] is False
@@ -464,3 +470,11 @@ def test_browser_png_info_pastes_hires_back(page, shot, tmp_path):
     assert page.input_value("#txt2img_hr_sampler input") == "DPM++ 2M"
     assert page.input_value("#txt2img_hr_prompt textarea") == "a tower"
     assert "to 112x168" in page.inner_text("#txtimg_hr_finalres")
+
+
+def test_live_previews_in_both_passes(tiny_sd1_model):
+    seen = []
+    ctx = JobContext(on_step=lambda info: seen.append((info.pass_index, tuple(info.latents.shape[2:]))))
+    settings = EngineSettings(save_images=False, live_preview_every=1)
+    generate(tiny_sd1_model, request(HiresFix(hr_scale=2, hr_second_pass_steps=2)), ctx, settings)
+    assert seen == [(0, (8, 8))] * 3 + [(1, (16, 16))] * 2  # the denoised latents of each pass at its size

@@ -360,6 +360,15 @@ def test_api_extras_upscale_with_models_and_blend(server, data_dir):
     )
     assert r.status_code == 200, r.text
     assert [_decode(i).size for i in r.json()["images"]] == [(30, 30), (30, 30)]  # cropped to the size
+    uncropped = {
+        **body,
+        "resize_mode": 1,
+        "upscaling_resize_w": 30,
+        "upscaling_resize_h": 30,
+        "upscaling_crop": False,
+    }
+    r = requests.post(server.api + "/extra-single-image", json=uncropped, timeout=120)
+    assert _decode(r.json()["image"]).size == (50, 30)  # upscaling_crop false: the 20x12 image's ratio kept
 
 
 def test_api_tile_settings_have_a1111_names_and_a_range(server):

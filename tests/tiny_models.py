@@ -199,3 +199,17 @@ def write_vae_file(vae: diffusers.AutoencoderKL, path: str | Path, layout: str =
     else:
         torch.save({"state_dict": state}, path)
     return path
+
+
+def write_sdxl_base_and_refiner(
+    folder: str | Path, base: str = "base", refiner: str = "refiner"
+) -> list[Path]:
+    """A tiny SDXL base and a tiny SDXL refiner as single-file checkpoints in `folder` (models/Stable-diffusion)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        write_single_file(tiny_loaded_model(ModelFamily.SDXL, seed=0), folder / f"{base}.safetensors"),
+        write_single_file(
+            tiny_loaded_model(ModelFamily.SDXL_REFINER, seed=1), folder / f"{refiner}.safetensors"
+        ),
+    ]

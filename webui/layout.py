@@ -181,7 +181,7 @@ def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, p
         )
 
     for button, target, tab_id, extra_outputs, fields in (
-        (pnginfo.send_to_txt2img, txt2img, "txt2img", [], txt2img.hires.paste_fields()),
+        (pnginfo.send_to_txt2img, txt2img, "txt2img", [], txt2img.paste_fields()),
         (pnginfo.send_to_img2img, img2img, "img2img", [img2img.init_image], img2img_fields),
     ):
         outputs = paste.all_outputs(target.prompt_row, target.params, fields)

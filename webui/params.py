@@ -222,7 +222,11 @@ def _seed_rows(tab: str, cfg: UiConfig) -> tuple[Any, Any, tuple[Any, Any, Any, 
 
 
 # -- Hires. fix (txt2img) ------------------------------------------------------------------------------------
-SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
+SAME_SAMPLER, SAME_SCHEDULER, SAME_CHECKPOINT = (
+    "Use same sampler",
+    "Use same scheduler",
+    "Use same checkpoint",
+)
 
 
 @dataclass
@@ -241,6 +245,7 @@ class HiresControls:
     hr_cfg: gr.Slider
     hr_prompt: gr.Textbox
     hr_negative_prompt: gr.Textbox
+    hr_checkpoint_name: gr.Dropdown
     final_resolution: gr.HTML  # A1111's "from WxH to WxH"
 
     def components(self) -> list[gr.components.Component]:
@@ -263,6 +268,7 @@ class HiresControls:
             "hr_cfg": cfg if cfg > 0 else None,
             "hr_prompt": values[self.hr_prompt] or "",
             "hr_negative_prompt": values[self.hr_negative_prompt] or "",
+            "hr_checkpoint_name": values[self.hr_checkpoint_name] or SAME_CHECKPOINT,
         }
 
     def paste_fields(self) -> tuple:
@@ -280,6 +286,7 @@ class HiresControls:
             ("Hires CFG Scale", self.hr_cfg, float),
             ("Hires prompt", self.hr_prompt, str),
             ("Hires negative prompt", self.hr_negative_prompt, str),
+            ("Hires checkpoint", self.hr_checkpoint_name, str),
         )
 
 
@@ -322,6 +329,8 @@ def build_hires(tab: str, cfg: UiConfig, backend: Any, params: ParamControls) ->
             resize_y = cfg.make(tab, gr.Slider, "Resize height to", elem_id=f"{tab}_hr_resize_y", **size)
         final = gr.HTML(value="", elem_id="txtimg_hr_finalres", elem_classes="resolution")  # A1111's id
         with gr.Row(elem_id=f"{tab}_hires_fix_row3"):
+            checkpoint = cfg.make(tab, gr.Dropdown, "Hires checkpoint", value=SAME_CHECKPOINT,
+                                  choices=[SAME_CHECKPOINT, *backend.checkpoints()], elem_id=f"{tab}_hr_checkpoint")  # fmt: skip
             sampler = cfg.make(tab, gr.Dropdown, "Hires sampling method", value=SAME_SAMPLER,
                                choices=[SAME_SAMPLER, *backend.samplers()], elem_id=f"{tab}_hr_sampler")  # fmt: skip
             scheduler = cfg.make(tab, gr.Dropdown, "Hires schedule type", value=SAME_SCHEDULER,
@@ -339,4 +348,4 @@ def build_hires(tab: str, cfg: UiConfig, backend: Any, params: ParamControls) ->
     for component in size_inputs:
         component.change(final_resolution, inputs=size_inputs, outputs=final, show_progress="hidden")
     return HiresControls(enable, upscaler, steps, denoise, scale, resize_x, resize_y, sampler, scheduler, hr_cfg,
-                         prompt, negative, final)  # fmt: skip
+                         prompt, negative, checkpoint, final)  # fmt: skip

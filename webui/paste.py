@@ -90,9 +90,19 @@ def _value(parsed: dict[str, Any], key: str, component: Any, kind: type) -> Any:
     if kind is str:
         text = str(parsed[key])
         if isinstance(component, gr.Dropdown) and text not in _choices(component):
-            return None
+            return _checkpoint_choice(text, _choices(component))
         return text
     return _number(parsed[key], kind)
+
+
+def _checkpoint_choice(text: str, choices: list[str]) -> str | None:
+    """The checkpoint title ("name.safetensors [hash]") an infotext's short title ("name [hash]") names."""
+    for choice in choices:
+        file_name, _, rest = str(choice).partition(" [")
+        short = file_name.rsplit(".", 1)[0] + (f" [{rest}" if rest else "")
+        if text == short:
+            return choice
+    return None
 
 
 def _choices(dropdown: gr.Dropdown) -> list[str]:

@@ -15,6 +15,7 @@ from webui.controlnet_ui import ControlNetControls, build_controlnet
 from webui.extra_networks_ui import build_extra_networks
 from webui.params import HiresControls, ParamControls, build_hires, build_params_for
 from webui.prompt_row import PromptRow, build_prompt_row, wire_generate
+from webui.refiner import RefinerControls, build_refiner
 from webui.results import LastResult, ResultsPanel, build_results, run_job, wire_controls
 from webui.ui_config import UiConfig
 
@@ -29,6 +30,11 @@ class Txt2ImgTab:
     results: ResultsPanel
     hires: HiresControls
     controlnet: ControlNetControls
+    refiner: RefinerControls
+
+    def paste_fields(self) -> tuple:
+        """The tab's fields PNG Info pastes beyond the shared block: Hires. fix and Refiner."""
+        return (*self.hires.paste_fields(), *self.refiner.paste_fields())
 
 
 def build_script_area(tab: str, is_img2img: bool) -> ScriptControls:
@@ -49,6 +55,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         with gr.Column(elem_id=f"{TAB}_settings", scale=1, min_width=300):
             params = build_params_for(TAB, cfg, backend)
             hires = build_hires(TAB, cfg, backend, params)
+            refiner = build_refiner(TAB, cfg, backend)
             controlnet = build_controlnet(TAB, backend, is_img2img=False)
             scripts = build_script_area(TAB, is_img2img=False)
         results = build_results(TAB, backend, lambda: backend.outputs_dir)
@@ -60,6 +67,7 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
             styles=list(values[prompt_row.styles] or []),
             **params.request_fields(values),
             **hires.request_fields(values),
+            **refiner.request_fields(values),
         )
         return controlnet.attach(backend.resolve(raw), values)
 
@@ -69,10 +77,10 @@ def build_txt2img_tab(backend: UiBackend, cfg: UiConfig) -> Txt2ImgTab:
         )
 
     inputs = {prompt_row.prompt, prompt_row.negative_prompt, prompt_row.styles, *params.components()}
-    inputs |= set(hires.components()) | set(controlnet.components())
+    inputs |= set(hires.components()) | set(refiner.components()) | set(controlnet.components())
     inputs |= set(scripts.inputs)
     wire_tab(backend, prompt_row, params, results, generate, inputs)
-    return Txt2ImgTab(prompt_row, params, scripts, results, hires, controlnet)
+    return Txt2ImgTab(prompt_row, params, scripts, results, hires, controlnet, refiner)
 
 
 def wire_tab(backend: UiBackend, prompt_row: PromptRow, params: ParamControls, results: ResultsPanel, generate,

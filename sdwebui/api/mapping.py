@@ -80,8 +80,6 @@ def _refuse_unsupported(payload: models.GenerationPayload) -> None:
         raise RequestError("restore_faces", "face restoration is not available on this server")
     if payload.tiling:
         raise RequestError("tiling", "seamless tiling is not available on this server")
-    if payload.refiner_checkpoint and payload.refiner_checkpoint.lower() not in ("none", ""):
-        raise RequestError("refiner_checkpoint", "refiner switching is not supported yet")
     for name, off in _SAMPLER_KNOBS_OFF.items():
         value = getattr(payload, name)
         if value is not None and value != off:

@@ -68,7 +68,9 @@ class RawFields:
     hr_prompt: str | None = None  # None / "": the prompt
     hr_negative_prompt: str | None = None
     hr_cfg: float | None = None  # None: the first pass's CFG scale
-    hr_checkpoint_name: str | None = None  # None / "Use same checkpoint" (another one is refused)
+    hr_checkpoint_name: str | None = None  # None / "Use same checkpoint": the first pass's
+    refiner_checkpoint: str | None = None  # None / "" / "None": no refiner (SDXL refiner, A1111's names)
+    refiner_switch_at: float | None = None  # None: 0.8
 
 
 @dataclass
@@ -236,10 +238,20 @@ def _request(
         "do_not_save_samples": not raw.save_images,
         "do_not_save_grid": not raw.save_images,
         "override_settings": overrides,
+        **_refiner(raw),
     }
     if isinstance(raw, RawImg2ImgFields):
         return _img2img_request(raw, common, values)
     return Txt2ImgRequest(**common, hires=_hires(raw, sampler_name, scheduler))
+
+
+def _refiner(raw: RawFields) -> dict[str, Any]:
+    """A1111's refiner fields: a checkpoint named other than "None" switches; the name is checked against
+    the app's checkpoints before the job is queued."""
+    name = raw.refiner_checkpoint
+    if name is None or name.strip() in ("", "None", "none"):
+        return {}
+    return {"refiner_checkpoint": name.strip(), "refiner_switch_at": _pick(raw.refiner_switch_at, 0.8)}
 
 
 _SAME = ("", "Use same sampler", "Use same scheduler", "Use same checkpoint")
@@ -249,11 +261,6 @@ def _hires(raw: RawFields, sampler_name: str, scheduler: str) -> HiresFix | None
     """The Hires. fix record (None when enable_hr is off); A1111's "Use same ..." choices are None."""
     if not raw.enable_hr:
         return None
-    if raw.hr_checkpoint_name is not None and raw.hr_checkpoint_name not in _SAME:
-        raise RequestError(
-            "hr_checkpoint_name",
-            "a separate hires checkpoint is not supported yet; use 'Use same checkpoint'",
-        )
     hr_sampler = None if raw.hr_sampler_name in (None, *_SAME) else raw.hr_sampler_name
     hr_scheduler = None if raw.hr_scheduler in (None, *_SAME) else raw.hr_scheduler
     if hr_sampler is not None or hr_scheduler is not None:
@@ -281,6 +288,7 @@ def _hires(raw: RawFields, sampler_name: str, scheduler: str) -> HiresFix | None
         hr_prompt=raw.hr_prompt or None,
         hr_negative_prompt=raw.hr_negative_prompt or None,
         hr_cfg=raw.hr_cfg,
+        hr_checkpoint_name=None if raw.hr_checkpoint_name in (None, *_SAME) else raw.hr_checkpoint_name,
     )
 
 

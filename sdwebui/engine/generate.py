@@ -31,7 +31,8 @@ from sdwebui.engine.memory.job import job_placement
 from sdwebui.engine.memory.oom import retrying
 from sdwebui.engine.memory.placement import active
 from sdwebui.engine.memory.stats import PeakMemory
-from sdwebui.engine.passes import SamplingPass
+from sdwebui.engine.pass_models import pass_checkpoints
+from sdwebui.engine.passes import RefinerSwitch, SamplingPass
 from sdwebui.engine.plan import Txt2ImgPlan
 from sdwebui.engine.requests import (
     GeneratedImage,
@@ -85,6 +86,10 @@ def generate(
         hooks, detected_maps = controlnet_hooks(model, request, settings.controlnets, hooks, state)
     for sampling_pass in job_passes(request)[1:]:  # an unknown sampler fails before any work
         samplers.resolve_sampler(sampling_pass.sampler_name, sampling_pass.scheduler)
+    needs = [name for p in job_passes(request) for name in pass_checkpoints(p)]
+    if needs and settings.checkpoints is None:  # the app gives its model manager; a bare engine call has none
+        field_name = "refiner_checkpoint" if request.refiner_checkpoint else "hr_checkpoint_name"
+        raise RequestError(field_name, f"cannot switch to checkpoint {needs[0]!r}: no model manager")
 
     with speed.applied(model, settings.speed, len(job_passes(request)) > 1) as weight_params:
         state.extra_generation_params.update(weight_params)
@@ -157,7 +162,11 @@ def job_passes(request: Txt2ImgRequest) -> list[SamplingPass]:
         name="img2img" if isinstance(request, Img2ImgRequest) else "txt2img",
     )
     hires_pass = [hires.second_pass(request.hires, hires.first_pass(request))] if request.hires else []
-    return [first, *hires_pass, *request.extra_passes]
+    passes = [first, *hires_pass, *request.extra_passes]
+    if request.refiner_checkpoint:  # A1111's hires_fix_refiner_pass default "second pass": the last one
+        switch = RefinerSwitch(request.refiner_checkpoint, request.refiner_switch_at)
+        passes[-1] = dataclasses.replace(passes[-1], refiner=switch)
+    return passes
 
 
 def _run_by_batch(run: stages.JobRun) -> None:
@@ -295,7 +304,8 @@ def infotext_params(
     hires_params = {}
     if request.hires is not None:
         prompts = (state.all_prompts[index], state.all_negative_prompts[index])
-        hires_params = hires.infotext_params(request.hires, hires.first_pass(request), *prompts)
+        checkpoint = state.extra_generation_params.get("Hires checkpoint")
+        hires_params = hires.infotext_params(request.hires, hires.first_pass(request), *prompts, checkpoint)
     params: dict[str, Any] = {
         "Steps": request.steps,
         "Sampler": sampler.name,

@@ -75,6 +75,7 @@ class HiresFix:
     hr_prompt: str | None = None  # None / "": the prompt
     hr_negative_prompt: str | None = None
     hr_cfg: float | None = None  # None: the first pass's CFG scale
+    hr_checkpoint_name: str | None = None  # None: the first pass's checkpoint
 
     @property
     def uses_resize(self) -> bool:
@@ -180,11 +181,15 @@ def second_pass(hires: HiresFix, first: FirstPass) -> SamplingPass:
         prompt=hires.hr_prompt or None,
         negative_prompt=hires.hr_negative_prompt or None,
         name="hires",
+        checkpoint=hires.hr_checkpoint_name or None,
     )
 
 
-def infotext_params(hires: HiresFix, first: FirstPass, prompt: str, negative_prompt: str) -> dict:
-    """A1111's hires keys, each only where A1111 writes it (a sampler/prompt only when it differs)."""
+def infotext_params(
+    hires: HiresFix, first: FirstPass, prompt: str, negative_prompt: str, checkpoint: str | None = None
+) -> dict:
+    """A1111's hires keys, each only where A1111 writes it (a sampler/prompt only when it differs);
+    `checkpoint`: the hires checkpoint's short title ("name [hash]")."""
     sampler = hires.hr_sampler_name
     scheduler = hires.hr_scheduler
     return {
@@ -202,6 +207,7 @@ def infotext_params(hires: HiresFix, first: FirstPass, prompt: str, negative_pro
         "Hires CFG Scale": _number(hires.hr_cfg)
         if hires.hr_cfg is not None and hires.hr_cfg != first.cfg_scale
         else None,
+        "Hires checkpoint": checkpoint if hires.hr_checkpoint_name else None,
     }
 
 

@@ -6,6 +6,8 @@ Order for one job (A1111 equivalents in brackets; the extension facade maps scri
 2. process_batch(BatchArgs)               before conditioning; may edit prompts/seeds [Script.process_batch]
    extra_noise(ExtraNoiseArgs)            img2img with img2img_extra_noise > 0; may replace the noise [on_extra_noise]
 3. before_sampling(BeforeSamplingArgs)    after noise/init latents exist  [Script.process_before_every_sampling]
+   before_later_pass(BeforeSamplingArgs)  before each later pass (hires), its latents noised [Script.before_hr +
+                                          process_before_every_sampling]
    for each U-Net evaluation:
 4. cfg_denoiser(CFGDenoiserArgs)          before the U-Net call; may replace x/conds  [on_cfg_denoiser]
 5. cfg_denoised(CFGDenoisedArgs)          after the U-Net call, before guidance        [on_cfg_denoised]
@@ -81,6 +83,7 @@ class BeforeSamplingArgs:
     batch_number: int
     latents: torch.Tensor  # starting latents (noise, or noised init image for img2img); replaceable
     noise: torch.Tensor
+    pass_index: int = 0  # 0: the request's own pass; 1: the hires pass (A1111's before_hr comes first)
 
 
 @dataclass
@@ -174,6 +177,7 @@ class EngineHooks:
     before_stage: Callable[[StageArgs], None] | None = None
     extra_noise: Callable[[ExtraNoiseArgs], None] | None = None
     before_sampling: Callable[[BeforeSamplingArgs], None] | None = None
+    before_later_pass: Callable[[BeforeSamplingArgs], None] | None = None
     cfg_denoiser: Callable[[CFGDenoiserArgs], None] | None = None
     cfg_denoised: Callable[[CFGDenoisedArgs], None] | None = None
     cfg_after_cfg: Callable[[CFGAfterArgs], None] | None = None

@@ -48,6 +48,8 @@ class SamplingJob:
     # interrupt checks between the U-Net's blocks (hooks); off for a compiled U-Net, whose graph new hooks
     # would recompile every pass: it is checked before each step only
     block_checks: bool = True
+    # the steps of `timesteps` this loop runs (a refiner switch splits a pass in two); None: all of them
+    steps: range | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class LoopOutcome:
     latents: torch.Tensor  # final latents, or the last denoised estimate when stopped early
     steps_done: int
     stopped: str | None = None  # "interrupt" | "skip" | None
+    estimate: torch.Tensor | None = None  # a loop that ran only part of its timesteps: the last denoised one
 
 
 def run_loop(
@@ -83,10 +86,12 @@ def run_loop(
     step_kwargs = samplers.step_kwargs(scheduler, job.eta, generators)
     latents = job.latents
     total = len(job.timesteps)
+    steps = job.steps if job.steps is not None else range(total)
     last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     unet_blocks = model_blocks(getattr(job.denoiser.adapter.model, "unet", None)) if job.block_checks else []
     with interrupt_checks(unet_blocks, lambda: ctx.interrupted or ctx.skipped):
-        for i, t in enumerate(job.timesteps):
+        for i in steps:
+            t = job.timesteps[i]
             if ctx.interrupted or ctx.skipped:
                 return _stopped(job, ctx, last, latents, i)
             x_in = scheduler.scale_model_input(latents, t)
@@ -111,7 +116,8 @@ def run_loop(
                     progress.pass_count,
                 )
             )
-    return LoopOutcome(latents, total)
+    partial = steps.stop < total and last is not None
+    return LoopOutcome(latents, steps.stop, estimate=_denoised(job, *last) if partial else None)
 
 
 def _stopped(

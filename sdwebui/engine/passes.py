@@ -15,6 +15,22 @@ MAX_PASS_STEPS = 150
 
 
 @dataclass(frozen=True)
+class RefinerSwitch:
+    """A1111's SDXL refiner: the pass continues on `checkpoint` (same schedule, scheduler and latents) from
+    the first step whose timestep t has (999 - t) / 1000 >= `switch_at` (A1111's default switch by timestep)."""
+
+    checkpoint: str
+    switch_at: float = 0.8
+
+    def switch_step(self, timesteps: list[float]) -> int:
+        """The index of the first step run on the refiner; len(timesteps) = no switch in this pass."""
+        for index, timestep in enumerate(timesteps):
+            if (999 - float(timestep)) / 1000 >= self.switch_at:
+                return index
+        return len(timesteps)
+
+
+@dataclass(frozen=True)
 class SamplingPass:
     """One sampling pass of every batch. Sizes in pixels; `original_size`/`crop` are SDXL's micro-
     conditioning (None = the pass's own size, no crop)."""
@@ -37,6 +53,8 @@ class SamplingPass:
     prompt: str | None = None  # None: the images' prompts (hires fix's hr_prompt)
     negative_prompt: str | None = None
     name: str = "pass"
+    checkpoint: str | None = None  # another checkpoint for this pass (hr_checkpoint_name); None: the job's
+    refiner: RefinerSwitch | None = None  # a switch to the refiner during this pass
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, reason) for every invalid field; empty when the pass is valid."""

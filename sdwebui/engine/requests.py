@@ -68,6 +68,9 @@ class Txt2ImgRequest:
     hires: HiresFix | None = None
     # sd-webui-controlnet's units (alwayson_scripts.controlnet.args), in the order given; disabled ones kept
     controlnet_units: list[ControlNetUnit] = field(default_factory=list)
+    # A1111's SDXL refiner: the checkpoint the last pass switches to, at this share of its schedule
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = 0.8
 
     def with_default_size(self, size: int):
         """This request with an unset width/height filled in (the model's native size)."""
@@ -104,6 +107,12 @@ class Txt2ImgRequest:
         if self.hires is not None:
             for name, reason in self.hires.problems(self.width, self.height):
                 raise RequestError(name, reason)
+        if self.refiner_checkpoint is not None:
+            if not isinstance(self.refiner_checkpoint, str) or not self.refiner_checkpoint:
+                raise RequestError(
+                    "refiner_checkpoint", f"must be a checkpoint's name, got {self.refiner_checkpoint!r}"
+                )
+            _check_float_range("refiner_switch_at", self.refiner_switch_at, 0.0, 1.0)
         # sampler/scheduler names are checked against the registry by sdwebui.engine.samplers
 
     def replace(self, **changes: Any):

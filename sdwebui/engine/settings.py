@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -11,6 +12,7 @@ from sdwebui.engine.speed.settings import SpeedSettings
 from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.controlnet import ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
+from sdwebui.models.model import LoadedModel
 
 
 class PromptStyles(Protocol):
@@ -18,6 +20,15 @@ class PromptStyles(Protocol):
 
     def apply_to_prompt(self, prompt: str, styles: list[str]) -> str: ...
     def apply_to_negative_prompt(self, prompt: str, styles: list[str]) -> str: ...
+
+
+class PassCheckpoints(Protocol):
+    """Other checkpoints a job's passes run on (the SDXL refiner, hr_checkpoint_name), through the app's model
+    manager: `use` loads (or reuses, within sd_checkpoints_limit) and leases one for the rest of a batch."""
+
+    def use(self, name: str, field_name: str) -> AbstractContextManager[LoadedModel]:
+        """The checkpoint's leased model; RequestError naming `field_name` when none is called `name`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -53,3 +64,4 @@ class EngineSettings:
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts
     upscalers: ModelUpscalers | None = None  # upscaler model files (hires fix); None: plain resamplers only
     controlnets: ControlNets | None = None  # ControlNet / T2I-Adapter models (models/ControlNet); None: none
+    checkpoints: PassCheckpoints | None = None  # refiner / hires checkpoints; None: the job's model only

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,9 @@ from sdwebui.engine.context import JobContext
 from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from sdwebui.engine.extra_networks import split_prompt
 from sdwebui.engine.hooks import BatchArgs, BeforeSamplingArgs, EngineHooks, JobState, PostprocessBatchArgs
-from sdwebui.engine.loop import Progress, SamplingJob, run_loop
+from sdwebui.engine.loop import LoopOutcome, Progress, SamplingJob, run_loop
 from sdwebui.engine.memory.placement import Placement
+from sdwebui.engine.pass_models import PassModels, short_title
 from sdwebui.engine.passes import SamplingPass, img2img_steps
 from sdwebui.engine.plan import PreparedBatch, blank_inpainting_cond
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
@@ -67,7 +69,9 @@ class BatchWork:
     number: int
     indexes: list[int]  # the images of the job in this batch
     args: BatchArgs  # prompts and seeds after process_batch
-    conditioning: list[BatchConditioning] = field(default_factory=list)  # one per pass
+    # one per pass (None: a pass on another checkpoint, encoded by its own model when it runs)
+    conditioning: list[BatchConditioning | None] = field(default_factory=list)
+    prompts: list[tuple[list[str], list[str]]] = field(default_factory=list)  # each pass's texts
     latents: torch.Tensor | None = None  # after sampling
     stopped: str | None = None  # INTERRUPT | SKIP
     images: list[Image.Image] | None = None  # a last pass that only upscales (strength 0): its images
@@ -102,7 +106,12 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
     work = BatchWork(batch_number, indexes, args)
     for sampling_pass in run.passes:
         prompts, negatives = _pass_prompts(run, sampling_pass, args, encoded)
-        work.conditioning.append(BatchConditioning(run.encoder, prompts, negatives, sampling_pass.steps))
+        work.prompts.append((prompts, negatives))
+        own = sampling_pass.checkpoint is None
+        conditioning = (
+            BatchConditioning(run.encoder, prompts, negatives, sampling_pass.steps) if own else None
+        )
+        work.conditioning.append(conditioning)
     if run.encoder.used:  # A1111 adds them to the job's extra generation params once encoded
         state.extra_generation_params["TI hashes"] = run.encoder.ti_hashes()
     return work
@@ -139,8 +148,20 @@ class _PassStart:
 
 
 def sample(run: JobRun, work: BatchWork) -> None:
-    """Every pass over the batch; sets work.latents (None when nothing is left to decode) and work.stopped."""
+    """Every pass over the batch; sets work.latents (None when nothing is left to decode) and work.stopped.
+    The other checkpoints the passes name are leased for the batch's sampling, before its first step."""
     run.state.batch_number = work.number
+    with ExitStack() as leases:
+        models = PassModels(run.model, run.settings, run.request.clip_skip, run.settings.embeddings, leases)
+        pass_models = []
+        for sampling_pass in run.passes:
+            pass_models.append(models.model(sampling_pass.checkpoint, "hr_checkpoint_name"))
+            if sampling_pass.refiner is not None:
+                models.model(sampling_pass.refiner.checkpoint)
+        _sample(run, work, models, pass_models)
+
+
+def _sample(run: JobRun, work: BatchWork, models: PassModels, pass_models: list[LoadedModel]) -> None:
     try:
         first = _first_pass_start(run, work)
     except StepInterrupted:  # during the init images' VAE encode: nothing to decode yet
@@ -151,7 +172,8 @@ def sample(run: JobRun, work: BatchWork) -> None:
         sampling_args = BeforeSamplingArgs(run.state, work.number, latents, first.noise)
         run.hooks.before_sampling(sampling_args)
         latents = sampling_args.latents
-    schedules = [_schedule(run, p) for p in run.passes[1:]]  # known up front: progress counts every pass
+    # known up front: progress counts every pass
+    schedules = [_schedule(run, p, m) for p, m in zip(run.passes[1:], pass_models[1:], strict=True)]
     counts = [len(first.prepared.timesteps)] + [len(timesteps) for _, timesteps in schedules]
     start, previous = first, None
     for index, sampling_pass in enumerate(run.passes):
@@ -162,17 +184,31 @@ def sample(run: JobRun, work: BatchWork) -> None:
             previous = latents
             last = index == len(run.passes) - 1
             try:
-                start = _later_pass_start(run, work, sampling_pass, latents, schedules[index - 1], last)
+                start = _later_pass_start(
+                    run,
+                    work,
+                    sampling_pass,
+                    latents,
+                    schedules[index - 1],
+                    last,
+                    pass_models[index - 1 : index + 1],
+                )
             except StepInterrupted:  # during the upscale's VAE round trip
                 work.stopped = INTERRUPT
                 return
             if start is None:  # the last pass only upscaled: work.images are the result
                 return
             latents = start.prepared.latents
+            if sampling_pass.checkpoint and sampling_pass.name == "hires":
+                run.state.extra_generation_params["Hires checkpoint"] = short_title(pass_models[index])
+            if run.hooks.before_later_pass is not None:  # A1111's before_hr + process_before_every_sampling
+                sampling_args = BeforeSamplingArgs(run.state, work.number, latents, start.noise, index)
+                run.hooks.before_later_pass(sampling_args)
+                latents = sampling_args.latents
         progress = Progress(
             work.number, run.request.n_iter, sum(counts[:index]), sum(counts), index, len(counts)
         )
-        latents = _run_pass(run, work, sampling_pass, index, start, latents, previous, progress)
+        latents = _run_pass(run, work, sampling_pass, index, start, latents, previous, progress, models)
         if work.stopped is not None:
             return
 
@@ -186,16 +222,70 @@ def _run_pass(
     latents: torch.Tensor,
     previous: torch.Tensor | None,
     progress: Progress,
+    models: PassModels,
 ) -> torch.Tensor:
-    """One pass's loop; `previous` is the last pass's result, decoded if this one stops before a step."""
+    """One pass's loop; `previous` is the last pass's result, decoded if this one stops before a step. With a
+    refiner the pass's steps from the switch run on the refiner, same scheduler, latents and noise streams."""
     prepared = start.prepared
     if not len(prepared.timesteps):  # img2img strength 0: the init latents as they are
         work.latents = latents
         return latents
+    total = len(prepared.timesteps)
+    segments = [(models.model(sampling_pass.checkpoint), range(total))]
+    refiner = sampling_pass.refiner
+    if refiner is not None:
+        switch = refiner.switch_step([float(t) for t in prepared.timesteps])
+        refiner_model = models.model(refiner.checkpoint)
+        segments = [(segments[0][0], range(switch)), (refiner_model, range(switch, total))]
+    estimate = previous
+    for model, steps in segments:
+        if not len(steps):
+            continue
+        stopping = run.ctx.interrupted or run.ctx.skipped  # the switch does not come
+        if refiner is not None and model is not segments[0][0] and not stopping:
+            run.state.extra_generation_params["Refiner"] = short_title(model)
+            run.state.extra_generation_params["Refiner switch at"] = refiner.switch_at
+        outcome = _run_segment(
+            run, work, sampling_pass, index, start, latents, model, steps, progress, models
+        )
+        if outcome.stopped is not None:
+            work.stopped = outcome.stopped
+            if outcome.stopped == SKIP:
+                work.latents = None
+            elif outcome.steps_done == steps.start:  # interrupted before a step of this segment
+                work.latents = estimate  # None in the first pass: nothing sampled, nothing to decode
+            else:
+                work.latents = outcome.latents
+            return outcome.latents
+        latents = outcome.latents
+        estimate = outcome.estimate if outcome.estimate is not None else latents
+    work.latents = latents
+    return latents
+
+
+def _run_segment(
+    run: JobRun,
+    work: BatchWork,
+    sampling_pass: SamplingPass,
+    index: int,
+    start: _PassStart,
+    latents: torch.Tensor,
+    model: LoadedModel,
+    steps: range,
+    progress: Progress,
+    models: PassModels,
+) -> LoopOutcome:
+    """`steps` of a pass's timesteps on `model` (the job's model gets the U-Net add-ons and its conditioning)."""
+    prepared = start.prepared
     size = SizeConditioning(
         *(sampling_pass.original_size or (sampling_pass.height, sampling_pass.width)), *sampling_pass.crop
     )
-    adapter = ModelAdapter(run.model, start.scheduler.alphas_cumprod, size, run.hooks.unet_addons, index)
+    own = model is run.model
+    addons = run.hooks.unet_addons if own else ()  # add-ons (ControlNet) are built for the job's model
+    adapter = ModelAdapter(model, start.scheduler.alphas_cumprod, size, addons, index)
+    conditioning = work.conditioning[index] if own else None
+    if conditioning is None:
+        conditioning = models.conditioning(model, *work.prompts[index], sampling_pass.steps)
     job = SamplingJob(
         denoiser=CFGDenoiser(
             adapter, sampling_pass.cfg_scale, run.hooks, work.indexes, run.settings.s_min_uncond
@@ -203,28 +293,18 @@ def _run_pass(
         scheduler=start.scheduler,
         timesteps=prepared.timesteps,
         latents=latents,
-        conditioning=work.conditioning[index],
+        conditioning=conditioning,
         generators=start.generators,
         eta=run.eta,
         image_cond=prepared.image_cond,
         mask_blend=prepared.mask_blend,
+        steps=steps,
         block_checks=not run.settings.speed.compile,
     )
-    factor, ratio = run.model.vae_scale_factor, run.settings.speed.merging_ratio(index)
+    factor, ratio = model.vae_scale_factor, run.settings.speed.merging_ratio(index)
     latent_size = (sampling_pass.height // factor, sampling_pass.width // factor)
-    with (
-        wrapped_attention(run.model.unet, adapter.addons),
-        token_merging(run.model.unet, ratio, *latent_size),
-    ):
-        outcome = run_loop(job, run.ctx, run.hooks, progress, run.settings.live_preview_every)
-    work.stopped = outcome.stopped
-    if outcome.stopped == SKIP:
-        work.latents = None
-    elif outcome.stopped == INTERRUPT and outcome.steps_done == 0:
-        work.latents = previous  # None in the first pass: nothing sampled, nothing to decode
-    else:
-        work.latents = outcome.latents
-    return outcome.latents
+    with wrapped_attention(model.unet, adapter.addons), token_merging(model.unet, ratio, *latent_size):
+        return run_loop(job, run.ctx, run.hooks, progress, run.settings.live_preview_every)
 
 
 def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:
@@ -238,15 +318,15 @@ def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:
     return _PassStart(scheduler, prepared, rng.generators, noise)
 
 
-def _schedule(run: JobRun, sampling_pass: SamplingPass) -> tuple[Any, torch.Tensor]:
-    """A later pass's scheduler and the timesteps it runs (the tail of its schedule)."""
+def _schedule(run: JobRun, sampling_pass: SamplingPass, model: LoadedModel) -> tuple[Any, torch.Tensor]:
+    """A later pass's scheduler (its model's config) and the timesteps it runs (the tail of its schedule)."""
     scheduler = samplers.create_scheduler(
-        sampling_pass.sampler_name, sampling_pass.scheduler, run.model.scheduler_config, run.eta
+        sampling_pass.sampler_name, sampling_pass.scheduler, model.scheduler_config, run.eta
     )
     total, steps_run = img2img_steps(
         sampling_pass.steps, sampling_pass.denoising_strength, sampling_pass.fix_steps
     )
-    samplers.set_timesteps(scheduler, total, device=run.model.device)
+    samplers.set_timesteps(scheduler, total, device=model.device)
     if steps_run == 0:
         return scheduler, scheduler.timesteps[:0]
     begin = (total - steps_run) * scheduler.order
@@ -262,11 +342,13 @@ def _later_pass_start(
     latents: torch.Tensor,
     schedule: tuple[Any, torch.Tensor],
     last: bool,
+    models: list[LoadedModel],
 ) -> _PassStart | None:
     """The previous latents at this pass's size, noised to its first timestep with fresh noise of its
     shape from the images' seeds (as A1111's hires pass). None when the last pass runs no step after an
-    image upscaler (A1111's upscale-only hires fix): the upscaled images are the batch's result."""
-    model = run.model
+    image upscaler (A1111's upscale-only hires fix): the upscaled images are the batch's result.
+    `models`: the previous pass's model (decodes) and this pass's (encodes, samples)."""
+    before, model = models
     scheduler, timesteps = schedule
     factor = model.vae_scale_factor
     size = (sampling_pass.height // factor, sampling_pass.width // factor)
@@ -275,7 +357,10 @@ def _later_pass_start(
     else:  # an image upscaler: decode, upscale, encode (A1111's hires fix with a non-latent upscaler)
         stop = _stop_check(run.ctx)
         images = hires.upscale_images(
-            vae.pixels_to_pil(vae.decode(model, latents, stop)), sampling_pass, factor, run.settings.upscalers
+            vae.pixels_to_pil(vae.decode(before, latents, stop)),
+            sampling_pass,
+            factor,
+            run.settings.upscalers,
         )
         if last and not len(timesteps):
             work.latents, work.images = latents, images

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from sdwebui.engine import masking
@@ -227,7 +228,15 @@ def resize_image(
     resize_mode: int, im: Image.Image, width: int, height: int, upscaler_name: str | None = None
 ):
     """0: stretch, 1: crop to fill, 2: fit and stretch the edges into the rest (A1111 resize modes), Lanczos:
-    the engine's own resize (sdwebui.engine.masking), so img2img and extensions agree."""
+    the engine's own resize (sdwebui.engine.masking), so img2img and extensions agree. With `upscaler_name`
+    an image that grows is first upscaled by that upscaler (as A1111), then fitted."""
+    if (
+        upscaler_name
+        and upscaler_name not in ("None", "Lanczos")
+        and (width > im.width or height > im.height)
+    ):
+        scale = max(width / im.width, height / im.height)
+        im = next(u for u in shared.sd_upscalers if u.name == upscaler_name).scaler.upscale(im, scale)
     return masking.resize_image(resize_mode, im, width, height)
 
 
@@ -238,3 +247,55 @@ def flatten(img: Image.Image, bgcolor: str) -> Image.Image:
         background.paste(img, mask=img)
         img = background
     return img.convert("RGB")
+
+
+# -- A1111's tiles of an image with overlap (the SD upscale script) ------------------------------------------
+@dataclass
+class Grid:
+    tiles: list  # [y, tile_h, [[x, tile_w, tile image], ...]] per row
+    tile_w: int
+    tile_h: int
+    image_w: int
+    image_h: int
+    overlap: int
+
+
+def split_grid(image: Image.Image, tile_w: int = 512, tile_h: int = 512, overlap: int = 64) -> Grid:
+    """A1111's split_grid: tiles of tile_w x tile_h covering the image, spread evenly, neighbours overlapping."""
+    w, h = image.width, image.height
+    cols = max(1, math.ceil((w - overlap) / (tile_w - overlap)))
+    rows = max(1, math.ceil((h - overlap) / (tile_h - overlap)))
+    dx = (w - tile_w) / (cols - 1) if cols > 1 else 0
+    dy = (h - tile_h) / (rows - 1) if rows > 1 else 0
+    grid = Grid([], tile_w, tile_h, w, h, overlap)
+    for row in range(rows):
+        y = min(int(row * dy), h - tile_h) if h > tile_h else 0
+        row_images = []
+        for col in range(cols):
+            x = min(int(col * dx), w - tile_w) if w > tile_w else 0
+            row_images.append([x, tile_w, image.crop((x, y, x + tile_w, y + tile_h))])
+        grid.tiles.append([y, tile_h, row_images])
+    return grid
+
+
+def combine_grid(grid: Grid) -> Image.Image:
+    """A1111's combine_grid: the tiles pasted back, each overlap blended with a linear ramp."""
+    overlap = grid.overlap
+    ramp = np.arange(overlap, dtype=np.float32) * 255 / max(overlap, 1)
+    mask_w = Image.fromarray(np.repeat(ramp[None, :], grid.tile_h, axis=0).astype(np.uint8), "L")
+    mask_h = Image.fromarray(np.repeat(ramp[:, None], grid.image_w, axis=1).astype(np.uint8), "L")
+    combined = Image.new("RGB", (grid.image_w, grid.image_h))
+    for y, h, row in grid.tiles:
+        line = Image.new("RGB", (grid.image_w, h))
+        for x, w, tile in row:
+            if x == 0 or overlap == 0:
+                line.paste(tile, (x, 0))
+                continue
+            line.paste(tile.crop((0, 0, overlap, h)), (x, 0), mask=mask_w.crop((0, 0, overlap, h)))
+            line.paste(tile.crop((overlap, 0, w, h)), (x + overlap, 0))
+        if y == 0 or overlap == 0:
+            combined.paste(line, (0, y))
+            continue
+        combined.paste(line.crop((0, 0, line.width, overlap)), (0, y), mask=mask_h)
+        combined.paste(line.crop((0, overlap, line.width, h)), (0, y + overlap))
+    return combined

@@ -23,13 +23,13 @@ from PIL import Image
 
 from sdwebui.config import paths
 from sdwebui.engine import hooks as eh
+from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.info_json import VERSION as INFO_VERSION
 from sdwebui.engine.info_json import InfoJson
 from sdwebui.engine.requests import (
     GeneratedImage,
     GenerationResult,
     Img2ImgRequest,
-    RequestError,
     Txt2ImgRequest,
 )
 from sdwebui.engine.rng import ImageRNG
@@ -101,6 +101,7 @@ _TXT2IMG_DEFAULTS: dict[str, Any] = {
     "hr_scheduler": None,
     "hr_prompt": "",
     "hr_negative_prompt": "",
+    "hr_cfg": None,
     "force_task_id": None,
 }
 _IMG2IMG_DEFAULTS: dict[str, Any] = {
@@ -180,8 +181,6 @@ class StableDiffusionProcessing:
     # --- conversion to the engine's request (the one read-back of what scripts changed) ---
     def to_request(self) -> Txt2ImgRequest:
         """The typed request this p now describes: `base_request` with every mapped field read from p."""
-        if getattr(self, "enable_hr", False):
-            raise RequestError("enable_hr", "hires fix is not available in this build")
         base = self.base_request or (Img2ImgRequest() if self.is_img2img else Txt2ImgRequest())
         fields = {}
         for name, convert in _fields_of(self).items():
@@ -192,7 +191,50 @@ class StableDiffusionProcessing:
         clip_skip = self.override_settings.get("CLIP_stop_at_last_layers")
         if clip_skip is not None:  # A1111 scripts (X/Y/Z "Clip skip") set it there
             fields["clip_skip"] = int(clip_skip)
+        if not self.is_img2img:
+            fields["hires"] = _hires_of(self)
+        refiner = self.refiner_checkpoint
+        fields["refiner_checkpoint"] = None if refiner in (None, "", "None") else str(refiner)
+        if self.refiner_switch_at is not None:
+            fields["refiner_switch_at"] = float(self.refiner_switch_at)
         return dataclasses.replace(base, **fields)
+
+
+_SAME = (None, "", "Use same sampler", "Use same scheduler", "Use same checkpoint")
+
+
+def _hires_of(p: StableDiffusionProcessing) -> HiresFix | None:
+    """p's A1111 hires fields as the request's Hires. fix (None with enable_hr off); "Use same ..." = None."""
+    if not p.enable_hr:
+        return None
+    return HiresFix(
+        hr_scale=float(p.hr_scale if p.hr_scale is not None else 2.0),
+        hr_resize_x=int(p.hr_resize_x or 0),
+        hr_resize_y=int(p.hr_resize_y or 0),
+        hr_upscaler=p.hr_upscaler or "Latent",
+        hr_second_pass_steps=int(p.hr_second_pass_steps or 0),
+        denoising_strength=0.7 if p.denoising_strength is None else float(p.denoising_strength),
+        hr_sampler_name=None if p.hr_sampler_name in _SAME else p.hr_sampler_name,
+        hr_scheduler=None if p.hr_scheduler in _SAME else p.hr_scheduler,
+        hr_prompt=_first(p.hr_prompt) or None,
+        hr_negative_prompt=_first(p.hr_negative_prompt) or None,
+        hr_cfg=getattr(p, "hr_cfg", None),
+        hr_checkpoint_name=None if p.hr_checkpoint_name in _SAME else p.hr_checkpoint_name,
+    )
+
+
+def _hires_fields(hires: HiresFix | None) -> dict[str, Any]:
+    """A request's Hires. fix as p's A1111 attributes (what scripts read)."""
+    if hires is None:
+        return {"enable_hr": False}
+    names = ("hr_scale", "hr_resize_x", "hr_resize_y", "hr_second_pass_steps", "denoising_strength", "hr_cfg")
+    fields = {name: getattr(hires, name) for name in names}
+    fields.update(enable_hr=True, hr_upscaler=hires.hr_upscaler, hr_prompt=hires.hr_prompt or "",
+                  hr_negative_prompt=hires.hr_negative_prompt or "",
+                  hr_sampler_name=hires.hr_sampler_name or "Use same sampler",
+                  hr_scheduler=hires.hr_scheduler or "Use same scheduler",
+                  hr_checkpoint_name=hires.hr_checkpoint_name or "Use same checkpoint")  # fmt: skip
+    return fields
 
 
 def _first(value: Any) -> str:
@@ -298,6 +340,10 @@ def processing_from_request(request: Txt2ImgRequest) -> StableDiffusionProcessin
     common["outpath_samples"] = _output_dir("outdir_samples", f"outdir_{kind}_samples")
     common["outpath_grids"] = _output_dir("outdir_grids", f"outdir_{kind}_grids")
     cls = StableDiffusionProcessingImg2Img if kind == "img2img" else StableDiffusionProcessingTxt2Img
+    if kind == "txt2img":
+        common.update(_hires_fields(request.hires))
+    common["refiner_checkpoint"] = request.refiner_checkpoint
+    common["refiner_switch_at"] = request.refiner_switch_at if request.refiner_checkpoint else None
     p = cls(**common)
     p.base_request = request
     return p
@@ -544,6 +590,9 @@ class _ScriptHooks:
         return {"batch_number": batch_number, "prompts": p.prompts, "seeds": p.seeds, "subseeds": p.subseeds}
 
     def before_sampling(self, args: eh.BeforeSamplingArgs) -> None:
+        self.p.is_hr_pass = args.pass_index > 0
+        if self.p.is_hr_pass:
+            self.runner.before_hr(self.p)
         self.runner.process_before_every_sampling(self.p, x=args.latents, noise=args.noise, c=None, uc=None)
 
     def mask_blend(self, args: eh.MaskBlendArgs) -> None:
@@ -656,6 +705,7 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
     hooks.extra_network_kinds = extra_networks.custom_kinds() if not p.disable_extra_networks else frozenset()
     if p.scripts is not None and p.scripts.alwayson_scripts:
         hooks.before_sampling, hooks.mask_blend = sh.before_sampling, sh.mask_blend
+        hooks.before_later_pass = sh.before_sampling
         hooks.postprocess_batch, hooks.postprocess_image = sh.postprocess_batch, sh.postprocess_image
     return hooks
 

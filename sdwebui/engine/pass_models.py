@@ -1,0 +1,68 @@
+"""The models one batch's sampling passes run on: the job's own, and the other checkpoints its passes name
+(the SDXL refiner, A1111's hr_checkpoint_name), leased through `EngineSettings.checkpoints` (the app's model
+manager, so a checkpoint already in RAM within sd_checkpoints_limit is not loaded again) for the rest of the
+batch's sampling, with their own prompt encoders: a refiner has other text encoders than its base.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from sdwebui.engine.cond_schedule import BatchConditioning
+from sdwebui.engine.conditioning import PromptEncoder
+from sdwebui.engine.errors import RequestError
+from sdwebui.engine.passes import SamplingPass
+from sdwebui.engine.settings import EngineSettings
+from sdwebui.models.embeddings_library import EmbeddingLibrary
+from sdwebui.models.model import LoadedModel
+
+
+def short_title(model: LoadedModel) -> str:
+    """A1111's CheckpointInfo.short_title, as its infotext names a refiner / hires checkpoint."""
+    info = model.info
+    return f"{info.name} [{info.shorthash}]" if info.shorthash else info.name
+
+
+def pass_checkpoints(sampling_pass: SamplingPass) -> list[str]:
+    """The other checkpoints a pass needs (its own, its refiner's)."""
+    names = [sampling_pass.checkpoint] if sampling_pass.checkpoint else []
+    return names + ([sampling_pass.refiner.checkpoint] if sampling_pass.refiner is not None else [])
+
+
+class PassModels:
+    """Leases entered on `leases` (the caller's ExitStack) the first time a checkpoint is asked for."""
+
+    def __init__(
+        self,
+        job_model: LoadedModel,
+        settings: EngineSettings,
+        clip_skip: int,
+        embeddings: EmbeddingLibrary | None,
+        leases: ExitStack,
+    ):
+        self.job_model = job_model
+        self._settings = settings
+        self._clip_skip = clip_skip
+        self._embeddings = embeddings
+        self._leases = leases
+        self._held: dict[str, LoadedModel] = {}
+        self._encoders: dict[int, PromptEncoder] = {}
+
+    def model(self, name: str | None, field_name: str = "refiner_checkpoint") -> LoadedModel:
+        """The job's model for None, else the named checkpoint's leased view."""
+        if not name:
+            return self.job_model
+        if name not in self._held:
+            if self._settings.checkpoints is None:
+                raise RequestError(field_name, f"cannot switch to checkpoint {name!r}: no model manager")
+            self._held[name] = self._leases.enter_context(self._settings.checkpoints.use(name, field_name))
+        return self._held[name]
+
+    def conditioning(
+        self, model: LoadedModel, prompts: list[str], negatives: list[str], steps: int
+    ) -> BatchConditioning:
+        """The prompts' schedules encoded by `model`'s own text encoders."""
+        encoder = self._encoders.get(id(model))
+        if encoder is None:
+            encoder = self._encoders[id(model)] = PromptEncoder(model, self._clip_skip, self._embeddings)
+        return BatchConditioning(encoder, prompts, negatives, steps)
