@@ -23,6 +23,7 @@ from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from sdwebui.engine.extra_networks import split_prompt
+from sdwebui.engine.flow import setup as flow
 from sdwebui.engine.hooks import BatchArgs, BeforeSamplingArgs, EngineHooks, JobState, PostprocessBatchArgs
 from sdwebui.engine.loop import Progress, SamplingJob, run_loop
 from sdwebui.engine.passes import SamplingPass, img2img_steps
@@ -192,7 +193,10 @@ def _run_pass(
     size = SizeConditioning(
         *(sampling_pass.original_size or (sampling_pass.height, sampling_pass.width)), *sampling_pass.crop
     )
-    adapter = ModelAdapter(run.model, start.scheduler.alphas_cumprod, size, run.hooks.unet_addons, index)
+    if flow.is_flow(run.model):
+        adapter = flow.adapter(run.model, run.request.distilled_cfg_scale, index)
+    else:
+        adapter = ModelAdapter(run.model, start.scheduler.alphas_cumprod, size, run.hooks.unet_addons, index)
     job = SamplingJob(
         denoiser=CFGDenoiser(adapter, sampling_pass.cfg_scale, run.hooks, work.indexes),
         scheduler=start.scheduler,
@@ -218,9 +222,7 @@ def _run_pass(
 
 def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:
     request, args = run.request, work.args
-    scheduler = samplers.create_scheduler(
-        request.sampler_name, request.scheduler, run.model.scheduler_config, run.eta
-    )
+    scheduler = _create_scheduler(run, request.sampler_name, request.scheduler, request.width, request.height)
     rng = _rng(run, args, run.plan.latent_shape())
     noise = rng.first()
     prepared = run.plan.prepare(scheduler, noise, work.indexes, lambda: run.ctx.interrupted)
@@ -229,8 +231,8 @@ def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:
 
 def _schedule(run: JobRun, sampling_pass: SamplingPass) -> tuple[Any, torch.Tensor]:
     """A later pass's scheduler and the timesteps it runs (the tail of its schedule)."""
-    scheduler = samplers.create_scheduler(
-        sampling_pass.sampler_name, sampling_pass.scheduler, run.model.scheduler_config, run.eta
+    scheduler = _create_scheduler(
+        run, sampling_pass.sampler_name, sampling_pass.scheduler, sampling_pass.width, sampling_pass.height
     )
     total, steps_run = img2img_steps(
         sampling_pass.steps, sampling_pass.denoising_strength, sampling_pass.fix_steps
@@ -242,6 +244,13 @@ def _schedule(run: JobRun, sampling_pass: SamplingPass) -> tuple[Any, torch.Tens
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
     return scheduler, scheduler.timesteps[begin:]
+
+
+def _create_scheduler(run: JobRun, sampler_name: str, schedule: str | None, width: int, height: int) -> Any:
+    """A fresh scheduler for a pass: flow matching for DiT families, a diffusers one for U-Nets."""
+    if flow.is_flow(run.model):
+        return flow.create_scheduler(run.model, sampler_name, schedule, run.eta, width, height)
+    return samplers.create_scheduler(sampler_name, schedule, run.model.scheduler_config, run.eta)
 
 
 def _later_pass_start(

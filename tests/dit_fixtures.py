@@ -1,0 +1,262 @@
+"""Tiny random Flux (dev, schnell) and SD3 models, written in every on-disk layout users have.
+
+Transformers 1 double + 1 single block (Flux) / 1 joint block (SD3), width 32; a 16-channel VAE; CLIP
+encoders of width 32 with the real CLIP vocabulary; a T5 encoder of width 64 whose sentencepiece tokenizer
+is trained here on a few words (T5's real vocabulary ships with no package). Fixed seeds, fp32, CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import safetensors.torch
+import torch
+import transformers
+
+from sdwebui.models.dit import flux_keys
+from sdwebui.models.dit.t5_tokenizer import load_t5_tokenizer
+from sdwebui.models.ldm_export import vae_to_ldm
+from sdwebui.models.model import CheckpointInfo, LoadedModel, ModelFamily
+from sdwebui.models.tokenizer import END_TOKEN, OPENCLIP_PAD_TOKEN, shared_clip_tokenizer
+
+SIZE = 64  # pixels: 8x8 latents, 16 Flux tokens
+T5_WIDTH = 64
+WORDS = "a photo of cat dog red blue green house tree sky mountain river portrait painting the with in on and"
+
+VAE = {
+    "block_out_channels": [8, 16, 16, 16],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "latent_channels": 16,
+    "sample_size": SIZE,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+CLIP_L = {
+    "architectures": ["CLIPTextModel"],
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "projection_dim": 32,
+}
+T5 = {
+    "architectures": ["T5EncoderModel"],
+    "d_model": T5_WIDTH,
+    "d_ff": 37,
+    "d_kv": 16,
+    "num_heads": 4,
+    "num_layers": 2,
+    "feed_forward_proj": "gated-gelu",
+    "vocab_size": 40,
+    "is_encoder_decoder": False,
+    "use_cache": False,
+}
+FLUX = {
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "in_channels": 64,
+    "joint_attention_dim": T5_WIDTH,
+    "pooled_projection_dim": 32,
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "patch_size": 1,
+    "axes_dims_rope": [4, 6, 6],
+    "guidance_embeds": True,
+}
+SD3 = {
+    "sample_size": SIZE // 8,
+    "patch_size": 2,
+    "in_channels": 16,
+    "out_channels": 16,
+    "num_layers": 1,
+    "attention_head_dim": 8,
+    "num_attention_heads": 4,
+    "joint_attention_dim": T5_WIDTH,
+    "caption_projection_dim": 32,
+    "pooled_projection_dim": 64,
+    "pos_embed_max_size": 16,
+}
+
+
+def tiny_config(family: ModelFamily) -> dict[str, Any]:
+    """The component configs of a tiny model (what its `<name>.json` sidecar holds)."""
+    scaling = (
+        {"scaling_factor": 1.5305, "shift_factor": 0.0609}
+        if family == ModelFamily.SD3
+        else {"scaling_factor": 0.3611, "shift_factor": 0.1159}
+    )
+    config: dict[str, Any] = {"vae": dict(VAE, **scaling), "native_resolution": SIZE}
+    if family == ModelFamily.SD3:
+        with_projection = dict(CLIP_L, architectures=["CLIPTextModelWithProjection"])
+        config.update(
+            transformer=dict(SD3),
+            text_encoder=with_projection,
+            text_encoder_2=dict(with_projection, hidden_act="gelu"),
+            text_encoder_3=dict(T5),
+        )
+    else:
+        config.update(
+            transformer=dict(FLUX, guidance_embeds=family == ModelFamily.FLUX_DEV),
+            text_encoder=dict(CLIP_L),
+            text_encoder_2=dict(T5),
+        )
+    return copy.deepcopy(config)
+
+
+def train_t5_vocabulary(folder: Path) -> Path:
+    """A sentencepiece unigram model with T5's special ids (pad 0, eos 1, unk 2), as `spiece.model`."""
+    import sentencepiece
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    words = WORDS.split()
+    sentences = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(300)]
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=T5["vocab_size"],
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+        num_threads=1,
+    )
+    return folder / "spiece.model"
+
+
+def _build(family: ModelFamily, seed: int) -> dict[str, Any]:
+    config = tiny_config(family)
+    torch.manual_seed(seed)
+    if family == ModelFamily.SD3:
+        transformer = diffusers.SD3Transformer2DModel.from_config(config["transformer"])
+    else:
+        transformer = diffusers.FluxTransformer2DModel.from_config(config["transformer"])
+    vae = diffusers.AutoencoderKL.from_config(config["vae"])
+    encoders = []
+    for key in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        if key in config:
+            encoder_config = {k: v for k, v in config[key].items() if k != "architectures"}
+            arch = config[key]["architectures"][0]
+            cls = getattr(transformers, arch)
+            config_cls = transformers.T5Config if arch == "T5EncoderModel" else transformers.CLIPTextConfig
+            encoders.append(cls(config_cls(**encoder_config)))
+    for module in (transformer, vae, *encoders):
+        module.eval().requires_grad_(False)
+    return {"transformer": transformer, "vae": vae, "encoders": encoders, "config": config}
+
+
+def tiny_dit_model(family: ModelFamily, folder: Path, seed: int = 0) -> LoadedModel:
+    """An in-memory tiny model (its T5 vocabulary trained into `folder`)."""
+    built = _build(family, seed)
+    spiece = train_t5_vocabulary(folder / "t5_tokenizer")
+    clip_pads = [END_TOKEN] if family != ModelFamily.SD3 else [END_TOKEN, OPENCLIP_PAD_TOKEN]
+    tokenizers = [shared_clip_tokenizer(pad) for pad in clip_pads] + [load_t5_tokenizer(spiece)]
+    return LoadedModel(
+        info=CheckpointInfo(folder, "tiny", "tiny", str(folder)),
+        family=family,
+        unet=built["transformer"],
+        vae=built["vae"],
+        text_encoders=built["encoders"],
+        tokenizers=tokenizers,
+        scheduler_config={"prediction_type": "flow"},
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        vae_dtype=torch.float32,
+        native_resolution=SIZE,
+        extra={"config": built["config"], "spiece": str(spiece)},
+    )
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    return path
+
+
+def _sidecar(model: LoadedModel, path: Path) -> None:
+    path.with_suffix(".json").write_text(json.dumps(model.extra["config"], indent=1))
+
+
+def write_flux_transformer_only(model: LoadedModel, path: Path) -> Path:
+    """BFL's layout with no prefix (flux1-dev.safetensors as BFL publishes it) + the tiny sizes' sidecar."""
+    _save(flux_keys.diffusers_to_bfl(model.unet.state_dict()), path)
+    _sidecar(model, path)
+    return path
+
+
+def write_flux_all_in_one(model: LoadedModel, path: Path) -> Path:
+    """ComfyUI/Forge's all-in-one layout: model.diffusion_model., vae. (LDM keys), text_encoders.*."""
+    state = {
+        f"model.diffusion_model.{k}": v
+        for k, v in flux_keys.diffusers_to_bfl(model.unet.state_dict()).items()
+    }
+    state.update({f"vae.{k}": v for k, v in vae_to_ldm(model.vae.state_dict(), model.vae.config).items()})
+    clip, t5 = model.text_encoders
+    state.update({f"text_encoders.clip_l.transformer.{k}": v for k, v in _clip_keys(clip).items()})
+    state.update({f"text_encoders.t5xxl.transformer.{k}": v for k, v in _t5_keys(t5).items()})
+    _save(state, path)
+    _sidecar(model, path)
+    spiece = Path(model.extra["spiece"])
+    (path.parent / "spiece.model").write_bytes(spiece.read_bytes())
+    return path
+
+
+def _clip_keys(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """transformers' CLIP keys as files have them (with 'text_model.', which transformers >= 5.6 dropped)."""
+    state = encoder.state_dict()
+    if hasattr(encoder, "text_model"):
+        return state
+    return {(k if k.startswith("text_projection") else f"text_model.{k}"): v for k, v in state.items()}
+
+
+def _t5_keys(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """T5 files store the tied token embedding once, as `shared.weight`."""
+    return {k: v for k, v in encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
+
+
+def write_parts(model: LoadedModel, text_encoder_dir: Path, vae_dir: Path) -> dict[str, Path]:
+    """Forge's separate parts: models/text_encoder/{clip_l,t5xxl_fp16}.safetensors (+ spiece.model),
+    models/VAE/ae.safetensors (BFL's LDM-layout keys)."""
+    clip, t5 = model.text_encoders[0], model.text_encoders[-1]
+    written = {
+        "clip_l": _save(_clip_keys(clip), text_encoder_dir / "clip_l.safetensors"),
+        "t5xxl": _save(_t5_keys(t5), text_encoder_dir / "t5xxl_fp16.safetensors"),
+        "ae": _save(vae_to_ldm(model.vae.state_dict(), model.vae.config), vae_dir / "ae.safetensors"),
+    }
+    spiece = Path(model.extra["spiece"])
+    (text_encoder_dir / "spiece.model").write_bytes(spiece.read_bytes())
+    return written
+
+
+def write_dit_diffusers_folder(model: LoadedModel, path: Path) -> Path:
+    """A FluxPipeline / StableDiffusion3Pipeline folder as save_pretrained writes it."""
+    path.mkdir(parents=True, exist_ok=True)
+    sd3 = model.family == ModelFamily.SD3
+    index: dict[str, Any] = {"_class_name": "StableDiffusion3Pipeline" if sd3 else "FluxPipeline"}
+    model.unet.save_pretrained(path / "transformer")
+    model.vae.save_pretrained(path / "vae")
+    index["transformer"] = ["diffusers", type(model.unet).__name__]
+    index["vae"] = ["diffusers", "AutoencoderKL"]
+    for i, (encoder, tokenizer) in enumerate(zip(model.text_encoders, model.tokenizers, strict=True)):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        encoder.save_pretrained(path / f"text_encoder{suffix}")
+        tokenizer.save_pretrained(path / f"tokenizer{suffix}")
+        index[f"text_encoder{suffix}"] = ["transformers", type(encoder).__name__]
+        index[f"tokenizer{suffix}"] = ["transformers", type(tokenizer).__name__]
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0 if sd3 else 1.0)
+    scheduler.save_pretrained(path / "scheduler")
+    index["scheduler"] = ["diffusers", "FlowMatchEulerDiscreteScheduler"]
+    (path / "model_index.json").write_text(json.dumps(index, indent=1))
+    return path
