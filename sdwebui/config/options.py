@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sdwebui.config import options_flux
 from sdwebui.config.paths import is_inside, resolve_output_dir
 from sdwebui.engine.requests import MAX_STEPS, JobLimits, RequestError
 
@@ -379,6 +380,10 @@ def default_templates() -> dict[str, OptionInfo]:
         (SECTION_PREVIEW, _preview_templates),
         (SECTION_UI, _ui_templates),
         (SECTION_EXTRA_NETWORKS, _extra_network_templates),
+        (
+            options_flux.SECTION_FLUX,
+            lambda: {k: OptionInfo(**v) for k, v in options_flux.flux_templates().items()},
+        ),
     )
     templates: dict[str, OptionInfo] = {}
     for section, build in sections:

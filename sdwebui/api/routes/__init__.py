@@ -17,6 +17,7 @@ from sdwebui.api.routes import (
     generation,
     lists,
     loras,
+    modules,
     options,
     tasks,
 )
@@ -26,7 +27,7 @@ from sdwebui.services import AppServices
 __all__ = ["ERROR_RESPONSES", "create_api_router"]
 
 # in the order of the OpenAPI document
-_ROUTERS = (generation, tasks, control, options, checkpoints, loras, lists, embeddings, extras)
+_ROUTERS = (generation, tasks, control, options, checkpoints, modules, loras, lists, embeddings, extras)
 
 
 def create_api_router(services: AppServices, auth_dependency=None) -> APIRouter:
