@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import safetensors.torch
 import torch
 import transformers
@@ -259,4 +260,69 @@ def write_dit_diffusers_folder(model: LoadedModel, path: Path) -> Path:
     scheduler.save_pretrained(path / "scheduler")
     index["scheduler"] = ["diffusers", "FlowMatchEulerDiscreteScheduler"]
     (path / "model_index.json").write_text(json.dumps(index, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- GGUF
+
+
+def quantize_q4_k(values: np.ndarray) -> np.ndarray:
+    """ggml's block_q4_K (256 values: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of 4-bit
+    quants), which gguf-py can read but not write. Rows of `values` must be multiples of 256 long."""
+    rows = values.reshape(-1, 8, 32).astype(np.float32)  # super-blocks of 8 sub-blocks of 32
+    low = np.maximum(-rows.min(axis=2), 0.0)
+    scale = (rows.max(axis=2) + low) / 15
+    d = np.maximum(scale.max(axis=1), 1e-8) / 63
+    dmin = np.maximum(low.max(axis=1), 1e-8) / 63
+    sc = np.clip(np.round(scale / d[:, None]), 0, 63).astype(np.uint8)
+    mn = np.clip(np.round(low / dmin[:, None]), 0, 63).astype(np.uint8)
+    step = (d[:, None] * sc)[:, :, None]
+    q = np.clip(np.round((rows + (dmin[:, None] * mn)[:, :, None]) / np.where(step == 0, 1, step)), 0, 15)
+    q = q.astype(np.uint8).reshape(-1, 4, 2, 32)
+    qs = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(-1, 128)
+    scales = np.zeros((rows.shape[0], 12), dtype=np.uint8)
+    scales[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = mn[:, 0:4] | ((mn[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 0xF) | ((mn[:, 4:8] & 0xF) << 4)
+    head = np.stack([d, dmin], axis=1).astype(np.float16).view(np.uint8)
+    blocks = np.concatenate([head, scales, qs], axis=1)
+    return blocks.reshape(values.shape[0], -1)
+
+
+def write_flux_gguf(model: LoadedModel, path: Path, quant: str, unsupported: str | None = None) -> Path:
+    """The transformer in BFL's layout as a GGUF file (city96's layout), 2-D weights quantized to `quant`
+    (Q8_0 or Q4_K; rows too short for a Q4_K block fall back to Q8_0, as mixed quants do), the rest F32.
+    `unsupported`: one tensor written with that (unsupported) type instead, for the error path."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[quant]
+    writer = gguf.GGUFWriter(str(path), "flux")
+    state = flux_keys.diffusers_to_bfl(model.unet.state_dict())
+    for index, (name, tensor) in enumerate(sorted(state.items())):
+        array = tensor.detach().float().numpy()
+        if unsupported and index == 0:
+            kind = gguf.GGMLQuantizationType[unsupported]
+            size = gguf.GGML_QUANT_SIZES[kind][1]
+            writer.add_tensor(name, np.zeros((1, size), dtype=np.uint8), raw_dtype=kind)
+            continue
+        if array.ndim != 2 or array.shape[1] % 32:
+            writer.add_tensor(name, array)
+        elif qtype == gguf.GGMLQuantizationType.Q4_K and array.shape[1] % 256 == 0:
+            writer.add_tensor(name, quantize_q4_k(array), raw_dtype=qtype)
+        else:
+            q8 = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(name, gguf.quants.quantize(array, q8), raw_dtype=q8)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    _sidecar(model, path)
+    return path
+
+
+def write_flux_fp8(model: LoadedModel, path: Path) -> Path:
+    """The transformer-only file with every weight stored as float8 e4m3fn (as flux1-dev-fp8 ships)."""
+    state = flux_keys.diffusers_to_bfl(model.unet.state_dict())
+    _save({k: v.to(torch.float8_e4m3fn) for k, v in state.items()}, path)
+    _sidecar(model, path)
     return path

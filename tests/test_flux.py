@@ -259,3 +259,54 @@ def test_every_sampler_and_schedule(flux_dev, sampler, schedule, steps):
 def test_unpack_inverts_pack():
     x = torch.randn(2, 16, 6, 10)
     assert torch.equal(unpack(pack(x), 6, 10), x)
+
+
+@pytest.fixture(scope="module")
+def flux_parts(flux_dev, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flux-parts")
+    return list(fx.write_parts(flux_dev, folder / "text_encoder", folder / "VAE").values())
+
+
+@pytest.mark.parametrize("quant", ["Q8_0", "Q4_K"])
+def test_gguf_transformer_stays_quantized_and_samples_close(flux_dev, flux_parts, tmp_path, quant):
+    path = fx.write_flux_gguf(flux_dev, tmp_path / f"flux1-dev-{quant}.gguf", quant)
+    model = load_checkpoint(info(path), DevicePolicy(), flux_parts)
+    assert model.family == ModelFamily.FLUX_DEV
+    weight = model.unet.single_transformer_blocks[0].proj_mlp.weight
+    assert weight.quant_type.name == "Q8_0" and weight.dtype == torch.uint8  # 32-wide rows: Q8_0 blocks
+    embedder = model.unet.time_text_embed.timestep_embedder.linear_1.weight  # 256-wide rows
+    assert embedder.quant_type.name == quant
+    stored = sum(p.numel() * p.element_size() for p in model.unet.parameters())
+    full = sum(p.numel() * p.element_size() for p in flux_dev.unet.parameters())
+    assert stored < 0.5 * full
+    quantized, reference = pixels(run(model)), pixels(run(flux_dev))
+    assert 0 < np.abs(quantized - reference).mean() < 3
+
+
+def test_unknown_gguf_quant_type_and_nf4_are_clear_errors(flux_dev, flux_parts, tmp_path):
+    from sdwebui.models.errors import CheckpointLoadError
+
+    bad = fx.write_flux_gguf(flux_dev, tmp_path / "flux-iq2.gguf", "Q8_0", unsupported="IQ2_XXS")
+    with pytest.raises(
+        CheckpointLoadError, match="GGUF quantization type IQ2_XXS, which is not supported.*Q4_K"
+    ):
+        load_checkpoint(info(bad), DevicePolicy(), flux_parts)
+    state = flux_keys.diffusers_to_bfl(flux_dev.unet.state_dict())
+    state["double_blocks.0.img_attn.qkv.weight.quant_state.bitsandbytes__nf4"] = torch.zeros(
+        4, dtype=torch.uint8
+    )
+    nf4 = tmp_path / "flux1-dev-bnb-nf4.safetensors"
+    import safetensors.torch
+
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(nf4))
+    reason = "CUDA is not available" if not torch.cuda.is_available() else "bitsandbytes"
+    with pytest.raises(CheckpointLoadError, match=f"bitsandbytes NF4 checkpoint.*{reason}.*GGUF"):
+        load_checkpoint(info(nf4), DevicePolicy(), flux_parts)
+
+
+def test_fp8_stored_weights_load_as_their_values(flux_dev, flux_parts, tmp_path):
+    path = fx.write_flux_fp8(flux_dev, tmp_path / "flux1-dev-fp8.safetensors")
+    model = load_checkpoint(info(path), DevicePolicy(), flux_parts)
+    ours = model.unet.state_dict()
+    for key, value in flux_dev.unet.state_dict().items():
+        assert torch.equal(ours[key], value.to(torch.float8_e4m3fn).float()), key

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sdwebui.models.components import family_config
-from sdwebui.models.dit import flux_keys, parts
+from sdwebui.models.dit import flux_keys, parts, quantized
 from sdwebui.models.dit.detect import DIFFUSERS_PIPELINES, detect_dit
 from sdwebui.models.dit.t5_tokenizer import load_t5_tokenizer
 from sdwebui.models.errors import CheckpointLoadError
@@ -54,13 +54,16 @@ def dit_family_of(info: CheckpointInfo) -> ModelFamily | None:
             return ModelFamily.SD3
         config = json.loads((path / "transformer" / "config.json").read_text())
         return ModelFamily.FLUX_DEV if config.get("guidance_embeds") else ModelFamily.FLUX_SCHNELL
-    if path.suffix != ".safetensors":
-        return None
     try:
-        shapes, _ = read_shapes(path)
+        if path.suffix == quantized.GGUF_SUFFIX:
+            keys = quantized.gguf_names(path)
+        elif path.suffix == ".safetensors":
+            keys = list(read_shapes(path)[0])
+        else:
+            return None
     except CheckpointLoadError:
         return None
-    found = detect_dit(shapes)
+    found = detect_dit(keys)
     return found.family if found else None
 
 
@@ -76,7 +79,11 @@ def dit_config(family: ModelFamily, path: Path) -> dict[str, Any]:
 
 def load_dit_file(info: CheckpointInfo, policy: DevicePolicy, modules: Sequence[Path] = ()) -> LoadedModel:
     path = Path(info.path)
-    state, _ = read_state_dict(path)
+    if path.suffix == quantized.GGUF_SUFFIX:
+        state = quantized.read_gguf(path)
+    else:
+        state, _ = read_state_dict(path)
+        quantized.check_not_nf4(state, path)
     detection = detect_dit(state)
     if detection is None:
         raise CheckpointLoadError(f"{path}: not a Flux or SD3 checkpoint")
@@ -107,6 +114,9 @@ def _transformer(spec: FamilySpec, config, state, path: Path, policy: DevicePoli
 
         own = {k: v for k, v in state.items() if "joint_blocks" in k or not k.startswith(_NON_TRANSFORMER)}
         converted = sfu.convert_sd3_transformer_checkpoint_to_diffusers(own)
+    if any(quantized.is_quantized(v) for v in converted.values()):
+        quantized.assign_gguf(module, converted, policy.dtype, path)
+        return module.to(policy.device)
     parts.assign(module, converted, "transformer", path, (policy.device, policy.dtype))
     return module
 
