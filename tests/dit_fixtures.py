@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 import transformers
 
-from sdwebui.models.dit import flux_keys
+from sdwebui.models.dit import flux_keys, sd3_keys
 from sdwebui.models.dit.t5_tokenizer import load_t5_tokenizer
 from sdwebui.models.ldm_export import vae_to_ldm
 from sdwebui.models.model import CheckpointInfo, LoadedModel, ModelFamily
@@ -74,18 +74,21 @@ FLUX = {
     "axes_dims_rope": [4, 6, 6],
     "guidance_embeds": True,
 }
-SD3 = {
+SD3_T5_WIDTH = 96  # >= CLIP-L + CLIP-G widths (32 + 48), as 4096 >= 768 + 1280
+SD3 = {  # SD3.5 medium's shape: QK norms, a dual-attention (MMDiT-X) block, a context_pre_only last block
     "sample_size": SIZE // 8,
     "patch_size": 2,
     "in_channels": 16,
     "out_channels": 16,
-    "num_layers": 1,
+    "num_layers": 2,
     "attention_head_dim": 8,
     "num_attention_heads": 4,
-    "joint_attention_dim": T5_WIDTH,
+    "joint_attention_dim": SD3_T5_WIDTH,
     "caption_projection_dim": 32,
-    "pooled_projection_dim": 64,
+    "pooled_projection_dim": 80,
     "pos_embed_max_size": 16,
+    "qk_norm": "rms_norm",
+    "dual_attention_layers": [0],
 }
 
 
@@ -99,11 +102,12 @@ def tiny_config(family: ModelFamily) -> dict[str, Any]:
     config: dict[str, Any] = {"vae": dict(VAE, **scaling), "native_resolution": SIZE}
     if family == ModelFamily.SD3:
         with_projection = dict(CLIP_L, architectures=["CLIPTextModelWithProjection"])
+        clip_g = dict(with_projection, hidden_act="gelu", hidden_size=48, projection_dim=48)
         config.update(
             transformer=dict(SD3),
             text_encoder=with_projection,
-            text_encoder_2=dict(with_projection, hidden_act="gelu"),
-            text_encoder_3=dict(T5),
+            text_encoder_2=clip_g,
+            text_encoder_3=dict(T5, d_model=SD3_T5_WIDTH),
         )
     else:
         config.update(
@@ -222,20 +226,41 @@ def _clip_keys(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {(k if k.startswith("text_projection") else f"text_model.{k}"): v for k, v in state.items()}
 
 
+def write_sd3_single_file(model: LoadedModel, path: Path, with_encoders: bool = True) -> Path:
+    """Stability AI's single-file layout (sd3.5_large.safetensors): model.diffusion_model. (MMDiT keys),
+    first_stage_model. (LDM VAE), and (with_encoders) text_encoders.clip_l / clip_g / t5xxl.transformer."""
+    state = {
+        f"model.diffusion_model.{k}": v
+        for k, v in sd3_keys.diffusers_to_original(model.unet.state_dict()).items()
+    }
+    vae = vae_to_ldm(model.vae.state_dict(), model.vae.config)
+    state.update({f"first_stage_model.{k}": v for k, v in vae.items()})
+    if with_encoders:
+        clip_l, clip_g, t5 = model.text_encoders
+        for name, encoder in (("clip_l", clip_l), ("clip_g", clip_g)):
+            state.update({f"text_encoders.{name}.transformer.{k}": v for k, v in _clip_keys(encoder).items()})
+        state.update({f"text_encoders.t5xxl.transformer.{k}": v for k, v in _t5_keys(t5).items()})
+        (path.parent).mkdir(parents=True, exist_ok=True)
+        (path.parent / "spiece.model").write_bytes(Path(model.extra["spiece"]).read_bytes())
+    _save(state, path)
+    _sidecar(model, path)
+    return path
+
+
 def _t5_keys(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
     """T5 files store the tied token embedding once, as `shared.weight`."""
     return {k: v for k, v in encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
 
 
 def write_parts(model: LoadedModel, text_encoder_dir: Path, vae_dir: Path) -> dict[str, Path]:
-    """Forge's separate parts: models/text_encoder/{clip_l,t5xxl_fp16}.safetensors (+ spiece.model),
-    models/VAE/ae.safetensors (BFL's LDM-layout keys)."""
+    """Forge's separate parts: models/text_encoder/{clip_l,clip_g (SD3),t5xxl_fp16}.safetensors (+
+    spiece.model), models/VAE/ae.safetensors (BFL's LDM-layout keys)."""
     clip, t5 = model.text_encoders[0], model.text_encoders[-1]
-    written = {
-        "clip_l": _save(_clip_keys(clip), text_encoder_dir / "clip_l.safetensors"),
-        "t5xxl": _save(_t5_keys(t5), text_encoder_dir / "t5xxl_fp16.safetensors"),
-        "ae": _save(vae_to_ldm(model.vae.state_dict(), model.vae.config), vae_dir / "ae.safetensors"),
-    }
+    written = {"clip_l": _save(_clip_keys(clip), text_encoder_dir / "clip_l.safetensors")}
+    if len(model.text_encoders) == 3:
+        written["clip_g"] = _save(_clip_keys(model.text_encoders[1]), text_encoder_dir / "clip_g.safetensors")
+    written["t5xxl"] = _save(_t5_keys(t5), text_encoder_dir / "t5xxl_fp16.safetensors")
+    written["ae"] = _save(vae_to_ldm(model.vae.state_dict(), model.vae.config), vae_dir / "ae.safetensors")
     spiece = Path(model.extra["spiece"])
     (text_encoder_dir / "spiece.model").write_bytes(spiece.read_bytes())
     return written

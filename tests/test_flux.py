@@ -310,3 +310,52 @@ def test_fp8_stored_weights_load_as_their_values(flux_dev, flux_parts, tmp_path)
     ours = model.unet.state_dict()
     for key, value in flux_dev.unet.state_dict().items():
         assert torch.equal(ours[key], value.to(torch.float8_e4m3fn).float()), key
+
+
+def test_sd3_single_files_with_and_without_encoders(sd3, tmp_path):
+    inside = fx.write_sd3_single_file(sd3, tmp_path / "a" / "sd3.5_medium-tiny.safetensors")
+    bare = fx.write_sd3_single_file(
+        sd3, tmp_path / "b" / "sd3.5_medium-noenc.safetensors", with_encoders=False
+    )
+    with pytest.raises(MissingPartError, match="no clip_l and clip_g and t5xxl text encoders"):
+        load_checkpoint(info(bare), DevicePolicy())
+    parts = fx.write_parts(sd3, tmp_path / "text_encoder", tmp_path / "VAE")
+    encoders = [parts["clip_g"], parts["t5xxl"], parts["clip_l"]]  # any order: told apart by their keys
+    for model in (load_checkpoint(info(inside)), load_checkpoint(info(bare), DevicePolicy(), encoders)):
+        assert model.family == ModelFamily.SD3 and same_weights(model.unet, sd3.unet)
+        assert same_weights(model.vae, sd3.vae)
+        for ours, theirs in zip(model.text_encoders, sd3.text_encoders, strict=True):
+            assert same_weights(ours, theirs)
+
+
+def test_full_size_sd35_layout_matches_diffusers_converter():
+    import diffusers
+    from diffusers.loaders import single_file_utils as sfu
+
+    from sdwebui.models.components import family_config
+    from sdwebui.models.dit import sd3_keys
+
+    config = family_config(ModelFamily.SD3)["transformer"]
+    medium = dict(
+        config,
+        num_layers=24,
+        num_attention_heads=24,
+        caption_projection_dim=1536,
+        pos_embed_max_size=384,
+        dual_attention_layers=list(range(13)),
+    )
+    for transformer_config in (config, medium):  # SD3.5 large, SD3.5 medium
+        with torch.device("meta"):
+            module = diffusers.SD3Transformer2DModel.from_config(transformer_config)
+        manifest = {
+            f"model.diffusion_model.{k}": v
+            for k, v in sd3_keys.diffusers_to_original(module.state_dict()).items()
+        }
+        assert detect_dit(manifest).family == ModelFamily.SD3
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        theirs = sfu.convert_sd3_transformer_checkpoint_to_diffusers(dict(manifest))
+        assert {k: tuple(v.shape) for k, v in theirs.items()} == expected
+        ours = sd3_keys.original_to_diffusers(manifest, module)
+        assert {k: tuple(v.shape) for k, v in ours.items()} == expected
+    key = "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
+    assert tuple(manifest[key].shape) == (4608, 1536)

@@ -8,13 +8,14 @@ every size from the module, so tiny test models and full-size files go through t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")  # all-in-one / ComfyUI / other
-_PLAIN, _CAT, _SWAP = "plain", "cat", "swap"
+PLAIN, CAT, SWAP = "plain", "cat", "swap"
+_PLAIN, _CAT, _SWAP = PLAIN, CAT, SWAP
 
 
 @dataclass(frozen=True)
@@ -98,25 +99,8 @@ def bfl_to_diffusers(
     state: Mapping[str, torch.Tensor], transformer: torch.nn.Module
 ) -> dict[str, torch.Tensor]:
     """BFL tensors (prefix already stripped) -> the diffusers module's keys; split sizes from the module."""
-    target = transformer.state_dict()
     layers, singles, guidance = layer_counts(set(state))
-    out: dict[str, torch.Tensor] = {}
-    for rule in rules(layers, singles, guidance):
-        for suffix in rule.suffixes or ("",):
-            bfl = f"{rule.bfl}.{suffix}" if suffix else rule.bfl
-            if bfl not in state:
-                continue  # missing keys are reported by the caller's strict load
-            names = [f"{d}.{suffix}" if suffix else d for d in rule.diffusers]
-            tensor = state[bfl]
-            if rule.op == _CAT:
-                sizes = [target[n].shape[0] if n in target else 0 for n in names]
-                for name, part in zip(names, torch.split(tensor, sizes, dim=0), strict=True):
-                    out[name] = part
-            elif rule.op == _SWAP:
-                out[names[0]] = _swap(tensor)
-            else:
-                out[names[0]] = tensor
-    return out
+    return to_diffusers(state, transformer, rules(layers, singles, guidance))
 
 
 def diffusers_to_bfl(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -124,15 +108,46 @@ def diffusers_to_bfl(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     layers = len({k.split(".")[1] for k in state if k.startswith("transformer_blocks.")})
     singles = len({k.split(".")[1] for k in state if k.startswith("single_transformer_blocks.")})
     guidance = any(k.startswith("time_text_embed.guidance_embedder.") for k in state)
+    return from_diffusers(state, rules(layers, singles, guidance))
+
+
+def _pairs(rule: Rule) -> Iterator[tuple[str, list[str]]]:
+    for suffix in rule.suffixes or ("",):
+        original = f"{rule.bfl}.{suffix}" if suffix else rule.bfl
+        yield original, [f"{d}.{suffix}" if suffix else d for d in rule.diffusers]
+
+
+def to_diffusers(
+    state: Mapping[str, torch.Tensor], module: torch.nn.Module, table: Iterable[Rule]
+) -> dict[str, torch.Tensor]:
+    """An original layout's tensors -> the module's keys by `table`; fused tensors split by the module's
+    sizes. Keys the file lacks are left out (the caller's strict load names them)."""
+    target = module.state_dict()
     out: dict[str, torch.Tensor] = {}
-    for rule in rules(layers, singles, guidance):
-        for suffix in rule.suffixes or ("",):
-            bfl = f"{rule.bfl}.{suffix}" if suffix else rule.bfl
-            names = [f"{d}.{suffix}" if suffix else d for d in rule.diffusers]
+    for rule in table:
+        for original, names in _pairs(rule):
+            if original not in state:
+                continue
+            tensor = state[original]
             if rule.op == _CAT:
-                out[bfl] = torch.cat([state[n] for n in names], dim=0)
+                sizes = [target[n].shape[0] if n in target else 0 for n in names]
+                out.update(zip(names, torch.split(tensor, sizes, dim=0), strict=True))
             elif rule.op == _SWAP:
-                out[bfl] = _swap(state[names[0]])
+                out[names[0]] = _swap(tensor)
             else:
-                out[bfl] = state[names[0]]
+                out[names[0]] = tensor
+    return out
+
+
+def from_diffusers(state: Mapping[str, torch.Tensor], table: Iterable[Rule]) -> dict[str, torch.Tensor]:
+    """The inverse of `to_diffusers`: a diffusers module's tensors in the original layout."""
+    out: dict[str, torch.Tensor] = {}
+    for rule in table:
+        for original, names in _pairs(rule):
+            if rule.op == _CAT:
+                out[original] = torch.cat([state[n] for n in names], dim=0)
+            elif rule.op == _SWAP:
+                out[original] = _swap(state[names[0]])
+            else:
+                out[original] = state[names[0]]
     return out

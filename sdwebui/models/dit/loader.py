@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sdwebui.models.components import family_config
-from sdwebui.models.dit import flux_keys, parts, quantized
+from sdwebui.models.dit import flux_keys, parts, quantized, sd3_keys
 from sdwebui.models.dit.detect import DIFFUSERS_PIPELINES, detect_dit
 from sdwebui.models.dit.t5_tokenizer import load_t5_tokenizer
 from sdwebui.models.errors import CheckpointLoadError
@@ -110,18 +110,12 @@ def _transformer(spec: FamilySpec, config, state, path: Path, policy: DevicePoli
     if spec.architecture == "flux":
         converted = flux_keys.bfl_to_diffusers(flux_keys.strip_prefix(state), module)
     else:
-        from diffusers.loaders import single_file_utils as sfu
-
-        own = {k: v for k, v in state.items() if "joint_blocks" in k or not k.startswith(_NON_TRANSFORMER)}
-        converted = sfu.convert_sd3_transformer_checkpoint_to_diffusers(own)
+        converted = sd3_keys.original_to_diffusers(state, module)
     if any(quantized.is_quantized(v) for v in converted.values()):
         quantized.assign_gguf(module, converted, policy.dtype, path)
         return module.to(policy.device)
     parts.assign(module, converted, "transformer", path, (policy.device, policy.dtype))
     return module
-
-
-_NON_TRANSFORMER = ("text_encoders.", *parts.VAE_PREFIXES)
 
 
 def _part_files(modules: Sequence[Path]) -> list[parts.PartFile]:
