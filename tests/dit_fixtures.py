@@ -141,8 +141,11 @@ def train_t5_vocabulary(folder: Path) -> Path:
     return folder / "spiece.model"
 
 
-def _build(family: ModelFamily, seed: int) -> dict[str, Any]:
+def _build(family: ModelFamily, seed: int, transformer: dict[str, Any] | None, size: int) -> dict[str, Any]:
     config = tiny_config(family)
+    if transformer is not None:  # another transformer size (benchmarks/dit.py)
+        config["transformer"] = dict(transformer)
+    config["native_resolution"] = size
     torch.manual_seed(seed)
     if family == ModelFamily.SD3:
         transformer = diffusers.SD3Transformer2DModel.from_config(config["transformer"])
@@ -162,9 +165,15 @@ def _build(family: ModelFamily, seed: int) -> dict[str, Any]:
     return {"transformer": transformer, "vae": vae, "encoders": encoders, "config": config}
 
 
-def tiny_dit_model(family: ModelFamily, folder: Path, seed: int = 0) -> LoadedModel:
-    """An in-memory tiny model (its T5 vocabulary trained into `folder`)."""
-    built = _build(family, seed)
+def tiny_dit_model(
+    family: ModelFamily,
+    folder: Path,
+    seed: int = 0,
+    transformer: dict[str, Any] | None = None,
+    size: int = SIZE,
+) -> LoadedModel:
+    """An in-memory tiny model (its T5 vocabulary trained into `folder`); `transformer`: another config."""
+    built = _build(family, seed, transformer, size)
     spiece = train_t5_vocabulary(folder / "t5_tokenizer")
     clip_pads = [END_TOKEN] if family != ModelFamily.SD3 else [END_TOKEN, OPENCLIP_PAD_TOKEN]
     tokenizers = [shared_clip_tokenizer(pad) for pad in clip_pads] + [load_t5_tokenizer(spiece)]
@@ -179,7 +188,7 @@ def tiny_dit_model(family: ModelFamily, folder: Path, seed: int = 0) -> LoadedMo
         device=torch.device("cpu"),
         dtype=torch.float32,
         vae_dtype=torch.float32,
-        native_resolution=SIZE,
+        native_resolution=size,
         extra={"config": built["config"], "spiece": str(spiece)},
     )
 
@@ -194,9 +203,10 @@ def _sidecar(model: LoadedModel, path: Path) -> None:
     path.with_suffix(".json").write_text(json.dumps(model.extra["config"], indent=1))
 
 
-def write_flux_transformer_only(model: LoadedModel, path: Path) -> Path:
+def write_flux_transformer_only(model: LoadedModel, path: Path, dtype: torch.dtype | None = None) -> Path:
     """BFL's layout with no prefix (flux1-dev.safetensors as BFL publishes it) + the tiny sizes' sidecar."""
-    _save(flux_keys.diffusers_to_bfl(model.unet.state_dict()), path)
+    state = flux_keys.diffusers_to_bfl(model.unet.state_dict())
+    _save({k: v.to(dtype) if dtype else v for k, v in state.items()}, path)
     _sidecar(model, path)
     return path
 

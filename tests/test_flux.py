@@ -359,3 +359,16 @@ def test_full_size_sd35_layout_matches_diffusers_converter():
         assert {k: tuple(v.shape) for k, v in ours.items()} == expected
     key = "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
     assert tuple(manifest[key].shape) == (4608, 1536)
+
+
+def test_hires_fix_and_prompt_editing_on_flux(flux_dev):
+    from sdwebui.engine.hires import HiresFix
+
+    result = run(
+        flux_dev, prompt="a [dog:cat:2]", steps=3, hires=HiresFix(hr_scale=2.0, denoising_strength=0.5)
+    )
+    assert result.images[0].image.size == (2 * SIZE, 2 * SIZE)
+    info = result.infotexts[0]
+    assert "Hires upscale: 2, Hires upscaler: Latent" in info and "Distilled CFG Scale: 3.5" in info
+    edited, plain = run(flux_dev, prompt="a [dog:cat:2]"), run(flux_dev, prompt="a cat")
+    assert np.abs(pixels(edited) - pixels(plain)).mean() > 0.1
