@@ -11,6 +11,7 @@ from sdwebui.engine.context import JobContext
 from sdwebui.engine.flow.adapter import pack, unpack
 from sdwebui.engine.flow.schedules import flow_sigmas, shift_value
 from sdwebui.engine.generate import generate
+from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import RequestError, Txt2ImgRequest
 from sdwebui.engine.rng import ImageRNG
 from sdwebui.engine.settings import EngineSettings
@@ -245,6 +246,28 @@ def test_bad_flow_input_is_a_request_error(flux_dev):
         run(flux_dev, width=72)
     assert error.value.field == "width" and "multiple of 16" in str(error.value)
 
+    class ControlNetUnit:  # a U-Net add-on (engine/addons.py): refused, not silently dropped
+        def before_unet(self, call):
+            pass
+
+        def wrap_attention(self, name, processor):
+            return None
+
+    request = Txt2ImgRequest(
+        prompt="a cat", steps=2, width=SIZE, height=SIZE, sampler_name="Euler", cfg_scale=1.0
+    )
+    with pytest.raises(
+        RequestError, match="ControlNetUnit work on U-Net models only, not on Flux.1 dev"
+    ) as error:
+        generate(
+            flux_dev,
+            request,
+            JobContext(),
+            EngineSettings(save_images=False),
+            EngineHooks(unet_addons=[ControlNetUnit()]),
+        )
+    assert error.value.field == "alwayson_scripts"
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["Simple", "SGM Uniform", "Karras", "Beta"])
@@ -321,7 +344,13 @@ def test_sd3_single_files_with_and_without_encoders(sd3, tmp_path):
         load_checkpoint(info(bare), DevicePolicy())
     parts = fx.write_parts(sd3, tmp_path / "text_encoder", tmp_path / "VAE")
     encoders = [parts["clip_g"], parts["t5xxl"], parts["clip_l"]]  # any order: told apart by their keys
-    for model in (load_checkpoint(info(inside)), load_checkpoint(info(bare), DevicePolicy(), encoders)):
+    folder = fx.write_dit_diffusers_folder(sd3, tmp_path / "sd3-diffusers")
+    loads = (
+        (info(inside), DevicePolicy()),
+        (info(bare), DevicePolicy(), encoders),
+        (info(folder), DevicePolicy()),
+    )
+    for model in (load_checkpoint(*args) for args in loads):
         assert model.family == ModelFamily.SD3 and same_weights(model.unet, sd3.unet)
         assert same_weights(model.vae, sd3.vae)
         for ours, theirs in zip(model.text_encoders, sd3.text_encoders, strict=True):

@@ -194,7 +194,7 @@ def _run_pass(
         *(sampling_pass.original_size or (sampling_pass.height, sampling_pass.width)), *sampling_pass.crop
     )
     if flow.is_flow(run.model):
-        adapter = flow.adapter(run.model, run.request.distilled_cfg_scale, index)
+        adapter = flow.adapter(run.model, run.request.distilled_cfg_scale, index, run.hooks.unet_addons)
     else:
         adapter = ModelAdapter(run.model, start.scheduler.alphas_cumprod, size, run.hooks.unet_addons, index)
     job = SamplingJob(

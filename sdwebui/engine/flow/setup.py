@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,16 @@ def prompt_encoder(model: LoadedModel, clip_skip: int, embeddings: Any = None) -
     return DiTPromptEncoder(model, clip_skip, embeddings)
 
 
-def adapter(model: LoadedModel, distilled_cfg_scale: float | None, pass_index: int) -> FlowAdapter:
+def adapter(
+    model: LoadedModel, distilled_cfg_scale: float | None, pass_index: int, addons: Sequence[Any] = ()
+) -> FlowAdapter:
+    """The pass's adapter; U-Net add-ons (ControlNet, T2I-Adapter, IP-Adapter) have no DiT counterpart yet,
+    so a job that asks for one is refused rather than run without it."""
+    if addons:
+        names = ", ".join(sorted({type(a).__name__ for a in addons}))
+        raise RequestError(
+            "alwayson_scripts", f"{names} work on U-Net models only, not on {family_spec(model.family).label}"
+        )
     return FlowAdapter(model, distilled_cfg_scale, pass_index)
 
 
