@@ -359,7 +359,18 @@ class AppServices:
         `sd_vae` in the job's overrides is a patch of this job's model only."""
         base_vae = self.options.get("sd_vae") or None
         override = job_overrides.get("sd_model_checkpoint")
-        model = models.load(override, vae=base_vae) if override else self.load_plain_model(base_vae, models)
+        modules = job_overrides.get("forge_additional_modules", self.options.get("forge_additional_modules"))
+        extra = {"modules": tuple(modules)} if modules else {}  # only Flux / SD3 checkpoints use them
+        if override:
+            model = models.load(override, vae=base_vae, **extra)
+        else:
+            model = self.load_plain_model(base_vae, models, **extra)
+        if job_overrides.get("forge_additional_modules") and not model.is_dit:
+            raise RequestError(
+                "override_settings",
+                f"forge_additional_modules apply to Flux / SD3 checkpoints; {model.info.title} is "
+                f"{model.family.value}: choose its VAE with sd_vae",
+            )
         patches = self._lora_patch(job_overrides) if isinstance(model, LoadedModel) else []
         return models.lease_of(model, vae=job_overrides.get("sd_vae") or None, patches=patches)
 
@@ -414,7 +425,9 @@ class AppServices:
             named = ", ".join(f"{tag.name!r} in {tag.text}" for tag in unknown)
             raise RequestError("prompt", f"unknown LoRA {named}; known: {listed} (try refresh)")
 
-    def load_plain_model(self, vae: str | None = None, models: ModelProvider | None = None) -> LoadedModel:
+    def load_plain_model(
+        self, vae: str | None = None, models: ModelProvider | None = None, **extra: Any
+    ) -> LoadedModel:
         """The model of a job without a checkpoint override (and of start-up): the sd_model_checkpoint
         setting; when it is unset (a fresh install) or cannot be loaded, the provider's default (the first
         loadable of --ckpt, the checkpoints found, the embedded model). That model then becomes the setting,
@@ -424,14 +437,14 @@ class AppServices:
         wanted = self.options.get("sd_model_checkpoint") or None
         if wanted:
             try:
-                return models.load(wanted, vae=vae)
+                return models.load(wanted, vae=vae, **extra)
             except (CheckpointLoadError, OSError) as exc:
                 if _names_the_vae(exc):
                     raise
                 self.add_notice(
                     f"The checkpoint in the settings cannot be loaded ({exc}); using another one."
                 )
-        model = models.load(None, vae=vae)
+        model = models.load(None, vae=vae, **extra)
         if model.info.title != wanted:
             with self._options_lock:
                 self.options.set("sd_model_checkpoint", model.info.title, run_callbacks=False)
@@ -648,6 +661,7 @@ def _default_model_manager(
     manager = ModelManager(
         checkpoint_dirs=[paths.checkpoints_dir, *([Path(args.ckpt_dir)] if args.ckpt_dir else [])],
         vae_dirs=[paths.vae_dir, *([Path(args.vae_dir)] if args.vae_dir else [])],
+        module_dirs=[paths.text_encoder_dir],
         hash_cache_path=paths.cache_file,
         hashes=hashes,
         policy=policy,
@@ -685,20 +699,23 @@ class ManagedModels:
         current = self.manager.current
         return current.info.title if current is not None else None
 
-    def load(self, title: str | None = None, vae: str | None = None) -> LoadedModel:
+    def load(
+        self, title: str | None = None, vae: str | None = None, modules: Sequence[str] = ()
+    ) -> LoadedModel:
         """Load by title; without one, the default model: --ckpt, else the checkpoints in their listed order,
         the embedded model last, skipping (and reporting) any that cannot be loaded. Not "the current model":
-        that may be another job's override. `vae`: "Automatic", "None" or a VAE name (None = "Automatic")."""
+        that may be another job's override. `vae`: "Automatic", "None" or a VAE name (None = "Automatic").
+        `modules`: Forge's additional modules (VAE / text encoder files) of a Flux / SD3 checkpoint."""
         previous = self.manager.current
-        model = self._load(title, vae or "Automatic")
+        model = self._load(title, vae or "Automatic", tuple(modules))
         if model is not previous:
             for listener in list(self.load_listeners):
                 listener(model)
         return model
 
-    def _load(self, title: str | None, vae: str) -> LoadedModel:
+    def _load(self, title: str | None, vae: str, modules: tuple[str, ...] = ()) -> LoadedModel:
         if title:
-            return self.manager.load(title, vae=vae)
+            return self.manager.load(title, vae=vae, modules=modules)
         candidates: list[str | CheckpointInfo] = list(self.checkpoints())
         if self.preferred:
             candidates.insert(0, str(Path(self.preferred).resolve()))
@@ -707,7 +724,7 @@ class ManagedModels:
         failures: list[str] = []
         for candidate in candidates:
             try:
-                model = self.manager.load(candidate, vae=vae)
+                model = self.manager.load(candidate, vae=vae, modules=modules)
             except (CheckpointLoadError, OSError) as exc:
                 if _names_the_vae(exc):
                     raise  # the request's VAE is unknown: no other checkpoint fixes that
@@ -753,6 +770,9 @@ class ManagedModels:
 
     def vae_files(self) -> list[tuple[str, Path]]:
         return self.manager.vae_files()
+
+    def module_files(self) -> list[tuple[str, Path]]:
+        return self.manager.module_files()
 
     def set_limit(self, max_loaded: int) -> None:
         self.manager.set_limit(max_loaded)
@@ -801,5 +821,5 @@ class PassCheckpointLeases:
 
 
 def _names_the_vae(exc: Exception) -> bool:
-    """A load failure caused by the VAE name (sd_vae), not by the checkpoint file."""
-    return getattr(exc, "field", None) == "sd_vae"
+    """A load failure caused by the VAE name (sd_vae) or the chosen modules, not by the checkpoint file."""
+    return getattr(exc, "field", None) in ("sd_vae", "forge_additional_modules")

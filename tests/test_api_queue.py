@@ -307,7 +307,7 @@ def test_options_round_trip_and_checkpoint_switch(server):
 def test_lists_and_misc_endpoints(server):
     models = requests.get(server.api + "/sd-models", timeout=10).json()
     assert [m["model_name"] for m in models][:2] == ["alpha", "beta"]  # then the embedded default model
-    assert set(models[0]) == {"title", "model_name", "hash", "sha256", "filename", "config"}
+    assert set(models[0]) == {"title", "model_name", "hash", "sha256", "filename", "config", "family"}
     for path in (
         "samplers",
         "schedulers",

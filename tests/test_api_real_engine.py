@@ -142,7 +142,7 @@ def test_options_whole_dict_switches_model_and_lists(server, api):
     models = api.get_sd_models()
     assert {"alpha", "beta"} <= {m["model_name"] for m in models}  # (+ the embedded default model)
     for item in models:
-        assert set(item) == {"title", "model_name", "hash", "sha256", "filename", "config"}
+        assert set(item) == {"title", "model_name", "hash", "sha256", "filename", "config", "family"}
     beta = next(m for m in models if m["model_name"] == "beta")
     options = api.get_options()
     options["sd_model_checkpoint"] = beta["title"]

@@ -145,7 +145,7 @@ def test_unknown_names_list_valid_ones():
 def test_unsupported_combination_names_alternatives():
     with pytest.raises(S.UnsupportedScheduleError, match="'Euler a' does not support schedule type 'Karras'"):
         S.create_scheduler("Euler a", "Karras", SD_CONFIG)
-    assert S.supported_schedules("Euler a") == ["Automatic", "Uniform", "SGM Uniform"]
+    assert S.supported_schedules("Euler a") == ["Automatic", "Uniform", "SGM Uniform", "Simple"]
     assert "Karras" in S.supported_schedules("DPM++ 2M")
 
 

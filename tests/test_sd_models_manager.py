@@ -122,9 +122,9 @@ def test_first_load_hashes_while_loading(tmp_path, models_dir, monkeypatch):
     seen = {}
     real_load = manager_module.load_checkpoint
 
-    def load(info, policy):
+    def load(info, policy, *modules):
         loading.set()
-        return real_load(info, policy)
+        return real_load(info, policy, *modules)
 
     def slow_hash(path):
         seen["thread"] = threading.current_thread().name

@@ -22,7 +22,7 @@ def test_network_guard_blocks_external_but_allows_loopback():
     server.close()
 
 
-@pytest.mark.parametrize("family", list(ModelFamily))
+@pytest.mark.parametrize("family", tiny_models.FAMILIES)
 def test_tiny_models_are_deterministic_and_run(family):
     a = tiny_models.tiny_loaded_model(family, seed=0)
     b = tiny_models.tiny_loaded_model(family, seed=0)

@@ -38,6 +38,7 @@ class GenerationPayload(LooseModel):
     n_iter: int | None = None
     steps: int | None = None
     cfg_scale: float | None = None
+    distilled_cfg_scale: float | None = None  # Forge's, for Flux dev's guidance embedding
     width: int | None = None
     height: int | None = None
     restore_faces: bool | None = None
@@ -254,6 +255,14 @@ class SDModelItem(BaseModel):
     sha256: str | None = None
     filename: str
     config: str | None = None
+    family: str | None = None  # ours: sd1, sdxl, flux-dev, sd3, ... (None: not a recognisable checkpoint)
+
+
+class SDModuleItem(BaseModel):
+    """Forge's /sdapi/v1/sd-modules: a VAE or text encoder file for forge_additional_modules."""
+
+    model_name: str
+    filename: str
 
 
 class SDVaeItem(BaseModel):

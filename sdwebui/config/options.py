@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sdwebui.config import options_controlnet, options_ext20, options_mem
+from sdwebui.config import options_controlnet, options_ext20, options_flux, options_mem
 from sdwebui.config.option_info import OptionInfo
 from sdwebui.config.options_lora import lora_templates
 from sdwebui.config.paths import is_inside, resolve_output_dir
@@ -338,6 +338,10 @@ def default_templates() -> dict[str, OptionInfo]:
             lambda: {k: OptionInfo(**v) for k, v in options_controlnet.controlnet_templates().items()},
         ),
         (options_ext20.SECTION_COMPAT, lambda: options_ext20.ext20_templates(OptionInfo)),
+        (
+            options_flux.SECTION_FLUX,
+            lambda: {k: OptionInfo(**v) for k, v in options_flux.flux_templates().items()},
+        ),
     )
     templates: dict[str, OptionInfo] = {}
     for section, build in sections:

@@ -32,6 +32,10 @@ class DataPaths:
         return self.models_dir / "VAE"
 
     @property
+    def text_encoder_dir(self) -> Path:
+        return self.models_dir / "text_encoder"
+
+    @property
     def embeddings_dir(self) -> Path:
         return self.data_dir / "embeddings"
 

@@ -46,6 +46,7 @@ class RawFields:
     n_iter: int | None = None
     steps: int | None = None
     cfg_scale: float | None = None
+    distilled_cfg_scale: float | None = None  # Forge's "Distilled CFG Scale" (Flux dev); None: 3.5
     width: int | None = None  # None: the model's native size, fixed when the job runs
     height: int | None = None
     eta: float | None = None  # None: the eta_ancestral / eta_ddim setting, read by the engine
@@ -228,6 +229,7 @@ def _request(
         "n_iter": _pick(raw.n_iter, 1),
         "steps": _pick(raw.steps, 20),
         "cfg_scale": _pick(raw.cfg_scale, 7.0),
+        "distilled_cfg_scale": _pick(raw.distilled_cfg_scale, 3.5),
         "width": raw.width,
         "height": raw.height,
         "eta": raw.eta,

@@ -19,6 +19,7 @@ from sdwebui.engine import extra_networks, hires, samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.controlnet.prepare import build_addons
+from sdwebui.engine.flow import setup as flow
 from sdwebui.engine.hooks import (
     EngineHooks,
     ImageSaveArgs,
@@ -71,9 +72,10 @@ def generate(
     _check_supported(request)
     sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
     eta = _effective_eta(request, settings, sampler)
-    samplers.create_scheduler(
-        sampler.name, schedule_label, model.scheduler_config, eta
-    )  # fail before any work
+    if flow.is_flow(model):  # fail before any work
+        flow.check_request(model, request, eta)
+    else:
+        samplers.create_scheduler(sampler.name, schedule_label, model.scheduler_config, eta)
     state = plan_job(request, settings, hooks.extra_network_kinds)
     if hooks.process is not None:
         hooks.process(state)  # may also edit state.request (e.g. init images), so the plan comes after
@@ -129,7 +131,7 @@ def _run_job(
         state=state,
         plan=plan,
         passes=passes,
-        encoder=PromptEncoder(model, request.clip_skip, settings.embeddings),
+        encoder=_prompt_encoder(model, request, settings),
         result=result,
         eta=eta,
         started=started,
@@ -137,9 +139,7 @@ def _run_job(
         check_prompts=networks.prompts_for_batch,
         placement=placement,
     )
-    networks.on_change = lambda: setattr(
-        run, "encoder", PromptEncoder(model, request.clip_skip, settings.embeddings)
-    )
+    networks.on_change = lambda: setattr(run, "encoder", _prompt_encoder(model, request, settings))
     with torch.no_grad(), active(placement), PeakMemory(model.device) as peak:
         if order == "job":
             _run_by_stage(run)
@@ -147,6 +147,12 @@ def _run_job(
             _run_by_batch(run)
     result.peak_memory, result.memory_mode = peak.report(), placement.plan.mode
     return result
+
+
+def _prompt_encoder(model: LoadedModel, request: Txt2ImgRequest, settings: EngineSettings):
+    if flow.is_flow(model):
+        return flow.prompt_encoder(model, request.clip_skip, settings.embeddings)
+    return PromptEncoder(model, request.clip_skip, settings.embeddings)
 
 
 def job_passes(request: Txt2ImgRequest) -> list[SamplingPass]:
@@ -336,6 +342,9 @@ def infotext_params(
         "RNG": "CPU",
         "Version": settings.version or None,
     }
+    if flow.is_flow(model):  # Forge's keys, in place of the U-Net sampler registry's
+        params.update(flow.infotext_params(model, request))
+        params.pop("ENSD", None)
     return {key: value for key, value in params.items() if value is not None}
 
 

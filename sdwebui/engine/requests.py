@@ -48,6 +48,7 @@ class Txt2ImgRequest:
     n_iter: int = 1
     steps: int = 20
     cfg_scale: float = 7.0
+    distilled_cfg_scale: float = 3.5  # Forge's "Distilled CFG Scale": Flux dev's guidance embedding
     # None = the model's native resolution (resolved by the engine when the job runs)
     width: int | None = 512
     height: int | None = 512
@@ -87,6 +88,7 @@ class Txt2ImgRequest:
                 raise RequestError(name, f"must be a multiple of 8, got {getattr(self, name)}")
         _check_int_range("steps", self.steps, 1, MAX_STEPS)
         _check_float_range("cfg_scale", self.cfg_scale, 0.0, MAX_CFG)
+        _check_float_range("distilled_cfg_scale", self.distilled_cfg_scale, 0.0, MAX_CFG)
         _check_int_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_int_range("n_iter", self.n_iter, 1, MAX_N_ITER)
         _check_float_range("subseed_strength", self.subseed_strength, 0.0, 1.0)

@@ -91,9 +91,12 @@ SCHEDULE_TYPES: list[ScheduleTypeInfo] = [
     ScheduleTypeInfo("exponential", "Exponential"),
     ScheduleTypeInfo("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), need_inner_model=True),
     ScheduleTypeInfo("beta", "Beta", need_inner_model=True, requires=("scipy",)),
+    # Forge's / ComfyUI's "Simple": evenly strided from the top of the schedule (for U-Nets diffusers'
+    # "trailing" spacing; for flow-matching models sdwebui.engine.flow.schedules)
+    ScheduleTypeInfo("simple", "Simple", need_inner_model=True),
 ]
 
-_SIGMA_SCHEDULES = ("uniform", "karras", "exponential", "beta", "sgm_uniform")
+_SIGMA_SCHEDULES = ("uniform", "karras", "exponential", "beta", "sgm_uniform", "simple")
 _SIGMA_SPACE_SCHEDULES = ("karras", "exponential", "beta")  # built from sigma_min..sigma_max, not timesteps
 
 # A zero-terminal-SNR model has sigma = inf at its last timestep (diffusers clamps it to 4096). Schedules
@@ -172,7 +175,11 @@ SAMPLERS: list[SamplerInfo] = [
         ("k_euler_a", "k_euler_ancestral"),
         {"uses_ensd": True},
         "EulerAncestralDiscreteScheduler",
-        schedules=("uniform", "sgm_uniform"),  # diffusers' class has no Karras/exponential/beta sigmas
+        schedules=(
+            "uniform",
+            "sgm_uniform",
+            "simple",
+        ),  # diffusers' class has no Karras/exponential/beta sigmas
         eta_mode=ETA_FIXED,
     ),
     SamplerInfo("Euler", ("k_euler",), {}, "EulerDiscreteScheduler", schedules=_SIGMA_SCHEDULES),
@@ -326,7 +333,8 @@ def supported_schedules(sampler_name: str) -> list[str]:
 def _schedule_config(sampler: SamplerInfo, schedule: ScheduleTypeInfo) -> dict[str, Any]:
     flags: dict[str, Any] = {}
     if sampler.spacing is not None:
-        flags["timestep_spacing"] = "trailing" if schedule.name == "sgm_uniform" else sampler.spacing
+        trailing = schedule.name in ("sgm_uniform", "simple")
+        flags["timestep_spacing"] = "trailing" if trailing else sampler.spacing
     if schedule.name == "karras":
         flags["use_karras_sigmas"] = True
     elif schedule.name == "exponential":

@@ -24,6 +24,7 @@ from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from sdwebui.engine.extra_networks import split_prompt
+from sdwebui.engine.flow import setup as flow
 from sdwebui.engine.hooks import BatchArgs, BeforeSamplingArgs, EngineHooks, JobState, PostprocessBatchArgs
 from sdwebui.engine.loop import LoopOutcome, Progress, SamplingJob, run_loop
 from sdwebui.engine.memory.placement import Placement
@@ -282,7 +283,10 @@ def _run_segment(
     )
     own = model is run.model
     addons = run.hooks.unet_addons if own else ()  # add-ons (ControlNet) are built for the job's model
-    adapter = ModelAdapter(model, start.scheduler.alphas_cumprod, size, addons, index)
+    if flow.is_flow(model):
+        adapter = flow.adapter(model, run.request.distilled_cfg_scale, index, addons)
+    else:
+        adapter = ModelAdapter(model, start.scheduler.alphas_cumprod, size, addons, index)
     conditioning = work.conditioning[index] if own else None
     if conditioning is None:
         conditioning = models.conditioning(model, *work.prompts[index], sampling_pass.steps)
@@ -309,8 +313,8 @@ def _run_segment(
 
 def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:
     request, args = run.request, work.args
-    scheduler = samplers.create_scheduler(
-        request.sampler_name, request.scheduler, run.model.scheduler_config, run.eta
+    scheduler = _create_scheduler(
+        run, run.model, request.sampler_name, request.scheduler, request.width, request.height
     )
     rng = _rng(run, args, run.plan.latent_shape())
     noise = rng.first()
@@ -319,9 +323,14 @@ def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:
 
 
 def _schedule(run: JobRun, sampling_pass: SamplingPass, model: LoadedModel) -> tuple[Any, torch.Tensor]:
-    """A later pass's scheduler (its model's config) and the timesteps it runs (the tail of its schedule)."""
-    scheduler = samplers.create_scheduler(
-        sampling_pass.sampler_name, sampling_pass.scheduler, model.scheduler_config, run.eta
+    """A later pass's scheduler (its model's) and the timesteps it runs (the tail of its schedule)."""
+    scheduler = _create_scheduler(
+        run,
+        model,
+        sampling_pass.sampler_name,
+        sampling_pass.scheduler,
+        sampling_pass.width,
+        sampling_pass.height,
     )
     total, steps_run = img2img_steps(
         sampling_pass.steps, sampling_pass.denoising_strength, sampling_pass.fix_steps
@@ -333,6 +342,15 @@ def _schedule(run: JobRun, sampling_pass: SamplingPass, model: LoadedModel) -> t
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin)
     return scheduler, scheduler.timesteps[begin:]
+
+
+def _create_scheduler(
+    run: JobRun, model: LoadedModel, sampler_name: str, schedule: str | None, width: int, height: int
+) -> Any:
+    """A fresh scheduler for a pass on `model`: flow matching for DiT families, a diffusers one for U-Nets."""
+    if flow.is_flow(model):
+        return flow.create_scheduler(model, sampler_name, schedule, run.eta, width, height)
+    return samplers.create_scheduler(sampler_name, schedule, model.scheduler_config, run.eta)
 
 
 def _later_pass_start(

@@ -19,7 +19,7 @@ from typing import TypeVar
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.model import CheckpointInfo
 
-CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
+CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".gguf")  # .gguf: quantized Flux / SD3 transformers
 VAE_EXTENSIONS = (".safetensors", ".pt", ".ckpt", ".bin")
 # The embedded default model ships with the code (not the data dir); listed after the user's models.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "default"

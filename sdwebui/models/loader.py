@@ -19,6 +19,7 @@ import torch
 from sdwebui.models.components import Components, build_components, build_vae, family_config, merge_config
 from sdwebui.models.detection import detect_family
 from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.families import family_spec
 from sdwebui.models.ldm_export import SD2_FAMILIES, TEXT_ENCODER_LAYOUTS, components_to_ldm
 from sdwebui.models.model import CheckpointInfo, LoadedModel, ModelFamily
 from sdwebui.models.safe_pickle import load_pickled_checkpoint
@@ -317,7 +318,7 @@ def convert_state_dict(
 
 def tokenizers_for_family(family: ModelFamily) -> list[Any]:
     """The family's tokenizers (CLIP-L pads with <|endoftext|>, OpenCLIP with "!"); shared, built once."""
-    kinds = [kind for kind, _ in TEXT_ENCODER_LAYOUTS[family]]
+    kinds = [encoder.kind for encoder in family_spec(family).text_encoders]
     return [shared_clip_tokenizer(END_TOKEN if kind == "clip" else OPENCLIP_PAD_TOKEN) for kind in kinds]
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 
 from sdwebui.models import discovery
+from sdwebui.models.dit.checkpoints import load_checkpoint
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.hashing import HashCache
 from sdwebui.models.lease import LeaseLocks, ModelLease
 from sdwebui.models.libraries import import_model_libraries
-from sdwebui.models.loader import DevicePolicy, load_checkpoint, load_vae_file
+from sdwebui.models.loader import DevicePolicy, load_vae_file
 from sdwebui.models.model import CheckpointInfo, LoadedModel
 from sdwebui.models.patches import Patch, VaeOverride
 
@@ -45,11 +46,13 @@ class ModelManager:
         extra_checkpoints: Sequence[Path] = (),
         include_default_dir: bool = True,
         hashes: HashCache | None = None,
+        module_dirs: Sequence[Path] = (),
     ):
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
         self.checkpoint_dirs = [Path(d) for d in checkpoint_dirs]
         self.vae_dirs = [Path(d) for d in vae_dirs]
+        self.module_dirs = [Path(d) for d in module_dirs]  # models/text_encoder (Flux / SD3 parts)
         self.extra_checkpoints = [Path(p) for p in extra_checkpoints]
         self.include_default_dir = include_default_dir
         self.policy = policy or DevicePolicy()
@@ -60,6 +63,7 @@ class ModelManager:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # filename -> model, current last
         self._checkpoints: list[CheckpointInfo] = []
         self._vaes: list[discovery.VaeInfo] = []
+        self._modules: list[discovery.ModelFile] = []
         self._vae_modules: OrderedDict[tuple, object] = OrderedDict()  # most recently used last
         self.leases = LeaseLocks()
         self.refresh()
@@ -76,9 +80,11 @@ class ModelManager:
             cached = None if info.is_diffusers_folder else self.hashes.cached(info.path)
             with_hashes.append(self._with_hash(info, cached) if cached else info)
         vaes = discovery.list_vaes(self.vae_dirs, self.checkpoint_dirs)
+        modules = discovery.list_model_files([*self.vae_dirs, *self.module_dirs], discovery.VAE_EXTENSIONS)
         with self._lock:
             self._checkpoints = with_hashes
             self._vaes = vaes
+            self._modules = modules
 
     def checkpoints(self) -> list[CheckpointInfo]:
         return list(self._checkpoints)
@@ -89,6 +95,19 @@ class ModelManager:
     def vae_files(self) -> list[tuple[str, Path]]:
         """(name, path) of every standalone VAE file found, as A1111's /sdapi/v1/sd-vae lists them."""
         return [(v.name, v.path) for v in self._vaes]
+
+    def module_files(self) -> list[tuple[str, Path]]:
+        """(name, path) of the VAE and text encoder files a Flux / SD3 checkpoint may use (Forge's modules)."""
+        return [(m.name, m.path) for m in self._modules]
+
+    def module_paths(self, names: Sequence[str]) -> tuple[Path, ...]:
+        """The listed module files of these names (file names as /sdapi/v1/sd-modules lists them)."""
+        return tuple(
+            discovery.find_listed(
+                name, self._modules, discovery.ModelFile.names, "module", "forge_additional_modules"
+            ).path
+            for name in names
+        )
 
     def find_checkpoint(self, name: str) -> CheckpointInfo:
         """By title, name, file name (with or without extension), listed path, or short/full hash; only
@@ -135,17 +154,25 @@ class ModelManager:
         with self._lock:
             return list(self._loaded.values())
 
-    def load(self, name: str | CheckpointInfo, vae: str = VAE_AUTOMATIC) -> LoadedModel:
-        """Make ``name`` the current model (loading it if needed); raises CheckpointLoadError on bad input."""
+    def load(
+        self, name: str | CheckpointInfo, vae: str = VAE_AUTOMATIC, modules: Sequence[str] = ()
+    ) -> LoadedModel:
+        """Make ``name`` the current model (loading it if needed); raises CheckpointLoadError on bad input.
+        `modules`: separate VAE / text encoder files for a Flux / SD3 checkpoint (a model loaded with other
+        modules is loaded again with these)."""
         import_model_libraries()  # first imports under one lock (other threads may import them too)
+        paths = self.module_paths(modules)
         with self._lock:
             if isinstance(name, CheckpointInfo) and name.filename in self._loaded:
                 info = name
             else:  # an info object must also be one discovery listed
                 info = self.find_checkpoint(name.filename if isinstance(name, CheckpointInfo) else name)
             cached = self._loaded.get(info.filename)
+            if cached is not None and cached.is_dit and cached.extra.get("module_paths", ()) != paths:
+                self._release(self._loaded.pop(info.filename))
+                cached = None
             if cached is None:
-                model, info = self._load_and_hash(info)
+                model, info = self._load_and_hash(info, paths)
                 self._apply_vae(model, vae)
                 self._loaded[info.filename] = model
                 self.set_limit(self.max_loaded)  # evicts the least recently used beyond the limit
@@ -228,7 +255,9 @@ class ModelManager:
 
     # ------------------------------------------------------------------------------------------- internals
 
-    def _load_and_hash(self, info: CheckpointInfo) -> tuple[LoadedModel, CheckpointInfo]:
+    def _load_and_hash(
+        self, info: CheckpointInfo, modules: tuple[Path, ...] = ()
+    ) -> tuple[LoadedModel, CheckpointInfo]:
         """Load, hashing a not-yet-hashed file at the same time: the sha256 of a multi-GB file takes seconds,
         and hashlib and file reads release the GIL, so the first load of a file costs max(load, hash), not
         the sum. Later loads find the hash in the cache."""
@@ -236,7 +265,9 @@ class ModelManager:
         needs_hash = not (info.is_diffusers_folder or info.sha256)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-hash") as pool:
             digest = pool.submit(self.hashes.sha256, info.path) if needs_hash else None
-            model = load_checkpoint(info, self.policy)
+            model = load_checkpoint(info, self.policy, modules)
+            if model.is_dit:
+                model.extra["module_paths"] = modules
             try:
                 info = self._record_hash(info, digest.result() if digest else None)
             except OSError as error:

@@ -19,6 +19,9 @@ class ModelFamily(str, enum.Enum):
     SDXL = "sdxl"
     SDXL_INPAINT = "sdxl-inpaint"
     SDXL_REFINER = "sdxl-refiner"
+    FLUX_DEV = "flux-dev"  # diffusion transformers (sdwebui.models.families describes every family)
+    FLUX_SCHNELL = "flux-schnell"
+    SD3 = "sd3"  # SD 3 / 3.5 medium, large, large turbo
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,12 @@ class LoadedModel:
 
     @property
     def is_inpainting(self) -> bool:
-        return self.unet.config.in_channels == 9
+        return self.unet.config.in_channels == 9 and not self.is_dit
+
+    @property
+    def is_dit(self) -> bool:
+        """A diffusion transformer (Flux, SD3): `unet` holds the transformer, sampling is flow matching."""
+        return self.family in (ModelFamily.FLUX_DEV, ModelFamily.FLUX_SCHNELL, ModelFamily.SD3)
 
     @property
     def latent_channels(self) -> int:

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from sdwebui.api import models as m
 from sdwebui.api.routes.common import API, RouteContext
+from sdwebui.models.dit.checkpoints import checkpoint_family
 from sdwebui.services import AppServices
 
 
@@ -24,6 +25,7 @@ def router(ctx: RouteContext) -> APIRouter:
                 sha256=info.sha256,
                 filename=info.filename,
                 config=str(info.config_path) if info.config_path else None,
+                family=checkpoint_family(info),
             )
             for info in services.models.checkpoints()
         ]

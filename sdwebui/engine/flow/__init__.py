@@ -1,0 +1,1 @@
+"""Flow-matching (rectified flow) sampling for the DiT families: schedules, samplers, guidance."""

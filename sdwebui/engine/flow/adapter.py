@@ -1,0 +1,104 @@
+"""The transformer side of the loop for DiT families: what `CFGDenoiser` calls instead of the U-Net adapter.
+
+Flux takes its latents as 2x2 patches packed into a token sequence with (row, column) position ids, the
+timestep as sigma (0..1), and (dev) the distilled guidance value; SD3 takes the latent image and the
+timestep as sigma * 1000. Both predict the flow's velocity; real classifier-free guidance (CFG > 1) is
+the CFGDenoiser's, as for U-Nets, so CFG 1 costs one forward per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from sdwebui.models.families import family_spec
+from sdwebui.models.model import LoadedModel
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H/2 * W/2, C * 4] (FluxPipeline._pack_latents)."""
+    b, c, h, w = latents.shape
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of `pack` for latents of `height` x `width`."""
+    b, _, channels = tokens.shape
+    x = tokens.view(b, height // 2, width // 2, channels // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, channels // 4, height, width)
+
+
+def image_ids(height: int, width: int, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Flux's position ids of the packed latents: (0, row, column) per token."""
+    ids = torch.zeros(height // 2, width // 2, 3)
+    ids[..., 1] += torch.arange(height // 2)[:, None]
+    ids[..., 2] += torch.arange(width // 2)[None, :]
+    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+class FlowAdapter:
+    """Calls a Flux / SD3 transformer with what its family needs; converts velocities to x0."""
+
+    prediction_type = "flow"
+
+    def __init__(self, model: LoadedModel, distilled_cfg_scale: float | None, pass_index: int = 0):
+        self.model = model
+        self.spec = family_spec(model.family)
+        self.distilled_cfg_scale = distilled_cfg_scale
+        self.addons: list[Any] = []  # U-Net add-ons (ControlNet...) have no DiT counterpart yet
+        self.pass_index = pass_index
+        self.forwards = 0  # transformer calls, one per step at CFG 1 (asserted by the tests)
+
+    def predict(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        embeds: torch.Tensor,
+        pooled: torch.Tensor | None,
+        negative_rows: int,
+        image_cond: torch.Tensor | None,
+        rows: Sequence[Any] | None = None,
+        step: int = 0,
+        total_steps: int = 0,
+    ) -> torch.Tensor:
+        model = self.model
+        self.forwards += 1
+        dtype, device = model.dtype, model.device
+        x = x.to(device, dtype)
+        embeds = embeds.to(device, dtype)
+        pooled = pooled.to(device, dtype)
+        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(1).expand(x.shape[0]).to(device)
+        if self.spec.architecture == "sd3":
+            return model.unet(
+                hidden_states=x,
+                timestep=t.to(dtype),
+                encoder_hidden_states=embeds,
+                pooled_projections=pooled,
+                return_dict=False,
+            )[0]
+        h, w = x.shape[-2:]
+        guidance = None
+        if self.spec.guidance_embeds:
+            guidance = torch.full(
+                (x.shape[0],), float(self.distilled_cfg_scale), device=device, dtype=torch.float32
+            )
+        out = model.unet(
+            hidden_states=pack(x),
+            timestep=(t / 1000).to(dtype),
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=embeds,
+            txt_ids=torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),
+            img_ids=image_ids(h, w, device, dtype),
+            return_dict=False,
+        )[0]
+        return unpack(out, h, w)
+
+    def sigma(self, timestep: torch.Tensor) -> float:
+        return float(timestep) / 1000
+
+    def to_x0(self, x: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return x.float() - self.sigma(timestep) * output.float()
