@@ -20,8 +20,8 @@ from PIL import Image
 from sdwebui.config import paths as config_paths
 from sdwebui.extensions.manager import ExtensionManager
 from sdwebui.facade import shared as facade_shared
+from sdwebui.jobs.managed_models import ManagedModels
 from sdwebui.models.manager import ModelManager
-from sdwebui.services import ManagedModels
 from tests import tiny_models
 from tests.api_server import start_server
 from tests.waiting import wait_until

@@ -15,12 +15,12 @@ from sdwebui.engine.context import JobContext
 from sdwebui.engine.generate import generate
 from sdwebui.engine.requests import RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
+from sdwebui.jobs.managed_models import ManagedModels
 from sdwebui.models import discovery
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.models.hashing import sha256_file
 from sdwebui.models.manager import ModelManager
 from sdwebui.outputs.infotext import read_infotext
-from sdwebui.services import ManagedModels
 from tests import tiny_models
 
 

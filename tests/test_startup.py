@@ -21,9 +21,10 @@ from PIL import Image
 import app
 from modules import cmd_args
 from sdwebui.engine.requests import Txt2ImgRequest
+from sdwebui.jobs.managed_models import ManagedModels
 from sdwebui.jobs.queue import JobState
 from sdwebui.models.manager import ModelManager
-from sdwebui.services import ManagedModels, build_services
+from sdwebui.services import build_services
 from tests.api_server import free_port
 from tests.waiting import wait_until
 

@@ -19,7 +19,7 @@ def services() -> Any:
 
 
 def models() -> Any:
-    """The app's ModelProvider (sdwebui.services.ManagedModels in production), or None."""
+    """The app's ModelProvider (sdwebui.jobs.managed_models.ManagedModels in production), or None."""
     return getattr(services(), "models", None)
 
 
