@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from sdwebui.engine import masking
+from sdwebui.engine.requests import RequestError
 from sdwebui.facade import script_callbacks, shared
 from sdwebui.outputs import image_saving
 from sdwebui.outputs.filename_pattern import FilenameFields
@@ -236,7 +237,11 @@ def resize_image(
         and (width > im.width or height > im.height)
     ):
         scale = max(width / im.width, height / im.height)
-        im = next(u for u in shared.sd_upscalers if u.name == upscaler_name).scaler.upscale(im, scale)
+        found = next((u for u in shared.sd_upscalers if u.name == upscaler_name), None)
+        if found is None:
+            names = [u.name for u in shared.sd_upscalers]
+            raise RequestError("script_args", f"unknown upscaler {upscaler_name!r}; available: {names}")
+        im = found.scaler.upscale(im, scale, found.data_path)
     return masking.resize_image(resize_mode, im, width, height)
 
 

@@ -286,7 +286,8 @@ total_tqdm = _TotalTqdm()
 demo = None  # the Gradio Blocks, once built
 device = "cpu"
 weight_load_location = None
-sd_upscalers: Any = None  # set below: the bound app's upscalers, read at each use (A1111's list)
+# A1111's UpscalerData list; filled by sdwebui.facade.upscaler.refresh_sd_upscalers at start-up and refresh
+sd_upscalers: list[Any] = []
 hypernetworks: dict[str, Any] = {}
 loaded_hypernetworks: list[Any] = []
 face_restorers: list[Any] = []
@@ -475,46 +476,3 @@ def list_checkpoint_titles() -> list[str]:
     """Titles of the checkpoints the app knows (ours; A1111 extensions read sd_models.checkpoints_list)."""
     models = getattr(_services, "models", None)
     return list(models.checkpoint_titles()) if models is not None else []
-
-
-# -- A1111's shared.sd_upscalers: UpscalerData items (name, scaler.upscale) of the bound app's upscalers --------
-@dataclass(frozen=True)
-class _Scaler:
-    name: str
-
-    def upscale(self, img: Any, scale: float, selected_path: str | None = None) -> Any:
-        """A1111's Upscaler.upscale: `img` resized by `scale` with this upscaler (tiled for a model file)."""
-        from sdwebui.engine import upscaling
-
-        models = _services.upscalers() if _services is not None else None
-        return upscaling.upscale(img, float(scale), self.name, models, field_name="script_args")
-
-
-@dataclass(frozen=True)
-class UpscalerData:
-    name: str
-    scaler: _Scaler
-    data_path: str | None = None
-    scale: int = 4
-
-
-class _LiveUpscalers:
-    """A read-only sequence over the app's upscaler names ("None", "Lanczos", "Nearest", then the model files)."""
-
-    def _items(self) -> list[UpscalerData]:
-        from sdwebui.engine import upscaling
-
-        models = _services.upscalers() if _services is not None else None
-        return [UpscalerData(name, _Scaler(name)) for name in upscaling.upscaler_names(models)]
-
-    def __iter__(self) -> Iterator[UpscalerData]:
-        return iter(self._items())
-
-    def __len__(self) -> int:
-        return len(self._items())
-
-    def __getitem__(self, index: int) -> UpscalerData:
-        return self._items()[index]
-
-
-sd_upscalers = _LiveUpscalers()
