@@ -124,7 +124,7 @@ def test_loose_clients_unknown_keys_nulls_alias(server):
         ({"tiling": True}, "tiling"),
         ({"restore_faces": True}, "restore_faces"),
         ({"s_tmax": 5}, "s_tmax"),
-        ({"s_min_uncond": 0.2}, "s_min_uncond"),
+        ({"s_min_uncond": 99}, "s_min_uncond"),
         ({"eta": 0.3, "sampler_name": "DPM++ 2M SDE"}, "eta"),
         ({"sampler_name": "Euler a", "scheduler": "Karras"}, "scheduler"),
         ({"infotext": "a cat\nSteps: 5"}, "infotext"),

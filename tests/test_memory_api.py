@@ -102,3 +102,14 @@ def test_flags_choose_the_memory_mode():
     assert memory_mode_flag(cmd_args.parse_args(["--medvram-sdxl"])) == "medvram-sdxl"
     assert memory_mode_flag(cmd_args.parse_args(["--lowvram", "--medvram"])) == "lowvram"
     assert memory_mode_flag(cmd_args.parse_args([])) == ""
+
+
+def test_the_s_min_uncond_field_is_applied_as_a1111_reads_it(served):
+    """A1111's payload field s_min_uncond is the job's "Negative Guidance minimum sigma" (infotext NGMS)."""
+    client, _ = served
+    plain = txt2img(client, cfg_scale=7)
+    skipped = txt2img(client, cfg_scale=7, s_min_uncond=15)
+    assert plain.status_code == 200 and skipped.status_code == 200, skipped.text
+    assert "NGMS: 15" in json.loads(skipped.json()["info"])["infotexts"][0]
+    assert "NGMS" not in json.loads(plain.json()["info"])["infotexts"][0]
+    assert skipped.json()["images"][0] != plain.json()["images"][0]  # the uncond pass was skipped

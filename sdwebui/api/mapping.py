@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 from typing import Any
 
@@ -67,7 +68,7 @@ def encode_jpeg_data_url(image: Image.Image) -> str:
 
 
 # k-diffusion "sigma churn" knobs: A1111's values that mean "off"; diffusers' schedulers have no such options
-_SAMPLER_KNOBS_OFF = {"s_churn": 0.0, "s_tmin": 0.0, "s_min_uncond": 0.0}
+_SAMPLER_KNOBS_OFF = {"s_churn": 0.0, "s_tmin": 0.0}
 
 
 def _refuse_unsupported(payload: models.GenerationPayload) -> None:
@@ -108,10 +109,21 @@ def build_request(
 ) -> Txt2ImgRequest | Img2ImgRequest:
     """Map a txt2img/img2img payload onto a validated engine request (sdwebui.config.resolve)."""
     _refuse_unsupported(payload)
-    resolved = resolve(
-        raw_fields(payload, max_pixels), options, payload.override_settings, SettingsSource(styles=styles)
-    )
+    overrides = _with_payload_settings(payload)
+    resolved = resolve(raw_fields(payload, max_pixels), options, overrides, SettingsSource(styles=styles))
     return resolved.request
+
+
+def _with_payload_settings(payload: models.GenerationPayload) -> dict[str, Any]:
+    """The request's override_settings plus the payload fields A1111 reads as per-job settings: `s_min_uncond`
+    (Negative Guidance minimum sigma) unless override_settings names it too."""
+    overrides = dict(payload.override_settings or {})
+    value = payload.s_min_uncond
+    if value is not None and value != 0.0 and "s_min_uncond" not in overrides:
+        if not math.isfinite(value) or not 0.0 <= value <= 15.0:
+            raise RequestError("s_min_uncond", f"s_min_uncond={value!r} must be a number from 0 to 15")
+        overrides["s_min_uncond"] = float(value)
+    return overrides
 
 
 def raw_fields(payload: models.GenerationPayload, max_pixels: int) -> RawFields:
