@@ -165,10 +165,12 @@ def test_interrupt_and_skip_show_only_while_a_job_runs_and_fit_their_buttons(pag
 def test_layout_band_tooltips_inpaint_settings_and_xyz_row(page, shot):
     shot(page, "txt2img")
     negative = box(page, "#txt2img_neg_prompt")
+    networks = box(page, "#txt2img_extra_networks")  # the (closed) Extra networks accordion under the prompts
     settings = box(page, "#txt2img_settings")
     prompts = box(page, "#txt2img_prompt_container")
     actions = box(page, "#txt2img_actions_column")
-    band = settings["y"] - (negative["y"] + negative["height"])
+    assert networks["y"] >= negative["y"] + negative["height"] - 1
+    band = settings["y"] - (networks["y"] + networks["height"])
     assert band < 40, f"{band:.0f} px of empty band between the prompts and the parameters"
     assert actions["y"] + actions["height"] <= prompts["y"] + prompts["height"] + 12, (actions, prompts)
     # every icon-only button says what it does

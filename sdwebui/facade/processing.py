@@ -510,6 +510,7 @@ def processed_from_result(p: StableDiffusionProcessing, result: GenerationResult
     )
     processed.job_timestamp = result.job_timestamp or processed.job_timestamp  # when the job started
     processed.extra_images = list(result.extra_images)  # ControlNet's detected maps, after the images
+    processed.peak_memory, processed.memory_mode = dict(result.peak_memory), result.memory_mode
     return processed
 
 

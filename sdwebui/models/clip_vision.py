@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from sdwebui.models.safe_pickle import load_pickled_checkpoint
+
+if TYPE_CHECKING:  # transformers loads when an encoder does (the page and API start without it)
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 _COMMON = dict(
     attention_dropout=0.0,
@@ -89,6 +92,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _config_for(path: Path, config: str) -> CLIPVisionConfig:
+    from transformers import CLIPVisionConfig
+
     sidecar = path / "config.json" if path.is_dir() else path.with_suffix(".json")
     if sidecar.is_file():
         values = json.loads(sidecar.read_text())
@@ -126,6 +131,8 @@ class ClipVisionEncoder:
 
 def load_encoder(path: Path, config: str, device: torch.device | str = "cpu") -> ClipVisionEncoder:
     """Load a CLIP vision file (safetensors, or a pickle through the safe loader) with its config."""
+    from transformers import CLIPVisionModelWithProjection
+
     try:
         state = _read_state_dict(path)
         model = CLIPVisionModelWithProjection(_config_for(path, config))
