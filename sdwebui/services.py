@@ -183,7 +183,10 @@ class AppServices:
         return ModelUpscalers(self.upscaler_library, device, half, tiles)
 
     # --- settings ---
-    def engine_settings(self, overrides: dict[str, Any] | None = None) -> EngineSettings:
+    def engine_settings(
+        self, overrides: dict[str, Any] | None = None, stack: WorkerStack | None = None
+    ) -> EngineSettings:
+        """The settings a job on `stack` (default: the default stack) runs with, its pass checkpoints included."""
         source = resolve.SettingsSource(
             self.paths,
             self.styles,
@@ -194,7 +197,7 @@ class AppServices:
             self.controlnets,
         )
         settings = resolve.engine_settings(self.options, overrides, source)
-        return dataclasses.replace(settings, checkpoints=self.pass_checkpoints())
+        return dataclasses.replace(settings, checkpoints=self.pass_checkpoints(stack))
 
     def pass_checkpoints(self, stack: WorkerStack | None = None) -> PassCheckpointLeases:
         """The refiner / hires checkpoints of `stack`'s jobs (default: the default stack's)."""
@@ -224,9 +227,8 @@ class AppServices:
             self._check_lora_names(request, settings)
             return self._submit_remote(request, kind, task_id, script_call, settings, restore_overrides)
         stack = stack or self.stack
-        checkpoints = self.pass_checkpoints(stack)
-        checkpoints.check(request)
-        settings = dataclasses.replace(self.engine_settings(overrides), checkpoints=checkpoints)
+        settings = self.engine_settings(overrides, stack)
+        settings.checkpoints.check(request)
         self._check_lora_names(request, settings)
         gen = GenerationJob(request, kind, stack=stack.name)
 

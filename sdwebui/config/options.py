@@ -329,19 +329,10 @@ def default_templates() -> dict[str, OptionInfo]:
         (SECTION_UI, _ui_templates),
         (SECTION_EXTRA_NETWORKS, _extra_network_templates),
         (SECTION_EXTRA_NETWORKS, lora_templates),
-        (
-            options_mem.SECTION_MEMORY,
-            lambda: {k: OptionInfo(**v) for k, v in options_mem.mem_templates().items()},
-        ),
-        (
-            options_controlnet.SECTION_CONTROLNET,
-            lambda: {k: OptionInfo(**v) for k, v in options_controlnet.controlnet_templates().items()},
-        ),
-        (options_ext20.SECTION_COMPAT, lambda: options_ext20.ext20_templates(OptionInfo)),
-        (
-            options_flux.SECTION_FLUX,
-            lambda: {k: OptionInfo(**v) for k, v in options_flux.flux_templates().items()},
-        ),
+        (options_mem.SECTION_MEMORY, options_mem.mem_templates),
+        (options_controlnet.SECTION_CONTROLNET, options_controlnet.controlnet_templates),
+        (options_ext20.SECTION_COMPAT, options_ext20.ext20_templates),
+        (options_flux.SECTION_FLUX, options_flux.flux_templates),
     )
     templates: dict[str, OptionInfo] = {}
     for section, build in sections:

@@ -1,14 +1,20 @@
-"""Settings of the built-in ControlNet (sd-webui-controlnet's option names): the keyword arguments of each
-OptionInfo, which sdwebui.config.options builds (this module imports nothing of it, so there is no cycle)."""
+"""Settings of the built-in ControlNet (sd-webui-controlnet's option names), collected into
+sdwebui.config.options."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sdwebui.config.option_info import OptionInfo
+
 SECTION_CONTROLNET = ("control_net", "ControlNet")
 
 
-def controlnet_templates() -> dict[str, dict[str, Any]]:
+def controlnet_templates() -> dict[str, OptionInfo]:
+    return {name: OptionInfo(**kwargs) for name, kwargs in _controlnet_templates_kwargs().items()}
+
+
+def _controlnet_templates_kwargs() -> dict[str, dict[str, Any]]:
     return {
         "control_net_unit_count": {
             "default": 3,

@@ -6,18 +6,21 @@ set what an extension honours; each label says that the app does not use it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
+
+from sdwebui.config.option_info import OptionInfo
 
 SECTION_COMPAT = ("a1111-compat", "A1111 settings read by extensions")
 _NOTE = " (read by extensions; the app itself does not apply it)"
 
 
-def ext20_templates(option_info: Callable[..., Any]) -> dict[str, Any]:
-    """name -> OptionInfo (`option_info` is that class: this module is imported by options.py)."""
+def ext20_templates() -> dict[str, OptionInfo]:
+    """name -> OptionInfo."""
 
-    def _info(default: Any, label: str, choices: list[Any] | None = None, component_args: Any = None) -> Any:
-        return option_info(default, label + _NOTE, choices=choices, component_args=component_args)
+    def _info(
+        default: Any, label: str, choices: list[Any] | None = None, component_args: Any = None
+    ) -> OptionInfo:
+        return OptionInfo(default, label + _NOTE, choices=choices, component_args=component_args)
 
     return {
         "img2img_background_color": _info(

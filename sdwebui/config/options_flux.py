@@ -1,9 +1,11 @@
-"""Settings of the DiT families (Flux, SD3): Forge's "VAE / Text Encoder" selector. The keyword arguments
-of each OptionInfo, which sdwebui.config.options builds (this module imports nothing of it: no cycle)."""
+"""Settings of the DiT families (Flux, SD3): Forge's "VAE / Text Encoder" selector, collected into
+sdwebui.config.options."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from sdwebui.config.option_info import OptionInfo
 
 SECTION_FLUX = ("flux", "Flux / SD3")
 
@@ -14,7 +16,11 @@ def _module_names(value: Any) -> str | None:
     return None
 
 
-def flux_templates() -> dict[str, dict[str, Any]]:
+def flux_templates() -> dict[str, OptionInfo]:
+    return {name: OptionInfo(**kwargs) for name, kwargs in _flux_templates_kwargs().items()}
+
+
+def _flux_templates_kwargs() -> dict[str, dict[str, Any]]:
     return {
         "forge_additional_modules": {
             "default": [],

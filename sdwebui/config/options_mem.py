@@ -1,16 +1,21 @@
-"""Settings of the memory modes (sdwebui.engine.memory): the keyword arguments of each OptionInfo, which
-sdwebui.config.options builds (this module imports nothing of it, so there is no cycle)."""
+"""Settings of the memory modes (sdwebui.engine.memory), collected into sdwebui.config.options."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from sdwebui.config.option_info import OptionInfo
 
 SECTION_MEMORY = ("memory", "Memory")
 MODES = ("auto", "gpu", "medvram", "medvram-sdxl", "lowvram")  # sdwebui.engine.memory.settings.MODES
 TILING = ("auto", "always", "never")
 
 
-def mem_templates() -> dict[str, dict[str, Any]]:
+def mem_templates() -> dict[str, OptionInfo]:
+    return {name: OptionInfo(**kwargs) for name, kwargs in _mem_templates_kwargs().items()}
+
+
+def _mem_templates_kwargs() -> dict[str, dict[str, Any]]:
     return {
         "memory_mode": {
             "default": "auto",
