@@ -205,3 +205,25 @@ class Shots:
 @pytest.fixture
 def shot(request) -> Shots:
     return Shots(request.node.name)
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type a value into a Gradio number field and commit it (Enter fires Gradio's change event)."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def wait_result(page, tab: str, timeout: int = 90_000) -> str:
+    """Wait for the tab's job to end; assert it shows no error and return its infotext."""
+    page.wait_for_function(
+        f"""() => {{
+            const info = document.querySelector('#html_info_{tab} .infotext');
+            const error = document.querySelector('#{tab}_status .error-message');
+            return (info && info.innerText.includes('Seed:')) || error;
+        }}""",
+        timeout=timeout,
+    )
+    errors = page.locator(f"#{tab}_status .error-message")
+    assert errors.count() == 0, errors.first.inner_text()
+    return page.inner_text(f"#html_info_{tab} .infotext")

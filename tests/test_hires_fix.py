@@ -20,7 +20,7 @@ from sdwebui.engine.requests import RequestError, Txt2ImgRequest
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.outputs.infotext import read_infotext
 from tests.api_server import start_server, write_tiny_checkpoints
-from tests.browser import RERUN_FRONT_END_RACES, wait_ui_loaded
+from tests.browser import RERUN_FRONT_END_RACES, set_number, wait_result, wait_ui_loaded
 
 pytest_plugins = ("tests.browser",)  # browser, ui_server, page, shot fixtures
 
@@ -389,38 +389,23 @@ def test_ui_final_resolution_text():
 
 
 # -- in a real Chromium --------------------------------------------------------------------------------------
-def _set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
-
 @pytest.mark.browser
 @RERUN_FRONT_END_RACES
 def test_browser_hires_accordion_generates_at_the_hires_size(page, shot):
     wait_ui_loaded(page)
     page.fill("#txt2img_prompt textarea", "a red apple")
     for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 2)):
-        _set_number(page, elem_id, value)
+        set_number(page, elem_id, value)
     page.click("#txt2img_enable_hr input[type=checkbox]")
     page.wait_for_selector("#txt2img_hr_scale", state="visible")
-    _set_number(page, "txt2img_hr_scale", 1.5)
-    _set_number(page, "txt2img_hires_steps", 1)
+    set_number(page, "txt2img_hr_scale", 1.5)
+    set_number(page, "txt2img_hires_steps", 1)
     page.wait_for_function(
         "document.querySelector('#txtimg_hr_finalres').innerText.includes('from 64x64 to 96x96')"
     )
     shot(page, "accordion")
     page.click("#txt2img_generate")
-    page.wait_for_function(
-        """() => {
-            const info = document.querySelector('#html_info_txt2img .infotext');
-            const error = document.querySelector('#txt2img_status .error-message');
-            return (info && info.innerText.includes('Seed:')) || error;
-        }""",
-        timeout=120_000,
-    )
-    assert page.locator("#txt2img_status .error-message").count() == 0
-    info = page.inner_text("#html_info_txt2img .infotext")
+    info = wait_result(page, "txt2img", timeout=120_000)
     shot(page, "generated")
     assert "Hires upscale: 1.5" in info and "Hires steps: 1" in info and "Hires upscaler: Latent" in info
     page.wait_for_function("document.querySelector('#txt2img_gallery img')?.naturalWidth === 96")

@@ -23,7 +23,7 @@ from sdwebui.engine.settings import EngineSettings
 from sdwebui.outputs.infotext import read_infotext
 from tests import tiny_models
 from tests.api_server import start_server, write_settings
-from tests.browser import RERUN_FRONT_END_RACES, wait_ui_loaded
+from tests.browser import RERUN_FRONT_END_RACES, set_number, wait_result, wait_ui_loaded
 
 pytest_plugins = ("tests.browser",)  # browser, ui_server, page, shot fixtures
 
@@ -250,35 +250,20 @@ def test_ui_refiner_accordion_resolves_and_pastes_back(tmp_path):
     assert updates[refiner.switch_at] == 0.6
 
 
-def _set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
-
 @pytest.mark.browser
 @RERUN_FRONT_END_RACES
 def test_browser_refiner_accordion_switches_and_names_the_refiner(page, shot):
     wait_ui_loaded(page)
     page.fill("#txt2img_prompt textarea", "a red apple")
     for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 4)):
-        _set_number(page, elem_id, value)
+        set_number(page, elem_id, value)
     page.click("#txt2img_refiner")  # the accordion's header opens it
     dropdown = page.locator("#txt2img_refiner_checkpoint input")
     dropdown.click()
     page.locator("ul[role=listbox] li[role=option]", has_text="tiny-sd1").first.click()
-    _set_number(page, "txt2img_refiner_switch_at", 0.5)
+    set_number(page, "txt2img_refiner_switch_at", 0.5)
     shot(page, "refiner")
     page.click("#txt2img_generate")
-    page.wait_for_function(
-        """() => {
-            const info = document.querySelector('#html_info_txt2img .infotext');
-            const error = document.querySelector('#txt2img_status .error-message');
-            return (info && info.innerText.includes('Seed:')) || error;
-        }""",
-        timeout=120_000,
-    )
-    assert page.locator("#txt2img_status .error-message").count() == 0
-    info = page.inner_text("#html_info_txt2img .infotext")
+    info = wait_result(page, "txt2img", timeout=120_000)
     shot(page, "generated")
     assert "Refiner: tiny-sd1 [" in info and "Refiner switch at: 0.5" in info

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from sdwebui.outputs.infotext import png_info_with
-from tests.browser import RERUN_FRONT_END_RACES, upload_to_editor, wait_ui_loaded
+from tests.browser import RERUN_FRONT_END_RACES, set_number, upload_to_editor, wait_result, wait_ui_loaded
 from tests.tiny_models import TINY_RESOLUTION
 
 pytest_plugins = ("tests.browser",)  # browser, ui_server, page, shot fixtures
@@ -25,30 +25,10 @@ pytest_plugins = ("tests.browser",)  # browser, ui_server, page, shot fixtures
 pytestmark = [pytest.mark.browser, RERUN_FRONT_END_RACES]
 
 
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
-
 def small_job(page, tab: str, steps: int = 2) -> None:
     set_number(page, f"{tab}_width", 64)
     set_number(page, f"{tab}_height", 64)
     set_number(page, f"{tab}_steps", steps)
-
-
-def wait_result(page, tab: str, timeout: int = 90_000) -> str:
-    page.wait_for_function(
-        f"""() => {{
-            const info = document.querySelector('#html_info_{tab} .infotext');
-            const error = document.querySelector('#{tab}_status .error-message');
-            return (info && info.innerText.includes('Seed:')) || error;
-        }}""",
-        timeout=timeout,
-    )
-    errors = page.locator(f"#{tab}_status .error-message")
-    assert errors.count() == 0, errors.first.inner_text()
-    return page.inner_text(f"#html_info_{tab} .infotext")
 
 
 def test_txt2img_end_to_end(page, shot):

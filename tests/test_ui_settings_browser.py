@@ -10,6 +10,7 @@ import pytest
 
 from tests.browser import (
     RERUN_FRONT_END_RACES,
+    set_number,
     start_server,
     stop_server,
     wait_ui_loaded,
@@ -50,12 +51,6 @@ def open_ui(browser, server):
     page.wait_for_selector("#txt2img_prompt textarea")
     wait_ui_loaded(page)
     return context, page
-
-
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def generate(page, prompt: str) -> None:
