@@ -197,3 +197,17 @@ def test_the_startup_log_line_is_the_one_the_benchmark_reads():
     assert list(phases) == ["import torch", "load shapes64.safetensors [de67ba2a3c]"]
     assert phases["load shapes64.safetensors [de67ba2a3c]"] >= 0.02
     assert abs(sum(phases.values()) - timer.total) < 0.02
+
+
+def test_the_page_blocks_come_with_their_queue_set_up_while_empty(tmp_path):
+    """The page's queue (no default concurrency limit: our job queue orders the work) is set up when the
+    Blocks are created, where gradio's queue() is cheap, not on the built page (a whole app build again)."""
+    from webui.layout import create_ui
+
+    services = build_services(cmd_args.parse_args(["--api", "--data-dir", str(tmp_path)]))
+    try:
+        demo = create_ui(services)
+    finally:
+        services.jobs.shutdown()
+    assert demo._queue.default_concurrency_limit is None
+    assert len(demo.blocks) > 100  # the whole page, built after its queue
