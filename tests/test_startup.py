@@ -197,6 +197,12 @@ def test_the_startup_log_line_is_the_one_the_benchmark_reads():
     assert list(phases) == ["import torch", "load shapes64.safetensors [de67ba2a3c]"]
     assert phases["load shapes64.safetensors [de67ba2a3c]"] >= 0.02
     assert abs(sum(phases.values()) - timer.total) < 0.02
+    if sys.platform.startswith("linux"):  # the app's CPU seconds, read from /proc as for a child process
+        import os
+
+        before = time.process_time()
+        cpu = bench.process_cpu(os.getpid())
+        assert before - 0.1 <= cpu <= time.process_time() + 0.1
 
 
 def test_the_page_blocks_come_with_their_queue_set_up_while_empty(tmp_path):
