@@ -10,6 +10,10 @@ the embedded default model is the one loaded), and measures from the spawn:
   first job      first image - max(ready, model loaded): the job itself once the model is there
   warm job       the same request again
 
+and the app process's CPU time (user + system, from /proc) at ready and at the first image: on a machine that
+other work shares, wall times stretch with the load, CPU seconds much less. The start-up is one Python process
+whose imports hold the GIL, so its CPU seconds at the first image are about the wall time it needs at best.
+
 Where the time goes comes from the app's own "Startup time: ..." and "Model ready: ..." log lines (phases
 timed by app.py) and, separately, from importing torch / gradio / diffusers / transformers one after the
 other in a fresh interpreter. Medians over ``--runs``.
@@ -67,6 +71,8 @@ class Run:
     first_image: float
     warm_job: float
     model_loaded: float | None
+    cpu_ready: float | None = None  # the app's CPU seconds when the page answered
+    cpu_first_image: float | None = None  # ... when the first image came back
     phases: dict[str, float] = field(default_factory=dict)  # "Startup time" phases
     model_phases: dict[str, float] = field(default_factory=dict)  # "Model ready" phases
 
@@ -97,6 +103,15 @@ class LogReader:
 
     def tail(self, n: int = 30) -> str:
         return "\n".join(line for _, line in self.lines[-n:])
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def free_port() -> int:
@@ -169,8 +184,10 @@ def phases_from(log: LogReader, title: str) -> dict[str, float]:
 def measure(checkout: Path, python: str, timeout: float) -> Run:
     with running_app(checkout, python) as (base, process, log, start):
         ready = wait_ready(base, process, log, start, timeout)
+        cpu_ready = process_cpu(process.pid)
         txt2img(base)
         first_image = time.perf_counter() - start
+        cpu_first_image = process_cpu(process.pid)
         txt2img(base)
         warm_job = time.perf_counter() - start - first_image
         time.sleep(0.2)  # the "Model ready" line is logged right after the load
@@ -180,6 +197,8 @@ def measure(checkout: Path, python: str, timeout: float) -> Run:
             first_image=first_image,
             warm_job=warm_job,
             model_loaded=loaded[0] if loaded else None,
+            cpu_ready=cpu_ready,
+            cpu_first_image=cpu_first_image,
             phases=phases_from(log, "Startup time"),
             model_phases=phases_from(log, "Model ready"),
         )
@@ -233,13 +252,20 @@ ROWS = (
     ("first image after ready", "after_ready"),
     ("first job (once the model is loaded)", "first_job"),
     ("warm job", "warm_job"),
+    ("app CPU time at ready", "cpu_ready"),
+    ("app CPU time at the first image", "cpu_first_image"),
+    ("app CPU time from ready to first image", "cpu_after_ready"),
 )
 
 
 def summary(runs: list[Run]) -> dict[str, float | None]:
-    values = {attr: median_of(runs, attr) for _, attr in ROWS if attr != "after_ready"}
+    values = {
+        attr: median_of(runs, attr) for _, attr in ROWS if attr not in ("after_ready", "cpu_after_ready")
+    }
     values["first_job"] = statistics.median([r.first_job for r in runs])
     values["after_ready"] = statistics.median([r.first_image - r.ready for r in runs])
+    cpu = [r.cpu_first_image - r.cpu_ready for r in runs if None not in (r.cpu_ready, r.cpu_first_image)]
+    values["cpu_after_ready"] = statistics.median(cpu) if cpu else None
     return values
 
 
@@ -251,6 +277,8 @@ def report(results: dict[str, list[Run]], imports: dict[str, float], runs: int) 
     names = list(results)
     sums = {name: summary(rs) for name, rs in results.items()}
     print(f"\nStart-up of app.py --api (empty --data-dir: embedded default model), median of {runs}")
+    load_now = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"(load average 1/5/15 min: {LOAD_BEFORE} before the runs, {load_now} after)")
     width = max(16, *(len(name) + 3 for name in names))
     header = f"{'':40s}" + "".join(f"{name:>{width}s}" for name in names)
     if len(names) == 2:
@@ -280,6 +308,9 @@ def report(results: dict[str, list[Run]], imports: dict[str, float], runs: int) 
         f"\nGoals ({names[0]}): ready <= 10 s: {'yes' if head['ready'] <= 10 else 'no'}; "
         f"first image <= 3 s after ready: {'yes' if head['after_ready'] <= 3 else 'no'}"
     )
+
+
+LOAD_BEFORE = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:

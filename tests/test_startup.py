@@ -197,3 +197,35 @@ def test_the_startup_log_line_is_the_one_the_benchmark_reads():
     assert list(phases) == ["import torch", "load shapes64.safetensors [de67ba2a3c]"]
     assert phases["load shapes64.safetensors [de67ba2a3c]"] >= 0.02
     assert abs(sum(phases.values()) - timer.total) < 0.02
+    if sys.platform.startswith("linux"):  # the app's CPU seconds, read from /proc as for a child process
+        import os
+
+        before = time.process_time()
+        cpu = bench.process_cpu(os.getpid())
+        assert before - 0.1 <= cpu <= time.process_time() + 0.1
+
+
+def test_the_page_blocks_come_with_their_queue_set_up_while_empty(tmp_path, monkeypatch):
+    """The page's queue (no default concurrency limit: our job queue orders the work) is set up when the
+    Blocks are created, where gradio's queue() is cheap, not on the built page (a whole app build again)."""
+    from fastapi import FastAPI
+    from gradio.routes import App
+
+    from webui.layout import mount_ui
+
+    built = []  # the number of blocks of each Blocks gradio builds an app for
+    create_app = App.create_app
+    monkeypatch.setattr(
+        App,
+        "create_app",
+        lambda blocks, *a, **k: built.append(len(blocks.blocks)) or create_app(blocks, *a, **k),
+    )
+    services = build_services(cmd_args.parse_args(["--api", "--data-dir", str(tmp_path)]))
+    try:
+        demo = mount_ui(FastAPI(), services).state.demo  # the page as app.py mounts it
+    finally:
+        services.jobs.shutdown()
+    page = len(demo.blocks)
+    assert built.count(page) == 2, built  # when the Blocks close, and when mounted: no third build
+    assert demo._queue.default_concurrency_limit is None
+    assert demo._queue.blocks is demo and len(demo.blocks) > 100  # the whole page's queue

@@ -69,6 +69,9 @@ def _create_ui(services: Any) -> gr.Blocks:
     added_tabs = extension_tabs() if extensions is not None else []  # on_ui_tabs: Blocks built outside ours
     # observe: extensions' on_before_component / on_after_component around every block built here
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo, observe_components(demo):
+        # queue() builds a whole Gradio app for the Blocks: called here, while they are empty, that is cheap;
+        # its settings are read when events run, so this is the same queue as one set up after the build
+        demo.queue(default_concurrency_limit=None)
         quick = build_quicksettings(backend)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
@@ -206,8 +209,7 @@ def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, p
 
 def mount_ui(app, services: Any, path: str = "/", auth: Any = None, **kwargs: Any):
     """Mount the UI on a FastAPI app with its CSS and scripts (and the extensions' style.css / .js files)."""
-    demo = create_ui(services)
-    demo.queue(default_concurrency_limit=None)
+    demo = create_ui(services)  # with its queue
     extensions = getattr(services, "extensions", None)
     css = [Path(p) for p in extensions.stylesheets()] if extensions is not None else []
     app = gr.mount_gradio_app(app, demo, path=path, auth=auth, **ui_assets(css), **kwargs)
