@@ -9,13 +9,17 @@ ensure_venv() {
     python3 -m venv "$VENV_DIR"
   fi
   local stamp="$VENV_DIR/.requirements-stamp" want
-  want=$(cat "$@" | sha256sum | cut -d' ' -f1)
+  # requirements-nodeps.txt: packages installed without their declared dependencies (see the file)
+  local nodeps="$(dirname "$VENV_DIR")/requirements-nodeps.txt"
+  [ -f "$nodeps" ] || nodeps=""
+  want=$(cat "$@" $nodeps | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || ! grep -qx "$want" "$stamp"; then
     echo "Installing requirements: $*"
     "$VENV_PY" -m pip install --quiet --upgrade pip
     local args=()
     for f in "$@"; do args+=(-r "$f"); done
     "$VENV_PY" -m pip install --quiet "${args[@]}"
+    if [ -n "$nodeps" ]; then "$VENV_PY" -m pip install --quiet --no-deps -r "$nodeps"; fi
     echo "$want" >>"$stamp"
   fi
 }

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from sdwebui.config import resolve
-from sdwebui.config.flags import memory_mode_flag, upscaler_dirs
+from sdwebui.config.flags import face_restorer_dirs, memory_mode_flag, upscaler_dirs
 from sdwebui.config.options import OptionError, Options, check_output_dirs, default_templates
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
@@ -31,6 +31,8 @@ from sdwebui.engine import hires
 from sdwebui.engine.conditioning import clip_token_counter
 from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.extra_networks import LoraNetworksPatch, lora_tags
+from sdwebui.engine.face_restoration import FaceRestorers
+from sdwebui.engine.face_restoration import check_available as check_face_restoration
 from sdwebui.engine.hooks import EngineHooks
 from sdwebui.engine.requests import (
     GenerationResult,
@@ -46,6 +48,7 @@ from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.managed_models import ManagedModels, PassCheckpointLeases, names_the_vae
 from sdwebui.jobs.queue import Job, JobQueue, PreviewFn, Work
 from sdwebui.jobs.stack import WorkerStack
+from sdwebui.models import face_restorers
 from sdwebui.models.controlnet import ControlModelCache, ControlNetLibrary, ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.errors import CheckpointLoadError
@@ -106,6 +109,26 @@ class NoScripts:
         return lambda request, ctx, model: run(request, None, ctx)
 
 
+ExtrasStep = Callable[[Image.Image], tuple[Image.Image, dict[str, Any]]]  # image -> (image, infotext items)
+
+
+class PostprocessingSteps(Protocol):
+    """Extras steps of extensions (A1111's scripts_postprocessing), filled by the extension layer. `prepare`
+    checks {script name: {argument: value}} (RequestError) and returns the step run on each image."""
+
+    def prepare(self, scripts_args: dict[str, dict[str, Any]]) -> ExtrasStep: ...
+
+
+class NoPostprocessing:
+    """Until extensions are loaded: no Extras scripts; naming one is an error."""
+
+    def prepare(self, scripts_args: dict[str, dict[str, Any]]) -> ExtrasStep:
+        if scripts_args:
+            name = next(iter(scripts_args))
+            raise RequestError("scripts", f"unknown Extras script {name!r}; no extensions are loaded")
+        return lambda image: (image, {})
+
+
 @dataclass
 class AppServices:
     args: argparse.Namespace
@@ -115,6 +138,7 @@ class AppServices:
     styles: StyleDatabase
     generate: GenerateFn
     scripts: ScriptRunner = field(default_factory=NoScripts)
+    postprocessing: PostprocessingSteps = field(default_factory=NoPostprocessing)  # extensions' Extras steps
     # live preview of a step's latents on the job's model (sdwebui.engine.previews); None = no previews
     preview: Callable[[LoadedModel, StepInfo], Image.Image | None] | None = None
     # installed extensions as A1111's /sdapi/v1/extensions items (filled by the extension layer)
@@ -132,6 +156,8 @@ class AppServices:
     _lora_patches: dict[bool, LoraNetworksPatch] = field(default_factory=dict, repr=False)
     # upscaler model files (ESRGAN, RealESRGAN, ...; sdwebui.models.upscalers); None: plain resamplers only
     upscaler_library: UpscalerLibrary | None = None
+    # GFPGAN / CodeFormer and the face detector (models/GFPGAN, models/Codeformer); None: no face restoration
+    face_restorer_library: face_restorers.FaceRestorerLibrary | None = None
     # several workers on Ray behind the one queue (sdwebui.jobs.ray_pool.RayPool; --workers/--ray-address);
     # None: the embedded default, jobs run on the stacks of this process
     pool: Any = None
@@ -182,6 +208,15 @@ class AppServices:
         )
         return ModelUpscalers(self.upscaler_library, device, half, tiles)
 
+    def face_restorers(self, stack: WorkerStack | None = None) -> FaceRestorers | None:
+        """The face restoration files as `stack`'s jobs run them (A1111's --use-cpu gfpgan / codeformer)."""
+        if self.face_restorer_library is None:
+            return None
+        device = _stack_device(stack or self.stack)
+        if {"gfpgan", "codeformer"} & set(getattr(self.args, "use_cpu", None) or []):
+            device = torch.device("cpu")
+        return FaceRestorers(self.face_restorer_library, device)
+
     # --- settings ---
     def engine_settings(
         self, overrides: dict[str, Any] | None = None, stack: WorkerStack | None = None
@@ -195,6 +230,7 @@ class AppServices:
             self.upscalers(),
             memory_mode_flag(self.args),
             self.controlnets,
+            self.face_restorers(stack),
         )
         settings = resolve.engine_settings(self.options, overrides, source)
         return dataclasses.replace(settings, checkpoints=self.pass_checkpoints(stack))
@@ -230,6 +266,8 @@ class AppServices:
         settings = self.engine_settings(overrides, stack)
         settings.checkpoints.check(request)
         self._check_lora_names(request, settings)
+        if request.restore_faces:  # a missing model file is a 4xx before queueing
+            check_face_restoration(settings.face_restoration)
         gen = GenerationJob(request, kind, stack=stack.name)
 
         def run(req: Txt2ImgRequest, hooks: EngineHooks | None, ctx: JobContext) -> GenerationResult:
@@ -578,6 +616,7 @@ def build_services(
         ),
         loras=LoraLibrary(lora_dirs(args, paths)),
         upscaler_library=library_for(paths.models_dir, upscaler_dirs(args)),
+        face_restorer_library=face_restorers.library_for(paths.models_dir, face_restorer_dirs(args)),
         controlnets=controlnet_store(args, paths, options),
     )
     return services

@@ -5,9 +5,11 @@ and the API over real HTTP."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
 from sdwebui.engine import upscaling
@@ -23,8 +25,10 @@ from sdwebui.engine.context import JobContext
 from sdwebui.models.upscalers import UpscalerLibrary, library_for
 from tests import browser as browser_helpers
 from tests.api_server import start_server, write_tiny_checkpoints
+from tests.face_restorer_fixtures import install_face_models, write_codeformer
 
-pytest_plugins = ("tests.browser",)  # the browser fixture, for the Extras tab test
+# the browser fixture, for the Extras tab test; the face restoration files, written once per session
+pytest_plugins = ("tests.browser", "tests.face_restorer_fixtures")
 
 
 def _esrgan(scale: int):
@@ -310,12 +314,21 @@ def _decode(data: str) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def server(data_dir):
+def server(data_dir, face_model_cache):
     write_tiny_checkpoints(data_dir)
     extra = data_dir / "extra-swinir"
     extra.mkdir()
     torch.save(_swinir().state_dict(), extra / "flagged_swinir.pth")
-    with start_server(data_dir, ["--swinir-models-path", str(extra)]) as running:
+    install_face_models(face_model_cache, data_dir / "models" / "GFPGAN")  # GFPGAN + the face detector
+    sample = Path(__file__).parent / "sample_extensions" / "sample-postprocessing"  # an Extras step
+    shutil.copytree(sample, data_dir / "extensions" / "sample-postprocessing")
+    flags = [
+        "--swinir-models-path",
+        str(extra),
+        "--codeformer-models-path",
+        str(data_dir / "codeformer-flag"),
+    ]
+    with start_server(data_dir, flags) as running:
         yield running
 
 
@@ -431,6 +444,138 @@ def test_api_unknown_or_broken_upscaler_is_422_naming_the_field(server, field, n
     assert name in r.json()["detail"]
 
 
+# --- extensions' Extras steps (scripts_postprocessing) ---
+
+
+def test_api_extras_runs_an_extension_postprocessing_step(server):
+    image = _image()
+    body = {"image": _b64(image), "upscaler_1": "None"}
+    r = requests.post(server.api + "/extra-single-image", json=body, timeout=120)
+    assert r.status_code == 200 and r.json()["html_info"] == "", r.text  # off by default (its checkbox)
+    np.testing.assert_array_equal(np.asarray(_decode(r.json()["image"]).convert("RGB")), np.asarray(image))
+    on = {**body, "scripts": {"Posterize": {"enable": True, "bits": 2}}}
+    r = requests.post(server.api + "/extra-single-image", json=on, timeout=120)
+    assert r.status_code == 200 and r.json()["html_info"] == "Posterize: 2", r.text
+    expected = np.asarray(ImageOps.posterize(image, 2))
+    np.testing.assert_array_equal(np.asarray(_decode(r.json()["image"]).convert("RGB")), expected)
+    batch = {
+        "imageList": [{"data": _b64(image), "name": "a"}],
+        "scripts": {"Posterize": {"enable": True, "bits": 1}},
+    }
+    r = requests.post(server.api + "/extra-batch-images", json=batch, timeout=120)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(
+        np.asarray(_decode(r.json()["images"][0]).convert("RGB")), np.asarray(ImageOps.posterize(image, 1))
+    )
+
+
+@pytest.mark.parametrize(
+    "scripts, field", [({"Sharpen": {}}, "scripts"), ({"Posterize": {"levels": 3}}, "scripts.Posterize")]
+)
+def test_api_extras_unknown_script_or_argument_is_422(server, scripts, field):
+    body = {"image": _b64(_image()), "scripts": scripts}
+    r = requests.post(server.api + "/extra-single-image", json=body, timeout=60)
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
+# --- face restoration (GFPGAN / CodeFormer through spandrel, RetinaFace from facexlib) ---
+
+
+def test_api_face_restorers_in_a1111_shape(server, data_dir):
+    items = requests.get(server.api + "/face-restorers", timeout=60).json()
+    assert items == [
+        {"name": "CodeFormer", "cmd_dir": str(data_dir / "codeformer-flag")},  # --codeformer-models-path
+        {"name": "GFPGAN", "cmd_dir": str(data_dir / "models" / "GFPGAN")},
+    ]
+
+
+def _txt2img(server, **fields) -> tuple[Image.Image, str]:
+    body = {"prompt": "a face", "steps": 2, "width": 64, "height": 64, "seed": 5, **fields}
+    r = requests.post(server.api + "/txt2img", json=body, timeout=600)
+    assert r.status_code == 200, r.text
+    return _decode(r.json()["images"][0]).convert("RGB"), r.json()["info"]
+
+
+def test_restore_faces_in_txt2img_and_extras_visibility(server):
+    plain, _ = _txt2img(server)
+    gfpgan = {"override_settings": {"face_restoration_model": "GFPGAN"}}
+    restored, info = _txt2img(server, restore_faces=True, **gfpgan)
+    assert "Face restoration: GFPGAN" in info
+    changed = (np.asarray(restored, dtype=int) != np.asarray(plain, dtype=int)).any(axis=2)
+    assert 0 < changed.sum() < 64 * 64  # the detected face's region only
+
+    def extras(**fields) -> np.ndarray:
+        body = {"image": _b64(plain), "upscaler_1": "None", **fields}
+        r = requests.post(server.api + "/extra-single-image", json=body, timeout=600)
+        assert r.status_code == 200, r.text
+        return np.asarray(_decode(r.json()["image"]).convert("RGB"), dtype=np.float32)
+
+    np.testing.assert_array_equal(extras(gfpgan_visibility=0.0), np.asarray(plain))  # 0: the input exactly
+    # 0.5: the input blended with the same restoration txt2img's restore_faces gave (one restorer run less)
+    half = extras(gfpgan_visibility=0.5)
+    full = np.asarray(restored, dtype=np.float32)
+    assert np.abs(half - (full + np.asarray(plain, dtype=np.float32)) / 2).max() <= 1
+    assert np.abs(half - np.asarray(plain, dtype=np.float32))[changed].mean() > 0  # the face region moved
+
+
+@pytest.mark.parametrize(
+    "fields, field, named",
+    [
+        ({"codeformer_visibility": 1.0}, "codeformer_visibility", "codeformer"),  # no CodeFormer file
+        ({"gfpgan_visibility": 1.5}, "gfpgan_visibility", "between 0 and 1"),
+        ({"codeformer_weight": -1}, "codeformer_weight", "between 0 and 1"),
+    ],
+)
+def test_api_extras_face_restoration_bad_input_is_422_naming_the_field(server, fields, field, named):
+    r = requests.post(
+        server.api + "/extra-single-image", json={"image": _b64(_image()), **fields}, timeout=60
+    )
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert named in r.json()["detail"].lower()
+
+
+def test_api_restore_faces_with_a_missing_file_is_422_naming_it(server):
+    body = {"prompt": "x", "steps": 1, "width": 64, "height": 64, "restore_faces": True}
+    r = requests.post(server.api + "/txt2img", json=body, timeout=60)  # the default model: CodeFormer
+    assert r.status_code == 422 and r.json()["field"] == "restore_faces", r.text
+    assert "codeformer-v0.1.0.pth" in r.json()["detail"]
+    overrides = {"override_settings": {"face_restoration_model": "RestoreFormer"}}
+    r = requests.post(server.api + "/txt2img", json={**body, **overrides}, timeout=60)
+    assert r.status_code == 422 and "RestoreFormer" in r.json()["detail"], r.text
+
+
+def test_missing_detector_names_the_file_and_folders(tmp_path, face_model_cache):
+    from sdwebui.engine import face_restoration
+    from sdwebui.models.face_restorers import library_for as face_library
+
+    install_face_models(face_model_cache, tmp_path / "models" / "GFPGAN")
+    (tmp_path / "models" / "GFPGAN" / "detection_Resnet50_Final.pth").unlink()
+    restorers = face_restoration.FaceRestorers(face_library(tmp_path / "models"))
+    settings = face_restoration.FaceRestorationSettings(restorers, "GFPGAN")
+    with pytest.raises(face_restoration.FaceRestorationError) as error:
+        face_restoration.check_available(settings)
+    assert "detection_Resnet50_Final.pth" in str(error.value) and str(tmp_path / "models" / "GFPGAN") in str(
+        error.value
+    )
+
+
+@pytest.mark.slow
+def test_restore_faces_with_codeformer_from_the_flag_folder(server, data_dir):
+    path = write_codeformer(data_dir / "codeformer-flag")
+    try:
+        plain, _ = _txt2img(server)
+        restored, info = _txt2img(server, restore_faces=True, override_settings={"code_former_weight": 0.7})
+        assert "Face restoration: CodeFormer" in info
+        assert (np.asarray(restored) != np.asarray(plain)).any()
+        body = {"image": _b64(plain), "codeformer_visibility": 1.0, "codeformer_weight": 0.7}
+        r = requests.post(server.api + "/extra-single-image", json=body, timeout=600)
+        np.testing.assert_array_equal(
+            np.asarray(_decode(r.json()["image"]).convert("RGB")), np.asarray(restored)
+        )
+    finally:
+        path.unlink()
+
+
 # --- the Extras tab in Chromium ---
 
 
@@ -442,6 +587,22 @@ def ui_with_upscalers(tmp_path_factory, browser, data_dir):  # browser first: it
     browser_helpers.stop_server(handle)
 
 
+@contextlib.contextmanager
+def _extras_page(browser, handle):
+    """A page of `handle`'s UI with the Extras tab open."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(handle.url + "/")
+        page.wait_for_selector("#txt2img_prompt textarea")
+        browser_helpers.wait_ui_loaded(page)
+        page.click("#tab_extras-button")
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.mark.browser
 def test_extras_tab_upscales_with_a_model_chosen_in_the_dropdown(
     browser, ui_with_upscalers, data_dir, tmp_path
@@ -449,14 +610,7 @@ def test_extras_tab_upscales_with_a_model_chosen_in_the_dropdown(
     source = tmp_path / "source.png"
     image = _image()
     image.save(source)
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
-        page.goto(ui_with_upscalers.url + "/")
-        page.wait_for_selector("#txt2img_prompt textarea")
-        browser_helpers.wait_ui_loaded(page)
-        page.click("#tab_extras-button")
+    with _extras_page(browser, ui_with_upscalers) as page:
         assert "garbage.pth" in page.inner_text("#extras_broken_upscalers")  # broken files, with the reason
         page.locator("#extras_image input[type=file]").set_input_files(str(source))
         page.wait_for_selector("#extras_image img")
@@ -465,8 +619,34 @@ def test_extras_tab_upscales_with_a_model_chosen_in_the_dropdown(
         page.click("#extras_generate")
         page.wait_for_function("/saved to|error/i.test(document.querySelector('#extras_status').innerText)")
         assert "40x24" in page.inner_text("#extras_status"), page.inner_text("#extras_status")
-    finally:
-        context.close()
     (saved,) = ui_with_upscalers.output_images("extras")
     expected = _direct(data_dir / "models" / "ESRGAN" / "tiny2x.pth", image)
     np.testing.assert_array_equal(np.asarray(Image.open(saved).convert("RGB")), expected)
+
+
+@pytest.mark.browser
+def test_extras_batch_from_directory_writes_each_image_to_the_output_folder(
+    browser, ui_with_upscalers, tmp_path
+):
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    images = {"a": _image(), "b": _image(8, 6, seed=1)}
+    for stem, image in images.items():
+        image.save(source / f"{stem}.png")
+    (source / "notes.txt").write_text("not an image")
+    with _extras_page(browser, ui_with_upscalers) as page:
+        page.click("#extras_batch_tab-button")
+        page.fill("#extras_batch_input_dir textarea", str(source))
+        page.fill("#extras_batch_output_dir textarea", str(target))
+        page.locator("#extras_upscaler_1 input").click()
+        page.locator("ul[role=listbox] li[role=option]", has_text="tiny2x").first.click()
+        page.click("#extras_generate")
+        page.wait_for_function("/written|error/i.test(document.querySelector('#extras_status').innerText)")
+        assert "2 image(s) written" in page.inner_text("#extras_status"), page.inner_text("#extras_status")
+        page.fill("#extras_batch_input_dir textarea", str(tmp_path / "missing"))
+        page.click("#extras_generate")
+        page.wait_for_function("/does not exist/.test(document.querySelector('#extras_status').innerText)")
+    assert sorted(p.name for p in target.iterdir()) == ["a.png", "b.png"]
+    for stem, image in images.items():
+        expected = _direct(ui_with_upscalers.data_dir / "models" / "ESRGAN" / "tiny2x.pth", image)
+        np.testing.assert_array_equal(np.asarray(Image.open(target / f"{stem}.png").convert("RGB")), expected)

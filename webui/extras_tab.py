@@ -9,8 +9,12 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
-from sdwebui.engine import upscaling
+from sdwebui.engine import face_restoration, upscaling
+from sdwebui.extensions.bridge import ExtrasScriptControls, extras_script_controls
+from sdwebui.models.face_restorers import CODEFORMER_LICENCE
 from sdwebui.outputs.infotext import png_info_with, read_infotext
+from sdwebui.services import NoPostprocessing
+from webui import extras_batch
 from webui.backend import UiBackend, describe_error
 from webui.progress import error_html
 from webui.ui_config import UiConfig
@@ -27,7 +31,13 @@ class ExtrasTab:
 def build_extras_tab(backend: UiBackend, cfg: UiConfig) -> ExtrasTab:
     with gr.Row(equal_height=False):
         with gr.Column(min_width=280):
-            image = gr.Image(label="Source", elem_id="extras_image", type="pil")
+            with gr.Tabs():
+                with gr.Tab("Single Image", id="extras_single", elem_id="extras_single_tab") as single_tab:
+                    image = gr.Image(label="Source", elem_id="extras_image", type="pil")
+                with gr.Tab(
+                    "Batch from Directory", id="extras_batch", elem_id="extras_batch_tab"
+                ) as batch_tab:
+                    input_dir, output_dir = extras_batch.directory_fields()
             with gr.Tabs():
                 with gr.Tab("Scale by", id="scale_by") as scale_by_tab:
                     factor = cfg.make(
@@ -62,23 +72,52 @@ def build_extras_tab(backend: UiBackend, cfg: UiConfig) -> ExtrasTab:
                         TAB, gr.Checkbox, "Crop to fit", value=True, elem_id="extras_upscaling_crop"
                     )
             upscaler, upscaler_2, visibility = _upscaler_controls(backend, cfg)
+            faces = _face_controls(cfg)
+            with gr.Group(elem_id="extras_scripts"):
+                script_controls = extras_script_controls()  # the extensions' Extras steps
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column(min_width=280):
             result = gr.Image(
                 label="Result", elem_id="extras_result", type="pil", format="png", interactive=False
             )
             status = gr.HTML(elem_id="extras_status")
-    scale_mode = gr.State("scale_by")
-    scale_by_tab.select(lambda: "scale_by", outputs=scale_mode, queue=False)
-    scale_to_tab.select(lambda: "scale_to", outputs=scale_mode, queue=False)
+    source_mode = _tab_state("single", [(single_tab, "single"), (batch_tab, "batch")])
+    scale_mode = _tab_state("scale_by", [(scale_by_tab, "scale_by"), (scale_to_tab, "scale_to")])
 
-    do_upscale = _upscale_handler(backend)
+    do_upscale = _upscale_handler(backend, script_controls)
     run.click(
         do_upscale,
-        inputs=[image, scale_mode, factor, width, height, upscaler, upscaler_2, visibility, crop],
+        inputs=[
+            source_mode,
+            image,
+            input_dir,
+            output_dir,
+            scale_mode,
+            factor,
+            width,
+            height,
+            upscaler,
+            upscaler_2,
+            visibility,
+            crop,
+            *faces,
+            *script_controls.components,
+        ],
         outputs=[result, status],
     )
     return ExtrasTab(image, result)
+
+
+def _tab_state(initial: str, tabs: list[tuple[gr.Tab, str]]) -> gr.State:
+    """A State holding the value of the selected tab among `tabs`."""
+    state = gr.State(initial)
+    for tab, value in tabs:
+        tab.select(_constant(value), outputs=state, queue=False)
+    return state
+
+
+def _constant(value: str):
+    return lambda: value
 
 
 def _upscaler_controls(backend: UiBackend, cfg: UiConfig) -> tuple[gr.Dropdown, gr.Dropdown, gr.Slider]:
@@ -110,26 +149,52 @@ def _upscaler_controls(backend: UiBackend, cfg: UiConfig) -> tuple[gr.Dropdown, 
     return upscaler, upscaler_2, visibility
 
 
-def _upscale_handler(backend: UiBackend):
-    """The Generate button: upscale, save into the Extras folder with the source's parameters, show where."""
+def _face_controls(cfg: UiConfig) -> list[gr.Slider]:
+    """GFPGAN and CodeFormer visibility and CodeFormer's weight (A1111's), with CodeFormer's licence."""
 
-    def do_upscale(
-        source: Image.Image | None,
-        mode: str,
-        by: float,
-        w: float,
-        h: float,
-        name: str,
-        name_2: str,
-        blend: float,
-        crop_to_fit: bool,
-    ):
+    def slider(label: str, elem_id: str, value: float) -> gr.Slider:
+        return cfg.make(
+            TAB, gr.Slider, label, minimum=0.0, maximum=1.0, step=0.001, value=value, elem_id=elem_id
+        )
+
+    with gr.Accordion("Face restoration", open=False, elem_id="extras_face_restoration"):
+        gfpgan = slider("GFPGAN visibility", "extras_gfpgan_visibility", 0.0)
+        with gr.Row():
+            codeformer = slider("CodeFormer visibility", "extras_codeformer_visibility", 0.0)
+            weight = slider(
+                "CodeFormer weight (0 = maximum effect, 1 = minimum effect)", "extras_codeformer_weight", 0.0
+            )
+        gr.HTML(
+            f'<p class="extras-licence">{html.escape(CODEFORMER_LICENCE)}</p>',
+            elem_id="extras_codeformer_licence",
+        )
+    return [gfpgan, codeformer, weight]
+
+
+def _upscale_handler(backend: UiBackend, script_controls: ExtrasScriptControls):
+    """The Generate button: one image (saved into the Extras folder with the source's parameters) or every
+    image of a folder (extras_batch), through the upscalers, face restoration and the extensions' steps."""
+
+    def do_upscale(source_mode: str, source, input_dir: str, output_dir: str, mode: str, *values):
+        by, w, h, name, name_2, blend, crop_to_fit, gfpgan, codeformer, weight = values[:10]
+        try:
+            faces = face_restoration.plan_extras_faces(gfpgan, codeformer, weight, _restorers(backend))
+            steps = getattr(backend.services, "postprocessing", None) or NoPostprocessing()
+            step = steps.prepare(script_controls.call_args(list(values[10:])))
+        except Exception as exc:
+            return None, error_html(describe_error(exc))
+
+        def process(image: Image.Image) -> Image.Image:
+            size = (int(w or 0), int(h or 0))
+            out = run_upscale(backend, image, mode, by, size, name, name_2, blend, crop_to_fit, faces)
+            return step(out)[0]
+
+        if source_mode == "batch":
+            return extras_batch.run_directory(backend, input_dir, output_dir, process)
         if source is None:
             return None, error_html("Extras: upload an image first.")
         try:
-            out = run_upscale(
-                backend, source, mode, by, (int(w or 0), int(h or 0)), name, name_2, blend, crop_to_fit
-            )
+            out = process(source)
         except Exception as exc:
             return None, error_html(describe_error(exc))
         folder = backend.extras_dir()
@@ -154,6 +219,11 @@ def _models(backend: UiBackend) -> upscaling.ModelUpscalers | None:
     return upscalers() if upscalers is not None else None
 
 
+def _restorers(backend: UiBackend) -> face_restoration.FaceRestorers | None:
+    restorers = getattr(backend.services, "face_restorers", None)
+    return restorers() if restorers is not None else None
+
+
 def broken_upscalers_html(backend: UiBackend) -> str:
     """The files of the upscaler folders that cannot be used, and why (nothing when all are fine)."""
     library = getattr(backend.services, "upscaler_library", None)
@@ -174,6 +244,7 @@ def run_upscale(
     name_2: str,
     blend: float,
     crop: bool,
+    faces: face_restoration.ExtrasFaces | None = None,
 ) -> Image.Image:
     """The Extras upscale as one job of the queue (the device is shared with generations; Interrupt stops it)."""
     models = _models(backend)
@@ -192,7 +263,13 @@ def run_upscale(
         source, upscaling.extras_output_size(source, plan)
     )  # 4xx-style errors before queueing
 
+    restorers = _restorers(backend)
+    unload = bool(backend.services.options.get("face_restoration_unload", False))
+
     def work(ctx):
-        return upscaling.upscale_extras(source, plan, models, ctx, upscaling.tile_progress(ctx))
+        upscaled = upscaling.upscale_extras(source, plan, models, ctx, upscaling.tile_progress(ctx))
+        return face_restoration.restore_extras(
+            upscaled, faces or face_restoration.ExtrasFaces(), restorers, unload
+        )
 
     return backend.jobs.submit(work, kind="extras").wait()

@@ -77,8 +77,6 @@ def _refuse_unsupported(payload: models.GenerationPayload) -> None:
     A field that only matters together with a switch (hr_* with enable_hr, refiner_switch_at with
     refiner_checkpoint) is accepted while the switch is off, as A1111 does and as clients such as webuiapi
     always send it."""
-    if payload.restore_faces:
-        raise RequestError("restore_faces", "face restoration is not available on this server")
     if payload.tiling:
         raise RequestError("tiling", "seamless tiling is not available on this server")
     for name, off in _SAMPLER_KNOBS_OFF.items():

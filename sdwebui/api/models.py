@@ -140,6 +140,8 @@ class ExtrasBasePayload(LooseModel):
     upscaler_2: str | None = None
     extras_upscaler_2_visibility: float | None = None
     upscale_first: bool | None = None
+    # extensions' Extras scripts (scripts_postprocessing): {script name: {control name: value}}; not in A1111
+    scripts: dict[str, Any] | None = None
 
 
 class ExtrasSingleImagePayload(ExtrasBasePayload):

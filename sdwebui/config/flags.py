@@ -103,6 +103,8 @@ def _add_path_flags(add) -> None:
     add("--realesrgan-models-path", default=None, help="extra folder of RealESRGAN upscaler files")
     add("--swinir-models-path", default=None, help="extra folder of SwinIR upscaler files")
     add("--dat-models-path", default=None, help="extra folder of DAT upscaler files")
+    add("--gfpgan-models-path", default=None, help="extra folder of GFPGAN face restoration files")
+    add("--codeformer-models-path", default=None, help="extra folder of CodeFormer face restoration files")
 
 
 def _add_worker_flags(add) -> None:
@@ -241,6 +243,14 @@ def upscaler_dirs(args: argparse.Namespace) -> dict[str, str | None]:
         "RealESRGAN": getattr(args, "realesrgan_models_path", None),
         "SwinIR": getattr(args, "swinir_models_path", None),
         "DAT": getattr(args, "dat_models_path", None),
+    }
+
+
+def face_restorer_dirs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The extra folder of each face restorer given on the command line (None: only models/<folder>)."""
+    return {
+        "GFPGAN": getattr(args, "gfpgan_models_path", None),
+        "CodeFormer": getattr(args, "codeformer_models_path", None),
     }
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sdwebui.config import options_controlnet, options_ext20, options_flux, options_mem
+from sdwebui.config import options_controlnet, options_ext20, options_faces, options_flux, options_mem
 from sdwebui.config.option_info import OptionInfo
 from sdwebui.config.options_lora import lora_templates
 from sdwebui.config.paths import is_inside, resolve_output_dir
@@ -333,6 +333,7 @@ def default_templates() -> dict[str, OptionInfo]:
         (options_controlnet.SECTION_CONTROLNET, options_controlnet.controlnet_templates),
         (options_ext20.SECTION_COMPAT, options_ext20.ext20_templates),
         (options_flux.SECTION_FLUX, options_flux.flux_templates),
+        (options_faces.SECTION_FACES, options_faces.faces_templates),
     )
     templates: dict[str, OptionInfo] = {}
     for section, build in sections:

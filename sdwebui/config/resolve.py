@@ -18,6 +18,7 @@ from sdwebui.config.options import LIMIT_PREFIX, OptionError, Options
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine import samplers
+from sdwebui.engine.face_restoration import FaceRestorationSettings, FaceRestorers
 from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
@@ -101,6 +102,7 @@ class SettingsSource:
     upscalers: ModelUpscalers | None = None
     memory_mode: str = ""  # --medvram / --medvram-sdxl / --lowvram: wins over the memory_mode setting
     controlnets: ControlNets | None = None
+    face_restorers: FaceRestorers | None = None  # GFPGAN / CodeFormer files; None: no face restoration
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,12 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         ),
         memory=_memory(values, source),
         controlnets=source.controlnets,
+        face_restoration=FaceRestorationSettings(
+            source.face_restorers,
+            str(values.get("face_restoration_model") or "CodeFormer"),
+            float(values.get("code_former_weight", 0.5)),
+            bool(values.get("face_restoration_unload", False)),
+        ),
     )
 
 

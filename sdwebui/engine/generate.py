@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from sdwebui.engine import extra_networks, hires, samplers, stages
+from sdwebui.engine import extra_networks, face_restoration, hires, samplers, stages
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.controlnet.prepare import build_addons
@@ -70,6 +70,8 @@ def generate(
     request.validate()
     hires.check_upscaler(getattr(request, "hires", None), settings.upscalers)
     _check_supported(request)
+    if request.restore_faces:
+        face_restoration.check_available(settings.face_restoration)
     sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
     eta = _effective_eta(request, settings, sampler)
     if flow.is_flow(model):  # fail before any work
@@ -263,6 +265,8 @@ def _finish_image(run: stages.JobRun, index: int, image: Image.Image) -> None:
     """postprocess_image, infotext, saving and its hooks for image `index` of the job."""
     model, request, settings, hooks = run.model, run.request, run.settings, run.hooks
     state, plan, result = run.state, run.plan, run.result
+    if request.restore_faces:  # A1111: before the scripts' postprocess_image
+        image = face_restoration.restore_for_job(image, settings.face_restoration)
     if hooks.postprocess_image is not None:
         image_args = PostprocessImageArgs(state, index, image)
         hooks.postprocess_image(image_args)
@@ -318,6 +322,7 @@ def infotext_params(
         "Schedule type": samplers.infotext_schedule_label(sampler, schedule_label),
         "CFG scale": _number(request.cfg_scale),
         "Seed": state.all_seeds[index],
+        "Face restoration": settings.face_restoration.model if request.restore_faces else None,
         "Size": f"{request.width}x{request.height}",
         "Model hash": info.shorthash if settings.add_model_hash_to_info else None,
         "Model": Path(info.name).name if settings.add_model_name_to_info else None,
@@ -374,8 +379,6 @@ def _effective_eta(
 
 
 def _check_supported(request: Txt2ImgRequest) -> None:
-    if request.restore_faces:
-        raise RequestError("restore_faces", "face restoration is not available in this build")
     if request.tiling:
         raise RequestError("tiling", "seamless tiling is not available in this build")
     if request.s_noise != 1.0:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sdwebui.engine.face_restoration import FaceRestorationSettings
 from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.speed.settings import SpeedSettings
 from sdwebui.engine.upscaling import ModelUpscalers
@@ -63,5 +64,8 @@ class EngineSettings:
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts
     upscalers: ModelUpscalers | None = None  # upscaler model files (hires fix); None: plain resamplers only
+    face_restoration: FaceRestorationSettings = (
+        FaceRestorationSettings()
+    )  # restore_faces (GFPGAN / CodeFormer)
     controlnets: ControlNets | None = None  # ControlNet / T2I-Adapter models (models/ControlNet); None: none
     checkpoints: PassCheckpoints | None = None  # refiner / hires checkpoints; None: the job's model only

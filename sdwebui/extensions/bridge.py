@@ -16,9 +16,17 @@ from typing import Any
 from sdwebui.config import paths
 from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.hooks import EngineHooks
-from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
+from sdwebui.engine.requests import GenerationResult, RequestError, Txt2ImgRequest
 from sdwebui.extensions.manager import ExtensionManager
-from sdwebui.facade import extra_networks, processing, script_callbacks, scripts, shared, upscaler
+from sdwebui.facade import (
+    extra_networks,
+    processing,
+    script_callbacks,
+    scripts,
+    scripts_postprocessing,
+    shared,
+    upscaler,
+)
 
 log = logging.getLogger("webui.extensions")
 
@@ -45,6 +53,49 @@ class ExtensionScripts:
         return lambda request, ctx, model: run_job(
             runner, request, script_args, run, ctx, model, job=call.kind
         )
+
+
+class ExtensionPostprocessing:
+    """Implements sdwebui.services' `PostprocessingSteps` over the loaded `ScriptPostprocessing` scripts."""
+
+    def prepare(self, scripts_args: dict[str, dict[str, Any]]) -> Callable[[Any], tuple[Any, dict[str, Any]]]:
+        runner = scripts.scripts_postproc or scripts_postprocessing.ScriptPostprocessingRunner()
+        try:
+            args = runner.create_args_for_run(scripts_args)
+        except scripts_postprocessing.PostprocessingArgsError as error:
+            raise RequestError(error.field, error.reason) from None
+
+        def step(image: Any) -> tuple[Any, dict[str, Any]]:
+            if not runner.scripts:
+                return image, {}
+            pp = scripts_postprocessing.PostprocessedImage(image.convert("RGB"))
+            runner.run(pp, args)
+            return pp.image, dict(pp.info)
+
+        return step
+
+
+@dataclass
+class ExtrasScriptControls:
+    """The Extras scripts' components as the Extras tab built them, each with its (script, control) name."""
+
+    components: list[Any]
+    keys: list[tuple[str, str]]
+
+    def call_args(self, values: list[Any]) -> dict[str, dict[str, Any]]:
+        """The tab's values -> {script name: {control name: value}}, as the API's `scripts` field."""
+        args: dict[str, dict[str, Any]] = {}
+        for (script, control), value in zip(self.keys, values, strict=False):
+            args.setdefault(script, {})[control] = value
+        return args
+
+
+def extras_script_controls() -> ExtrasScriptControls:
+    """Build the loaded Extras scripts' `ui()` controls in the Blocks being built (the Extras tab)."""
+    runner = scripts.scripts_postproc or scripts_postprocessing.ScriptPostprocessingRunner()
+    components = runner.setup_ui()
+    keys = [(str(s.name), name) for s in runner.scripts_in_preferred_order() for name in (s.controls or {})]
+    return ExtrasScriptControls(components, keys)
 
 
 def builds_p(runner: scripts.ScriptRunner, script_args: list[Any]) -> bool:
@@ -247,6 +298,7 @@ def attach_extensions(services: Any) -> ExtensionSystem:
     if models.current is not None:  # loaded before the scripts were
         _notify_model_loaded(models.current)
     services.scripts = ExtensionScripts()
+    services.postprocessing = ExtensionPostprocessing()
     services.extension_list = manager.extensions_for_api
     services.extensions = system  # for the Extensions tab
     return system

@@ -260,7 +260,9 @@ def load_scripts(manager: Any) -> list[ScriptClassData]:
 
     A script that fails to import is logged with its extension's name and skipped.
     """
-    global scripts_txt2img, scripts_img2img
+    global scripts_txt2img, scripts_img2img, scripts_postproc
+    from sdwebui.facade import scripts_postprocessing
+
     unload_scripts()
     if not manager.extensions:
         manager.discover()
@@ -282,6 +284,7 @@ def load_scripts(manager: Any) -> list[ScriptClassData]:
             script_callbacks.current_script_file.reset(tokens[1])
     scripts_txt2img = ScriptRunner(scripts_data, is_img2img=False)
     scripts_img2img = ScriptRunner(scripts_data, is_img2img=True)
+    scripts_postproc = scripts_postprocessing.ScriptPostprocessingRunner(postprocessing_scripts_data)
     return scripts_data
 
 
@@ -636,6 +639,9 @@ def _default_value(control: Any) -> Any:
 
 scripts_txt2img = ScriptRunner()
 scripts_img2img = ScriptRunner(is_img2img=True)
+scripts_postproc: Any = (
+    None  # the Extras scripts (scripts_postprocessing.ScriptPostprocessingRunner), once loaded
+)
 
 
 def runner_for(is_img2img: bool) -> ScriptRunner:

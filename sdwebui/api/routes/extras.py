@@ -4,7 +4,9 @@ generation, and /interrupt stops it between tiles."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Body
@@ -14,11 +16,11 @@ from sdwebui.api import mapping
 from sdwebui.api import models as m
 from sdwebui.api.errors import job_failure_response
 from sdwebui.api.routes.common import API, RouteContext
-from sdwebui.engine import upscaling
+from sdwebui.engine import face_restoration, upscaling
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.requests import RequestError
 from sdwebui.jobs.queue import JobError
-from sdwebui.services import AppServices
+from sdwebui.services import AppServices, ExtrasStep
 
 
 def router(ctx: RouteContext) -> APIRouter:
@@ -31,7 +33,8 @@ def router(ctx: RouteContext) -> APIRouter:
         result = run_extras(services, [image], plan_extras(services, payload))
         if not isinstance(result, list):
             return result
-        return m.ExtrasSingleImageResponse(html_info="", image=mapping.encode_png(result[0]))
+        image, info = result[0]
+        return m.ExtrasSingleImageResponse(html_info=_info_html(info), image=mapping.encode_png(image))
 
     @router.post(f"{API}/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)
     def extra_batch_images(payload: m.ExtrasBatchImagesPayload = Body(...)):
@@ -42,7 +45,10 @@ def router(ctx: RouteContext) -> APIRouter:
         result = run_extras(services, images, plan_extras(services, payload))
         if not isinstance(result, list):
             return result
-        return m.ExtrasBatchImagesResponse(html_info="", images=[mapping.encode_png(i) for i in result])
+        encoded = [mapping.encode_png(image) for image, _ in result]
+        return m.ExtrasBatchImagesResponse(
+            html_info=_info_html(result[0][1] if result else {}), images=encoded
+        )
 
     @router.post(f"{API}/png-info", response_model=m.PNGInfoResponse)
     def png_info(payload: m.PNGInfoPayload = Body(...)):
@@ -56,10 +62,8 @@ def router(ctx: RouteContext) -> APIRouter:
     return router
 
 
-def plan_extras(services: AppServices, payload: m.ExtrasBasePayload) -> upscaling.ExtrasPlan:
+def plan_extras(services: AppServices, payload: m.ExtrasBasePayload) -> ExtrasRequest:
     """The request's upscaling, or RequestError / UpscaleError naming the field (422)."""
-    if payload.gfpgan_visibility or payload.codeformer_visibility:
-        raise RequestError("gfpgan_visibility", "face restoration is not available on this server")
     models = services.upscalers()
     upscaler_1 = payload.upscaler_1 or "None"
     upscaler_2 = payload.upscaler_2 or "None"
@@ -76,7 +80,22 @@ def plan_extras(services: AppServices, payload: m.ExtrasBasePayload) -> upscalin
     if mode == 1:  # the factor is checked against each image's size (_check_pixels)
         upscaling.target_size(Image.new("L", (1, 1)), size)
     crop = True if payload.upscaling_crop is None else bool(payload.upscaling_crop)
-    return upscaling.ExtrasPlan(upscaler_1, upscaler_2, visibility, mode, factor, size, crop)
+    faces = face_restoration.plan_extras_faces(
+        payload.gfpgan_visibility,
+        payload.codeformer_visibility,
+        payload.codeformer_weight,
+        services.face_restorers(),
+    )
+    step = services.postprocessing.prepare(dict(payload.scripts or {}))
+    plan = upscaling.ExtrasPlan(upscaler_1, upscaler_2, visibility, mode, factor, size, crop)
+    return ExtrasRequest(plan, faces, step)
+
+
+@dataclass(frozen=True)
+class ExtrasRequest:
+    upscale: upscaling.ExtrasPlan
+    faces: face_restoration.ExtrasFaces
+    scripts: ExtrasStep  # the extensions' Extras steps, after the built-in ones
 
 
 def _check_pixels(images: Sequence[Image.Image], plan: upscaling.ExtrasPlan, max_pixels: int) -> None:
@@ -90,21 +109,24 @@ def _check_pixels(images: Sequence[Image.Image], plan: upscaling.ExtrasPlan, max
         upscaling.target_size(image, (width, height))
 
 
-def run_extras(services: AppServices, images: list[Image.Image], plan: upscaling.ExtrasPlan) -> Any:
-    """Upscale `images` in one job of the default queue; the images, or the error response of the job."""
+def run_extras(services: AppServices, images: list[Image.Image], request: ExtrasRequest) -> Any:
+    """Upscale `images` and restore their faces in one job of the default queue; the images, or the error
+    response of the job."""
+    plan = request.upscale
     _check_pixels(images, plan, services.max_image_pixels)
-    models = services.upscalers()
+    models, restorers = services.upscalers(), services.face_restorers()
+    unload = bool(services.options.get("face_restoration_unload", False))
 
     def work(ctx: JobContext) -> list[Image.Image]:
         done = []
         for index, image in enumerate(images):
             if ctx.interrupted:
                 break
-            done.append(
-                upscaling.upscale_extras(
-                    image, plan, models, ctx, upscaling.tile_progress(ctx, index, len(images))
-                )
+            upscaled = upscaling.upscale_extras(
+                image, plan, models, ctx, upscaling.tile_progress(ctx, index, len(images))
             )
+            restored = face_restoration.restore_extras(upscaled, request.faces, restorers, unload)
+            done.append(request.scripts(restored))
         return done
 
     job = services.jobs.submit(work, kind="extras")
@@ -112,6 +134,11 @@ def run_extras(services: AppServices, images: list[Image.Image], plan: upscaling
         return job.wait()
     except JobError as error:
         return job_failure_response(error.job, services.paths.redact)
+
+
+def _info_html(info: dict[str, Any]) -> str:
+    """The Extras scripts' infotext items (PostprocessedImage.info), as A1111 lists them: "key: value, ..."."""
+    return html.escape(", ".join(f"{key}: {value}" for key, value in info.items()))
 
 
 def _parse_infotext(info: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sdwebui.api.routes import controlnet
 from sdwebui.api.routes.common import API, RouteContext
 from sdwebui.engine import upscaling
 from sdwebui.engine.memory import stats as memory_stats
+from sdwebui.models.face_restorers import RESTORERS
 
 
 def router(ctx: RouteContext) -> APIRouter:
@@ -84,10 +85,20 @@ def router(ctx: RouteContext) -> APIRouter:
     def extensions() -> list[dict[str, Any]]:
         return services.extension_list()
 
-    for name in ("face-restorers", "hypernetworks"):
-        router.add_api_route(f"{API}/{name}", _empty_list, methods=["GET"], name=name)
+    _face_restorers_route(router, services)
+    router.add_api_route(f"{API}/hypernetworks", _empty_list, methods=["GET"], name="hypernetworks")
 
     return router
+
+
+def _face_restorers_route(router: APIRouter, services) -> None:
+    @router.get(f"{API}/face-restorers")
+    def face_restorers() -> list[dict[str, Any]]:
+        """A1111's list: each restorer's name and the folder its file is looked for in (cmd_dir)."""
+        library = services.face_restorer_library
+        if library is None:
+            return []
+        return [{"name": name, "cmd_dir": str(library.folders.of(name)[-1])} for name in RESTORERS]
 
 
 def _memory_route(router: APIRouter, services) -> None:
