@@ -4,14 +4,17 @@ then 2 workers (`--workers N --use-cpu all`, one torch thread per worker), in th
 Reports per pool size: jobs/s (16 clients x 2 requests), the ratio 2 workers / 1 worker, the dispatch
 overhead per job (the round trip front -> worker -> front beyond the worker's own run time, as
 GET /sdapi/v1/workers reports it), and the time from a job's start to its first progress event (seen over
-HTTP: /internal/progress polled every 5 ms on an idle pool). The data dir has no checkpoint, so every job
-runs the embedded default model at its native 64 px.
+HTTP: /internal/progress polled every 5 ms on an idle pool), and the CPU time per job of the front process,
+of the workers together and of Ray's own processes (from /proc: on a shared machine the wall-clock figures
+move with the load, CPU time much less). The data dir has no checkpoint, so every job runs the embedded
+default model at its native 64 px.
 Usage: python benchmarks/scale_out.py [--steps N] [--jobs-each N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -43,6 +46,10 @@ def main() -> None:
             f"dispatch overhead {row['overhead_ms']:.1f} ms/job, "
             f"first progress {row['first_progress_ms']:.0f} ms after start (median of {PROBES})"
         )
+        print(
+            f"  CPU per job: front {row['cpu_ms']['front']:.1f} ms, workers {row['cpu_ms']['workers']:.1f} ms, "
+            f"Ray's processes {row['cpu_ms']['ray']:.1f} ms"
+        )
     print(f"ratio 2 workers / 1 worker: {rows[2]['jobs_per_s'] / rows[1]['jobs_per_s']:.2f}x")
 
 
@@ -58,6 +65,8 @@ def run_pool(workers: int, body: dict, jobs_each: int) -> dict:
                 ).raise_for_status()
             first_progress = [first_progress_ms(server, {**body, "seed": 100 + n}) for n in range(PROBES)]
             before = overhead_totals(server)
+            groups = process_groups(server, data_dir / "ray")
+            cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
 
             def client(n: int) -> int:
                 for k in range(jobs_each):
@@ -72,13 +81,44 @@ def run_pool(workers: int, body: dict, jobs_each: int) -> dict:
                 done = sum(pool.map(client, range(CLIENTS)))
             elapsed = time.perf_counter() - start
             after = overhead_totals(server)
+            cpu_ms = {
+                name: 1000 * (cpu_seconds(pids) - cpu_before[name]) / done for name, pids in groups.items()
+            }
     jobs = after[1] - before[1]
     return {
         "jobs_per_s": done / elapsed,
         "elapsed": elapsed,
         "overhead_ms": (after[0] - before[0]) / jobs if jobs else float("nan"),
         "first_progress_ms": statistics.median(first_progress),
+        "cpu_ms": cpu_ms,
     }
+
+
+def process_groups(server, ray_dir: Path) -> dict[str, list[int]]:
+    """The front's pid, the workers' pids, and the other processes of this run's Ray (their command line
+    names its temp dir): all on this machine with a local Ray."""
+    workers = [row["pid"] for row in requests.get(server.api + "/workers", timeout=30).json()]
+    ray = []
+    for entry in Path("/proc").iterdir():  # the front's own command line names the temp dir too
+        if entry.name.isdigit() and int(entry.name) not in (*workers, server.process.pid):
+            try:
+                if str(ray_dir).encode() in (entry / "cmdline").read_bytes():
+                    ray.append(int(entry.name))
+            except OSError:
+                continue
+    return {"front": [server.process.pid], "workers": workers, "ray": ray}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (fields 14 and 15 of /proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended (a Ray helper process)
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(server, workers: int) -> None:

@@ -87,6 +87,7 @@ class ScriptRunner(Protocol):
     def titles(self, kind: str) -> list[str]: ...
     def script_info(self) -> list[dict[str, Any]]: ...
     def prepare(self, call: ScriptCall, run: EngineRunFn) -> JobWorkFn: ...
+    def saving_hooks(self, request: Txt2ImgRequest, ran_on: Any) -> EngineHooks | None: ...
 
 
 class NoScripts:
@@ -107,6 +108,9 @@ class NoScripts:
             name = next(iter(call.alwayson_scripts))
             raise RequestError("alwayson_scripts", f"unknown script {name!r}; no scripts are installed")
         return lambda request, ctx, model: run(request, None, ctx)
+
+    def saving_hooks(self, request: Txt2ImgRequest, ran_on: Any) -> EngineHooks | None:
+        return None
 
 
 ExtrasStep = Callable[[Image.Image], tuple[Image.Image, dict[str, Any]]]  # image -> (image, infotext items)
@@ -260,8 +264,10 @@ class AppServices:
         request = self._with_setting_lora(request, overrides)
         if self.pool is not None and stack is None:  # the worker resolves its own pass checkpoints
             settings = self.engine_settings(overrides)
-            self._check_lora_names(request, settings)
-            return self._submit_remote(request, kind, task_id, script_call, settings, restore_overrides)
+            loras = self._check_lora_names(request, settings)
+            return self._submit_remote(
+                request, kind, task_id, script_call, settings, restore_overrides, loras
+            )
         stack = stack or self.stack
         settings = self.engine_settings(overrides, stack)
         settings.checkpoints.check(request)
@@ -298,8 +304,10 @@ class AppServices:
         script_call: ScriptCall | None,
         settings: EngineSettings,
         restore_overrides: bool,
+        loras: list[str],
     ) -> Job:
-        """Queue a generation on the pool: a worker runs it, this process saves its images."""
+        """Queue a generation on the pool: a worker runs it, this process saves its images. `loras`: the
+        LoRA files it names (the dispatcher prefers a worker holding them)."""
         from sdwebui.jobs.remote import RemoteJob
         from sdwebui.jobs.remote_saving import save_remote_result
 
@@ -312,11 +320,14 @@ class AppServices:
             script_call=script_call or ScriptCall(kind),
             options=self.options.items(),
             checkpoint=self._checkpoint_file(checkpoint),
+            loras=tuple(loras),
         )
 
         def finish(job: Job, outcome) -> None:
             gen.ran_on = outcome.ran_on
-            save_remote_result(outcome.result, outcome.ran_on, request, settings)
+            ran = outcome.result.request or request  # the extensions' image-saving callbacks run here
+            hooks = self.scripts.saving_hooks(ran, outcome.ran_on)
+            save_remote_result(outcome.result, outcome.ran_on, request, settings, hooks)
             if not restore_overrides and overrides:
                 self._write_options(overrides)
 
@@ -340,7 +351,8 @@ class AppServices:
         rows = []
         for stack in self.stacks:
             manager = getattr(stack.models, "manager", None)
-            loaded = [m.info.filename for m in manager.loaded()] if manager is not None else []
+            models = manager.loaded() if manager is not None else []
+            held = {path for m in models for path in self.loras.held(m)} if self.loras is not None else set()
             running = stack.jobs.running()
             done = sum(1 for job in stack.jobs.recent() if job.finished and job.generation is not None)
             rows.append(
@@ -349,7 +361,8 @@ class AppServices:
                     node=socket.gethostname(),
                     pid=os.getpid(),
                     device=stack.device,
-                    loaded_models=loaded,
+                    loaded_models=[m.info.filename for m in models],
+                    loaded_loras=sorted(held),
                     current_job=running[0].id if running else None,
                     jobs_done=done,
                     ready=True,
@@ -448,15 +461,15 @@ class AppServices:
                                      self.options.get("extra_networks_default_multiplier", 1.0)))  # fmt: skip
         return dataclasses.replace(request, prompt=f"{request.prompt or ''}<lora:{name}:{weight:g}>")
 
-    def _check_lora_names(self, request: Txt2ImgRequest, settings: EngineSettings) -> None:
+    def _check_lora_names(self, request: Txt2ImgRequest, settings: EngineSettings) -> list[str]:
         """Unknown LoRA names refused (422) before the job is queued (the engine checks the other tags,
-        after scripts that handle their own kinds)."""
+        after scripts that handle their own kinds). Returns the files named (resolved paths)."""
         prompt = request.prompt or ""
         if request.styles and settings.styles is not None:
             prompt = settings.styles.apply_to_prompt(prompt, request.styles)
         tags = lora_tags(prompt)
         if not tags:
-            return
+            return []
         if self.loras is None:
             raise RequestError("prompt", f"LoRA is not available in this build: remove {tags[0].text}")
         unknown = [tag for tag in tags if self.loras.find(tag.name) is None]
@@ -464,6 +477,7 @@ class AppServices:
             listed = ", ".join(entry.name for entry in self.loras.entries()[:20]) or "none"
             named = ", ".join(f"{tag.name!r} in {tag.text}" for tag in unknown)
             raise RequestError("prompt", f"unknown LoRA {named}; known: {listed} (try refresh)")
+        return [str(Path(self.loras.find(tag.name).path).resolve()) for tag in tags]
 
     def load_plain_model(
         self, vae: str | None = None, models: ModelProvider | None = None, **extra: Any

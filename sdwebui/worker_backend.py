@@ -60,8 +60,17 @@ class StackBackend:
         return self.services.stack.device
 
     def loaded(self) -> list[str]:
+        return [model.info.filename for model in self._loaded_models()]
+
+    def loras(self) -> dict[str, list[str]]:
+        library = self.services.loras
+        if library is None:
+            return {}
+        return {model.info.filename: library.held(model) for model in self._loaded_models()}
+
+    def _loaded_models(self) -> list[Any]:
         manager = getattr(self.services.models, "manager", None)
-        return [model.info.filename for model in manager.loaded()] if manager is not None else []
+        return manager.loaded() if manager is not None else []
 
     def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure:
         self._apply_options(job.options)
@@ -81,7 +90,7 @@ class StackBackend:
         finally:
             with self._lock:
                 self._jobs.pop(job.job_id, None)
-        return RemoteResult(result, local.generation.ran_on, self.loaded())
+        return RemoteResult(result, local.generation.ran_on, self.loaded(), self.loras())
 
     def progress(self, job_id: str, known_preview: int) -> RemoteProgress:
         with self._lock:

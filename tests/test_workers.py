@@ -29,6 +29,8 @@ from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.jobs import dispatch
 from sdwebui.jobs.queue import Job
 from tests.api_server import start_server, write_tiny_checkpoints
+from tests.lora_fixtures import save_safetensors
+from tests.test_lora import lora_tensors
 from tests.waiting import wait_until
 
 TINY = {"width": 64, "height": 64, "steps": 2}
@@ -115,28 +117,90 @@ def test_round_robin_between_users_then_fifo():
     assert [j.id for j in dispatch.fair_order(anonymous, [])] == ["t1", "t2", "t3"]
 
 
+def _wants(job: Job) -> dispatch.Wants:
+    """The tests' jobs name their model as their kind ("A", "B+x" for B with LoRA x; "txt2img": none)."""
+    if job.kind == "txt2img":
+        return dispatch.Wants()
+    checkpoint, *loras = job.kind.split("+")
+    return dispatch.Wants(checkpoint, frozenset(loras))
+
+
 def test_affinity_prefers_the_worker_holding_the_model_and_keeps_the_queue_moving():
-    wanted = lambda job: None if job.kind == "txt2img" else job.kind  # noqa: E731
     a_job, b_job, any_job = _job(1, model="A"), _job(2, model="B"), _job(3)
     holds_a = dispatch.WorkerView(0, frozenset({"A"}), idle=True)
     holds_b = dispatch.WorkerView(1, frozenset({"B"}), idle=True)
     # each idle worker takes the job for the model it holds, whatever the order
-    assert dispatch.choose([b_job, a_job], holds_a, [holds_a, holds_b], wanted) is a_job
-    assert dispatch.choose([a_job, b_job], holds_b, [holds_a, holds_b], wanted) is b_job
+    assert dispatch.choose([b_job, a_job], holds_a, [holds_a, holds_b], _wants) is a_job
+    assert dispatch.choose([a_job, b_job], holds_b, [holds_a, holds_b], _wants) is b_job
     # a job for B waits for the idle worker that holds B rather than loading B on the other
-    assert dispatch.choose([b_job], holds_a, [holds_a, holds_b], wanted) is None
+    assert dispatch.choose([b_job], holds_a, [holds_a, holds_b], _wants) is None
     # ... but when the B worker is busy, loading B here keeps the queue moving
     busy_b = dispatch.WorkerView(1, frozenset({"B"}), idle=False)
-    assert dispatch.choose([b_job], holds_a, [holds_a, busy_b], wanted) is b_job
+    assert dispatch.choose([b_job], holds_a, [holds_a, busy_b], _wants) is b_job
     # a job that names no model runs anywhere
-    assert dispatch.choose([any_job], holds_b, [holds_a, holds_b], wanted) is any_job
+    assert dispatch.choose([any_job], holds_b, [holds_a, holds_b], _wants) is any_job
+
+
+def test_affinity_prefers_the_worker_holding_the_most_requested_loras():
+    with_x, with_xy = _job(1, model="A+x"), _job(2, model="A+x+y")
+    holds_x = dispatch.WorkerView(0, frozenset({"A"}), True, {"A": frozenset({"x"})})
+    holds_xy = dispatch.WorkerView(1, frozenset({"A"}), True, {"A": frozenset({"x", "y"})})
+    plain = dispatch.WorkerView(2, frozenset({"A"}), True)
+    views = [holds_x, holds_xy, plain]
+    assert dispatch.choose([with_xy], holds_x, views, _wants) is None  # left to the one holding both
+    assert dispatch.choose([with_xy], holds_xy, views, _wants) is with_xy
+    assert dispatch.choose([with_x], plain, views, _wants) is None  # two idle workers hold x
+    assert dispatch.choose([with_x, with_xy], holds_x, views, _wants) is with_x  # ties: FIFO
+    # LoRAs read for another checkpoint do not count: the checkpoint decides first
+    other_model = dispatch.WorkerView(3, frozenset({"A", "B"}), True, {"B": frozenset({"x", "y"})})
+    assert dispatch.choose([with_xy], other_model, [other_model, holds_x], _wants) is None
+    assert dispatch.fit(other_model, _wants(with_xy)) == (True, 0)
+    # a job naming no checkpoint (the workers' default) still goes where its LoRAs are
+    default_x = _job(4, model="txt2img")
+    no_checkpoint = lambda job: dispatch.Wants(None, frozenset({"x"}))  # noqa: E731
+    assert dispatch.choose([default_x], plain, views, no_checkpoint) is None
+    assert dispatch.choose([default_x], holds_x, [holds_x, plain], no_checkpoint) is default_x
+    # nobody idle holds more: a worker without the checkpoint loads it rather than the job waiting
+    busy = dispatch.WorkerView(1, frozenset({"A"}), False, {"A": frozenset({"x", "y"})})
+    empty = dispatch.WorkerView(0, frozenset(), True)
+    assert dispatch.choose([with_xy], empty, [empty, busy], _wants) is with_xy
 
 
 # --- on Ray: one server with two CPU workers for the whole run ---
+# an extension recording its image-saving callbacks (in whichever process they run) to saved.jsonl
+SAVING_PROBE = """
+import json, os
+from modules import paths, script_callbacks
+
+
+def record(event, params):
+    row = {"event": event, "pid": os.getpid(), "filename": params.filename, "size": list(params.image.size),
+           "parameters": params.pnginfo.get("parameters"), "p": type(params.p).__name__,
+           "prompt": params.p.prompt, "all_seeds": list(params.p.all_seeds), "model": params.p.sd_model_name}
+    with open(os.path.join(paths.data_path, "saved.jsonl"), "a") as log:
+        log.write(json.dumps(row) + "\\n")
+
+
+def before(params):
+    record("before", params)
+    if "mark me" in params.p.prompt:
+        params.pnginfo["parameters"] += ", Probe: marked"
+
+
+script_callbacks.on_before_image_saved(before)
+script_callbacks.on_image_saved(lambda params: record("saved", params))
+"""
+
+
 @pytest.fixture(scope="session")
 def pool_server():
     data_dir = Path(tempfile.mkdtemp(prefix="sdw-"))  # Ray's socket paths must stay short
     write_tiny_checkpoints(data_dir, ("alpha", "beta"))
+    for seed, name in enumerate(("ink", "tone")):
+        save_safetensors(lora_tensors(seed=seed), data_dir / "models" / "Lora" / f"{name}.safetensors")
+    probe = data_dir / "extensions" / "saving-probe" / "scripts"
+    probe.mkdir(parents=True)
+    (probe / "saving_probe.py").write_text(SAVING_PROBE)
     ray_dir = data_dir / "ray"
     flags_ = ["--workers", "2", "--ray-temp-dir", str(ray_dir), "--worker-step-timeout", "90"]
     try:
@@ -223,6 +287,40 @@ def test_jobs_run_on_two_worker_processes_and_the_front_saves_them(pool_server):
     memory = requests.get(pool_server.api + "/memory", timeout=30).json()
     assert sorted(w["id"] for w in memory["workers"]) == sorted(after)
     assert all(w["ram"]["rss"] > 0 for w in memory["workers"])
+
+
+def test_image_saving_callbacks_run_in_front_for_jobs_a_worker_ran(pool_server):
+    body = {**TINY, "prompt": "mark me", "seed": 8101, "save_images": True}
+    answer = post(pool_server, "/txt2img", body)
+    assert answer.status_code == 200, answer.text
+    (saved,) = pngs(pool_server, 8101)
+    rows = [json.loads(line) for line in (pool_server.data_dir / "saved.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if row["all_seeds"] == [8101]]
+    assert [row["event"] for row in rows] == ["before", "saved"]  # once each, for the one image
+    before, after = rows
+    assert {row["pid"] for row in rows} == {pool_server.process.pid}  # where the front saves
+    assert after["filename"] == str(saved) and before["size"] == after["size"] == [64, 64]
+    assert all(row["p"] == "StableDiffusionProcessingTxt2Img" and row["prompt"] == "mark me" for row in rows)
+    assert before["model"] == "alpha" and "Seed: 8101," in before["parameters"]
+    # the before-callback's change is in the file, not in the image the API returns (as in process)
+    assert Image.open(saved).info["parameters"].endswith(", Probe: marked")
+    assert "Probe: marked" not in infotext(answer.json()["images"][0])
+
+
+def test_jobs_naming_a_lora_go_to_the_worker_holding_it(pool_server):
+    """Both workers hold the default checkpoint: the worker that read a LoRA gets the next jobs naming it."""
+    ink = str((pool_server.data_dir / "models" / "Lora" / "ink.safetensors").resolve())
+    body = {**TINY, "prompt": "a cube <lora:ink:0.8>"}
+    first = post(pool_server, "/txt2img", {**body, "seed": 31})
+    assert first.status_code == 200, first.text
+    holder = json.loads(first.json()["info"])["worker"]
+    held = workers(pool_server)
+    assert ink in held[holder]["loaded_loras"]
+    assert all(ink not in w["loaded_loras"] for name, w in held.items() if name != holder)
+    for seed in range(32, 36):  # one at a time: both workers are idle at each choice
+        info = json.loads(post(pool_server, "/txt2img", {**body, "seed": seed}).json()["info"])
+        assert info["worker"] == holder and info["seed"] == seed
+        assert "<lora:ink:0.8>" in info["prompt"] and "Lora hashes" in info["infotexts"][0]
 
 
 @pytest.mark.slow

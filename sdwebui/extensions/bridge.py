@@ -54,6 +54,43 @@ class ExtensionScripts:
             runner, request, script_args, run, ctx, model, job=call.kind
         )
 
+    def saving_hooks(self, request: Txt2ImgRequest, ran_on: Any) -> EngineHooks | None:
+        """on_before_image_saved / on_image_saved for the images of a job a pool worker ran (`ran_on`: its
+        ModelUsed): they run where the front saves them, with the `p` the job would have had in process;
+        None when no callback listens (no p is built)."""
+        if not any(script_callbacks.has_callbacks(name) for name in processing.CALLBACKS_WITH_P):
+            return None
+        return _SavingElsewhere(request, ran_on).hooks()
+
+
+class _SavingElsewhere:
+    """The image-saving callbacks of a job that ran in another process: its `p` built from the request the
+    worker ran, with the job's prompts and seeds, and `opts` as the job saw them (its overrides)."""
+
+    def __init__(self, request: Txt2ImgRequest, ran_on: Any):
+        p = processing.processing_from_request(request)
+        p.is_api = True
+        p.sd_model_name, p.sd_model_hash = ran_on.info.name, ran_on.info.shorthash
+        p.sd_vae_name, p.sd_vae_hash = ran_on.vae_name, ran_on.vae_hash
+        self.p, self.callbacks = p, processing.callback_hooks(p)
+
+    def hooks(self) -> EngineHooks:
+        before, saved = self.callbacks.before_image_saved, self.callbacks.image_saved
+        return EngineHooks(
+            before_image_saved=(lambda args: self._call(before, args)) if before else None,
+            image_saved=(lambda args: self._call(saved, args)) if saved else None,
+        )
+
+    def _call(self, hook: Callable[[Any], None], args: Any) -> None:
+        p, state = self.p, args.state
+        p.all_prompts, p.all_negative_prompts = state.all_prompts, state.all_negative_prompts
+        p.all_seeds, p.all_subseeds = state.all_seeds, state.all_subseeds
+        token = shared.push_overrides(p.override_settings)
+        try:
+            hook(args)
+        finally:
+            shared.pop_overrides(token)
+
 
 class ExtensionPostprocessing:
     """Implements sdwebui.services' `PostprocessingSteps` over the loaded `ScriptPostprocessing` scripts."""

@@ -6,10 +6,18 @@ Pure functions over the queue's jobs and what each worker holds, so the rules ar
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sdwebui.jobs.queue import Job
+
+
+@dataclass(frozen=True)
+class Wants:
+    """What a job needs loaded on the worker that runs it."""
+
+    checkpoint: str | None = None  # the checkpoint file (None: any; jobs that load nothing run anywhere)
+    loras: frozenset[str] = frozenset()  # the LoRA files its prompt names (resolved paths)
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,20 @@ class WorkerView:
     index: int
     loaded: frozenset[str]  # checkpoint files it holds
     idle: bool  # ready and running nothing
+    loras: Mapping[str, frozenset[str]] = field(
+        default_factory=dict
+    )  # checkpoint file -> LoRA files read for it
+
+
+def fit(worker: WorkerView, wants: Wants) -> tuple[bool, int]:
+    """How well `worker` suits a job: (holds its checkpoint, how many of its LoRAs it holds for that
+    checkpoint); compared as a tuple, so the checkpoint (a load of seconds) outweighs any LoRA count. A job
+    that names no checkpoint runs on whichever the worker has: its LoRAs count for the best of those."""
+    if wants.checkpoint is None:
+        return True, max((len(wants.loras & held) for held in worker.loras.values()), default=0)
+    if wants.checkpoint not in worker.loaded:
+        return False, 0
+    return True, len(wants.loras & worker.loras.get(wants.checkpoint, frozenset()))
 
 
 def fair_order(queued: Sequence[Job], running: Sequence[Job]) -> list[Job]:
@@ -37,20 +59,25 @@ def choose(
     order: Sequence[Job],
     worker: WorkerView,
     others: Sequence[WorkerView],
-    wanted: Callable[[Job], str | None],
+    wanted: Callable[[Job], Wants],
 ) -> Job | None:
     """The job `worker` takes from `order` (already in fair order), or None to leave them all to others.
 
-    First the first job whose checkpoint it already holds (or that names none: jobs that load nothing on
-    a worker run anywhere). Else the first job whose checkpoint no other idle worker holds: loading it here
+    First the first job whose checkpoint it holds and for which no other idle worker fits better (holds
+    more of its LoRAs). Else the first job no other idle worker fits better: loading its checkpoint here
     keeps the queue moving, where waiting would leave this worker idle. A job that an idle worker holding
-    its model can take is left to that worker."""
-    for job in order:
-        model = wanted(job)
-        if model is None or model in worker.loaded:
+    more of what it needs can take is left to that worker."""
+    idle = [other for other in others if other.idle and other.index != worker.index]
+
+    def left_to_another(wants: Wants, mine: tuple[bool, int]) -> bool:
+        return any(fit(other, wants) > mine for other in idle)
+
+    fits = [(job, wanted(job)) for job in order]
+    for job, wants in fits:
+        mine = fit(worker, wants)
+        if mine[0] and not left_to_another(wants, mine):
             return job
-    for job in order:
-        model = wanted(job)
-        if not any(other.idle and model in other.loaded for other in others if other.index != worker.index):
+    for job, wants in fits:
+        if not left_to_another(wants, fit(worker, wants)):
             return job
     return None

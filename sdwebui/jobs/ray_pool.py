@@ -48,6 +48,9 @@ class Slot:
     facts: WorkerFacts | None = None
     ready: bool = False
     loaded: frozenset[str] = frozenset()
+    loras: dict[str, frozenset[str]] = field(
+        default_factory=dict
+    )  # checkpoint file -> LoRA files read for it
     current: str | None = None  # the id of the job it runs
     jobs_done: int = 0
     restarts: int = 0
@@ -72,6 +75,7 @@ class WorkerStatus:
     jobs_done: int
     ready: bool
     restarts: int = 0
+    loaded_loras: list[str] = field(default_factory=list)  # LoRA files it holds read (for any checkpoint)
     dispatch_overhead_ms: float | None = None  # mean per job: sending, polling, the result's way back
     memory: dict[str, Any] = field(default_factory=dict)
 
@@ -148,6 +152,7 @@ class RayPool(JobQueue):
                     jobs_done=slot.jobs_done,
                     ready=slot.ready,
                     restarts=slot.restarts,
+                    loaded_loras=sorted(set().union(*slot.loras.values())),
                     dispatch_overhead_ms=1000 * slot.overhead / slot.jobs_done if slot.jobs_done else None,
                     memory=memory,
                 )
@@ -174,7 +179,9 @@ class RayPool(JobQueue):
     def _take(self, index: int) -> Job | None:
         if not self._queue or not self.slots[index].ready:
             return None
-        views = [dispatch.WorkerView(s.index, s.loaded, s.ready and s.current is None) for s in self.slots]
+        views = [
+            dispatch.WorkerView(s.index, s.loaded, s.ready and s.current is None, s.loras) for s in self.slots
+        ]
         order = dispatch.fair_order(list(self._queue), self._running)
         job = dispatch.choose(order, views[index], views, self._wanted)
         if job is not None:
@@ -182,9 +189,11 @@ class RayPool(JobQueue):
             self.slots[index].current = job.id
         return job
 
-    def _wanted(self, job: Job) -> str | None:
+    def _wanted(self, job: Job) -> dispatch.Wants:
         entry = self._remote.get(job.id)
-        return entry.spec.checkpoint if entry is not None else None
+        if entry is None:
+            return dispatch.Wants()  # an option change: runs in front, on any dispatcher
+        return dispatch.Wants(entry.spec.checkpoint, frozenset(entry.spec.loras))
 
     def _execute(self, job: Job, index: int) -> None:
         slot = self.slots[index]
@@ -213,20 +222,21 @@ class RayPool(JobQueue):
         if isinstance(outcome, RemoteResult):
             slot.overhead += max(0.0, time.perf_counter() - sent - outcome.worker_seconds)
         if isinstance(outcome, RemoteFailure):
-            self._end(job, JobState.FAILED, error=outcome.message, exception=_rebuilt(outcome))
+            self._end(job, slot, JobState.FAILED, error=outcome.message, exception=_rebuilt(outcome))
             return
-        slot.loaded = frozenset(outcome.loaded)
+        slot.loaded, slot.loras = frozenset(outcome.loaded), _held(outcome.loras)
         try:
             entry.finish(job, outcome)  # saving, infotext, outputs: in front
         except Exception as exc:
             log.warning("job %s: saving its result failed: %s", job.id, exc, exc_info=True)
-            self._end(job, JobState.FAILED, error=_describe(exc), exception=exc)
+            self._end(job, slot, JobState.FAILED, error=_describe(exc), exception=exc)
             return
         job.result = outcome.result
-        self._end(job, JobState.DONE)
+        self._end(job, slot, JobState.DONE)
 
-    def _end(self, job: Job, state: JobState, error: str | None = None, exception=None) -> None:
+    def _end(self, job: Job, slot: Slot, state: JobState, error: str | None = None, exception=None) -> None:
         with self._lock:
+            slot.current = None  # idle before the job's waiters hear of it: their next job sees it free
             if job in self._running:
                 self._running.remove(job)
             self._remote.pop(job.id, None)
@@ -309,14 +319,15 @@ class RayPool(JobQueue):
                 time.sleep(5)
                 self._launch(slot)
                 continue
-            slot.facts, slot.loaded, slot.ready = facts, frozenset(facts.loaded), True
+            slot.facts, slot.loaded, slot.loras = facts, frozenset(facts.loaded), _held(facts.loras)
+            slot.ready = True
             log.info("%s ready: pid %d on %s (%s)", slot.name, facts.pid, facts.node, facts.device)
             with self._lock:
                 self._lock.notify_all()
             return
 
     def _replace(self, slot: Slot) -> None:
-        slot.ready, slot.loaded = False, frozenset()
+        slot.ready, slot.loaded, slot.loras = False, frozenset(), {}
         try:
             self.cluster.ray.kill(slot.actor, no_restart=True)
         except Exception:  # already dead
@@ -334,6 +345,10 @@ class _Watch:
     key: tuple = ()
     preview_id: int = -1
     interrupt_sent: bool = False
+
+
+def _held(loras: dict[str, list[str]]) -> dict[str, frozenset[str]]:
+    return {checkpoint: frozenset(files) for checkpoint, files in loras.items()}
 
 
 def _rebuilt(failure: RemoteFailure) -> Exception:

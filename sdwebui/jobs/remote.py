@@ -27,6 +27,7 @@ class RemoteJob:
     script_call: Any  # sdwebui.services.ScriptCall
     options: dict[str, Any]  # the front's settings when it was queued (workers keep no settings of their own)
     checkpoint: str | None = None  # the checkpoint file it runs on (None: the default), for model affinity
+    loras: tuple[str, ...] = ()  # the LoRA files its prompt names (resolved paths), for model affinity
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RemoteResult:
     result: Any  # the engine's GenerationResult (images unsaved: the front saves them)
     ran_on: Any  # sdwebui.models.lease.ModelUsed
     loaded: list[str] = field(default_factory=list)  # checkpoint files the worker holds now
+    loras: dict[str, list[str]] = field(default_factory=dict)  # checkpoint file -> LoRA files read for it
     worker_seconds: float = 0.0  # how long `run` took in the worker (the rest of the round trip: dispatch)
 
 
@@ -66,6 +68,7 @@ class WorkerFacts:
     pid: int
     device: str
     loaded: list[str]
+    loras: dict[str, list[str]] = field(default_factory=dict)
 
 
 class WorkerBackend(Protocol):
@@ -73,6 +76,7 @@ class WorkerBackend(Protocol):
 
     def device(self) -> str: ...
     def loaded(self) -> list[str]: ...
+    def loras(self) -> dict[str, list[str]]: ...
     def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure: ...
     def progress(self, job_id: str, known_preview: int) -> RemoteProgress: ...
     def interrupt(self, job_id: str) -> None: ...
@@ -91,7 +95,10 @@ class WorkerActor:
         self.backend = factory(args)
 
     def facts(self) -> WorkerFacts:
-        return WorkerFacts(socket.gethostname(), os.getpid(), self.backend.device(), self.backend.loaded())
+        backend = self.backend
+        return WorkerFacts(
+            socket.gethostname(), os.getpid(), backend.device(), backend.loaded(), backend.loras()
+        )
 
     def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure:
         started = time.perf_counter()

@@ -21,6 +21,9 @@ class WorkerItem(BaseModel):
     pid: int | None = None
     device: str | None = None
     loaded_models: list[str] = Field(default_factory=list, description="checkpoint files it holds")
+    loaded_loras: list[str] = Field(
+        default_factory=list, description="LoRA files it holds read (jobs naming them prefer this worker)"
+    )
     current_job: str | None = Field(None, description="the task id it runs now")
     jobs_done: int = 0
     ready: bool = Field(True, description="false while it starts (or is being replaced after a crash)")

@@ -150,6 +150,13 @@ class LoraLibrary:
                 slot.networks.popitem(last=False)
         return network
 
+    def held(self, model: LoadedModel) -> list[str]:
+        """The files (resolved paths) whose networks are read and kept for `model`: what a pool worker
+        reports holding, so jobs with those LoRAs go to it (sdwebui.jobs.dispatch)."""
+        with self._lock:
+            slot = self._per_model.get(model.unet)
+            return [identity.path for identity in slot.networks] if slot is not None else []
+
     def save_user_metadata(self, name: str, metadata: UserMetadata) -> LoraEntry:
         """Write ``name.json`` beside the listed network named `name` (its file name, as the cards name it):
         the path comes from the listing, never from the caller. LoraError when no such network is listed."""
