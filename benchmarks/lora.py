@@ -50,9 +50,14 @@ TEXT_LAYERS = (".q_proj", ".k_proj", ".v_proj", ".out_proj", ".fc1", ".fc2")
 PROBE = "unet.down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k"  # compared across both sides
 
 
-def bench_config(full_size: bool, size: int) -> dict:
+def bench_config(full_size: bool, size: int, small: bool = False) -> dict:
     config = family_config(ModelFamily.SDXL)
-    if not full_size:
+    if small:  # 0.4x channels, 2-layer text encoders: for iterating on a loaded machine
+        config["unet"]["block_out_channels"] = [128, 256, 512]
+        config["unet"]["attention_head_dim"] = [4, 8, 16]
+        config["text_encoder"]["num_hidden_layers"] = 2
+        config["text_encoder_2"]["num_hidden_layers"] = 2
+    elif not full_size:
         config["unet"]["block_out_channels"] = [160, 320, 640]
         config["unet"]["attention_head_dim"] = [5, 10, 20]  # heads as SDXL: 32-wide heads instead of 64
         config["text_encoder"]["num_hidden_layers"] = 4
@@ -208,6 +213,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--full-size", action="store_true", help="the real SDXL sizes (2.6B U-Net)")
+    parser.add_argument("--small", action="store_true", help="0.4x U-Net channels, for quick runs")
     parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (fp16)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     args = parser.parse_args()
@@ -215,7 +221,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    model = bench_model(bench_config(args.full_size, args.size), device, dtype, args.size)
+    model = bench_model(bench_config(args.full_size, args.size, args.small), device, dtype, args.size)
     params = sum(p.numel() for p in model.unet.parameters()) / 1e6
     print(f"SDXL-shaped model ({'full size' if args.full_size else 'U-Net channels halved, 4-layer text encoders'})"
           f": U-Net {params:.0f}M parameters, {dtype}, {device}, {args.size}x{args.size}, {args.steps} steps")  # fmt: skip
@@ -227,6 +233,9 @@ def main() -> None:
         ours = run_ours(model, Path(folder), request)
         theirs = run_diffusers(model, path, request)
     report(ours, theirs, modules)
+    print(
+        f"CPU time of the whole run: {time.process_time():.1f} s (the machine may be shared: compare ratios)"
+    )
 
 
 if __name__ == "__main__":

@@ -438,7 +438,8 @@ def test_same_patched_unet_as_diffusers_fuse_lora(tmp_path):
         )
 
 
-def test_changing_only_the_multiplier_rescales_the_cached_delta(sd1, sd1_index, tmp_path):
+def test_changing_only_the_multiplier_rescales_without_the_file_or_a_dense_copy(sd1, sd1_index, tmp_path):
+    """A plain LoRA's difference is rebuilt from its factors per layer: no dense delta is cached."""
     before = weight_of(sd1, f"unet.{CONV3}")
     parts = lora_factors(before, rank=4, generator=gen(23))
     path = save_safetensors(with_prefix(kohya_name(CONV3), parts), tmp_path / "c.safetensors")
@@ -449,24 +450,74 @@ def test_changing_only_the_multiplier_rescales_the_cached_delta(sd1, sd1_index, 
     path.unlink()  # the second apply must not need the file
     with applied(LoraPatch([NetworkWeight(network, unet=0.3)], cache), sd1):
         torch.testing.assert_close(weight_of(sd1, f"unet.{CONV3}"), before + 0.3 * full, rtol=1e-5, atol=1e-6)
+    assert (cache.hits, cache.misses, cache.bytes) == (0, 0, 0)
+    assert torch.equal(weight_of(sd1, f"unet.{CONV3}"), before)
+
+
+def _dora_file(sd1, targets, tmp_path, seed=30):
+    tensors = {}
+    for i, target in enumerate(targets):
+        weight = weight_of(sd1, f"unet.{target}")
+        parts = lora_factors(weight, 2, gen(seed + i))
+        magnitude = 1 + torch.rand(
+            1, weight.shape[1], *[1] * (weight.dim() - 2), generator=gen(seed + 50 + i)
+        )
+        tensors.update(with_prefix(kohya_name(target), {**parts, "dora_scale": magnitude}))
+    return save_safetensors(tensors, tmp_path / f"dora{seed}.safetensors")
+
+
+def test_a_weight_dependent_difference_is_cached_and_rescaled(sd1, sd1_index, tmp_path):
+    network = load_network(_dora_file(sd1, [CONV3], tmp_path), sd1_index)
+    before = weight_of(sd1, f"unet.{CONV3}")
+    cache = DeltaCache()
+    with applied(LoraPatch([NetworkWeight(network, unet=1.0)], cache), sd1):
+        full = weight_of(sd1, f"unet.{CONV3}") - before
+    with applied(LoraPatch([NetworkWeight(network, unet=0.3)], cache), sd1):
+        torch.testing.assert_close(weight_of(sd1, f"unet.{CONV3}"), before + 0.3 * full, rtol=1e-5, atol=1e-6)
     assert (cache.hits, cache.misses, len(cache)) == (1, 1, 1)
     assert cache.bytes == before.numel() * 4
+    assert torch.equal(weight_of(sd1, f"unet.{CONV3}"), before)
 
 
 def test_delta_cache_is_bounded_least_recently_used_first(sd1, sd1_index, tmp_path):
     targets = [LINEAR, WIDE, CONV3]
-    tensors = {}
-    for i, target in enumerate(targets):
-        tensors.update(
-            with_prefix(kohya_name(target), lora_factors(weight_of(sd1, f"unet.{target}"), 2, gen(30 + i)))
-        )
-    network = load_network(save_safetensors(tensors, tmp_path / "many.safetensors"), sd1_index)
+    network = load_network(_dora_file(sd1, targets, tmp_path), sd1_index)
     limit = (32 * 32 + 512 * 64) * 4 + 10  # LINEAR and WIDE fit; CONV3 (32*32*9) pushes LINEAR out
     cache = DeltaCache(limit_bytes=limit)
     LoraPatch([NetworkWeight(network)], cache).apply(sd1)()
     assert cache.bytes <= limit
     assert {key.target for key in cache._entries} <= {f"unet.{t}" for t in targets}
     assert f"unet.{LINEAR}" not in {key.target for key in cache._entries}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("size", [0.3, 3.0])
+def test_undo_by_subtraction_is_bit_exact_and_keeps_no_copy(dtype, size, tmp_path):
+    """Big differences (another binade than the weight) make (W + d) - d inexact for many elements; the
+    sparse correction writes those back; for usual ones the undo holds far less than a copy of the weights."""
+    model = tiny_loaded_model("sd1", seed=3)
+    model.unet.to(dtype)
+    index = build_index(model)
+    targets = [LINEAR, WIDE, CONV3]
+    tensors = {}
+    for i, target in enumerate(targets):
+        parts = lora_factors(weight_of(model, f"unet.{target}"), 4, gen(80 + i))
+        tensors.update(with_prefix(kohya_name(target), {k: v * size for k, v in parts.items()}))
+    network = load_network(save_safetensors(tensors, tmp_path / "big.safetensors"), index)
+    before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    for multiplier in (1.0, 0.5, -0.7):
+        undo = LoraPatch([NetworkWeight(network, unet=multiplier)]).apply(model)
+        patched = weight_of(model, f"unet.{WIDE}").float()
+        expected = before[f"{WIDE}.weight"].float() + multiplier * (
+            tensors[f"{kohya_name(WIDE)}.lora_up.weight"] @ tensors[f"{kohya_name(WIDE)}.lora_down.weight"]
+        )
+        torch.testing.assert_close(patched, expected.to(dtype).float(), rtol=0, atol=0)
+        held = undo.nbytes  # type: ignore[attr-defined]
+        weights = sum(before[f"{t}.weight"].nbytes for t in targets)
+        assert held <= weights and (size > 1 or held < weights / 4), (held, weights)  # usual: far from a copy
+        undo()
+        for key, value in before.items():
+            assert torch.equal(value.view(torch.uint8), model.unet.state_dict()[key].view(torch.uint8)), key
 
 
 def test_two_networks_add_their_differences(sd1, sd1_index, tmp_path):
@@ -635,15 +686,13 @@ def test_precomputed_kohya_hash_in_metadata_wins(sd1_index, tmp_path):
 
 def test_a_rewritten_file_is_a_new_cache_entry(sd1, sd1_index, tmp_path):
     before = weight_of(sd1, f"unet.{LINEAR}")
-    path = tmp_path / "r.safetensors"
     cache = DeltaCache()
     results = []
     for seed in (70, 71):
-        parts = lora_factors(before, 2, gen(seed))
-        save_safetensors(with_prefix(kohya_name(LINEAR), parts), path)
+        path = _dora_file(sd1, [LINEAR], tmp_path, seed=seed).rename(tmp_path / "r.safetensors")
         with applied(LoraPatch([NetworkWeight(load_network(path, sd1_index))], cache), sd1):
             results.append(weight_of(sd1, f"unet.{LINEAR}") - before)
-        torch.testing.assert_close(results[-1], parts["lora_up.weight"] @ parts["lora_down.weight"])
+    assert not torch.allclose(results[0], results[1])
     assert cache.misses == 2 and len(cache) == 2
 
 

@@ -15,9 +15,15 @@ Reading a network for a model::
   the output rows), GloraWeights (GLoRA), FullWeights (``diff``); plus alpha, scale,
   ``dora_scale`` (DoRA) and ``diff_b``.
 - ``compute_delta(weight, module, multiplier)`` is the fp32 difference one module makes.
-- ``LoraPatch.apply`` keeps CPU copies of what it changes; if it raises, the model is already restored.
-  Differences at multiplier 1 are cached per (file identity, target, checkpoint) in a ``DeltaCache``
-  bounded in bytes, so a new multiplier only re-scales. Each network's difference is taken against the
+- ``LoraPatch.apply``: if it raises, the model is already restored. A difference that does not depend on
+  the weight (LoRA, LoHa, LoKr, diff) is rebuilt per layer from the network's factors (held by the
+  library, never re-read for a new multiplier) and undone by subtracting it again; the few elements where
+  rounding makes that inexact are kept and written back, and a fingerprint proves the weight bit-identical.
+  Weight-dependent differences (DoRA, IA3, OFT, BOFT, GLoRA) keep a CPU copy of the weight, and their
+  multiplier-1 differences are cached per (file identity, target, checkpoint) in a ``DeltaCache`` bounded
+  in bytes, so a new multiplier only re-scales.
+- Flux / SD3 (``dit_keys``): kohya, BFL/ComfyUI and diffusers/PEFT names through the loader's rule tables;
+  a fused layer's up matrix (qkv) is split by rows. A network for another family is an error naming both. Each network's difference is taken against the
   unpatched weight (A1111 chains them; this only differs when two networks with DoRA share a module).
 - ``Lora hashes:`` shows ``LoraNetwork.shorthash`` (AutoV3: sha256 of the safetensors payload, 12 hex).
 - ``read_embedding(path)`` reads A1111 textual inversions (``string_to_param``, ``emb_params``, SDXL

@@ -179,7 +179,10 @@ def base_delta(weight: torch.Tensor, module: NetworkModule) -> torch.Tensor | No
     """fp32 weight difference at multiplier 1, on the weight's device; None when only the bias changes."""
     if module.weights is None:
         return None
-    weight = weight.detach().to(torch.float32)
+    if module.dora_scale is not None or isinstance(
+        module.weights, IA3Weights | OftWeights | BoftWeights | GloraWeights
+    ):
+        weight = weight.detach().to(torch.float32)  # the difference depends on the weight itself
     delta = _fit(_raw_delta(module.weights, weight), weight, module)
     if module.weight_bias is not None:
         delta = delta + _fit(_f32(module.weight_bias, weight.device), weight, module)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sdwebui.models.ldm_export import unet_to_ldm
+from sdwebui.models.lora.dit_keys import dit_names, family_group
 from sdwebui.models.model import LoadedModel
 
 UNET = "unet"
@@ -34,6 +35,8 @@ _DOTTED_PARTS = {
     "lora_A.default.weight": "lora_down.weight",
     "lora_B.default.weight": "lora_up.weight",
     "lora.down.weight": "lora_down.weight",
+    "lora_down.weight": "lora_down.weight",  # BFL / ComfyUI dotted names with kohya's parts
+    "lora_up.weight": "lora_up.weight",
     "lora.up.weight": "lora_up.weight",
     "lora_linear_layer.down.weight": "lora_down.weight",
     "lora_linear_layer.up.weight": "lora_up.weight",
@@ -44,6 +47,8 @@ _DOTTED_PARTS = {
 }
 _PROCESSOR = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)_lora\.")
 _DOTTED_PREFIXES = (UNET, *TEXT_ENCODER_NAMES)
+# a transformer's own prefixes (diffusers pipelines, BFL/ComfyUI files) name what LoadedModel calls unet
+_TRANSFORMER_PREFIXES = ("transformer.", "model.diffusion_model.", "diffusion_model.")
 
 
 @dataclass
@@ -52,6 +57,8 @@ class ModuleIndex:
 
     modules: dict[str, torch.nn.Module] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # kohya name -> target
+    fused: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # -> ((target, rows), ...)
+    family: str = ""  # the model's family as dit_keys.family_group names it
 
     def resolve(self, network_key: str) -> str | None:
         if network_key in self.modules:
@@ -77,11 +84,16 @@ def _text_encoder_prefixes(model: LoadedModel) -> list[list[str]]:
 
 
 def build_index(model: LoadedModel) -> ModuleIndex:
-    index = ModuleIndex()
+    index = ModuleIndex(family=family_group(model.family))
     unet_modules = dict(_weighted_modules(model.unet))
-    ldm_names = unet_to_ldm({f"{name}.weight": name for name in unet_modules}, model.unet.config)  # type: ignore[dict-item]
-    for ldm_key, name in ldm_names.items():
-        index.aliases[_kohya("lora_unet_", ldm_key.removesuffix(".weight"))] = f"{UNET}.{name}"
+    if model.is_dit:
+        names = dit_names(model, unet_modules)
+        index.aliases.update(names.aliases)
+        index.fused.update(names.fused)
+    else:
+        ldm_names = unet_to_ldm({f"{name}.weight": name for name in unet_modules}, model.unet.config)  # type: ignore[dict-item]
+        for ldm_key, name in ldm_names.items():
+            index.aliases[_kohya("lora_unet_", ldm_key.removesuffix(".weight"))] = f"{UNET}.{name}"
     for name, module in unet_modules.items():
         index.modules[f"{UNET}.{name}"] = module
         index.aliases[_kohya("lora_unet_", name)] = f"{UNET}.{name}"  # diffusers-style wins on a clash
@@ -105,10 +117,13 @@ def canonical_text_path(path: str) -> str:
 
 def split_key(key: str) -> tuple[str, str] | None:
     """(network key, canonical part) of one tensor key, or None when it is not a network weight."""
-    if key.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")):
+    if key.startswith(("lora_unet_", "lora_transformer_", "lora_te_", "lora_te1_", "lora_te2_")):
         network_key, _, part = key.partition(".")
         return (network_key, part) if part else None
     key = key.removeprefix("base_model.model.")
+    for prefix in _TRANSFORMER_PREFIXES:
+        if key.startswith(prefix):
+            key = f"{UNET}.{key.removeprefix(prefix)}"
     key = _PROCESSOR.sub(lambda m: "." + ("to_out.0" if m[1] == "to_out" else m[1]) + ".lora.", key)
     for suffix, part in _DOTTED_PARTS.items():
         if key.endswith("." + suffix):

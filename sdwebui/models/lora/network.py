@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from sdwebui.models.lora.dit_keys import check_family
 from sdwebui.models.lora.errors import LoraError
 from sdwebui.models.lora.files import FileIdentity, network_hash, read_network_file
 from sdwebui.models.lora.keys import ModuleIndex, split_key
@@ -49,6 +50,27 @@ def group_keys(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, dict[str, to
     return dict(groups), foreign
 
 
+def split_fused(
+    network_key: str, targets: tuple[tuple[str, int], ...], parts: dict[str, torch.Tensor]
+) -> list[tuple[str, dict[str, torch.Tensor]]]:
+    """A LoRA on a fused layer (Flux/SD3 qkv) as one LoRA per diffusers module: the up matrix's rows
+    split in the modules' order, the down matrix and alpha shared (so alpha / rank stays the same)."""
+    unsupported = sorted(set(parts) - {"lora_up.weight", "lora_down.weight", "alpha"})
+    if unsupported or "lora_up.weight" not in parts or "lora_down.weight" not in parts:
+        raise LoraError(
+            f"{network_key}: a fused layer takes LoRA up/down (+ alpha) only (has {', '.join(sorted(parts))})"
+        )
+    up, sizes = parts["lora_up.weight"], [rows for _, rows in targets]
+    if up.shape[0] != sum(sizes):
+        raise LoraError(f"{network_key}: up matrix of {up.shape[0]} rows for a fused layer of {sum(sizes)}")
+    shared = {k: v for k, v in parts.items() if k != "lora_up.weight"}
+    chunks = torch.split(up, sizes, dim=0)
+    return [
+        (target, {**shared, "lora_up.weight": chunk})
+        for (target, _), chunk in zip(targets, chunks, strict=True)
+    ]
+
+
 def load_network(path: str | Path, index: ModuleIndex, name: str | None = None) -> LoraNetwork:
     """Read a LoRA/LyCORIS/PEFT file and bind its keys to the model's modules.
 
@@ -67,13 +89,19 @@ def load_network(path: str | Path, index: ModuleIndex, name: str | None = None) 
         metadata=content.metadata,
         unmatched=sorted(foreign),
     )
+    mismatch = check_family(path, sorted(content.tensors), content.metadata, index.family)
+    if mismatch:
+        raise LoraError(mismatch)
     for network_key, parts in groups.items():
         target = index.resolve(network_key)
-        if target is None:
+        fused = index.fused.get(network_key) if target is None else None
+        if target is None and fused is None:
             network.unmatched.append(network_key)
             continue
         try:
-            network.modules[target] = build_module(network_key, target, parts)
+            pieces = split_fused(network_key, fused, parts) if fused else [(target, parts)]
+            for piece_target, piece in pieces:
+                network.modules[piece_target] = build_module(network_key, piece_target, piece)
         except LoraError as error:
             raise LoraError(f"{path}: {error}") from None
     if not network.modules:
