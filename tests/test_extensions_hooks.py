@@ -169,6 +169,16 @@ def test_component_callbacks_around_every_block_of_the_page(real_app):
     assert "img2img_prompt" not in log["script_after_component"]["txt2img"]
     assert "img2img_prompt" in log["script_after_component"]["img2img"]
     assert log["on_after_generate"] == ["txt2img_generate"]  # Script.on_after_component(elem_id=...)
+    # an on_ui_tabs tab's components (its Blocks is built before the page) get the calls too, once each
+    for elem_id in ("sample_hooks_tab_column", "sample_hooks_tab_box"):
+        assert before.count(elem_id) == 1 and after.count(elem_id) == 1, elem_id
+    assert before.index("sample_hooks_tab_column") < before.index("sample_hooks_tab_box")
+    assert log["after_tab_box_label"] == "Tab box"
+    tab_column = next(b for b in demo.blocks.values() if b.elem_id == "sample_hooks_tab_column")
+    (form,) = tab_column.children  # Gradio's Form around the column's form components
+    assert [b.elem_id for b in form.children] == [
+        "sample_hooks_before_tab_box", "sample_hooks_tab_box", "sample_hooks_after_tab_box"
+    ]  # fmt: skip
 
     system.reload()  # "Apply and restart UI"
     assert log["before_reload"] == 1
