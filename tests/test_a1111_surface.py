@@ -231,7 +231,21 @@ SURFACE: dict[str, set[str]] = {
         "checkpoint_tiles",
         "model_data",
     },  # fmt: skip
-    "sd_samplers": {"all_samplers", "all_samplers_map", "samplers", "visible_sampler_names"},
+    "sd_samplers": {
+        "all_samplers",
+        "all_samplers_map",
+        "samplers",
+        "visible_sampler_names",
+        "create_sampler",
+    },
+    "sd_samplers_kdiffusion": {
+        "KDiffusionSampler",
+        "CFGDenoiser",
+        "CFGDenoiserKDiffusion",
+        "samplers_k_diffusion",
+    },
+    "sd_samplers_cfg_denoiser": {"CFGDenoiser"},
+    "sd_samplers_compvis": {"VanillaStableDiffusionSampler", "samplers_data_compvis"},
     "sd_vae": {
         "vae_dict",
         "base_vae",
