@@ -10,3 +10,14 @@ shared_items, shared_state, styles, timer, ui, ui_common, ui_components, upscale
 
 The app itself lives in the internal package `sdwebui/`, which never imports `modules`.
 """
+
+
+def __getattr__(name: str):
+    """`import modules` then `modules.shared_items...` (A1111 imports its modules at start-up, so extensions
+    reach them as attributes of the package): a public module is imported when first reached this way."""
+    import importlib
+    import importlib.util
+
+    if name.startswith("_") or not importlib.util.find_spec(f"modules.{name}"):
+        raise AttributeError(f"module 'modules' has no attribute {name!r}")
+    return importlib.import_module(f"modules.{name}")

@@ -117,6 +117,23 @@ def test_an_overridden_combine_denoised_makes_the_guidance(server):
     assert not [n for n in sd_samplers.all_samplers_map if "_sampleguidance" in n]  # removed after the batch
 
 
+def test_xyz_plot_is_found_by_its_module_name_and_takes_extension_axes(real_app):
+    from webui.layout import create_ui
+
+    services, _ = real_app
+    create_ui(services)  # on_before_ui: the sample adds its axis there, as dynamic thresholding does
+    (xyz,) = [x for x in scripts.scripts_data if x.script_class.__module__ == "xyz_grid.py"]  # A1111's name
+    labels = [a.label for a in xyz.module.axes_for_tab(False)]
+    assert labels.count("[Sample] Guidance clamp") == 1 and labels[-1] == "[Sample] Guidance clamp"
+
+
+def test_script_info_lists_a_callable_value_by_what_it_returns(server):
+    response = requests.get(server.api + "/script-info", timeout=60)
+    assert response.status_code == 200, response.text
+    (entry,) = [s for s in response.json() if s["name"] == "sample guidance" and not s["is_img2img"]]
+    assert [a["value"] for a in entry["args"]] == ["off", 1.0]
+
+
 def test_a_wrapped_callback_state_sees_and_changes_every_step(server):
     step = "Sample color step"
     plain, _ = generate(server, "a cat")

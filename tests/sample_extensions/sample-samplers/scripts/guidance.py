@@ -6,7 +6,7 @@ its `model_wrap_cfg` with a `CFGDenoiserKDiffusion` subclass overriding `combine
 
 import gradio as gr
 
-from modules import scripts, sd_samplers, sd_samplers_common
+from modules import script_callbacks, scripts, sd_samplers, sd_samplers_common
 from modules.sd_samplers_kdiffusion import CFGDenoiserKDiffusion
 
 MODES = ["off", "uncond only", "clamp"]
@@ -38,7 +38,7 @@ class SampleGuidance(scripts.Script):
     def ui(self, is_img2img):
         return [
             gr.Dropdown(choices=MODES, value="off", label="Guidance mode"),
-            gr.Number(value=1.0, label="Clamp"),
+            gr.Number(value=lambda: 1.0, label="Clamp"),  # a callable value, as adetailer has,
         ]
 
     def process_batch(self, p, mode, clamp, batch_number, prompts, seeds, subseeds):
@@ -70,3 +70,18 @@ class SampleGuidance(scripts.Script):
         del sd_samplers.all_samplers_map[p.sampler_name]
         p.sampler_name = p.orig_sampler_name
         del p.orig_sampler_name
+
+
+def add_axis_options():
+    """As dynamic thresholding does: find the X/Y/Z plot by its module's name and add an axis to it."""
+    xyz = [
+        x for x in scripts.scripts_data if x.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid")
+    ]
+    module = xyz[0].module
+    if not any(a.label == "[Sample] Guidance clamp" for a in module.axis_options):
+        module.axis_options.append(
+            module.AxisOption("[Sample] Guidance clamp", float, module.apply_field("sample_guidance_clamp"))
+        )
+
+
+script_callbacks.on_before_ui(add_axis_options)
