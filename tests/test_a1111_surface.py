@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -231,7 +232,21 @@ SURFACE: dict[str, set[str]] = {
         "checkpoint_tiles",
         "model_data",
     },  # fmt: skip
-    "sd_samplers": {"all_samplers", "all_samplers_map", "samplers", "visible_sampler_names"},
+    "sd_samplers": {
+        "all_samplers",
+        "all_samplers_map",
+        "samplers",
+        "visible_sampler_names",
+        "create_sampler",
+    },
+    "sd_samplers_kdiffusion": {
+        "KDiffusionSampler",
+        "CFGDenoiser",
+        "CFGDenoiserKDiffusion",
+        "samplers_k_diffusion",
+    },
+    "sd_samplers_cfg_denoiser": {"CFGDenoiser"},
+    "sd_samplers_compvis": {"VanillaStableDiffusionSampler", "samplers_data_compvis"},
     "sd_vae": {
         "vae_dict",
         "base_vae",
@@ -276,6 +291,17 @@ def test_modules_holds_exactly_the_documented_names():
     assert {n.strip(" .\n") for n in listed.split(",")} == set(SURFACE)
     docs = (REPO / "docs" / "extensions.md").read_text()
     assert all(f"`modules.{name}`" in docs for name in SURFACE)
+
+
+def test_public_modules_are_attributes_of_the_package():
+    # adetailer: `import modules` then `modules.shared_items.sd_vae_items()`, in a fresh interpreter
+    code = (
+        "import modules; assert callable(modules.shared_items.sd_vae_items)\n"
+        "try:\n    modules.no_such_module\nexcept AttributeError as e:\n    print(e)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "no attribute 'no_such_module'" in done.stdout
 
 
 @pytest.mark.parametrize("name", sorted(SURFACE))

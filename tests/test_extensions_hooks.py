@@ -32,7 +32,8 @@ def data_dir_with_sample(root: Path) -> Path:
     folder.mkdir(parents=True)
     model = tiny_models.tiny_loaded_model("sd1", seed=0)
     tiny_models.write_single_file(model, folder / "hooked.safetensors")
-    shutil.copytree(SAMPLES / "sample-hooks", root / "extensions" / "sample-hooks")
+    for sample in ("sample-hooks", "sample-samplers"):
+        shutil.copytree(SAMPLES / sample, root / "extensions" / sample)
     return root
 
 
@@ -84,6 +85,70 @@ def test_cfg_denoiser_can_replace_text_cond(server):
     assert np.abs(cat - empty).mean() > 1  # the prompt matters on this model
     swapped = txt2img(server, "a cat", mode="uncond as cond")  # text_cond := text_uncond (the "" prompt)
     assert np.abs(swapped - empty).max() <= 1
+
+
+# --- A1111's sampler objects: combine_denoised overridden, callback_state wrapped (sample-samplers) ---
+
+
+def generate(server, prompt: str, seed: int = 11, **scripts_args) -> tuple[np.ndarray, str]:
+    body = dict(
+        BASE, prompt=prompt, seed=seed, alwayson_scripts={k: {"args": v} for k, v in scripts_args.items()}
+    )
+    answer = post(server, "/txt2img", body)
+    return pixels(answer["images"][0]), answer["info"]
+
+
+def test_an_overridden_combine_denoised_makes_the_guidance(server):
+    guide = "Sample guidance"
+    cat, _ = generate(server, "a cat")
+    empty, _ = generate(server, "")
+    # guidance by the extension's CFGDenoiser subclass: the uncond estimate alone, i.e. the "" prompt's image
+    uncond_only, info = generate(server, "a cat", **{guide: ["uncond only", 1.0]})
+    assert np.abs(uncond_only - empty).max() <= 1 and np.abs(uncond_only - cat).mean() > 1
+    assert "Sample guidance: uncond only" in info and "Sample guidance steps: 0/3 .. 2/3 (3)" in info
+    assert '"Euler"' in info or "Sampler: Euler," in info  # the job ran its own sampler
+    # A1111's combine_denoised (super) over the engine's estimates: the same image as the engine's guidance
+    loose, _ = generate(server, "a cat", **{guide: ["clamp", 1e6]})
+    assert np.abs(loose - cat).max() <= 1
+    clamped, _ = generate(server, "a cat", **{guide: ["clamp", 0.05]})
+    assert np.abs(clamped - cat).mean() > 1
+    from modules import sd_samplers
+
+    assert not [n for n in sd_samplers.all_samplers_map if "_sampleguidance" in n]  # removed after the batch
+
+
+def test_xyz_plot_is_found_by_its_module_name_and_takes_extension_axes(real_app):
+    from webui.layout import create_ui
+
+    services, _ = real_app
+    create_ui(services)  # on_before_ui: the sample adds its axis there, as dynamic thresholding does
+    (xyz,) = [x for x in scripts.scripts_data if x.script_class.__module__ == "xyz_grid.py"]  # A1111's name
+    labels = [a.label for a in xyz.module.axes_for_tab(False)]
+    assert labels.count("[Sample] Guidance clamp") == 1 and labels[-1] == "[Sample] Guidance clamp"
+
+
+def test_script_info_lists_a_callable_value_by_what_it_returns(server):
+    response = requests.get(server.api + "/script-info", timeout=60)
+    assert response.status_code == 200, response.text
+    (entry,) = [s for s in response.json() if s["name"] == "sample guidance" and not s["is_img2img"]]
+    assert [a["value"] for a in entry["args"]] == ["off", 1.0]
+
+
+def test_a_wrapped_callback_state_sees_and_changes_every_step(server):
+    step = "Sample color step"
+    plain, _ = generate(server, "a cat")
+    unchanged, _ = generate(server, "a cat", **{step: ["unchanged", 0.0]})
+    assert np.array_equal(unchanged, plain)  # called every step; what it leaves alone stays exactly so
+    seen = requests.get(server.url + "/sample-samplers/log", timeout=30).json()
+    assert [s[0] for s in seen] == [0, 1, 2]  # d["i"] per step
+    assert all(s[1] == ["denoised", "i", "sigma", "sigma_hat", "x"] and s[2] == [1, 4, 8, 8] for s in seen)
+    assert seen[0][3] > seen[1][3] > seen[2][3] > 0 and seen[0][4] == 3  # sigmas fall; self.p is the job's
+    shifted, _ = generate(server, "a cat", **{step: ["shift x", 0.5]})  # d["x"] edited in place
+    assert np.abs(shifted - plain).mean() > 1
+    # the last step's denoised set to zeros: the step lands there, so two seeds give one image
+    flat_a, _ = generate(server, "a cat", seed=1, **{step: ["flat denoised", 0.0]})
+    flat_b, _ = generate(server, "a cat", seed=2, **{step: ["flat denoised", 0.0]})
+    assert np.abs(flat_a - flat_b).max() <= 1 and np.abs(flat_a - plain).mean() > 1
 
 
 def test_scripts_lists_alwayson_scripts_as_a1111(server):
@@ -169,6 +234,16 @@ def test_component_callbacks_around_every_block_of_the_page(real_app):
     assert "img2img_prompt" not in log["script_after_component"]["txt2img"]
     assert "img2img_prompt" in log["script_after_component"]["img2img"]
     assert log["on_after_generate"] == ["txt2img_generate"]  # Script.on_after_component(elem_id=...)
+    # an on_ui_tabs tab's components (its Blocks is built before the page) get the calls too, once each
+    for elem_id in ("sample_hooks_tab_column", "sample_hooks_tab_box"):
+        assert before.count(elem_id) == 1 and after.count(elem_id) == 1, elem_id
+    assert before.index("sample_hooks_tab_column") < before.index("sample_hooks_tab_box")
+    assert log["after_tab_box_label"] == "Tab box"
+    tab_column = next(b for b in demo.blocks.values() if b.elem_id == "sample_hooks_tab_column")
+    (form,) = tab_column.children  # Gradio's Form around the column's form components
+    assert [b.elem_id for b in form.children] == [
+        "sample_hooks_before_tab_box", "sample_hooks_tab_box", "sample_hooks_after_tab_box"
+    ]  # fmt: skip
 
     system.reload()  # "Apply and restart UI"
     assert log["before_reload"] == 1

@@ -18,7 +18,7 @@ import torch
 
 from sdwebui.engine.addons import RowOwner, UNetAddon, UNetCall, evaluating
 from sdwebui.engine.cond_schedule import StepConditioning
-from sdwebui.engine.hooks import CFGAfterArgs, CFGDenoisedArgs, CFGDenoiserArgs, EngineHooks
+from sdwebui.engine.hooks import CFGAfterArgs, CFGCombineArgs, CFGDenoisedArgs, CFGDenoiserArgs, EngineHooks
 from sdwebui.models.model import LoadedModel, ModelFamily
 
 REFINER_AESTHETIC_SCORE, REFINER_NEGATIVE_AESTHETIC_SCORE = 6.0, 2.5
@@ -128,6 +128,17 @@ class ModelAdapter:
             return output
         return (x_scaled - (1 - alpha).sqrt() * output) / alpha.sqrt()
 
+    def from_x0(self, x_scaled: torch.Tensor, timestep: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The prediction (of the model's type) that `to_x0` maps back to `x0`: how an estimate changed in
+        x0 space (extensions' guidance, step callbacks) reaches the scheduler."""
+        alpha = self.alpha_at(timestep).to(x_scaled.device)
+        x_scaled, x0 = x_scaled.float(), x0.float()
+        if self.prediction_type == "v_prediction":
+            return (alpha.sqrt() * x_scaled - x0) / (1 - alpha).sqrt()
+        if self.prediction_type == "sample":
+            return x0
+        return (x_scaled - alpha.sqrt() * x0) / (1 - alpha).sqrt()
+
     def alpha_at(self, timestep: torch.Tensor) -> torch.Tensor:
         # Karras/exponential schedules give fractional timesteps: interpolate the training schedule.
         t = float(timestep) if not isinstance(timestep, float) else timestep
@@ -213,12 +224,45 @@ class CFGDenoiser:
             self.hooks.cfg_denoised(args_denoised)
             output = args_denoised.model_output
 
-        guided = self._combine(output, conds, batch, skip_uncond).to(x.dtype)
+        guided = None
+        if self.hooks.cfg_combine is not None:
+            uncond_text = None if skip_uncond else text_uncond
+            guided = self._combine_x0(x, x_in, timestep, output, conds, uncond_text, step, total_steps)
+        if guided is None:
+            guided = self._combine(output, conds, batch, skip_uncond)
+        guided = guided.to(x.dtype)
         if self.hooks.cfg_after_cfg is not None:
             args_after = CFGAfterArgs(guided, step, total_steps)
             self.hooks.cfg_after_cfg(args_after)
             guided = args_after.x
         return guided
+
+    def _combine_x0(
+        self, x: torch.Tensor, x_in: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor,
+        conds: StepConditioning,
+        text_uncond: torch.Tensor | None, step: int, total_steps: int,
+    ) -> torch.Tensor | None:  # fmt: skip
+        """Guidance by the cfg_combine hook, in x0 space (the rows' predictions as denoised estimates);
+        None when the hook left it to the engine."""
+        batch, skipped = x.shape[0], text_uncond is None
+        owners = conds.cond_owner
+        x0 = self.adapter.to_x0(x_in, timestep, output)  # x_in: the rows the U-Net saw
+        if skipped:  # A1111 puts each image's first cond row where its uncond row would be
+            cond, uncond = x0, x0[[owners.index(b) for b in range(batch)]]
+        else:
+            cond, uncond = x0[batch:], x0[:batch]
+        args = CFGCombineArgs(
+            cond, uncond, list(owners), list(conds.cond_weight), 1.0 if skipped else self.cfg_scale,
+            text_uncond, step, total_steps,
+        )  # fmt: skip
+        self.hooks.cfg_combine(args)
+        if args.denoised is None:
+            return None
+        if args.denoised.shape != x.shape:
+            raise ValueError(
+                f"cfg_combine: denoised of shape {tuple(args.denoised.shape)} for x {tuple(x.shape)}"
+            )
+        return self.adapter.from_x0(x, timestep, args.denoised.to(x.device))
 
     def _below_min_sigma(self, timestep: torch.Tensor) -> bool:
         if self.s_min_uncond <= 0:

@@ -11,7 +11,11 @@ Order for one job (A1111 equivalents in brackets; the extension facade maps scri
    for each U-Net evaluation:
 4. cfg_denoiser(CFGDenoiserArgs)          before the U-Net call; may replace x/conds  [on_cfg_denoiser]
 5. cfg_denoised(CFGDenoisedArgs)          after the U-Net call, before guidance        [on_cfg_denoised]
+   cfg_combine(CFGCombineArgs)            combines cond/uncond in x0 space instead of the engine
+                                          [CFGDenoiser.combine_denoised, when an extension overrides it]
 6. cfg_after_cfg(CFGAfterArgs)            after guidance; may replace the output      [on_cfg_after_cfg]
+   sampler_step(SamplerStepArgs)          every step, before the scheduler's update; may change x and
+                                          denoised                                [KDiffusionSampler.callback_state]
 7. mask_blend(MaskBlendArgs)              inpainting only, after each step's blend    [on_mask_blend]
    after decoding:
 8. postprocess_batch(PostprocessBatchArgs)  may replace the list of images   [Script.postprocess_batch_list]
@@ -122,6 +126,37 @@ class CFGAfterArgs:
 
 
 @dataclass
+class CFGCombineArgs:
+    """Guidance over the denoised (x0) estimates of the rows; the hook sets `denoised` ([B, ...]) or leaves it
+    None (the engine's own guidance then runs). With the uncond rows skipped (cfg 1, s_min_uncond) `uncond`
+    holds each image's first cond row and `cfg_scale` is 1, as A1111 does."""
+
+    cond: torch.Tensor  # x0 of each cond row ([R, ...]; row r belongs to image cond_owner[r])
+    uncond: torch.Tensor  # x0 of each image's uncond row ([B, ...])
+    cond_owner: list[int]
+    cond_weight: list[float]
+    cfg_scale: float
+    text_uncond: torch.Tensor | None  # the uncond text embeddings ([B, tokens, dim]); None when skipped
+    sampling_step: int
+    total_sampling_steps: int
+    denoised: torch.Tensor | None = None
+
+
+@dataclass
+class SamplerStepArgs:
+    """One step's state before the scheduler's update, in k-diffusion terms (x = x0 + sigma * eps).
+
+    A hook may edit `x` / `denoised` in place or replace them: the step then runs from the new x, and from
+    the new denoised estimate (its prediction re-derived from it) when that changed."""
+
+    x: torch.Tensor
+    denoised: torch.Tensor
+    sigma: float
+    sampling_step: int  # 0-based
+    total_sampling_steps: int
+
+
+@dataclass
 class MaskBlendArgs:
     current_latent: torch.Tensor  # scheduler output before blending
     mask: torch.Tensor  # 1 = repaint (A1111 nmask)
@@ -180,7 +215,9 @@ class EngineHooks:
     before_later_pass: Callable[[BeforeSamplingArgs], None] | None = None
     cfg_denoiser: Callable[[CFGDenoiserArgs], None] | None = None
     cfg_denoised: Callable[[CFGDenoisedArgs], None] | None = None
+    cfg_combine: Callable[[CFGCombineArgs], None] | None = None
     cfg_after_cfg: Callable[[CFGAfterArgs], None] | None = None
+    sampler_step: Callable[[SamplerStepArgs], None] | None = None
     mask_blend: Callable[[MaskBlendArgs], None] | None = None
     postprocess_batch: Callable[[PostprocessBatchArgs], None] | None = None
     postprocess_image: Callable[[PostprocessImageArgs], None] | None = None

@@ -11,7 +11,7 @@ from sdwebui.engine import samplers
 from sdwebui.engine.cond_schedule import BatchConditioning
 from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.denoiser import CFGDenoiser, StepInterrupted, interrupt_checks, model_blocks
-from sdwebui.engine.hooks import EngineHooks, MaskBlendArgs
+from sdwebui.engine.hooks import EngineHooks, MaskBlendArgs, SamplerStepArgs
 
 
 @dataclass
@@ -99,6 +99,8 @@ def run_loop(
                 output = job.denoiser(x_in, t, job.conditioning.at_step(i + 1), job.image_cond, i, total)
             except StepInterrupted:
                 return _stopped(job, ctx, last, latents, i)
+            if hooks.sampler_step is not None:
+                latents, x_in, output = _sampler_step(job, hooks, latents, x_in, t, output, i, total)
             latents = scheduler.step(output, t, latents, **step_kwargs, return_dict=False)[0]
             if job.mask_blend is not None:
                 latents = _blend(job, latents, i, hooks)
@@ -134,6 +136,29 @@ def _denoised(job: SamplingJob, x_in: torch.Tensor, t: torch.Tensor, output: tor
         mask = job.mask_blend.mask
         x0 = job.mask_blend.init_latents * (1 - mask) + x0 * mask
     return x0
+
+
+def _sampler_step(
+    job: SamplingJob, hooks: EngineHooks, latents: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor,
+    output: torch.Tensor, i: int, total: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The per-step hook in k-diffusion terms: x = x_in / sqrt(alpha) (x0 + sigma * eps, whatever scaling
+    the scheduler keeps its latents in), denoised = the x0 estimate. Returns (latents, x_in, output) with
+    what the hook changed."""
+    adapter = job.denoiser.adapter
+    root_alpha = float(adapter.alpha_at(t)) ** 0.5
+    input_scale = float(job.scheduler.scale_model_input(torch.ones(1), t))  # latents -> x_in (a scalar)
+    x = x_in.float() / root_alpha
+    denoised = adapter.to_x0(x_in, t, output)
+    seen_x, seen_denoised = x.clone(), denoised.clone()
+    args = SamplerStepArgs(x, denoised, adapter.sigma(t), i, total)
+    hooks.sampler_step(args)
+    if args.x is not x or not torch.equal(x, seen_x):
+        x_in = (args.x * root_alpha).to(latents.dtype)
+        latents = x_in / input_scale
+    if args.denoised is not denoised or not torch.equal(denoised, seen_denoised):
+        output = adapter.from_x0(x_in, t, args.denoised).to(output.dtype)
+    return latents, x_in, output
 
 
 def _blend(job: SamplingJob, latents: torch.Tensor, i: int, hooks: EngineHooks) -> torch.Tensor:

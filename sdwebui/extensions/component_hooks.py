@@ -9,6 +9,9 @@ constructor arguments are recorded and the block is added to its parent. `observ
 tell us: a registration first completes the block registered before it (its constructor has returned, so
 "after" runs on a fully built block), then announces the new one ("before"). What the callbacks create is
 moved where A1111 puts it: right before, or right after, the block they were called for.
+
+The `on_ui_tabs` tabs are Blocks the extensions build before our page: when such a Blocks is rendered into
+the page, Gradio adds all its blocks to the mapping at once (`update`), and each gets both calls then.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ class _Registry(dict):
         super().__setitem__(key, block)
         self.hooks.registered(block)
 
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """A Blocks built outside ours (an `on_ui_tabs` tab) rendered into it: Gradio adds its blocks at once."""
+        for key, block in dict(*args, **kwargs).items():
+            known = key in self
+            super().__setitem__(key, block)
+            if not known:
+                self.hooks.rendered(block)
+
 
 class ComponentHooks:
     """Runs the callbacks around each block registered in the observed Blocks (see module docstring)."""
@@ -57,6 +68,17 @@ class ComponentHooks:
         self._call(block, before=True)
         self.flush()  # what the before callbacks built is complete now
         self._pending.append(block)
+
+    def rendered(self, block: Block) -> None:
+        """A block built (complete) in another Blocks, now rendered into ours: both calls at once, in the
+        order the blocks were built, as A1111's (which calls them wherever a component is built)."""
+        if self._created:
+            self._created[-1].append(block)
+        if not _in_layout(block):
+            return
+        self.flush()
+        self._call(block, before=True)
+        self._call(block, before=False)
 
     def flush(self) -> None:
         while self._pending:

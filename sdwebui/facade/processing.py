@@ -33,7 +33,8 @@ from sdwebui.engine.requests import (
     Txt2ImgRequest,
 )
 from sdwebui.engine.rng import ImageRNG
-from sdwebui.facade import extra_networks, script_callbacks, shared
+from sdwebui.facade import extra_networks, script_callbacks, sd_samplers, shared
+from sdwebui.facade.sampler_hooks import SamplerHooks
 
 log = logging.getLogger("webui.extensions")
 
@@ -154,6 +155,7 @@ class StableDiffusionProcessing:
         self.seeds: list[int] = []
         self.subseeds: list[int] = []
         self.iteration = 0
+        self.sampler: Any = None  # the batch's A1111 sampler object (sdwebui.facade.sampler_hooks)
         self.is_hr_pass = False
         self.is_api = False
         self.main_prompt = self.prompt
@@ -557,8 +559,8 @@ def _push(p: StableDiffusionProcessing, state: eh.JobState) -> None:
 class _ScriptHooks:
     """Engine hooks -> p's alwayson scripts, with p kept in step with the engine's JobState around each."""
 
-    def __init__(self, p: StableDiffusionProcessing):
-        self.p, self.runner = p, p.scripts
+    def __init__(self, p: StableDiffusionProcessing, sampling: SamplerHooks):
+        self.p, self.runner, self.sampling = p, p.scripts, sampling
 
     def process(self, state: eh.JobState) -> None:
         _pull(self.p, state)
@@ -582,6 +584,7 @@ class _ScriptHooks:
             extra_networks.activate_batch(p, list(p.prompts))
         if self.runner is not None:
             self.runner.process_batch(p, **self._batch_kwargs(args.batch_number))
+        self.sampling.start_batch()  # p.sampler, where A1111 creates it (after process_batch)
         _push(p, state)
         args.prompts, args.negative_prompts = list(p.prompts), list(p.negative_prompts)
         args.seeds, args.subseeds = [int(s) for s in p.seeds], [int(s) for s in p.subseeds]
@@ -701,8 +704,12 @@ def callback_hooks(p: StableDiffusionProcessing | None = None) -> eh.EngineHooks
 def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
     """EngineHooks that run p's alwayson scripts and the global callbacks with A1111's argument objects."""
     hooks = callback_hooks(p)
-    sh = _ScriptHooks(p)
+    config = sd_samplers.find_sampler_config(p.sampler_name)
+    sampling = SamplerHooks(p, config.name if config is not None else None)
+    sh = _ScriptHooks(p, sampling)
     hooks.process, hooks.process_batch = sh.process, sh.process_batch
+    # every step: p.sampler's callback_state, and its denoiser's combine_denoised where an extension replaced it
+    hooks.sampler_step, hooks.cfg_combine = sampling.sampler_step, sampling.cfg_combine
     hooks.extra_network_kinds = extra_networks.custom_kinds() if not p.disable_extra_networks else frozenset()
     if p.scripts is not None and p.scripts.alwayson_scripts:
         hooks.before_sampling, hooks.mask_blend = sh.before_sampling, sh.mask_blend

@@ -238,6 +238,10 @@ def load_module(path: str, module_name: str) -> Any:
 
 
 def _module_name(extension: str, path: Path) -> str:
+    """A1111's name for a script module, its file name ("xyz_grid.py": extensions find the X/Y/Z plot by
+    `script_class.__module__`); a unique one when another loaded script has that file name."""
+    if path.name not in sys.modules:
+        return path.name
     safe = re.sub(r"\W", "_", f"{extension}_{path.stem}")
     return f"webui_extension_scripts.{safe}"
 
@@ -416,8 +420,9 @@ class ScriptRunner:
         for control in controls:
             info: dict[str, Any] = {"label": getattr(control, "label", None) or ""}
             for name in ("value", "minimum", "maximum", "step"):
-                value = getattr(control, name, None)
-                if value is not None:
+                # a callable value (Gradio calls it at page load: adetailer's) is listed by what it returns
+                value = _default_value(control) if name == "value" else getattr(control, name, None)
+                if value is not None and not callable(value):
                     info[name] = value
             choices = getattr(control, "choices", None)
             if choices is not None:

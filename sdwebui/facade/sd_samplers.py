@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
 from typing import Any
 
 from sdwebui.engine import samplers as _samplers
-
-SamplerData = namedtuple("SamplerData", ["name", "constructor", "aliases", "options"])
+from sdwebui.facade import sd_samplers_kdiffusion
+from sdwebui.facade.sd_samplers_common import SamplerData
 
 
 def _data(info: Any) -> SamplerData:
-    return SamplerData(info.name, None, list(info.aliases), dict(info.options))
+    return SamplerData(
+        info.name, sd_samplers_kdiffusion.constructor_for(info.name), list(info.aliases), dict(info.options)
+    )
 
 
 all_samplers: list[SamplerData] = [_data(s) for s in _samplers.SAMPLERS if s.available]
@@ -23,6 +24,19 @@ for _sampler in all_samplers:
     samplers_map[_sampler.name.lower()] = _sampler.name
     for _alias in _sampler.aliases:
         samplers_map[_alias.lower()] = _sampler.name
+
+
+def create_sampler(name: str, model: Any) -> Any:
+    """A1111's: the sampler object of `all_samplers_map[name]` (an extension may have registered its own
+    entry there), built by its constructor, with `config` set. An unknown name is an error, as A1111's."""
+    config = all_samplers_map.get(name) or find_sampler_config(name)
+    if config is None:
+        raise ValueError(f"bad sampler name: {name}")
+    if config.constructor is None:
+        raise ValueError(f"sampler {name}: its SamplerData has no constructor")
+    sampler = config.constructor(model)
+    sampler.config = config
+    return sampler
 
 
 def visible_sampler_names() -> list[str]:

@@ -1,12 +1,13 @@
 """A1111's `modules.sd_samplers_common`: latents <-> images with the current model's VAE, and the names
 extensions import from it (`InterruptedException`, `SamplerData`, `setup_img2img_steps`).
 
-Our samplers are the engine's (sdwebui.engine.samplers), not A1111's sampler classes: there is no
-`Sampler` base to subclass here.
+The sampling loop is the engine's (sdwebui.engine.samplers, loop.py); A1111's sampler classes with the
+callback points extensions patch are in sd_samplers_kdiffusion / sd_samplers_cfg_denoiser.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import Any
 
 import torch
@@ -14,7 +15,8 @@ from PIL import Image
 
 from sdwebui.engine import vae as _vae
 from sdwebui.facade import shared
-from sdwebui.facade.sd_samplers import SamplerData  # noqa: F401 (A1111 defines it here)
+
+SamplerData = namedtuple("SamplerData", ["name", "constructor", "aliases", "options"])
 
 approximation_indexes = {"Full": 0, "Approx NN": 1, "Approx cheap": 2, "TAESD": 3}
 

@@ -188,7 +188,9 @@ class AxisOption:
     apply: Callable
     format_value: Callable = format_value_add_label
     confirm: Callable | None = None
+    cost: float = 0.0  # A1111's (the order it sorts axes by to reload models less): kept, not used
     choices: Callable[[], list[str]] | None = None
+    prepare: Callable | None = None  # A1111's: kept, not used
     tab: str | None = None
     unavailable: str = ""
     unavailable_txt2img: str = ""
@@ -303,6 +305,10 @@ AXES = [
     AxisOption("Width", int, apply_field("width")),
     AxisOption("Height", int, apply_field("height")),
 ]
+
+axis_options = (
+    AXES  # A1111's name: extensions append their own axes (found by this module's name, xyz_grid.py)
+)
 
 
 def axes_for_tab(is_img2img: bool) -> list[AxisOption]:

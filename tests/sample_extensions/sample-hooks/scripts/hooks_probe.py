@@ -46,6 +46,8 @@ def on_before_component(component, **kwargs):
         LOG["before_component"].append(elem_id)
     if elem_id == "txt2img_prompt":  # A1111 extensions put their own UI next to a known component
         gr.HTML("before the prompt", elem_id="sample_hooks_before_prompt")
+    if elem_id == "sample_hooks_tab_box":  # a component of an on_ui_tabs tab (built outside the page)
+        gr.HTML("before the tab's box", elem_id="sample_hooks_before_tab_box")
 
 
 def on_after_component(component, **kwargs):
@@ -55,6 +57,16 @@ def on_after_component(component, **kwargs):
     if elem_id == "txt2img_prompt":
         LOG["after_prompt_label"] = component.label
         gr.HTML("after the prompt", elem_id="sample_hooks_after_prompt")
+    if elem_id == "sample_hooks_tab_box":
+        LOG["after_tab_box_label"] = component.label
+        gr.HTML("after the tab's box", elem_id="sample_hooks_after_tab_box")
+
+
+def on_ui_tabs():
+    with gr.Blocks(analytics_enabled=False) as tab:
+        with gr.Column(elem_id="sample_hooks_tab_column"):
+            gr.Textbox(label="Tab box", elem_id="sample_hooks_tab_box")
+    return [(tab, "Sample hooks tab", "sample_hooks_tab")]
 
 
 def on_before_reload():
@@ -71,6 +83,7 @@ script_callbacks.on_extra_noise(on_extra_noise)
 script_callbacks.on_before_component(on_before_component)
 script_callbacks.on_after_component(on_after_component)
 script_callbacks.on_before_reload(on_before_reload)
+script_callbacks.on_ui_tabs(on_ui_tabs)
 script_callbacks.on_app_started(on_app_started)
 
 
