@@ -309,3 +309,67 @@ def test_canny_gets_soft_weights_in_the_hires_pass_whatever_the_mode(tiny_sd1_mo
         )
     for balanced, prompt in zip(seen["BALANCED"], seen["PROMPT"], strict=True):
         torch.testing.assert_close(balanced, prompt)
+
+
+class X0Recorder:
+    """An add-on after ControlNet's: the predicted x0 of each U-Net call once the units' fixes are applied."""
+
+    def __init__(self):
+        self.x0: list[torch.Tensor] = []
+
+    def before_unet(self, call: UNetCall) -> None:
+        pass
+
+    def wrap_attention(self, name, processor):
+        return None
+
+    def after_unet(self, call: UNetCall, output: torch.Tensor) -> torch.Tensor:
+        self.x0.append(call.prediction.to_x0(call.x[:, : output.shape[1]].float(), output.float()))
+        return output
+
+
+def _last_x0(model, controlnets, units) -> torch.Tensor:
+    recorder = X0Recorder()
+    run(model, controlnets, units, hooks=EngineHooks(unet_addons=[recorder]))
+    return recorder.x0[-1]
+
+
+def _encoded(model, image: Image.Image) -> torch.Tensor:
+    from sdwebui.engine import vae
+
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    return vae.encode(model, pixels)
+
+
+def test_tile_colorfix_gives_x0_the_control_images_low_frequencies(tiny_sd1_model, controlnets):
+    from sdwebui.engine.controlnet.preprocessors.colorfix import box_blur
+
+    gaps = {}
+    for colour in ("red", "blue"):
+        image = Image.new("RGB", (SIZE, SIZE), colour)
+        low = box_blur(_encoded(tiny_sd1_model, image), 3)
+        for module in ("tile_resample", "tile_colorfix"):
+            x0 = _last_x0(
+                tiny_sd1_model,
+                controlnets,
+                [unit(module=module, threshold_a=3, images=(ControlImage(image),))],
+            )
+            # the per-channel mean: the lowest frequency, what colorfix takes from the control image
+            gaps[colour, module] = (box_blur(x0, 3).mean((2, 3)) - low.mean((2, 3))).abs().max().item()
+    for colour in ("red", "blue"):
+        assert gaps[colour, "tile_colorfix"] < 0.25 * gaps[colour, "tile_resample"], gaps
+
+
+def test_inpaint_only_keeps_the_unit_images_x0_outside_the_mask(tiny_sd1_model, controlnets):
+    image = Image.new("RGB", (SIZE, SIZE), "green")
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle([24, 24, 39, 39], fill=255)
+    x0 = _last_x0(
+        tiny_sd1_model, controlnets, [unit(module="inpaint_only", images=(ControlImage(image, mask),))]
+    )
+    origin = _encoded(tiny_sd1_model, image)
+    # latent pixels 0..1 and 6..7 lie outside the max-pooled mask (10 wide, stride 8): the unit image's x0
+    outside = torch.ones(SIZE // 8, SIZE // 8, dtype=torch.bool)
+    outside[2:6, 2:6] = False
+    assert torch.allclose(x0[:, :, outside], origin.expand_as(x0)[:, :, outside], atol=1e-4)
+    assert (x0[:, :, 3:5, 3:5] - origin[:, :, 3:5, 3:5]).abs().max() > 1e-2

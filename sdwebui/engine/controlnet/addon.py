@@ -10,6 +10,7 @@ Semantics are sd-webui-controlnet's:
 - `advanced_weighting` replaces the per-residual scales; `effective_region_mask` limits them to a region;
 - hires option: with a second pass, "Low res only" acts in the first pass, "High res only" in the later ones;
   canny and mlsd maps get the soft weights in the hires pass whatever the mode (as the extension);
+tile_colorfix(+sharp) / inpaint_only units also correct the U-Net's x0 after each call (x0_fix.py).
 Several units' residuals add up. Each row of the U-Net batch takes the map of its image (`image_index % maps`).
 """
 
@@ -24,6 +25,7 @@ from PIL import Image
 from sdwebui.engine.addons import UNetCall
 from sdwebui.engine.controlnet import hint as hints
 from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlMode, ControlNetUnit, HiResOption
+from sdwebui.engine.controlnet.x0_fix import COLORFIX, X0Fix
 from sdwebui.engine.errors import RequestError
 from sdwebui.models.controlnet.layouts import CONTROLNET_UNION
 from sdwebui.models.controlnet.loading import ControlModel
@@ -43,6 +45,7 @@ class ActiveUnit:
     model: ControlModel
     maps: list[Image.Image]
     union_type: int | None = None  # the Union model's control type index
+    fix: X0Fix | None = None  # tile_colorfix / inpaint_only's x0 correction
     _hints: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _features: dict[tuple[int, int], list[torch.Tensor]] = field(default_factory=dict, repr=False)
     _regions: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -92,6 +95,17 @@ class ControlNetAddon:
 
     def wrap_attention(self, name: str, processor: Any) -> Any | None:
         return None
+
+    def after_unet(self, call: UNetCall, output: torch.Tensor) -> torch.Tensor:
+        """The units' x0 fixes, colorfix ones first (the extension's order), whatever the guidance window."""
+        fixed = [a for a in self.units if a.fix is not None]
+        for active in sorted(fixed, key=lambda a: a.fix.kind != COLORFIX):
+            # the extension doubles colorfix's blur in the hires pass unless the unit is off there
+            hires_pass = (
+                self.hires and call.pass_index > 0 and active.unit.hr_option != HiResOption.LOW_RES_ONLY
+            )
+            output = active.fix.apply(call, output, self.latent_scale, hires_pass)
+        return output
 
     def _acts(self, unit: ControlNetUnit, call: UNetCall) -> bool:
         if unit.weight == 0 and not unit.advanced_weighting:
