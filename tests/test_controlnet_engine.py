@@ -373,3 +373,33 @@ def test_inpaint_only_keeps_the_unit_images_x0_outside_the_mask(tiny_sd1_model, 
     outside[2:6, 2:6] = False
     assert torch.allclose(x0[:, :, outside], origin.expand_as(x0)[:, :, outside], atol=1e-4)
     assert (x0[:, :, 3:5, 3:5] - origin[:, :, 3:5, 3:5]).abs().max() > 1e-2
+
+
+def test_low_vram_keeps_the_model_off_the_device_except_while_its_unit_runs(
+    tiny_sd1_model, controlnets, plain
+):
+    from sdwebui.engine.memory.placement import using_mover
+    from tests.test_memory import HOST, FakeDeviceMover
+
+    module = controlnets.get("tiny_sd1_canny", tiny_sd1_model.device, tiny_sd1_model.dtype).module
+    seen: list[torch.device] = []
+
+    class Where(Recorder):
+        def before_unet(self, call: UNetCall) -> None:  # after ControlNet's: where its model is between calls
+            seen.append(mover.where(module))
+
+    mover = FakeDeviceMover()
+    hooks = EngineHooks(unet_addons=[Where()])
+    with using_mover(mover):
+        low = pixels(
+            run(tiny_sd1_model, controlnets, [unit(low_vram=True, guidance_end=0.5)], hooks=hooks, steps=4)
+        )
+    assert seen == [HOST] * 4  # parked first, back to the host after each call
+    # parked once, then on and off again for each of the 3 steps of the window (0, 0.25, 0.5)
+    assert mover.count(module) == 1 + 2 * 3
+    assert mover.where(module) == HOST
+    seen.clear()
+    with using_mover(mover):  # without low_vram it comes back once and stays
+        normal = pixels(run(tiny_sd1_model, controlnets, [unit(guidance_end=0.5)], hooks=hooks, steps=4))
+    assert mover.count(module) == 1 + 2 * 3 + 1 and seen[-1] == tiny_sd1_model.device
+    assert np.array_equal(low, normal)
