@@ -21,6 +21,7 @@ from tests.controlnet_fixtures import (
     sidecar_of,
     tiny_controlnet,
     tiny_t2i_adapter,
+    tiny_t2i_adapter_xl,
     tiny_union_controlnet,
     write_controlnet_dir,
     write_diffusers_file,
@@ -39,6 +40,7 @@ def controlnets(tmp_path_factory) -> ControlNets:
     write_controlnet_dir(tiny_controlnet("sdxl"), folder / "tiny_sdxl_canny")
     write_controlnet_dir(tiny_union_controlnet("sdxl"), folder / "tiny_sdxl_union")
     write_diffusers_file(tiny_t2i_adapter(), folder / "t2iadapter_tiny_sd1.safetensors")
+    write_diffusers_file(tiny_t2i_adapter_xl(), folder / "t2iadapter_tiny_sdxl.safetensors")
     return ControlNets(ControlNetLibrary([folder]))
 
 
@@ -220,6 +222,31 @@ def test_sd1_controlnet_on_sdxl_is_a_request_error(tiny_sdxl_model, controlnets)
 def test_sdxl_controlnet_on_sdxl(tiny_sdxl_model, controlnets):
     plain = pixels(run(tiny_sdxl_model, controlnets))
     assert np.abs(pixels(run(tiny_sdxl_model, controlnets, [unit("tiny_sdxl_canny")])) - plain).max() > 0
+
+
+def test_sdxl_t2i_adapter_acts_on_sdxl_and_is_refused_on_sd1(tiny_sdxl_model, tiny_sd1_model, controlnets):
+    assert controlnets.find("t2iadapter_tiny_sdxl").layout.base == "sdxl"
+    seen: list[list[tuple[int, ...]]] = []
+
+    class Features(Recorder):
+        def before_unet(self, call: UNetCall) -> None:
+            seen.append([tuple(f.shape) for f in call.down_intrablock_additional_residuals or ()])
+
+    plain = pixels(run(tiny_sdxl_model, controlnets))
+    hooks = EngineHooks(unet_addons=[Features()])
+    adapted = pixels(run(tiny_sdxl_model, controlnets, [unit("t2iadapter_tiny_sdxl")], hooks=hooks))
+    assert np.abs(adapted - plain).max() > 8
+    # 64 px: latent 8x8; levels at 1/16, 1/16 and 1/32 of the image, uncond and cond rows
+    assert seen[0] == [(2, 32, 4, 4), (2, 64, 4, 4), (2, 64, 2, 2)]
+    soft = pixels(
+        run(tiny_sdxl_model, controlnets, [unit("t2iadapter_tiny_sdxl", control_mode=ControlMode.PROMPT)])
+    )
+    assert np.abs(soft - adapted).max() > 0
+    assert np.array_equal(
+        pixels(run(tiny_sdxl_model, controlnets, [unit("t2iadapter_tiny_sdxl", weight=0.0)])), plain
+    )
+    with pytest.raises(RequestError, match="SDXL"):
+        run(tiny_sd1_model, controlnets, [unit("t2iadapter_tiny_sdxl")])
 
 
 def test_union_controlnet_takes_its_control_type(tiny_sdxl_model, controlnets):
