@@ -47,6 +47,7 @@ class Img2ImgTab:
     mode: gr.State
     inpaint_controls: gr.Accordion
     inpaint_brush: gr.Number  # brush size for the inpaint editor's image (javascript/brush_size.js)
+    controlnet: ControlNetControls | None = None  # PNG Info pastes its units (webui.layout)
 
     def select_mode(self, name: str, outpaint: bool = False) -> tuple:
         """(mode, Inpaint settings update) for sub-tab `name`: the settings show on the masked modes, and
@@ -245,6 +246,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         mode,
         inpaint.accordion,
         sources.inpaint_brush,
+        controlnet,
     )
     _wire_mode_switch(tab, sources, outpaint.enabled)
     return tab
