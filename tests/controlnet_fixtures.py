@@ -53,6 +53,26 @@ def tiny_t2i_adapter(seed: int = 0, scale: float = 0.5) -> diffusers.T2IAdapter:
     return adapter.eval().requires_grad_(False)
 
 
+def tiny_t2i_adapter_xl(seed: int = 0, scale: float = 0.5) -> diffusers.T2IAdapter:
+    """A full_adapter_xl T2IAdapter for the tiny SDXL U-Net (down blocks: DownBlock2D 32, CrossAttn 64).
+
+    As the real SDXL adapters: 3 levels, the pixels unshuffled by 16. Level 0 (32 channels, 1/16) is added after
+    the first down block (it halves the 1/8 latent), level 1 (64, 1/16) inside the cross-attention block; the
+    tiny U-Net has no third down block, so level 2 (64, 1/32) is left over, which diffusers' U-Net allows."""
+    torch.manual_seed(3000 + seed)
+    adapter = diffusers.T2IAdapter(
+        in_channels=3,
+        channels=[32, 64, 64],
+        num_res_blocks=1,
+        downscale_factor=16,
+        adapter_type="full_adapter_xl",
+    )
+    with torch.no_grad():
+        for param in adapter.parameters():
+            param.mul_(scale * 4)
+    return adapter.eval().requires_grad_(False)
+
+
 def _sidecar(net: diffusers.ControlNetModel) -> dict:
     keys = ("norm_num_groups", "attention_head_dim", "addition_time_embed_dim")
     return {k: net.config[k] for k in keys if net.config.get(k) is not None}

@@ -163,3 +163,36 @@ def test_detect(server):
         timeout=60,
     )
     assert unknown.status_code == 422 and unknown.json()["field"] == "controlnet_module"
+
+
+def test_inpaint_only_keeps_the_unit_image_outside_the_mask(server):
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    image = Image.fromarray(np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)),
+                                      np.full((64, 64), 90, np.uint8)], axis=2))  # fmt: skip
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle([24, 24, 39, 39], fill=255)
+    unit = {"enabled": True, "module": "inpaint_only", "model": "control_tiny_sd15_canny",
+            "image": b64(image), "mask": b64(mask), "save_detected_map": False}  # fmt: skip
+    r = txt2img(server, unit)
+    assert r.status_code == 200, r.text
+    out = pixels(r.json()["images"][0])
+    # the blend mask is the mask dilated by 7 and box-blurred by 7 pixels: 10 pixels away it is 0
+    outside = np.ones((64, 64), dtype=bool)
+    outside[14:50, 14:50] = False
+    assert np.array_equal(out[outside], np.asarray(image, dtype=np.int16)[outside])
+    assert np.abs(out[28:36, 28:36] - np.asarray(image, dtype=np.int16)[28:36, 28:36]).max() > 8
+
+
+def test_script_info_declares_controlnet_with_postable_default_units(server):
+    infos = requests.get(server.api + "/script-info", timeout=60).json()
+    ours = [i for i in infos if i["name"] == "controlnet"]
+    assert sorted(i["is_img2img"] for i in ours) == [False, True]
+    assert all(i["is_alwayson"] and len(i["args"]) == 3 for i in ours)  # control_net_unit_count
+    default = ours[0]["args"][0]["value"]
+    assert default["enabled"] is False and default["module"] == "none" and default["model"] == "None"
+    assert default["resize_mode"] == "Crop and Resize" and default["control_mode"] == "Balanced"
+    # a client fills in the declared default unit and posts it back
+    unit = {**default, "enabled": True, "model": "control_tiny_sd15_canny", "image": b64(square())}
+    r = txt2img(server, unit)
+    assert r.status_code == 200, r.text
+    assert 'ControlNet 0: "Module: none' in decode(r.json()["images"][0]).info["parameters"]

@@ -21,6 +21,7 @@ from tests.controlnet_fixtures import (
     sidecar_of,
     tiny_controlnet,
     tiny_t2i_adapter,
+    tiny_t2i_adapter_xl,
     tiny_union_controlnet,
     write_controlnet_dir,
     write_diffusers_file,
@@ -39,6 +40,7 @@ def controlnets(tmp_path_factory) -> ControlNets:
     write_controlnet_dir(tiny_controlnet("sdxl"), folder / "tiny_sdxl_canny")
     write_controlnet_dir(tiny_union_controlnet("sdxl"), folder / "tiny_sdxl_union")
     write_diffusers_file(tiny_t2i_adapter(), folder / "t2iadapter_tiny_sd1.safetensors")
+    write_diffusers_file(tiny_t2i_adapter_xl(), folder / "t2iadapter_tiny_sdxl.safetensors")
     return ControlNets(ControlNetLibrary([folder]))
 
 
@@ -222,6 +224,31 @@ def test_sdxl_controlnet_on_sdxl(tiny_sdxl_model, controlnets):
     assert np.abs(pixels(run(tiny_sdxl_model, controlnets, [unit("tiny_sdxl_canny")])) - plain).max() > 0
 
 
+def test_sdxl_t2i_adapter_acts_on_sdxl_and_is_refused_on_sd1(tiny_sdxl_model, tiny_sd1_model, controlnets):
+    assert controlnets.find("t2iadapter_tiny_sdxl").layout.base == "sdxl"
+    seen: list[list[tuple[int, ...]]] = []
+
+    class Features(Recorder):
+        def before_unet(self, call: UNetCall) -> None:
+            seen.append([tuple(f.shape) for f in call.down_intrablock_additional_residuals or ()])
+
+    plain = pixels(run(tiny_sdxl_model, controlnets))
+    hooks = EngineHooks(unet_addons=[Features()])
+    adapted = pixels(run(tiny_sdxl_model, controlnets, [unit("t2iadapter_tiny_sdxl")], hooks=hooks))
+    assert np.abs(adapted - plain).max() > 8
+    # 64 px: latent 8x8; levels at 1/16, 1/16 and 1/32 of the image, uncond and cond rows
+    assert seen[0] == [(2, 32, 4, 4), (2, 64, 4, 4), (2, 64, 2, 2)]
+    soft = pixels(
+        run(tiny_sdxl_model, controlnets, [unit("t2iadapter_tiny_sdxl", control_mode=ControlMode.PROMPT)])
+    )
+    assert np.abs(soft - adapted).max() > 0
+    assert np.array_equal(
+        pixels(run(tiny_sdxl_model, controlnets, [unit("t2iadapter_tiny_sdxl", weight=0.0)])), plain
+    )
+    with pytest.raises(RequestError, match="SDXL"):
+        run(tiny_sd1_model, controlnets, [unit("t2iadapter_tiny_sdxl")])
+
+
 def test_union_controlnet_takes_its_control_type(tiny_sdxl_model, controlnets):
     def union(**changes):
         return pixels(run(tiny_sdxl_model, controlnets, [unit("tiny_sdxl_union", **changes)]))
@@ -309,3 +336,97 @@ def test_canny_gets_soft_weights_in_the_hires_pass_whatever_the_mode(tiny_sd1_mo
         )
     for balanced, prompt in zip(seen["BALANCED"], seen["PROMPT"], strict=True):
         torch.testing.assert_close(balanced, prompt)
+
+
+class X0Recorder:
+    """An add-on after ControlNet's: the predicted x0 of each U-Net call once the units' fixes are applied."""
+
+    def __init__(self):
+        self.x0: list[torch.Tensor] = []
+
+    def before_unet(self, call: UNetCall) -> None:
+        pass
+
+    def wrap_attention(self, name, processor):
+        return None
+
+    def after_unet(self, call: UNetCall, output: torch.Tensor) -> torch.Tensor:
+        self.x0.append(call.prediction.to_x0(call.x[:, : output.shape[1]].float(), output.float()))
+        return output
+
+
+def _last_x0(model, controlnets, units) -> torch.Tensor:
+    recorder = X0Recorder()
+    run(model, controlnets, units, hooks=EngineHooks(unet_addons=[recorder]))
+    return recorder.x0[-1]
+
+
+def _encoded(model, image: Image.Image) -> torch.Tensor:
+    from sdwebui.engine import vae
+
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    return vae.encode(model, pixels)
+
+
+def test_tile_colorfix_gives_x0_the_control_images_low_frequencies(tiny_sd1_model, controlnets):
+    from sdwebui.engine.controlnet.preprocessors.colorfix import box_blur
+
+    gaps = {}
+    for colour in ("red", "blue"):
+        image = Image.new("RGB", (SIZE, SIZE), colour)
+        low = box_blur(_encoded(tiny_sd1_model, image), 3)
+        for module in ("tile_resample", "tile_colorfix"):
+            x0 = _last_x0(
+                tiny_sd1_model,
+                controlnets,
+                [unit(module=module, threshold_a=3, images=(ControlImage(image),))],
+            )
+            # the per-channel mean: the lowest frequency, what colorfix takes from the control image
+            gaps[colour, module] = (box_blur(x0, 3).mean((2, 3)) - low.mean((2, 3))).abs().max().item()
+    for colour in ("red", "blue"):
+        assert gaps[colour, "tile_colorfix"] < 0.25 * gaps[colour, "tile_resample"], gaps
+
+
+def test_inpaint_only_keeps_the_unit_images_x0_outside_the_mask(tiny_sd1_model, controlnets):
+    image = Image.new("RGB", (SIZE, SIZE), "green")
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    ImageDraw.Draw(mask).rectangle([24, 24, 39, 39], fill=255)
+    x0 = _last_x0(
+        tiny_sd1_model, controlnets, [unit(module="inpaint_only", images=(ControlImage(image, mask),))]
+    )
+    origin = _encoded(tiny_sd1_model, image)
+    # latent pixels 0..1 and 6..7 lie outside the max-pooled mask (10 wide, stride 8): the unit image's x0
+    outside = torch.ones(SIZE // 8, SIZE // 8, dtype=torch.bool)
+    outside[2:6, 2:6] = False
+    assert torch.allclose(x0[:, :, outside], origin.expand_as(x0)[:, :, outside], atol=1e-4)
+    assert (x0[:, :, 3:5, 3:5] - origin[:, :, 3:5, 3:5]).abs().max() > 1e-2
+
+
+def test_low_vram_keeps_the_model_off_the_device_except_while_its_unit_runs(
+    tiny_sd1_model, controlnets, plain
+):
+    from sdwebui.engine.memory.placement import using_mover
+    from tests.test_memory import HOST, FakeDeviceMover
+
+    module = controlnets.get("tiny_sd1_canny", tiny_sd1_model.device, tiny_sd1_model.dtype).module
+    seen: list[torch.device] = []
+
+    class Where(Recorder):
+        def before_unet(self, call: UNetCall) -> None:  # after ControlNet's: where its model is between calls
+            seen.append(mover.where(module))
+
+    mover = FakeDeviceMover()
+    hooks = EngineHooks(unet_addons=[Where()])
+    with using_mover(mover):
+        low = pixels(
+            run(tiny_sd1_model, controlnets, [unit(low_vram=True, guidance_end=0.5)], hooks=hooks, steps=4)
+        )
+    assert seen == [HOST] * 4  # parked first, back to the host after each call
+    # parked once, then on and off again for each of the 3 steps of the window (0, 0.25, 0.5)
+    assert mover.count(module) == 1 + 2 * 3
+    assert mover.where(module) == HOST
+    seen.clear()
+    with using_mover(mover):  # without low_vram it comes back once and stays
+        normal = pixels(run(tiny_sd1_model, controlnets, [unit(guidance_end=0.5)], hooks=hooks, steps=4))
+    assert mover.count(module) == 1 + 2 * 3 + 1 and seen[-1] == tiny_sd1_model.device
+    assert np.array_equal(low, normal)

@@ -201,3 +201,24 @@ def test_unknown_module_and_missing_weights_are_request_errors(tmp_path):
     )
     with pytest.raises(RequestError, match="processor_res"):
         run_preprocessor("canny", square(), PreprocessParams(resolution=0))
+
+
+def test_softedge_hed_runs_from_its_weight_file_in_the_real_layout(tmp_path):
+    from sdwebui.engine.controlnet.preprocessors.hed import ControlNetHED
+
+    with pytest.raises(MissingAnnotatorError, match="models/ControlNetAnnotators/ControlNetHED.pth"):
+        run_preprocessor("softedge_hed", square(), PreprocessParams(resolution=64), annotator_dir=tmp_path)
+    assert "hed" not in module_names(tmp_path)
+    torch.manual_seed(0)
+    state = ControlNetHED().state_dict()  # lllyasviel/Annotators' keys: norm, block1.convs.0.weight, ...
+    assert {"norm", "block1.convs.0.weight", "block5.convs.2.bias", "block3.projection.weight"} <= set(state)
+    torch.save(state, tmp_path / "ControlNetHED.pth")
+    assert "hed" in module_names(tmp_path) and module_aliases(tmp_path)["hed"] == "softedge_hed"
+    image = Image.new("RGB", (96, 64), "black")
+    image.paste((255, 255, 255), (24, 16, 72, 48))
+    edges = run_preprocessor("softedge_hed", image, PreprocessParams(resolution=64), annotator_dir=tmp_path)
+    assert edges.size == (96, 64)  # the shortest side at the processor resolution
+    grey = np.asarray(edges.convert("L"), dtype=np.int16)
+    assert grey.std() > 0  # the map depends on the image: flat inside, different at the square's border
+    bigger = run_preprocessor("hed", image, PreprocessParams(resolution=128), annotator_dir=tmp_path)
+    assert bigger.size == (192, 128)

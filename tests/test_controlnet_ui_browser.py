@@ -79,6 +79,49 @@ def test_preview_filters_and_sliders():
     assert not res["visible"] and not a["visible"] and not b["visible"]
 
 
+PASTED = (
+    'ControlNet 0: "Module: inpaint, Model: tiny [0badc0de], Weight: 0.7, Resize Mode: Just Resize, '
+    "Processor Res: 96, Threshold A: 50, Threshold B: 150, Guidance Start: 0.1, Guidance End: 0.9, "
+    'Pixel Perfect: True, Control Mode: My prompt is more important"'
+)
+
+
+def test_png_info_pastes_controlnet_units_into_the_accordion():
+    from types import SimpleNamespace
+
+    from webui import paste
+
+    store = SimpleNamespace(
+        library=SimpleNamespace(titles=lambda: ["tiny [12345678]"]), annotator_dir=None, clip_vision_dir=None
+    )
+    backend = FakeBackend({"control_net_unit_count": 2}, FakeServices(store))
+    with gr.Blocks():
+        controls = build_controlnet("txt2img", backend, is_img2img=False)
+    text = f"a cat\nSteps: 2, Seed: 1, Size: 64x64, {PASTED.replace('inpaint', 'canny')}"
+    blank = SimpleNamespace(prompt=None, negative_prompt=None)
+    params = SimpleNamespace(**dict.fromkeys(("steps", "cfg_scale", "seed", "width", "height", "subseed",
+                             "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")), sampler_name=SimpleNamespace(choices=[]))  # fmt: skip
+    updates = paste.field_updates(paste.pasted_params(text), blank, params, controls.paste_fields())
+    first, second = controls.units
+    got = {name: updates[getattr(first, name)] for name in ("enabled", "module", "model", "weight", "resize_mode",
+           "processor_res", "threshold_a", "threshold_b", "guidance_start", "guidance_end", "pixel_perfect",
+           "control_mode")}  # fmt: skip
+    assert got == {"enabled": True, "module": "canny", "model": "tiny [12345678]", "weight": 0.7,
+                   "resize_mode": "Just Resize", "processor_res": 96, "threshold_a": 50, "threshold_b": 150,
+                   "guidance_start": 0.1, "guidance_end": 0.9, "pixel_perfect": True,
+                   "control_mode": "My prompt is more important"}  # fmt: skip
+    assert not any(getattr(second, f.name) in updates for f in dataclasses.fields(second))
+    # the module's change handler (fired by the paste) keeps the pasted values, a later change the defaults
+    res, a, b = slider_updates("canny", updates[first.pasted])
+    assert (res["value"], a["value"], b["value"]) == (96, 50, 150)
+    res, a, b = slider_updates("canny", None)
+    assert (a["value"], b["value"]) == (100, 200)
+    # an alias shows as the dropdown's label
+    pasted = paste.pasted_params(f"a cat\nSteps: 2, Seed: 1, Size: 64x64, {PASTED}")
+    updates = paste.field_updates(pasted, blank, params, controls.paste_fields())
+    assert updates[first.module] == "inpaint_global_harmonious"
+
+
 # -- in Chromium: the real app with a tiny ControlNet in models/ControlNet -------------------------------------
 
 CONTROLNET_NAME = "control_v11p_sd15_canny"
@@ -182,3 +225,45 @@ def test_browser_upload_run_preprocessor_and_generate(browser, controlnet_server
     assert 'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [' in info
     assert "Weight: 0.8" in info and "Processor Res: 64" in info
     context.close()
+
+
+@pytest.mark.slow  # the module's own app server (see above)
+def test_browser_png_info_pastes_the_unit_into_the_accordion(browser, controlnet_server, shot, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    from tests.browser import front_end_race, wait_ui_loaded
+
+    title = f"{CONTROLNET_NAME} [0badc0de]"  # the same model with another hash: pasted as the listed one
+    info = PngInfo()
+    info.add_text(
+        "parameters",
+        f"a box\nSteps: 2, Seed: 5, Size: 64x64, {PASTED.replace('inpaint', 'canny').replace('tiny [0badc0de]', title)}",
+    )
+    path = tmp_path / "with-controlnet.png"
+    Image.new("RGB", (64, 64), (30, 30, 200)).save(path, pnginfo=info)
+    page = browser.new_context(viewport={"width": 1280, "height": 1400}).new_page()
+    page.set_default_timeout(30_000)
+    with front_end_race("the page never rendered the prompt box"):
+        page.goto(controlnet_server.url + "/")
+        page.wait_for_selector("#txt2img_prompt textarea")
+    wait_ui_loaded(page)
+    page.click("#tab_pnginfo-button")
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
+    page.wait_for_function(
+        "document.querySelector('#pnginfo_generation_info textarea').value.includes('ControlNet 0')"
+    )
+    page.click("#pnginfo_send_txt2img")
+    page.wait_for_selector("#tab_txt2img", state="visible")
+    page.click("#txt2img_controlnet")  # open the accordion
+    page.wait_for_function(f"document.querySelector('{UNIT}_enable_checkbox input')?.checked")
+    page.wait_for_function(
+        f"document.querySelector('{UNIT}_threshold_A_slider input[type=number]')?.value === '50'"
+    )  # the module's change handler kept the pasted thresholds
+    shot(page, "pasted")
+    value = lambda sel: page.locator(f"{UNIT}_{sel}").first.input_value()  # noqa: E731
+    assert value("preprocessor_dropdown input") == "canny"
+    assert value("model_dropdown input").startswith(f"{CONTROLNET_NAME} [")
+    assert value("control_weight_slider input[type=number]") == "0.7"
+    assert value("threshold_B_slider input[type=number]") == "150"
+    assert page.locator(f"{UNIT}_pixel_perfect_checkbox input").is_checked()
+    assert page.locator(f"{UNIT}_control_mode_radio input[value='My prompt is more important']").is_checked()

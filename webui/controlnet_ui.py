@@ -4,6 +4,7 @@ One tab per unit (`control_net_unit_count`, default 3): image (+ optional mask),
 "Run preprocessor", the control type radio that filters modules and models, and every unit field. On
 Generate the units go, in the extension's API dict form, through the same parser as
 `alwayson_scripts.controlnet.args` (sdwebui.engine.controlnet.units.parse_units) into the request.
+PNG Info pastes an infotext's `ControlNet N: "..."` entries back into unit N's fields (`paste_fields`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from sdwebui.engine.controlnet.units import (
     HiResOption,
     ResizeMode,
     default_decoder,
+    parse_infotext,
     parse_units,
+    unit_fields_from_infotext,
 )
 from sdwebui.engine.errors import RequestError
 
@@ -53,6 +56,8 @@ class UnitControls:
     preview: gr.Image = dataclasses.field(metadata={"ui": True})
     run_preprocessor: gr.Button = dataclasses.field(metadata={"ui": True})
     status: gr.Markdown = dataclasses.field(metadata={"ui": True})
+    # a pasted unit's preprocessor values: the module's change handler takes them instead of its defaults
+    pasted: gr.State = dataclasses.field(metadata={"ui": True})
 
     def unit_components(self) -> list[gr.components.Component]:
         return [getattr(self, f.name) for f in fields(self) if not f.metadata.get("ui")]
@@ -74,6 +79,14 @@ class ControlNetControls:
     def components(self) -> list[gr.components.Component]:
         return [c for unit in self.units for c in unit.unit_components()]
 
+    def paste_fields(self) -> tuple:
+        """(infotext key, component, reader) for webui.paste: unit i's fields from `ControlNet i`."""
+        return tuple(
+            (f"ControlNet {index}", getattr(unit, name), _reader(name, getattr(unit, name)))
+            for index, unit in enumerate(self.units)
+            for name in (*_PASTED, "enabled", "pasted")
+        )
+
     def attach(self, request, values: dict):
         """`request` with the UI's units, parsed and checked as the API's (RequestError names args[i].field)."""
         raw = [unit.api_dict(values) for unit in self.units]
@@ -82,6 +95,44 @@ class ControlNetControls:
         units = parse_units(raw, default_decoder())
         prepare.check_units(units, _store(self.backend))
         return dataclasses.replace(request, controlnet_units=units)
+
+
+_PASTED = ("module", "model", "weight", "resize_mode", "processor_res", "threshold_a", "threshold_b",
+           "guidance_start", "guidance_end", "pixel_perfect", "control_mode")  # fmt: skip
+
+
+def _reader(name: str, component: Any):
+    """The value of field `name` in a pasted `ControlNet i` infotext; None keeps the component's."""
+
+    def read(text: Any) -> Any:
+        try:
+            fields = unit_fields_from_infotext(parse_infotext(str(text)))
+        except RequestError:
+            return None
+        if name == "enabled":
+            return True
+        if name == "pasted":  # for the module's change handler (wire_unit)
+            return {key: fields[key] for key in ("module", "processor_res", "threshold_a", "threshold_b")}
+        value = fields[name]
+        if name == "module":
+            return preprocessors.module_aliases().get(value, value)
+        if name == "model":
+            return _model_choice(
+                str(value), [str(c[0] if isinstance(c, tuple) else c) for c in component.choices]
+            )
+        if name in ("processor_res", "threshold_a", "threshold_b") and value < 0:
+            return None  # the module has no such slider
+        return value
+
+    return read
+
+
+def _model_choice(title: str, choices: list[str]) -> str | None:
+    """The listed model an infotext names: its full title, or the same name with another hash."""
+    if title in choices:
+        return title
+    name = title.split(" [")[0]
+    return next((c for c in choices if c.split(" [")[0] == name), None)
 
 
 def _store(backend: Any):
@@ -193,25 +244,35 @@ def build_unit(prefix: str, backend: Any, is_img2img: bool) -> UnitControls:
     hr_option = gr.Radio([o.value for o in HiResOption], value=HiResOption.BOTH.value, label="Hires-Fix Option",
                          visible=not is_img2img, elem_id=f"{prefix}_hr_option_radio")  # fmt: skip
     controls = UnitControls(enabled, image, mask, module, model, weight, resize_mode, low_vram, res, thr_a, thr_b,
-                            start, end, pixel_perfect, control_mode, hr_option, control_type, preview, run, status)  # fmt: skip
+                            start, end, pixel_perfect, control_mode, hr_option, control_type, preview, run, status,
+                            gr.State(None))  # fmt: skip
     wire_unit(controls, backend)
     return controls
 
 
-def slider_updates(module_label: str) -> tuple[dict, dict, dict]:
-    """The module's sliders (the extension's table): resolution, threshold A, threshold B, hidden when unused."""
+def slider_updates(module_label: str, pasted: dict | None = None) -> tuple[dict, dict, dict]:
+    """The module's sliders (the extension's table): resolution, threshold A, threshold B, hidden when unused.
+    Their values are the module's defaults, or those of a unit just pasted with this module."""
     try:
         spec = preprocessors.lookup(module_label, preprocessors.ModuleFiles())
     except RequestError:
         return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False)
+    if pasted is None or _internal_module(module_label) != _internal_module(str(pasted.get("module", ""))):
+        pasted = {}
 
-    def update(slider: preprocessors.Slider | None) -> dict:
+    def update(slider: preprocessors.Slider | None, key: str) -> dict:
         if slider is None:
             return gr.update(visible=False)
+        value = pasted.get(key)
+        value = slider.value if value is None or value < 0 else value
         return gr.update(visible=True, label=slider.label, minimum=slider.minimum, maximum=slider.maximum,
-                         step=slider.step, value=slider.value)  # fmt: skip
+                         step=slider.step, value=value)  # fmt: skip
 
-    return update(spec.resolution), update(spec.slider_1), update(spec.slider_2)
+    return (
+        update(spec.resolution, "processor_res"),
+        update(spec.slider_1, "threshold_a"),
+        update(spec.slider_2, "threshold_b"),
+    )
 
 
 def filter_by_type(control_type: str, backend: Any) -> tuple[dict, dict]:
@@ -241,7 +302,12 @@ def preview_map(backend: Any, module: str, image, mask, res: float, thr_a: float
 
 def wire_unit(controls: UnitControls, backend: Any) -> None:
     sliders = [controls.processor_res, controls.threshold_a, controls.threshold_b]
-    controls.module.change(slider_updates, inputs=controls.module, outputs=sliders, show_progress="hidden")
+    controls.module.change(
+        lambda module, pasted: (*slider_updates(module, pasted), None),
+        inputs=[controls.module, controls.pasted],
+        outputs=[*sliders, controls.pasted],
+        show_progress="hidden",
+    )
     controls.control_type.change(lambda kind: filter_by_type(kind, backend), inputs=controls.control_type,
                                  outputs=[controls.module, controls.model], show_progress="hidden")  # fmt: skip
     controls.run_preprocessor.click(

@@ -47,6 +47,11 @@ class Img2ImgTab:
     mode: gr.State
     inpaint_controls: gr.Accordion
     inpaint_brush: gr.Number  # brush size for the inpaint editor's image (javascript/brush_size.js)
+    controlnet: ControlNetControls | None = None
+
+    def paste_fields(self) -> tuple:
+        """The fields PNG Info pastes beyond the shared block and the denoising strength: ControlNet units."""
+        return self.controlnet.paste_fields() if self.controlnet else ()
 
     def select_mode(self, name: str, outpaint: bool = False) -> tuple:
         """(mode, Inpaint settings update) for sub-tab `name`: the settings show on the masked modes, and
@@ -245,6 +250,7 @@ def build_img2img_tab(backend: UiBackend, cfg: UiConfig) -> Img2ImgTab:
         mode,
         inpaint.accordion,
         sources.inpaint_brush,
+        controlnet,
     )
     _wire_mode_switch(tab, sources, outpaint.enabled)
     return tab

@@ -130,7 +130,7 @@ def options_json(services: Any) -> str:
 def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, pnginfo) -> None:
     """Send-to buttons: results to img2img / inpaint / extras (image and generation parameters, pasted as
     A1111 does), PNG Info parameters to txt2img / img2img."""
-    img2img_fields = (("Denoising strength", img2img.denoising_strength, float),)
+    img2img_fields = (("Denoising strength", img2img.denoising_strength, float), *img2img.paste_fields())
     pasted = paste.all_outputs(img2img.prompt_row, img2img.params, img2img_fields)
 
     def selected_file(last) -> tuple[str | None, str]:

@@ -85,6 +85,8 @@ def _value(parsed: dict[str, Any], key: str, component: Any, kind: type) -> Any:
     it from the other keys), `str`: text, or a dropdown choice when it is one of the choices."""
     if kind is bool:
         return hires_enabled(parsed)
+    if kind not in (str, int, float):  # a reader of the key's value (ControlNet units: webui.controlnet_ui)
+        return kind(parsed[key]) if key in parsed else None
     if key not in parsed:
         return None
     if kind is str:

@@ -33,8 +33,8 @@ class Txt2ImgTab:
     refiner: RefinerControls
 
     def paste_fields(self) -> tuple:
-        """The tab's fields PNG Info pastes beyond the shared block: Hires. fix and Refiner."""
-        return (*self.hires.paste_fields(), *self.refiner.paste_fields())
+        """The tab's fields PNG Info pastes beyond the shared block: Hires. fix, Refiner, ControlNet units."""
+        return (*self.hires.paste_fields(), *self.refiner.paste_fields(), *self.controlnet.paste_fields())
 
 
 def build_script_area(tab: str, is_img2img: bool) -> ScriptControls:

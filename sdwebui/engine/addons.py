@@ -9,6 +9,9 @@ receives a `UNetCall`: the step, the timestep and its sigma, the U-Net's inputs 
 An add-on may also wrap the U-Net's attention processors (`wrap_attention`, IP-Adapter / reference-only): the
 wrappers are installed for one sampling pass and the originals put back after it, even on an error; a
 wrapper reads the call being evaluated with `current_unet_call()`.
+
+An add-on may correct the U-Net's output (`after_unet(call, output) -> output`, optional): tile_colorfix and
+inpaint_only rewrite the predicted x0 through `call.prediction` (eps / v <-> x0 at the call's noise level).
 """
 
 from __future__ import annotations
@@ -31,6 +34,32 @@ class RowOwner:
     weight: float = 1.0  # the AND sub-prompt's weight (1 for uncond rows)
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """The U-Net output's parametrisation at one noise level: converts it to the predicted x0 and back.
+
+    `x` is the U-Net's latent input (DDPM-scaled: sqrt(alpha) x0 + sqrt(1 - alpha) eps), latent channels only."""
+
+    kind: str  # the model's prediction_type: "epsilon", "v_prediction" or "sample"
+    alpha: float  # alpha_bar at the timestep
+
+    def to_x0(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        a, s = self.alpha**0.5, (1 - self.alpha) ** 0.5
+        if self.kind == "v_prediction":
+            return a * x - s * output
+        if self.kind == "sample":
+            return output
+        return (x - s * output) / a
+
+    def from_x0(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        a, s = self.alpha**0.5, (1 - self.alpha) ** 0.5
+        if self.kind == "v_prediction":
+            return (a * x - x0) / s
+        if self.kind == "sample":
+            return x0
+        return (x - a * x0) / s
+
+
 @dataclass
 class UNetCall:
     """One U-Net evaluation as add-ons see it; residual and kwargs fields are theirs to set."""
@@ -49,6 +78,7 @@ class UNetCall:
     # T2I-Adapter features, added inside the down blocks (diffusers' down_intrablock_additional_residuals)
     down_intrablock_additional_residuals: list[torch.Tensor] | None = None
     cross_attention_kwargs: dict[str, Any] = field(default_factory=dict)
+    prediction: Prediction | None = None  # for after_unet's x0 corrections
 
     def add_residuals(self, down: Sequence[torch.Tensor], mid: torch.Tensor | None = None) -> None:
         """Add ControlNet-style residuals; several add-ons' residuals sum (multi-ControlNet)."""
@@ -98,6 +128,15 @@ _CURRENT: contextvars.ContextVar[UNetCall | None] = contextvars.ContextVar("unet
 def current_unet_call() -> UNetCall | None:
     """The U-Net call being evaluated in this context (for attention-processor wrappers)."""
     return _CURRENT.get()
+
+
+def after_unet(addons: Sequence[UNetAddon], call: UNetCall, output: torch.Tensor) -> torch.Tensor:
+    """The U-Net's output after every add-on's optional `after_unet` correction, in order."""
+    for addon in addons:
+        correct = getattr(addon, "after_unet", None)
+        if correct is not None:
+            output = correct(call, output)
+    return output
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sdwebui.engine.addons import RowOwner, UNetAddon, UNetCall, evaluating
+from sdwebui.engine.addons import Prediction, RowOwner, UNetAddon, UNetCall, after_unet, evaluating
 from sdwebui.engine.cond_schedule import StepConditioning
 from sdwebui.engine.hooks import CFGAfterArgs, CFGCombineArgs, CFGDenoisedArgs, CFGDenoiserArgs, EngineHooks
 from sdwebui.models.model import LoadedModel, ModelFamily
@@ -89,13 +89,15 @@ class ModelAdapter:
             )[0]
         if rows is None or len(rows) != x.shape[0]:
             raise ValueError(f"U-Net add-ons need one RowOwner per row: {x.shape[0]} rows, got {rows!r}")
+        alpha = float(self.alpha_at(timestep))
         call = UNetCall(
-            step, total_steps, self.pass_index, timestep, self.sigma(timestep), x, embeds, added, rows
+            step, total_steps, self.pass_index, timestep, ((1 - alpha) / alpha) ** 0.5, x, embeds, added, rows
         )
+        call.prediction = Prediction(self.prediction_type, alpha)
         for addon in self.addons:
             addon.before_unet(call)
         with evaluating(call):
-            return model.unet(
+            output = model.unet(
                 call.x,
                 timestep,
                 encoder_hidden_states=call.encoder_hidden_states,
@@ -107,6 +109,7 @@ class ModelAdapter:
                 cross_attention_kwargs=call.cross_attention_kwargs or None,
                 return_dict=False,
             )[0]
+        return after_unet(self.addons, call, output)
 
     def sigma(self, timestep: torch.Tensor) -> float:
         """k-diffusion sigma of a (possibly fractional) DDPM timestep."""
@@ -120,13 +123,8 @@ class ModelAdapter:
 
     def to_x0(self, x_scaled: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """Denoised estimate from DDPM-scaled latents (the scheduler's model input) and the prediction."""
-        alpha = self.alpha_at(timestep).to(x_scaled.device)
-        x_scaled, output = x_scaled.float(), output.float()
-        if self.prediction_type == "v_prediction":
-            return alpha.sqrt() * x_scaled - (1 - alpha).sqrt() * output
-        if self.prediction_type == "sample":
-            return output
-        return (x_scaled - (1 - alpha).sqrt() * output) / alpha.sqrt()
+        prediction = Prediction(self.prediction_type, float(self.alpha_at(timestep)))
+        return prediction.to_x0(x_scaled.float(), output.float())
 
     def from_x0(self, x_scaled: torch.Tensor, timestep: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The prediction (of the model's type) that `to_x0` maps back to `x0`: how an estimate changed in

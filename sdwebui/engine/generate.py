@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from sdwebui.engine import extra_networks, face_restoration, hires, samplers, stages
+from sdwebui.engine import extra_networks, face_restoration, hires, samplers, stages, vae
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
 from sdwebui.engine.controlnet.prepare import build_addons
@@ -412,9 +412,19 @@ def controlnet_hooks(
         init,
         hires=request.hires is not None,
         seed=state.all_seeds[0] if state.all_seeds else 0,
+        encode=lambda pixels: vae.encode(model, pixels),
     )
     if not job.addons:
         return hooks, []
     state.extra_generation_params.update(job.infotext)
+    if job.fixes:  # inpaint_only's final blend, before extensions' postprocess_image
+        then = hooks.postprocess_image
+
+        def postprocess_image(args: PostprocessImageArgs) -> None:
+            args.image = job.final_image(args.image, args.index)
+            if then is not None:
+                then(args)
+
+        hooks = dataclasses.replace(hooks, postprocess_image=postprocess_image)
     # first, so that later add-ons (extensions') see the residuals
     return dataclasses.replace(hooks, unet_addons=[*job.addons, *hooks.unet_addons]), job.maps

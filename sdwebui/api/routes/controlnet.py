@@ -140,6 +140,39 @@ def take_units(
     return units, rest
 
 
+def _default_unit() -> dict[str, Any]:
+    """The extension's default unit (`ControlNetUnit()` dumped, in its field order): clients post it back."""
+    unit = ControlNetUnit()
+    return {
+        "is_ui": False, "input_mode": "simple", "batch_images": None, "output_dir": "", "loopback": False,
+        "enabled": unit.enabled, "module": unit.module, "model": unit.model, "weight": unit.weight,
+        "image": None, "resize_mode": unit.resize_mode.value, "low_vram": unit.low_vram,
+        "processor_res": unit.processor_res, "threshold_a": unit.threshold_a, "threshold_b": unit.threshold_b,
+        "guidance_start": unit.guidance_start, "guidance_end": unit.guidance_end,
+        "pixel_perfect": unit.pixel_perfect, "control_mode": unit.control_mode.value,
+        "inpaint_crop_input_image": unit.inpaint_crop_input_image, "hr_option": unit.hr_option.value,
+        "save_detected_map": unit.save_detected_map, "advanced_weighting": None,
+        "effective_region_mask": None, "pulid_mode": unit.pulid_mode,
+        "union_control_type": unit.union_control_type,
+    }  # fmt: skip
+
+
+def script_info(infos: list[dict[str, Any]], unit_count: int) -> list[dict[str, Any]]:
+    """/sdapi/v1/script-info with the built-in ControlNet's entries, as the extension's script declares
+    itself: always on, one argument per unit (a gr.State without a label, its value the default unit)."""
+    ours = [
+        {
+            "name": SCRIPT_NAME,
+            "is_img2img": is_img2img,
+            "is_alwayson": True,
+            "args": [{"label": None, "value": _default_unit()} for _ in range(max(1, unit_count))],
+        }
+        for is_img2img in (False, True)
+    ]
+    taken = {(info.get("name"), info.get("is_img2img")) for info in infos}
+    return infos + [info for info in ours if (info["name"], info["is_img2img"]) not in taken]
+
+
 def script_titles(titles: list[str]) -> list[str]:
     """/sdapi/v1/scripts lists the built-in ControlNet as the extension's script."""
     return titles if SCRIPT_NAME in titles else [*titles, SCRIPT_NAME]

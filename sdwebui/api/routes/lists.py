@@ -79,7 +79,8 @@ def router(ctx: RouteContext) -> APIRouter:
 
     @router.get(f"{API}/script-info")
     def script_info() -> list[dict[str, Any]]:
-        return services.scripts.script_info()
+        count = int(services.options.get("control_net_unit_count", 3))
+        return controlnet.script_info(services.scripts.script_info(), count)
 
     @router.get(f"{API}/extensions")
     def extensions() -> list[dict[str, Any]]:

@@ -10,11 +10,16 @@ Semantics are sd-webui-controlnet's:
 - `advanced_weighting` replaces the per-residual scales; `effective_region_mask` limits them to a region;
 - hires option: with a second pass, "Low res only" acts in the first pass, "High res only" in the later ones;
   canny and mlsd maps get the soft weights in the hires pass whatever the mode (as the extension);
+tile_colorfix(+sharp) / inpaint_only units also correct the U-Net's x0 after each call (x0_fix.py).
+`low_vram`: the unit's model waits on the offload device (host memory) and comes to the compute device only
+while the unit runs (for each U-Net call, as the extension's low VRAM), moved by the job's memory placement.
 Several units' residuals add up. Each row of the U-Net batch takes the map of its image (`image_index % maps`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +29,9 @@ from PIL import Image
 from sdwebui.engine.addons import UNetCall
 from sdwebui.engine.controlnet import hint as hints
 from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlMode, ControlNetUnit, HiResOption
+from sdwebui.engine.controlnet.x0_fix import COLORFIX, X0Fix
 from sdwebui.engine.errors import RequestError
+from sdwebui.engine.memory import placement as placements
 from sdwebui.models.controlnet.layouts import CONTROLNET_UNION
 from sdwebui.models.controlnet.loading import ControlModel
 
@@ -43,6 +50,7 @@ class ActiveUnit:
     model: ControlModel
     maps: list[Image.Image]
     union_type: int | None = None  # the Union model's control type index
+    fix: X0Fix | None = None  # tile_colorfix / inpaint_only's x0 correction
     _hints: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _features: dict[tuple[int, int], list[torch.Tensor]] = field(default_factory=dict, repr=False)
     _regions: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -61,8 +69,28 @@ class ActiveUnit:
         """A T2I-Adapter's features of every map: they depend on the map only, so once per size."""
         key = (width, height)
         if key not in self._features:
-            self._features[key] = list(self.model.module(self.hint(width, height)[:, :3]))
+            with self.running():
+                self._features[key] = list(self.model.module(self.hint(width, height)[:, :3]))
         return self._features[key]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The model on the compute device while the context is open; a low_vram unit's off it afterwards."""
+        mover = _mover()
+        module = self.model.module
+        if mover.where(module) != self.model.device:
+            mover.move(module, self.model.device)
+        try:
+            yield
+        finally:
+            if self.unit.low_vram:
+                mover.move(module, mover.offload)
+
+    def park(self) -> None:
+        """Before the job's first step: a low_vram unit's model off the compute device."""
+        mover = _mover()
+        if self.unit.low_vram and mover.where(self.model.module) != mover.offload:
+            mover.move(self.model.module, mover.offload)
 
     def region(self, height: int, width: int) -> torch.Tensor | None:
         mask = self.unit.effective_region_mask
@@ -78,10 +106,15 @@ class ControlNetAddon:
 
     def __init__(self, units: list[ActiveUnit], latent_scale: int, hires: bool):
         self.units = units
+        self._parked = False  # low_vram units' models sent off the device at the first call (in the job)
         self.latent_scale = latent_scale
         self.hires = hires  # the job has a second (high-res) pass
 
     def before_unet(self, call: UNetCall) -> None:
+        if not self._parked:
+            self._parked = True
+            for active in self.units:
+                active.park()
         for active in self.units:
             if not self._acts(active.unit, call):
                 continue
@@ -92,6 +125,17 @@ class ControlNetAddon:
 
     def wrap_attention(self, name: str, processor: Any) -> Any | None:
         return None
+
+    def after_unet(self, call: UNetCall, output: torch.Tensor) -> torch.Tensor:
+        """The units' x0 fixes, colorfix ones first (the extension's order), whatever the guidance window."""
+        fixed = [a for a in self.units if a.fix is not None]
+        for active in sorted(fixed, key=lambda a: a.fix.kind != COLORFIX):
+            # the extension doubles colorfix's blur in the hires pass unless the unit is off there
+            hires_pass = (
+                self.hires and call.pass_index > 0 and active.unit.hr_option != HiResOption.LOW_RES_ONLY
+            )
+            output = active.fix.apply(call, output, self.latent_scale, hires_pass)
+        return output
 
     def _acts(self, unit: ControlNetUnit, call: UNetCall) -> bool:
         if unit.weight == 0 and not unit.advanced_weighting:
@@ -135,15 +179,16 @@ class ControlNetAddon:
         else:
             kwargs = {"controlnet_cond": hint}
         timestep = call.timestep.to(model.device)
-        down, mid = model.module(
-            x,
-            timestep,
-            encoder_hidden_states=context,
-            added_cond_kwargs=added,
-            conditioning_scale=1.0,
-            return_dict=False,
-            **kwargs,
-        )
+        with active.running():
+            down, mid = model.module(
+                x,
+                timestep,
+                encoder_hidden_states=context,
+                added_cond_kwargs=added,
+                conditioning_scale=1.0,
+                return_dict=False,
+                **kwargs,
+            )
         scales = self._scales(active, len(down) + 1, None, call.pass_index)
         down = [d * s for d, s in zip(down, scales[:-1], strict=True)]
         mid = mid * scales[-1]
@@ -194,6 +239,12 @@ class ControlNetAddon:
     def _region(self, active: ActiveUnit, residual: torch.Tensor) -> torch.Tensor:
         mask = active.region(residual.shape[-2], residual.shape[-1])
         return residual if mask is None else residual * mask.to(residual.dtype)
+
+
+def _mover() -> placements.Mover:
+    """The running job's mover (a test's fake device tracks it); outside a job a plain one."""
+    placement = placements.current()
+    return placement.mover if placement is not None else placements.Mover()
 
 
 def _scatter(values: torch.Tensor, rows: list[int], total: int) -> torch.Tensor:

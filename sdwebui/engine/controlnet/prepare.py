@@ -20,6 +20,7 @@ from sdwebui.engine.controlnet.hint import fit_map, pixel_perfect_resolution
 from sdwebui.engine.controlnet.ip_adapter import IPAdapterFiles, ip_adapter_addon
 from sdwebui.engine.controlnet.reference import reference_addon
 from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlImage, ControlNetUnit
+from sdwebui.engine.controlnet.x0_fix import COLORFIX, Encode, X0Fix, fix_kind
 from sdwebui.engine.errors import RequestError
 from sdwebui.models.controlnet import ControlModelError, ControlNets
 from sdwebui.models.controlnet.layouts import CONTROLNET_UNION, IP_ADAPTER, SD1, SD2, SDXL
@@ -80,6 +81,13 @@ class JobControl:
     addons: list[Any] = field(default_factory=list)
     infotext: dict[str, str] = field(default_factory=dict)
     maps: list[Image.Image] = field(default_factory=list)
+    fixes: list[X0Fix] = field(default_factory=list)  # inpaint_only's final blend reads them
+
+    def final_image(self, image: Image.Image, index: int) -> Image.Image:
+        """Image `index` of the job after the units' final blends (inpaint_only), for postprocess_image."""
+        for fix in self.fixes:
+            image = fix.final_image(image, index)
+        return image
 
 
 def build_addons(
@@ -90,8 +98,10 @@ def build_addons(
     init: tuple[Image.Image | None, Image.Image | None] = (None, None),
     hires: bool = False,
     seed: int = 0,
+    encode: Encode | None = None,
 ) -> JobControl:
-    """ControlNet / T2I-Adapter units share one add-on; IP-Adapter and reference units have their own."""
+    """ControlNet / T2I-Adapter units share one add-on; IP-Adapter and reference units have their own.
+    `encode` (the checkpoint's VAE encoder) serves tile_colorfix and inpaint_only units."""
     chosen = enabled_units(units)
     job = JobControl()
     if not chosen:
@@ -117,13 +127,33 @@ def build_addons(
             job.infotext[key] = dataclasses.replace(unit, model=info.title).serialize()
             continue
         control, maps, params, union = _control_unit(model, unit, name, size, init, controlnets)
-        active.append(ActiveUnit(index, unit, control, maps, union))
+        fix = _x0_fix(unit, maps, params, encode)
+        active.append(ActiveUnit(index, unit, control, maps, union, fix))
+        job.fixes += [fix] if fix is not None else []
         job.infotext[key] = _resolved(unit, control.title, params).serialize()
         if unit.save_detected_map and unit.module != "none":
             job.maps += maps
     if active:
         job.addons.insert(0, ControlNetAddon(active, model.vae_scale_factor, hires))
     return job
+
+
+def _x0_fix(unit: ControlNetUnit, maps, params, encode: Encode | None) -> X0Fix | None:
+    kind = fix_kind(unit.module)
+    if kind is None:
+        return None
+    if encode is None:
+        raise ValueError(f"module {unit.module!r} needs the checkpoint's VAE encoder (build_addons encode=)")
+    sharp = "+sharp" in unit.module
+    return X0Fix(
+        kind,
+        maps,
+        unit.resize_mode,
+        unit.weight,
+        encode,
+        variation=params.threshold_a if kind == COLORFIX else 0.0,
+        sharpness=params.threshold_b if sharp else None,
+    )
 
 
 def _find(controlnets: ControlNets, name: str, field_name: str):

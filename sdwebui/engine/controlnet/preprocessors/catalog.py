@@ -37,7 +37,7 @@ class ModuleFiles:
     clip_vision_dir: Path | None = None
 
 
-def _files(annotator_dir: Path | ModuleFiles | None) -> ModuleFiles:
+def as_module_files(annotator_dir: Path | ModuleFiles | None) -> ModuleFiles:
     return annotator_dir if isinstance(annotator_dir, ModuleFiles) else ModuleFiles(annotator_dir)
 
 
@@ -55,10 +55,12 @@ def runnable(
     annotator_dir: Path | ModuleFiles | None = None, extra: Sequence[Preprocessor] = ()
 ) -> list[Preprocessor]:
     """The modules that can run now, in the extension's order: none first, then by priority and label (desc)."""
-    files = _files(annotator_dir)
+    files = as_module_files(annotator_dir)
     usable = [p for p in (*MODEL_FREE, *extra) if p.run is not None or p.model_free]
     usable += [
-        p for p in (*IP_ADAPTER, *NEEDS_WEIGHTS) if p.run is not None and _missing_weights(p, files) is None
+        p
+        for p in (*IP_ADAPTER, *NEEDS_WEIGHTS)
+        if (p.run or p.run_with_weights) is not None and _missing_weights(p, files) is None
     ]
     rest = sorted(
         (p for p in usable if p.name != "none"),
@@ -107,10 +109,10 @@ def lookup(
     wanted = (name or "none").strip().lower()
     for p in (*MODEL_FREE, *extra, *IP_ADAPTER, *NEEDS_WEIGHTS):
         if wanted in (p.name.lower(), p.alias.lower()):
-            missing = _missing_weights(p, _files(annotator_dir))
+            missing = _missing_weights(p, as_module_files(annotator_dir))
             if missing is not None:
                 raise MissingAnnotatorError(p.name, missing[1], field_name, folder=missing[0])
-            if p.run is None and not p.model_free:
+            if p.run is None and p.run_with_weights is None and not p.model_free:
                 raise UnknownModuleError(name, module_names(annotator_dir, extra), field_name)
             return p
     raise UnknownModuleError(name, module_names(annotator_dir, extra), field_name)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from sdwebui.engine.controlnet.preprocessors import model_free
+from sdwebui.engine.controlnet.preprocessors import hed, model_free
 from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
 
 MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
+WeightsMapFunction = Callable[[np.ndarray, PreprocessParams, Path], np.ndarray]  # + its first weight file
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Preprocessor:
     weight_files: tuple[str, ...] = field(default_factory=tuple)  # under models/ControlNetAnnotators/ (all)
     encoder: str | None = None  # a CLIP vision encoder it needs from models/clip_vision ("clip_h" / "clip_g")
     returns_image: bool = True  # False: the engine uses what the module computes, the map shown is the input
+    run_with_weights: WeightsMapFunction | None = None  # a model-based annotator we implement (hed.py)
 
     @property
     def alias(self) -> str:
@@ -154,7 +157,14 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
     Preprocessor("lineart", None, ("Lineart",), label="lineart_realistic", weight_files=("sk_model.pth",)),
     Preprocessor("lineart_coarse", None, ("Lineart",), weight_files=("sk_model2.pth",)),
     Preprocessor("lineart_anime", None, ("Lineart",), weight_files=("netG.pth",)),
-    Preprocessor("hed", None, ("SoftEdge",), label="softedge_hed", weight_files=("ControlNetHED.pth",)),
+    Preprocessor(
+        "hed",
+        None,
+        ("SoftEdge",),
+        label="softedge_hed",
+        weight_files=(hed.WEIGHTS,),
+        run_with_weights=hed.hed_map,
+    ),
     Preprocessor(
         "pidinet", None, ("SoftEdge",), label="softedge_pidinet", weight_files=("table5_pidinet.pth",)
     ),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sdwebui.engine.controlnet.preprocessors.catalog import ModuleFiles, lookup
+from sdwebui.engine.controlnet.preprocessors.catalog import ModuleFiles, as_module_files, lookup
 from sdwebui.engine.controlnet.preprocessors.errors import PreprocessorInputError
 from sdwebui.engine.controlnet.preprocessors.imaging import to_image, to_rgb_array
 from sdwebui.engine.controlnet.preprocessors.inpaint import with_mask
@@ -77,5 +77,8 @@ def run_preprocessor(
             )
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
         return with_mask(rgb, mask_array) if mask_array is not None else to_image(rgb)
+    if preprocessor.run_with_weights is not None:  # lookup() checked that its weight file is there
+        weights = as_module_files(annotator_dir).annotator_dir / preprocessor.weight_files[0]
+        return to_image(preprocessor.run_with_weights(to_rgb_array(image), params, weights))
     assert preprocessor.run is not None  # lookup() only returns runnable modules
     return to_image(preprocessor.run(to_rgb_array(image), params))

@@ -1,0 +1,80 @@
+"""softedge_hed: lllyasviel's Apache-2 HED network (`ControlNetHED_Apache2`, lllyasviel/Annotators'
+`ControlNetHED.pth`), its architecture and key layout (`norm`, `block{1..5}.convs.{i}`, `block{i}.projection`).
+
+The map: each block's 1-channel projection resized to the image, averaged, through a sigmoid, as 0..255.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
+from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
+from sdwebui.models.safe_pickle import load_pickled_checkpoint
+
+WEIGHTS = "ControlNetHED.pth"
+
+
+class DoubleConvBlock(nn.Module):
+    def __init__(self, input_channel: int, output_channel: int, layer_number: int):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(input_channel, output_channel, 3, padding=1))
+        for _ in range(1, layer_number):
+            self.convs.append(nn.Conv2d(output_channel, output_channel, 3, padding=1))
+        self.projection = nn.Conv2d(output_channel, 1, kernel_size=1, padding=0)
+
+    def forward(self, x: torch.Tensor, down_sampling: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        h = nn.functional.max_pool2d(x, kernel_size=(2, 2), stride=(2, 2)) if down_sampling else x
+        for conv in self.convs:
+            h = nn.functional.relu(conv(h))
+        return h, self.projection(h)
+
+
+class ControlNetHED(nn.Module):
+    """ControlNetHED_Apache2: five VGG-like stages, a side projection after each."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.block1 = DoubleConvBlock(3, 64, 2)
+        self.block2 = DoubleConvBlock(64, 128, 2)
+        self.block3 = DoubleConvBlock(128, 256, 3)
+        self.block4 = DoubleConvBlock(256, 512, 3)
+        self.block5 = DoubleConvBlock(512, 512, 3)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, p1 = self.block1(x - self.norm)
+        h, p2 = self.block2(h, down_sampling=True)
+        h, p3 = self.block3(h, down_sampling=True)
+        h, p4 = self.block4(h, down_sampling=True)
+        _, p5 = self.block5(h, down_sampling=True)
+        return [p1, p2, p3, p4, p5]
+
+
+@functools.lru_cache(maxsize=1)
+def _network(path: str, stamp: tuple[int, int]) -> ControlNetHED:
+    """The network of `path` (pickled through the safe unpickler), kept while the file is unchanged."""
+    net = ControlNetHED()
+    net.load_state_dict(load_pickled_checkpoint(path), strict=True)
+    return net.eval().requires_grad_(False)
+
+
+def hed_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
+    """uint8 [H, W, 3] -> the soft-edge map, uint8 [H, W] (at the processor resolution, as canny's)."""
+    stat = weights.stat()
+    net = _network(str(weights), (stat.st_mtime_ns, stat.st_size))
+    padded, remove_pad = resize_with_pad(image, params.resolution)  # the extension's input size
+    height, width = padded.shape[:2]
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(padded)).float().permute(2, 0, 1)[None]
+        edges = [p[0, 0].numpy().astype(np.float32) for p in net(x)]
+    edges = [cv2.resize(e, (width, height), interpolation=cv2.INTER_LINEAR) for e in edges]
+    edge = 1 / (1 + np.exp(-np.mean(np.stack(edges, axis=2), axis=2)))
+    grey = (edge * 255.0).clip(0, 255).astype(np.uint8)
+    return remove_pad(grey)
