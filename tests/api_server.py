@@ -1,5 +1,8 @@
 """Start the API server as a subprocess on a free loopback port, for tests over real HTTP.
 
+The process is forked from a zygote that has imported the heavy packages once per run (tests/app_zygote.py):
+app.py itself runs fresh in it; `SDWEBUI_TESTS_NO_ZYGOTE=1` starts plain subprocesses instead.
+
 `start_server(...)` runs `app.py`: the real product, with the real engine (planning, styles, extensions,
 saving) on tiny checkpoints written by `write_tiny_checkpoints` (real single files with random tiny weights).
 There is no stand-in engine: one (`fake_generate`) once skipped planning and hid styles applied twice. Tests
@@ -14,7 +17,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from tests import app_zygote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +102,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def server_env(torch_threads: int | None = 1) -> dict[str, str]:
+    """The environment of a test server (the same for every server, so one zygote serves them all)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    if torch_threads is not None:
+        env["OMP_NUM_THREADS"] = str(torch_threads)
+    return env
+
+
 @contextlib.contextmanager
 def start_server(
     data_dir: Path,
@@ -117,13 +129,10 @@ def start_server(
     flags += [] if ui else ["--nowebui"]
     flags += [] if host == "127.0.0.1" else ["--server-name", host]
     flags += extra_args or []
-    command = [sys.executable, str(REPO_ROOT / "app.py"), *flags]
     log_path = data_dir / f"server-{port}.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    if torch_threads is not None:
-        env["OMP_NUM_THREADS"] = str(torch_threads)
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    process = app_zygote.start_app(
+        REPO_ROOT / "app.py", flags, server_env(torch_threads), REPO_ROOT, log_path
+    )
     server = Server(f"http://{host}:{port}", process, log_path, data_dir)
     try:
         _wait_ready(server, timeout, auth)

@@ -8,10 +8,8 @@ check the server's effects (files in the data dir, pixels), never a wrapper. Bro
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests import app_zygote
+from tests.api_server import server_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -107,17 +108,10 @@ def write_tiny_checkpoint(folder: Path, family: str = "sd1") -> Path:
 def start_server(data_dir: Path, checkpoint: Path) -> ServerHandle:
     port = free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    command = [sys.executable, str(REPO_ROOT / "app.py"), "--api", "--port", str(port)]
-    command += ["--data-dir", str(data_dir), "--ckpt", str(checkpoint)]
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    # the API servers' environment (one torch thread: see api_server.start_server), so their zygote serves both
+    env = server_env()
+    flags = ["--api", "--port", str(port), "--data-dir", str(data_dir), "--ckpt", str(checkpoint)]
+    process = app_zygote.start_app(REPO_ROOT / "app.py", flags, env, REPO_ROOT, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/", process, SERVER_START_TIMEOUT, log_path)
