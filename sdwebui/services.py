@@ -49,6 +49,7 @@ from sdwebui.jobs.stack import WorkerStack
 from sdwebui.models.controlnet import ControlModelCache, ControlNetLibrary, ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.families import family_spec
 from sdwebui.models.hashing import HashCache
 from sdwebui.models.lease import ModelLease
 from sdwebui.models.lora import DeltaCache, LoraNetwork
@@ -344,10 +345,11 @@ class AppServices:
             # leased before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
             with gen.holding(self.lease_for_job(models, overrides)) as model:
                 job_request = gen.request
-                if job_request.width is None or job_request.height is None:
-                    # no size given (API): the model's native one, fixed before scripts see the request
+                if job_request.width is None or job_request.height is None or job_request.family_defaults:
+                    # no size / steps / CFG given (API): the model's, fixed before scripts see the request
                     job_request = job_request.with_default_size(model.native_resolution)
-                    limits.check(job_request)  # the size is known now
+                    job_request = job_request.with_family_defaults(family_spec(model.family).defaults)
+                    limits.check(job_request)  # the size and steps are known now
                 result = runner(job_request, ctx, model)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them

@@ -131,38 +131,38 @@ def test_full_size_flux_layout_matches_diffusers_converter():
         assert {k: tuple(v.shape) for k, v in ours.items()} == expected
 
 
-def test_flux_dev_matches_diffusers_pipeline(flux_dev):
-    """Same weights, noise and sigmas: our loop's image equals FluxPipeline's (Euler, Simple, shift by size)."""
+FLUX_DEV_SHIFT = dict(base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+
+
+def flux_pipeline_image(model, scheduler, steps: int):
+    """diffusers' FluxPipeline on the model's parts with `scheduler`, from the same noise as `run` (seed 7)."""
     import diffusers
 
-    ours = run(flux_dev, steps=4, distilled_cfg_scale=3.5)
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    encoders, tokenizers = model.text_encoders, model.tokenizers
     pipe = diffusers.FluxPipeline(
-        scheduler,
-        flux_dev.vae,
-        flux_dev.text_encoders[0],
-        flux_dev.tokenizers[0],
-        flux_dev.text_encoders[1],
-        flux_dev.tokenizers[1],
-        flux_dev.unet,
+        scheduler, model.vae, encoders[0], tokenizers[0], encoders[1], tokenizers[1], model.unet
     )
     noise = ImageRNG([7], (16, SIZE // 8, SIZE // 8)).first()
-    theirs = pipe(
+    image = pipe(
         "a photo of a cat",
         height=SIZE,
         width=SIZE,
-        num_inference_steps=4,
+        num_inference_steps=steps,
         guidance_scale=3.5,
         latents=pack(noise),
         output_type="np",
         max_sequence_length=512,
     ).images[0]
+    return pipe, image
+
+
+def test_flux_dev_matches_diffusers_pipeline(flux_dev):
+    """Same weights, noise and sigmas: our loop's image equals FluxPipeline's (Euler, Simple, shift by size)."""
+    import diffusers
+
+    ours = run(flux_dev, steps=4, distilled_cfg_scale=3.5)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, **FLUX_DEV_SHIFT)
+    pipe, theirs = flux_pipeline_image(flux_dev, scheduler, 4)
     assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
     assert pipe.scheduler.sigmas.numpy() == pytest.approx(
         flow_sigmas("simple", 4, shift_value(family_spec("flux-dev").flow_shift, 16)).numpy(), abs=1e-6
@@ -227,7 +227,53 @@ def test_distilled_guidance_is_not_cfg(flux_dev):
     assert "Sampler: Euler, Schedule type: Simple, CFG scale: 1," in info and "Distilled CFG Scale: 6" in info
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "LCM"])
+def test_unipc_matches_diffusers_pipeline(flux_dev):
+    """UniPC on the flow: FluxPipeline with UniPCMultistepScheduler (flow sigmas, flow prediction, Flux's
+    resolution shift) gives our image."""
+    import diffusers
+
+    scheduler = diffusers.UniPCMultistepScheduler(
+        use_flow_sigmas=True, prediction_type="flow_prediction", use_dynamic_shifting=True
+    )  # FluxPipeline's mu from its defaults: Flux dev's shift by size
+    _, theirs = flux_pipeline_image(flux_dev, scheduler, 5)
+    ours = run(flux_dev, steps=5, sampler_name="UniPC", distilled_cfg_scale=3.5)
+    assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
+    assert "Sampler: UniPC, Schedule type: Simple" in ours.infotexts[0]
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.0])
+def test_dpmpp_2m_sde_matches_diffusers_scheduler(eta):
+    """Step for step on the same sigmas and noise: our DPM++ 2M SDE equals diffusers' sde-dpmsolver++
+    (midpoint, flow sigmas) at eta 1, and its eta 0 is the deterministic DPM++ 2M."""
+    import diffusers
+
+    from sdwebui.engine.flow.scheduler import FlowConfig, FlowScheduler
+
+    def velocity(x, sigma):  # a smooth stand-in for the transformer
+        return torch.tanh(x) * (1 + sigma) - 0.3
+
+    sigma_steps = 9
+    ours = FlowScheduler(FlowConfig("dpmpp_2m_sde", "simple", 3.0, eta))
+    ours.set_timesteps(sigma_steps)
+    algorithm = "sde-dpmsolver++" if eta else "dpmsolver++"
+    theirs = diffusers.DPMSolverMultistepScheduler(
+        algorithm_type=algorithm, use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0
+    )
+    theirs.set_timesteps(sigma_steps)
+    theirs.sigmas = ours.sigmas.to(torch.float32)
+    theirs.set_begin_index(0)
+    start = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    a = b = start
+    ga, gb = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for i, t in enumerate(ours.timesteps):
+        sigma = float(ours.sigmas[i])
+        a = ours.step(velocity(a, sigma), t, a, generator=ga)[0]
+        b = theirs.step(velocity(b, sigma), t, b, generator=gb, return_dict=False)[0]
+        assert torch.allclose(a, b, atol=1e-4), i
+    assert a.std() > 0.1
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ 2M SDE", "UniPC", "LCM"])
 def test_samplers_differ_and_are_deterministic(flux_dev, sampler):
     first, again = run(flux_dev, sampler_name=sampler, steps=5), run(flux_dev, sampler_name=sampler, steps=5)
     assert np.array_equal(pixels(first), pixels(again))
@@ -271,7 +317,7 @@ def test_bad_flow_input_is_a_request_error(flux_dev):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["Simple", "SGM Uniform", "Karras", "Beta"])
-@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "LCM"])
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "UniPC", "LCM"])
 @pytest.mark.parametrize("steps", [1, 2, 7])
 def test_every_sampler_and_schedule(flux_dev, sampler, schedule, steps):
     result = run(flux_dev, sampler_name=sampler, scheduler=schedule, steps=steps)
@@ -401,3 +447,28 @@ def test_hires_fix_and_prompt_editing_on_flux(flux_dev):
     assert "Hires upscale: 2, Hires upscaler: Latent" in info and "Distilled CFG Scale: 3.5" in info
     edited, plain = run(flux_dev, prompt="a [dog:cat:2]"), run(flux_dev, prompt="a cat")
     assert np.abs(pixels(edited) - pixels(plain)).mean() > 0.1
+
+
+def test_family_defaults_when_not_given(tmp_path):
+    """resolve() marks what the front end left out; the job takes it from the family (schnell: 4 steps,
+    CFG 1), while a given value wins."""
+    from sdwebui.config.options import Options, default_templates
+    from sdwebui.config.resolve import RawFields, resolve
+
+    schnell = fx.tiny_dit_model(ModelFamily.FLUX_SCHNELL, tmp_path)
+    options = Options(default_templates())
+    raw = RawFields(prompt="a cat", seed=3, width=SIZE, height=SIZE, sampler_name="Euler")
+    request = resolve(raw, options).request
+    assert request.family_defaults == ("steps", "cfg_scale", "distilled_cfg_scale")
+    rows, handle = count_rows(schnell)
+    try:
+        result = generate(schnell, request, JobContext(), EngineSettings(save_images=False))
+        assert rows == [1] * 4  # 4 steps at CFG 1
+        rows.clear()
+        given = resolve(RawFields(**{**vars(raw), "steps": 2, "cfg_scale": 3.0}), options).request
+        assert given.family_defaults == ("distilled_cfg_scale",)
+        generate(schnell, given, JobContext(), EngineSettings(save_images=False))
+        assert rows == [2] * 2
+    finally:
+        handle.remove()
+    assert "Steps: 4, Sampler: Euler, Schedule type: Simple, CFG scale: 1," in result.infotexts[0]

@@ -128,3 +128,18 @@ def test_inpainting_keeps_pixels_outside_the_mask(server):
     assert np.array_equal(out[outside], orig[outside])
     assert np.abs(out[inside].astype(int) - orig[inside].astype(int)).mean() > 3
     assert "Denoising strength: 0.8" in response.json()["info"]
+
+
+def test_family_defaults_fill_what_the_body_leaves_out(server):
+    """No steps / cfg_scale in the body: Flux dev's own defaults (20 steps, CFG 1, one forward per step,
+    Distilled CFG 3.5), not A1111's CFG 7; a value the body gives wins, also for an SD1 checkpoint."""
+    bare = {k: v for k, v in BASE.items() if k not in ("steps", "cfg_scale")}
+    response = post(server, "txt2img", {**bare, **FLUX, "steps": None})
+    assert response.status_code == 200, response.text
+    info = response.json()["info"]
+    assert "Steps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1," in info, info
+    assert "Distilled CFG Scale: 3.5" in info
+    explicit = post(server, "txt2img", {**bare, **FLUX, "steps": 2, "cfg_scale": 2.5}).json()["info"]
+    assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 2.5," in explicit
+    sd1 = post(server, "txt2img", {**bare, "steps": 2, "override_settings": {"sd_model_checkpoint": "alpha"}})
+    assert sd1.status_code == 200 and "CFG scale: 7," in sd1.json()["info"]

@@ -205,6 +205,10 @@ def _memory(values: dict[str, Any], source: SettingsSource) -> MemorySettings:
     )
 
 
+# fields whose default is the model family's (Flux, SD3), not A1111's, when the front end leaves them out
+FAMILY_DEFAULT_FIELDS = ("steps", "cfg_scale", "distilled_cfg_scale")
+
+
 def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
@@ -240,6 +244,7 @@ def _request(
         "do_not_save_samples": not raw.save_images,
         "do_not_save_grid": not raw.save_images,
         "override_settings": overrides,
+        "family_defaults": tuple(name for name in FAMILY_DEFAULT_FIELDS if getattr(raw, name) is None),
         **_refiner(raw),
     }
     if isinstance(raw, RawImg2ImgFields):

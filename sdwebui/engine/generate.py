@@ -47,6 +47,7 @@ from sdwebui.engine.saving import filename_fields, save_generated
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.engine.speed import apply as speed
 from sdwebui.models.controlnet import ControlNets
+from sdwebui.models.families import family_spec
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
 
@@ -67,6 +68,7 @@ def generate(
             f"stage_order must be one of {', '.join(STAGE_ORDERS)}, got {settings.stage_order!r}"
         )
     request = request.with_default_size(model.native_resolution)
+    request = request.with_family_defaults(family_spec(model.family).defaults)
     request.validate()
     hires.check_upscaler(getattr(request, "hires", None), settings.upscalers)
     _check_supported(request)
