@@ -472,3 +472,16 @@ def test_family_defaults_when_not_given(tmp_path):
     finally:
         handle.remove()
     assert "Steps: 4, Sampler: Euler, Schedule type: Simple, CFG scale: 1," in result.infotexts[0]
+
+
+def test_clip_skip_on_flux_takes_clip_l_from_an_earlier_layer(flux_dev, sd3):
+    """Flux's CLIP-L gives only the pooled vector: clip skip 2 takes it one layer earlier (a new image);
+    more than the tiny CLIP's 2 layers is a RequestError naming clip_skip, for SD3 too."""
+    skipped, plain = run(flux_dev, clip_skip=2), run(flux_dev)
+    assert np.abs(pixels(skipped) - pixels(plain)).mean() > 0.1
+    assert np.array_equal(pixels(run(flux_dev, clip_skip=2)), pixels(skipped))
+    assert "Clip skip: 2" in skipped.infotexts[0]
+    for model, bad in ((flux_dev, 3), (sd3, 2)):
+        with pytest.raises(RequestError, match="clip_skip.*must be from 1 to") as error:
+            run(model, clip_skip=bad)
+        assert error.value.field == "clip_skip"
