@@ -32,6 +32,7 @@ from sdwebui.engine.conditioning import clip_token_counter
 from sdwebui.engine.context import JobContext, StepInfo
 from sdwebui.engine.extra_networks import LoraNetworksPatch, lora_tags
 from sdwebui.engine.hooks import EngineHooks
+from sdwebui.engine.memory.settings import MOVING_MODES
 from sdwebui.engine.requests import (
     GenerationResult,
     Img2ImgRequest,
@@ -661,6 +662,8 @@ def _default_model_manager(
     )
     if device is not None:  # e.g. "cuda:1": the flags' precision on that device
         policy = dataclasses.replace(policy, device=torch.device(device))
+    if (memory_mode_flag(args) or options.get("memory_mode")) in MOVING_MODES:
+        policy = dataclasses.replace(policy, load_device=torch.device("cpu"))  # placement moves them
     limit = args.sd_checkpoints_limit or int(options.get("sd_checkpoints_limit", 1) or 1)
     manager = ModelManager(
         checkpoint_dirs=[paths.checkpoints_dir, *([Path(args.ckpt_dir)] if args.ckpt_dir else [])],

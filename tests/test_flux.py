@@ -170,9 +170,17 @@ def test_flux_dev_matches_diffusers_pipeline(flux_dev):
 
 
 def test_sd3_matches_diffusers_pipeline_with_cfg_and_negative(sd3):
-    import diffusers
 
     ours = run(sd3, steps=3, cfg_scale=4.5, negative_prompt="a dog")
+    theirs = sd3_pipeline_image(sd3, [1.0, 2 / 3, 1 / 3])
+    assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
+    assert "Schedule type: Simple, CFG scale: 4.5" in ours.infotexts[0]
+
+
+def sd3_pipeline_image(sd3, sigmas, **extra):
+    """diffusers' StableDiffusion3Pipeline on the tiny SD3 (shift 3), from `run`'s noise, CFG 4.5."""
+    import diffusers
+
     pipe = diffusers.StableDiffusion3Pipeline(
         sd3.unet,
         diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -185,18 +193,17 @@ def test_sd3_matches_diffusers_pipeline_with_cfg_and_negative(sd3):
         sd3.tokenizers[2],
     )
     noise = ImageRNG([7], (16, SIZE // 8, SIZE // 8)).first()
-    theirs = pipe(
+    return pipe(
         "a photo of a cat",
         negative_prompt="a dog",
         height=SIZE,
         width=SIZE,
-        sigmas=[1.0, 2 / 3, 1 / 3],
+        sigmas=sigmas,
         guidance_scale=4.5,
         latents=noise,
         output_type="np",
+        **extra,
     ).images[0]
-    assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
-    assert "Schedule type: Simple, CFG scale: 4.5" in ours.infotexts[0]
 
 
 def count_rows(model):
@@ -485,3 +492,113 @@ def test_clip_skip_on_flux_takes_clip_l_from_an_earlier_layer(flux_dev, sd3):
         with pytest.raises(RequestError, match="clip_skip.*must be from 1 to") as error:
             run(model, clip_skip=bad)
         assert error.value.field == "clip_skip"
+
+
+class RecordingMover:
+    """Says where modules really are and records the moves a placement asks for, making none (the compute
+    device below may not exist on this machine)."""
+
+    offload = torch.device("cpu")
+
+    def __init__(self):
+        self.moves = []
+
+    def move(self, module, device):
+        self.moves.append(device.type)
+
+    def where(self, module):
+        return next(module.parameters()).device
+
+
+def test_a_moving_memory_mode_loads_cpu_first(flux_dev, flux_parts, tmp_path):
+    """Under --medvram / --lowvram weights land on the CPU (a CUDA compute device is never touched while
+    loading, so this loads on a machine without one); the job's placement brings each component to the
+    device in its stage only."""
+    from sdwebui.engine.memory.placement import CONDITIONING, DECODE, SAMPLING, Placement
+    from sdwebui.engine.memory.plan import JobSize, plan_placement
+    from sdwebui.engine.memory.settings import MemorySettings
+
+    cuda = torch.device("cuda")
+    policy = DevicePolicy(device=cuda, load_device=torch.device("cpu"))
+    single = fx.write_flux_transformer_only(flux_dev, tmp_path / "flux1-dev.safetensors")
+    gguf = fx.write_flux_gguf(flux_dev, tmp_path / "flux1-dev-Q8_0.gguf", "Q8_0")
+    for path in (single, gguf):
+        model = load_checkpoint(info(path), policy, flux_parts)
+        assert model.device == cuda
+        for module in (model.unet, model.vae, *model.text_encoders):
+            assert {p.device.type for p in module.parameters()} == {"cpu"}
+    plan = plan_placement(model, MemorySettings(mode="medvram"), JobSize(SIZE, SIZE, 1), None)
+    mover = RecordingMover()
+    placement = Placement(model, plan, mover=mover)
+    placement.enter(CONDITIONING)
+    assert mover.moves == ["cuda", "cuda"]  # the two text encoders, nothing else
+    placement.enter(SAMPLING)
+    placement.enter(DECODE)
+    assert [t.component for t in placement.transfers] == ["text_encoders"] * 2 + ["unet", "vae"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "load_device"), [([], None), (["--medvram"], "cpu"), (["--lowvram"], "cpu")]
+)
+def test_the_memory_flags_choose_cpu_first_loading(tmp_path, flag, load_device):
+    from sdwebui.config import flags
+    from sdwebui.services import build_services
+
+    services = build_services(flags.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all", *flag]))
+    try:
+        policy = services.models.manager.policy
+        assert (policy.load_device and policy.load_device.type) == load_device
+    finally:
+        services.shutdown()
+
+
+def test_sd3_skip_layer_guidance_matches_diffusers_and_only_acts_when_enabled(sd3):
+    """SLG (sd3_slg_* settings): equal to StableDiffusion3Pipeline's skip_guidance_layers; one more
+    transformer call per step in its window; no change when off, outside the window or at CFG 1."""
+    from sdwebui.config.options import Options, default_templates
+    from sdwebui.config.resolve import RawFields, resolve
+    from sdwebui.engine.flow.slg import SkipLayerGuidance
+
+    overrides = {"sd3_slg_layers": "1", "sd3_slg_stop": 0.9}
+    slg = resolve(
+        RawFields(prompt="a cat"), Options(default_templates()), overrides
+    ).settings.skip_layer_guidance
+    assert slg == SkipLayerGuidance((1,), 2.8, 0.01, 0.9)
+
+    def sampled(skip, **changes):
+        settings = EngineSettings(save_images=False, skip_layer_guidance=skip)
+        base = dict(
+            prompt="a photo of a cat", negative_prompt="a dog", seed=7, steps=5, width=SIZE, height=SIZE
+        )
+        request = Txt2ImgRequest(**{**base, "sampler_name": "Euler", "scheduler": "Simple", **changes})
+        return generate(sd3, request, JobContext(), settings)
+
+    rows, handle = count_rows(sd3)
+    try:
+        guided = sampled(slg, cfg_scale=4.5)
+        assert rows == [2] + [2, 1] * 4  # steps 1..4 (5 * 0.01 < i < 5 * 0.9): a cond-only call
+    finally:
+        handle.remove()
+    plain = sampled(SkipLayerGuidance(), cfg_scale=4.5)
+    assert np.abs(pixels(guided) - pixels(plain)).mean() > 0.5
+    assert np.array_equal(
+        pixels(sampled(SkipLayerGuidance((1,), 2.8, 0.5, 0.6), cfg_scale=4.5)), pixels(plain)
+    )
+    cfg1 = sampled(slg, cfg_scale=1.0)
+    assert np.array_equal(pixels(cfg1), pixels(sampled(SkipLayerGuidance(), cfg_scale=1.0)))
+    assert "SLG layers: 1, SLG scale: 2.8, SLG start: 0.01, SLG stop: 0.9" in guided.infotexts[0]
+    assert "SLG" not in plain.infotexts[0] and "SLG" not in cfg1.infotexts[0]
+    theirs = sd3_pipeline_image(
+        sd3,
+        [1.0, 0.8, 0.6, 0.4, 0.2],
+        skip_guidance_layers=[1],
+        skip_layer_guidance_scale=2.8,
+        skip_layer_guidance_start=0.01,
+        skip_layer_guidance_stop=0.9,
+    )
+    assert np.abs(pixels(guided) - np.round(theirs * 255)).max() <= 1
+    with pytest.raises(RequestError, match="blocks \\[5\\] do not exist.*0..1") as error:
+        sampled(SkipLayerGuidance((5,)), cfg_scale=4.5)
+    assert error.value.field == "sd3_slg_layers"
+    with pytest.raises(RequestError, match="override_settings.*block numbers"):
+        resolve(RawFields(prompt="a cat"), Options(default_templates()), {"sd3_slg_layers": "a,b"})

@@ -18,6 +18,7 @@ from sdwebui.config.options import LIMIT_PREFIX, OptionError, Options
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine import samplers
+from sdwebui.engine.flow import slg
 from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
@@ -191,6 +192,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
             token_merging_ratio_hr=float(values.get("token_merging_ratio_hr", 0.0)),
         ),
         memory=_memory(values, source),
+        skip_layer_guidance=slg.from_values(values),
         controlnets=source.controlnets,
     )
 

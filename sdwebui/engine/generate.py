@@ -75,7 +75,7 @@ def generate(
     sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
     eta = _effective_eta(request, settings, sampler)
     if flow.is_flow(model):  # fail before any work
-        flow.check_request(model, request, eta)
+        flow.check_request(model, request, eta, settings.skip_layer_guidance)
     else:
         samplers.create_scheduler(sampler.name, schedule_label, model.scheduler_config, eta)
     state = plan_job(request, settings, hooks.extra_network_kinds)
@@ -345,7 +345,7 @@ def infotext_params(
         "Version": settings.version or None,
     }
     if flow.is_flow(model):  # Forge's keys, in place of the U-Net sampler registry's
-        params.update(flow.infotext_params(model, request))
+        params.update(flow.infotext_params(model, request, settings.skip_layer_guidance))
         params.pop("ENSD", None)
     return {key: value for key, value in params.items() if value is not None}
 
