@@ -34,6 +34,7 @@ from sdwebui.engine.extra_networks import LoraNetworksPatch, lora_tags
 from sdwebui.engine.face_restoration import FaceRestorers
 from sdwebui.engine.face_restoration import check_available as check_face_restoration
 from sdwebui.engine.hooks import EngineHooks
+from sdwebui.engine.memory.settings import MOVING_MODES
 from sdwebui.engine.requests import (
     GenerationResult,
     Img2ImgRequest,
@@ -52,6 +53,7 @@ from sdwebui.models import face_restorers
 from sdwebui.models.controlnet import ControlModelCache, ControlNetLibrary, ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.families import family_spec
 from sdwebui.models.hashing import HashCache
 from sdwebui.models.lease import ModelLease
 from sdwebui.models.lora import DeltaCache, LoraNetwork
@@ -395,10 +397,11 @@ class AppServices:
             # leased before scripts run, as A1111 has it: their setup()/process() see it as shared.sd_model
             with gen.holding(self.lease_for_job(models, overrides)) as model:
                 job_request = gen.request
-                if job_request.width is None or job_request.height is None:
-                    # no size given (API): the model's native one, fixed before scripts see the request
+                if job_request.width is None or job_request.height is None or job_request.family_defaults:
+                    # no size / steps / CFG given (API): the model's, fixed before scripts see the request
                     job_request = job_request.with_default_size(model.native_resolution)
-                    limits.check(job_request)  # the size is known now
+                    job_request = job_request.with_family_defaults(family_spec(model.family).defaults)
+                    limits.check(job_request)  # the size and steps are known now
                 result = runner(job_request, ctx, model)
             if not restore_overrides and overrides:
                 self._write_options(overrides)  # A1111: override_settings_restore_afterwards=false keeps them
@@ -712,6 +715,8 @@ def _default_model_manager(
     )
     if device is not None:  # e.g. "cuda:1": the flags' precision on that device
         policy = dataclasses.replace(policy, device=torch.device(device))
+    if (memory_mode_flag(args) or options.get("memory_mode")) in MOVING_MODES:
+        policy = dataclasses.replace(policy, load_device=torch.device("cpu"))  # placement moves them
     limit = args.sd_checkpoints_limit or int(options.get("sd_checkpoints_limit", 1) or 1)
     manager = ModelManager(
         checkpoint_dirs=[paths.checkpoints_dir, *([Path(args.ckpt_dir)] if args.ckpt_dir else [])],

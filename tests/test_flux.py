@@ -131,38 +131,38 @@ def test_full_size_flux_layout_matches_diffusers_converter():
         assert {k: tuple(v.shape) for k, v in ours.items()} == expected
 
 
-def test_flux_dev_matches_diffusers_pipeline(flux_dev):
-    """Same weights, noise and sigmas: our loop's image equals FluxPipeline's (Euler, Simple, shift by size)."""
+FLUX_DEV_SHIFT = dict(base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+
+
+def flux_pipeline_image(model, scheduler, steps: int):
+    """diffusers' FluxPipeline on the model's parts with `scheduler`, from the same noise as `run` (seed 7)."""
     import diffusers
 
-    ours = run(flux_dev, steps=4, distilled_cfg_scale=3.5)
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    encoders, tokenizers = model.text_encoders, model.tokenizers
     pipe = diffusers.FluxPipeline(
-        scheduler,
-        flux_dev.vae,
-        flux_dev.text_encoders[0],
-        flux_dev.tokenizers[0],
-        flux_dev.text_encoders[1],
-        flux_dev.tokenizers[1],
-        flux_dev.unet,
+        scheduler, model.vae, encoders[0], tokenizers[0], encoders[1], tokenizers[1], model.unet
     )
     noise = ImageRNG([7], (16, SIZE // 8, SIZE // 8)).first()
-    theirs = pipe(
+    image = pipe(
         "a photo of a cat",
         height=SIZE,
         width=SIZE,
-        num_inference_steps=4,
+        num_inference_steps=steps,
         guidance_scale=3.5,
         latents=pack(noise),
         output_type="np",
         max_sequence_length=512,
     ).images[0]
+    return pipe, image
+
+
+def test_flux_dev_matches_diffusers_pipeline(flux_dev):
+    """Same weights, noise and sigmas: our loop's image equals FluxPipeline's (Euler, Simple, shift by size)."""
+    import diffusers
+
+    ours = run(flux_dev, steps=4, distilled_cfg_scale=3.5)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, **FLUX_DEV_SHIFT)
+    pipe, theirs = flux_pipeline_image(flux_dev, scheduler, 4)
     assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
     assert pipe.scheduler.sigmas.numpy() == pytest.approx(
         flow_sigmas("simple", 4, shift_value(family_spec("flux-dev").flow_shift, 16)).numpy(), abs=1e-6
@@ -170,9 +170,17 @@ def test_flux_dev_matches_diffusers_pipeline(flux_dev):
 
 
 def test_sd3_matches_diffusers_pipeline_with_cfg_and_negative(sd3):
-    import diffusers
 
     ours = run(sd3, steps=3, cfg_scale=4.5, negative_prompt="a dog")
+    theirs = sd3_pipeline_image(sd3, [1.0, 2 / 3, 1 / 3])
+    assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
+    assert "Schedule type: Simple, CFG scale: 4.5" in ours.infotexts[0]
+
+
+def sd3_pipeline_image(sd3, sigmas, **extra):
+    """diffusers' StableDiffusion3Pipeline on the tiny SD3 (shift 3), from `run`'s noise, CFG 4.5."""
+    import diffusers
+
     pipe = diffusers.StableDiffusion3Pipeline(
         sd3.unet,
         diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -185,18 +193,17 @@ def test_sd3_matches_diffusers_pipeline_with_cfg_and_negative(sd3):
         sd3.tokenizers[2],
     )
     noise = ImageRNG([7], (16, SIZE // 8, SIZE // 8)).first()
-    theirs = pipe(
+    return pipe(
         "a photo of a cat",
         negative_prompt="a dog",
         height=SIZE,
         width=SIZE,
-        sigmas=[1.0, 2 / 3, 1 / 3],
+        sigmas=sigmas,
         guidance_scale=4.5,
         latents=noise,
         output_type="np",
+        **extra,
     ).images[0]
-    assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
-    assert "Schedule type: Simple, CFG scale: 4.5" in ours.infotexts[0]
 
 
 def count_rows(model):
@@ -227,7 +234,53 @@ def test_distilled_guidance_is_not_cfg(flux_dev):
     assert "Sampler: Euler, Schedule type: Simple, CFG scale: 1," in info and "Distilled CFG Scale: 6" in info
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "LCM"])
+def test_unipc_matches_diffusers_pipeline(flux_dev):
+    """UniPC on the flow: FluxPipeline with UniPCMultistepScheduler (flow sigmas, flow prediction, Flux's
+    resolution shift) gives our image."""
+    import diffusers
+
+    scheduler = diffusers.UniPCMultistepScheduler(
+        use_flow_sigmas=True, prediction_type="flow_prediction", use_dynamic_shifting=True
+    )  # FluxPipeline's mu from its defaults: Flux dev's shift by size
+    _, theirs = flux_pipeline_image(flux_dev, scheduler, 5)
+    ours = run(flux_dev, steps=5, sampler_name="UniPC", distilled_cfg_scale=3.5)
+    assert np.abs(pixels(ours) - np.round(theirs * 255)).max() <= 1
+    assert "Sampler: UniPC, Schedule type: Simple" in ours.infotexts[0]
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.0])
+def test_dpmpp_2m_sde_matches_diffusers_scheduler(eta):
+    """Step for step on the same sigmas and noise: our DPM++ 2M SDE equals diffusers' sde-dpmsolver++
+    (midpoint, flow sigmas) at eta 1, and its eta 0 is the deterministic DPM++ 2M."""
+    import diffusers
+
+    from sdwebui.engine.flow.scheduler import FlowConfig, FlowScheduler
+
+    def velocity(x, sigma):  # a smooth stand-in for the transformer
+        return torch.tanh(x) * (1 + sigma) - 0.3
+
+    sigma_steps = 9
+    ours = FlowScheduler(FlowConfig("dpmpp_2m_sde", "simple", 3.0, eta))
+    ours.set_timesteps(sigma_steps)
+    algorithm = "sde-dpmsolver++" if eta else "dpmsolver++"
+    theirs = diffusers.DPMSolverMultistepScheduler(
+        algorithm_type=algorithm, use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0
+    )
+    theirs.set_timesteps(sigma_steps)
+    theirs.sigmas = ours.sigmas.to(torch.float32)
+    theirs.set_begin_index(0)
+    start = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    a = b = start
+    ga, gb = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for i, t in enumerate(ours.timesteps):
+        sigma = float(ours.sigmas[i])
+        a = ours.step(velocity(a, sigma), t, a, generator=ga)[0]
+        b = theirs.step(velocity(b, sigma), t, b, generator=gb, return_dict=False)[0]
+        assert torch.allclose(a, b, atol=1e-4), i
+    assert a.std() > 0.1
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ 2M SDE", "UniPC", "LCM"])
 def test_samplers_differ_and_are_deterministic(flux_dev, sampler):
     first, again = run(flux_dev, sampler_name=sampler, steps=5), run(flux_dev, sampler_name=sampler, steps=5)
     assert np.array_equal(pixels(first), pixels(again))
@@ -271,7 +324,7 @@ def test_bad_flow_input_is_a_request_error(flux_dev):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["Simple", "SGM Uniform", "Karras", "Beta"])
-@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "LCM"])
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "UniPC", "LCM"])
 @pytest.mark.parametrize("steps", [1, 2, 7])
 def test_every_sampler_and_schedule(flux_dev, sampler, schedule, steps):
     result = run(flux_dev, sampler_name=sampler, scheduler=schedule, steps=steps)
@@ -401,3 +454,151 @@ def test_hires_fix_and_prompt_editing_on_flux(flux_dev):
     assert "Hires upscale: 2, Hires upscaler: Latent" in info and "Distilled CFG Scale: 3.5" in info
     edited, plain = run(flux_dev, prompt="a [dog:cat:2]"), run(flux_dev, prompt="a cat")
     assert np.abs(pixels(edited) - pixels(plain)).mean() > 0.1
+
+
+def test_family_defaults_when_not_given(tmp_path):
+    """resolve() marks what the front end left out; the job takes it from the family (schnell: 4 steps,
+    CFG 1), while a given value wins."""
+    from sdwebui.config.options import Options, default_templates
+    from sdwebui.config.resolve import RawFields, resolve
+
+    schnell = fx.tiny_dit_model(ModelFamily.FLUX_SCHNELL, tmp_path)
+    options = Options(default_templates())
+    raw = RawFields(prompt="a cat", seed=3, width=SIZE, height=SIZE, sampler_name="Euler")
+    request = resolve(raw, options).request
+    assert request.family_defaults == ("steps", "cfg_scale", "distilled_cfg_scale")
+    rows, handle = count_rows(schnell)
+    try:
+        result = generate(schnell, request, JobContext(), EngineSettings(save_images=False))
+        assert rows == [1] * 4  # 4 steps at CFG 1
+        rows.clear()
+        given = resolve(RawFields(**{**vars(raw), "steps": 2, "cfg_scale": 3.0}), options).request
+        assert given.family_defaults == ("distilled_cfg_scale",)
+        generate(schnell, given, JobContext(), EngineSettings(save_images=False))
+        assert rows == [2] * 2
+    finally:
+        handle.remove()
+    assert "Steps: 4, Sampler: Euler, Schedule type: Simple, CFG scale: 1," in result.infotexts[0]
+
+
+def test_clip_skip_on_flux_takes_clip_l_from_an_earlier_layer(flux_dev, sd3):
+    """Flux's CLIP-L gives only the pooled vector: clip skip 2 takes it one layer earlier (a new image);
+    more than the tiny CLIP's 2 layers is a RequestError naming clip_skip, for SD3 too."""
+    skipped, plain = run(flux_dev, clip_skip=2), run(flux_dev)
+    assert np.abs(pixels(skipped) - pixels(plain)).mean() > 0.1
+    assert np.array_equal(pixels(run(flux_dev, clip_skip=2)), pixels(skipped))
+    assert "Clip skip: 2" in skipped.infotexts[0]
+    for model, bad in ((flux_dev, 3), (sd3, 2)):
+        with pytest.raises(RequestError, match="clip_skip.*must be from 1 to") as error:
+            run(model, clip_skip=bad)
+        assert error.value.field == "clip_skip"
+
+
+class RecordingMover:
+    """Says where modules really are and records the moves a placement asks for, making none (the compute
+    device below may not exist on this machine)."""
+
+    offload = torch.device("cpu")
+
+    def __init__(self):
+        self.moves = []
+
+    def move(self, module, device):
+        self.moves.append(device.type)
+
+    def where(self, module):
+        return next(module.parameters()).device
+
+
+def test_a_moving_memory_mode_loads_cpu_first(flux_dev, flux_parts, tmp_path):
+    """Under --medvram / --lowvram weights land on the CPU (a CUDA compute device is never touched while
+    loading, so this loads on a machine without one); the job's placement brings each component to the
+    device in its stage only."""
+    from sdwebui.engine.memory.placement import CONDITIONING, DECODE, SAMPLING, Placement
+    from sdwebui.engine.memory.plan import JobSize, plan_placement
+    from sdwebui.engine.memory.settings import MemorySettings
+
+    cuda = torch.device("cuda")
+    policy = DevicePolicy(device=cuda, load_device=torch.device("cpu"))
+    single = fx.write_flux_transformer_only(flux_dev, tmp_path / "flux1-dev.safetensors")
+    gguf = fx.write_flux_gguf(flux_dev, tmp_path / "flux1-dev-Q8_0.gguf", "Q8_0")
+    for path in (single, gguf):
+        model = load_checkpoint(info(path), policy, flux_parts)
+        assert model.device == cuda
+        for module in (model.unet, model.vae, *model.text_encoders):
+            assert {p.device.type for p in module.parameters()} == {"cpu"}
+    plan = plan_placement(model, MemorySettings(mode="medvram"), JobSize(SIZE, SIZE, 1), None)
+    mover = RecordingMover()
+    placement = Placement(model, plan, mover=mover)
+    placement.enter(CONDITIONING)
+    assert mover.moves == ["cuda", "cuda"]  # the two text encoders, nothing else
+    placement.enter(SAMPLING)
+    placement.enter(DECODE)
+    assert [t.component for t in placement.transfers] == ["text_encoders"] * 2 + ["unet", "vae"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "load_device"), [([], None), (["--medvram"], "cpu"), (["--lowvram"], "cpu")]
+)
+def test_the_memory_flags_choose_cpu_first_loading(tmp_path, flag, load_device):
+    from sdwebui.config import flags
+    from sdwebui.services import build_services
+
+    services = build_services(flags.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all", *flag]))
+    try:
+        policy = services.models.manager.policy
+        assert (policy.load_device and policy.load_device.type) == load_device
+    finally:
+        services.shutdown()
+
+
+def test_sd3_skip_layer_guidance_matches_diffusers_and_only_acts_when_enabled(sd3):
+    """SLG (sd3_slg_* settings): equal to StableDiffusion3Pipeline's skip_guidance_layers; one more
+    transformer call per step in its window; no change when off, outside the window or at CFG 1."""
+    from sdwebui.config.options import Options, default_templates
+    from sdwebui.config.resolve import RawFields, resolve
+    from sdwebui.engine.flow.slg import SkipLayerGuidance
+
+    overrides = {"sd3_slg_layers": "1", "sd3_slg_stop": 0.9}
+    slg = resolve(
+        RawFields(prompt="a cat"), Options(default_templates()), overrides
+    ).settings.skip_layer_guidance
+    assert slg == SkipLayerGuidance((1,), 2.8, 0.01, 0.9)
+
+    def sampled(skip, **changes):
+        settings = EngineSettings(save_images=False, skip_layer_guidance=skip)
+        base = dict(
+            prompt="a photo of a cat", negative_prompt="a dog", seed=7, steps=5, width=SIZE, height=SIZE
+        )
+        request = Txt2ImgRequest(**{**base, "sampler_name": "Euler", "scheduler": "Simple", **changes})
+        return generate(sd3, request, JobContext(), settings)
+
+    rows, handle = count_rows(sd3)
+    try:
+        guided = sampled(slg, cfg_scale=4.5)
+        assert rows == [2] + [2, 1] * 4  # steps 1..4 (5 * 0.01 < i < 5 * 0.9): a cond-only call
+    finally:
+        handle.remove()
+    plain = sampled(SkipLayerGuidance(), cfg_scale=4.5)
+    assert np.abs(pixels(guided) - pixels(plain)).mean() > 0.5
+    assert np.array_equal(
+        pixels(sampled(SkipLayerGuidance((1,), 2.8, 0.5, 0.6), cfg_scale=4.5)), pixels(plain)
+    )
+    cfg1 = sampled(slg, cfg_scale=1.0)
+    assert np.array_equal(pixels(cfg1), pixels(sampled(SkipLayerGuidance(), cfg_scale=1.0)))
+    assert "SLG layers: 1, SLG scale: 2.8, SLG start: 0.01, SLG stop: 0.9" in guided.infotexts[0]
+    assert "SLG" not in plain.infotexts[0] and "SLG" not in cfg1.infotexts[0]
+    theirs = sd3_pipeline_image(
+        sd3,
+        [1.0, 0.8, 0.6, 0.4, 0.2],
+        skip_guidance_layers=[1],
+        skip_layer_guidance_scale=2.8,
+        skip_layer_guidance_start=0.01,
+        skip_layer_guidance_stop=0.9,
+    )
+    assert np.abs(pixels(guided) - np.round(theirs * 255)).max() <= 1
+    with pytest.raises(RequestError, match="blocks \\[5\\] do not exist.*0..1") as error:
+        sampled(SkipLayerGuidance((5,)), cfg_scale=4.5)
+    assert error.value.field == "sd3_slg_layers"
+    with pytest.raises(RequestError, match="override_settings.*block numbers"):
+        resolve(RawFields(prompt="a cat"), Options(default_templates()), {"sd3_slg_layers": "a,b"})

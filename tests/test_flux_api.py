@@ -128,3 +128,62 @@ def test_inpainting_keeps_pixels_outside_the_mask(server):
     assert np.array_equal(out[outside], orig[outside])
     assert np.abs(out[inside].astype(int) - orig[inside].astype(int)).mean() > 3
     assert "Denoising strength: 0.8" in response.json()["info"]
+
+
+def test_family_defaults_fill_what_the_body_leaves_out(server):
+    """No steps / cfg_scale in the body: Flux dev's own defaults (20 steps, CFG 1, one forward per step,
+    Distilled CFG 3.5), not A1111's CFG 7; a value the body gives wins, also for an SD1 checkpoint."""
+    bare = {k: v for k, v in BASE.items() if k not in ("steps", "cfg_scale")}
+    response = post(server, "txt2img", {**bare, **FLUX, "steps": None})
+    assert response.status_code == 200, response.text
+    info = response.json()["info"]
+    assert "Steps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1," in info, info
+    assert "Distilled CFG Scale: 3.5" in info
+    explicit = post(server, "txt2img", {**bare, **FLUX, "steps": 2, "cfg_scale": 2.5}).json()["info"]
+    assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 2.5," in explicit
+    sd1 = post(server, "txt2img", {**bare, "steps": 2, "override_settings": {"sd_model_checkpoint": "alpha"}})
+    assert sd1.status_code == 200 and "CFG scale: 7," in sd1.json()["info"]
+
+
+def test_xyz_plot_on_flux(server):
+    """The built-in X/Y/Z plot on the tiny Flux dev: Distilled CFG Scale, Sampler and Checkpoint (Flux <->
+    SD1, the parts from the VAE / Text Encoder setting as in Forge) axes, each cell's infotext and image its
+    own; then Steps, CFG Scale and Prompt S/R axes."""
+    import json
+
+    def xyz(x, y, z, **payload):
+        tail = [True, True, False, False, False, False, False, 0, False]
+        args = [x[0], x[1], [], y[0], y[1], [], z[0], z[1], [], *tail]
+        body = {**BASE, "steps": 2, "script_name": "x/y/z plot", "script_args": args, **payload}
+        response = post(server, "txt2img", body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    options = f"{server.api}/options"
+    assert requests.post(options, json={"forge_additional_modules": MODULES}, timeout=600).ok
+    try:
+        body = xyz(
+            ("Distilled CFG Scale", "2, 6"),
+            ("Sampler", "Euler, UniPC"),
+            ("Checkpoint name", "flux1-dev-tiny, alpha"),
+        )
+    finally:
+        assert requests.post(options, json={"forge_additional_modules": []}, timeout=600).ok
+    cells = json.loads(body["info"])["infotexts"][-8:]
+    flux = [i for i in cells if "Model: flux1-dev-tiny" in i]
+    assert sorted(("Distilled CFG Scale: 2," in i, "Sampler: UniPC" in i) for i in flux) == [
+        (False, False),
+        (False, True),
+        (True, False),
+        (True, True),
+    ], cells
+    assert sum("Model: alpha" in i for i in cells) == 4
+    lone = [np.asarray(image_of({"images": [data]}), int) for data in body["images"][-8:]]
+    lone = [image for image, info in zip(lone, cells, strict=True) if "Model: flux1-dev-tiny" in info]
+    assert np.abs(lone[0] - lone[1]).mean() > 0.1  # Distilled CFG 2 vs 6 (SD1 cells: no such guidance)
+    second = xyz(("Steps", "1, 3"), ("CFG Scale", "1, 3"), ("Prompt S/R", "cat, dog"), **FLUX)
+    infos = json.loads(second["info"])["infotexts"][-8:]
+    assert sum("Steps: 3," in i for i in infos) == 4 and sum("CFG scale: 3," in i for i in infos) == 4
+    assert sum("a photo of a dog" in i for i in infos) == 4 and all(
+        "Model: flux1-dev-tiny" in i for i in infos
+    )

@@ -19,6 +19,7 @@ from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine import samplers
 from sdwebui.engine.face_restoration import FaceRestorationSettings, FaceRestorers
+from sdwebui.engine.flow import slg
 from sdwebui.engine.hires import HiresFix
 from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.requests import Img2ImgRequest, RequestError, Txt2ImgRequest
@@ -193,6 +194,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
             token_merging_ratio_hr=float(values.get("token_merging_ratio_hr", 0.0)),
         ),
         memory=_memory(values, source),
+        skip_layer_guidance=slg.from_values(values),
         controlnets=source.controlnets,
         face_restoration=FaceRestorationSettings(
             source.face_restorers,
@@ -211,6 +213,10 @@ def _memory(values: dict[str, Any], source: SettingsSource) -> MemorySettings:
         vae_tiling_min_pixels=int(values.get("vae_tiling_min_pixels", 2048 * 2048)),
         auto_vae_precision=bool(values.get("auto_vae_precision", True)),
     )
+
+
+# fields whose default is the model family's (Flux, SD3), not A1111's, when the front end leaves them out
+FAMILY_DEFAULT_FIELDS = ("steps", "cfg_scale", "distilled_cfg_scale")
 
 
 def _pick(value: Any, default: Any) -> Any:
@@ -248,6 +254,7 @@ def _request(
         "do_not_save_samples": not raw.save_images,
         "do_not_save_grid": not raw.save_images,
         "override_settings": overrides,
+        "family_defaults": tuple(name for name in FAMILY_DEFAULT_FIELDS if getattr(raw, name) is None),
         **_refiner(raw),
     }
     if isinstance(raw, RawImg2ImgFields):

@@ -47,6 +47,7 @@ from sdwebui.engine.saving import filename_fields, save_generated
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.engine.speed import apply as speed
 from sdwebui.models.controlnet import ControlNets
+from sdwebui.models.families import family_spec
 from sdwebui.models.model import LoadedModel
 from sdwebui.outputs.infotext import create_infotext
 
@@ -67,6 +68,7 @@ def generate(
             f"stage_order must be one of {', '.join(STAGE_ORDERS)}, got {settings.stage_order!r}"
         )
     request = request.with_default_size(model.native_resolution)
+    request = request.with_family_defaults(family_spec(model.family).defaults)
     request.validate()
     hires.check_upscaler(getattr(request, "hires", None), settings.upscalers)
     _check_supported(request)
@@ -75,7 +77,7 @@ def generate(
     sampler, schedule_label = samplers.resolve_sampler(request.sampler_name, request.scheduler)
     eta = _effective_eta(request, settings, sampler)
     if flow.is_flow(model):  # fail before any work
-        flow.check_request(model, request, eta)
+        flow.check_request(model, request, eta, settings.skip_layer_guidance)
     else:
         samplers.create_scheduler(sampler.name, schedule_label, model.scheduler_config, eta)
     state = plan_job(request, settings, hooks.extra_network_kinds)
@@ -348,7 +350,7 @@ def infotext_params(
         "Version": settings.version or None,
     }
     if flow.is_flow(model):  # Forge's keys, in place of the U-Net sampler registry's
-        params.update(flow.infotext_params(model, request))
+        params.update(flow.infotext_params(model, request, settings.skip_layer_guidance))
         params.pop("ENSD", None)
     return {key: value for key, value in params.items() if value is not None}
 

@@ -72,6 +72,17 @@ class Txt2ImgRequest:
     # A1111's SDXL refiner: the checkpoint the last pass switches to, at this share of its schedule
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = 0.8
+    # fields the front end did not give (API: absent or null), taken from the model family's defaults
+    # (`FamilyDefaults`: Flux schnell 4 steps, Flux dev CFG 1, SD3 28 steps / CFG 4.5) when the job runs
+    family_defaults: tuple[str, ...] = ()
+
+    def with_family_defaults(self, defaults: Any):
+        """This request with its `family_defaults` fields set from the model family's `FamilyDefaults`."""
+        if not self.family_defaults:
+            return self
+        changes = {name: getattr(defaults, name) for name in self.family_defaults}
+        changes = {name: value for name, value in changes.items() if value is not None}
+        return dataclasses.replace(self, **changes, family_defaults=())
 
     def with_default_size(self, size: int):
         """This request with an unset width/height filled in (the model's native size)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sdwebui.engine.face_restoration import FaceRestorationSettings
+from sdwebui.engine.flow.slg import SkipLayerGuidance
 from sdwebui.engine.memory.settings import MemorySettings
 from sdwebui.engine.speed.settings import SpeedSettings
 from sdwebui.engine.upscaling import ModelUpscalers
@@ -60,6 +61,7 @@ class EngineSettings:
     stage_order: str = "batch"
     s_min_uncond: float = 0.0  # s_min_uncond: below this sigma the uncond forward is skipped ("NGMS")
     speed: SpeedSettings = SpeedSettings()  # fp8 weight storage, channels-last (sdwebui.engine.speed)
+    skip_layer_guidance: SkipLayerGuidance = SkipLayerGuidance()  # SD3's SLG (sd3_slg_*; engine/flow/slg.py)
     memory: MemorySettings = MemorySettings()  # memory mode, VAE tiling and precision (sdwebui.engine.memory)
     styles: PromptStyles | None = None  # applied to the request's `styles` (A1111 applies them in processing)
     embeddings: EmbeddingLibrary | None = None  # textual-inversion embeddings written by name in prompts

@@ -284,7 +284,10 @@ def _run_segment(
     own = model is run.model
     addons = run.hooks.unet_addons if own else ()  # add-ons (ControlNet) are built for the job's model
     if flow.is_flow(model):
-        adapter = flow.adapter(model, run.request.distilled_cfg_scale, index, addons)
+        guidance = flow.Guidance(
+            run.request.distilled_cfg_scale, sampling_pass.cfg_scale, run.settings.skip_layer_guidance
+        )
+        adapter = flow.adapter(model, guidance, index, addons)
     else:
         adapter = ModelAdapter(model, start.scheduler.alphas_cumprod, size, addons, index)
     conditioning = work.conditioning[index] if own else None

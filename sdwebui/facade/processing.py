@@ -60,6 +60,7 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "n_iter": 1,
     "steps": 50,
     "cfg_scale": 7.0,
+    "distilled_cfg_scale": 3.5,  # Forge's p field: Flux dev's guidance embedding
     "width": 512,
     "height": 512,
     "restore_faces": None,
@@ -296,6 +297,7 @@ _COMMON_FIELDS: dict[str, Callable[[Any], Any]] = {
     "n_iter": int,
     "steps": int,
     "cfg_scale": float,
+    "distilled_cfg_scale": float,
     "width": _optional_int,
     "height": _optional_int,
     "eta": _same,

@@ -55,6 +55,13 @@ class DevicePolicy:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     vae_dtype: torch.dtype = torch.float32
+    # where weights land when a checkpoint loads; None: `device`. The CPU under a memory mode that moves
+    # components (--medvram, --lowvram): each job's placement brings a component to `device` for its stage
+    load_device: torch.device | None = None
+
+    @property
+    def weights_device(self) -> torch.device:
+        return self.device if self.load_device is None else self.load_device
 
     @classmethod
     def from_flags(
@@ -288,8 +295,8 @@ def convert_state_dict(
     """
     from diffusers.loaders import single_file_utils as sfu
 
-    main = (policy.device, policy.dtype) if policy else None
-    vae = (policy.device, policy.vae_dtype) if policy else None
+    main = (policy.weights_device, policy.dtype) if policy else None
+    vae = (policy.weights_device, policy.vae_dtype) if policy else None
     components = build_components(config, device="meta")
     # The exporter applied to the empty modules gives exactly the keys/shapes a file of this config has.
     expected = components_to_ldm(family, components.unet, components.vae, components.text_encoders)
@@ -353,10 +360,10 @@ def _finish(
 ) -> LoadedModel:
     for module in (components.unet, components.vae, *components.text_encoders):
         module.eval().requires_grad_(False)
-    _place(components.unet, policy.device, policy.dtype)
-    _place(components.vae, policy.device, policy.vae_dtype)
+    _place(components.unet, policy.weights_device, policy.dtype)
+    _place(components.vae, policy.weights_device, policy.vae_dtype)
     for encoder in components.text_encoders:
-        _place(encoder, policy.device, policy.dtype)
+        _place(encoder, policy.weights_device, policy.dtype)
     return LoadedModel(
         info=info,
         family=family,

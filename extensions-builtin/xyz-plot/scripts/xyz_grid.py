@@ -304,6 +304,7 @@ AXES = [
     # ours, after A1111's list so its indices stay valid
     AxisOption("Width", int, apply_field("width")),
     AxisOption("Height", int, apply_field("height")),
+    AxisOption("Distilled CFG Scale", float, apply_field("distilled_cfg_scale")),  # Forge's, for Flux dev
 ]
 
 axis_options = (

@@ -9,10 +9,12 @@ the CFGDenoiser's, as for U-Nets, so CFG 1 costs one forward per step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sdwebui.engine.flow.slg import SkipLayerGuidance
 from sdwebui.models.families import family_spec
 from sdwebui.models.model import LoadedModel
 
@@ -39,15 +41,26 @@ def image_ids(height: int, width: int, device: Any, dtype: torch.dtype) -> torch
     return ids.reshape(-1, 3).to(device=device, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class Guidance:
+    """A pass's guidance values the transformer side needs: Flux dev's distilled value, the pass's CFG scale
+    and SD3's skip-layer guidance (applied to the cond rows so that the CFG combination includes it)."""
+
+    distilled_cfg_scale: float | None = 3.5
+    cfg_scale: float = 1.0
+    skip_layers: SkipLayerGuidance = SkipLayerGuidance()
+
+
 class FlowAdapter:
     """Calls a Flux / SD3 transformer with what its family needs; converts velocities to x0."""
 
     prediction_type = "flow"
 
-    def __init__(self, model: LoadedModel, distilled_cfg_scale: float | None, pass_index: int = 0):
+    def __init__(self, model: LoadedModel, guidance: Guidance, pass_index: int = 0):
         self.model = model
         self.spec = family_spec(model.family)
-        self.distilled_cfg_scale = distilled_cfg_scale
+        self.guidance = guidance
+        self.distilled_cfg_scale = guidance.distilled_cfg_scale
         self.addons: list[Any] = []  # U-Net add-ons (ControlNet...) have no DiT counterpart yet
         self.pass_index = pass_index
         self.forwards = 0  # transformer calls, one per step at CFG 1 (asserted by the tests)
@@ -72,13 +85,10 @@ class FlowAdapter:
         pooled = pooled.to(device, dtype)
         t = torch.as_tensor(timestep, dtype=torch.float32).reshape(1).expand(x.shape[0]).to(device)
         if self.spec.architecture == "sd3":
-            return model.unet(
-                hidden_states=x,
-                timestep=t.to(dtype),
-                encoder_hidden_states=embeds,
-                pooled_projections=pooled,
-                return_dict=False,
-            )[0]
+            out = self._sd3(x, t.to(dtype), embeds, pooled)
+            if negative_rows and self._skips_layers(step, total_steps):
+                out = self._skip_layer_guidance(out, x, t.to(dtype), embeds, pooled, negative_rows)
+            return out
         h, w = x.shape[-2:]
         guidance = None
         if self.spec.guidance_embeds:
@@ -96,6 +106,33 @@ class FlowAdapter:
             return_dict=False,
         )[0]
         return unpack(out, h, w)
+
+    def _sd3(self, x, t, embeds, pooled, skip_layers: list[int] | None = None) -> torch.Tensor:
+        kwargs = {"skip_layers": skip_layers} if skip_layers else {}
+        out = self.model.unet(
+            hidden_states=x,
+            timestep=t,
+            encoder_hidden_states=embeds,
+            pooled_projections=pooled,
+            return_dict=False,
+            **kwargs,
+        )
+        return out[0]
+
+    def _skips_layers(self, step: int, total_steps: int) -> bool:
+        """diffusers applies SLG with classifier-free guidance on (CFG > 1), inside its step window."""
+        return self.guidance.cfg_scale > 1 and self.guidance.skip_layers.applies(step, total_steps)
+
+    def _skip_layer_guidance(self, out, x, t, embeds, pooled, negative_rows: int) -> torch.Tensor:
+        """cond += scale / cfg * (cond - cond_skipped): after CFG's uncond + cfg * (cond - uncond) this is
+        diffusers' guided + scale * (cond - cond_skipped)."""
+        self.forwards += 1
+        cond = slice(negative_rows, None)
+        slg = self.guidance.skip_layers
+        skipped = self._sd3(x[cond], t[cond], embeds[cond], pooled[cond], list(slg.layers))
+        out = out.clone()
+        out[cond] = out[cond] + (slg.scale / self.guidance.cfg_scale) * (out[cond] - skipped)
+        return out
 
     def sigma(self, timestep: torch.Tensor) -> float:
         return float(timestep) / 1000

@@ -27,8 +27,7 @@ class DiTPromptEncoder:
     """The PromptEncoder of Flux / SD3 models (same interface: encode, used, ti_hashes, count_tokens)."""
 
     def __init__(self, model: LoadedModel, clip_skip: int = 1, embeddings: Any = None):
-        if clip_skip != 1 and family_spec(model.family).combine != COMBINE_SD3:
-            raise RequestError("clip_skip", f"{family_spec(model.family).label} has no CLIP layers to skip")
+        _check_clip_skip(model, clip_skip)
         self.model = model
         self.spec = family_spec(model.family)
         self.clip_skip = clip_skip
@@ -87,6 +86,13 @@ class DiTPromptEncoder:
         ).input_ids
         output = encoder(ids.to(encoder.device), output_hidden_states=True)
         pooled = output.text_embeds if hasattr(output, "text_embeds") else output.pooler_output
+        if self.spec.combine != COMBINE_SD3 and self.clip_skip > 1:
+            # Flux reads only CLIP-L's pooled vector: clip skip takes it from an earlier layer (its EOS
+            # token through the final layer norm, as the pooled output is built from the last layer)
+            eos = int((ids[0] == tokenizer.eos_token_id).int().argmax())
+            layer = output.hidden_states[-self.clip_skip][0, eos]
+            norm = getattr(encoder, "text_model", encoder).final_layer_norm  # transformers 4 / 5
+            pooled = norm(layer)[None]
         hidden = output.hidden_states[-(self.clip_skip + 1)]
         return hidden[0], pooled[0]
 
@@ -116,3 +122,14 @@ class DiTPromptEncoder:
         mean = z.mean()
         z = z * torch.tensor(weights, device=z.device)[:, None]
         return (z * (mean / z.mean())).to(hidden.dtype)
+
+
+def _check_clip_skip(model: LoadedModel, clip_skip: int) -> None:
+    """Clip skip counts CLIP layers from the end (SD3: from its penultimate one); it must leave one."""
+    spec = family_spec(model.family)
+    layers = min(encoder.config.num_hidden_layers for encoder in model.text_encoders[:-1])
+    usable = layers - 1 if spec.combine == COMBINE_SD3 else layers
+    if not 1 <= clip_skip <= usable:
+        raise RequestError(
+            "clip_skip", f"must be from 1 to {usable} for {spec.label} (its CLIP has {layers} layers)"
+        )

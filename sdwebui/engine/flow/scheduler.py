@@ -3,12 +3,16 @@
 The model predicts the velocity v = noise - x0, so x0 = x - sigma * v at every step. Samplers (A1111/Forge
 names): Euler (x += (sigma_next - sigma) * v, diffusers' FlowMatchEulerDiscreteScheduler), Euler a
 (ComfyUI's rectified-flow ancestral step: down to sigma_down, then renoise to sigma_next), DPM++ 2M (the
-data-prediction multistep solver with alpha = 1 - sigma, as diffusers' DPMSolverMultistep with flow sigmas)
-and LCM (x0, renoised to sigma_next). Timesteps are sigma * 1000, as diffusers gives them to the model.
+data-prediction multistep solver with alpha = 1 - sigma, as diffusers' DPMSolverMultistep with flow sigmas),
+DPM++ 2M SDE (its stochastic midpoint variant with eta, as ComfyUI's flow-aware `sample_dpmpp_2m_sde`;
+diffusers' `sde-dpmsolver++` at eta 1), UniPC (diffusers' UniPCMultistepScheduler with flow sigmas and
+flow prediction, driven on our sigmas) and LCM (x0, renoised to sigma_next). Timesteps are sigma * 1000,
+as diffusers gives them to the model. Stochastic samplers draw from the images' own generators.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +21,24 @@ import torch
 
 from sdwebui.engine.flow.schedules import flow_sigmas
 
-EULER, EULER_A, DPMPP_2M, LCM = "euler", "euler_a", "dpmpp_2m", "lcm"
-FLOW_SAMPLERS = {"euler": EULER, "euler a": EULER_A, "dpm++ 2m": DPMPP_2M, "lcm": LCM}
-SAMPLER_LABELS = {EULER: "Euler", EULER_A: "Euler a", DPMPP_2M: "DPM++ 2M", LCM: "LCM"}
-STOCHASTIC = (EULER_A, LCM)
+EULER, EULER_A, DPMPP_2M, DPMPP_2M_SDE, UNIPC, LCM = (
+    "euler",
+    "euler_a",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "unipc",
+    "lcm",
+)
+SAMPLER_LABELS = {
+    EULER: "Euler",
+    EULER_A: "Euler a",
+    DPMPP_2M: "DPM++ 2M",
+    DPMPP_2M_SDE: "DPM++ 2M SDE",
+    UNIPC: "UniPC",
+    LCM: "LCM",
+}
+FLOW_SAMPLERS = {label.lower(): kind for kind, label in SAMPLER_LABELS.items()}
+STOCHASTIC = (EULER_A, DPMPP_2M_SDE, LCM)
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,7 @@ class FlowScheduler:
         self._index = 0
         self._old_denoised: torch.Tensor | None = None
         self._old_h: float | None = None
+        self._unipc: Any = None  # UniPC: diffusers' multistep solver, stepped on our sigmas
 
     def set_timesteps(self, steps: int, device: Any = None) -> None:
         self.sigmas = flow_sigmas(self.config.schedule, steps, self.config.shift)
@@ -51,9 +70,13 @@ class FlowScheduler:
         if device is not None:
             self.timesteps = self.timesteps.to(device)
         self._index, self._old_denoised, self._old_h = 0, None, None
+        if self.config.kind == UNIPC:
+            self._unipc = _unipc(self.sigmas)
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         self._index = begin_index
+        if self._unipc is not None:
+            self._unipc.set_begin_index(begin_index)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: Any = None) -> torch.Tensor:
         return sample
@@ -78,6 +101,8 @@ class FlowScheduler:
         x, v = sample.float(), model_output.float()
         denoised = x - sigma * v
         kind = self.config.kind
+        if kind == UNIPC:
+            return (self._unipc.step(v, timestep, x, return_dict=False)[0].to(sample.dtype),)
         if kind == EULER:
             result = x + (sigma_next - sigma) * v
         elif sigma_next == 0:
@@ -86,6 +111,8 @@ class FlowScheduler:
             result = self._ancestral(x, denoised, sigma, sigma_next, generator)
         elif kind == LCM:
             result = (1 - sigma_next) * denoised + sigma_next * _noise(x, generator)
+        elif kind == DPMPP_2M_SDE:
+            result = self._dpmpp_2m_sde(x, denoised, sigma, sigma_next, generator)
         else:
             result = self._dpmpp_2m(x, denoised, sigma, sigma_next)
         return (result.to(sample.dtype),)
@@ -111,6 +138,36 @@ class FlowScheduler:
         self._old_denoised, self._old_h = denoised, h
         factor = -torch.expm1(torch.tensor(-h, dtype=torch.float64)).item()  # 1 - e^-h (1 from sigma 1)
         return (sigma_next / sigma) * x + (1 - sigma_next) * factor * estimate
+
+    def _dpmpp_2m_sde(self, x, denoised, sigma: float, sigma_next: float, generator) -> torch.Tensor:
+        """The midpoint 2nd-order step (1st order on the first step); noise scaled by eta."""
+        eta = self.config.eta
+        h = _lambda(sigma_next) - _lambda(sigma)
+        alpha_next = 1 - sigma_next
+        decay = -math.expm1(-h * (eta + 1))  # 1 - e^{-h (1 + eta)}; 1 from pure noise (h = inf)
+        keep = math.exp(-h * eta) if eta > 0 else 1.0  # e^{-h eta}; eta 0 is DPM++ 2M
+        result = (sigma_next / sigma) * keep * x + alpha_next * decay * denoised
+        old, old_h = self._old_denoised, self._old_h
+        if old is not None and old_h is not None:
+            r = old_h / h  # inf after the first step from sigma 1: no correction, as diffusers
+            result = result + 0.5 * alpha_next * decay * (1 / r) * (denoised - old)
+        self._old_denoised, self._old_h = denoised, h
+        if eta > 0:
+            result = result + _noise(x, generator) * sigma_next * math.sqrt(-math.expm1(-2 * h * eta))
+        return result
+
+
+def _unipc(sigmas: torch.Tensor) -> Any:
+    """diffusers' UniPC (bh2, order 2, flow prediction) on our (already shifted) sigmas; it nudges a first
+    sigma of 1 down by 1e-6 (its log-SNR guard) and steps by index."""
+    from diffusers import UniPCMultistepScheduler
+
+    scheduler = UniPCMultistepScheduler(
+        use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=1.0
+    )
+    scheduler.set_timesteps(sigmas=sigmas[:-1].numpy())
+    scheduler.set_begin_index(0)
+    return scheduler
 
 
 def _lambda(sigma: float) -> float:

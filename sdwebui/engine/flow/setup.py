@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdwebui.engine.flow.adapter import FlowAdapter
+from sdwebui.engine.flow.adapter import FlowAdapter, Guidance
 from sdwebui.engine.flow.conditioning import DiTPromptEncoder
 from sdwebui.engine.flow.scheduler import FLOW_SAMPLERS, SAMPLER_LABELS, FlowConfig, FlowScheduler
 from sdwebui.engine.flow.schedules import UnsupportedFlowSchedule, flow_sigmas, shift_value
+from sdwebui.engine.flow.slg import SkipLayerGuidance
 from sdwebui.engine.requests import RequestError
 from sdwebui.models.families import family_spec
 from sdwebui.models.model import LoadedModel
@@ -72,7 +73,7 @@ def prompt_encoder(model: LoadedModel, clip_skip: int, embeddings: Any = None) -
 
 
 def adapter(
-    model: LoadedModel, distilled_cfg_scale: float | None, pass_index: int, addons: Sequence[Any] = ()
+    model: LoadedModel, guidance: Guidance, pass_index: int, addons: Sequence[Any] = ()
 ) -> FlowAdapter:
     """The pass's adapter; U-Net add-ons (ControlNet, T2I-Adapter, IP-Adapter) have no DiT counterpart yet,
     so a job that asks for one is refused rather than run without it."""
@@ -81,11 +82,27 @@ def adapter(
         raise RequestError(
             "alwayson_scripts", f"{names} work on U-Net models only, not on {family_spec(model.family).label}"
         )
-    return FlowAdapter(model, distilled_cfg_scale, pass_index)
+    check_skip_layers(model, guidance.skip_layers)
+    return FlowAdapter(model, guidance, pass_index)
 
 
-def infotext_params(model: LoadedModel, request: Any) -> dict[str, Any]:
-    """Forge's keys: the flow sampler and schedule, `Distilled CFG Scale` (Flux dev), `Module N` per part."""
+def check_skip_layers(model: LoadedModel, slg: SkipLayerGuidance) -> None:
+    """SLG's blocks must exist in the SD3 transformer (SD3.5 medium has 24, large 38)."""
+    if not slg.enabled or family_spec(model.family).architecture != "sd3":
+        return
+    blocks = int(model.unet.config.num_layers)
+    wrong = [n for n in slg.layers if n >= blocks]
+    if wrong:
+        raise RequestError(
+            "sd3_slg_layers", f"blocks {wrong} do not exist: this SD3 transformer has blocks 0..{blocks - 1}"
+        )
+
+
+def infotext_params(
+    model: LoadedModel, request: Any, slg: SkipLayerGuidance = SkipLayerGuidance()
+) -> dict[str, Any]:
+    """Forge's keys: the flow sampler and schedule, `Distilled CFG Scale` (Flux dev), `Module N` per part;
+    SD3's skip-layer guidance when it applies (CFG > 1)."""
     spec = family_spec(model.family)
     params: dict[str, Any] = {
         "Sampler": SAMPLER_LABELS[sampler_kind(request.sampler_name)],
@@ -94,13 +111,18 @@ def infotext_params(model: LoadedModel, request: Any) -> dict[str, Any]:
     if spec.guidance_embeds:
         value = request.distilled_cfg_scale
         params["Distilled CFG Scale"] = int(value) if float(value).is_integer() else value
+    if spec.architecture == "sd3" and request.cfg_scale > 1:
+        params.update(slg.infotext())
     for number, name in enumerate(model.extra.get("modules", []), start=1):
         params[f"Module {number}"] = Path(name).name.split(".")[0]
     return params
 
 
-def check_request(model: LoadedModel, request: Any, eta: float | None) -> None:
-    """The job's DiT-specific input, checked before any work: sizes, sampler, schedule."""
+def check_request(
+    model: LoadedModel, request: Any, eta: float | None, slg: SkipLayerGuidance = SkipLayerGuidance()
+) -> None:
+    """The job's DiT-specific input, checked before any work: sizes, sampler, schedule, SLG's blocks."""
+    check_skip_layers(model, slg)
     factor = model.vae_scale_factor * 2
     for name in ("width", "height"):
         value = getattr(request, name)

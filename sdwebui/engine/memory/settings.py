@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 AUTO, GPU, MEDVRAM, MEDVRAM_SDXL, LOWVRAM = "auto", "gpu", "medvram", "medvram-sdxl", "lowvram"
 MODES = (AUTO, GPU, MEDVRAM, MEDVRAM_SDXL, LOWVRAM)
+MOVING_MODES = (MEDVRAM, MEDVRAM_SDXL, LOWVRAM)  # modes whose jobs move components: load them CPU-first
 TILING_AUTO, TILING_ALWAYS, TILING_NEVER = "auto", "always", "never"
 TILING_CHOICES = (TILING_AUTO, TILING_ALWAYS, TILING_NEVER)
 

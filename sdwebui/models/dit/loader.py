@@ -113,8 +113,8 @@ def _transformer(spec: FamilySpec, config, state, path: Path, policy: DevicePoli
         converted = sd3_keys.original_to_diffusers(state, module)
     if any(quantized.is_quantized(v) for v in converted.values()):
         quantized.assign_gguf(module, converted, policy.dtype, path)
-        return module.to(policy.device)
-    parts.assign(module, converted, "transformer", path, (policy.device, policy.dtype))
+        return module.to(policy.weights_device)
+    parts.assign(module, converted, "transformer", path, (policy.weights_device, policy.dtype))
     return module
 
 
@@ -138,7 +138,7 @@ def _vae(spec: FamilySpec, config, state, path: Path, files: list[parts.PartFile
     with torch.device("meta"):
         vae = diffusers.AutoencoderKL.from_config(config["vae"])
     parts.assign(
-        vae, parts.vae_state(tensors, config["vae"]), "VAE", source, (policy.device, policy.vae_dtype)
+        vae, parts.vae_state(tensors, config["vae"]), "VAE", source, (policy.weights_device, policy.vae_dtype)
     )
     return vae
 
@@ -167,7 +167,11 @@ def _encoders(spec: FamilySpec, config, state, path: Path, files: list[parts.Par
             pad = END_TOKEN if encoder_spec.kind == "clip" else OPENCLIP_PAD_TOKEN
             tokenizers.append(shared_clip_tokenizer(pad))
         parts.assign(
-            encoder, converted, f"text encoder {encoder_spec.name}", source, (policy.device, policy.dtype)
+            encoder,
+            converted,
+            f"text encoder {encoder_spec.name}",
+            source,
+            (policy.weights_device, policy.dtype),
         )
         encoders.append(encoder)
     if missing:
@@ -240,7 +244,7 @@ def load_dit_folder(info: CheckpointInfo, policy: DevicePolicy) -> LoadedModel:
     except Exception as error:
         raise CheckpointLoadError(f"{path}: not a loadable {spec.label} diffusers folder: {error}") from None
     for module in (transformer, vae, *encoders):
-        module.to(device=policy.device, dtype=policy.vae_dtype if module is vae else policy.dtype)
+        module.to(device=policy.weights_device, dtype=policy.vae_dtype if module is vae else policy.dtype)
         module.eval().requires_grad_(False)
     native = 8 * int(transformer.config.sample_size) if spec.architecture == "sd3" else spec.defaults.width
     config = {"family": family.value, "native_resolution": native}
