@@ -204,9 +204,9 @@ def test_skip_abandons_the_current_image_and_goes_on(page, shot):
     set_number(page, "txt2img_seed", 100)
     page.click("#txt2img_generate")
     page.wait_for_function(
-        "/Step \\d+\\/150/.test((document.querySelector('#txt2img_progress .progress-text') || {innerText: ''}).innerText)",
+        "/Batch 1\\/2, Step \\d+\\/150/.test((document.querySelector('#txt2img_progress .progress-text') || {innerText: ''}).innerText)",
         timeout=60_000,
-    )
+    )  # the first image is running (a wait that saw only the second would fail here, not below)
     page.click("#txt2img_skip")
     info = wait_result(page, "txt2img")
     shot(page, "skipped")

@@ -137,6 +137,10 @@ class ModelAdapter:
             return x0
         return (x_scaled - alpha.sqrt() * x0) / (1 - alpha).sqrt()
 
+    def input_scale_root_alpha(self, timestep: torch.Tensor) -> float:
+        """sqrt(alpha): the factor between k-diffusion's x (x0 + sigma * eps) and the scheduler's latents."""
+        return float(self.alpha_at(timestep)) ** 0.5
+
     def alpha_at(self, timestep: torch.Tensor) -> torch.Tensor:
         # Karras/exponential schedules give fractional timesteps: interpolate the training schedule.
         t = float(timestep) if not isinstance(timestep, float) else timestep

@@ -146,7 +146,7 @@ def _sampler_step(
     the scheduler keeps its latents in), denoised = the x0 estimate. Returns (latents, x_in, output) with
     what the hook changed."""
     adapter = job.denoiser.adapter
-    root_alpha = float(adapter.alpha_at(t)) ** 0.5
+    root_alpha = adapter.input_scale_root_alpha(t)
     input_scale = float(job.scheduler.scale_model_input(torch.ones(1), t))  # latents -> x_in (a scalar)
     x = x_in.float() / root_alpha
     denoised = adapter.to_x0(x_in, t, output)

@@ -139,3 +139,11 @@ class FlowAdapter:
 
     def to_x0(self, x: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         return x.float() - self.sigma(timestep) * output.float()
+
+    def from_x0(self, x: torch.Tensor, timestep: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The velocity that `to_x0` maps back to `x0` (a step hook's change of the estimate)."""
+        return (x.float() - x0.float()) / max(self.sigma(timestep), 1e-8)
+
+    def input_scale_root_alpha(self, timestep: torch.Tensor) -> float:
+        """Flow latents are already k-diffusion's x (x0 + sigma * (noise - x0)): no scaling."""
+        return 1.0
