@@ -24,17 +24,15 @@ from sdwebui.models.dit.t5_tokenizer import load_t5_tokenizer
 from sdwebui.models.ldm_export import vae_to_ldm
 from sdwebui.models.model import CheckpointInfo, LoadedModel, ModelFamily
 from sdwebui.models.tokenizer import END_TOKEN, OPENCLIP_PAD_TOKEN, shared_clip_tokenizer
+from tests.tiny_models import TINY_VAE
 
 SIZE = 64  # pixels: 8x8 latents, 16 Flux tokens
 T5_WIDTH = 64
 WORDS = "a photo of cat dog red blue green house tree sky mountain river portrait painting the with in on and"
 
+# the tiny SD VAE with Flux / SD3's 16 latent channels and no quant convs (their VAEs have none)
 VAE = {
-    "block_out_channels": [8, 16, 16, 16],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "layers_per_block": 1,
-    "norm_num_groups": 4,
+    **TINY_VAE,
     "latent_channels": 16,
     "sample_size": SIZE,
     "use_quant_conv": False,

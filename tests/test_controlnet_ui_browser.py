@@ -150,12 +150,6 @@ def choose(page, dropdown, option: str) -> None:
     page.locator("ul[role=listbox] li[role=option]", has_text=option).first.click()
 
 
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
-
 def preview_pixels(page) -> list[int]:
     """[width, centre red, edge red] of the preprocessed map the page shows."""
     return page.evaluate(
@@ -175,7 +169,7 @@ def preview_pixels(page) -> list[int]:
 
 @pytest.mark.slow  # its own app server: over the suite's time budget; the headless tests cover the handlers
 def test_browser_upload_run_preprocessor_and_generate(browser, controlnet_server, shot, tmp_path):
-    from tests.browser import front_end_race, wait_ui_loaded
+    from tests.browser import front_end_race, set_number, wait_result, wait_ui_loaded
 
     source = tmp_path / "square.png"
     square().save(source)
@@ -210,17 +204,7 @@ def test_browser_upload_run_preprocessor_and_generate(browser, controlnet_server
         set_number(page, elem_id, value)
     set_number(page, "txt2img_controlnet_unit_0_control_weight_slider", 0.8)
     page.click("#txt2img_generate")
-    page.wait_for_function(
-        """() => {
-            const info = document.querySelector('#html_info_txt2img .infotext');
-            const error = document.querySelector('#txt2img_status .error-message');
-            return (info && info.innerText.includes('Seed:')) || error;
-        }""",
-        timeout=120_000,
-    )
-    errors = page.locator("#txt2img_status .error-message")
-    assert errors.count() == 0, errors.first.inner_text()
-    info = page.inner_text("#html_info_txt2img .infotext")
+    info = wait_result(page, "txt2img", timeout=120_000)
     shot(page, "generated")
     assert 'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [' in info
     assert "Weight: 0.8" in info and "Processor Res: 64" in info

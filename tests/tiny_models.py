@@ -24,7 +24,7 @@ from sdwebui.models.tokenizer import build_clip_tokenizer, build_openclip_tokeni
 
 TINY_RESOLUTION = 64  # pixels; latents are 8x8
 
-_VAE = {
+TINY_VAE = {  # the tiny VAE of every family (DiT fixtures widen its latents)
     "block_out_channels": [8, 16, 16, 16],
     "down_block_types": ["DownEncoderBlock2D"] * 4,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
@@ -80,7 +80,7 @@ def tiny_config(family: ModelFamily | str) -> dict[str, Any]:
     base = family_config(family)
     config: dict[str, Any] = {
         "family": family.value,
-        "vae": dict(_VAE, scaling_factor=base["vae"]["scaling_factor"]),
+        "vae": dict(TINY_VAE, scaling_factor=base["vae"]["scaling_factor"]),
         "scheduler": base["scheduler"],
         "native_resolution": TINY_RESOLUTION,
     }
