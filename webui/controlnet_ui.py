@@ -153,10 +153,8 @@ def model_titles(backend: Any) -> list[str]:
 
 def _internal_module(name: str) -> str:
     """The UI lists alias labels (as the extension's dropdown); the API unit takes either, we send the key."""
-    for key, alias in preprocessors.module_aliases().items():
-        if name == alias:
-            return key
-    return name or "none"
+    spec = preprocessors.find(name)
+    return spec.name if spec is not None else name or "none"
 
 
 def unit_count(backend: Any) -> int:
@@ -253,9 +251,9 @@ def build_unit(prefix: str, backend: Any, is_img2img: bool) -> UnitControls:
 def slider_updates(module_label: str, pasted: dict | None = None) -> tuple[dict, dict, dict]:
     """The module's sliders (the extension's table): resolution, threshold A, threshold B, hidden when unused.
     Their values are the module's defaults, or those of a unit just pasted with this module."""
-    try:
-        spec = preprocessors.lookup(module_label, preprocessors.ModuleFiles())
-    except RequestError:
+    # the spec, not a runnable module: one whose weights are missing still shows its sliders (it errors on run)
+    spec = preprocessors.find(module_label)
+    if spec is None:
         return gr.update(visible=False), gr.update(visible=False), gr.update(visible=False)
     if pasted is None or _internal_module(module_label) != _internal_module(str(pasted.get("module", ""))):
         pasted = {}

@@ -10,6 +10,7 @@ Errors are RequestError subclasses (HTTP 422 naming the field).
 from sdwebui.engine.controlnet.preprocessors.catalog import (
     ModuleFiles,
     control_types,
+    find,
     lookup,
     module_aliases,
     module_detail,
@@ -33,6 +34,7 @@ __all__ = [
     "Slider",
     "UnknownModuleError",
     "control_types",
+    "find",
     "lookup",
     "module_aliases",
     "module_detail",

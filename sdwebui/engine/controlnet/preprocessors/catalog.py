@@ -106,16 +106,27 @@ def lookup(
     field_name: str = "module",
 ) -> Preprocessor:
     """The module named `name` (internal name or alias, case-insensitive) that can run, or a RequestError."""
+    p = find(name, extra)
+    missing = None if p is None else _missing_weights(p, as_module_files(annotator_dir))
+    if missing is not None:
+        raise MissingAnnotatorError(p.name, missing[1], field_name, folder=missing[0])
+    if p is None or (p.run is None and p.run_with_weights is None and not p.model_free):
+        raise UnknownModuleError(name, module_names(annotator_dir, extra), field_name)
+    return p
+
+
+def find(name: str, extra: Sequence[Preprocessor] = ()) -> Preprocessor | None:
+    """The known module named `name` (internal name or alias, case-insensitive), weights present or not:
+    what its sliders are does not depend on whether it can run now (the UI shows them either way)."""
     wanted = (name or "none").strip().lower()
-    for p in (*MODEL_FREE, *extra, *IP_ADAPTER, *NEEDS_WEIGHTS):
-        if wanted in (p.name.lower(), p.alias.lower()):
-            missing = _missing_weights(p, as_module_files(annotator_dir))
-            if missing is not None:
-                raise MissingAnnotatorError(p.name, missing[1], field_name, folder=missing[0])
-            if p.run is None and p.run_with_weights is None and not p.model_free:
-                raise UnknownModuleError(name, module_names(annotator_dir, extra), field_name)
-            return p
-    raise UnknownModuleError(name, module_names(annotator_dir, extra), field_name)
+    return next(
+        (
+            p
+            for p in (*MODEL_FREE, *extra, *IP_ADAPTER, *NEEDS_WEIGHTS)
+            if wanted in (p.name.lower(), p.alias.lower())
+        ),
+        None,
+    )
 
 
 def control_types(
