@@ -243,19 +243,30 @@ class RayPool(JobQueue):
             self._finish(job, state, error=error, exception=exception)
 
     def _on_actor(self, job: Job, slot: Slot, spec: RemoteJob) -> RemoteResult | RemoteFailure:
-        """Run `spec` on the slot's actor, mirroring its progress into `job` until the result is back."""
+        """Run `spec` on the slot's actor, mirroring its progress into `job` until the result is back.
+
+        One progress call at a time is in flight, waited on together with the result: the loop never
+        blocks on a progress round trip, so the result is taken the moment it is ready."""
         ray = self.cluster.ray
         ref = slot.actor.run.remote(spec)
         watch = _Watch(self._clock())
+        asked, next_ask = None, time.monotonic() + POLL_SECONDS
         while True:
-            ready, _ = ray.wait([ref], timeout=POLL_SECONDS)
-            if ready:
+            pending = [ref] if asked is None else [ref, asked]
+            ready, _ = ray.wait(pending, timeout=max(0.0, next_ask - time.monotonic()))
+            if ref in ready:
                 try:
                     return ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
                     raise WorkerLost(f"{slot.name} died during the job ({type(exc).__name__})") from exc
+            if asked is not None and asked in ready:
+                self._mirror_progress(job, watch, asked)
+                asked, next_ask = None, time.monotonic() + POLL_SECONDS
+            elif time.monotonic() >= next_ask:
+                if asked is None:  # else a busy worker: its answer still counts when it comes
+                    asked = slot.actor.progress.remote(job.id, watch.preview_id)
+                next_ask = time.monotonic() + POLL_SECONDS  # wakes for control and the step timeout
             self._forward_control(job, slot, watch)
-            self._mirror_progress(job, slot, watch)
             if self._clock() - watch.changed > self.settings.step_timeout:
                 ray.kill(slot.actor, no_restart=True)
                 raise WorkerLost(f"{slot.name} made no progress for {self.settings.step_timeout:g} s")
@@ -268,12 +279,11 @@ class RayPool(JobQueue):
             job.ctx.clear_skip()  # the worker clears its flag per batch; here each skip is sent once
             slot.actor.skip.remote(job.id)
 
-    def _mirror_progress(self, job: Job, slot: Slot, watch: _Watch) -> None:
+    def _mirror_progress(self, job: Job, watch: _Watch, answered: Any) -> None:
+        """Copy a progress answer (its reference is ready) into `job`."""
         ray = self.cluster.ray
         try:
-            seen = ray.get(slot.actor.progress.remote(job.id, watch.preview_id), timeout=10)
-        except ray.exceptions.GetTimeoutError:
-            return  # a busy worker: its next answer counts
+            seen = ray.get(answered)
         except ray.exceptions.RayActorError:
             return  # the run's own reference says how it died
         key = (seen.job_no, seen.job_count, seen.step, seen.steps, seen.running)
