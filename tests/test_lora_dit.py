@@ -173,3 +173,32 @@ def test_a_lora_for_another_family_is_refused_naming_both(flux, sd3, tmp_path):
     with pytest.raises(RequestError, match=r"SD1/SD2.*Flux") as error:
         run(flux, library, "a cat <lora:sd1style:1>")
     assert error.value.field == "prompt"
+
+
+T5_Q = "encoder.block.0.layer.0.SelfAttention.q"
+
+
+def test_a_te3_lora_patches_sd3s_t5_and_changes_the_image(sd3, tmp_path):
+    t5 = sd3.text_encoders[2]
+    before = {k: v.clone() for k, v in t5.state_dict().items()}
+    rows, columns = t5.get_submodule(T5_Q).weight.shape
+    up, down = factors(rows, columns, 11)
+    name = f"lora_te3_{T5_Q.replace('.', '_')}"
+    tensors = {
+        f"{name}.lora_up.weight": up,
+        f"{name}.lora_down.weight": down,
+        f"{name}.alpha": torch.tensor(ALPHA),
+    }
+    path = save_safetensors(tensors, tmp_path / "loras" / "t5style.safetensors")
+    network = load_network(path, build_index(sd3))
+    assert not network.unmatched and set(network.modules) == {f"text_encoder_3.{T5_Q}"}
+    with applied(LoraPatch([NetworkWeight(network, te=0.5)]), sd3):
+        after = t5.state_dict()
+        expected = before[f"{T5_Q}.weight"] + 0.5 * (ALPHA / RANK) * (up @ down)
+        torch.testing.assert_close(after[f"{T5_Q}.weight"], expected, rtol=1e-5, atol=1e-6)
+        assert [k for k, v in after.items() if not torch.equal(v, before[k])] == [f"{T5_Q}.weight"]
+    assert all(torch.equal(v, t5.state_dict()[k]) for k, v in before.items())
+    library = LoraLibrary([tmp_path / "loras"])
+    plain = run(sd3, library, "a cat")
+    assert not np.array_equal(pixels(run(sd3, library, "a cat <lora:t5style:1>")), pixels(plain))
+    assert all(torch.equal(v, t5.state_dict()[k]) for k, v in before.items())

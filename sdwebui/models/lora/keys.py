@@ -1,11 +1,13 @@
 """Network key names -> the module names of our loaded diffusers/transformers models.
 
 Targets are named as diffusers names them in a pipeline: ``unet.<module path>``, ``text_encoder.<path>``,
-``text_encoder_2.<path>`` (SDXL's OpenCLIP bigG). A file names its modules one of these ways:
+``text_encoder_2.<path>`` (SDXL's OpenCLIP bigG), ``text_encoder_3.<path>`` (SD3's T5). A file names its modules one of these ways:
 
 - kohya / LyCORIS: ``lora_unet_<path with _>`` where the path is the diffusers one
   (``down_blocks_0_attentions_0_...``) or the original LDM/SGM one (``input_blocks_1_1_...``, which all SDXL
-  trainers write); ``lora_te_`` (SD1/SD2), ``lora_te1_``/``lora_te2_`` (SDXL's two encoders).
+  trainers write); ``lora_te_`` (SD1/SD2), ``lora_te1_``/``lora_te2_`` (SDXL's two encoders), ``lora_te3_``
+  (T5: SD3's third encoder, and Flux's second, as kohya's Flux scripts name it), with T5's own module names
+  (``encoder.block.0.layer.0.SelfAttention.q``).
 - diffusers / PEFT: ``unet.<path>.lora_A.weight``, ``text_encoder.<path>.lora.down.weight``, the older
   attention-processor form ``...attn1.processor.to_q_lora.down.weight``, or bare U-Net paths.
 
@@ -26,7 +28,7 @@ from sdwebui.models.lora.dit_keys import dit_names, family_group
 from sdwebui.models.model import LoadedModel
 
 UNET = "unet"
-TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2")
+TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 # file part -> canonical part; anything after the module path in a dotted (diffusers/PEFT) key.
 _DOTTED_PARTS = {
@@ -76,11 +78,19 @@ def _kohya(prefix: str, path: str) -> str:
     return prefix + path.replace(".", "_")
 
 
+def _is_t5(encoder: torch.nn.Module) -> bool:
+    return getattr(getattr(encoder, "config", None), "model_type", "") == "t5"
+
+
 def _text_encoder_prefixes(model: LoadedModel) -> list[list[str]]:
     """kohya prefixes for each text encoder, in LoadedModel.text_encoders order."""
-    if len(model.text_encoders) == 2:
-        return [["lora_te1_", "lora_te_"], ["lora_te2_"]]
-    return [["lora_te_", "lora_te1_"]]
+    count = len(model.text_encoders)
+    prefixes = [["lora_te_", "lora_te1_"]] if count == 1 else [["lora_te1_", "lora_te_"], ["lora_te2_"]]
+    if count == 3:
+        prefixes.append(["lora_te3_"])
+    elif count == 2 and _is_t5(model.text_encoders[1]):
+        prefixes[1].append("lora_te3_")  # Flux's T5: kohya's Flux scripts write lora_te3_ (ComfyUI's name)
+    return prefixes
 
 
 def build_index(model: LoadedModel) -> ModuleIndex:
@@ -100,8 +110,9 @@ def build_index(model: LoadedModel) -> ModuleIndex:
     for encoder, prefix_name, kohya_prefixes in zip(
         model.text_encoders, TEXT_ENCODER_NAMES, _text_encoder_prefixes(model), strict=False
     ):
+        t5 = _is_t5(encoder)
         for name, module in _weighted_modules(encoder):
-            path = canonical_text_path(name)
+            path = name if t5 else canonical_text_path(name)  # T5 files use its own names
             target = f"{prefix_name}.{path}"
             index.modules[target] = module
             for kohya_prefix in kohya_prefixes:
@@ -117,7 +128,7 @@ def canonical_text_path(path: str) -> str:
 
 def split_key(key: str) -> tuple[str, str] | None:
     """(network key, canonical part) of one tensor key, or None when it is not a network weight."""
-    if key.startswith(("lora_unet_", "lora_transformer_", "lora_te_", "lora_te1_", "lora_te2_")):
+    if key.startswith(("lora_unet_", "lora_transformer_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_")):
         network_key, _, part = key.partition(".")
         return (network_key, part) if part else None
     key = key.removeprefix("base_model.model.")
