@@ -34,6 +34,7 @@ from sdwebui.engine.requests import (
 )
 from sdwebui.engine.rng import ImageRNG
 from sdwebui.facade import extra_networks, script_callbacks, sd_samplers, shared
+from sdwebui.facade.learned_conditioning import conditioning_hook
 from sdwebui.facade.sampler_hooks import SamplerHooks
 
 log = logging.getLogger("webui.extensions")
@@ -694,6 +695,7 @@ def callback_hooks(p: StableDiffusionProcessing | None = None) -> eh.EngineHooks
     cb, has = _CallbackHooks(p), script_callbacks.has_callbacks
     with_p = p is not None
     return eh.EngineHooks(
+        conditioning=conditioning_hook(),  # only when an extension replaced prompt_parser's functions
         extra_noise=cb.extra_noise if has("callbacks_extra_noise") else None,
         cfg_denoiser=cb.cfg_denoiser if has("callbacks_cfg_denoiser") else None,
         cfg_denoised=cb.cfg_denoised if has("callbacks_cfg_denoised") else None,
