@@ -83,6 +83,9 @@ class BatchArgs:
     negative_prompts: list[str]
     seeds: list[int]
     subseeds: list[int]
+    # the hooks the engine runs the job with: process_batch may install or clear the per-step hooks
+    # (sampler_step, cfg_combine) here for the batches that follow, so none costs a step when unused
+    hooks: EngineHooks | None = None
 
 
 @dataclass

@@ -103,6 +103,7 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
         state.all_negative_prompts[part],
         state.all_seeds[part],
         state.all_subseeds[part],
+        run.hooks,
     )
     if run.hooks.process_batch is not None:
         run.hooks.process_batch(args)
