@@ -154,11 +154,12 @@ def _rows(conditioning: Conditioning) -> list[EncodedText]:
 
 
 def _at_step(schedule: Schedule, step: int) -> EncodedText:
-    """The entry whose range holds `step` (the first one after the end, as prompt_parser.text_at_step)."""
+    """The entry whose range holds `step`; after the end, the last one. The engine counts steps from 1, A1111
+    from 0: an extension's schedule (prompt fusion's) may end one step early here, and keeps its last cond."""
     for end_at_step, entry in schedule:
         if step <= end_at_step:
             return entry
-    return schedule[0][1]
+    return schedule[-1][1]
 
 
 def _stack_pooled(entries: list[EncodedText]) -> torch.Tensor | None:
