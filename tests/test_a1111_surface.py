@@ -189,6 +189,9 @@ SURFACE: dict[str, set[str]] = {
         "ScheduledPromptConditioning",
         "ComposableScheduledPromptConditioning",
         "MulticondLearnedConditioning",
+        "SdConditioning",
+        "get_learned_conditioning",
+        "get_multicond_learned_conditioning",
         "reconstruct_cond_batch",
     },  # fmt: skip
     "rng": {"ImageRNG", "randn", "slerp"},

@@ -282,3 +282,64 @@ def test_half_precision_encoder_keeps_its_dtype(tiny_sd1_model):
     tiny_sd1_model.text_encoders[0].to(torch.bfloat16)
     out = PromptEncoder(tiny_sd1_model).encode(["a (cat:1.3) [photo]"]).embeds
     assert out.dtype == torch.bfloat16 and out.shape == (1, 77, 32) and torch.isfinite(out).all()
+
+
+# --- A1111's get_learned_conditioning / get_multicond_learned_conditioning over the engine's encoder -----------
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_learned_conditioning_records_give_the_engines_conditioning(tiny_model_factory, family):
+    from modules import prompt_parser
+    from sdwebui.engine.cond_schedule import BatchConditioning, empty_encoding
+    from sdwebui.facade.learned_conditioning import ConditioningModel
+
+    encoder = PromptEncoder(tiny_model_factory(family))
+    model = ConditioningModel(encoder)
+    prompts = ["a [cat:dog:2] AND a hat :0.5", "a [cat:dog:2] AND a hat :0.5", "(red:1.3) BREAK sky"]
+    negatives = prompt_parser.SdConditioning(["ugly", "", ""], is_negative_prompt=True, width=64, height=64)
+    uncond = prompt_parser.get_learned_conditioning(model, negatives, 4)
+    multicond = prompt_parser.get_multicond_learned_conditioning(model, prompts, 4)
+    assert multicond.shape == (3,) and [[p.weight for p in parts] for parts in multicond.batch] == [
+        [1.0, 0.5], [1.0, 0.5], [1.0]
+    ]  # fmt: skip
+    first = multicond.batch[0][0].schedules
+    assert [s.end_at_step for s in first] == [2, 4] and multicond.batch[1][0].schedules is first  # once each
+    cond = first[0].cond
+    if family == "sdxl":  # A1111's dict for a model with a pooled embedding
+        assert cond["crossattn"].shape == (77, 64) and cond["vector"].shape == (32,)
+    else:
+        assert cond.shape == (77, 32)
+    learned = BatchConditioning.from_learned(multicond, uncond, empty_encoding(encoder))
+    own = BatchConditioning.from_prompts(encoder, prompts, list(negatives), 4)
+    for step in range(1, 5):
+        a, b = learned.at_step(step), own.at_step(step)
+        assert_same(a.cond, b.cond)
+        assert_same(a.uncond, b.uncond)
+        assert a.cond_owner == b.cond_owner == [0, 0, 1, 1, 2] and a.cond_weight == b.cond_weight
+        if family == "sdxl":
+            assert_same(a.cond_pooled, b.cond_pooled)
+    # SdConditioning keeps its flags through a copy, as A1111's
+    copied = prompt_parser.SdConditioning(["x"], copy_from=negatives)
+    assert copied.is_negative_prompt and (copied.width, copied.height) == (64, 64)
+
+
+def test_learned_conditioning_that_does_not_fit_the_model_is_a_clear_error(tiny_sd1_model):
+    from modules import prompt_parser
+    from sdwebui.engine.cond_schedule import BatchConditioning, empty_encoding
+
+    encoder = PromptEncoder(tiny_sd1_model)
+    empty = empty_encoding(encoder)
+    entry = prompt_parser.ScheduledPromptConditioning(3, torch.zeros(77, 16))  # dim 16, the model has 32
+    multicond = prompt_parser.MulticondLearnedConditioning(
+        (1,), [[prompt_parser.ComposableScheduledPromptConditioning([entry])]]
+    )
+    with pytest.raises(ValueError, match=r"tensor \[tokens, 32\].*\(77, 16\)"):
+        BatchConditioning.from_learned(multicond, [[entry]], empty)
+    fitting = prompt_parser.ScheduledPromptConditioning(3, torch.zeros(77, 32))
+    multicond.batch[0][0].schedules = [fitting]
+    with pytest.raises(ValueError, match="one uncond schedule per image"):
+        BatchConditioning.from_learned(multicond, [], empty)
+    with pytest.raises(ValueError, match="end_at_step must be an integer"):
+        BatchConditioning.from_learned(
+            multicond, [[prompt_parser.ScheduledPromptConditioning(2.5, fitting.cond)]], empty
+        )

@@ -32,7 +32,7 @@ def data_dir_with_sample(root: Path) -> Path:
     folder.mkdir(parents=True)
     model = tiny_models.tiny_loaded_model("sd1", seed=0)
     tiny_models.write_single_file(model, folder / "hooked.safetensors")
-    for sample in ("sample-hooks", "sample-samplers"):
+    for sample in ("sample-hooks", "sample-samplers", "sample-conditioning"):
         shutil.copytree(SAMPLES / sample, root / "extensions" / sample)
     return root
 
@@ -149,6 +149,39 @@ def test_a_wrapped_callback_state_sees_and_changes_every_step(server):
     flat_a, _ = generate(server, "a cat", seed=1, **{step: ["flat denoised", 0.0]})
     flat_b, _ = generate(server, "a cat", seed=2, **{step: ["flat denoised", 0.0]})
     assert np.abs(flat_a - flat_b).max() <= 1 and np.abs(flat_a - plain).mean() > 1
+
+
+# --- prompt_parser.get_learned_conditioning replaced by an extension (sample-conditioning) ---
+
+
+def conditioning_mode(server, mode: str, factor: float = 1.0) -> None:
+    answer = requests.post(
+        server.url + "/sample-conditioning/mode", params={"mode": mode, "factor": factor}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_replaced_get_learned_conditioning_makes_the_conditioning(server):
+    prompt = "[a cat:a dog:1]"  # prompt editing: two conds, the first for step 1
+    log = server.url + "/sample-conditioning/log"
+    conditioning_mode(server, "unwrapped")  # as without the extension: the engine's own path
+    plain, _ = generate(server, prompt)
+    try:
+        conditioning_mode(server, "record")
+        recorded, _ = generate(server, prompt)
+        calls = requests.get(log, timeout=30).json()
+        conditioning_mode(server, "scale", 0.0)
+        scaled, _ = generate(server, prompt)
+    finally:
+        conditioning_mode(server, "unwrapped")
+    assert np.abs(recorded - plain).max() <= 1  # its pass-through wrapper: the engine's conditioning
+    assert np.abs(scaled - plain).mean() > 1  # what the wrapper returns is what the job samples with
+    negative, positive = calls  # A1111's order: the negative prompts, then the prompts' AND parts
+    assert negative["prompts"] == [""] and negative["negative"] and negative["ends"] == [[3]]
+    assert positive["prompts"] == [prompt] and not positive["negative"] and positive["ends"] == [[1, 3]]
+    for call in calls:
+        assert call["steps"] == 3 and call["args"] == [None, False] and call["size"] == [64, 64]
+        assert call["cond_shape"] == [77, 32] and call["empty_shape"] == [1, 77, 32]
 
 
 def test_scripts_lists_alwayson_scripts_as_a1111(server):

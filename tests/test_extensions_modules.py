@@ -28,6 +28,8 @@ from modules import (
     processing,
     prompt_parser,
     safe,
+    script_callbacks,
+    scripts,
     sd_hijack,
     sd_models,
     sd_samplers_common,
@@ -300,3 +302,62 @@ def test_img2img_process_batch_runs_each_file_into_the_output_folder(app, tmp_pa
     out = sorted(path.name for path in (tmp_path / "out").iterdir())
     assert out == ["a.png", "b.png"] and len(processed.images) == 1
     assert "Denoising strength: 0.5" in Image.open(tmp_path / "out" / "a.png").info["parameters"]
+
+
+class StepProbe(scripts.Script):
+    """Before sampling, overrides p.sampler's callback_state on the instance or sets its stop_at (mode)."""
+
+    mode, calls = "off", []
+
+    def title(self):
+        return "Step probe"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        if StepProbe.mode == "callback_state":
+            p.sampler.callback_state = lambda d: StepProbe.calls.append(d["i"])
+        elif StepProbe.mode == "stop_at":
+            p.sampler.stop_at = 0  # A1111's: callback_state stops the sampling after step 0
+
+
+def _probe_job(mode: str) -> tuple[list[tuple], processing.Processed]:
+    """A 3-step job with StepProbe: per step (its index, shared.state.sampling_step, whether the engine ran
+    with the sampler_step / cfg_combine hooks installed)."""
+    StepProbe.mode, StepProbe.calls = mode, []
+    runner = scripts.ScriptRunner([scripts.ScriptClassData(StepProbe, "/x/probe.py", "/x", None, "probe")])
+    runner.ensure_ui()
+    p = processing.StableDiffusionProcessingTxt2Img(
+        prompt="a cat", seed=1, steps=3, width=64, height=64, sampler_name="Euler"
+    )
+    engine_hooks, seen = [], []
+
+    def engine_run(request, hooks):  # the app's own run of this job, its hooks kept to look at
+        engine_hooks.append(hooks)
+        return shared.current_job().run(request, hooks)
+
+    def after_cfg(params):
+        hooks = engine_hooks[0]
+        installed = (hooks.sampler_step is not None, hooks.cfg_combine is not None)
+        seen.append((params.sampling_step, shared.state.sampling_step, *installed))
+
+    p.scripts, p.script_args, p.engine_run = runner, [0], engine_run
+    script_callbacks.on_cfg_after_cfg(after_cfg)
+    try:
+        return seen, processing.process_images(p)
+    finally:
+        script_callbacks.remove_callbacks_for_function(after_cfg)
+
+
+def test_per_step_sampler_hooks_only_where_an_extension_overrides(app):
+    seen, processed = _probe_job("off")
+    # nothing overridden: no per-step hook; sampling_step follows the engine's progress
+    assert seen == [(0, 0, False, False), (1, 1, False, False), (2, 2, False, False)]
+    assert len(processed.images) == 1 and processed.images[0].size == (64, 64)
+    seen, _ = _probe_job("callback_state")  # replaced on the instance before sampling: called every step
+    assert seen == [(0, 0, True, False), (1, 1, True, False), (2, 2, True, False)]
+    assert StepProbe.calls == [0, 1, 2]
+    seen, processed = _probe_job("stop_at")  # A1111's own callback_state, called for its stop_at
+    assert [s[0] for s in seen] == [0, 1] and all(s[2] for s in seen)
+    assert len(processed.images) == 1  # interrupted after step 1: its estimate decoded

@@ -4,6 +4,8 @@ Order for one job (A1111 equivalents in brackets; the extension facade maps scri
 1. process(JobState)                      once, after seeds and prompts are resolved   [Script.process]
    then for each batch (n_iter):
 2. process_batch(BatchArgs)               before conditioning; may edit prompts/seeds [Script.process_batch]
+   conditioning(ConditioningArgs)         per pass, its prompts' conditioning; may supply it instead of the
+                                          engine [prompt_parser.get_(multicond_)learned_conditioning replaced]
    extra_noise(ExtraNoiseArgs)            img2img with img2img_extra_noise > 0; may replace the noise [on_extra_noise]
 3. before_sampling(BeforeSamplingArgs)    after noise/init latents exist  [Script.process_before_every_sampling]
    before_later_pass(BeforeSamplingArgs)  before each later pass (hires), its latents noised [Script.before_hr +
@@ -42,6 +44,8 @@ import torch
 from PIL import Image
 
 from sdwebui.engine.addons import UNetAddon
+from sdwebui.engine.cond_schedule import BatchConditioning
+from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.requests import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 
 
@@ -79,6 +83,25 @@ class BatchArgs:
     negative_prompts: list[str]
     seeds: list[int]
     subseeds: list[int]
+    # the hooks the engine runs the job with: process_batch may install or clear the per-step hooks
+    # (sampler_step, cfg_combine) here for the batches that follow, so none costs a step when unused
+    hooks: EngineHooks | None = None
+
+
+@dataclass
+class ConditioningArgs:
+    """A pass's prompts of one batch, about to be encoded. The hook may set `conditioning` (built with
+    `BatchConditioning.from_learned` or `from_prompts`, on `encoder`: the pass's model's text encoders);
+    left None, the engine encodes the prompts itself."""
+
+    prompts: list[str]  # after process_batch, without their extra-network tags
+    negative_prompts: list[str]
+    steps: int  # the pass's steps: schedules count them
+    width: int  # the pass's image size
+    height: int
+    pass_index: int  # 0: the request's own pass; 1: the hires pass
+    encoder: PromptEncoder
+    conditioning: BatchConditioning | None = None
 
 
 @dataclass
@@ -209,6 +232,7 @@ class EngineHooks:
 
     process: Callable[[JobState], None] | None = None
     process_batch: Callable[[BatchArgs], None] | None = None
+    conditioning: Callable[[ConditioningArgs], None] | None = None
     before_stage: Callable[[StageArgs], None] | None = None
     extra_noise: Callable[[ExtraNoiseArgs], None] | None = None
     before_sampling: Callable[[BeforeSamplingArgs], None] | None = None

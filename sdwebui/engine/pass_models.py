@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from sdwebui.engine.cond_schedule import BatchConditioning
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.errors import RequestError
 from sdwebui.engine.passes import SamplingPass
@@ -58,11 +57,9 @@ class PassModels:
             self._held[name] = self._leases.enter_context(self._settings.checkpoints.use(name, field_name))
         return self._held[name]
 
-    def conditioning(
-        self, model: LoadedModel, prompts: list[str], negatives: list[str], steps: int
-    ) -> BatchConditioning:
-        """The prompts' schedules encoded by `model`'s own text encoders."""
+    def encoder(self, model: LoadedModel) -> PromptEncoder:
+        """`model`'s own prompt encoder (one per model for the batch: its cache is shared by the passes)."""
         encoder = self._encoders.get(id(model))
         if encoder is None:
             encoder = self._encoders[id(model)] = PromptEncoder(model, self._clip_skip, self._embeddings)
-        return BatchConditioning(encoder, prompts, negatives, steps)
+        return encoder

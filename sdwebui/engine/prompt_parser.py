@@ -377,7 +377,7 @@ def extra_network_tags(prompt: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A1111's conditioning records (for extensions that build or read them; the engine keeps its own)
+# A1111's conditioning records and the functions that make them (for extensions that wrap or read them)
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ScheduledPromptConditioning:
@@ -404,6 +404,64 @@ class MulticondLearnedConditioning:
     batch: list[list[ComposableScheduledPromptConditioning]]
 
 
+class SdConditioning(list):
+    """A1111's list of prompts for the model's text encoder, with what it knows of them: whether they are the
+    negative prompts, and the image size (`copy_from`: another SdConditioning whose flags are taken)."""
+
+    def __init__(self, prompts, is_negative_prompt: bool = False, width: int | None = None,
+                 height: int | None = None, copy_from=None):  # fmt: skip
+        super().__init__(prompts)
+        source = prompts if copy_from is None else copy_from
+        self.is_negative_prompt = is_negative_prompt or getattr(source, "is_negative_prompt", False)
+        self.width = width or getattr(source, "width", None)
+        self.height = height or getattr(source, "height", None)
+
+
+def get_learned_conditioning(model, prompts, steps: int, hires_steps: int | None = None,
+                             use_old_scheduling: bool = False) -> list[list[ScheduledPromptConditioning]]:  # fmt: skip
+    """Per prompt, its schedule as `ScheduledPromptConditioning(end_at_step, cond)`: each text of the prompt's
+    editing schedule encoded by `model.get_learned_conditioning(texts)` (one call per distinct prompt).
+
+    `cond` is one row of what the model returns: a tensor [tokens, dim], or a dict of rows for a model with
+    a pooled embedding. Extensions wrap this function (A1111 calls the module attribute, so a replacement is
+    what the engine uses: see sdwebui.facade.learned_conditioning).
+    """
+    schedules = get_learned_conditioning_prompt_schedules(
+        list(prompts), steps, hires_steps, use_old_scheduling
+    )
+    found: dict[str, list[ScheduledPromptConditioning]] = {}
+    result = []
+    for prompt, schedule in zip(prompts, schedules, strict=True):
+        if prompt not in found:
+            texts = SdConditioning([text for _, text in schedule], copy_from=prompts)
+            conds = model.get_learned_conditioning(texts)
+            found[prompt] = [
+                ScheduledPromptConditioning(end_at_step, _row(conds, i))
+                for i, (end_at_step, _) in enumerate(schedule)
+            ]
+        result.append(found[prompt])
+    return result
+
+
+def _row(conds, i: int):
+    return {key: value[i] for key, value in conds.items()} if isinstance(conds, dict) else conds[i]
+
+
+def get_multicond_learned_conditioning(model, prompts, steps: int, hires_steps: int | None = None,
+                                       use_old_scheduling: bool = False) -> MulticondLearnedConditioning:  # fmt: skip
+    """Every `AND` part of every prompt through `get_learned_conditioning` (the module attribute, so that an
+    extension's replacement sees them), each distinct text once; per prompt its parts with their weights."""
+    indexes, texts, _ = get_multicond_prompt_list(prompts)
+    learned = get_learned_conditioning(
+        model, SdConditioning(texts, copy_from=prompts), steps, hires_steps, use_old_scheduling
+    )
+    batch = [
+        [ComposableScheduledPromptConditioning(learned[i], weight) for i, weight in parts]
+        for parts in indexes
+    ]
+    return MulticondLearnedConditioning(shape=(len(prompts),), batch=batch)
+
+
 def cond_at_step(schedules: list[ScheduledPromptConditioning], current_step: int) -> object:
     """The `cond` whose range holds `current_step` (the last one after the end), as A1111's reconstruct."""
     for entry in schedules:
@@ -418,3 +476,15 @@ def reconstruct_cond_batch(c: list[list[ScheduledPromptConditioning]], current_s
     import torch  # only here: the parser itself is pure Python
 
     return torch.stack(conds) if conds and all(isinstance(x, torch.Tensor) for x in conds) else conds
+
+
+# The functions as this module defines them: an extension that wraps one sets the module attribute to its own
+# (the facade then routes the engine's conditioning through it).
+_OWN = {"get_learned_conditioning": get_learned_conditioning,
+        "get_multicond_learned_conditioning": get_multicond_learned_conditioning}  # fmt: skip
+
+
+def replaced_functions() -> list[str]:
+    """Names of this module's conditioning functions an extension replaced (empty: the engine's own path)."""
+    module = globals()
+    return [name for name, own in _OWN.items() if module.get(name) is not own]

@@ -25,7 +25,14 @@ from sdwebui.engine.context import JobContext
 from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from sdwebui.engine.extra_networks import split_prompt
 from sdwebui.engine.flow import setup as flow
-from sdwebui.engine.hooks import BatchArgs, BeforeSamplingArgs, EngineHooks, JobState, PostprocessBatchArgs
+from sdwebui.engine.hooks import (
+    BatchArgs,
+    BeforeSamplingArgs,
+    ConditioningArgs,
+    EngineHooks,
+    JobState,
+    PostprocessBatchArgs,
+)
 from sdwebui.engine.loop import LoopOutcome, Progress, SamplingJob, run_loop
 from sdwebui.engine.memory.placement import Placement
 from sdwebui.engine.pass_models import PassModels, short_title
@@ -96,6 +103,7 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
         state.all_negative_prompts[part],
         state.all_seeds[part],
         state.all_subseeds[part],
+        run.hooks,
     )
     if run.hooks.process_batch is not None:
         run.hooks.process_batch(args)
@@ -108,14 +116,41 @@ def condition(run: JobRun, batch_number: int) -> BatchWork:
     for sampling_pass in run.passes:
         prompts, negatives = _pass_prompts(run, sampling_pass, args, encoded)
         work.prompts.append((prompts, negatives))
+        # a pass on another checkpoint is encoded by that model's text encoders when it runs
         own = sampling_pass.checkpoint is None
-        conditioning = (
-            BatchConditioning(run.encoder, prompts, negatives, sampling_pass.steps) if own else None
+        index = len(work.prompts) - 1
+        work.conditioning.append(
+            encode_pass(run, run.encoder, sampling_pass, index, work.prompts[-1]) if own else None
         )
-        work.conditioning.append(conditioning)
     if run.encoder.used:  # A1111 adds them to the job's extra generation params once encoded
         state.extra_generation_params["TI hashes"] = run.encoder.ti_hashes()
     return work
+
+
+def encode_pass(
+    run: JobRun,
+    encoder: PromptEncoder,
+    sampling_pass: SamplingPass,
+    index: int,
+    prompts: tuple[list[str], list[str]],
+) -> BatchConditioning:
+    """A pass's conditioning of (prompts, negative prompts): the conditioning hook's when it supplies one (an
+    extension's replacement of A1111's parser functions), else the engine's own encoding."""
+    positives, negatives = prompts
+    if run.hooks.conditioning is not None:
+        args = ConditioningArgs(
+            positives,
+            negatives,
+            sampling_pass.steps,
+            sampling_pass.width,
+            sampling_pass.height,
+            index,
+            encoder,
+        )
+        run.hooks.conditioning(args)
+        if args.conditioning is not None:
+            return args.conditioning
+    return BatchConditioning.from_prompts(encoder, positives, negatives, sampling_pass.steps)
 
 
 def _pass_prompts(
@@ -292,7 +327,7 @@ def _run_segment(
         adapter = ModelAdapter(model, start.scheduler.alphas_cumprod, size, addons, index)
     conditioning = work.conditioning[index] if own else None
     if conditioning is None:
-        conditioning = models.conditioning(model, *work.prompts[index], sampling_pass.steps)
+        conditioning = encode_pass(run, models.encoder(model), sampling_pass, index, work.prompts[index])
     job = SamplingJob(
         denoiser=CFGDenoiser(
             adapter, sampling_pass.cfg_scale, run.hooks, work.indexes, run.settings.s_min_uncond

@@ -34,6 +34,7 @@ from sdwebui.engine.requests import (
 )
 from sdwebui.engine.rng import ImageRNG
 from sdwebui.facade import extra_networks, script_callbacks, sd_samplers, shared
+from sdwebui.facade.learned_conditioning import conditioning_hook
 from sdwebui.facade.sampler_hooks import SamplerHooks
 
 log = logging.getLogger("webui.extensions")
@@ -586,7 +587,7 @@ class _ScriptHooks:
             extra_networks.activate_batch(p, list(p.prompts))
         if self.runner is not None:
             self.runner.process_batch(p, **self._batch_kwargs(args.batch_number))
-        self.sampling.start_batch()  # p.sampler, where A1111 creates it (after process_batch)
+        self.sampling.start_batch(args.hooks)  # p.sampler, where A1111 creates it (after process_batch)
         _push(p, state)
         args.prompts, args.negative_prompts = list(p.prompts), list(p.negative_prompts)
         args.seeds, args.subseeds = [int(s) for s in p.seeds], [int(s) for s in p.subseeds]
@@ -600,6 +601,7 @@ class _ScriptHooks:
         if self.p.is_hr_pass:
             self.runner.before_hr(self.p)
         self.runner.process_before_every_sampling(self.p, x=args.latents, noise=args.noise, c=None, uc=None)
+        self.sampling.install()  # a script may have replaced p.sampler's callbacks or set its stop_at
 
     def mask_blend(self, args: eh.MaskBlendArgs) -> None:
         from sdwebui.facade.scripts import MaskBlendArgs
@@ -694,6 +696,7 @@ def callback_hooks(p: StableDiffusionProcessing | None = None) -> eh.EngineHooks
     cb, has = _CallbackHooks(p), script_callbacks.has_callbacks
     with_p = p is not None
     return eh.EngineHooks(
+        conditioning=conditioning_hook(),  # only when an extension replaced prompt_parser's functions
         extra_noise=cb.extra_noise if has("callbacks_extra_noise") else None,
         cfg_denoiser=cb.cfg_denoiser if has("callbacks_cfg_denoiser") else None,
         cfg_denoised=cb.cfg_denoised if has("callbacks_cfg_denoised") else None,
@@ -710,8 +713,6 @@ def build_engine_hooks(p: StableDiffusionProcessing) -> eh.EngineHooks:
     sampling = SamplerHooks(p, config.name if config is not None else None)
     sh = _ScriptHooks(p, sampling)
     hooks.process, hooks.process_batch = sh.process, sh.process_batch
-    # every step: p.sampler's callback_state, and its denoiser's combine_denoised where an extension replaced it
-    hooks.sampler_step, hooks.cfg_combine = sampling.sampler_step, sampling.cfg_combine
     hooks.extra_network_kinds = extra_networks.custom_kinds() if not p.disable_extra_networks else frozenset()
     if p.scripts is not None and p.scripts.alwayson_scripts:
         hooks.before_sampling, hooks.mask_blend = sh.before_sampling, sh.mask_blend

@@ -4,6 +4,12 @@ For a job built through the facade, `p.sampler` is created after the scripts' `p
 creates it in `sample()` (sd_samplers.create_sampler of `p.sampler_name`, which an extension may have
 pointed at its own `all_samplers_map` entry). The engine keeps running its own sampler for the job: an entry
 standing for another engine sampler is logged and not switched to.
+
+The per-step hooks are installed on the engine's hooks only for a batch whose `p.sampler` has an
+extension's override (`callback_state` replaced or `stop_at` set; `model_wrap_cfg.combine_denoised`
+replaced), decided when p.sampler is created and again before sampling (scripts may change it in
+`process_before_every_sampling`). Without them the engine does no per-step work for A1111's objects;
+`shared.state.sampling_step` follows the engine's progress either way.
 """
 
 from __future__ import annotations
@@ -21,13 +27,29 @@ log = logging.getLogger("webui.extensions")
 
 
 class SamplerHooks:
-    """Per job: `start_batch()` creates p.sampler; the engine's hooks call into it at every step."""
+    """Per job: `start_batch()` creates p.sampler per batch and installs the per-step hooks it needs."""
 
     def __init__(self, p: Any, engine_sampler: str | None):
         self.p = p
         self.engine_sampler = engine_sampler
+        self._engine_hooks: eh.EngineHooks | None = None
 
-    def start_batch(self) -> None:
+    def start_batch(self, engine_hooks: eh.EngineHooks | None) -> None:
+        """Create p.sampler for the batch and install the per-step hooks it needs on `engine_hooks`."""
+        self._engine_hooks = engine_hooks
+        self._create_sampler()
+        self.install()
+
+    def install(self) -> None:
+        """Set or clear the engine's per-step hooks after what p.sampler overrides now."""
+        hooks = self._engine_hooks
+        if hooks is None:
+            return
+        sampler = getattr(self.p, "sampler", None)
+        hooks.sampler_step = self.sampler_step if _overrides_callback_state(sampler) else None
+        hooks.cfg_combine = self.cfg_combine if _overrides_combine(sampler) else None
+
+    def _create_sampler(self) -> None:
         p = self.p
         try:
             sampler = sd_samplers.create_sampler(p.sampler_name, p.sd_model)
@@ -68,9 +90,10 @@ class SamplerHooks:
         args.x, args.denoised = d["x"], d["denoised"]
 
     def cfg_combine(self, args: eh.CFGCombineArgs) -> None:
-        cfg = getattr(getattr(self.p, "sampler", None), "model_wrap_cfg", None)
-        if cfg is None or not getattr(cfg, "overrides_combine", lambda: True)():
+        sampler = getattr(self.p, "sampler", None)
+        if not _overrides_combine(sampler):
             return  # the engine's own guidance is A1111's combine_denoised
+        cfg = sampler.model_wrap_cfg
         cfg.p, cfg.step, cfg.total_steps = self.p, args.sampling_step, args.total_sampling_steps
         batch = args.uncond.shape[0]
         # A1111's layout: the cond rows, then one uncond row per image; conds_list[i] = [(row, weight)]
@@ -83,3 +106,20 @@ class SamplerHooks:
             args.denoised = cfg.combine_denoised(x_out, conds_list, uncond, args.cfg_scale)
         except Exception:
             log.exception("combine_denoised of %s failed; the engine's guidance is used", type(cfg).__name__)
+
+
+def _overrides_callback_state(sampler: Any) -> bool:
+    """An extension's callback_state (or stop_at) on p.sampler; a sampler class not derived from A1111's,
+    which cannot tell, is called whenever it has one."""
+    if sampler is None or not callable(getattr(sampler, "callback_state", None)):
+        return False
+    check = getattr(sampler, "overrides_callback_state", None)
+    return bool(check()) if callable(check) else True
+
+
+def _overrides_combine(sampler: Any) -> bool:
+    cfg = getattr(sampler, "model_wrap_cfg", None)
+    if cfg is None or not callable(getattr(cfg, "combine_denoised", None)):
+        return False
+    check = getattr(cfg, "overrides_combine", None)
+    return bool(check()) if callable(check) else True

@@ -3,11 +3,12 @@ patch or subclass.
 
 The sampling itself is the engine's loop (sdwebui.engine.loop) over a diffusers scheduler; a job built
 through the facade creates `p.sampler` from `sd_samplers.all_samplers_map[p.sampler_name].constructor` after
-the scripts' `process_batch` (where A1111 creates it), and at every step the engine calls:
+the scripts' `process_batch` (where A1111 creates it), and at every step the engine calls, where an
+extension overrides them (else the engine's own step and guidance run, with no per-step call):
 - `p.sampler.callback_state(d)` with A1111's dict (`x`, `i`, `sigma`, `sigma_hat`, `denoised`): a wrapper
   installed on the class (vectorscope CC does) sees the step and may edit `d["x"]` / `d["denoised"]`, and the
-  step goes on from what it left;
-- `p.sampler.model_wrap_cfg.combine_denoised(...)` when it is overridden (dynamic thresholding's subclass).
+  step goes on from what it left (also called when `stop_at` is set);
+- `p.sampler.model_wrap_cfg.combine_denoised(...)` (dynamic thresholding's subclass).
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ class KDiffusionSampler:
         shared.state.sampling_step = step
         shared.total_tqdm.update()
 
+    def overrides_callback_state(self) -> bool:
+        """Whether the engine must call `callback_state` every step: an extension replaced it (on the class,
+        a subclass or this instance) or set `stop_at`. Otherwise the engine's progress keeps
+        `shared.state.sampling_step`, and its interrupt stops the job, as this method would."""
+        return (
+            self.stop_at is not None
+            or "callback_state" in vars(self)
+            or type(self).callback_state is not _OWN_CALLBACK_STATE
+        )
+
     def initialize(self, p: Any) -> dict[str, Any]:
         """Bind to the job's p (A1111 does it when sampling starts); returns k-diffusion's extra kwargs."""
         self.p = p
@@ -86,6 +97,8 @@ class KDiffusionSampler:
 
     sample_img2img = sample
 
+
+_OWN_CALLBACK_STATE = KDiffusionSampler.callback_state  # before any extension can wrap it
 
 _RUN_BY_ENGINE = (
     "KDiffusionSampler: the app's engine runs the sampling loop; run a job with processing.process_images "
