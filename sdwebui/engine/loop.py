@@ -96,7 +96,7 @@ def run_loop(
                 return _stopped(job, ctx, last, latents, i)
             x_in = scheduler.scale_model_input(latents, t)
             try:
-                output = job.denoiser(x_in, t, job.conditioning.at_step(i + 1), job.image_cond, i, total)
+                output = job.denoiser(x_in, t, job.conditioning.at_step(i), job.image_cond, i, total)
             except StepInterrupted:
                 return _stopped(job, ctx, last, latents, i)
             if hooks.sampler_step is not None:
