@@ -181,6 +181,15 @@ def test_inpaint_only_keeps_the_unit_image_outside_the_mask(server):
     outside[14:50, 14:50] = False
     assert np.array_equal(out[outside], np.asarray(image, dtype=np.int16)[outside])
     assert np.abs(out[28:36, 28:36] - np.asarray(image, dtype=np.int16)[28:36, 28:36]).max() > 8
+    ring = ~outside
+    ring[24:40, 24:40] = False  # outside the mask, inside the dilated, blurred border
+    assert not np.array_equal(out[ring], np.asarray(image, dtype=np.int16)[ring])
+    # the extension's control_net_inpaint_blur_sigma: 0 keeps every pixel outside the mask itself
+    sharp = txt2img(server, unit, override_settings={"control_net_inpaint_blur_sigma": 0})
+    assert sharp.status_code == 200, sharp.text
+    hard = pixels(sharp.json()["images"][0])
+    assert np.array_equal(hard[ring], np.asarray(image, dtype=np.int16)[ring])
+    assert np.array_equal(hard[28:36, 28:36], out[28:36, 28:36])  # the same generation inside
 
 
 def test_script_info_declares_controlnet_with_postable_default_units(server):

@@ -127,7 +127,7 @@ def build_addons(
             job.infotext[key] = dataclasses.replace(unit, model=info.title).serialize()
             continue
         control, maps, params, union = _control_unit(model, unit, name, size, init, controlnets)
-        fix = _x0_fix(unit, maps, params, encode)
+        fix = _x0_fix(unit, maps, params, encode, controlnets.inpaint_blur_sigma)
         active.append(ActiveUnit(index, unit, control, maps, union, fix))
         job.fixes += [fix] if fix is not None else []
         job.infotext[key] = _resolved(unit, control.title, params).serialize()
@@ -138,7 +138,7 @@ def build_addons(
     return job
 
 
-def _x0_fix(unit: ControlNetUnit, maps, params, encode: Encode | None) -> X0Fix | None:
+def _x0_fix(unit: ControlNetUnit, maps, params, encode: Encode | None, blur_sigma: int = 7) -> X0Fix | None:
     kind = fix_kind(unit.module)
     if kind is None:
         return None
@@ -153,6 +153,7 @@ def _x0_fix(unit: ControlNetUnit, maps, params, encode: Encode | None) -> X0Fix 
         encode,
         variation=params.threshold_a if kind == COLORFIX else 0.0,
         sharpness=params.threshold_b if sharp else None,
+        blur_sigma=blur_sigma,
     )
 
 
