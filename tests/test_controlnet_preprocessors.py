@@ -206,7 +206,7 @@ def test_unknown_module_and_missing_weights_are_request_errors(tmp_path):
 def test_softedge_hed_runs_from_its_weight_file_in_the_real_layout(tmp_path):
     from sdwebui.engine.controlnet.preprocessors.hed import ControlNetHED
 
-    with pytest.raises(MissingAnnotatorError, match="models/ControlNetAnnotators/ControlNetHED.pth"):
+    with pytest.raises(MissingAnnotatorError, match="models/ControlNetAnnotators/hed/ControlNetHED.pth"):
         run_preprocessor("softedge_hed", square(), PreprocessParams(resolution=64), annotator_dir=tmp_path)
     assert "hed" not in module_names(tmp_path)
     torch.manual_seed(0)

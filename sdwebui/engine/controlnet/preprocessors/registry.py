@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdwebui.engine.controlnet.preprocessors import hed, model_free
+from sdwebui.engine.controlnet.preprocessors import hed, lineart, model_free
 from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
 
 MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
@@ -25,7 +25,7 @@ class Preprocessor:
     run: MapFunction | None  # None: the module is applied by the engine (reference) or needs weights we lack
     tags: tuple[str, ...]
     label: str = ""
-    resolution: Slider | None = RESOLUTION  # None: hidden (the map keeps the image's size)
+    resolution: Slider | None = RESOLUTION  # None: hidden (model-free ones keep the image's size)
     slider_1: Slider | None = None
     slider_2: Slider | None = None
     priority: int = 0
@@ -154,9 +154,32 @@ IP_ADAPTER: tuple[Preprocessor, ...] = tuple(
 
 # Model-based annotators: runnable only with their weights (and an implementation); otherwise a clear error.
 NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
-    Preprocessor("lineart", None, ("Lineart",), label="lineart_realistic", weight_files=("sk_model.pth",)),
-    Preprocessor("lineart_coarse", None, ("Lineart",), weight_files=("sk_model2.pth",)),
-    Preprocessor("lineart_anime", None, ("Lineart",), weight_files=("netG.pth",)),
+    # resolution=None: the slider is hidden as in the extension; processor_res (pixel perfect) still applies
+    Preprocessor(
+        "lineart",
+        None,
+        ("Lineart",),
+        label="lineart_realistic",
+        resolution=None,
+        weight_files=(lineart.REALISTIC,),
+        run_with_weights=lineart.lineart_map,
+    ),
+    Preprocessor(
+        "lineart_coarse",
+        None,
+        ("Lineart",),
+        resolution=None,
+        weight_files=(lineart.COARSE,),
+        run_with_weights=lineart.lineart_map,
+    ),
+    Preprocessor(
+        "lineart_anime",
+        None,
+        ("Lineart",),
+        resolution=None,
+        weight_files=(lineart.ANIME,),
+        run_with_weights=lineart.lineart_anime_map,
+    ),
     Preprocessor(
         "hed",
         None,

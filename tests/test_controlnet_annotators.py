@@ -1,0 +1,96 @@
+"""Model-based preprocessors from random weights of their very architectures, saved under the extension's
+file names in a models/ControlNetAnnotators folder: each runs, gives a map of the right size that depends on
+the image, and without its file answers with the error naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from sdwebui.engine.controlnet.preprocessors import (
+    BrokenAnnotatorError,
+    MissingAnnotatorError,
+    PreprocessParams,
+    lineart,
+    module_aliases,
+    module_names,
+    run_preprocessor,
+)
+
+
+def shapes(width: int = 96, height: int = 64) -> Image.Image:
+    image = Image.new("RGB", (width, height), (20, 30, 40))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([12, 10, 44, 50], fill=(240, 240, 220))
+    draw.line([(50, 5), (90, 60)], fill=(200, 40, 40), width=3)
+    return image
+
+
+def save(state: dict[str, torch.Tensor], folder, relative: str, wrap: str | None = None) -> None:
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({wrap: state} if wrap else state, path)
+
+
+def random_state(net: torch.nn.Module, seed: int = 0, prefix: str = "") -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return {prefix + k: v for k, v in net.state_dict().items()}
+
+
+def check_map(name: str, folder, resolution: int = 64, channels_differ: bool = False) -> np.ndarray:
+    """The map of `shapes()` at `resolution` (shortest side): RGB, the image's aspect, not flat."""
+    result = run_preprocessor(name, shapes(), PreprocessParams(resolution=resolution), annotator_dir=folder)
+    assert result.mode == "RGB" and result.size == (resolution * 3 // 2, resolution)
+    array = np.asarray(result)
+    assert array.dtype == np.uint8 and array.std() > 0
+    other = run_preprocessor(
+        name,
+        Image.new("RGB", (96, 64), "gray"),
+        PreprocessParams(resolution=resolution),
+        annotator_dir=folder,
+    )
+    assert not np.array_equal(np.asarray(other), array)  # the map is of the image
+    if not channels_differ:
+        assert np.array_equal(array[:, :, 0], array[:, :, 2])  # a grey map
+    return array
+
+
+def check_missing(name: str, folder, relative: str) -> None:
+    with pytest.raises(MissingAnnotatorError, match=f"models/ControlNetAnnotators/{relative}"):
+        run_preprocessor(name, shapes(), PreprocessParams(resolution=64), annotator_dir=folder)
+    assert name not in module_names(folder) and name not in module_aliases(folder).values()
+
+
+def test_lineart_realistic_coarse_and_anime(tmp_path):
+    for name, relative in (
+        ("lineart_realistic", lineart.REALISTIC),
+        ("lineart_coarse", lineart.COARSE),
+        ("lineart_anime", lineart.ANIME),
+    ):
+        check_missing(name, tmp_path, relative)
+    realistic = lineart.LineGenerator()  # the published width: 64, three residual blocks
+    assert {"model0.1.weight", "model1.3.bias", "model2.2.conv_block.5.weight", "model3.0.weight",
+            "model4.1.weight"} <= set(realistic.state_dict())  # fmt: skip
+    save(random_state(realistic), tmp_path, lineart.REALISTIC)
+    save(random_state(lineart.LineGenerator(width=8, residual_blocks=2), seed=1), tmp_path, lineart.COARSE)
+    # netG.pth was saved from nn.DataParallel: its keys start with "module."
+    anime = lineart.AnimeLineGenerator(width=4)
+    save(random_state(anime, prefix="module."), tmp_path, lineart.ANIME)
+    assert {"model.model.0.weight", "model.model.1.model.3.model.3.model.3.model.1.weight"} <= set(
+        anime.state_dict()
+    )
+    assert {"lineart", "lineart_coarse", "lineart_anime"} <= set(module_names(tmp_path))
+    fine = check_map("lineart", tmp_path)
+    coarse = check_map("lineart_coarse", tmp_path)
+    assert not np.array_equal(fine, coarse)  # each module reads its own file
+    check_map("lineart_anime", tmp_path)
+
+
+def test_a_file_that_is_not_the_annotator_is_a_clear_error(tmp_path):
+    save({"something": torch.zeros(2)}, tmp_path, lineart.REALISTIC)
+    with pytest.raises(BrokenAnnotatorError, match="sk_model.pth do not load"):
+        run_preprocessor("lineart", shapes(), PreprocessParams(resolution=64), annotator_dir=tmp_path)
