@@ -16,6 +16,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     lineart,
     module_aliases,
     module_names,
+    pidinet,
     run_preprocessor,
 )
 
@@ -94,3 +95,20 @@ def test_a_file_that_is_not_the_annotator_is_a_clear_error(tmp_path):
     save({"something": torch.zeros(2)}, tmp_path, lineart.REALISTIC)
     with pytest.raises(BrokenAnnotatorError, match="sk_model.pth do not load"):
         run_preprocessor("lineart", shapes(), PreprocessParams(resolution=64), annotator_dir=tmp_path)
+
+
+def test_softedge_pidinet(tmp_path):
+    check_missing("softedge_pidinet", tmp_path, pidinet.WEIGHTS)
+    net = pidinet.PiDiNet()  # the published carv4 network: 60 channels, dilation 24
+    keys = set(net.state_dict())
+    assert {"init_block.weight", "block2_1.shortcut.weight", "block4_4.conv1.weight", "dilations.3.conv2_4.weight",
+            "attentions.0.conv1.bias", "conv_reduces.2.conv.weight", "classifier.bias"} <= keys  # fmt: skip
+    # the published file is a training checkpoint: {"state_dict": {"module.init_block.weight": ...}}
+    save(
+        random_state(pidinet.PiDiNet(width=8, dilation=4), prefix="module."),
+        tmp_path,
+        pidinet.WEIGHTS,
+        "state_dict",
+    )
+    assert module_aliases(tmp_path)["pidinet"] == "softedge_pidinet"
+    check_map("softedge_pidinet", tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdwebui.engine.controlnet.preprocessors import hed, lineart, model_free
+from sdwebui.engine.controlnet.preprocessors import hed, lineart, model_free, pidinet
 from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
 
 MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
@@ -189,7 +189,14 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
         run_with_weights=hed.hed_map,
     ),
     Preprocessor(
-        "pidinet", None, ("SoftEdge",), label="softedge_pidinet", weight_files=("table5_pidinet.pth",)
+        "pidinet",
+        None,
+        ("SoftEdge",),
+        label="softedge_pidinet",
+        resolution=None,
+        priority=100,
+        weight_files=(pidinet.WEIGHTS,),
+        run_with_weights=pidinet.pidinet_map,
     ),
     Preprocessor(
         "depth", None, ("Depth",), label="depth_midas", weight_files=("dpt_hybrid-midas-501f0c75.pt",)
