@@ -14,6 +14,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     MissingAnnotatorError,
     PreprocessParams,
     lineart,
+    mlsd,
     module_aliases,
     module_names,
     pidinet,
@@ -112,3 +113,23 @@ def test_softedge_pidinet(tmp_path):
     )
     assert module_aliases(tmp_path)["pidinet"] == "softedge_pidinet"
     check_map("softedge_pidinet", tmp_path)
+
+
+def test_mlsd_draws_the_segments_its_thresholds_keep(tmp_path):
+    check_missing("mlsd", tmp_path, mlsd.WEIGHTS)
+    net = mlsd.MLSDLarge()
+    assert {"backbone.features.0.0.weight", "backbone.features.1.conv.0.0.weight", "backbone.features.13.conv.3.bias",
+            "block15.conv1.0.weight", "block22.conv2.1.running_var", "block23.conv3.weight"} <= set(net.state_dict())  # fmt: skip
+    save(random_state(net), tmp_path, mlsd.WEIGHTS)
+
+    def lines(a: float, b: float) -> np.ndarray:
+        params = PreprocessParams(resolution=64, threshold_a=a, threshold_b=b)
+        result = run_preprocessor("mlsd", shapes(), params, annotator_dir=tmp_path)
+        assert result.size == (96, 64) and result.mode == "RGB"
+        return np.asarray(result)[:, :, 0]
+
+    default = lines(0.1, 0.1)
+    assert set(np.unique(default)) == {0, 255}  # white 1 px lines on black
+    long_only = lines(0.1, 8.0)
+    assert not np.any(long_only & ~default)  # a longer minimum keeps a subset of the segments
+    assert not lines(2.0, 0.1).any()  # no centre scores above 2 (a sigmoid)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdwebui.engine.controlnet.preprocessors import hed, lineart, model_free, pidinet
+from sdwebui.engine.controlnet.preprocessors import hed, lineart, mlsd, model_free, pidinet
 from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
 
 MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
@@ -217,7 +217,9 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
         ("MLSD",),
         slider_1=Slider("MLSD Value Threshold", 0.01, 2.0, 0.1),
         slider_2=Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1),
-        weight_files=("mlsd_large_512_fp32.pth",),
+        priority=100,
+        weight_files=(mlsd.WEIGHTS,),
+        run_with_weights=mlsd.mlsd_map,
     ),
     Preprocessor(
         "segmentation",
