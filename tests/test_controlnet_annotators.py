@@ -17,6 +17,8 @@ from sdwebui.engine.controlnet.preprocessors import (
     mlsd,
     module_aliases,
     module_names,
+    openpose,
+    openpose_net,
     pidinet,
     run_preprocessor,
 )
@@ -133,3 +135,51 @@ def test_mlsd_draws_the_segments_its_thresholds_keep(tmp_path):
     long_only = lines(0.1, 8.0)
     assert not np.any(long_only & ~default)  # a longer minimum keeps a subset of the segments
     assert not lines(2.0, 0.1).any()  # no centre scores above 2 (a sigmoid)
+
+
+def stick_figure_maps(joints: dict[int, tuple[int, int]], size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Heat maps with a blob per joint and PAFs along each limb between two of the joints."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    heat = np.zeros((size, size, 19), np.float32)
+    for part, (x, y) in joints.items():
+        heat[:, :, part] = np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 4.0**2))
+    pafs = np.zeros((size, size, 38), np.float32)
+    for limb, (a, b) in enumerate(openpose.LIMBS):
+        if a in joints and b in joints:
+            (ax, ay), (bx, by) = joints[a], joints[b]
+            unit = np.array([bx - ax, by - ay], np.float32) / np.hypot(bx - ax, by - ay)
+            t = np.clip(((xs - ax) * unit[0] + (ys - ay) * unit[1]) / np.hypot(bx - ax, by - ay), 0, 1)
+            near = np.hypot(xs - (ax + t * (bx - ax)), ys - (ay + t * (by - ay))) <= 2
+            pafs[near, openpose.PAF_CHANNELS[limb][0]] = unit[0]
+            pafs[near, openpose.PAF_CHANNELS[limb][1]] = unit[1]
+    return heat, pafs
+
+
+def test_openpose_parses_and_draws_a_person_from_its_maps():
+    # neck, right shoulder / elbow / wrist, left shoulder (COCO-18 order)
+    joints = {1: (64, 40), 2: (40, 40), 3: (40, 70), 4: (40, 100), 5: (88, 40)}
+    heat, pafs = stick_figure_maps(joints)
+    people, peaks = openpose.find_people(heat, pafs)
+    assert len(people) == 1 and people[0].count == 5
+    found = {part: (peaks[i].x, peaks[i].y) for part, i in enumerate(people[0].parts) if i >= 0}
+    assert found == joints
+    canvas = openpose.draw_people(np.zeros((128, 128, 3), np.uint8), people, peaks)
+    assert tuple(canvas[40, 52]) == (153, 0, 0)  # neck - right shoulder: the first limb colour at 60 %
+    assert tuple(canvas[100, 40]) == openpose.COLORS[4]  # the right wrist's joint colour
+    assert not canvas[5:30, 100:].any()  # nothing away from the figure
+    # without the affinity field between them the limbs do not join: no person of 4 parts
+    assert openpose.find_people(heat, np.zeros_like(pafs))[0] == []
+
+
+def test_openpose_runs_from_its_weight_file(tmp_path):
+    check_missing("openpose", tmp_path, openpose.BODY)
+    with torch.device("meta"):  # the published network's layout, without allocating it
+        keys = set(openpose_net.OpenPoseBody().state_dict())
+    assert {"conv1_1.weight", "conv4_4_CPM.bias", "conv5_5_CPM_L1.weight", "Mconv1_stage2_L2.weight",
+            "Mconv7_stage6_L1.bias", "Mconv7_stage6_L2.weight"} <= keys  # fmt: skip
+    save(random_state(openpose_net.OpenPoseBody(width=4)), tmp_path, openpose.BODY)
+    assert "openpose" in module_names(tmp_path) and "openpose_full" not in module_names(tmp_path)
+    result = run_preprocessor("openpose", shapes(), PreprocessParams(resolution=64), annotator_dir=tmp_path)
+    assert result.mode == "RGB" and result.size == (96, 64)
+    with pytest.raises(MissingAnnotatorError, match="openpose/hand_pose_model.pth"):
+        run_preprocessor("openpose_full", shapes(), PreprocessParams(resolution=64), annotator_dir=tmp_path)

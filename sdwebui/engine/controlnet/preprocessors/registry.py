@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdwebui.engine.controlnet.preprocessors import hed, lineart, mlsd, model_free, pidinet
+from sdwebui.engine.controlnet.preprocessors import hed, lineart, mlsd, model_free, openpose, pidinet
 from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
 
 MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
@@ -199,17 +199,19 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
         run_with_weights=pidinet.pidinet_map,
     ),
     Preprocessor(
-        "depth", None, ("Depth",), label="depth_midas", weight_files=("dpt_hybrid-midas-501f0c75.pt",)
+        "depth", None, ("Depth",), label="depth_midas", weight_files=("midas/dpt_hybrid-midas-501f0c75.pt",)
     ),
-    Preprocessor("depth_leres", None, ("Depth",), weight_files=("res101.pth",)),
-    Preprocessor("depth_zoe", None, ("Depth",), weight_files=("ZoeD_M12_N.pt",)),
-    Preprocessor("normal_bae", None, ("NormalMap",), weight_files=("scannet.pt",)),
-    Preprocessor("openpose", None, ("OpenPose",), weight_files=("body_pose_model.pth",)),
+    Preprocessor("depth_leres", None, ("Depth",), weight_files=("leres/res101.pth",)),
+    Preprocessor("depth_zoe", None, ("Depth",), weight_files=("zoedepth/ZoeD_M12_N.pt",)),
+    Preprocessor("normal_bae", None, ("NormalMap",), weight_files=("normal_bae/scannet.pt",)),
+    Preprocessor(
+        "openpose", None, ("OpenPose",), weight_files=(openpose.BODY,), run_with_weights=openpose.openpose_map
+    ),
     Preprocessor(
         "openpose_full",
         None,
         ("OpenPose",),
-        weight_files=("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+        weight_files=(openpose.BODY, "openpose/hand_pose_model.pth", "openpose/facenet.pth"),
     ),
     Preprocessor(
         "mlsd",
@@ -226,6 +228,6 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
         None,
         ("Segmentation",),
         label="seg_ufade20k",
-        weight_files=("upernet_global_small.pth",),
+        weight_files=("uniformer/upernet_global_small.pth",),
     ),
 )
