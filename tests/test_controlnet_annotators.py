@@ -13,6 +13,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     BrokenAnnotatorError,
     MissingAnnotatorError,
     PreprocessParams,
+    depth_anything,
     lineart,
     mlsd,
     module_aliases,
@@ -21,6 +22,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     openpose_net,
     pidinet,
     run_preprocessor,
+    vit_dpt,
 )
 
 
@@ -183,3 +185,23 @@ def test_openpose_runs_from_its_weight_file(tmp_path):
     assert result.mode == "RGB" and result.size == (96, 64)
     with pytest.raises(MissingAnnotatorError, match="openpose/hand_pose_model.pth"):
         run_preprocessor("openpose_full", shapes(), PreprocessParams(resolution=64), annotator_dir=tmp_path)
+
+
+def test_depth_anything(tmp_path):
+    check_missing("depth_anything", tmp_path, depth_anything.WEIGHTS)
+    with torch.device("meta"):  # the published ViT-L/14 network's layout, without allocating it
+        published = vit_dpt.build(
+            {"pretrained.cls_token": torch.empty(1, 1, 1024), "pretrained.pos_embed": torch.empty(1, 1370, 1024),
+             "depth_head.scratch.layer1_rn.weight": torch.empty(256, 256, 3, 3)}
+            | {f"pretrained.blocks.{i}.norm1.weight": torch.empty(1024) for i in range(24)}
+            | {f"depth_head.projects.{i}.weight": torch.empty(c, 1024, 1, 1) for i, c in enumerate((256, 512, 1024, 1024))}
+        )  # fmt: skip
+    keys = set(published.state_dict())
+    assert {"pretrained.mask_token", "pretrained.blocks.23.ls2.gamma", "pretrained.blocks.0.attn.qkv.weight",
+            "depth_head.resize_layers.3.weight", "depth_head.scratch.refinenet4.resConfUnit2.conv1.bias",
+            "depth_head.scratch.output_conv2.2.weight"} <= keys  # fmt: skip
+    assert published.pretrained.blocks[0].attn.heads == 16
+    tiny = vit_dpt.DepthAnything(dim=32, depth=4, features=8, channels=[4, 8, 16, 16], grid=37)
+    save(random_state(tiny), tmp_path, depth_anything.WEIGHTS)
+    array = check_map("depth_anything", tmp_path)
+    assert array.min() == 0 and array.max() == 255  # spread over the full range

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sdwebui.engine.controlnet.preprocessors import hed, lineart, mlsd, model_free, openpose, pidinet
+from sdwebui.engine.controlnet.preprocessors import (
+    depth_anything,
+    hed,
+    lineart,
+    mlsd,
+    model_free,
+    openpose,
+    pidinet,
+)
 from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
 
 MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
@@ -200,6 +208,14 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
     ),
     Preprocessor(
         "depth", None, ("Depth",), label="depth_midas", weight_files=("midas/dpt_hybrid-midas-501f0c75.pt",)
+    ),
+    Preprocessor(
+        "depth_anything",
+        None,
+        ("Depth",),
+        resolution=None,
+        weight_files=(depth_anything.WEIGHTS,),
+        run_with_weights=depth_anything.depth_anything_map,
     ),
     Preprocessor("depth_leres", None, ("Depth",), weight_files=("leres/res101.pth",)),
     Preprocessor("depth_zoe", None, ("Depth",), weight_files=("zoedepth/ZoeD_M12_N.pt",)),
