@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image, ImageDraw
 
@@ -201,7 +202,17 @@ def test_depth_anything(tmp_path):
             "depth_head.resize_layers.3.weight", "depth_head.scratch.refinenet4.resConfUnit2.conv1.bias",
             "depth_head.scratch.output_conv2.2.weight"} <= keys  # fmt: skip
     assert published.pretrained.blocks[0].attn.heads == 16
-    tiny = vit_dpt.DepthAnything(dim=32, depth=4, features=8, channels=[4, 8, 16, 16], grid=37)
-    save(random_state(tiny), tmp_path, depth_anything.WEIGHTS)
+    tiny = vit_dpt.DepthAnything(dim=16, depth=8, features=4, channels=[4, 4, 8, 8], grid=37)
+    state = random_state(tiny)
+    save(state, tmp_path, depth_anything.WEIGHTS)
     array = check_map("depth_anything", tmp_path)
-    assert array.min() == 0 and array.max() == 255  # spread over the full range
+    # v2: the same layout as safetensors; its head reads blocks 1, 3, 5, 7 instead of the last four
+    check_missing("depth_anything_v2", tmp_path, depth_anything.WEIGHTS_V2)
+    (tmp_path / "depth_anything_v2").mkdir()
+    safetensors.torch.save_file(state, tmp_path / depth_anything.WEIGHTS_V2)
+    assert not np.array_equal(check_map("depth_anything_v2", tmp_path), array)
+    (tmp_path / depth_anything.WEIGHTS_V2).write_bytes(b"not safetensors")
+    with pytest.raises(BrokenAnnotatorError, match="depth_anything_v2_vitl.safetensors do not load"):
+        run_preprocessor(
+            "depth_anything_v2", shapes(), PreprocessParams(resolution=64), annotator_dir=tmp_path
+        )

@@ -1,5 +1,6 @@
-"""depth_anything: Depth Anything (v1, ViT-L/14 in the published `depth_anything/depth_anything_vitl14.pth`)
-with the extension's pre- and post-processing: the padded image at the processor resolution is scaled so
+"""depth_anything / depth_anything_v2: Depth Anything (ViT-L/14 in the published
+`depth_anything/depth_anything_vitl14.pth` and `depth_anything_v2/depth_anything_v2_vitl.safetensors`) with
+the extension's pre- and post-processing: the padded image at the processor resolution is scaled so
 both sides are at least 518 px and multiples of 14 (cubic), ImageNet-normalised — in the channel order the
 extension feeds (its RGB image through cv2's BGR2RGB, so BGR) — and the depth, resized back, is spread
 over 0..255 (near is bright).
@@ -20,6 +21,7 @@ from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
 from sdwebui.engine.controlnet.preprocessors.weights import network
 
 WEIGHTS = "depth_anything/depth_anything_vitl14.pth"
+WEIGHTS_V2 = "depth_anything_v2/depth_anything_v2_vitl.safetensors"
 _SIDE = 518
 _MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -42,8 +44,16 @@ def network_input(rgb: np.ndarray) -> torch.Tensor:
 
 def depth_anything_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     """uint8 [H, W, 3] -> the depth map, uint8 [H, W] at the processor resolution."""
+    return _depth(image, params, network(vit_dpt.build, weights))
+
+
+def depth_anything_v2_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
+    """The same with the v2 network (its head reads other blocks)."""
+    return _depth(image, params, network(vit_dpt.build_v2, weights))
+
+
+def _depth(image: np.ndarray, params: PreprocessParams, net: vit_dpt.DepthAnything) -> np.ndarray:
     padded, remove_pad = resize_with_pad(image, params.resolution)
-    net = network(vit_dpt.build, weights)
     with torch.no_grad():
         depth = net(network_input(padded))
     depth = F.interpolate(depth[None], padded.shape[:2], mode="bilinear", align_corners=False)[0, 0]

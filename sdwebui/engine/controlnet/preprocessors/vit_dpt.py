@@ -166,11 +166,13 @@ class DPTHead(nn.Module):
 class DepthAnything(nn.Module):
     """[B, 3, H, W] (H, W multiples of 14, ImageNet-normalised) -> relative inverse depth [B, H, W]."""
 
-    def __init__(self, dim: int, depth: int, features: int, channels: list[int], grid: int = 37):
+    def __init__(
+        self, dim: int, depth: int, features: int, channels: list[int], grid: int = 37, version: int = 1
+    ):
         super().__init__()
         self.pretrained = DinoV2(dim, depth, grid)
         self.depth_head = DPTHead(dim, features, channels)
-        self.layers = list(range(depth - 4, depth))  # v1 reads the last four blocks
+        self.layers = feature_layers(depth, version)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = x.shape[-2] // PATCH, x.shape[-1] // PATCH
@@ -178,10 +180,24 @@ class DepthAnything(nn.Module):
         return F.relu(F.interpolate(depth, x.shape[-2:], mode="bilinear", align_corners=True)).squeeze(1)
 
 
-def build(state: dict[str, torch.Tensor]) -> DepthAnything:
+def feature_layers(depth: int, version: int) -> list[int]:
+    """The blocks whose tokens the head reads: v1 the last four; v2 spread over the network (ViT-S/B
+    2, 5, 8, 11; ViT-L 4, 11, 17, 23; ViT-G 9, 19, 29, 39)."""
+    if version == 1:
+        return list(range(depth - 4, depth))
+    if depth == 24:
+        return [4, 11, 17, 23]
+    return [depth // 4 - 1, depth // 2 - 1, 3 * depth // 4 - 1, depth - 1]
+
+
+def build(state: dict[str, torch.Tensor], version: int = 1) -> DepthAnything:
     dim = state["pretrained.cls_token"].shape[-1]
     depth = len({k.split(".")[2] for k in state if k.startswith("pretrained.blocks.")})
     channels = [state[f"depth_head.projects.{i}.weight"].shape[0] for i in range(4)]
     features = state["depth_head.scratch.layer1_rn.weight"].shape[0]
     grid = int(math.sqrt(state["pretrained.pos_embed"].shape[1] - 1))
-    return DepthAnything(dim, depth, features, channels, grid)
+    return DepthAnything(dim, depth, features, channels, grid, version)
+
+
+def build_v2(state: dict[str, torch.Tensor]) -> DepthAnything:
+    return build(state, version=2)

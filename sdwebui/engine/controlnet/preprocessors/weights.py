@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -30,7 +32,13 @@ def weight_path(annotator_dir: Path | None, relative: str) -> Path | None:
 
 
 def state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of `path`: a plain state dict, or one under "state_dict", without `module.` prefixes."""
+    """The tensors of `path` (.safetensors, or a pickle of a plain state dict or one under "state_dict"),
+    without `module.` prefixes."""
+    if path.suffix.lower() == ".safetensors":
+        try:
+            return safetensors.torch.load_file(str(path))
+        except (safetensors.SafetensorError, OSError) as error:
+            raise ValueError(f"not a readable safetensors file: {error}") from None
     loaded = load_pickled_checkpoint(path)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
