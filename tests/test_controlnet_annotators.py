@@ -14,6 +14,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     BrokenAnnotatorError,
     MissingAnnotatorError,
     PreprocessParams,
+    anime_face,
     depth_anything,
     lineart,
     mlsd,
@@ -41,10 +42,16 @@ def save(state: dict[str, torch.Tensor], folder, relative: str, wrap: str | None
     torch.save({wrap: state} if wrap else state, path)
 
 
-def random_state(net: torch.nn.Module, seed: int = 0, prefix: str = "") -> dict[str, torch.Tensor]:
+def random_state(
+    net: torch.nn.Module, seed: int = 0, prefix: str = "", std: float | None = 0.2
+) -> dict[str, torch.Tensor]:
+    """The network's parameters drawn anew (normal with `std`; None: PyTorch's default initialisation)."""
     torch.manual_seed(seed)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.2)
+    for module in net.modules():
+        if std is None and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    for p in net.parameters() if std is not None else ():
+        torch.nn.init.normal_(p, std=std)
     return {prefix + k: v for k, v in net.state_dict().items()}
 
 
@@ -216,3 +223,14 @@ def test_depth_anything(tmp_path):
         run_preprocessor(
             "depth_anything_v2", shapes(), PreprocessParams(resolution=64), annotator_dir=tmp_path
         )
+
+
+def test_seg_anime_face_paints_its_classes(tmp_path):
+    check_missing("seg_anime_face", tmp_path, anime_face.WEIGHTS)
+    net = anime_face.AnimeFaceUNet()
+    assert {"en_block0.0.0.weight", "en_block0.1.conv.0.0.weight", "en_block3.6.conv.3.running_mean",
+            "en_block4.2.conv.2.weight", "de_block4.1.weight", "de_block0.1.bias"} <= set(net.state_dict())  # fmt: skip
+    save(random_state(net, std=None), tmp_path, anime_face.WEIGHTS)
+    array = check_map("seg_anime_face", tmp_path, channels_differ=True)
+    colours = {tuple(c) for c in array.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in anime_face.PALETTE.tolist()} and len(colours) > 1

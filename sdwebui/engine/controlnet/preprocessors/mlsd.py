@@ -17,62 +17,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sdwebui.engine.controlnet.preprocessors import mobilenet
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
 from sdwebui.engine.controlnet.preprocessors.weights import network
 
 WEIGHTS = "mlsd/mlsd_large_512_fp32.pth"
-_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))  # t, c, n, s
 _TAPS = (1, 3, 6, 10, 13)  # the feature indexes the decoder reads
 _TOP_K = 200
-
-
-def _bn(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels)
-
-
-class ConvBNReLU6(nn.Sequential):
-    """conv, BN, ReLU6; stride 2 pads right and bottom by one (TFLite) instead of symmetric padding."""
-
-    def __init__(
-        self, channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, groups: int = 1
-    ):
-        padding = 0 if stride == 2 else (kernel - 1) // 2
-        conv = nn.Conv2d(channels_in, channels_out, kernel, stride, padding, groups=groups, bias=False)
-        super().__init__(conv, _bn(channels_out), nn.ReLU6(inplace=True))
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, (0, 1, 0, 1)) if self.stride == 2 else x)
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, channels_in: int, channels_out: int, stride: int, expand: int):
-        super().__init__()
-        hidden = channels_in * expand
-        self.residual = stride == 1 and channels_in == channels_out
-        layers: list[nn.Module] = [ConvBNReLU6(channels_in, hidden, kernel=1)] if expand != 1 else []
-        layers += [
-            ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
-            nn.Conv2d(hidden, channels_out, 1, bias=False),
-            _bn(channels_out),
-        ]
-        self.conv = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x) if self.residual else self.conv(x)
 
 
 class Backbone(nn.Module):
     def __init__(self):
         super().__init__()
-        features: list[nn.Module] = [ConvBNReLU6(4, 32, stride=2)]
-        channels = 32
-        for expand, out, repeat, stride in _STAGES:
-            for i in range(repeat):
-                features.append(InvertedResidual(channels, out, stride if i == 0 else 1, expand))
-                channels = out
-        self.features = nn.Sequential(*features)
+        self.features = nn.Sequential(*mobilenet.features(4, stages=5, tflite=True))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = []
@@ -86,7 +44,7 @@ class Backbone(nn.Module):
 def _conv_bn_relu(channels_in: int, channels_out: int, kernel: int, dilation: int = 1) -> nn.Sequential:
     padding = dilation * (kernel - 1) // 2
     conv = nn.Conv2d(channels_in, channels_out, kernel, padding=padding, dilation=dilation)
-    return nn.Sequential(conv, _bn(channels_out), nn.ReLU(inplace=True))
+    return nn.Sequential(conv, nn.BatchNorm2d(channels_out), nn.ReLU(inplace=True))
 
 
 class Merge(nn.Module):

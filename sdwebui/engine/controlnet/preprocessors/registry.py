@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sdwebui.engine.controlnet.preprocessors import (
+    anime_face,
     depth_anything,
     hed,
     lineart,
@@ -246,6 +247,14 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
         priority=100,
         weight_files=(mlsd.WEIGHTS,),
         run_with_weights=mlsd.mlsd_map,
+    ),
+    Preprocessor(
+        "anime_face_segment",
+        None,
+        ("Segmentation",),
+        label="seg_anime_face",
+        weight_files=(anime_face.WEIGHTS,),
+        run_with_weights=anime_face.anime_face_map,
     ),
     Preprocessor(
         "segmentation",
