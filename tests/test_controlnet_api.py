@@ -8,8 +8,10 @@ import io
 import numpy as np
 import pytest
 import requests
+import torch
 from PIL import Image, ImageDraw
 
+from sdwebui.engine.controlnet.preprocessors import lineart
 from sdwebui.engine.controlnet.units import ControlMode, ResizeMode, parse_infotext
 from tests.api_server import start_server, write_tiny_checkpoints
 from tests.controlnet_fixtures import tiny_controlnet, write_controlnet_dir, write_ldm_controlnet
@@ -42,6 +44,11 @@ def server(tmp_path_factory):
     (folder / "broken.safetensors").write_bytes(b"not a model")
     extra = data_dir / "more"
     write_controlnet_dir(tiny_controlnet("sd1", seed=2), extra / "tiny_sd15_depth")
+    # an annotator in the extension's layout: lineart_coarse's generator (narrow) from random weights
+    torch.manual_seed(0)
+    coarse = data_dir / "models" / "ControlNetAnnotators" / lineart.COARSE
+    coarse.parent.mkdir(parents=True)
+    torch.save(lineart.LineGenerator(width=8, residual_blocks=1).state_dict(), coarse)
     with start_server(data_dir, ["--controlnet-dir", str(extra)]) as srv:
         yield srv
 
@@ -163,6 +170,20 @@ def test_detect(server):
         timeout=60,
     )
     assert unknown.status_code == 422 and unknown.json()["field"] == "controlnet_module"
+
+
+def test_detect_with_an_annotator_from_models_controlnetannotators(server):
+    modules = get(server, "/controlnet/module_list", alias_names="true")["module_list"]
+    assert "lineart_coarse" in modules and "lineart_anime" not in modules
+    body = {"controlnet_module": "lineart_coarse", "controlnet_input_images": [b64(square())],
+            "controlnet_processor_res": 64}  # fmt: skip
+    r = requests.post(server.url + "/controlnet/detect", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    lines = decode(r.json()["images"][0])
+    assert lines.size == (64, 64) and np.asarray(lines).std() > 0
+    missing = requests.post(server.url + "/controlnet/detect", json={**body, "controlnet_module": "lineart_anime"},
+                            timeout=60)  # fmt: skip
+    assert missing.status_code == 422 and "models/ControlNetAnnotators/lineart_anime/netG.pth" in missing.text
 
 
 def test_inpaint_only_keeps_the_unit_image_outside_the_mask(server):
