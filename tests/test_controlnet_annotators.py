@@ -16,10 +16,12 @@ from sdwebui.engine.controlnet.preprocessors import (
     PreprocessParams,
     anime_face,
     depth_anything,
+    efficientnet,
     lineart,
     mlsd,
     module_aliases,
     module_names,
+    normal_bae,
     openpose,
     openpose_net,
     pidinet,
@@ -43,15 +45,19 @@ def save(state: dict[str, torch.Tensor], folder, relative: str, wrap: str | None
 
 
 def random_state(
-    net: torch.nn.Module, seed: int = 0, prefix: str = "", std: float | None = 0.2
+    net: torch.nn.Module, seed: int = 0, prefix: str = "", std: float | None = 0.2, unit_norms: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The network's parameters drawn anew (normal with `std`; None: PyTorch's default initialisation)."""
+    """The network's parameters drawn anew (normal with `std`; None: PyTorch's default initialisation);
+    `unit_norms`: batch norms left at scale 1 (deep random stacks otherwise shrink the signal to nothing)."""
     torch.manual_seed(seed)
     for module in net.modules():
         if std is None and hasattr(module, "reset_parameters"):
             module.reset_parameters()
     for p in net.parameters() if std is not None else ():
         torch.nn.init.normal_(p, std=std)
+    for module in net.modules() if unit_norms else ():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_parameters()
     return {prefix + k: v for k, v in net.state_dict().items()}
 
 
@@ -234,3 +240,24 @@ def test_seg_anime_face_paints_its_classes(tmp_path):
     array = check_map("seg_anime_face", tmp_path, channels_differ=True)
     colours = {tuple(c) for c in array.reshape(-1, 3)}
     assert colours <= {tuple(c) for c in anime_face.PALETTE.tolist()} and len(colours) > 1
+
+
+def test_normal_bae(tmp_path):
+    check_missing("normal_bae", tmp_path, normal_bae.WEIGHTS)
+    spec = efficientnet.BlockSpec
+    stages = [  # a narrow EfficientNet: B5's stage kinds, kernels and strides, one block each
+        [spec(8, 4, 8, 3, 1, 2, False)], [spec(4, 8, 8, 3, 2, 1, True)], [spec(8, 8, 16, 5, 2, 2, True)],
+        [spec(8, 16, 16, 3, 2, 2, True)], [spec(16, 16, 32, 5, 1, 4, True), spec(16, 16, 32, 5, 1, 4, True)],
+        [spec(16, 24, 32, 5, 2, 4, True)], [spec(24, 32, 48, 3, 1, 6, True)],
+    ]  # fmt: skip
+    net = normal_bae.NormalBae(stem=8, stages=stages, head=64, hidden=8)
+    keys = set(net.state_dict())
+    assert {"encoder.original_model.conv_stem.weight", "encoder.original_model.blocks.0.0.conv_pw.weight",
+            "encoder.original_model.blocks.4.1.se.conv_expand.bias", "encoder.original_model.blocks.6.0.bn3.running_var",
+            "encoder.original_model.bn2.weight", "decoder.up1._net.4.weight", "decoder.out_conv_res1.6.bias"} <= keys  # fmt: skip
+    # the published file is a training checkpoint: {"model": {"module.encoder...": ...}}
+    save(random_state(net, prefix="module.", unit_norms=True), tmp_path, normal_bae.WEIGHTS, "model")
+    array = check_map("normal_bae", tmp_path, channels_differ=True)
+    # unit normals mapped to colours: |2c/255 - 1| over x, y, z sums to about 1 in squares
+    unit = (array.astype(np.float32) / 255.0 * 2 - 1) ** 2
+    assert np.allclose(unit.sum(axis=2), 1.0, atol=0.05)

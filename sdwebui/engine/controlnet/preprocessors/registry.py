@@ -19,6 +19,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     lineart,
     mlsd,
     model_free,
+    normal_bae,
     openpose,
     pidinet,
 )
@@ -228,7 +229,15 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
     ),
     Preprocessor("depth_leres", None, ("Depth",), weight_files=("leres/res101.pth",)),
     Preprocessor("depth_zoe", None, ("Depth",), weight_files=("zoedepth/ZoeD_M12_N.pt",)),
-    Preprocessor("normal_bae", None, ("NormalMap",), weight_files=("normal_bae/scannet.pt",)),
+    Preprocessor(
+        "normal_bae",
+        None,
+        ("NormalMap",),
+        resolution=None,
+        priority=100,
+        weight_files=(normal_bae.WEIGHTS,),
+        run_with_weights=normal_bae.normal_bae_map,
+    ),
     Preprocessor(
         "openpose", None, ("OpenPose",), weight_files=(openpose.BODY,), run_with_weights=openpose.openpose_map
     ),

@@ -32,7 +32,7 @@ def weight_path(annotator_dir: Path | None, relative: str) -> Path | None:
 
 
 def state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of `path` (.safetensors, or a pickle of a plain state dict or one under "state_dict"),
+    """The tensors of `path` (.safetensors, or a pickle of a state dict, plain or under "state_dict" / "model"),
     without `module.` prefixes."""
     if path.suffix.lower() == ".safetensors":
         try:
@@ -40,8 +40,9 @@ def state_dict(path: Path) -> dict[str, torch.Tensor]:
         except (safetensors.SafetensorError, OSError) as error:
             raise ValueError(f"not a readable safetensors file: {error}") from None
     loaded = load_pickled_checkpoint(path)
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
+    for wrapper in ("state_dict", "model"):  # training checkpoints keep the weights under one of these
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: not a state dict ({type(loaded).__name__})")
     return {key.removeprefix("module."): value for key, value in loaded.items()}
