@@ -178,7 +178,7 @@ def _control_unit(model: LoadedModel, unit: ControlNetUnit, name: str, size, ini
             f"{control.title} is a {_BASE_LABEL[control.base]} {control.kind.replace('_', '-')}; the "
             f"loaded checkpoint is {family}",
         )
-    maps, params = _maps(unit, name, size, init, controlnets)
+    maps, params = _maps(unit, name, size, init, controlnets, str(model.device))
     union = None
     if control.kind == CONTROLNET_UNION:
         union = _union_type(unit, name, module_files(controlnets))
@@ -208,6 +208,7 @@ def _maps(
     size: tuple[int, int],
     init: tuple[Image.Image | None, Image.Image | None],
     controlnets: ControlNets,
+    device: str = "cpu",
 ) -> tuple[list[Image.Image], preprocessors.PreprocessParams]:
     images = list(unit.images)
     if not images:
@@ -220,11 +221,12 @@ def _maps(
     params = preprocessors.resolve_params(
         unit.module, unit.processor_res, unit.threshold_a, unit.threshold_b, annotators
     )
+    params = dataclasses.replace(params, device=device)  # model-based annotators run with the checkpoint
     maps = []
     for item in images:
         if unit.pixel_perfect:
             resolution = pixel_perfect_resolution(item.image, size[0], size[1], unit.resize_mode)
-            params = preprocessors.PreprocessParams(resolution, params.threshold_a, params.threshold_b)
+            params = dataclasses.replace(params, resolution=resolution)
         maps.append(
             preprocessors.run_preprocessor(
                 unit.module, item.image, params, item.mask, annotators, field_name=f"{name}.module"

@@ -77,8 +77,10 @@ def anime_face_map(image: np.ndarray, params: PreprocessParams, weights: Path) -
     # torchvision's Resize(512): the shortest side to 512, the other truncated
     size = (int(512 * width / height), 512) if height <= width else (512, int(512 * height / width))
     scaled = np.array(Image.fromarray(padded).resize(size, Image.Resampling.BICUBIC))
-    net = network(_build, weights)
+    net = network(_build, weights, params.device)
     with torch.no_grad():
-        classes = net(image_tensor(scaled, 1 / 255.0))[0].argmax(dim=0).numpy().astype(np.uint8)
+        classes = (
+            net(image_tensor(scaled, 1 / 255.0, net=net))[0].argmax(dim=0).cpu().numpy().astype(np.uint8)
+        )
     classes = cv2.resize(classes, (width, height), interpolation=cv2.INTER_NEAREST)
     return remove_pad(PALETTE[classes])

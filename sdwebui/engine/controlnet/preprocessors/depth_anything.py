@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from sdwebui.engine.controlnet.preprocessors import vit_dpt
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
-from sdwebui.engine.controlnet.preprocessors.weights import network
+from sdwebui.engine.controlnet.preprocessors.weights import device_of, network
 
 WEIGHTS = "depth_anything/depth_anything_vitl14.pth"
 WEIGHTS_V2 = "depth_anything_v2/depth_anything_v2_vitl.safetensors"
@@ -44,18 +44,18 @@ def network_input(rgb: np.ndarray) -> torch.Tensor:
 
 def depth_anything_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     """uint8 [H, W, 3] -> the depth map, uint8 [H, W] at the processor resolution."""
-    return _depth(image, params, network(vit_dpt.build, weights))
+    return _depth(image, params, network(vit_dpt.build, weights, params.device))
 
 
 def depth_anything_v2_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     """The same with the v2 network (its head reads other blocks)."""
-    return _depth(image, params, network(vit_dpt.build_v2, weights))
+    return _depth(image, params, network(vit_dpt.build_v2, weights, params.device))
 
 
 def _depth(image: np.ndarray, params: PreprocessParams, net: vit_dpt.DepthAnything) -> np.ndarray:
     padded, remove_pad = resize_with_pad(image, params.resolution)
     with torch.no_grad():
-        depth = net(network_input(padded))
+        depth = net(network_input(padded).to(device_of(net))).cpu()
     depth = F.interpolate(depth[None], padded.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     spread = (depth - depth.min()) / max(float(depth.max() - depth.min()), 1e-8) * 255.0
     return remove_pad(spread.numpy().astype(np.uint8))

@@ -62,11 +62,11 @@ def _build(state: dict[str, torch.Tensor]) -> ControlNetHED:
 
 def hed_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     """uint8 [H, W, 3] -> the soft-edge map, uint8 [H, W] (at the processor resolution, as canny's)."""
-    net = network(_build, weights)
+    net = network(_build, weights, params.device)
     padded, remove_pad = resize_with_pad(image, params.resolution)  # the extension's input size
     height, width = padded.shape[:2]
     with torch.no_grad():
-        edges = [p[0, 0].numpy().astype(np.float32) for p in net(image_tensor(padded))]
+        edges = [p[0, 0].cpu().numpy().astype(np.float32) for p in net(image_tensor(padded, net=net))]
     edges = [cv2.resize(e, (width, height), interpolation=cv2.INTER_LINEAR) for e in edges]
     edge = 1 / (1 + np.exp(-np.mean(np.stack(edges, axis=2), axis=2)))
     grey = (edge * 255.0).clip(0, 255).astype(np.uint8)

@@ -126,9 +126,9 @@ def _anime_generator(state: dict[str, torch.Tensor]) -> AnimeLineGenerator:
 
 def _lines(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     padded, remove_pad = resize_with_pad(image, params.resolution)
-    net = network(_line_generator, weights)
+    net = network(_line_generator, weights, params.device)
     with torch.no_grad():
-        line = net(image_tensor(padded, 1 / 255.0))[0, 0].numpy()
+        line = net(image_tensor(padded, 1 / 255.0, net=net))[0, 0].cpu().numpy()
     return remove_pad(255 - (line * 255.0).clip(0, 255).astype(np.uint8))
 
 
@@ -143,9 +143,9 @@ def lineart_anime_map(image: np.ndarray, params: PreprocessParams, weights: Path
     padded, remove_pad = resize_with_pad(image, params.resolution)
     height, width = padded.shape[:2]
     size = (256 * int(np.ceil(width / 256.0)), 256 * int(np.ceil(height / 256.0)))
-    net = network(_anime_generator, weights)
+    net = network(_anime_generator, weights, params.device)
     with torch.no_grad():
-        x = image_tensor(cv2.resize(padded, size, interpolation=cv2.INTER_CUBIC), 1 / 127.5, -1.0)
-        line = net(x)[0, 0].numpy() * 127.5 + 127.5
+        x = image_tensor(cv2.resize(padded, size, interpolation=cv2.INTER_CUBIC), 1 / 127.5, -1.0, net)
+        line = net(x)[0, 0].cpu().numpy() * 127.5 + 127.5
     line = cv2.resize(line, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
     return remove_pad(255 - line)

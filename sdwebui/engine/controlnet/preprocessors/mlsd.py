@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from sdwebui.engine.controlnet.preprocessors import mobilenet
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
-from sdwebui.engine.controlnet.preprocessors.weights import network
+from sdwebui.engine.controlnet.preprocessors.weights import device_of, network
 
 WEIGHTS = "mlsd/mlsd_large_512_fp32.pth"
 _TAPS = (1, 3, 6, 10, 13)  # the feature indexes the decoder reads
@@ -130,11 +130,13 @@ def mlsd_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.n
     """uint8 [H, W, 3] -> the line map, uint8 [H, W] at the processor resolution (threshold_a: value
     threshold, threshold_b: distance threshold, as the extension's sliders)."""
     padded, remove_pad = resize_with_pad(image, params.resolution)
-    net = network(_build, weights)
+    net = network(_build, weights, params.device)
     ones = np.ones(padded.shape[:2] + (1,), dtype=np.float32)  # scaled with the image, as in training
     x = np.concatenate([padded.astype(np.float32), ones], axis=2) / 127.5 - 1.0
     with torch.no_grad():
-        output = net(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None])
+        output = net(
+            torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].to(device_of(net))
+        ).cpu()
     lines = np.zeros(padded.shape[:2], dtype=np.uint8)
     for x0, y0, x1, y1 in _segments(output, params.threshold_a, params.threshold_b) * 2:  # half resolution
         cv2.line(lines, (int(x0), int(y0)), (int(x1), int(y1)), 255, 1)

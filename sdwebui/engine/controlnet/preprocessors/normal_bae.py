@@ -113,8 +113,9 @@ def _build(state: dict[str, torch.Tensor]) -> NormalBae:
 def normal_bae_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     """uint8 [H, W, 3] -> the normal map, uint8 [H, W, 3] at the processor resolution."""
     padded, remove_pad = resize_with_pad(image, params.resolution)
-    net = network(_build, weights)
+    net = network(_build, weights, params.device)
     with torch.no_grad():
-        normal = net((image_tensor(padded, 1 / 255.0) - _MEAN) / _STD)[0, :3]
+        x = image_tensor(padded, 1 / 255.0, net=net)
+        normal = net((x - _MEAN.to(x)) / _STD.to(x))[0, :3].cpu()
     rgb = ((normal + 1) * 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
     return remove_pad((rgb * 255.0).clip(0, 255).astype(np.uint8))

@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter
 from sdwebui.engine.controlnet.preprocessors import openpose_net
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
-from sdwebui.engine.controlnet.preprocessors.weights import network
+from sdwebui.engine.controlnet.preprocessors.weights import device_of, network
 
 BODY = "openpose/body_pose_model.pth"
 PARTS = 18
@@ -182,8 +182,11 @@ def body_maps(bgr: np.ndarray, net: openpose_net.OpenPoseBody) -> tuple[np.ndarr
     sh, sw = scaled.shape[:2]
     padded = np.pad(scaled, ((0, -sh % 8), (0, -sw % 8), (0, 0)), constant_values=128)
     with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None] / 256 - 0.5
-        pafs, heat = (t[0].permute(1, 2, 0).numpy() for t in net(x))
+        x = (
+            torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].to(device_of(net)) / 256
+            - 0.5
+        )
+        pafs, heat = (t[0].permute(1, 2, 0).cpu().numpy() for t in net(x))
     maps = []
     for m in (heat, pafs):
         up = _resize(m, m.shape[1] * 8, m.shape[0] * 8)[:sh, :sw]
@@ -194,7 +197,7 @@ def body_maps(bgr: np.ndarray, net: openpose_net.OpenPoseBody) -> tuple[np.ndarr
 def openpose_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     """uint8 [H, W, 3] -> the pose drawing (uint8 [H, W, 3] on black) at the processor resolution."""
     padded, remove_pad = resize_with_pad(image, params.resolution)
-    net = network(openpose_net.build, weights)
+    net = network(openpose_net.build, weights, params.device)
     heatmaps, pafs = body_maps(padded[:, :, ::-1], net)
     people, peaks = find_people(heatmaps, pafs)
     canvas = np.zeros(padded.shape, dtype=np.uint8)

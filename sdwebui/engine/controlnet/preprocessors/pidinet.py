@@ -149,7 +149,7 @@ def _build(state: dict[str, torch.Tensor]) -> PiDiNet:
 def pidinet_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     """uint8 [H, W, 3] -> the soft-edge map, uint8 [H, W] at the processor resolution."""
     padded, remove_pad = resize_with_pad(image, params.resolution)
-    net = network(_build, weights)
+    net = network(_build, weights, params.device)
     with torch.no_grad():
-        edge = net(image_tensor(padded[:, :, ::-1], 1 / 255.0))[0, 0].numpy()
+        edge = net(image_tensor(padded[:, :, ::-1], 1 / 255.0, net=net))[0, 0].cpu().numpy()
     return remove_pad((edge * 255.0).clip(0, 255).astype(np.uint8))

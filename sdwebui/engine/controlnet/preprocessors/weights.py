@@ -48,16 +48,22 @@ def state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in loaded.items()}
 
 
-def network(build: Callable[[dict[str, torch.Tensor]], nn.Module], path: Path) -> nn.Module:
+def network(
+    build: Callable[[dict[str, torch.Tensor]], nn.Module], path: Path, device: str = "cpu"
+) -> nn.Module:
     """`build(state)` (the architecture, sized from the state where it varies) with the state loaded
-    strictly, in eval mode; kept while the file is unchanged."""
+    strictly, in eval mode, on `device`; kept while the file is unchanged."""
     stat = path.stat()
-    return _cached(build, str(path), (stat.st_mtime_ns, stat.st_size))
+    return _cached(build, str(path), (stat.st_mtime_ns, stat.st_size), device)
+
+
+def device_of(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
 
 
 @functools.lru_cache(maxsize=4)
 def _cached(
-    build: Callable[[dict[str, torch.Tensor]], nn.Module], path: str, stamp: tuple[int, int]
+    build: Callable[[dict[str, torch.Tensor]], nn.Module], path: str, stamp: tuple[int, int], device: str
 ) -> nn.Module:
     try:
         state = state_dict(Path(path))
@@ -65,10 +71,12 @@ def _cached(
         net.load_state_dict(state, strict=True)
     except (CheckpointLoadError, ValueError, KeyError, RuntimeError) as error:  # not this annotator's weights
         raise BrokenAnnotatorError(path, str(error).splitlines()[0]) from None
-    return net.eval().requires_grad_(False)
+    return net.eval().requires_grad_(False).to(device)
 
 
-def image_tensor(rgb: np.ndarray, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float [1, 3, H, W] as `rgb * scale + shift`."""
+def image_tensor(
+    rgb: np.ndarray, scale: float = 1.0, shift: float = 0.0, net: nn.Module | None = None
+) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float [1, 3, H, W] as `rgb * scale + shift`, on `net`'s device."""
     x = torch.from_numpy(np.ascontiguousarray(rgb)).float().permute(2, 0, 1)[None]
-    return x * scale + shift
+    return (x if net is None else x.to(device_of(net))) * scale + shift
