@@ -130,7 +130,15 @@ def test_softedge_pidinet(tmp_path):
         "state_dict",
     )
     assert module_aliases(tmp_path)["pidinet"] == "softedge_pidinet"
-    check_map("softedge_pidinet", tmp_path)
+    soft = check_map("softedge_pidinet", tmp_path)[:, :, 0]
+    # the same file serves softedge_pidisafe (three levels) and scribble_pidinet (binary bold lines)
+    params = PreprocessParams(resolution=64)
+    safe = np.asarray(run_preprocessor("softedge_pidisafe", shapes(), params, annotator_dir=tmp_path))[
+        :, :, 0
+    ]
+    assert set(np.unique(safe)) <= {0, 127, 255} and not safe[soft <= 84].any()
+    scribble = np.asarray(run_preprocessor("scribble_pidinet", shapes(), params, annotator_dir=tmp_path))
+    assert set(np.unique(scribble)) <= {0, 255}
 
 
 def test_mlsd_draws_the_segments_its_thresholds_keep(tmp_path):

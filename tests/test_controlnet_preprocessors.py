@@ -222,3 +222,12 @@ def test_softedge_hed_runs_from_its_weight_file_in_the_real_layout(tmp_path):
     assert grey.std() > 0  # the map depends on the image: flat inside, different at the square's border
     bigger = run_preprocessor("hed", image, PreprocessParams(resolution=128), annotator_dir=tmp_path)
     assert bigger.size == (192, 128)
+    # softedge_hedsafe quantises the same probabilities to three levels; scribble_hed draws binary lines
+    safe = np.asarray(
+        run_preprocessor("softedge_hedsafe", image, PreprocessParams(resolution=64), annotator_dir=tmp_path)
+    )
+    assert set(np.unique(safe)) <= {0, 127, 255} and not safe[:, :, 0][grey <= 84].any()
+    scribble = run_preprocessor(
+        "scribble_hed", image, PreprocessParams(resolution=64), annotator_dir=tmp_path
+    )
+    assert set(np.unique(np.asarray(scribble))) <= {0, 255}

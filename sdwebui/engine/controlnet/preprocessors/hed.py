@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdwebui.engine.controlnet.preprocessors import edges
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
 from sdwebui.engine.controlnet.preprocessors.weights import image_tensor, network
@@ -60,14 +61,15 @@ def _build(state: dict[str, torch.Tensor]) -> ControlNetHED:
     return ControlNetHED()
 
 
-def hed_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
-    """uint8 [H, W, 3] -> the soft-edge map, uint8 [H, W] (at the processor resolution, as canny's)."""
+def _edge(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
+    """Edge probabilities in [0, 1], [H, W] at the processor resolution."""
     net = network(_build, weights, params.device)
     padded, remove_pad = resize_with_pad(image, params.resolution)  # the extension's input size
     height, width = padded.shape[:2]
     with torch.no_grad():
-        edges = [p[0, 0].cpu().numpy().astype(np.float32) for p in net(image_tensor(padded, net=net))]
-    edges = [cv2.resize(e, (width, height), interpolation=cv2.INTER_LINEAR) for e in edges]
-    edge = 1 / (1 + np.exp(-np.mean(np.stack(edges, axis=2), axis=2)))
-    grey = (edge * 255.0).clip(0, 255).astype(np.uint8)
-    return remove_pad(grey)
+        sides = [p[0, 0].cpu().numpy().astype(np.float32) for p in net(image_tensor(padded, net=net))]
+    sides = [cv2.resize(e, (width, height), interpolation=cv2.INTER_LINEAR) for e in sides]
+    return remove_pad(1 / (1 + np.exp(-np.mean(np.stack(sides, axis=2), axis=2))))
+
+
+MODULES = edges.SoftEdge(_edge)  # hed, hed_safe and the scribble from the same file

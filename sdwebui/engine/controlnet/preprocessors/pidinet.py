@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sdwebui.engine.controlnet.preprocessors import edges
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
 from sdwebui.engine.controlnet.preprocessors.weights import image_tensor, network
@@ -146,10 +147,12 @@ def _build(state: dict[str, torch.Tensor]) -> PiDiNet:
     return PiDiNet(state["init_block.weight"].shape[0], state["dilations.0.conv1.weight"].shape[0])
 
 
-def pidinet_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
-    """uint8 [H, W, 3] -> the soft-edge map, uint8 [H, W] at the processor resolution."""
+def _edge(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
     padded, remove_pad = resize_with_pad(image, params.resolution)
     net = network(_build, weights, params.device)
     with torch.no_grad():
         edge = net(image_tensor(padded[:, :, ::-1], 1 / 255.0, net=net))[0, 0].cpu().numpy()
-    return remove_pad((edge * 255.0).clip(0, 255).astype(np.uint8))
+    return remove_pad(edge)
+
+
+MODULES = edges.SoftEdge(_edge)  # pidinet, pidinet_safe and the scribble from the same file
