@@ -139,6 +139,10 @@ def test_softedge_pidinet(tmp_path):
     assert set(np.unique(safe)) <= {0, 127, 255} and not safe[soft <= 84].any()
     scribble = np.asarray(run_preprocessor("scribble_pidinet", shapes(), params, annotator_dir=tmp_path))
     assert set(np.unique(scribble)) <= {0, 255}
+    sketch = np.asarray(run_preprocessor("t2ia_sketch_pidi", shapes(), params, annotator_dir=tmp_path))[
+        :, :, 0
+    ]
+    assert set(np.unique(sketch)) <= {0, 255} and not sketch[soft <= 126].any() and sketch[soft >= 128].all()
 
 
 def test_mlsd_draws_the_segments_its_thresholds_keep(tmp_path):

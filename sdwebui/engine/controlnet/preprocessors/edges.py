@@ -62,3 +62,7 @@ class SoftEdge:
 
     def scribble(self, image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
         return scribble(self.soft(image, params, weights))
+
+    def sketch(self, image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
+        """The T2I-Adapter sketch: the edges above one half, white on black."""
+        return np.where(self.probabilities(image, params, weights) > 0.5, 255, 0).astype(np.uint8)

@@ -233,6 +233,15 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
         run_with_weights=pidinet.MODULES.scribble,
     ),
     Preprocessor(
+        "pidinet_sketch",
+        None,
+        ("T2I-Adapter",),
+        label="t2ia_sketch_pidi",
+        resolution=None,
+        weight_files=(pidinet.WEIGHTS,),
+        run_with_weights=pidinet.MODULES.sketch,
+    ),
+    Preprocessor(
         "pidinet",
         None,
         ("SoftEdge",),
