@@ -61,18 +61,17 @@ def random_state(
     return {prefix + k: v for k, v in net.state_dict().items()}
 
 
-def check_map(name: str, folder, resolution: int = 64, channels_differ: bool = False) -> np.ndarray:
-    """The map of `shapes()` at `resolution` (shortest side): RGB, the image's aspect, not flat."""
-    result = run_preprocessor(name, shapes(), PreprocessParams(resolution=resolution), annotator_dir=folder)
-    assert result.mode == "RGB" and result.size == (resolution * 3 // 2, resolution)
+def check_map(
+    name: str, folder, resolution: int = 64, channels_differ: bool = False, width: int = 96
+) -> np.ndarray:
+    """The map of `shapes(width, 64)` at `resolution` (shortest side): RGB, the image's aspect, not flat,
+    and not the map of a flat grey image."""
+    params = PreprocessParams(resolution=resolution)
+    result = run_preprocessor(name, shapes(width, 64), params, annotator_dir=folder)
+    assert result.mode == "RGB" and result.size == (resolution * width // 64, resolution)
     array = np.asarray(result)
     assert array.dtype == np.uint8 and array.std() > 0
-    other = run_preprocessor(
-        name,
-        Image.new("RGB", (96, 64), "gray"),
-        PreprocessParams(resolution=resolution),
-        annotator_dir=folder,
-    )
+    other = run_preprocessor(name, Image.new("RGB", (width, 64), "gray"), params, annotator_dir=folder)
     assert not np.array_equal(np.asarray(other), array)  # the map is of the image
     if not channels_differ:
         assert np.array_equal(array[:, :, 0], array[:, :, 2])  # a grey map
@@ -249,7 +248,7 @@ def test_seg_anime_face_paints_its_classes(tmp_path):
     assert {"en_block0.0.0.weight", "en_block0.1.conv.0.0.weight", "en_block3.6.conv.3.running_mean",
             "en_block4.2.conv.2.weight", "de_block4.1.weight", "de_block0.1.bias"} <= set(net.state_dict())  # fmt: skip
     save(random_state(net, std=None), tmp_path, anime_face.WEIGHTS)
-    array = check_map("seg_anime_face", tmp_path, channels_differ=True)
+    array = check_map("seg_anime_face", tmp_path, channels_differ=True, width=64)  # the net sees 512 x 512
     colours = {tuple(c) for c in array.reshape(-1, 3)}
     assert colours <= {tuple(c) for c in anime_face.PALETTE.tolist()} and len(colours) > 1
 

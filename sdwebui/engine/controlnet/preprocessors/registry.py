@@ -162,157 +162,97 @@ IP_ADAPTER: tuple[Preprocessor, ...] = tuple(
     )
 )
 
+
+def _annotator(
+    name: str, tags: tuple[str, ...], weights: str, run: WeightsMapFunction | None, label: str = "", **fields
+) -> Preprocessor:
+    """A model-based module reading `weights` (under models/ControlNetAnnotators); `run` None: not
+    implemented here (never listed; asking for it names its file)."""
+    return Preprocessor(
+        name, None, tags, label=label, weight_files=(weights,), run_with_weights=run, **fields
+    )
+
+
+_HIDDEN = {"resolution": None}  # the extension hides the slider; processor_res (pixel perfect) still applies
+_SCRIBBLE = ("Scribble", "SparseCtrl")
+
 # Model-based annotators: runnable only with their weights (and an implementation); otherwise a clear error.
 NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
-    # resolution=None: the slider is hidden as in the extension; processor_res (pixel perfect) still applies
-    Preprocessor(
-        "lineart",
-        None,
-        ("Lineart",),
-        label="lineart_realistic",
-        resolution=None,
-        weight_files=(lineart.REALISTIC,),
-        run_with_weights=lineart.lineart_map,
+    _annotator(
+        "lineart", ("Lineart",), lineart.REALISTIC, lineart.lineart_map, "lineart_realistic", **_HIDDEN
     ),
-    Preprocessor(
-        "lineart_coarse",
-        None,
-        ("Lineart",),
-        resolution=None,
-        weight_files=(lineart.COARSE,),
-        run_with_weights=lineart.lineart_map,
-    ),
-    Preprocessor(
-        "lineart_anime",
-        None,
-        ("Lineart",),
-        resolution=None,
-        weight_files=(lineart.ANIME,),
-        run_with_weights=lineart.lineart_anime_map,
-    ),
-    Preprocessor(
-        "hed",
-        None,
-        ("SoftEdge",),
-        label="softedge_hed",
-        weight_files=(hed.WEIGHTS,),
-        run_with_weights=hed.MODULES.soft,
-    ),
-    Preprocessor(
-        "hed_safe",
-        None,
-        ("SoftEdge",),
-        label="softedge_hedsafe",
-        weight_files=(hed.WEIGHTS,),
-        run_with_weights=hed.MODULES.safe,
-    ),
-    Preprocessor(
-        "scribble_hed",
-        None,
-        ("Scribble", "SparseCtrl"),
-        weight_files=(hed.WEIGHTS,),
-        run_with_weights=hed.MODULES.scribble,
-    ),
-    Preprocessor(
-        "pidinet_safe",
-        None,
-        ("SoftEdge",),
-        label="softedge_pidisafe",
-        resolution=None,
-        weight_files=(pidinet.WEIGHTS,),
-        run_with_weights=pidinet.MODULES.safe,
-    ),
-    Preprocessor(
-        "pidinet_scribble",
-        None,
-        ("Scribble", "SparseCtrl"),
-        label="scribble_pidinet",
-        resolution=None,
-        priority=100,
-        weight_files=(pidinet.WEIGHTS,),
-        run_with_weights=pidinet.MODULES.scribble,
-    ),
-    Preprocessor(
-        "pidinet_sketch",
-        None,
-        ("T2I-Adapter",),
-        label="t2ia_sketch_pidi",
-        resolution=None,
-        weight_files=(pidinet.WEIGHTS,),
-        run_with_weights=pidinet.MODULES.sketch,
-    ),
-    Preprocessor(
+    _annotator("lineart_coarse", ("Lineart",), lineart.COARSE, lineart.lineart_map, **_HIDDEN),
+    _annotator("lineart_anime", ("Lineart",), lineart.ANIME, lineart.lineart_anime_map, **_HIDDEN),
+    _annotator("hed", ("SoftEdge",), hed.WEIGHTS, hed.MODULES.soft, "softedge_hed"),
+    _annotator("hed_safe", ("SoftEdge",), hed.WEIGHTS, hed.MODULES.safe, "softedge_hedsafe"),
+    _annotator("scribble_hed", _SCRIBBLE, hed.WEIGHTS, hed.MODULES.scribble),
+    _annotator(
         "pidinet",
-        None,
         ("SoftEdge",),
-        label="softedge_pidinet",
-        resolution=None,
+        pidinet.WEIGHTS,
+        pidinet.MODULES.soft,
+        "softedge_pidinet",
         priority=100,
-        weight_files=(pidinet.WEIGHTS,),
-        run_with_weights=pidinet.MODULES.soft,
+        **_HIDDEN,
     ),
-    Preprocessor(
-        "depth", None, ("Depth",), label="depth_midas", weight_files=("midas/dpt_hybrid-midas-501f0c75.pt",)
+    _annotator(
+        "pidinet_safe", ("SoftEdge",), pidinet.WEIGHTS, pidinet.MODULES.safe, "softedge_pidisafe", **_HIDDEN
     ),
-    Preprocessor(
-        "depth_anything",
-        None,
-        ("Depth",),
-        resolution=None,
-        weight_files=(depth_anything.WEIGHTS,),
-        run_with_weights=depth_anything.depth_anything_map,
+    _annotator(
+        "pidinet_scribble",
+        _SCRIBBLE,
+        pidinet.WEIGHTS,
+        pidinet.MODULES.scribble,
+        "scribble_pidinet",
+        priority=100,
+        **_HIDDEN,
     ),
-    Preprocessor(
+    _annotator(
+        "pidinet_sketch",
+        ("T2I-Adapter",),
+        pidinet.WEIGHTS,
+        pidinet.MODULES.sketch,
+        "t2ia_sketch_pidi",
+        **_HIDDEN,
+    ),
+    _annotator("depth", ("Depth",), "midas/dpt_hybrid-midas-501f0c75.pt", None, "depth_midas"),
+    _annotator(
+        "depth_anything", ("Depth",), depth_anything.WEIGHTS, depth_anything.depth_anything_map, **_HIDDEN
+    ),
+    _annotator(
         "depth_anything_v2",
-        None,
         ("Depth",),
-        resolution=None,
-        weight_files=(depth_anything.WEIGHTS_V2,),
-        run_with_weights=depth_anything.depth_anything_v2_map,
+        depth_anything.WEIGHTS_V2,
+        depth_anything.depth_anything_v2_map,
+        **_HIDDEN,
     ),
-    Preprocessor("depth_leres", None, ("Depth",), weight_files=("leres/res101.pth",)),
-    Preprocessor("depth_zoe", None, ("Depth",), weight_files=("zoedepth/ZoeD_M12_N.pt",)),
-    Preprocessor(
-        "normal_bae",
-        None,
-        ("NormalMap",),
-        resolution=None,
-        priority=100,
-        weight_files=(normal_bae.WEIGHTS,),
-        run_with_weights=normal_bae.normal_bae_map,
+    _annotator("depth_leres", ("Depth",), "leres/res101.pth", None),
+    _annotator("depth_zoe", ("Depth",), "zoedepth/ZoeD_M12_N.pt", None),
+    _annotator(
+        "normal_bae", ("NormalMap",), normal_bae.WEIGHTS, normal_bae.normal_bae_map, priority=100, **_HIDDEN
     ),
-    Preprocessor(
-        "openpose", None, ("OpenPose",), weight_files=(openpose.BODY,), run_with_weights=openpose.openpose_map
-    ),
+    _annotator("openpose", ("OpenPose",), openpose.BODY, openpose.openpose_map),
     Preprocessor(
         "openpose_full",
         None,
         ("OpenPose",),
         weight_files=(openpose.BODY, "openpose/hand_pose_model.pth", "openpose/facenet.pth"),
     ),
-    Preprocessor(
+    _annotator(
         "mlsd",
-        None,
         ("MLSD",),
+        mlsd.WEIGHTS,
+        mlsd.mlsd_map,
         slider_1=Slider("MLSD Value Threshold", 0.01, 2.0, 0.1),
         slider_2=Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1),
         priority=100,
-        weight_files=(mlsd.WEIGHTS,),
-        run_with_weights=mlsd.mlsd_map,
     ),
-    Preprocessor(
+    _annotator(
         "anime_face_segment",
-        None,
         ("Segmentation",),
-        label="seg_anime_face",
-        weight_files=(anime_face.WEIGHTS,),
-        run_with_weights=anime_face.anime_face_map,
+        anime_face.WEIGHTS,
+        anime_face.anime_face_map,
+        "seg_anime_face",
     ),
-    Preprocessor(
-        "segmentation",
-        None,
-        ("Segmentation",),
-        label="seg_ufade20k",
-        weight_files=("uniformer/upernet_global_small.pth",),
-    ),
+    _annotator("segmentation", ("Segmentation",), "uniformer/upernet_global_small.pth", None, "seg_ufade20k"),
 )
