@@ -8,8 +8,10 @@ import io
 import numpy as np
 import pytest
 import requests
+import torch
 from PIL import Image, ImageDraw
 
+from sdwebui.engine.controlnet.preprocessors import lineart
 from sdwebui.engine.controlnet.units import ControlMode, ResizeMode, parse_infotext
 from tests.api_server import start_server, write_tiny_checkpoints
 from tests.controlnet_fixtures import tiny_controlnet, write_controlnet_dir, write_ldm_controlnet
@@ -42,6 +44,11 @@ def server(tmp_path_factory):
     (folder / "broken.safetensors").write_bytes(b"not a model")
     extra = data_dir / "more"
     write_controlnet_dir(tiny_controlnet("sd1", seed=2), extra / "tiny_sd15_depth")
+    # an annotator in the extension's layout: lineart_coarse's generator (narrow) from random weights
+    torch.manual_seed(0)
+    coarse = data_dir / "models" / "ControlNetAnnotators" / lineart.COARSE
+    coarse.parent.mkdir(parents=True)
+    torch.save(lineart.LineGenerator(width=8, residual_blocks=1).state_dict(), coarse)
     with start_server(data_dir, ["--controlnet-dir", str(extra)]) as srv:
         yield srv
 
@@ -165,6 +172,20 @@ def test_detect(server):
     assert unknown.status_code == 422 and unknown.json()["field"] == "controlnet_module"
 
 
+def test_detect_with_an_annotator_from_models_controlnetannotators(server):
+    modules = get(server, "/controlnet/module_list", alias_names="true")["module_list"]
+    assert "lineart_coarse" in modules and "lineart_anime" not in modules
+    body = {"controlnet_module": "lineart_coarse", "controlnet_input_images": [b64(square())],
+            "controlnet_processor_res": 64}  # fmt: skip
+    r = requests.post(server.url + "/controlnet/detect", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    lines = decode(r.json()["images"][0])
+    assert lines.size == (64, 64) and np.asarray(lines).std() > 0
+    missing = requests.post(server.url + "/controlnet/detect", json={**body, "controlnet_module": "lineart_anime"},
+                            timeout=60)  # fmt: skip
+    assert missing.status_code == 422 and "models/ControlNetAnnotators/lineart_anime/netG.pth" in missing.text
+
+
 def test_inpaint_only_keeps_the_unit_image_outside_the_mask(server):
     ramp = np.linspace(0, 255, 64, dtype=np.uint8)
     image = Image.fromarray(np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)),
@@ -181,6 +202,15 @@ def test_inpaint_only_keeps_the_unit_image_outside_the_mask(server):
     outside[14:50, 14:50] = False
     assert np.array_equal(out[outside], np.asarray(image, dtype=np.int16)[outside])
     assert np.abs(out[28:36, 28:36] - np.asarray(image, dtype=np.int16)[28:36, 28:36]).max() > 8
+    ring = ~outside
+    ring[24:40, 24:40] = False  # outside the mask, inside the dilated, blurred border
+    assert not np.array_equal(out[ring], np.asarray(image, dtype=np.int16)[ring])
+    # the extension's control_net_inpaint_blur_sigma: 0 keeps every pixel outside the mask itself
+    sharp = txt2img(server, unit, override_settings={"control_net_inpaint_blur_sigma": 0})
+    assert sharp.status_code == 200, sharp.text
+    hard = pixels(sharp.json()["images"][0])
+    assert np.array_equal(hard[ring], np.asarray(image, dtype=np.int16)[ring])
+    assert np.array_equal(hard[28:36, 28:36], out[28:36, 28:36])  # the same generation inside
 
 
 def test_script_info_declares_controlnet_with_postable_default_units(server):

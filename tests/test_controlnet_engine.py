@@ -430,3 +430,30 @@ def test_low_vram_keeps_the_model_off_the_device_except_while_its_unit_runs(
         normal = pixels(run(tiny_sd1_model, controlnets, [unit(guidance_end=0.5)], hooks=hooks, steps=4))
     assert mover.count(module) == 1 + 2 * 3 + 1 and seen[-1] == tiny_sd1_model.device
     assert np.array_equal(low, normal)
+
+
+def test_a_model_based_annotator_runs_in_the_job_at_the_pixel_perfect_resolution(
+    tiny_sd1_model, tmp_path, plain
+):
+    """A unit's lineart module reads its file from the store's annotator folder; its map is the detected map."""
+    from sdwebui.engine.controlnet.preprocessors import PreprocessParams, lineart, run_preprocessor
+
+    folder, annotators = tmp_path / "ControlNet", tmp_path / "ControlNetAnnotators"
+    write_ldm_controlnet(tiny_controlnet("sd1"), "sd1", folder / "tiny_sd1_lineart.pth")
+    (annotators / "lineart").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(lineart.LineGenerator(width=8, residual_blocks=1).state_dict(), annotators / lineart.REALISTIC)
+    store = ControlNets(ControlNetLibrary([folder]), annotator_dir=annotators)
+    wide = Image.new("RGB", (128, 64), "black")
+    ImageDraw.Draw(wide).rectangle([40, 10, 90, 50], fill="white")
+    line = unit(
+        "tiny_sd1_lineart", module="lineart_realistic", images=(ControlImage(wide),), pixel_perfect=True
+    )
+    result = run(tiny_sd1_model, store, [line])
+    assert (
+        "Module: lineart_realistic" in result.images[0].infotext
+        and "Processor Res: 64," in result.images[0].infotext
+    )
+    expected = run_preprocessor("lineart", wide, PreprocessParams(resolution=64), annotator_dir=annotators)
+    assert np.array_equal(np.asarray(result.extra_images[0]), np.asarray(expected))
+    assert np.abs(pixels(result) - plain).max() > 0

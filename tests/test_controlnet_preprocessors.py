@@ -206,7 +206,7 @@ def test_unknown_module_and_missing_weights_are_request_errors(tmp_path):
 def test_softedge_hed_runs_from_its_weight_file_in_the_real_layout(tmp_path):
     from sdwebui.engine.controlnet.preprocessors.hed import ControlNetHED
 
-    with pytest.raises(MissingAnnotatorError, match="models/ControlNetAnnotators/ControlNetHED.pth"):
+    with pytest.raises(MissingAnnotatorError, match="models/ControlNetAnnotators/hed/ControlNetHED.pth"):
         run_preprocessor("softedge_hed", square(), PreprocessParams(resolution=64), annotator_dir=tmp_path)
     assert "hed" not in module_names(tmp_path)
     torch.manual_seed(0)
@@ -222,3 +222,12 @@ def test_softedge_hed_runs_from_its_weight_file_in_the_real_layout(tmp_path):
     assert grey.std() > 0  # the map depends on the image: flat inside, different at the square's border
     bigger = run_preprocessor("hed", image, PreprocessParams(resolution=128), annotator_dir=tmp_path)
     assert bigger.size == (192, 128)
+    # softedge_hedsafe quantises the same probabilities to three levels; scribble_hed draws binary lines
+    safe = np.asarray(
+        run_preprocessor("softedge_hedsafe", image, PreprocessParams(resolution=64), annotator_dir=tmp_path)
+    )
+    assert set(np.unique(safe)) <= {0, 127, 255} and not safe[:, :, 0][grey <= 84].any()
+    scribble = run_preprocessor(
+        "scribble_hed", image, PreprocessParams(resolution=64), annotator_dir=tmp_path
+    )
+    assert set(np.unique(np.asarray(scribble))) <= {0, 255}

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from sdwebui.config.options import LIMIT_PREFIX, OptionError, Options
+from sdwebui.config.options_controlnet import job_controlnets
 from sdwebui.config.paths import DataPaths
 from sdwebui.config.styles import StyleDatabase
 from sdwebui.engine import samplers
@@ -195,7 +196,7 @@ def _settings(values: dict[str, Any], source: SettingsSource) -> EngineSettings:
         ),
         memory=_memory(values, source),
         skip_layer_guidance=slg.from_values(values),
-        controlnets=source.controlnets,
+        controlnets=job_controlnets(source.controlnets, values),
         face_restoration=FaceRestorationSettings(
             source.face_restorers,
             str(values.get("face_restoration_model") or "CodeFormer"),

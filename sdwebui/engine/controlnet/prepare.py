@@ -127,7 +127,7 @@ def build_addons(
             job.infotext[key] = dataclasses.replace(unit, model=info.title).serialize()
             continue
         control, maps, params, union = _control_unit(model, unit, name, size, init, controlnets)
-        fix = _x0_fix(unit, maps, params, encode)
+        fix = _x0_fix(unit, maps, params, encode, controlnets.inpaint_blur_sigma)
         active.append(ActiveUnit(index, unit, control, maps, union, fix))
         job.fixes += [fix] if fix is not None else []
         job.infotext[key] = _resolved(unit, control.title, params).serialize()
@@ -138,7 +138,7 @@ def build_addons(
     return job
 
 
-def _x0_fix(unit: ControlNetUnit, maps, params, encode: Encode | None) -> X0Fix | None:
+def _x0_fix(unit: ControlNetUnit, maps, params, encode: Encode | None, blur_sigma: int = 7) -> X0Fix | None:
     kind = fix_kind(unit.module)
     if kind is None:
         return None
@@ -153,6 +153,7 @@ def _x0_fix(unit: ControlNetUnit, maps, params, encode: Encode | None) -> X0Fix 
         encode,
         variation=params.threshold_a if kind == COLORFIX else 0.0,
         sharpness=params.threshold_b if sharp else None,
+        blur_sigma=blur_sigma,
     )
 
 
@@ -177,7 +178,7 @@ def _control_unit(model: LoadedModel, unit: ControlNetUnit, name: str, size, ini
             f"{control.title} is a {_BASE_LABEL[control.base]} {control.kind.replace('_', '-')}; the "
             f"loaded checkpoint is {family}",
         )
-    maps, params = _maps(unit, name, size, init, controlnets)
+    maps, params = _maps(unit, name, size, init, controlnets, str(model.device))
     union = None
     if control.kind == CONTROLNET_UNION:
         union = _union_type(unit, name, module_files(controlnets))
@@ -207,6 +208,7 @@ def _maps(
     size: tuple[int, int],
     init: tuple[Image.Image | None, Image.Image | None],
     controlnets: ControlNets,
+    device: str = "cpu",
 ) -> tuple[list[Image.Image], preprocessors.PreprocessParams]:
     images = list(unit.images)
     if not images:
@@ -219,11 +221,12 @@ def _maps(
     params = preprocessors.resolve_params(
         unit.module, unit.processor_res, unit.threshold_a, unit.threshold_b, annotators
     )
+    params = dataclasses.replace(params, device=device)  # model-based annotators run with the checkpoint
     maps = []
     for item in images:
         if unit.pixel_perfect:
             resolution = pixel_perfect_resolution(item.image, size[0], size[1], unit.resize_mode)
-            params = preprocessors.PreprocessParams(resolution, params.threshold_a, params.threshold_b)
+            params = dataclasses.replace(params, resolution=resolution)
         maps.append(
             preprocessors.run_preprocessor(
                 unit.module, item.image, params, item.mask, annotators, field_name=f"{name}.module"

@@ -48,6 +48,7 @@ class X0Fix:
     encode: Encode
     variation: float = 8.0  # colorfix: threshold_a, the blur radius in latent pixels
     sharpness: float | None = None  # +sharp: threshold_b
+    blur_sigma: int = 7  # inpaint_only's final blend (control_net_inpaint_blur_sigma)
     _latents: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _masks: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -101,4 +102,4 @@ class X0Fix:
         fitted = self.fitted(image.width, image.height)[index % len(self.maps)]
         if fitted.shape[2] != 4:
             return image
-        return inpaint_only_image(image, Image.fromarray(fitted, mode="RGBA"))
+        return inpaint_only_image(image, Image.fromarray(fitted, mode="RGBA"), self.blur_sigma)

@@ -23,6 +23,7 @@ class ControlNets:
     clip_vision_dir: Path | None = None  # models/clip_vision: IP-Adapter's image encoders
     ip_adapters: IPAdapterCache = field(default_factory=IPAdapterCache)
     clip_vision: ClipVisionCache = field(default_factory=ClipVisionCache)
+    inpaint_blur_sigma: int = 7  # control_net_inpaint_blur_sigma: inpaint_only's final blend, in pixels
 
     def find(self, name: str, field_name: str = "model") -> ControlModelInfo:
         return self.library.find(name, field_name)

@@ -17,6 +17,7 @@ from sdwebui.engine.controlnet.preprocessors.catalog import (
     module_names,
 )
 from sdwebui.engine.controlnet.preprocessors.errors import (
+    BrokenAnnotatorError,
     MissingAnnotatorError,
     PreprocessorInputError,
     UnknownModuleError,
@@ -26,6 +27,7 @@ from sdwebui.engine.controlnet.preprocessors.registry import Preprocessor
 from sdwebui.engine.controlnet.preprocessors.run import resolve_params, run_preprocessor
 
 __all__ = [
+    "BrokenAnnotatorError",
     "MissingAnnotatorError",
     "ModuleFiles",
     "PreprocessParams",

@@ -13,6 +13,7 @@ from sdwebui.engine.controlnet.preprocessors.registry import (
     NEEDS_WEIGHTS,
     Preprocessor,
 )
+from sdwebui.engine.controlnet.preprocessors.weights import weight_path
 from sdwebui.models.clip_vision import FILE_NAMES, find_encoder
 
 # Model-name filters per control type beyond its own lower-cased name (the extension's tag_to_filters).
@@ -44,7 +45,7 @@ def as_module_files(annotator_dir: Path | ModuleFiles | None) -> ModuleFiles:
 def _missing_weights(p: Preprocessor, files: ModuleFiles) -> tuple[str, str] | None:
     """(folder, file) of the first weight file `p` needs that is not there, else None."""
     for filename in p.weight_files:
-        if files.annotator_dir is None or not (files.annotator_dir / filename).is_file():
+        if weight_path(files.annotator_dir, filename) is None:
             return "ControlNetAnnotators", filename
     if p.encoder is not None and find_encoder(files.clip_vision_dir, p.encoder) is None:
         return "clip_vision", FILE_NAMES[p.encoder][0]

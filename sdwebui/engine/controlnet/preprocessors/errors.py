@@ -30,5 +30,13 @@ class MissingAnnotatorError(RequestError):
         self.filename = filename
 
 
+class BrokenAnnotatorError(RequestError):
+    """An annotator weight file that is there but is not that annotator's network (or does not unpickle)."""
+
+    def __init__(self, path: str, reason: str, field_name: str = "module"):
+        super().__init__(field_name, f"the annotator weights {path} do not load: {reason}")
+        self.path = path
+
+
 class PreprocessorInputError(RequestError):
     """The image (or mask) given to a module does not fit it (e.g. inpaint_only without a mask)."""

@@ -6,7 +6,6 @@ The map: each block's 1-channel projection resized to the image, averaged, throu
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import cv2
@@ -14,11 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdwebui.engine.controlnet.preprocessors import edges
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
-from sdwebui.models.safe_pickle import load_pickled_checkpoint
+from sdwebui.engine.controlnet.preprocessors.weights import image_tensor, network
 
-WEIGHTS = "ControlNetHED.pth"
+WEIGHTS = "hed/ControlNetHED.pth"
 
 
 class DoubleConvBlock(nn.Module):
@@ -57,24 +57,19 @@ class ControlNetHED(nn.Module):
         return [p1, p2, p3, p4, p5]
 
 
-@functools.lru_cache(maxsize=1)
-def _network(path: str, stamp: tuple[int, int]) -> ControlNetHED:
-    """The network of `path` (pickled through the safe unpickler), kept while the file is unchanged."""
-    net = ControlNetHED()
-    net.load_state_dict(load_pickled_checkpoint(path), strict=True)
-    return net.eval().requires_grad_(False)
+def _build(state: dict[str, torch.Tensor]) -> ControlNetHED:
+    return ControlNetHED()
 
 
-def hed_map(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
-    """uint8 [H, W, 3] -> the soft-edge map, uint8 [H, W] (at the processor resolution, as canny's)."""
-    stat = weights.stat()
-    net = _network(str(weights), (stat.st_mtime_ns, stat.st_size))
+def _edge(image: np.ndarray, params: PreprocessParams, weights: Path) -> np.ndarray:
+    """Edge probabilities in [0, 1], [H, W] at the processor resolution."""
+    net = network(_build, weights, params.device)
     padded, remove_pad = resize_with_pad(image, params.resolution)  # the extension's input size
     height, width = padded.shape[:2]
     with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(padded)).float().permute(2, 0, 1)[None]
-        edges = [p[0, 0].numpy().astype(np.float32) for p in net(x)]
-    edges = [cv2.resize(e, (width, height), interpolation=cv2.INTER_LINEAR) for e in edges]
-    edge = 1 / (1 + np.exp(-np.mean(np.stack(edges, axis=2), axis=2)))
-    grey = (edge * 255.0).clip(0, 255).astype(np.uint8)
-    return remove_pad(grey)
+        sides = [p[0, 0].cpu().numpy().astype(np.float32) for p in net(image_tensor(padded, net=net))]
+    sides = [cv2.resize(e, (width, height), interpolation=cv2.INTER_LINEAR) for e in sides]
+    return remove_pad(1 / (1 + np.exp(-np.mean(np.stack(sides, axis=2), axis=2))))
+
+
+MODULES = edges.SoftEdge(_edge)  # hed, hed_safe and the scribble from the same file

@@ -13,6 +13,7 @@ class PreprocessParams:
     threshold_a: float = 0.0
     threshold_b: float = 0.0
     seed: int | None = None  # shuffle's random flow; None: fresh randomness
+    device: str = "cpu"  # where model-based annotators run (a unit's: the checkpoint's device)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from sdwebui.engine.controlnet.preprocessors import hed, model_free
+from sdwebui.engine.controlnet.preprocessors import (
+    anime_face,
+    depth_anything,
+    hed,
+    lineart,
+    mlsd,
+    model_free,
+    normal_bae,
+    openpose,
+    pidinet,
+)
 from sdwebui.engine.controlnet.preprocessors.params import RESOLUTION, PreprocessParams, Slider
 
 MapFunction = Callable[[np.ndarray, PreprocessParams], np.ndarray]
@@ -25,7 +35,7 @@ class Preprocessor:
     run: MapFunction | None  # None: the module is applied by the engine (reference) or needs weights we lack
     tags: tuple[str, ...]
     label: str = ""
-    resolution: Slider | None = RESOLUTION  # None: hidden (the map keeps the image's size)
+    resolution: Slider | None = RESOLUTION  # None: hidden (model-free ones keep the image's size)
     slider_1: Slider | None = None
     slider_2: Slider | None = None
     priority: int = 0
@@ -152,48 +162,97 @@ IP_ADAPTER: tuple[Preprocessor, ...] = tuple(
     )
 )
 
+
+def _annotator(
+    name: str, tags: tuple[str, ...], weights: str, run: WeightsMapFunction | None, label: str = "", **fields
+) -> Preprocessor:
+    """A model-based module reading `weights` (under models/ControlNetAnnotators); `run` None: not
+    implemented here (never listed; asking for it names its file)."""
+    return Preprocessor(
+        name, None, tags, label=label, weight_files=(weights,), run_with_weights=run, **fields
+    )
+
+
+_HIDDEN = {"resolution": None}  # the extension hides the slider; processor_res (pixel perfect) still applies
+_SCRIBBLE = ("Scribble", "SparseCtrl")
+
 # Model-based annotators: runnable only with their weights (and an implementation); otherwise a clear error.
 NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
-    Preprocessor("lineart", None, ("Lineart",), label="lineart_realistic", weight_files=("sk_model.pth",)),
-    Preprocessor("lineart_coarse", None, ("Lineart",), weight_files=("sk_model2.pth",)),
-    Preprocessor("lineart_anime", None, ("Lineart",), weight_files=("netG.pth",)),
-    Preprocessor(
-        "hed",
-        None,
+    _annotator(
+        "lineart", ("Lineart",), lineart.REALISTIC, lineart.lineart_map, "lineart_realistic", **_HIDDEN
+    ),
+    _annotator("lineart_coarse", ("Lineart",), lineart.COARSE, lineart.lineart_map, **_HIDDEN),
+    _annotator("lineart_anime", ("Lineart",), lineart.ANIME, lineart.lineart_anime_map, **_HIDDEN),
+    _annotator("hed", ("SoftEdge",), hed.WEIGHTS, hed.MODULES.soft, "softedge_hed"),
+    _annotator("hed_safe", ("SoftEdge",), hed.WEIGHTS, hed.MODULES.safe, "softedge_hedsafe"),
+    _annotator("scribble_hed", _SCRIBBLE, hed.WEIGHTS, hed.MODULES.scribble),
+    _annotator(
+        "pidinet",
         ("SoftEdge",),
-        label="softedge_hed",
-        weight_files=(hed.WEIGHTS,),
-        run_with_weights=hed.hed_map,
+        pidinet.WEIGHTS,
+        pidinet.MODULES.soft,
+        "softedge_pidinet",
+        priority=100,
+        **_HIDDEN,
     ),
-    Preprocessor(
-        "pidinet", None, ("SoftEdge",), label="softedge_pidinet", weight_files=("table5_pidinet.pth",)
+    _annotator(
+        "pidinet_safe", ("SoftEdge",), pidinet.WEIGHTS, pidinet.MODULES.safe, "softedge_pidisafe", **_HIDDEN
     ),
-    Preprocessor(
-        "depth", None, ("Depth",), label="depth_midas", weight_files=("dpt_hybrid-midas-501f0c75.pt",)
+    _annotator(
+        "pidinet_scribble",
+        _SCRIBBLE,
+        pidinet.WEIGHTS,
+        pidinet.MODULES.scribble,
+        "scribble_pidinet",
+        priority=100,
+        **_HIDDEN,
     ),
-    Preprocessor("depth_leres", None, ("Depth",), weight_files=("res101.pth",)),
-    Preprocessor("depth_zoe", None, ("Depth",), weight_files=("ZoeD_M12_N.pt",)),
-    Preprocessor("normal_bae", None, ("NormalMap",), weight_files=("scannet.pt",)),
-    Preprocessor("openpose", None, ("OpenPose",), weight_files=("body_pose_model.pth",)),
+    _annotator(
+        "pidinet_sketch",
+        ("T2I-Adapter",),
+        pidinet.WEIGHTS,
+        pidinet.MODULES.sketch,
+        "t2ia_sketch_pidi",
+        **_HIDDEN,
+    ),
+    _annotator("depth", ("Depth",), "midas/dpt_hybrid-midas-501f0c75.pt", None, "depth_midas"),
+    _annotator(
+        "depth_anything", ("Depth",), depth_anything.WEIGHTS, depth_anything.depth_anything_map, **_HIDDEN
+    ),
+    _annotator(
+        "depth_anything_v2",
+        ("Depth",),
+        depth_anything.WEIGHTS_V2,
+        depth_anything.depth_anything_v2_map,
+        **_HIDDEN,
+    ),
+    _annotator("depth_leres", ("Depth",), "leres/res101.pth", None),
+    _annotator("depth_zoe", ("Depth",), "zoedepth/ZoeD_M12_N.pt", None),
+    _annotator(
+        "normal_bae", ("NormalMap",), normal_bae.WEIGHTS, normal_bae.normal_bae_map, priority=100, **_HIDDEN
+    ),
+    _annotator("openpose", ("OpenPose",), openpose.BODY, openpose.openpose_map),
     Preprocessor(
         "openpose_full",
         None,
         ("OpenPose",),
-        weight_files=("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+        weight_files=(openpose.BODY, "openpose/hand_pose_model.pth", "openpose/facenet.pth"),
     ),
-    Preprocessor(
+    _annotator(
         "mlsd",
-        None,
         ("MLSD",),
+        mlsd.WEIGHTS,
+        mlsd.mlsd_map,
         slider_1=Slider("MLSD Value Threshold", 0.01, 2.0, 0.1),
         slider_2=Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1),
-        weight_files=("mlsd_large_512_fp32.pth",),
+        priority=100,
     ),
-    Preprocessor(
-        "segmentation",
-        None,
+    _annotator(
+        "anime_face_segment",
         ("Segmentation",),
-        label="seg_ufade20k",
-        weight_files=("upernet_global_small.pth",),
+        anime_face.WEIGHTS,
+        anime_face.anime_face_map,
+        "seg_anime_face",
     ),
+    _annotator("segmentation", ("Segmentation",), "uniformer/upernet_global_small.pth", None, "seg_ufade20k"),
 )

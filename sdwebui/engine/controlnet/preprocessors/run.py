@@ -14,6 +14,7 @@ from sdwebui.engine.controlnet.preprocessors.imaging import to_image, to_rgb_arr
 from sdwebui.engine.controlnet.preprocessors.inpaint import with_mask
 from sdwebui.engine.controlnet.preprocessors.params import PreprocessParams
 from sdwebui.engine.controlnet.preprocessors.registry import Preprocessor
+from sdwebui.engine.controlnet.preprocessors.weights import weight_path
 
 
 def resolve_params(
@@ -78,7 +79,8 @@ def run_preprocessor(
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
         return with_mask(rgb, mask_array) if mask_array is not None else to_image(rgb)
     if preprocessor.run_with_weights is not None:  # lookup() checked that its weight file is there
-        weights = as_module_files(annotator_dir).annotator_dir / preprocessor.weight_files[0]
+        weights = weight_path(as_module_files(annotator_dir).annotator_dir, preprocessor.weight_files[0])
+        assert weights is not None
         return to_image(preprocessor.run_with_weights(to_rgb_array(image), params, weights))
     assert preprocessor.run is not None  # lookup() only returns runnable modules
     return to_image(preprocessor.run(to_rgb_array(image), params))
