@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -525,7 +526,20 @@ def test_extensions_module_shows_the_installed_extensions(bound_app):
     )
     assert ext.path == str(data.extensions_dir / "sample-surface")
     assert [f.filename for f in ext.list_files("scripts", ".py")] == ["surface_probe.py"]
+    from modules import scripts  # images-browser lists every script file this way
+
+    listed = [(f.basedir, f.filename) for f in scripts.list_scripts("scripts", ".py")]
+    assert (ext.path, "surface_probe.py") in listed
+    assert all(os.path.isfile(f.path) for f in scripts.list_scripts("scripts", ".py"))
+    own_only = scripts.list_scripts("scripts", ".py", include_extensions=False)
+    assert all(f.basedir != ext.path for f in own_only)
+    (data.extensions_dir / "sample-surface" / "style.css").write_text("a {}")
+    styles = scripts.list_files_with_name("style.css")
+    assert str(data.extensions_dir / "sample-surface" / "style.css") in styles
     manager.set_enabled("sample-surface", False)
+    assert str(data.extensions_dir / "sample-surface" / "style.css") not in scripts.list_files_with_name(
+        "style.css"
+    )
     assert [e.name for e in extensions.active()] == ["core-ext"]
     assert extensions.extensions_dir == str(data.extensions_dir)
 

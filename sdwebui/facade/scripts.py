@@ -23,7 +23,7 @@ from typing import Any
 
 from sdwebui.config import paths
 from sdwebui.engine.requests import RequestError
-from sdwebui.facade import script_callbacks
+from sdwebui.facade import bound, script_callbacks
 
 # Gradio keeps the Blocks being built in a process-wide attribute (`Context.root_block`) beside its
 # contextvars, so two threads building Blocks at once attach components to each other's ("'Dropdown' object
@@ -216,6 +216,28 @@ class ScriptFile:
     basedir: str
     filename: str
     path: str
+
+
+def list_scripts(scriptdirname: str, extension: str, *, include_extensions: bool = True) -> list[ScriptFile]:
+    """A1111's listing: the app's own `<script_path>/<scriptdirname>/*<extension>`, then (unless told not
+    to) those of the enabled extensions in load order; only files that exist."""
+    own = Path(paths.script_path) / scriptdirname
+    found = [ScriptFile(paths.script_path, p.name, str(p)) for p in sorted(own.glob(f"*{extension}"))]
+    manager = bound.extension_manager()
+    if include_extensions and manager is not None:
+        found += [
+            ScriptFile(str(ext.path), p.name, str(p))
+            for ext, p in manager.ordered_script_files(scriptdirname, extension)
+        ]
+    return [f for f in found if os.path.isfile(f.path)]
+
+
+def list_files_with_name(filename: str) -> list[str]:
+    """`filename` in the app's folder and in every enabled extension's folder, where it exists (A1111 uses
+    this for `style.css`-like files)."""
+    manager = bound.extension_manager()
+    dirs = [paths.script_path] + ([str(ext.path) for ext in manager.active()] if manager is not None else [])
+    return [str(Path(d) / filename) for d in dirs if (Path(d) / filename).is_file()]
 
 
 scripts_data: list[ScriptClassData] = []
