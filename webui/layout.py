@@ -34,7 +34,7 @@ from webui.login import LoginGate, UiLogin
 from webui.module_selector import ModuleSelector, build_module_selector
 from webui.page_scripts import PageScripts, scripts_html
 from webui.pnginfo_tab import build_pnginfo_tab
-from webui.settings_tab import build_quicksettings, build_settings_tab
+from webui.settings_tab import SettingsControls, build_quicksettings, build_settings_tab, displayed_value
 from webui.txt2img_tab import build_txt2img_tab
 from webui.ui_config import UiConfig
 
@@ -97,6 +97,7 @@ def _create_ui(services: Any) -> gr.Blocks:
                     create_extensions_tab(services)
 
         _wire_send_to(tabs, backend, txt2img, img2img, extras, pnginfo, modules)
+        _sync_modules(backend, settings, modules)
 
         sizes = [
             component
@@ -127,6 +128,19 @@ def _create_ui(services: Any) -> gr.Blocks:
         ).then(None, js="() => { document.body.dataset.uiLoaded = '1'; }")  # for tests and scripts
     cfg.save_missing()
     return demo
+
+
+def _sync_modules(backend: UiBackend, settings: SettingsControls, modules: ModuleSelector) -> None:
+    """The VAE / Text Encoder setting is also a Settings tab field: each shows the other's change (a stale
+    value there would be written back by the tab's next Apply)."""
+    key = module_selector.OPTION
+    if key in settings.keys:
+        box = settings.components[settings.keys.index(key)]
+        modules.applied.then(lambda: displayed_value(backend, key), outputs=box, show_progress="hidden")
+    for applied in settings.applied:
+        applied.then(
+            lambda: module_selector.current_value(backend), outputs=modules.dropdown, show_progress="hidden"
+        )
 
 
 def options_json(services: Any) -> str:
