@@ -602,3 +602,54 @@ def test_sd3_skip_layer_guidance_matches_diffusers_and_only_acts_when_enabled(sd
     assert error.value.field == "sd3_slg_layers"
     with pytest.raises(RequestError, match="override_settings.*block numbers"):
         resolve(RawFields(prompt="a cat"), Options(default_templates()), {"sd3_slg_layers": "a,b"})
+
+
+PART_FILES = ["ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors"]
+
+
+@pytest.fixture
+def ui_backend(flux_dev, tmp_path):
+    """The UI's backend over the real services, on a data dir with a transformer-only Flux dev + parts."""
+    from sdwebui.config import flags
+    from sdwebui.services import build_services
+    from webui.backend import UiBackend
+
+    data = tmp_path / "data"
+    fx.write_flux_transformer_only(
+        flux_dev, data / "models" / "Stable-diffusion" / "flux1-dev-tiny.safetensors"
+    )
+    fx.write_parts(flux_dev, data / "models" / "text_encoder", data / "models" / "VAE")
+    services = build_services(flags.parse_args(["--data-dir", str(data), "--use-cpu", "all"]))
+    yield UiBackend(services)
+    services.shutdown()
+
+
+def test_module_selector_sets_the_option_and_its_infotext_pastes_it_back(ui_backend):
+    """The UI's "VAE / Text Encoder" selector (webui.module_selector): it lists the files /sd-modules lists
+    and sets `forge_additional_modules`; a UI job without a sampler runs Flux's Euler on those parts and
+    names them in its infotext (`Module 1: ae`), which pastes the same selection back."""
+    from sdwebui.config.resolve import RawFields
+    from sdwebui.engine.infotext_fields import parse_infotext
+    from sdwebui.jobs.queue import JobError
+    from webui.module_selector import OPTION, apply, current_value, module_names, pasted_modules
+
+    backend = ui_backend
+    names = module_names(backend)
+    assert sorted(names) == PART_FILES
+    assert current_value(backend)["value"] == [] and sorted(current_value(backend)["choices"]) == PART_FILES
+    assert apply(backend, PART_FILES) == ""
+    assert backend.options.get(OPTION) == PART_FILES and current_value(backend)["value"] == PART_FILES
+    raw = RawFields(prompt="a cat", steps=2, width=64, height=64, seed=3, cfg_scale=1.0, save_images=False)
+    result = backend.submit(backend.resolve(raw)).wait(600)
+    info = result.infotexts[0]
+    assert "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16" in info, info
+    assert "Sampler: Euler," in info  # no sampler given: Flux's own
+    assert pasted_modules(parse_infotext(info), names) == PART_FILES
+    assert pasted_modules(parse_infotext("a cat\nSteps: 2, Module 2: clip_l, Module 1: gone"), names) == [
+        "clip_l.safetensors"
+    ]
+    assert pasted_modules(parse_infotext("a cat\nSteps: 2, Seed: 1"), names) is None  # no change
+    assert apply(backend, []) == "" and backend.options.get(OPTION) == []
+    error = backend.submit(backend.resolve(raw))
+    with pytest.raises(JobError, match="forge_additional_modules"):
+        error.wait(600)

@@ -131,18 +131,25 @@ def test_inpainting_keeps_pixels_outside_the_mask(server):
 
 
 def test_family_defaults_fill_what_the_body_leaves_out(server):
-    """No steps / cfg_scale in the body: Flux dev's own defaults (20 steps, CFG 1, one forward per step,
-    Distilled CFG 3.5), not A1111's CFG 7; a value the body gives wins, also for an SD1 checkpoint."""
-    bare = {k: v for k, v in BASE.items() if k not in ("steps", "cfg_scale")}
+    """No sampler / steps / cfg_scale in the body: Flux dev's own defaults (Euler, 20 steps, CFG 1, one
+    forward per step, Distilled CFG 3.5), not A1111's Euler a / CFG 7, also for the hires pass; a value the
+    body gives wins, and an SD1 checkpoint keeps A1111's defaults."""
+    bare = {k: v for k, v in BASE.items() if k not in ("sampler_name", "steps", "cfg_scale")}
     response = post(server, "txt2img", {**bare, **FLUX, "steps": None})
     assert response.status_code == 200, response.text
     info = response.json()["info"]
     assert "Steps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1," in info, info
     assert "Distilled CFG Scale: 3.5" in info
-    explicit = post(server, "txt2img", {**bare, **FLUX, "steps": 2, "cfg_scale": 2.5}).json()["info"]
-    assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 2.5," in explicit
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 1, "denoising_strength": 0.5}
+    explicit = post(server, "txt2img", {**bare, **FLUX, **hires, "steps": 2, "cfg_scale": 2.5}).json()
+    assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 2.5," in explicit["info"]
+    assert "Hires upscale: 1.5" in explicit["info"] and "Hires sampler" not in explicit["info"]
+    assert image_of(explicit).size == (96, 96)
+    given = post(server, "txt2img", {**bare, **FLUX, "steps": 1, "sampler_index": "UniPC"}).json()["info"]
+    assert "Sampler: UniPC," in given, given
     sd1 = post(server, "txt2img", {**bare, "steps": 2, "override_settings": {"sd_model_checkpoint": "alpha"}})
-    assert sd1.status_code == 200 and "CFG scale: 7," in sd1.json()["info"]
+    assert sd1.status_code == 200, sd1.text
+    assert "Sampler: Euler a, Schedule type: Simple, CFG scale: 7," in sd1.json()["info"]
 
 
 def test_xyz_plot_on_flux(server):

@@ -24,16 +24,17 @@ from sdwebui.api.throttle import LoginThrottle
 from sdwebui.extensions.bridge import extension_tabs
 from sdwebui.extensions.component_hooks import observe as observe_components
 from sdwebui.facade.scripts import BLOCKS_BUILD_LOCK
-from webui import paste
+from webui import module_selector, paste
 from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
 from webui.extra_networks import install_thumb_route
 from webui.extras_tab import build_extras_tab
 from webui.img2img_tab import brush_size, build_img2img_tab
 from webui.login import LoginGate, UiLogin
+from webui.module_selector import ModuleSelector, build_module_selector
 from webui.page_scripts import PageScripts, scripts_html
 from webui.pnginfo_tab import build_pnginfo_tab
-from webui.settings_tab import build_quicksettings, build_settings_tab
+from webui.settings_tab import SettingsControls, build_quicksettings, build_settings_tab, displayed_value
 from webui.txt2img_tab import build_txt2img_tab
 from webui.ui_config import UiConfig
 
@@ -72,7 +73,11 @@ def _create_ui(services: Any) -> gr.Blocks:
         # queue() builds a whole Gradio app for the Blocks: called here, while they are empty, that is cheap;
         # its settings are read when events run, so this is the same queue as one set up after the build
         demo.queue(default_concurrency_limit=None)
-        quick = build_quicksettings(backend)
+        with gr.Row(elem_id="top_bar", equal_height=False):
+            with gr.Column(scale=3, min_width=200):
+                quick = build_quicksettings(backend)
+            with gr.Column(scale=2, min_width=200):  # Forge's "VAE / Text Encoder" (Flux / SD3 parts)
+                modules = build_module_selector(backend)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = build_txt2img_tab(backend, cfg)
@@ -91,7 +96,8 @@ def _create_ui(services: Any) -> gr.Blocks:
                 with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                     create_extensions_tab(services)
 
-        _wire_send_to(tabs, backend, txt2img, img2img, extras, pnginfo)
+        _wire_send_to(tabs, backend, txt2img, img2img, extras, pnginfo, modules)
+        _sync_modules(backend, settings, modules)
 
         sizes = [
             component
@@ -106,20 +112,35 @@ def _create_ui(services: Any) -> gr.Blocks:
             return [
                 *settings.current_values(backend),
                 *quick.current_values(backend),
+                module_selector.current_value(backend),
                 *[native for _ in sizes],
             ]
 
         # the settings as JSON for the page's `opts` (javascript/script.js reads it, as A1111's settings_json)
         settings_json = gr.Textbox(value="{}", elem_id="settings_json", visible="hidden", show_label=False)
-        for applied in (*settings.applied, *quick.applied):  # after an Apply / a quicksetting change
+        # after an Apply / a quicksetting change / a VAE / Text Encoder change
+        for applied in (*settings.applied, *quick.applied, modules.applied):
             applied.then(lambda: options_json(services), outputs=settings_json, show_progress="hidden")
         demo.load(
             lambda: [*refresh_on_load(), options_json(services)],
-            outputs=[*settings.components, *quick.components, *sizes, settings_json],
+            outputs=[*settings.components, *quick.components, modules.dropdown, *sizes, settings_json],
             show_progress="hidden",
         ).then(None, js="() => { document.body.dataset.uiLoaded = '1'; }")  # for tests and scripts
     cfg.save_missing()
     return demo
+
+
+def _sync_modules(backend: UiBackend, settings: SettingsControls, modules: ModuleSelector) -> None:
+    """The VAE / Text Encoder setting is also a Settings tab field: each shows the other's change (a stale
+    value there would be written back by the tab's next Apply)."""
+    key = module_selector.OPTION
+    if key in settings.keys:
+        box = settings.components[settings.keys.index(key)]
+        modules.applied.then(lambda: displayed_value(backend, key), outputs=box, show_progress="hidden")
+    for applied in settings.applied:
+        applied.then(
+            lambda: module_selector.current_value(backend), outputs=modules.dropdown, show_progress="hidden"
+        )
 
 
 def options_json(services: Any) -> str:
@@ -127,9 +148,12 @@ def options_json(services: Any) -> str:
     return json.dumps(services.options.items(), default=str)
 
 
-def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, pnginfo) -> None:
+def _wire_send_to(
+    tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, pnginfo, modules: ModuleSelector
+) -> None:
     """Send-to buttons: results to img2img / inpaint / extras (image and generation parameters, pasted as
-    A1111 does), PNG Info parameters to txt2img / img2img."""
+    A1111 does), PNG Info parameters to txt2img / img2img (and its `Module N` parts to the VAE / Text
+    Encoder selector, as Forge)."""
     img2img_fields = (("Denoising strength", img2img.denoising_strength, float), *img2img.paste_fields())
     pasted = paste.all_outputs(img2img.prompt_row, img2img.params, img2img_fields)
 
@@ -197,12 +221,13 @@ def _wire_send_to(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, extras, p
             parsed = paste.pasted_params(text)
             updates = paste.field_updates(parsed, target.prompt_row, target.params, fields)
             values = paste.as_outputs(updates, outputs)
-            return [*values, gr.Tabs(selected=tab_id), *([image] if extra else [])]
+            pasted_modules = module_selector.paste_update(backend, parsed)
+            return [*values, pasted_modules, gr.Tabs(selected=tab_id), *([image] if extra else [])]
 
         button.click(
             send,
             inputs=[pnginfo.parameters, pnginfo.image],
-            outputs=[*outputs, tabs, *extra_outputs],
+            outputs=[*outputs, modules.dropdown, tabs, *extra_outputs],
             show_progress="hidden",
         )
 

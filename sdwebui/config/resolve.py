@@ -130,7 +130,8 @@ def resolve(
         source.styles.check(styles)  # a 4xx now; the engine applies them (once) when it runs
     settings = _settings(values, source)
     request = _request(raw, values, overrides, styles)
-    _check_sampler(request, raw.eta, settings)
+    if "sampler_name" not in request.family_defaults:  # else the job checks the family's, once it is known
+        _check_sampler(request, raw.eta, settings)
     request.validate()
     return Resolved(request, settings)
 
@@ -217,7 +218,17 @@ def _memory(values: dict[str, Any], source: SettingsSource) -> MemorySettings:
 
 
 # fields whose default is the model family's (Flux, SD3), not A1111's, when the front end leaves them out
-FAMILY_DEFAULT_FIELDS = ("steps", "cfg_scale", "distilled_cfg_scale")
+FAMILY_DEFAULT_FIELDS = ("sampler_name", "steps", "cfg_scale", "distilled_cfg_scale")
+
+
+def _family_default_fields(raw: RawFields, overrides: dict[str, Any]) -> tuple[str, ...]:
+    """The FAMILY_DEFAULT_FIELDS the front end left out; a per-job default_sampler override gives one."""
+    sampler_given = bool(raw.sampler_name) or "default_sampler" in overrides
+    return tuple(
+        name
+        for name in FAMILY_DEFAULT_FIELDS
+        if (not sampler_given if name == "sampler_name" else getattr(raw, name) is None)
+    )
 
 
 def _pick(value: Any, default: Any) -> Any:
@@ -255,12 +266,13 @@ def _request(
         "do_not_save_samples": not raw.save_images,
         "do_not_save_grid": not raw.save_images,
         "override_settings": overrides,
-        "family_defaults": tuple(name for name in FAMILY_DEFAULT_FIELDS if getattr(raw, name) is None),
+        "family_defaults": _family_default_fields(raw, overrides),
         **_refiner(raw),
     }
     if isinstance(raw, RawImg2ImgFields):
         return _img2img_request(raw, common, values)
-    return Txt2ImgRequest(**common, hires=_hires(raw, sampler_name, scheduler))
+    sampler_given = "sampler_name" not in common["family_defaults"]
+    return Txt2ImgRequest(**common, hires=_hires(raw, sampler_name, scheduler, sampler_given))
 
 
 def _refiner(raw: RawFields) -> dict[str, Any]:
@@ -275,8 +287,9 @@ def _refiner(raw: RawFields) -> dict[str, Any]:
 _SAME = ("", "Use same sampler", "Use same scheduler", "Use same checkpoint")
 
 
-def _hires(raw: RawFields, sampler_name: str, scheduler: str) -> HiresFix | None:
-    """The Hires. fix record (None when enable_hr is off); A1111's "Use same ..." choices are None."""
+def _hires(raw: RawFields, sampler_name: str, scheduler: str, sampler_given: bool) -> HiresFix | None:
+    """The Hires. fix record (None when enable_hr is off); A1111's "Use same ..." choices are None. A
+    pass on the first pass's sampler is checked by the job when that sampler is the family's default."""
     if not raw.enable_hr:
         return None
     hr_sampler = None if raw.hr_sampler_name in (None, *_SAME) else raw.hr_sampler_name
@@ -288,7 +301,8 @@ def _hires(raw: RawFields, sampler_name: str, scheduler: str) -> HiresFix | None
             field_name = "hr_scheduler" if "schedule type" in str(exc) else "hr_sampler_name"
             raise RequestError(field_name, str(exc)) from exc
         try:  # the combination the hires pass will run (e.g. "Euler a" has no Karras schedule)
-            samplers.create_scheduler(info.name, label, {}, None)
+            if hr_sampler is not None or sampler_given:
+                samplers.create_scheduler(info.name, label, {}, None)
         except (samplers.UnsupportedScheduleError, samplers.SamplerUnavailableError) as exc:
             raise RequestError("hr_scheduler" if hr_scheduler else "hr_sampler_name", str(exc)) from exc
         hr_sampler = info.name if hr_sampler is not None else None

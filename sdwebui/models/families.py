@@ -31,7 +31,8 @@ class TextEncoderSpec:
 
 @dataclass(frozen=True)
 class FamilyDefaults:
-    sampler: str = "Euler a"
+    # None: the request's own default (the default_sampler setting, A1111's "Euler a")
+    sampler_name: str | None = None
     scheduler: str = "automatic"
     width: int = 512
     height: int = 512
