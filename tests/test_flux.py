@@ -653,3 +653,33 @@ def test_module_selector_sets_the_option_and_its_infotext_pastes_it_back(ui_back
     error = backend.submit(backend.resolve(raw))
     with pytest.raises(JobError, match="forge_additional_modules"):
         error.wait(600)
+
+
+def test_ui_takes_the_model_familys_sampler_and_cfg(ui_backend):
+    """Forge's presets, from the model: with a Flux dev checkpoint the page starts on Euler, CFG 1 and a
+    shown Distilled CFG Scale of 3.5; back on an SD family it gets its own steps / CFG and the "Default
+    sampler" setting, with the distilled slider hidden. The slider's value reaches the request."""
+    from sdwebui.models.families import FamilyDefaults
+    from webui.params import family_values
+    from webui.ui_config import UiConfig
+
+    flux = ui_backend.family_defaults()  # from the file's header: nothing is loaded yet
+    assert (flux.sampler_name, flux.cfg_scale, flux.distilled_cfg_scale) == ("Euler", 1.0, 3.5)
+    page_own = {"steps": 30, "cfg_scale": 6.0}  # ui-config.json's values
+    sampler, steps, cfg, distilled = family_values(flux, page_own, "Euler a")
+    assert (sampler, steps, cfg) == ("Euler", 20, 1.0)
+    assert distilled["visible"] is True and distilled["value"] == 3.5
+    sampler, steps, cfg, distilled = family_values(FamilyDefaults(), page_own, "DPM++ 2M")
+    assert (sampler, steps, cfg, distilled["visible"]) == ("DPM++ 2M", 30, 6.0, False)
+    import gradio as gr
+
+    from webui.params import build_params_for
+
+    with gr.Blocks():
+        params = build_params_for("txt2img", UiConfig(None), ui_backend)
+    assert params.distilled_cfg_scale.visible and params.distilled_cfg_scale.value == 3.5
+    assert params.sampler_name.value == "Euler"  # the callable, evaluated on each page load
+    assert params.width.value == 1024  # the family's size (the header has no U-Net to read it from)
+    values = {component: component.value for component in params.components()}
+    values[params.sampler_name], values[params.distilled_cfg_scale] = "Euler", 2.5
+    assert params.request_fields(values)["distilled_cfg_scale"] == 2.5

@@ -63,6 +63,11 @@ def wait_chosen(server, wanted: list[str], timeout: float = 60) -> None:
 
 
 def test_choosing_the_parts_in_the_dropdown_runs_flux_and_names_them(page, ui_server, shot, tmp_path):
+    # the model's family sets the page (Forge's presets): Euler, CFG 1, Distilled CFG Scale 3.5 shown
+    cfg = "#txt2img_cfg_scale input[type=number]"
+    page.wait_for_function(f"document.querySelector('{cfg}').value === '1'")
+    assert page.input_value("#txt2img_distilled_cfg_scale input[type=number]") == "3.5"
+    assert page.input_value("#txt2img_sampling input") == "Euler"
     selector = page.locator("#setting_quick_forge_additional_modules")
     for part in PARTS:
         selector.locator("input").click()
@@ -79,6 +84,7 @@ def test_choosing_the_parts_in_the_dropdown_runs_flux_and_names_them(page, ui_se
     shot(page, "generated")
     assert "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16" in info, info
     assert "Model: flux1-dev-tiny" in info
+    assert "Sampler: Euler," in info and "CFG scale: 1," in info and "Distilled CFG Scale: 3.5" in info
     # cleared elsewhere (the API), then pasted back from the image's parameters
     choose_none(ui_server)
     page.reload()

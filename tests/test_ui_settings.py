@@ -10,6 +10,7 @@ import gradio as gr
 from sdwebui.config.options import Options, default_templates
 from sdwebui.config.resolve import RawFields
 from sdwebui.config.styles import StyleDatabase
+from sdwebui.models.families import FamilyDefaults
 from webui.backend import UiBackend
 from webui.params import build_params_for
 from webui.ui_config import UiConfig
@@ -32,6 +33,9 @@ class _Backend:
     def native_resolution(self) -> int:
         return 64
 
+    def family_defaults(self) -> FamilyDefaults:
+        return FamilyDefaults()  # an SD family
+
 
 def _values(params) -> dict:
     defaults = {
@@ -43,6 +47,7 @@ def _values(params) -> dict:
         params.batch_count: 1,
         params.batch_size: 1,
         params.cfg_scale: 7.0,
+        params.distilled_cfg_scale: 3.5,
         params.seed: 5,
         params.subseed: -1,
         params.subseed_strength: 0.0,

@@ -120,6 +120,12 @@ class UiBackend:
 
         return native_resolution(self.services.models)
 
+    def family_defaults(self) -> Any:
+        """The `FamilyDefaults` (sampler, steps, CFG, distilled CFG) of the model the UI generates with."""
+        from webui.model_size import family_defaults
+
+        return family_defaults(self.services.models)
+
     def set_option(self, key: str, value: Any) -> bool:
         """Change one setting through the job queue (it may load a model) and persist config.json."""
         return bool(self.services.set_options({key: value}))

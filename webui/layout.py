@@ -29,6 +29,7 @@ from webui.backend import UiBackend
 from webui.extensions_tab import create_extensions_tab
 from webui.extra_networks import install_thumb_route
 from webui.extras_tab import build_extras_tab
+from webui.family_presets import wire_family_presets
 from webui.img2img_tab import brush_size, build_img2img_tab
 from webui.login import LoginGate, UiLogin
 from webui.module_selector import ModuleSelector, build_module_selector
@@ -98,6 +99,7 @@ def _create_ui(services: Any) -> gr.Blocks:
 
         _wire_send_to(tabs, backend, txt2img, img2img, extras, pnginfo, modules)
         _sync_modules(backend, settings, modules)
+        wire_family_presets(demo, backend, quick, [txt2img.params, img2img.params])
 
         sizes = [
             component

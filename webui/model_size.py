@@ -13,6 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sdwebui.models.dit.checkpoints import checkpoint_family
+from sdwebui.models.families import FamilyDefaults, family_spec
+
 log = logging.getLogger(__name__)
 
 FALLBACK = 512
@@ -23,16 +26,39 @@ def native_resolution(models: Any) -> int:
     current = getattr(getattr(models, "manager", None), "current", None)
     if current is not None:
         return int(current.native_resolution)
+    info = _first_checkpoint(models)
+    if info is None:
+        return FALLBACK
+    family = checkpoint_family(info)
+    if family is not None and family_spec(family).architecture != "unet":  # Flux, SD3: the family's size
+        return family_spec(family).defaults.width
+    return checkpoint_resolution(Path(info.path), bool(info.is_diffusers_folder))
+
+
+def family_defaults(models: Any) -> FamilyDefaults:
+    """The generation defaults (sampler, steps, CFG, distilled CFG) of the current model's family, else of
+    the checkpoint the first job would load (from its header); SD1's when neither can tell."""
+    current = getattr(getattr(models, "manager", None), "current", None)
+    family = getattr(current, "family", None)
+    if family is None:
+        info = _first_checkpoint(models)
+        family = checkpoint_family(info) if info is not None else None
+    try:
+        return family_spec(family).defaults if family is not None else FamilyDefaults()
+    except (KeyError, ValueError):  # a family this version does not describe
+        return FamilyDefaults()
+
+
+def _first_checkpoint(models: Any) -> Any:
     try:
         infos = list(models.checkpoints())
     except Exception:  # a provider without checkpoints must not break the page
-        return FALLBACK
+        return None
     if not infos:
-        return FALLBACK
+        return None
     preferred = getattr(models, "preferred", None)
     wanted = Path(preferred).resolve() if preferred else None
-    info = next((i for i in infos if wanted is not None and Path(i.path).resolve() == wanted), infos[0])
-    return checkpoint_resolution(Path(info.path), bool(info.is_diffusers_folder))
+    return next((i for i in infos if wanted is not None and Path(i.path).resolve() == wanted), infos[0])
 
 
 @lru_cache(maxsize=32)

@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from sdwebui.models.families import FamilyDefaults
 from webui.ui_config import UiConfig
 
 
@@ -24,6 +25,7 @@ class ParamControls:
     batch_count: gr.Slider
     batch_size: gr.Slider
     cfg_scale: gr.Slider
+    distilled_cfg_scale: gr.Slider  # Forge's "Distilled CFG Scale": shown for Flux dev only
     seed: gr.Number
     subseed: gr.Number
     subseed_strength: gr.Slider
@@ -46,6 +48,7 @@ class ParamControls:
             "n_iter": int(values[self.batch_count]),
             "batch_size": int(values[self.batch_size]),
             "cfg_scale": float(values[self.cfg_scale]),
+            "distilled_cfg_scale": _optional_float(values.get(self.distilled_cfg_scale)),
             "seed": _seed(values[self.seed], "seed"),
             "subseed": _seed(values[self.subseed], "subseed"),
             "subseed_strength": float(values[self.subseed_strength]),
@@ -55,6 +58,10 @@ class ParamControls:
 
 
 _NOT_INPUTS = ("reuse_seed_button",)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)  # None: the model family's default
 
 
 def _seed(value: Any, name: str) -> int:
@@ -76,9 +83,11 @@ def build_params_for(tab: str, cfg: UiConfig, backend: Any) -> ParamControls:
         cfg,
         backend.samplers(),
         backend.schedulers(),
-        lambda: backend.options.get("default_sampler", ""),
+        # a flow family (Flux, SD3) starts on its own sampler; SD ones on the "Default sampler" setting
+        lambda: backend.family_defaults().sampler_name or backend.options.get("default_sampler", ""),
         native_size=backend.native_resolution(),
         default_scheduler=lambda: backend.options.get("default_scheduler", ""),
+        family=backend.family_defaults(),
     )
 
 
@@ -102,12 +111,14 @@ def build_params(
     show_size: bool = True,
     native_size: int = 512,
     default_scheduler: str | Callable[[], str] = "",
+    family: FamilyDefaults | None = None,
 ) -> ParamControls:
     """Lay out the parameter block; returns the components by name. Width/height default to the model's
     `native_size` unless ui-config.json has a value (the default is not written there: it follows the model).
     The sampler follows the "Default sampler" setting (`default_sampler`, a callable is asked on every page
     load); ui-config.json does not hold it, so a value written there by an older version is dropped. The
-    schedule type follows "Default schedule type" the same way."""
+    schedule type follows "Default schedule type" the same way. `family`: the model's defaults, for whether
+    the Distilled CFG Scale slider shows (`family_values` sets the rest when the model changes)."""
     for label in ("Sampling method", "Schedule type"):
         cfg.saved.pop(f"{tab}/{label}/value", None)
     defaults = (default_sampler, default_scheduler)
@@ -123,10 +134,42 @@ def build_params(
         value=7.0,
         elem_id=f"{tab}_cfg_scale",
     )
+    distilled = (family or FamilyDefaults()).distilled_cfg_scale
+    distilled_cfg_scale = cfg.make(
+        tab,
+        gr.Slider,
+        "Distilled CFG Scale",
+        minimum=0.0,
+        maximum=30.0,
+        step=0.1,
+        value=distilled if distilled is not None else 3.5,
+        visible=distilled is not None,
+        elem_id=f"{tab}_distilled_cfg_scale",
+    )
     seed, reuse_seed, extras = _seed_rows(tab, cfg)
     return ParamControls(
-        sampler_name, scheduler, steps, width, height, batch_count, batch_size, cfg_scale, seed, *extras, reuse_seed
+        sampler_name, scheduler, steps, width, height, batch_count, batch_size, cfg_scale, distilled_cfg_scale,
+        seed, *extras, reuse_seed,
     )  # fmt: skip
+
+
+def family_outputs(params: ParamControls) -> list[Any]:
+    """The components `family_values` updates, in its order."""
+    return [params.sampler_name, params.steps, params.cfg_scale, params.distilled_cfg_scale]
+
+
+def family_values(family: FamilyDefaults, base: dict[str, Any], default_sampler: str) -> list[Any]:
+    """Updates for `family_outputs` when the UI's model family changes (Forge's presets): a flow family
+    (Flux, SD3) sets its sampler, steps, CFG and distilled CFG; an SD family gets the page's own values back
+    (`base`: the steps / CFG the page was built with, ui-config.json's) and the "Default sampler" setting."""
+    distilled = family.distilled_cfg_scale
+    shown = gr.update(
+        visible=distilled is not None, **({"value": distilled} if distilled is not None else {})
+    )
+    if family.sampler_name is None:
+        sampler = default_sampler or gr.update()
+        return [sampler, base["steps"], base["cfg_scale"], shown]
+    return [family.sampler_name, family.steps, family.cfg_scale, shown]
 
 
 def _sampler_row(tab: str, cfg: UiConfig, samplers: list[str], schedulers: list[str],

@@ -52,6 +52,7 @@ def field_updates(
     numeric = (
         ("Steps", params.steps, int),
         ("CFG scale", params.cfg_scale, float),
+        ("Distilled CFG Scale", params.distilled_cfg_scale, float),
         ("Seed", params.seed, int),
         ("Size-1", params.width, int),
         ("Size-2", params.height, int),
