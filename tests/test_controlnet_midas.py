@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
+import shutil
 
 import numpy as np
 import pytest
+import requests
 import torch
 from PIL import Image
 from transformers import DPTConfig
@@ -19,6 +23,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     module_aliases,
     run_preprocessor,
 )
+from tests.api_server import start_server, write_tiny_checkpoints
 from tests.test_controlnet_annotators import check_map, check_missing, random_state, save, shapes
 
 # transformers' names -> the original ones (written out here independently of midas.py's table)
@@ -138,3 +143,22 @@ def test_a_file_missing_a_tensor_names_the_file(tmp_path):
         run_preprocessor(
             "depth_midas", Image.new("RGB", (64, 64)), PreprocessParams(resolution=64), annotator_dir=tmp_path
         )
+
+
+@pytest.mark.slow  # a server of its own (~1 min on the shared machine)
+def test_detect_over_http(annotators, tmp_path):
+    write_tiny_checkpoints(tmp_path, ("alpha",))
+    (tmp_path / "models" / "ControlNetAnnotators" / "midas").mkdir(parents=True)
+    shutil.copy(annotators / midas.WEIGHTS, tmp_path / "models" / "ControlNetAnnotators" / midas.WEIGHTS)
+    buffer = io.BytesIO()
+    shapes().save(buffer, format="PNG")
+    body = {"controlnet_module": "depth_midas", "controlnet_input_images": [base64.b64encode(buffer.getvalue()).decode()],
+            "controlnet_processor_res": 64}  # fmt: skip
+    with start_server(tmp_path) as server:
+        r = requests.post(server.url + "/controlnet/detect", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    depth = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))
+    expected = run_preprocessor(
+        "depth_midas", shapes(), PreprocessParams(resolution=64), annotator_dir=annotators
+    )
+    assert depth.size == (96, 64) and np.array_equal(np.asarray(depth.convert("RGB")), np.asarray(expected))
