@@ -17,6 +17,7 @@ from sdwebui.engine.controlnet.preprocessors import (
     depth_anything,
     hed,
     lineart,
+    midas,
     mlsd,
     model_free,
     normal_bae,
@@ -215,7 +216,7 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
         "t2ia_sketch_pidi",
         **_HIDDEN,
     ),
-    _annotator("depth", ("Depth",), "midas/dpt_hybrid-midas-501f0c75.pt", None, "depth_midas"),
+    _annotator("depth", ("Depth",), midas.WEIGHTS, midas.depth_midas_map, "depth_midas", priority=100),
     _annotator(
         "depth_anything", ("Depth",), depth_anything.WEIGHTS, depth_anything.depth_anything_map, **_HIDDEN
     ),
@@ -230,6 +231,14 @@ NEEDS_WEIGHTS: tuple[Preprocessor, ...] = (
     _annotator("depth_zoe", ("Depth",), "zoedepth/ZoeD_M12_N.pt", None),
     _annotator(
         "normal_bae", ("NormalMap",), normal_bae.WEIGHTS, normal_bae.normal_bae_map, priority=100, **_HIDDEN
+    ),
+    _annotator(
+        "normal_map",
+        ("NormalMap",),
+        midas.WEIGHTS,
+        midas.normal_midas_map,
+        "normal_midas",
+        slider_1=Slider("Normal Background Threshold", 0.0, 1.0, 0.4),
     ),
     _annotator("openpose", ("OpenPose",), openpose.BODY, openpose.openpose_map),
     Preprocessor(
