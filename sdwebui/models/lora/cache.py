@@ -56,6 +56,15 @@ class DeltaCache:
                 _, evicted = self._entries.popitem(last=False)
                 self.bytes -= evicted.numel() * evicted.element_size()
 
+    def put_if_room(self, key: DeltaKey, tensor: torch.Tensor) -> None:
+        """Keep `tensor` (held as it is: a CPU tensor is not copied) only if it fits without evicting."""
+        size = tensor.numel() * tensor.element_size()
+        with self._lock:
+            if key in self._entries or self.bytes + size > self.limit_bytes:
+                return
+            self._entries[key] = tensor.to("cpu")
+            self.bytes += size
+
     def __len__(self) -> int:
         return len(self._entries)
 
