@@ -146,3 +146,29 @@ def test_a_network_whose_file_changed_since_reading_writes_no_hash(tmp_path):
     first, _ = _networks(model, tmp_path)
     first.path.unlink()
     assert first.shorthash == ""  # not the digest of some other file, and no error in the job
+
+
+def test_dense_cpu_differences_make_room_from_other_files_never_their_own(tmp_path):
+    model = tiny_loaded_model("sd1", seed=4)
+    first, second = _networks(model, tmp_path)
+    linear = model.unet.get_submodule(LINEAR).weight.numel() * 4
+    cache = DeltaCache(limit_bytes=2 * linear)  # room for two LINEAR-sized differences, not CONV3's
+    LoraPatch([NetworkWeight(first)], cache).apply(model)()
+    assert {key.target for key in cache._entries} == {f"unet.{LINEAR}"}  # the rest did not fit
+    LoraPatch([NetworkWeight(second)], cache).apply(model)()  # fits beside it
+    assert len(cache) == 2 and cache.bytes == 2 * linear
+    third = load_network(
+        save_safetensors(
+            with_prefix(
+                kohya_name(CONV3), lora_factors(model.unet.get_submodule(CONV3).weight, 2, torch.Generator())
+            ),
+            tmp_path / "third.safetensors",
+        ),
+        build_index(model),
+    )
+    LoraPatch([NetworkWeight(third)], cache).apply(model)()  # 9 * LINEAR: more than the limit, kept out
+    assert len(cache) == 2
+    small = DeltaCache(limit_bytes=linear)
+    LoraPatch([NetworkWeight(first)], small).apply(model)()
+    LoraPatch([NetworkWeight(second)], small).apply(model)()  # the other file's entry makes room
+    assert [key.file for key in small._entries] == [second.identity]
