@@ -614,7 +614,8 @@ def build_services(
     notices = options.load()
     styles = StyleDatabase(paths.styles_file)
     notices += styles.load_warnings
-    stacks = _worker_stacks(args, paths, options, models, devices)
+    hashes = HashCache(paths.cache_file)  # one instance per cache.json: each rewrites the whole file
+    stacks = _worker_stacks(args, paths, options, models, devices, hashes)
     if generate is None:
         from sdwebui.engine.generate import generate as engine_generate
 
@@ -631,7 +632,7 @@ def build_services(
         embeddings=EmbeddingLibrary(
             [Path(args.embeddings_dir) if getattr(args, "embeddings_dir", None) else paths.embeddings_dir]
         ),
-        loras=LoraLibrary(lora_dirs(args, paths)),
+        loras=LoraLibrary(lora_dirs(args, paths), hashes),
         upscaler_library=library_for(paths.models_dir, upscaler_dirs(args)),
         face_restorer_library=face_restorers.library_for(paths.models_dir, face_restorer_dirs(args)),
         controlnets=controlnet_store(args, paths, options),
@@ -668,13 +669,13 @@ def _worker_stacks(
     options: Options,
     models: ModelProvider | None,
     devices: Sequence[str] | None,
+    hashes: HashCache,
 ) -> list[WorkerStack]:
     """Stacks named stack0, stack1, ... (their queue threads: stack0-worker-0, ...)."""
     if models is not None and devices is not None:
         raise ValueError("pass either models (one stack) or devices, not both")
     if models is not None:
         return [WorkerStack.create("stack0", "injected", models)]
-    hashes = HashCache(paths.cache_file)
     stacks = []
     for n, device in enumerate(devices or [None]):
         managed = _default_model_manager(args, paths, options, hashes, device)

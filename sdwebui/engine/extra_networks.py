@@ -24,7 +24,7 @@ from typing import Any
 from sdwebui.engine.hooks import JobState
 from sdwebui.engine.prompt_parser import extra_network_tags
 from sdwebui.engine.requests import RequestError
-from sdwebui.models.lora import DeltaCache, LoraError, LoraNetwork, LoraPatch, NetworkWeight
+from sdwebui.models.lora import DeltaCache, LoraError, LoraNetwork, LoraPatch, NetworkWeight, Undo
 from sdwebui.models.model import LoadedModel
 
 LORA_KINDS = ("lora", "lyco")
@@ -116,7 +116,7 @@ class ActiveNetworks:
         self.requested: tuple[LoraTag, ...] = ()  # the prompt's tags, as the engine last asked
         self.pinned: tuple[LoraTag, ...] = ()  # set by a script (modules.extra_networks' Lora network)
         self.weights: list[tuple[str, NetworkWeight]] = []
-        self._undo: Callable[[], None] | None = None
+        self._undo: Undo | None = None
 
     def activate(self, tags: list[LoraTag]) -> bool:
         """Patch the model with `tags` and the pinned ones (unpatching the previous set); True when the
@@ -126,10 +126,14 @@ class ActiveNetworks:
         if wanted == self.current:
             return False
         weights = [(tag.name, NetworkWeight(self._network(tag.name), tag.te, tag.unet)) for tag in wanted]
+        patch = LoraPatch([w for _, w in weights], self.patch.cache)
+        if self._undo is not None and weights and patch.reweight(self._undo):  # same networks, new weights
+            self.current, self.weights = wanted, weights
+            return True
         self._unpatch()
         try:
             if weights:
-                self._undo = LoraPatch([w for _, w in weights], self.patch.cache).apply(self.model)
+                self._undo = patch.apply(self.model)
         except LoraError as error:
             raise RequestError("prompt", str(error)) from None
         self.current, self.weights = wanted, weights

@@ -16,16 +16,20 @@ Reading a network for a model::
   ``dora_scale`` (DoRA) and ``diff_b``.
 - ``compute_delta(weight, module, multiplier)`` is the fp32 difference one module makes.
 - ``LoraPatch.apply``: if it raises, the model is already restored. A difference that does not depend on
-  the weight (LoRA, LoHa, LoKr, diff) is rebuilt per layer from the network's factors (held by the
-  library, never re-read for a new multiplier) and undone by subtracting it again; the few elements where
+  the weight (LoRA, LoHa, LoKr, diff) is built from the network's factors (held by the library, never
+  re-read for a new multiplier) and undone by subtracting it again (``undo``); the few elements where
   rounding makes that inexact are kept and written back, and a fingerprint proves the weight bit-identical.
+  On the CPU its dense multiplier-1 difference is kept in the ``DeltaCache`` while that has room (on a GPU
+  rebuilding it is cheaper than a copy). ``LoraPatch.reweight(undo)`` moves an applied patch to new
+  multipliers in place, one step ``W += (new - old) * d`` per weight, undone step by step.
   Weight-dependent differences (DoRA, IA3, OFT, BOFT, GLoRA) keep a CPU copy of the weight, and their
-  multiplier-1 differences are cached per (file identity, target, checkpoint) in a ``DeltaCache`` bounded
-  in bytes, so a new multiplier only re-scales.
+  multiplier-1 differences are cached per (file identity, target, checkpoint) in the ``DeltaCache``
+  (bounded in bytes, least recently used out), so a new multiplier only re-scales.
 - Flux / SD3 (``dit_keys``): kohya, BFL/ComfyUI and diffusers/PEFT names through the loader's rule tables;
   a fused layer's up matrix (qkv) is split by rows. A network for another family is an error naming both. Each network's difference is taken against the
   unpatched weight (A1111 chains them; this only differs when two networks with DoRA share a module).
-- ``Lora hashes:`` shows ``LoraNetwork.shorthash`` (AutoV3: sha256 of the safetensors payload, 12 hex).
+- ``Lora hashes:`` shows ``LoraNetwork.shorthash`` (AutoV3: sha256 of the safetensors payload, 12 hex),
+  computed when first asked and kept in the app's ``HashCache`` (cache.json, section ``hashes-addnet``).
 - ``read_embedding(path)`` reads A1111 textual inversions (``string_to_param``, ``emb_params``, SDXL
   ``clip_l``/``clip_g``, diffusers ``{token: tensor}``); pickles go through the safe unpickler.
 """
@@ -49,6 +53,7 @@ from sdwebui.models.lora.modules import (
 )
 from sdwebui.models.lora.network import LoraNetwork, load_network
 from sdwebui.models.lora.patch import LoraPatch, NetworkWeight, applied, resolve_module
+from sdwebui.models.lora.undo import Undo
 
 __all__ = [
     "BoftWeights",
@@ -80,4 +85,5 @@ __all__ = [
     "read_safetensors_metadata",
     "resolve_module",
     "scale_of",
+    "Undo",
 ]

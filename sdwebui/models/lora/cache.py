@@ -56,6 +56,26 @@ class DeltaCache:
                 _, evicted = self._entries.popitem(last=False)
                 self.bytes -= evicted.numel() * evicted.element_size()
 
+    def put_if_room(self, key: DeltaKey, tensor: torch.Tensor) -> None:
+        """Keep `tensor` (held as it is: a CPU tensor is not copied) if it fits, making room by evicting
+        other files' entries (least recently used first) but never the same file's: a scan through one
+        network larger than the cache keeps its first part instead of pushing out each entry before reuse."""
+        size = tensor.numel() * tensor.element_size()
+        with self._lock:
+            others = [k for k in self._entries if k.file != key.file]
+            own = self.bytes - sum(self._entries[k].numel() * self._entries[k].element_size() for k in others)
+            if key in self._entries or own + size > self.limit_bytes:
+                return  # evicting would not make it fit
+            for old in others:
+                if self.bytes + size <= self.limit_bytes:
+                    break
+                evicted = self._entries.pop(old)
+                self.bytes -= evicted.numel() * evicted.element_size()
+            if self.bytes + size > self.limit_bytes:
+                return
+            self._entries[key] = tensor.to("cpu")
+            self.bytes += size
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -179,6 +179,16 @@ def base_delta(weight: torch.Tensor, module: NetworkModule) -> torch.Tensor | No
     """fp32 weight difference at multiplier 1, on the weight's device; None when only the bias changes."""
     if module.weights is None:
         return None
+    plain = module.weights
+    if (
+        isinstance(plain, LoraWeights)
+        and plain.mid is None
+        and module.weight_bias is None
+        and module.dora_scale is None
+    ):
+        # the scale goes into the small factor: no pass over the dense product
+        up = _f32(plain.up, weight.device) * scale_of(module)
+        return _fit(_matmul_flat(up, _f32(plain.down, weight.device)), weight, module)
     if module.dora_scale is not None or isinstance(
         module.weights, IA3Weights | OftWeights | BoftWeights | GloraWeights
     ):

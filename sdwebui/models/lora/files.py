@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import safetensors
 import torch
 
 from sdwebui.models.errors import CheckpointLoadError
+from sdwebui.models.hashing import HashCache
 from sdwebui.models.lora.errors import LoraError
 from sdwebui.models.safe_pickle import load_pickled_checkpoint
 
@@ -46,15 +48,19 @@ def autov3_hash(path: str | Path) -> str:
     """sha256 of a .safetensors file's tensor payload (the bytes after the 8-byte length and the JSON header).
 
     This is the kohya "addnet" hash A1111 uses for LoRAs; its first 12 hex digits are what
-    ``Lora hashes:`` shows. Metadata edits do not change it, tensor edits do.
+    ``Lora hashes:`` shows. Metadata edits do not change it, tensor edits do. The file is mapped, not read
+    into a buffer: the pages safetensors mapped to load the tensors are the ones hashed.
     """
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
         header_size = int.from_bytes(handle.read(8), "little")
-        handle.seek(8 + header_size)
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        if Path(path).stat().st_size <= 8 + header_size:
+            return hashlib.sha256(b"").hexdigest()
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                return hashlib.sha256(view[8 + header_size :]).hexdigest()
+            finally:
+                view.release()
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -65,12 +71,24 @@ def sha256_of_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def network_hash(path: Path, metadata: dict[str, str]) -> str:
+ADDNET_SECTION = "hashes-addnet"  # A1111's cache.json section for these hashes
+
+
+def network_hash(path: Path, metadata: dict[str, str], hashes: HashCache | None = None) -> str:
     """The full hash A1111 records: kohya's precomputed ``sshs_model_hash`` if present, else computed
-    (AutoV3 for .safetensors, plain file sha256 for pickles)."""
+    (AutoV3 for .safetensors, plain file sha256 for pickles), through the app's hash cache when given."""
     if metadata.get("sshs_model_hash"):
         return metadata["sshs_model_hash"]
-    return autov3_hash(path) if path.suffix.lower() == ".safetensors" else sha256_of_file(path)
+    if path.suffix.lower() != ".safetensors":
+        return hashes.sha256(path) if hashes is not None else sha256_of_file(path)
+    cached = hashes.cached(path, ADDNET_SECTION) if hashes is not None else None
+    if cached is not None:
+        return cached
+    stat = path.stat()  # before reading: a file rewritten meanwhile is not recorded as this digest
+    digest = autov3_hash(path)
+    if hashes is not None:
+        hashes.store(path, digest, ADDNET_SECTION, stat)
+    return digest
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:

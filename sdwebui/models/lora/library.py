@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdwebui.models.discovery import list_model_files
+from sdwebui.models.hashing import HashCache
 from sdwebui.models.lora.errors import LoraError
 from sdwebui.models.lora.files import NETWORK_SUFFIXES, FileIdentity, read_safetensors_metadata
 from sdwebui.models.lora.keys import ModuleIndex, build_index
@@ -102,8 +103,9 @@ class _ModelNetworks:
 class LoraLibrary:
     """The listed networks and, per loaded model, its module index and the networks read for it."""
 
-    def __init__(self, dirs: Sequence[Path]):
+    def __init__(self, dirs: Sequence[Path], hashes: HashCache | None = None):
         self.dirs = [Path(d) for d in dirs]
+        self.hashes = hashes  # the app's cache.json: a LoRA's AutoV3 hash is computed once per file version
         self._entries: list[LoraEntry] | None = None
         self._lock = threading.Lock()
         # keyed by the model's U-Net module: an evicted checkpoint's index goes with it
@@ -143,7 +145,7 @@ class LoraLibrary:
             if network is not None:
                 slot.networks.move_to_end(identity)
                 return network
-        network = load_network(entry.path, slot.index, name=entry.name)
+        network = load_network(entry.path, slot.index, name=entry.name, hashes=self.hashes)
         with self._lock:
             slot.networks[identity] = network
             while len(slot.networks) > (keep if keep > 0 else NETWORKS_PER_MODEL):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from sdwebui.models.hashing import HashCache
 from sdwebui.models.lora.dit_keys import check_family
 from sdwebui.models.lora.errors import LoraError
 from sdwebui.models.lora.files import FileIdentity, network_hash, read_network_file
@@ -23,10 +25,21 @@ class LoraNetwork:
     alias: str  # ss_output_name, else name
     path: Path
     identity: FileIdentity
-    hash: str  # full AutoV3 (safetensors) or sha256 (pickles)
     metadata: dict[str, str]
     modules: dict[str, NetworkModule] = field(default_factory=dict)  # target -> module
     unmatched: list[str] = field(default_factory=list)  # network keys naming no module of the model
+    hashes: HashCache | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def hash(self) -> str:
+        """Full AutoV3 (safetensors) or sha256 (pickles): computed when first asked (the infotext), once;
+        "" (no hash written) when the file changed or went since it was read: its digest is not this network's."""
+        try:
+            if FileIdentity.of(self.path) != self.identity:
+                return ""
+            return network_hash(self.path, self.metadata, self.hashes)
+        except OSError:
+            return ""
 
     @property
     def shorthash(self) -> str:
@@ -71,7 +84,9 @@ def split_fused(
     ]
 
 
-def load_network(path: str | Path, index: ModuleIndex, name: str | None = None) -> LoraNetwork:
+def load_network(
+    path: str | Path, index: ModuleIndex, name: str | None = None, hashes: HashCache | None = None
+) -> LoraNetwork:
     """Read a LoRA/LyCORIS/PEFT file and bind its keys to the model's modules.
 
     A file none of whose keys name a module of the model is an error naming the file; keys that name
@@ -85,7 +100,7 @@ def load_network(path: str | Path, index: ModuleIndex, name: str | None = None) 
         alias=content.metadata.get("ss_output_name") or name or path.stem,
         path=path,
         identity=FileIdentity.of(path),
-        hash=network_hash(path, content.metadata),
+        hashes=hashes,
         metadata=content.metadata,
         unmatched=sorted(foreign),
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from sdwebui.models.lora.cache import DeltaCache, DeltaKey
@@ -15,9 +14,8 @@ from sdwebui.models.lora.errors import LoraError
 from sdwebui.models.lora.keys import TEXT_ENCODER_NAMES, UNET, is_text_encoder_target
 from sdwebui.models.lora.modules import FullWeights, HadaWeights, LokrWeights, LoraWeights, NetworkModule
 from sdwebui.models.lora.network import LoraNetwork
+from sdwebui.models.lora.undo import Scratch, Undo
 from sdwebui.models.model import LoadedModel
-
-Undo = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -46,97 +44,6 @@ def resolve_module(model: LoadedModel, target: str) -> torch.nn.Module:
         except AttributeError:
             continue
     raise LoraError(f"the loaded model has no module {target}")
-
-
-_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def _bits(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor's bit patterns as integers (NaN and -0.0 compare exactly)."""
-    return tensor.view(_BITS[tensor.element_size()])
-
-
-def _fingerprint(tensor: torch.Tensor) -> int:
-    return int(_bits(tensor).sum().item())  # integer sums accumulate in int64
-
-
-def _flat_positions(mask: torch.Tensor) -> torch.Tensor:
-    """Flat indices of the set elements; numpy's flatnonzero is several times faster than torch's on the CPU."""
-    flat = mask.reshape(-1)
-    if flat.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(flat.numpy()))
-    return flat.nonzero().squeeze(1)
-
-
-@dataclass
-class _Subtracted:
-    """A weight restored by subtracting its (recomputed, deterministic) difference again, then writing back
-    the few elements where rounding made that inexact; the fingerprint proves the result is the original."""
-
-    tensor: torch.Tensor
-    total: Callable[[], torch.Tensor]  # the fp32 difference the patch added, computed the same way again
-    index: torch.Tensor  # flat positions where (W + d) - d != W
-    values: torch.Tensor  # the originals there
-    fingerprint: int
-
-    def restore(self) -> None:
-        tensor = self.tensor
-        tensor.copy_((tensor.to(torch.float32) - self.total()).to(tensor.dtype))
-        tensor.view(-1)[self.index.to(tensor.device)] = self.values.to(tensor.device)
-        if _fingerprint(tensor) != self.fingerprint:
-            raise LoraError(f"a weight of shape {tuple(tensor.shape)} was not restored bit-exactly")
-
-
-@dataclass
-class _Restore:
-    """How to write back every tensor changed: a CPU copy where the difference depends on the weight (DoRA,
-    IA3, OFT...) or is small (biases), else subtraction plus a sparse correction. Called once."""
-
-    saved: list[tuple[torch.Tensor, torch.Tensor] | _Subtracted] = field(default_factory=list)
-
-    def keep(self, tensor: torch.Tensor) -> None:
-        self.saved.append((tensor, tensor.detach().to("cpu", copy=True)))
-
-    def add(self, tensor: torch.Tensor, total: Callable[[], torch.Tensor]) -> None:
-        """``tensor += total()`` in fp32, stored in its dtype, undoable without a copy of the tensor."""
-        delta = total()
-        patched = (tensor.to(torch.float32) + delta).to(tensor.dtype)
-        back = (patched.to(torch.float32) - delta).to(tensor.dtype)
-        wrong = _flat_positions(_bits(back) != _bits(tensor))
-        if tensor.numel() < 2**31:
-            wrong = wrong.to(torch.int32)  # half the RAM per correction
-        if wrong.numel() * (wrong.element_size() + tensor.element_size()) >= tensor.nbytes:
-            self.keep(tensor)  # a difference as large as the weight: a plain copy is smaller
-        else:
-            values = tensor.view(-1)[wrong].to("cpu")
-            self.saved.append(_Subtracted(tensor, total, wrong.to("cpu"), values, _fingerprint(tensor)))
-        tensor.copy_(patched)
-
-    @property
-    def nbytes(self) -> int:
-        """RAM the undo holds (CPU copies and corrections)."""
-        sizes = [
-            item.index.nbytes + item.values.nbytes
-            if isinstance(item, _Subtracted)
-            else item[1].numel() * item[1].element_size()
-            for item in self.saved
-        ]
-        return sum(sizes)
-
-    def __call__(self) -> None:
-        with torch.no_grad():
-            failure: LoraError | None = None
-            while self.saved:
-                item = self.saved.pop()
-                if isinstance(item, _Subtracted):
-                    try:
-                        item.restore()
-                    except LoraError as error:  # restore the others still; report it
-                        failure = failure or error
-                else:
-                    item[0].copy_(item[1].to(item[0].device))
-            if failure is not None:
-                raise failure
 
 
 def _weight_free(module: NetworkModule) -> bool:
@@ -171,43 +78,79 @@ class LoraPatch:
         return plan
 
     def apply(self, model: LoadedModel) -> Undo:
-        restore = _Restore()
+        undo = Undo()
         model_key = _model_key(model)
         try:
             with torch.no_grad():
                 for target, entries in self.plan().items():
                     try:
-                        self._patch_module(resolve_module(model, target), entries, model_key, restore)
+                        self._patch_module(target, resolve_module(model, target), entries, model_key, undo)
                     except LoraError as error:  # name the file(s) as well as the module
                         files = ", ".join(sorted({str(entry.network.path) for entry, _, _ in entries}))
                         raise LoraError(f"{files}: {error}") from None
         except BaseException:
-            restore()  # an interrupted apply leaves the model as it found it
+            undo()  # an interrupted apply leaves the model as it found it
             raise
-        return restore
+        undo.scratch = Scratch()  # not held between jobs
+        return undo
+
+    def reweight(self, undo: Undo) -> bool:
+        """Move a model `undo` came from (this patch's networks at other multipliers) to these multipliers in
+        place, one step per weight; False when the networks or targets differ (then undo and apply)."""
+        targets = {
+            target: [
+                ((entry.network.identity, module.target), multiplier) for entry, module, multiplier in entries
+            ]
+            for target, entries in self.plan().items()
+        }
+        return undo.reweight(targets)
 
     def _patch_module(
         self,
+        target: str,
         module: torch.nn.Module,
         entries: list[tuple[NetworkWeight, NetworkModule, float]],
         model_key: str,
-        restore: _Restore,
+        undo: Undo,
     ) -> None:
         weight: torch.Tensor = module.weight  # type: ignore[assignment]
         bias: torch.Tensor | None = getattr(module, "bias", None)
-        with_weights = [(nm, m) for _, nm, m in entries if nm.weights is not None]
-        if with_weights and weight.is_contiguous() and all(_weight_free(nm) for nm, _ in with_weights):
-            # rebuilt from the network's (small) factors, here and again by the undo: nothing dense kept
-            restore.add(weight, lambda: _weight_free_total(weight, with_weights))
+        with_weights = [(e, nm, m) for e, nm, m in entries if nm.weights is not None]
+        if with_weights and weight.is_contiguous() and all(_weight_free(nm) for _, nm, _ in with_weights):
+            terms = [
+                ((e.network.identity, nm.target), self._weight_free_delta(e, nm, model_key, weight), m)
+                for e, nm, m in with_weights
+            ]
+            undo.add(target, weight, terms)
         elif with_weights:
             total = self._summed(entries, model_key, weight, lambda nm: base_delta(weight, nm), "weight")
             if total is not None:
-                restore.keep(weight)
+                undo.keep(weight)
                 weight.copy_((weight.to(torch.float32) + total).to(weight.dtype))
         diff_b = self._summed(entries, model_key, weight, lambda nm: bias_delta(bias, nm), "bias")
         if bias is not None and diff_b is not None:
-            restore.keep(bias)
+            undo.keep(bias)
             bias.copy_((bias.to(torch.float32) + diff_b).to(bias.dtype))
+
+    def _weight_free_delta(
+        self, entry: NetworkWeight, network_module: NetworkModule, model_key: str, weight: torch.Tensor
+    ) -> Callable[[], torch.Tensor]:
+        """The multiplier-1 difference, rebuilt from the factors on demand. On the CPU, where that product is
+        the dear part, it is cached while the cache has room (never evicting: a model-sized scan through an
+        LRU would only push out every entry before its reuse); on a GPU the product is cheaper than a copy."""
+        key = DeltaKey(entry.network.identity, network_module.target, model_key)
+
+        def delta() -> torch.Tensor:
+            if weight.device.type != "cpu":
+                return _checked(base_delta(weight, network_module))
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+            computed = _checked(base_delta(weight, network_module))
+            self.cache.put_if_room(key, computed)
+            return computed
+
+        return delta
 
     def _summed(
         self,
@@ -240,15 +183,9 @@ class LoraPatch:
         return delta
 
 
-def _weight_free_total(weight: torch.Tensor, modules: list[tuple[NetworkModule, float]]) -> torch.Tensor:
-    """The fp32 sum of the differences, always in the same order (the undo relies on getting the same bits)."""
-    total: torch.Tensor | None = None
-    for network_module, multiplier in modules:
-        delta = base_delta(weight, network_module)
-        assert delta is not None  # modules with weights only
-        total = delta * multiplier if total is None else total + delta * multiplier
-    assert total is not None
-    return total
+def _checked(delta: torch.Tensor | None) -> torch.Tensor:
+    assert delta is not None  # modules with weights only
+    return delta
 
 
 @contextmanager
