@@ -56,11 +56,8 @@ class Cluster:
 def connect(settings: PoolSettings) -> Cluster:
     import ray
 
-    # workers import sdwebui from this checkout (on other nodes: the same path; see the README). They run
-    # at normal priority: Ray's default nice 15 for its workers is for batch tasks, and made a worker
-    # wait behind every other process of a busy machine to take a job and hand its result back.
-    env = {"PYTHONPATH": str(REPO_DIR), "OMP_NUM_THREADS": "1", "RAY_worker_niceness": "0"}
-    runtime_env = {"env_vars": env}
+    # workers import sdwebui from this checkout (on other nodes: the same path; see the README)
+    runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_DIR), "OMP_NUM_THREADS": "1"}}
     if ray.is_initialized():
         return Cluster(ray, started=False, temp_dir=None)
     if settings.address:
