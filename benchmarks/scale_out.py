@@ -2,12 +2,20 @@
 then 2 workers (`--workers N --use-cpu all`, one torch thread per worker), in the same run.
 
 Reports per pool size: jobs/s (16 clients x 2 requests), the ratio 2 workers / 1 worker, the dispatch
-overhead per job (the round trip front -> worker -> front beyond the worker's own run time, as
-GET /sdapi/v1/workers reports it), and the time from a job's start to its first progress event (seen over
-HTTP: /internal/progress polled every 5 ms on an idle pool), and the CPU time per job of the front process,
-of the workers together and of Ray's own processes (from /proc: on a shared machine the wall-clock figures
+overhead per job, the time from a job's start to its first progress event (seen over HTTP:
+/internal/progress polled every 5 ms on an idle pool), and the CPU time per job of the front process, of
+the workers together and of Ray's own processes (from /proc: on a shared machine the wall-clock figures
 move with the load, CPU time much less). The data dir has no checkpoint, so every job runs the embedded
 default model at its native 64 px.
+
+Dispatch overhead (the mean GET /sdapi/v1/workers reports, over the 32 timed jobs) is bounded by two
+timestamps taken in the front, perf_counter both: t0 when a dispatcher takes the job from the queue
+(RayPool._take), t1 when the job's outcome has arrived and is unpickled (the stream's last item,
+RayPool._next_item, before any saving); from t1 - t0 it subtracts only the time the worker's own queue ran
+the job (its local job's started_at -> finished_at: the engine run, model lease included). Everything else
+the job spends between t0 and t1 counts: sending it, the worker's checks and settings, its queue's
+hand-offs, the progress stream while it runs, the result's way back. The front's saving of the PNGs and the
+HTTP answer come after t1 (they are in the front's CPU per job, not in this figure).
 Usage: python benchmarks/scale_out.py [--steps N] [--jobs-each N]
 """
 

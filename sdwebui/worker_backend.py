@@ -3,7 +3,8 @@
 `build_worker(args)` runs inside each Ray actor (sdwebui.jobs.remote.WorkerActor): it builds the same
 services app.py builds (model manager, engine, queue) and loads the extensions, so scripts and the A1111
 globals (`modules.shared`) are this process's own, as on one machine. Jobs come with the front's
-settings; images go back unsaved (the front saves them) and nothing here writes config.json.
+settings; their progress goes to the front as it changes, their images back unsaved (the front saves them),
+and nothing here writes config.json.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ import argparse
 import dataclasses
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from sdwebui.engine.errors import RequestError
 from sdwebui.jobs.queue import Job, JobError
-from sdwebui.jobs.remote import RemoteFailure, RemoteJob, RemoteProgress, RemoteResult
+from sdwebui.jobs.remote import (
+    PROGRESS_SECONDS,
+    Outcome,
+    RemoteFailure,
+    RemoteJob,
+    RemoteProgress,
+    RemoteResult,
+)
 from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.services import AppServices, build_services
 
@@ -72,36 +81,30 @@ class StackBackend:
         manager = getattr(self.services.models, "manager", None)
         return manager.loaded() if manager is not None else []
 
-    def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure:
+    def run(self, job: RemoteJob) -> Iterator[RemoteProgress | Outcome]:
+        """Run `job` on this process's queue: its progress while it changes, then its outcome."""
         self._apply_options(job.options)
         request = dataclasses.replace(job.request, do_not_save_samples=True)  # the front saves
         try:
             local = self.services.submit_generation(request, task_id=job.job_id, script_call=job.script_call)
         except RequestError as exc:
-            return RemoteFailure(str(exc), exc.field, exc.reason)
+            yield RemoteFailure(str(exc), exc.field, exc.reason)
+            return
         with self._lock:
             self._jobs[job.job_id] = local
             for action in self._early.pop(job.job_id, []):
                 getattr(local.ctx, action)()
         try:
+            yield from _changes(local)
             result = local.wait()
         except JobError as exc:
-            return _failure(exc.job)
+            yield dataclasses.replace(_failure(exc.job), engine_seconds=_engine_seconds(local))
+            return
         finally:
             with self._lock:
                 self._jobs.pop(job.job_id, None)
-        return RemoteResult(result, local.generation.ran_on, self.loaded(), self.loras())
-
-    def progress(self, job_id: str, known_preview: int) -> RemoteProgress:
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            return RemoteProgress()
-        p = job.progress
-        preview = job.preview if job.preview_id != known_preview else None
-        return RemoteProgress(
-            p.job_no, p.job_count, p.step, p.steps, job.preview_id, preview, job.started_at is not None
-        )
+        ran_on = local.generation.ran_on
+        yield RemoteResult(result, ran_on, self.loaded(), self.loras(), _engine_seconds(local))
 
     def interrupt(self, job_id: str) -> None:
         self._control(job_id, "interrupt")
@@ -136,6 +139,32 @@ class StackBackend:
                     options.set(key, value, run_callbacks=False)
                 except Exception as exc:  # an option this worker's extensions do not know
                     log.debug("setting %s not applied on this worker: %s", key, exc)
+
+
+def _changes(local: Job) -> Iterator[RemoteProgress]:
+    """`local`'s progress each time it changed, looked at every PROGRESS_SECONDS until it finishes (a
+    preview only when it is new); the first is sent as soon as it is seen."""
+    sent: tuple = (0, 0, 0, 0, False)  # nothing to tell before it starts
+    preview_sent = 0  # the queue numbers previews from 1
+    while True:
+        try:
+            local.wait(PROGRESS_SECONDS)
+            return  # finished (a failure raises JobError)
+        except TimeoutError:
+            pass
+        p, preview_id = local.progress, local.preview_id
+        key = (p.job_no, p.job_count, p.step, p.steps, local.started_at is not None)
+        if key == sent and preview_id == preview_sent:
+            continue
+        preview = local.preview if preview_id != preview_sent else None
+        sent, preview_sent = key, preview_id
+        yield RemoteProgress(p.job_no, p.job_count, p.step, p.steps, preview_id, preview, key[-1])
+
+
+def _engine_seconds(local: Job) -> float:
+    if local.started_at is None or local.finished_at is None:
+        return 0.0
+    return local.finished_at - local.started_at
 
 
 def _failure(job: Job) -> RemoteFailure:

@@ -2,9 +2,16 @@
 
 `RayPool` is the front's JobQueue: the API, the UI and /tasks see one queue of jobs as before. It has a
 dispatcher thread per worker actor; each takes the job the dispatch rules give it (sdwebui.jobs.dispatch:
-per-user round robin, model affinity), sends it to its actor, polls the actor's progress and preview,
-forwards interrupt / skip, and gets the images back through Ray's object store. Saving and infotext stay
-in front (the job's `finish` callback). Jobs that are not generations (option changes) run in front.
+per-user round robin, model affinity) and sends it to its actor, whose `run` is a Ray streaming generator:
+the job's progress and previews come back as the worker sees them change, then its outcome (the images
+through Ray's object store), with no progress requests from the front. The dispatcher forwards interrupt /
+skip meanwhile. Saving and infotext stay in front (the job's `finish` callback). Jobs that are not
+generations (option changes) run in front.
+
+Dispatch overhead (GET /sdapi/v1/workers, benchmarks/scale_out.py): per job, the time from the moment a
+dispatcher takes it from the queue to the moment its outcome is unpickled in front, less the time the
+worker's own queue ran it (`engine_seconds`: the engine run, model lease included). Sending, the worker's
+checks and settings, its queue hand-offs, the progress stream and the result's way back all count.
 
 Faults: an actor that dies during a job (killed, node lost), or that reports no progress for the step
 timeout (then killed), loses the job: it goes back to the head of the queue once, marked "retrying",
@@ -25,11 +32,19 @@ from sdwebui.jobs import dispatch
 from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, JobState, Progress, _describe
 from sdwebui.jobs.ray_cluster import Cluster, PoolSettings, connect, worker_count
-from sdwebui.jobs.remote import RemoteFailure, RemoteJob, RemoteResult, WorkerActor, WorkerFacts
+from sdwebui.jobs.remote import (
+    Outcome,
+    RemoteFailure,
+    RemoteJob,
+    RemoteProgress,
+    RemoteResult,
+    WorkerActor,
+    WorkerFacts,
+)
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.1  # progress polling while a job runs (the result itself arrives as soon as it is ready)
+CONTROL_SECONDS = 0.1  # how often a dispatcher looks at interrupt / skip and the step timeout meanwhile
 READY_TIMEOUT = 900.0  # a new actor builds its stack and loads its first model
 MAX_ATTEMPTS = 2  # a job is run at most twice: once, and once more after its worker died
 
@@ -45,6 +60,7 @@ class Slot:
     index: int
     name: str
     actor: Any = None
+    run: Any = None  # the actor's `run` as a streaming generator (one method handle per actor)
     facts: WorkerFacts | None = None
     ready: bool = False
     loaded: frozenset[str] = frozenset()
@@ -54,7 +70,7 @@ class Slot:
     current: str | None = None  # the id of the job it runs
     jobs_done: int = 0
     restarts: int = 0
-    overhead: float = 0.0  # seconds of round trip beyond the workers' own run time, over `jobs_done`
+    overhead: float = 0.0  # seconds of dispatch overhead (see the module's doc), over `jobs_done`
 
 
 @dataclass
@@ -62,6 +78,7 @@ class RemoteEntry:
     spec: RemoteJob
     finish: Callable[[Job, RemoteResult], None]  # the front's saving and bookkeeping of a result
     attempts: int = 0
+    taken: float = 0.0  # perf_counter when a dispatcher last took it from the queue
 
 
 @dataclass
@@ -76,7 +93,8 @@ class WorkerStatus:
     ready: bool
     restarts: int = 0
     loaded_loras: list[str] = field(default_factory=list)  # LoRA files it holds read (for any checkpoint)
-    dispatch_overhead_ms: float | None = None  # mean per job: sending, polling, the result's way back
+    dispatch_overhead_ms: float | None = None  # mean per job: taken from the queue -> outcome back, less
+    # the worker's own run of it
     memory: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,6 +205,9 @@ class RayPool(JobQueue):
         if job is not None:
             self._queue.remove(job)
             self.slots[index].current = job.id
+            entry = self._remote.get(job.id)
+            if entry is not None:
+                entry.taken = time.perf_counter()
         return job
 
     def _wanted(self, job: Job) -> dispatch.Wants:
@@ -211,16 +232,14 @@ class RayPool(JobQueue):
     def _run_remote(self, job: Job, slot: Slot, entry: RemoteEntry) -> None:
         job.worker = slot.name
         entry.attempts += 1
-        sent = time.perf_counter()
         try:
             outcome = self._on_actor(job, slot, entry.spec)
         except WorkerLost as lost:
             self._lost(job, slot, entry, str(lost))
             self._replace(slot)
             return
+        slot.overhead += max(0.0, time.perf_counter() - entry.taken - outcome.engine_seconds)
         slot.jobs_done += 1
-        if isinstance(outcome, RemoteResult):
-            slot.overhead += max(0.0, time.perf_counter() - sent - outcome.worker_seconds)
         if isinstance(outcome, RemoteFailure):
             self._end(job, slot, JobState.FAILED, error=outcome.message, exception=_rebuilt(outcome))
             return
@@ -242,34 +261,34 @@ class RayPool(JobQueue):
             self._remote.pop(job.id, None)
             self._finish(job, state, error=error, exception=exception)
 
-    def _on_actor(self, job: Job, slot: Slot, spec: RemoteJob) -> RemoteResult | RemoteFailure:
-        """Run `spec` on the slot's actor, mirroring its progress into `job` until the result is back.
-
-        One progress call at a time is in flight, waited on together with the result: the loop never
-        blocks on a progress round trip, so the result is taken the moment it is ready."""
+    def _on_actor(self, job: Job, slot: Slot, spec: RemoteJob) -> Outcome:
+        """Run `spec` on the slot's actor, mirroring its progress events into `job` until the outcome."""
         ray = self.cluster.ray
-        ref = slot.actor.run.remote(spec)
+        stream = slot.run.remote(spec)
         watch = _Watch(self._clock())
-        asked, next_ask = None, time.monotonic() + POLL_SECONDS
         while True:
-            pending = [ref] if asked is None else [ref, asked]
-            ready, _ = ray.wait(pending, timeout=max(0.0, next_ask - time.monotonic()))
-            if ref in ready:
-                try:
-                    return ray.get(ref)
-                except ray.exceptions.RayActorError as exc:
-                    raise WorkerLost(f"{slot.name} died during the job ({type(exc).__name__})") from exc
-            if asked is not None and asked in ready:
-                self._mirror_progress(job, watch, asked)
-                asked, next_ask = None, time.monotonic() + POLL_SECONDS
-            elif time.monotonic() >= next_ask:
-                if asked is None:  # else a busy worker: its answer still counts when it comes
-                    asked = slot.actor.progress.remote(job.id, watch.preview_id)
-                next_ask = time.monotonic() + POLL_SECONDS  # wakes for control and the step timeout
+            ready, _ = ray.wait([stream], timeout=CONTROL_SECONDS)
+            if ready:
+                item = self._next_item(slot, stream)
+                if not isinstance(item, RemoteProgress):
+                    return item
+                self._mirror_progress(job, watch, item)
             self._forward_control(job, slot, watch)
             if self._clock() - watch.changed > self.settings.step_timeout:
                 ray.kill(slot.actor, no_restart=True)
                 raise WorkerLost(f"{slot.name} made no progress for {self.settings.step_timeout:g} s")
+
+    def _next_item(self, slot: Slot, stream: Any) -> RemoteProgress | Outcome:
+        """The stream's next item (it is ready); a dead actor's stream ends with the error that says so."""
+        ray = self.cluster.ray
+        try:
+            return ray.get(next(stream))
+        except ray.exceptions.RayActorError as exc:
+            raise WorkerLost(f"{slot.name} died during the job ({type(exc).__name__})") from exc
+        except StopIteration:  # the worker's run always ends with an outcome: only a bug gets here
+            return RemoteFailure(f"{slot.name} ended the job without a result")
+        except ray.exceptions.RayTaskError as exc:  # the worker's run raised (its stack is in the message)
+            return RemoteFailure(f"{slot.name} failed: {exc}")
 
     def _forward_control(self, job: Job, slot: Slot, watch: _Watch) -> None:
         if job.ctx.interrupted and not watch.interrupt_sent:
@@ -279,20 +298,13 @@ class RayPool(JobQueue):
             job.ctx.clear_skip()  # the worker clears its flag per batch; here each skip is sent once
             slot.actor.skip.remote(job.id)
 
-    def _mirror_progress(self, job: Job, watch: _Watch, answered: Any) -> None:
-        """Copy a progress answer (its reference is ready) into `job`."""
-        ray = self.cluster.ray
-        try:
-            seen = ray.get(answered)
-        except ray.exceptions.RayActorError:
-            return  # the run's own reference says how it died
+    def _mirror_progress(self, job: Job, watch: _Watch, seen: RemoteProgress) -> None:
         key = (seen.job_no, seen.job_count, seen.step, seen.steps, seen.running)
         if key != watch.key:
             watch.key, watch.changed = key, self._clock()
             job.progress = Progress(seen.job_no, seen.job_count, seen.step, seen.steps)
             job.step_timer.record(job.progress, self._clock())
-        if seen.preview is not None and seen.preview_id != watch.preview_id:
-            watch.preview_id = seen.preview_id
+        if seen.preview is not None:  # the worker sends each preview once
             job.preview = seen.preview
             job.preview_id += 1
 
@@ -316,6 +328,7 @@ class RayPool(JobQueue):
     def _launch(self, slot: Slot) -> None:
         threads = None if self.on_gpus else 1
         slot.actor = self._actor_class.remote(self._factory, self._worker_args, threads)
+        slot.run = slot.actor.run.options(num_returns="streaming")
         slot.ready, slot.facts = False, None
 
     def _wait_ready(self, slot: Slot) -> None:
@@ -349,11 +362,10 @@ class RayPool(JobQueue):
 
 @dataclass
 class _Watch:
-    """What the front last saw of a running job: when its progress last changed, its preview's id."""
+    """What the front last saw of a running job: its progress, when that last changed."""
 
     changed: float
     key: tuple = ()
-    preview_id: int = -1
     interrupt_sent: bool = False
 
 

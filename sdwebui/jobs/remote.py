@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,9 +29,12 @@ class RemoteJob:
     loras: tuple[str, ...] = ()  # the LoRA files its prompt names (resolved paths), for model affinity
 
 
+PROGRESS_SECONDS = 0.1  # how often a worker looks at its running job's progress (it sends only changes)
+
+
 @dataclass
 class RemoteProgress:
-    """A running job's progress on its worker; `preview` only when it is newer than the one the front has."""
+    """A running job's progress on its worker, sent when it changed; `preview` only when it is new."""
 
     job_no: int = 0
     job_count: int = 0
@@ -49,7 +51,9 @@ class RemoteResult:
     ran_on: Any  # sdwebui.models.lease.ModelUsed
     loaded: list[str] = field(default_factory=list)  # checkpoint files the worker holds now
     loras: dict[str, list[str]] = field(default_factory=dict)  # checkpoint file -> LoRA files read for it
-    worker_seconds: float = 0.0  # how long `run` took in the worker (the rest of the round trip: dispatch)
+    # how long the worker's own queue ran the job (its engine run, model lease included); the rest of the
+    # time from the front's pickup to this record's arrival there is dispatch overhead
+    engine_seconds: float = 0.0
 
 
 @dataclass
@@ -60,6 +64,10 @@ class RemoteFailure:
     message: str
     field: str | None = None
     reason: str | None = None
+    engine_seconds: float = 0.0  # as RemoteResult's (0 when refused before it ran)
+
+
+Outcome = RemoteResult | RemoteFailure
 
 
 @dataclass
@@ -77,15 +85,14 @@ class WorkerBackend(Protocol):
     def device(self) -> str: ...
     def loaded(self) -> list[str]: ...
     def loras(self) -> dict[str, list[str]]: ...
-    def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure: ...
-    def progress(self, job_id: str, known_preview: int) -> RemoteProgress: ...
+    def run(self, job: RemoteJob) -> Iterator[RemoteProgress | Outcome]: ...
     def interrupt(self, job_id: str) -> None: ...
     def skip(self, job_id: str) -> None: ...
     def memory(self) -> dict[str, Any]: ...
 
 
 class WorkerActor:
-    """The body of a Ray actor (threaded: `progress` and `interrupt` answer while `run` is busy)."""
+    """The body of a Ray actor (threaded: `interrupt` and `skip` answer while `run` is busy)."""
 
     def __init__(self, factory: Callable[[Any], WorkerBackend], args: Any, torch_threads: int | None):
         if torch_threads:
@@ -100,15 +107,11 @@ class WorkerActor:
             socket.gethostname(), os.getpid(), backend.device(), backend.loaded(), backend.loras()
         )
 
-    def run(self, job: RemoteJob) -> RemoteResult | RemoteFailure:
-        started = time.perf_counter()
-        outcome = self.backend.run(job)
-        if isinstance(outcome, RemoteResult):
-            outcome.worker_seconds = time.perf_counter() - started
-        return outcome
-
-    def progress(self, job_id: str, known_preview: int) -> RemoteProgress:
-        return self.backend.progress(job_id, known_preview)
+    def run(self, job: RemoteJob) -> Iterator[RemoteProgress | Outcome]:
+        """A Ray streaming generator (the pool calls it with num_returns="streaming"): the job's progress
+        events as they happen, then its outcome, each on its way to the front as soon as it is yielded
+        (no progress requests from the front, no thread of this actor per request)."""
+        yield from self.backend.run(job)
 
     def interrupt(self, job_id: str) -> None:
         self.backend.interrupt(job_id)

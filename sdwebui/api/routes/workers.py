@@ -29,7 +29,7 @@ class WorkerItem(BaseModel):
     ready: bool = Field(True, description="false while it starts (or is being replaced after a crash)")
     restarts: int = Field(0, description="replacements started after it died")
     dispatch_overhead_ms: float | None = Field(
-        None, description="mean time per job spent outside the worker's run (sending, polling, the result)"
+        None, description="mean time per job spent outside the worker's run (sending, progress, the result)"
     )
     memory: dict[str, Any] = Field(default_factory=dict)
 
