@@ -45,17 +45,45 @@ def write_tiny_checkpoints(
     """Real single-file SD1 checkpoints with tiny random weights (one seed per name) in the data dir's
     models/Stable-diffusion: the app lists, hashes and loads them as a user's files. `native_resolution`:
     the size the sidecar declares (the tiny models' 64 px by default), the size of a job that gives none."""
-    from tests import tiny_models
-
     folder = Path(data_dir) / "models" / "Stable-diffusion"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed, name in enumerate(names):
-        model = tiny_models.tiny_loaded_model("sd1", seed=seed)
+    return [
+        write_tiny_checkpoint_file(folder / f"{name}.safetensors", "sd1", seed, native_resolution)
+        for seed, name in enumerate(names)
+    ]
+
+
+_written_checkpoints: dict[tuple, Path] = {}  # (family, seed, native size) -> its file, written once per run
+
+
+def write_tiny_checkpoint_file(
+    path: Path, family: str = "sd1", seed: int = 0, native_resolution: int | None = None
+) -> Path:
+    """A tiny random single-file checkpoint at `path` with its .json sidecar. The weights depend only on
+    (family, seed), so each is built and saved once per run into a private folder and copied from there:
+    the same bytes as a fresh write (the same hash), without rebuilding the model for every server."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from tests import tiny_models
+
+    key = (family, seed, native_resolution)
+    if key not in _written_checkpoints:
+        if not _written_checkpoints:
+            folder = Path(tempfile.mkdtemp(prefix="tiny-checkpoints-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        else:
+            folder = next(iter(_written_checkpoints.values())).parent
+        model = tiny_models.tiny_loaded_model(family, seed=seed)
         if native_resolution is not None:
             model.native_resolution = native_resolution
-        paths.append(tiny_models.write_single_file(model, folder / f"{name}.safetensors"))
-    return paths
+        stem = "-".join(str(part) for part in key)
+        _written_checkpoints[key] = tiny_models.write_single_file(model, folder / f"{stem}.safetensors")
+    source = _written_checkpoints[key]
+    shutil.copyfile(source, path)
+    shutil.copyfile(source.with_suffix(".json"), path.with_suffix(".json"))
+    return path
 
 
 def write_settings(data_dir: Path, values: dict) -> None:

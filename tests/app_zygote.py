@@ -2,11 +2,12 @@
 
 Each test server is the real `app.py` run as `__main__` in a fresh process with its own argv, environment,
 cwd and log file; only the import of the third-party packages (torch, gradio, diffusers, transformers, ...:
-10-15 s of CPU per start-up) is shared. The zygote imports those packages and nothing of the project, runs no
-torch op (no thread pool exists when it forks: it checks it has one thread), and then forks one child per
-request. The child closes the zygote's pipes, points stdin at /dev/null and stdout/stderr at the server's log,
-and leaves the zygote's loop to run app.py at the top level, so its exit (atexit, thread joins, status) is a
-normal interpreter exit.
+10-15 s of CPU per start-up) and of the internal package `sdwebui` (~1 s; PROJECT_PRELOAD) is shared. The
+zygote imports those and nothing of the A1111 forwarders, the UI or extensions, runs no torch op (no thread
+pool exists when it forks: it checks it has one thread), and then forks one child per request. The child
+closes the zygote's pipes, points stdin at /dev/null and stdout/stderr at the server's log, and leaves the
+zygote's loop to run app.py at the top level, so its exit (atexit, thread joins, status) is a normal
+interpreter exit.
 
 Modules read environment variables when imported (OpenMP reads OMP_NUM_THREADS as torch loads it,
 huggingface_hub its offline flag), so a zygote serves only servers started with exactly its environment: one
@@ -51,6 +52,20 @@ PRELOAD_ATTRIBUTES = {
     "diffusers": ("AutoencoderKL", "UNet2DConditionModel", "AutoencoderTiny", "DDPMScheduler"),
     "transformers": ("CLIPTextModel", "CLIPTokenizer"),
 }
+# what app.py imports of the project's own package before it serves: `sdwebui` reads no argv, environment or
+# working directory when imported and starts no thread (checked below), so a fork inherits the same modules a
+# fresh import would build. Not the A1111 forwarders (`modules`), the UI (`webui`) or extensions: app.py
+# imports those fresh in each server.
+PROJECT_PRELOAD = (
+    "sdwebui.config.flags",
+    "sdwebui.startup_timer",
+    "sdwebui.extensions.preload",
+    "sdwebui.services",
+    "sdwebui.worker_backend",
+    "sdwebui.api.server",
+    "sdwebui.extensions.bridge",
+)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 READY = "zygote ready"
 
 
@@ -190,6 +205,14 @@ def _preload() -> None:
             continue
         for attribute in PRELOAD_ATTRIBUTES.get(name, ()):
             getattr(module, attribute)
+    sys.path.insert(0, str(REPO_ROOT))  # only for these imports: a server's path is its script's (below)
+    try:
+        for name in PROJECT_PRELOAD:
+            importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO_ROOT))
+    if any(name.split(".")[0] in ("modules", "webui") for name in sys.modules):
+        raise RuntimeError("the project preload imported the A1111 forwarders or the UI")
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:  # forking a process with threads (an OpenMP pool, a watcher) would copy locks mid-use
         raise RuntimeError(f"the zygote runs {threads} threads after its imports; it must fork with one")

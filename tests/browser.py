@@ -1,9 +1,9 @@
 """Shared Playwright fixtures for the browser tests: the real app in a subprocess, Chromium, screenshots.
 
 The server is `app.py --api --port P --data-dir D --ckpt tiny-sd1.safetensors`: the real entry point, job
-queue, engine and extensions, over a tiny random SD1 checkpoint written to disk for the module. Tests
-check the server's effects (files in the data dir, pixels), never a wrapper. Browser tests skip when
-/usr/bin/chromium is missing.
+queue, engine and extensions, over a tiny random SD1 checkpoint written to disk; one for the run (`ui_server`).
+Each test gets the UI freshly loaded in its module's one page (`page`). Tests check the server's effects
+(files in the data dir, pixels), never a wrapper. Browser tests skip when /usr/bin/chromium is missing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import app_zygote
-from tests.api_server import server_env
+from tests.api_server import server_env, write_tiny_checkpoint_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,7 +80,7 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float, log_path: Pat
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.5)
+            time.sleep(0.1)
     raise RuntimeError(f"server did not answer {url} in {timeout} s:\n{log_path.read_text()[-4000:]}")
 
 
@@ -99,10 +99,8 @@ class ServerHandle:
 
 def write_tiny_checkpoint(folder: Path, family: str = "sd1") -> Path:
     """A real single-file checkpoint (random tiny weights) the app loads like any user's file."""
-    from tests.tiny_models import tiny_loaded_model, write_single_file
-
     folder.mkdir(parents=True, exist_ok=True)
-    return write_single_file(tiny_loaded_model(family), folder / f"tiny-{family}.safetensors")
+    return write_tiny_checkpoint_file(folder / f"tiny-{family}.safetensors", family)
 
 
 def start_server(data_dir: Path, checkpoint: Path) -> ServerHandle:
@@ -129,8 +127,11 @@ def stop_server(handle: ServerHandle) -> None:
         handle.process.kill()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ui_server(tmp_path_factory) -> Iterator[ServerHandle]:
+    """One plain UI server for the run (test_ui_browser*, hires, refiner): each start builds the whole page
+    and loads the model. Tests on it count only the files their own job saved and restore settings they
+    change; a module that needs another data dir overrides this fixture."""
     if not CHROMIUM.exists():
         pytest.skip("browser tests need Debian's chromium at /usr/bin/chromium")
     checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoints"))
@@ -168,17 +169,94 @@ def upload_to_editor(page, elem_id: str, path) -> None:
         page.wait_for_function(f"!document.querySelector('#{elem_id}').innerText.includes('Upload an image')")
 
 
-@pytest.fixture
-def page(browser, ui_server):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
+class ModulePage:
+    """One browser context and page for a test module, handed to each test freshly loaded (see `page`)."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.context = None
+        self.current = None
+
+    def get(self):
+        if self.current is None or self.current.is_closed():
+            self.discard()
+            self.context = self.browser.new_context(viewport={"width": 1280, "height": 1000})
+            self.current = self.context.new_page()
+            self.current.set_default_timeout(30_000)
+        return self.current
+
+    def load(self, url: str):
+        """The page with the UI at `url` freshly loaded; a failed load (a race) leaves a new context to the
+        next try, as a page of its own would."""
+        page = self.get()
+        try:
+            load_ui(page, url)
+        except BaseException:
+            self.discard()
+            raise
+        return page
+
+    def discard(self) -> None:
+        if self.context is not None:
+            self.context.close()
+        self.context = self.current = None
+
+
+@pytest.fixture(scope="module")
+def module_page(browser) -> Iterator[ModulePage]:
+    shared = ModulePage(browser)
+    yield shared
+    shared.discard()
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[CALL_FAILED] = True
+    return report
+
+
+def load_ui(page, url: str) -> None:
+    """Navigate to the UI (a new navigation: a new Gradio session) and wait for its page-load refresh."""
     with front_end_race("the page never rendered the prompt box"):
-        page.goto(ui_server.url + "/")
+        page.goto(url + "/")
         page.wait_for_selector("#txt2img_prompt textarea")
     wait_ui_loaded(page)
+
+
+def end_test_page(module_page: ModulePage, request) -> None:
+    """After a test on the module's page: a new context for the next test if this one failed (a mouse button
+    left down, a half-done dialog), else a blank page, which ends the Gradio session as closing it did."""
+    if request.node.stash.get(CALL_FAILED, False):
+        module_page.discard()
+    elif module_page.current is not None and not module_page.current.is_closed():
+        module_page.current.goto("about:blank")
+
+
+@contextmanager
+def fresh_ui(module_page: ModulePage, url: str) -> Iterator:
+    """`page` for a test that opens the UI itself (after changing a setting, on another server)."""
+    page = module_page.load(url)
+    try:
+        yield page
+    except BaseException:
+        module_page.discard()
+        raise
+    page.goto("about:blank")
+
+
+@pytest.fixture
+def page(module_page, ui_server, request):
+    """The UI freshly loaded for this test: a new navigation, so a new Gradio session with no field, output
+    or per-session state of an earlier test. The module's page and context are reused: their HTTP cache and
+    compiled scripts make a load about a third cheaper than in a new context."""
+    page = module_page.load(ui_server.url)
     yield page
-    context.close()
+    end_test_page(module_page, request)
 
 
 class Shots:

@@ -10,10 +10,10 @@ import shutil
 import pytest
 from PIL import Image
 
-from tests.browser import start_server, stop_server, wait_ui_loaded, write_tiny_checkpoint
+from tests.browser import end_test_page, start_server, stop_server, write_tiny_checkpoint
 from tests.sample_extensions.harness import SAMPLES
 
-pytest_plugins = ("tests.browser",)  # the browser fixture
+pytest_plugins = ("tests.browser",)  # the browser and module_page fixtures
 pytestmark = [pytest.mark.browser]
 
 STATE = "() => window.sampleRoutesJs"
@@ -30,17 +30,18 @@ def js_server(tmp_path_factory, browser):  # browser first: it skips without Chr
 
 
 @pytest.fixture
-def js_page(browser, js_server):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
+def js_page(module_page, js_server, request):
+    page = module_page.get()  # the module's page, freshly loaded (tests.browser.page)
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(js_server.url + "/")
-    page.wait_for_selector("#txt2img_prompt textarea")
-    wait_ui_loaded(page)
+
+    def on_error(exc) -> None:
+        errors.append(str(exc))
+
+    page.on("pageerror", on_error)
+    module_page.load(js_server.url)
     yield page
-    context.close()
+    page.remove_listener("pageerror", on_error)
+    end_test_page(module_page, request)
     assert not errors, errors
 
 

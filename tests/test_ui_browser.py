@@ -1,6 +1,7 @@
 """The web UI driven in a real Chromium against the real app (app.py, tiny SD1 checkpoint file): txt2img,
 inpaint with a brush-drawn mask, PNG Info send-to, interrupt with live preview, settings persistence,
-phone width, X/Y/Z plot script, outpainting, Extras. One server for the whole module."""
+phone width, X/Y/Z plot script, outpainting, Extras. The run's one plain UI server (tests.browser.ui_server),
+shared with test_ui_browser_fixes, test_hires_fix and test_refiner."""
 
 from __future__ import annotations
 
@@ -233,16 +234,28 @@ def test_settings_persist_across_reload(page, ui_server, shot):
     page.wait_for_function(
         "/changed|error|not applied/i.test(document.querySelector('#settings_result').innerText)"
     )
-    assert "1 setting(s) changed: show_progress_every_n_steps" in page.inner_text("#settings_result")
-    shot(page, "applied")
-    saved = json.loads((ui_server.data_dir / "config.json").read_text())
-    assert saved["show_progress_every_n_steps"] == wanted
-    page.reload()
-    wait_ui_loaded(page)
-    page.click("#tab_settings-button")
-    page.click("#settings_ui-button")
-    page.wait_for_function(f"document.querySelector('{box}').value === '{wanted}'")
-    shot(page, "after-reload")
+    try:
+        assert "1 setting(s) changed: show_progress_every_n_steps" in page.inner_text("#settings_result")
+        shot(page, "applied")
+        saved = json.loads((ui_server.data_dir / "config.json").read_text())
+        assert saved["show_progress_every_n_steps"] == wanted
+        page.reload()
+        wait_ui_loaded(page)
+        page.click("#tab_settings-button")
+        page.click("#settings_ui-button")
+        page.wait_for_function(f"document.querySelector('{box}').value === '{wanted}'")
+        shot(page, "after-reload")
+    finally:  # the server is shared with later tests (live previews every N steps)
+        set_option(ui_server.url, "show_progress_every_n_steps", current)
+
+
+def set_option(url: str, key: str, value) -> None:
+    """One setting through the API (POST /sdapi/v1/options), as a test's clean-up."""
+    body = json.dumps({key: value}).encode()
+    request = urllib.request.Request(
+        url + "/sdapi/v1/options", data=body, headers={"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(request, timeout=60).read()
 
 
 def test_phone_width_has_no_horizontal_scroll(browser, ui_server, shot):
@@ -327,11 +340,13 @@ def test_extras_upscale_saves_into_the_configured_folder(page, ui_server, shot, 
     page.locator("#extras_image input[type=file]").set_input_files(str(source))
     page.wait_for_selector("#extras_image img")
     set_number(page, "extras_upscaling_resize", 2)
+    before = set(ui_server.output_images("extras"))  # the server is shared: count this job's files only
     page.click("#extras_generate")
     page.wait_for_function("/saved to|error/i.test(document.querySelector('#extras_status').innerText)")
     shot(page, "upscaled")
     assert "40x20" in page.inner_text("#extras_status")
-    saved = list((ui_server.data_dir / "outputs" / "extras-images").glob("*.png"))  # outdir_extras_samples
+    # outputs/extras-images: outdir_extras_samples
+    saved = [path for path in ui_server.output_images("extras") if path not in before]
     assert [Image.open(path).size for path in saved] == [(40, 20)]
 
 

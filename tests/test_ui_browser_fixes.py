@@ -2,13 +2,12 @@
 checkpoint): send-to carries the parameters, a failed job clears the gallery, Ctrl+Up/Down emphasis,
 Interrupt/Skip only while a job runs, layout (no empty band, tooltips, Inpaint settings only on the masked
 sub-tabs, the X/Y/Z checkbox row and legend), the brush scaled to the image, /docs offline, gallery files
-complete with their parameters. One server for the module; screenshots under test-artifacts/."""
+complete with their parameters. The run's shared UI server (tests.browser.ui_server); screenshots under
+test-artifacts/."""
 
 from __future__ import annotations
 
 import io
-import json
-import urllib.request
 from urllib.parse import urljoin, urlparse
 
 import pytest
@@ -21,6 +20,7 @@ from tests.test_ui_browser import (
     draw_horizontal_stroke,
     gallery_image,
     set_number,
+    set_option,
     small_job,
     upload_to_editor,
     wait_result,
@@ -75,11 +75,12 @@ def test_send_to_img2img_inpaint_and_extras_carry_the_parameters(page, ui_server
     page.click("#txt2img_send_to_extras")
     page.wait_for_selector("#extras_image img")
     set_number(page, "extras_upscaling_resize", 2)
+    before = set(ui_server.output_images("extras"))  # the server is shared: this job's file only
     page.click("#extras_generate")
     page.wait_for_function("/saved to|error/i.test(document.querySelector('#extras_status').innerText)")
     shot(page, "sent-to-extras")
     assert "a blue boat" in page.inner_text("#extras_status")
-    (saved,) = (ui_server.data_dir / "outputs" / "extras-images").glob("*.png")
+    (saved,) = [path for path in ui_server.output_images("extras") if path not in before]
     parameters = read_infotext(Image.open(saved))
     assert parameters is not None and parameters.startswith("a blue boat") and "Seed: 4321" in parameters
 
@@ -299,14 +300,6 @@ def test_gallery_files_are_complete_and_carry_their_parameters(page, ui_server):
     assert parameters is not None and parameters.startswith("served whole") and "Seed: 77" in parameters
     saved = ui_server.output_images("txt2img")[-1]  # the file the engine saved for this job
     assert ImageChops.difference(image.convert("RGB"), Image.open(saved).convert("RGB")).getbbox() is None
-
-
-def set_option(url: str, key: str, value) -> None:
-    body = json.dumps({key: value}).encode()
-    request = urllib.request.Request(
-        url + "/sdapi/v1/options", data=body, headers={"Content-Type": "application/json"}
-    )
-    urllib.request.urlopen(request, timeout=60).read()
 
 
 def test_live_preview_method_full_shows_the_vae_decode(page, ui_server, shot):

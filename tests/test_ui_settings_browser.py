@@ -10,15 +10,15 @@ import pytest
 
 from tests.browser import (
     RERUN_FRONT_END_RACES,
+    fresh_ui,
     set_number,
     start_server,
     stop_server,
-    wait_ui_loaded,
     write_tiny_checkpoint,
 )
 from tests.waiting import wait_until
 
-pytest_plugins = ("tests.browser",)  # the browser fixture
+pytest_plugins = ("tests.browser",)  # the browser and module_page fixtures
 pytestmark = [pytest.mark.browser, RERUN_FRONT_END_RACES]  # reruns: named front-end races only
 
 
@@ -43,16 +43,6 @@ def api(server, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read() or b"null")
 
 
-def open_ui(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(server.url + "/")
-    page.wait_for_selector("#txt2img_prompt textarea")
-    wait_ui_loaded(page)
-    return context, page
-
-
 def generate(page, prompt: str) -> None:
     page.fill("#txt2img_prompt textarea", prompt)
     for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 2)):
@@ -68,39 +58,37 @@ def generate(page, prompt: str) -> None:
     )
 
 
-def test_clip_skip_quicksetting_reaches_the_job_and_lora_is_an_error(browser, settings_server):
-    context, page = open_ui(browser, settings_server)
+def test_clip_skip_quicksetting_reaches_the_job_and_lora_is_an_error(module_page, settings_server):
     try:
-        set_number(page, "setting_quick_CLIP_stop_at_last_layers", 2)
-        wait_until(
-            lambda: api(settings_server, "/options")["CLIP_stop_at_last_layers"] == 2,
-            "the Clip skip quicksetting applied",
-            interval=0.3,
-        )
-        generate(page, "a red cube")
-        assert page.locator("#txt2img_status .error-message").count() == 0
-        assert "Clip skip: 2" in page.inner_text("#html_info_txt2img .infotext")
-        generate(page, "a cat <lora:detail:0.8>")
-        assert "<lora:detail:0.8>" in page.inner_text("#txt2img_status .error-message")
+        with fresh_ui(module_page, settings_server.url) as page:
+            set_number(page, "setting_quick_CLIP_stop_at_last_layers", 2)
+            wait_until(
+                lambda: api(settings_server, "/options")["CLIP_stop_at_last_layers"] == 2,
+                "the Clip skip quicksetting applied",
+                interval=0.3,
+            )
+            generate(page, "a red cube")
+            assert page.locator("#txt2img_status .error-message").count() == 0
+            assert "Clip skip: 2" in page.inner_text("#html_info_txt2img .infotext")
+            generate(page, "a cat <lora:detail:0.8>")
+            assert "<lora:detail:0.8>" in page.inner_text("#txt2img_status .error-message")
     finally:
         api(settings_server, "/options", {"CLIP_stop_at_last_layers": 1})
-        context.close()
 
 
-def test_default_sampler_and_start_up_notices_are_shown(browser, settings_server):
+def test_default_sampler_and_start_up_notices_are_shown(module_page, settings_server):
     api(settings_server, "/options", {"default_sampler": "DPM++ 2M"})
-    wait_until(
-        lambda: api(settings_server, "/options")["sd_model_checkpoint"],  # the start-up load is done
-        "the start-up model load never finished",
-        timeout=120,
-        interval=0.5,
-    )
-    context, page = open_ui(browser, settings_server)
     try:
-        assert page.input_value("#txt2img_sampling input") == "DPM++ 2M"
-        notices = page.inner_text("#startup_notices")
-        assert "broken.safetensors" in notices and "tiny-sd1" in notices
-        assert "config.json.bad-" in notices
+        wait_until(
+            lambda: api(settings_server, "/options")["sd_model_checkpoint"],  # the start-up load is done
+            "the start-up model load never finished",
+            timeout=120,
+            interval=0.5,
+        )
+        with fresh_ui(module_page, settings_server.url) as page:  # loaded after the change: it shows it
+            assert page.input_value("#txt2img_sampling input") == "DPM++ 2M"
+            notices = page.inner_text("#startup_notices")
+            assert "broken.safetensors" in notices and "tiny-sd1" in notices
+            assert "config.json.bad-" in notices
     finally:
         api(settings_server, "/options", {"default_sampler": "Euler a"})
-        context.close()
