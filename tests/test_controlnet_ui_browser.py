@@ -99,7 +99,7 @@ def test_png_info_pastes_controlnet_units_into_the_accordion():
         controls = build_controlnet("txt2img", backend, is_img2img=False)
     text = f"a cat\nSteps: 2, Seed: 1, Size: 64x64, {PASTED.replace('inpaint', 'canny')}"
     blank = SimpleNamespace(prompt=None, negative_prompt=None)
-    params = SimpleNamespace(**dict.fromkeys(("steps", "cfg_scale", "seed", "width", "height", "subseed",
+    params = SimpleNamespace(**dict.fromkeys(("steps", "cfg_scale", "distilled_cfg_scale", "seed", "width", "height", "subseed",
                              "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")), sampler_name=SimpleNamespace(choices=[]))  # fmt: skip
     updates = paste.field_updates(paste.pasted_params(text), blank, params, controls.paste_fields())
     first, second = controls.units

@@ -209,6 +209,12 @@ def _wire_send_to(
             to_extras, inputs=source.last, outputs=[extras.image, tabs], show_progress="hidden"
         )
 
+    _wire_pnginfo_send(tabs, backend, txt2img, img2img, img2img_fields, pnginfo, modules)
+
+
+def _wire_pnginfo_send(tabs: gr.Tabs, backend: UiBackend, txt2img, img2img, img2img_fields: tuple, pnginfo,
+                       modules: ModuleSelector) -> None:  # fmt: skip
+    """PNG Info's parameters to txt2img / img2img, its `Module N` parts to the VAE / Text Encoder selector."""
     for button, target, tab_id, extra_outputs, fields in (
         (pnginfo.send_to_txt2img, txt2img, "txt2img", [], txt2img.paste_fields()),
         (pnginfo.send_to_img2img, img2img, "img2img", [img2img.init_image], img2img_fields),

@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 
 from sdwebui.engine.controlnet.preprocessors import openpose_net
 from sdwebui.engine.controlnet.preprocessors.imaging import resize_with_pad
@@ -52,6 +51,8 @@ class Person:
 
 def find_peaks(heatmaps: np.ndarray, threshold: float = 0.1) -> list[list[Peak]]:
     """Per part, the local maxima (4-neighbourhood) of the smoothed heat map above `threshold`."""
+    from scipy.ndimage import gaussian_filter  # heavy to import: only when openpose runs, not at start-up
+
     peaks: list[list[Peak]] = []
     counter = 0
     for part in range(PARTS):
