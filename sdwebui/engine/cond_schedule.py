@@ -108,7 +108,7 @@ class BatchConditioning:
         return cls(cond_parts, [_learned_schedule(s, empty) for s in uncond], empty)
 
     def at_step(self, step: int) -> StepConditioning:
-        """Conditioning for 1-based `step`."""
+        """Conditioning for sampler step `step`, counted from 0 as A1111's CFG denoiser counts."""
         cond, owners, weights = [], [], []
         for image, parts in enumerate(self._cond_parts):
             for schedule, weight in parts:
@@ -154,8 +154,7 @@ def _rows(conditioning: Conditioning) -> list[EncodedText]:
 
 
 def _at_step(schedule: Schedule, step: int) -> EncodedText:
-    """The entry whose range holds `step`; after the end, the last one. The engine counts steps from 1, A1111
-    from 0: an extension's schedule (prompt fusion's) may end one step early here, and keeps its last cond."""
+    """The entry whose range holds `step` (`step <= end_at_step`); after the end, the last one."""
     for end_at_step, entry in schedule:
         if step <= end_at_step:
             return entry
