@@ -47,15 +47,21 @@ def _networks(model, tmp_path, size=1.0):
     ]
 
 
+@pytest.mark.parametrize("by_subtraction", [False, True], ids=["from-copy", "by-subtraction"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_switching_weights_in_place_matches_a_fresh_apply_and_restores_bit_exactly(tmp_path, dtype):
+def test_switching_weights_in_place_matches_a_fresh_apply_and_restores_bit_exactly(
+    tmp_path, dtype, by_subtraction
+):
+    """From the copy (weights in RAM) a switch gives a fresh apply's very bits; by subtraction (an
+    accelerator's way) it is within a rounding of it; either way the undo is bit-exact."""
     model, twin = (tiny_loaded_model("sd1", seed=4) for _ in range(2))  # the twin takes fresh applies
     model.unet.to(dtype)
     twin.unet.to(dtype)
     first, second = _networks(model, tmp_path / "a", size=3.0)  # big: many elements need a correction
     twin_first, twin_second = _networks(twin, tmp_path / "b", size=3.0)
     original = _state(model)
-    undo = LoraPatch([NetworkWeight(first, unet=1.0), NetworkWeight(second, unet=0.5)]).apply(model)
+    networks = [NetworkWeight(first, unet=1.0), NetworkWeight(second, unet=0.5)]
+    undo = LoraPatch(networks, by_subtraction=by_subtraction).apply(model)
     for a, b in ((0.5, 0.5), (-0.7, 1.3), (2.0, -1.0)):
         switched = LoraPatch([NetworkWeight(first, unet=a), NetworkWeight(second, unet=b)])
         assert switched.reweight(undo)
@@ -70,6 +76,7 @@ def test_switching_weights_in_place_matches_a_fresh_apply_and_restores_bit_exact
             torch.testing.assert_close(
                 now[key].float(), fresh[key].float(), rtol=0, atol=TOLERANCE[dtype] * scale
             )
+            assert by_subtraction or torch.equal(now[key].view(torch.uint8), fresh[key].view(torch.uint8))
             assert not torch.equal(now[key], original[key])
     undo()
     _assert_bit_identical(model, original)

@@ -17,11 +17,13 @@ Reading a network for a model::
 - ``compute_delta(weight, module, multiplier)`` is the fp32 difference one module makes.
 - ``LoraPatch.apply``: if it raises, the model is already restored. A difference that does not depend on
   the weight (LoRA, LoHa, LoKr, diff) is built from the network's factors (held by the library, never
-  re-read for a new multiplier) and undone by subtracting it again (``undo``); the few elements where
-  rounding makes that inexact are kept and written back, and a fingerprint proves the weight bit-identical.
-  On the CPU its dense multiplier-1 difference is kept in the ``DeltaCache`` while that has room (on a GPU
-  rebuilding it is cheaper than a copy). ``LoraPatch.reweight(undo)`` moves an applied patch to new
-  multipliers in place, one step ``W += (new - old) * d`` per weight, undone step by step.
+  re-read for a new multiplier). A weight in RAM is copied for the job and written back from the copy
+  (``undo``); ``LoraPatch.reweight(undo)`` then writes ``copy + new * d`` in one pass, the very bits of a
+  fresh apply. On an accelerator the difference is subtracted again instead (no copy over the bus): the
+  few elements where rounding makes that inexact are kept and written back, a fingerprint proves the weight
+  bit-identical, and a reweight is one more step ``W += (new - old) * d``, undone step by step.
+  On the CPU the dense multiplier-1 difference is kept in the ``DeltaCache`` while that has room (on a GPU
+  rebuilding it is cheaper than a copy).
   Weight-dependent differences (DoRA, IA3, OFT, BOFT, GLoRA) keep a CPU copy of the weight, and their
   multiplier-1 differences are cached per (file identity, target, checkpoint) in the ``DeltaCache``
   (bounded in bytes, least recently used out), so a new multiplier only re-scales.

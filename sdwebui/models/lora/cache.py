@@ -27,6 +27,7 @@ class DeltaCache:
     def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES):
         self.limit_bytes = limit_bytes
         self._entries: OrderedDict[DeltaKey, torch.Tensor] = OrderedDict()
+        self._file_bytes: dict[FileIdentity, int] = {}  # per network file: put_if_room's own share
         self._lock = threading.Lock()
         self.bytes = 0
         self.hits = 0
@@ -47,14 +48,10 @@ class DeltaCache:
         if size > self.limit_bytes:
             return
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.bytes -= old.numel() * old.element_size()
-            self._entries[key] = tensor
-            self.bytes += size
+            self._drop(key)
+            self._add(key, tensor)
             while self.bytes > self.limit_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self.bytes -= evicted.numel() * evicted.element_size()
+                self._drop(next(iter(self._entries)))
 
     def put_if_room(self, key: DeltaKey, tensor: torch.Tensor) -> None:
         """Keep `tensor` (held as it is: a CPU tensor is not copied) if it fits, making room by evicting
@@ -62,19 +59,34 @@ class DeltaCache:
         network larger than the cache keeps its first part instead of pushing out each entry before reuse."""
         size = tensor.numel() * tensor.element_size()
         with self._lock:
-            others = [k for k in self._entries if k.file != key.file]
-            own = self.bytes - sum(self._entries[k].numel() * self._entries[k].element_size() for k in others)
+            own = self._file_bytes.get(key.file, 0)
             if key in self._entries or own + size > self.limit_bytes:
                 return  # evicting would not make it fit
-            for old in others:
-                if self.bytes + size <= self.limit_bytes:
-                    break
-                evicted = self._entries.pop(old)
-                self.bytes -= evicted.numel() * evicted.element_size()
             if self.bytes + size > self.limit_bytes:
-                return
-            self._entries[key] = tensor.to("cpu")
-            self.bytes += size
+                others = [k for k in self._entries if k.file != key.file]  # only when evicting: a scan
+                for old in others:
+                    if self.bytes + size <= self.limit_bytes:
+                        break
+                    self._drop(old)
+            self._add(key, tensor.to("cpu"))
+
+    def _add(self, key: DeltaKey, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        self._entries[key] = tensor
+        self.bytes += size
+        self._file_bytes[key.file] = self._file_bytes.get(key.file, 0) + size
+
+    def _drop(self, key: DeltaKey) -> None:
+        tensor = self._entries.pop(key, None)
+        if tensor is None:
+            return
+        size = tensor.numel() * tensor.element_size()
+        self.bytes -= size
+        left = self._file_bytes[key.file] - size
+        if left:
+            self._file_bytes[key.file] = left
+        else:
+            del self._file_bytes[key.file]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -82,4 +94,5 @@ class DeltaCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._file_bytes.clear()
             self.bytes = 0

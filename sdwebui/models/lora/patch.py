@@ -63,9 +63,12 @@ class LoraPatch:
     written in the weight's dtype. A multiplier of 0 leaves a network's modules untouched.
     """
 
-    def __init__(self, networks: Sequence[NetworkWeight], cache: DeltaCache | None = None):
+    def __init__(
+        self, networks: Sequence[NetworkWeight], cache: DeltaCache | None = None, by_subtraction: bool = False
+    ):
         self.networks = list(networks)
         self.cache = cache if cache is not None else DeltaCache()
+        self.by_subtraction = by_subtraction  # undo weights in RAM as on an accelerator (holds no copy)
 
     def plan(self) -> dict[str, list[tuple[NetworkWeight, NetworkModule, float]]]:
         """target -> [(network, its module, multiplier)], leaving out zero multipliers."""
@@ -78,7 +81,7 @@ class LoraPatch:
         return plan
 
     def apply(self, model: LoadedModel) -> Undo:
-        undo = Undo()
+        undo = Undo(by_subtraction=self.by_subtraction)
         model_key = _model_key(model)
         try:
             with torch.no_grad():

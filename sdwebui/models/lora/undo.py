@@ -1,10 +1,13 @@
-"""The undo of a patch: weights written back bit-exactly, by subtraction plus a sparse correction or from a copy.
+"""The undo of a patch: weights written back bit-exactly, from a copy or by subtraction plus a sparse correction.
 
 A weight-free difference (plain LoRA, LoHa, LoKr, diff) is added in fp32 and stored in the weight's dtype
-as ``W + c * d``; subtracting it again the same way is exact except for a few elements where rounding
-crossed a binade, whose originals are kept. A switch of multiplier is one more such step
-(``W + (new - old) * d``) with its own corrections, undone in reverse order. A fingerprint of the original
-bits proves the result. Every pass writes into reused buffers: fresh large tensors cost page faults.
+as ``W + c * d``. Where the weight lives in RAM the original is copied (``Copied``): the patch is one add,
+a switch of multiplier one pass from the copy (the same bits as a fresh apply), the undo one copy back.
+On an accelerator a copy would cross the bus, so the weight is undone by subtraction (``Subtracted``):
+subtracting the difference again is exact except for a few elements where rounding crossed a binade, whose
+originals are kept; a switch of multiplier is one more step (``W + (new - old) * d``) with its own
+corrections, undone in reverse order, and a fingerprint of the original bits proves the result. Those
+passes write into reused buffers: fresh large tensors cost page faults.
 """
 
 from __future__ import annotations
@@ -139,19 +142,56 @@ class Subtracted:
 
 
 @dataclass
+class Copied:
+    """A weight in RAM patched by weight-free differences, its original kept: ``terms`` as `Subtracted`'s."""
+
+    tensor: torch.Tensor
+    terms: list[tuple[Hashable, Delta, float]]
+    original: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return self.original.nbytes
+
+    def step_to(self, multipliers: Sequence[float], scratch: Scratch) -> None:
+        pairs = list(zip(self.terms, multipliers, strict=True))
+        _write(self.tensor, self.original, tuple((delta, new) for (_, delta, _), new in pairs if new != 0))
+        self.terms = [(key, delta, new) for (key, delta, _), new in pairs]
+
+    def restore(self, scratch: Scratch) -> None:
+        self.tensor.copy_(self.original)
+
+
+def _write(tensor: torch.Tensor, original: torch.Tensor, parts: tuple[tuple[Delta, float], ...]) -> None:
+    """``tensor = original + sum c_i * d_i`` in one pass (fp32 maths, stored in the tensor's dtype)."""
+    if not parts:
+        tensor.copy_(original)
+        return
+    delta, alpha = _step_delta(parts)
+    torch.add(original, delta, alpha=alpha, out=tensor)
+
+
+@dataclass
 class Undo:
     """How to write back every tensor a patch changed: a CPU copy where the difference depends on the
     weight (DoRA, IA3, OFT...) or is small (biases), else subtraction plus sparse corrections. Called once."""
 
     copies: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    subtracted: dict[str, Subtracted] = field(default_factory=dict)  # by target
+    subtracted: dict[str, Subtracted | Copied] = field(default_factory=dict)  # by target
     scratch: Scratch = field(default_factory=Scratch)
+    by_subtraction: bool = False  # in RAM too (a copy is the faster undo there; this holds less)
 
     def keep(self, tensor: torch.Tensor) -> None:
         self.copies.append((tensor, tensor.detach().to("cpu", copy=True)))
 
     def add(self, target: str, tensor: torch.Tensor, terms: list[tuple[Hashable, Delta, float]]) -> None:
-        """``tensor += sum m_i * d_i``, undoable without a copy of the tensor (or with one where that is smaller)."""
+        """``tensor += sum m_i * d_i``: from a copy in RAM, else undoable without a copy of the tensor (or with
+        one where that is smaller than the corrections)."""
+        if tensor.device.type == "cpu" and not self.by_subtraction:
+            copied = Copied(tensor, list(terms), tensor.detach().clone())
+            _write(tensor, copied.original, tuple((delta, m) for _, delta, m in terms))
+            self.subtracted[target] = copied
+            return
         record = Subtracted(tensor, list(terms), fingerprint(tensor))
         step = _take_step(tensor, tuple((delta, m) for _, delta, m in terms), self.scratch)
         if step.index.numel() * (step.index.element_size() + tensor.element_size()) >= tensor.nbytes:
