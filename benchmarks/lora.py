@@ -141,6 +141,7 @@ def run_ours(model: LoadedModel, lora_dir: Path, request: Txt2ImgRequest) -> dic
     apply_cached = timed(
         lambda: undo.append(LoraPatch([NetworkWeight(network, 1.0, 1.0)], cache).apply(model))
     )
+    copies = undo[-1].nbytes  # what the undo holds while the LoRA is applied (copies of the weights in RAM)
     probe = resolve_module(model, PROBE).weight.detach().float().clone()
 
     def switch(weight: float) -> None:  # as a job's later batch does: one step per weight, in place
@@ -158,7 +159,7 @@ def run_ours(model: LoadedModel, lora_dir: Path, request: Txt2ImgRequest) -> dic
     none_time = timed(lambda: undo.pop()())
     return dict(plain=plain, first=first, apply_cached=apply_cached, switch=switch_time, across=across,
                 none=none_time, held=held, cache_bytes=cache.bytes, cache_limit=cache.limit_bytes,
-                probe=probe)  # fmt: skip
+                copies=copies, probe=probe)  # fmt: skip
 
 
 def run_diffusers(model: LoadedModel, path: Path, request: Txt2ImgRequest) -> dict[str, float]:
@@ -217,6 +218,10 @@ def report(ours: dict, theirs: dict, modules: int) -> None:
         print(f"{label:42s} {mine:8.3f}s {other:9.3f}s {mine / other:7.2f}")
     print(f"RAM held after the first LoRA job: {ours['held'] / mib:.0f} MiB (RSS growth); delta cache "
           f"{ours['cache_bytes'] / mib:.0f} MiB of its {ours['cache_limit'] / mib:.0f} MiB limit")  # fmt: skip
+    print(
+        f"during a job the undo holds {ours['copies'] / mib:.0f} MiB (copies of the patched weights in RAM; "
+        "freed at the job's end, the C allocator keeps their pages for the next job's copies)"
+    )
     diff = (ours["probe"] - theirs["probe"]).abs().max().item()
     print(f"same patched weight as diffusers at weight 1 ({PROBE}): max |difference| {diff:.2e}")
 
