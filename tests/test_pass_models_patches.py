@@ -147,6 +147,38 @@ def test_the_hires_checkpoint_gets_the_prompts_lora_and_is_restored(sd1_pair):
     assert "Lora skipped" not in styled.infotexts[0]
 
 
+def test_each_batch_gives_the_hires_checkpoint_the_networks_of_its_prompt(sd1_pair):
+    alpha, beta, library, tensors = sd1_pair
+    settings = EngineSettings(save_images=False, checkpoints=Checkpoints(beta=beta))
+    original = beta.unet.conv_in.weight.clone()
+    seen: list[tuple[int, torch.Tensor]] = []
+    batch = [0]
+
+    def process_batch(args):
+        batch[0] = args.batch_number
+        args.prompts = ["a cube <lora:style:0.5>" if args.batch_number == 0 else "a cube"]
+
+    def record(*_):
+        seen.append((batch[0], beta.unet.conv_in.weight.clone()))
+
+    hook = beta.unet.register_forward_pre_hook(record)
+    try:
+        run_job(
+            alpha,
+            library,
+            hires_request("a cube", n_iter=2),
+            settings,
+            EngineHooks(process_batch=process_batch),
+        )
+    finally:
+        hook.remove()
+    half = original + 0.5 * dense(tensors, CONV_IN, original)
+    assert {b for b, _ in seen} == {0, 1}
+    assert all(torch.allclose(w, half, atol=1e-6) for b, w in seen if b == 0)
+    assert all(torch.equal(w, original) for b, w in seen if b == 1)
+    assert torch.equal(beta.unet.conv_in.weight, original)
+
+
 def test_naming_the_jobs_own_checkpoint_applies_the_lora_once(sd1_pair):
     alpha, _, library, _ = sd1_pair
     settings = EngineSettings(save_images=False, checkpoints=Checkpoints(alpha=alpha))

@@ -348,7 +348,8 @@ def _run_segment(
         adapter = ModelAdapter(model, start.scheduler.alphas_cumprod, size, addons, index)
     conditioning = work.conditioning[index] if own else None
     if conditioning is None:
-        conditioning = encode_pass(run, models.encoder(model), sampling_pass, index, work.prompts[index])
+        encoder = run.encoder if own else models.encoder(model)  # the job's: its cache, its TI hashes
+        conditioning = encode_pass(run, encoder, sampling_pass, index, work.prompts[index])
     job = SamplingJob(
         denoiser=CFGDenoiser(
             adapter, sampling_pass.cfg_scale, run.hooks, work.indexes, run.settings.s_min_uncond
