@@ -194,7 +194,7 @@ def controlnets(tmp_path_factory) -> ControlNets:
     return ControlNets(ControlNetLibrary([folder]))
 
 
-def high_res_unit() -> ControlNetUnit:
+def high_res_unit(option: HiResOption = HiResOption.HIGH_RES_ONLY) -> ControlNetUnit:
     image = Image.new("RGB", (SIZE, SIZE), "black")
     ImageDraw.Draw(image).rectangle([16, 16, 48, 48], fill="white")
     return ControlNetUnit(
@@ -202,7 +202,7 @@ def high_res_unit() -> ControlNetUnit:
         module="none",
         model="tiny_sd1_canny",
         images=(ControlImage(image),),
-        hr_option=HiResOption.HIGH_RES_ONLY,
+        hr_option=option,
     )
 
 
@@ -231,6 +231,9 @@ def test_controlnet_with_a_hires_checkpoint_of_another_family_fails_naming_it(
         run_job(alpha, library, hires_request("a cube", "xl", controlnet_units=[high_res_unit()]), settings)
     assert info.value.field == "hr_checkpoint_name"
     assert "xl is SDXL" in str(info.value) and "SD 1.x" in str(info.value)
+    # a unit that stays out of the hires pass does not stop it
+    low_res = hires_request("a cube", "xl", controlnet_units=[high_res_unit(HiResOption.LOW_RES_ONLY)])
+    assert run_job(alpha, library, low_res, settings).images[0].image.size == (96, 96)
 
 
 # -- the SDXL refiner through the app: a base LoRA fits the refiner in part, or not at all -------------------
