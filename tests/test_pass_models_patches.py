@@ -182,9 +182,12 @@ def test_each_batch_gives_the_hires_checkpoint_the_networks_of_its_prompt(sd1_pa
 def test_naming_the_jobs_own_checkpoint_applies_the_lora_once(sd1_pair):
     alpha, _, library, _ = sd1_pair
     settings = EngineSettings(save_images=False, checkpoints=Checkpoints(alpha=alpha))
-    same = run_job(alpha, library, hires_request("a cube <lora:style:1>", "alpha"), settings)
+    named_twice = hires_request("a cube <lora:style:1>", "alpha", refiner_checkpoint="alpha")
+    same = run_job(alpha, library, named_twice, settings)
     unnamed = run_job(alpha, library, hires_request("a cube <lora:style:1>", None), settings)
     assert np.array_equal(pixels(same), pixels(unnamed))
+    fields = parse_infotext(same.infotexts[0])
+    assert fields["Hires checkpoint"] == fields["Refiner"] == "alpha"
 
 
 @pytest.fixture(scope="module")

@@ -295,11 +295,11 @@ def _run_pass(
         refiner_model = models.model(refiner.checkpoint)
         segments = [(segments[0][0], range(switch)), (refiner_model, range(switch, total))]
     estimate = previous
-    for model, steps in segments:
+    for position, (model, steps) in enumerate(segments):
         if not len(steps):
             continue
         stopping = run.ctx.interrupted or run.ctx.skipped  # the switch does not come
-        if refiner is not None and model is not segments[0][0] and not stopping:
+        if refiner is not None and position == 1 and not stopping:  # may be the job's own checkpoint
             run.state.extra_generation_params["Refiner"] = short_title(model)
             run.state.extra_generation_params["Refiner switch at"] = refiner.switch_at
         outcome = _run_segment(
