@@ -11,7 +11,10 @@ Which networks apply: as A1111, those of the first prompt of each batch (a scrip
 one batch different LoRAs gets the first image's for all of them). They are applied to the job's model
 through its lease: ``LoraNetworksPatch`` is a lease patch that puts an ``ActiveNetworks`` on the job's view
 (``model.extra[ACTIVE_KEY]``); the engine asks it per batch for the wanted set and it re-patches only when
-the set changes; the lease's undo restores the shared weights bit-exactly.
+the set changes; the lease's undo restores the shared weights bit-exactly. The other checkpoints a job's
+passes run on (the refiner, hr_checkpoint_name) get the same set per batch through their own leases
+(sdwebui.engine.pass_networks: applied where it fits; a file that fits nothing there is named in the
+infotext, not refused as on the job's model).
 """
 
 from __future__ import annotations

@@ -2,14 +2,21 @@
 (the SDXL refiner, A1111's hr_checkpoint_name), leased through `EngineSettings.checkpoints` (the app's model
 manager, so a checkpoint already in RAM within sd_checkpoints_limit is not loaded again) for the rest of the
 batch's sampling, with their own prompt encoders: a refiner has other text encoders than its base.
+
+Such a checkpoint gets the job's LoRA networks as a patch of its lease (sdwebui.engine.pass_networks: the
+networks the batch activated, applied where they fit; one that fits nothing is named in the infotext). A
+pass naming the job's own checkpoint runs on the job's view (its networks, VAE and U-Net add-ons).
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.errors import RequestError
+from sdwebui.engine.extra_networks import ACTIVE_KEY
+from sdwebui.engine.pass_networks import PassNetworksPatch
 from sdwebui.engine.passes import SamplingPass
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.models.embeddings_library import EmbeddingLibrary
@@ -38,8 +45,10 @@ class PassModels:
         clip_skip: int,
         embeddings: EmbeddingLibrary | None,
         leases: ExitStack,
+        on_skipped: Callable[[str, LoadedModel], None] = lambda name, model: None,
     ):
         self.job_model = job_model
+        self._on_skipped = on_skipped  # (LoRA file, checkpoint): a network that fits nothing there
         self._settings = settings
         self._clip_skip = clip_skip
         self._embeddings = embeddings
@@ -54,8 +63,18 @@ class PassModels:
         if name not in self._held:
             if self._settings.checkpoints is None:
                 raise RequestError(field_name, f"cannot switch to checkpoint {name!r}: no model manager")
-            self._held[name] = self._leases.enter_context(self._settings.checkpoints.use(name, field_name))
+            view = self._leases.enter_context(self._lease(name, field_name))
+            # the job's own checkpoint named again: the job's view (its networks, VAE and add-ons)
+            self._held[name] = self.job_model if view.unet is self.job_model.unet else view
         return self._held[name]
+
+    def _lease(self, name: str, field_name: str) -> AbstractContextManager[LoadedModel]:
+        checkpoints = self._settings.checkpoints
+        assert checkpoints is not None
+        active = self.job_model.extra.get(ACTIVE_KEY)
+        if active is None or not active.weights:
+            return checkpoints.use(name, field_name)
+        return checkpoints.use(name, field_name, [PassNetworksPatch(active, self._on_skipped)])
 
     def encoder(self, model: LoadedModel) -> PromptEncoder:
         """`model`'s own prompt encoder (one per model for the batch: its cache is shared by the passes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from sdwebui.engine.upscaling import ModelUpscalers
 from sdwebui.models.controlnet import ControlNets
 from sdwebui.models.embeddings_library import EmbeddingLibrary
 from sdwebui.models.model import LoadedModel
+from sdwebui.models.patches import Patch
 
 
 class PromptStyles(Protocol):
@@ -28,8 +30,11 @@ class PassCheckpoints(Protocol):
     """Other checkpoints a job's passes run on (the SDXL refiner, hr_checkpoint_name), through the app's model
     manager: `use` loads (or reuses, within sd_checkpoints_limit) and leases one for the rest of a batch."""
 
-    def use(self, name: str, field_name: str) -> AbstractContextManager[LoadedModel]:
-        """The checkpoint's leased model; RequestError naming `field_name` when none is called `name`."""
+    def use(
+        self, name: str, field_name: str, patches: Sequence[Patch] = ()
+    ) -> AbstractContextManager[LoadedModel]:
+        """The checkpoint's leased model with `patches` (the job's LoRA networks) applied; RequestError
+        naming `field_name` when none is called `name`."""
         ...
 
 

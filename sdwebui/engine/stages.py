@@ -9,9 +9,11 @@ Images are the same in both orders: every image has its own CPU noise streams.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from sdwebui.engine.addons import wrapped_attention
 from sdwebui.engine.cond_schedule import BatchConditioning
 from sdwebui.engine.conditioning import PromptEncoder
 from sdwebui.engine.context import JobContext
+from sdwebui.engine.controlnet.prepare import check_pass_model, same_control_family
 from sdwebui.engine.denoiser import CFGDenoiser, ModelAdapter, SizeConditioning, StepInterrupted
 from sdwebui.engine.extra_networks import split_prompt
 from sdwebui.engine.flow import setup as flow
@@ -36,6 +39,7 @@ from sdwebui.engine.hooks import (
 from sdwebui.engine.loop import LoopOutcome, Progress, SamplingJob, run_loop
 from sdwebui.engine.memory.placement import Placement
 from sdwebui.engine.pass_models import PassModels, short_title
+from sdwebui.engine.pass_networks import SKIPPED_KEY
 from sdwebui.engine.passes import SamplingPass, img2img_steps
 from sdwebui.engine.plan import PreparedBatch, blank_inpainting_cond
 from sdwebui.engine.requests import GenerationResult, Txt2ImgRequest
@@ -43,6 +47,8 @@ from sdwebui.engine.rng import ImageRNG
 from sdwebui.engine.settings import EngineSettings
 from sdwebui.engine.speed.tome import token_merging
 from sdwebui.models.model import LoadedModel
+
+log = logging.getLogger(__name__)
 
 INTERRUPT, SKIP = "interrupt", "skip"
 CONDITIONING, SAMPLING, DECODE = "conditioning", "sampling", "decode"  # hooks.StageArgs.stage
@@ -188,13 +194,28 @@ def sample(run: JobRun, work: BatchWork) -> None:
     The other checkpoints the passes name are leased for the batch's sampling, before its first step."""
     run.state.batch_number = work.number
     with ExitStack() as leases:
-        models = PassModels(run.model, run.settings, run.request.clip_skip, run.settings.embeddings, leases)
+        skipped = partial(_note_skipped_network, run.state)
+        models = PassModels(
+            run.model, run.settings, run.request.clip_skip, run.settings.embeddings, leases, skipped
+        )
         pass_models = []
         for sampling_pass in run.passes:
             pass_models.append(models.model(sampling_pass.checkpoint, "hr_checkpoint_name"))
+            if pass_models[-1] is not run.model:  # before any step: units that cannot act there fail now
+                check_pass_model(run.request, run.model, pass_models[-1], "hr_checkpoint_name")
             if sampling_pass.refiner is not None:
                 models.model(sampling_pass.refiner.checkpoint)
         _sample(run, work, models, pass_models)
+
+
+def _note_skipped_network(state: JobState, file_name: str, model: LoadedModel) -> None:
+    """A LoRA of the prompt that fits nothing in a pass's checkpoint: named in the job's infotext."""
+    note = f"{file_name}: {short_title(model)}"
+    written = state.extra_generation_params.get(SKIPPED_KEY)
+    notes = written.split(", ") if written else []
+    if note not in notes:
+        log.warning("LoRA %s fits nothing in %s: not applied there", file_name, short_title(model))
+        state.extra_generation_params[SKIPPED_KEY] = ", ".join([*notes, note])
 
 
 def _sample(run: JobRun, work: BatchWork, models: PassModels, pass_models: list[LoadedModel]) -> None:
@@ -274,11 +295,11 @@ def _run_pass(
         refiner_model = models.model(refiner.checkpoint)
         segments = [(segments[0][0], range(switch)), (refiner_model, range(switch, total))]
     estimate = previous
-    for model, steps in segments:
+    for position, (model, steps) in enumerate(segments):
         if not len(steps):
             continue
         stopping = run.ctx.interrupted or run.ctx.skipped  # the switch does not come
-        if refiner is not None and model is not segments[0][0] and not stopping:
+        if refiner is not None and position == 1 and not stopping:  # may be the job's own checkpoint
             run.state.extra_generation_params["Refiner"] = short_title(model)
             run.state.extra_generation_params["Refiner switch at"] = refiner.switch_at
         outcome = _run_segment(
@@ -317,7 +338,7 @@ def _run_segment(
         *(sampling_pass.original_size or (sampling_pass.height, sampling_pass.width)), *sampling_pass.crop
     )
     own = model is run.model
-    addons = run.hooks.unet_addons if own else ()  # add-ons (ControlNet) are built for the job's model
+    addons = run.hooks.unet_addons if _takes_addons(run, sampling_pass, model, models) else ()
     if flow.is_flow(model):
         guidance = flow.Guidance(
             run.request.distilled_cfg_scale, sampling_pass.cfg_scale, run.settings.skip_layer_guidance
@@ -327,7 +348,8 @@ def _run_segment(
         adapter = ModelAdapter(model, start.scheduler.alphas_cumprod, size, addons, index)
     conditioning = work.conditioning[index] if own else None
     if conditioning is None:
-        conditioning = encode_pass(run, models.encoder(model), sampling_pass, index, work.prompts[index])
+        encoder = run.encoder if own else models.encoder(model)  # the job's: its cache, its TI hashes
+        conditioning = encode_pass(run, encoder, sampling_pass, index, work.prompts[index])
     job = SamplingJob(
         denoiser=CFGDenoiser(
             adapter, sampling_pass.cfg_scale, run.hooks, work.indexes, run.settings.s_min_uncond
@@ -347,6 +369,16 @@ def _run_segment(
     latent_size = (sampling_pass.height // factor, sampling_pass.width // factor)
     with wrapped_attention(model.unet, adapter.addons), token_merging(model.unet, ratio, *latent_size):
         return run_loop(job, run.ctx, run.hooks, progress, run.settings.live_preview_every)
+
+
+def _takes_addons(run: JobRun, sampling_pass: SamplingPass, model: LoadedModel, models: PassModels) -> bool:
+    """The U-Net add-ons (ControlNet) are built for the job's model; they also act on a later pass's own
+    checkpoint of the same family (as sd-webui-controlnet in a hires pass on hr_checkpoint_name; another
+    family failed in `sample`), not on a refiner's steps."""
+    if model is run.model:
+        return True
+    own_checkpoint = sampling_pass.checkpoint and model is models.model(sampling_pass.checkpoint)
+    return bool(own_checkpoint) and same_control_family(run.model, model)
 
 
 def _first_pass_start(run: JobRun, work: BatchWork) -> _PassStart:

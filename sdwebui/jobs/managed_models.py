@@ -162,9 +162,10 @@ class PassCheckpointLeases:
             self.find(hires_fix.hr_checkpoint_name, "hr_checkpoint_name")
 
     @contextlib.contextmanager
-    def use(self, name: str, field_name: str) -> Iterator[LoadedModel]:
+    def use(self, name: str, field_name: str, patches: Sequence[Patch] = ()) -> Iterator[LoadedModel]:
+        """The checkpoint leased with `patches` (the job's LoRA networks, sdwebui.engine.pass_networks)."""
         model = self.models.load(self.find(name, field_name), vae=self.base_vae)
-        with self.models.lease_of(model) as view:
+        with self.models.lease_of(model, patches=patches) as view:
             yield view
 
 

@@ -19,7 +19,7 @@ from sdwebui.engine.controlnet.addon import UNION_TYPES, ActiveUnit, ControlNetA
 from sdwebui.engine.controlnet.hint import fit_map, pixel_perfect_resolution
 from sdwebui.engine.controlnet.ip_adapter import IPAdapterFiles, ip_adapter_addon
 from sdwebui.engine.controlnet.reference import reference_addon
-from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlImage, ControlNetUnit
+from sdwebui.engine.controlnet.units import ARGS_FIELD, ControlImage, ControlNetUnit, HiResOption
 from sdwebui.engine.controlnet.x0_fix import COLORFIX, Encode, X0Fix, fix_kind
 from sdwebui.engine.errors import RequestError
 from sdwebui.models.controlnet import ControlModelError, ControlNets
@@ -48,6 +48,39 @@ def enabled_units(units: Sequence[ControlNetUnit]) -> list[tuple[int, ControlNet
         for i, u in enumerate(units)
         if u.enabled and (u.model not in _NO_MODEL or u.module.lower().startswith("reference"))
     ]
+
+
+def control_family(model: LoadedModel) -> str:
+    """The base a unit's model is made for (an inpainting or v-prediction variant counts as its base)."""
+    return _FAMILY_BASE.get(model.family, model.family.value)
+
+
+def same_control_family(a: LoadedModel, b: LoadedModel) -> bool:
+    return control_family(a) == control_family(b)
+
+
+def check_pass_model(request: Any, job_model: LoadedModel, pass_model: LoadedModel, field_name: str) -> None:
+    """A later pass on another checkpoint (hires fix's hr_checkpoint_name): the job's units act there too,
+    as sd-webui-controlnet's do in the hires pass, so it must be of the job's family unless every unit is
+    "Low res only". RequestError naming `field_name` otherwise (the units' models fit no other U-Net)."""
+    if same_control_family(job_model, pass_model):
+        return
+    hires = getattr(request, "hires", None) is not None
+    acting = [
+        index
+        for index, unit in enabled_units(getattr(request, "controlnet_units", ()))
+        if not (hires and unit.hr_option == HiResOption.LOW_RES_ONLY)
+    ]
+    if acting:
+        job_label, pass_label = (
+            _BASE_LABEL.get(control_family(m), control_family(m)) for m in (job_model, pass_model)
+        )
+        raise RequestError(
+            field_name,
+            f"{pass_model.info.name} is {pass_label} but the job's ControlNet unit {ARGS_FIELD}[{acting[0]}] "
+            f"is for {job_label}: choose a {job_label} checkpoint, or set the units' hires option to "
+            f"{HiResOption.LOW_RES_ONLY.value!r}",
+        )
 
 
 def module_files(controlnets: ControlNets | None) -> preprocessors.ModuleFiles | None:
