@@ -382,6 +382,14 @@ def test_sdxl_te1_te2_and_ldm_unet_names():
     assert te1.shape == te2.shape == (32, 32) and te1 is not te2
 
 
+def test_the_sdxl_refiner_takes_a_base_loras_te2_names():
+    """The refiner's one text encoder is the base's second (OpenCLIP bigG): a base LoRA's lora_te2_ part is
+    for it; its lora_te1_ part (CLIP-L) has no place there."""
+    index = build_index(tiny_loaded_model("sdxl-refiner", seed=1))
+    assert index.resolve(kohya_name(TE_TARGET, "lora_te2_")) == f"text_encoder.{TE_TARGET}"
+    assert index.resolve(kohya_name(TE_TARGET, "lora_te1_")) is None
+
+
 def test_peft_format_matches_kohya_format(sd1, sd1_index, tmp_path):
     before = weight_of(sd1, f"unet.{LINEAR}")
     parts = lora_factors(before, rank=4, generator=gen(20))

@@ -25,7 +25,7 @@ import torch
 
 from sdwebui.models.ldm_export import unet_to_ldm
 from sdwebui.models.lora.dit_keys import dit_names, family_group
-from sdwebui.models.model import LoadedModel
+from sdwebui.models.model import LoadedModel, ModelFamily
 
 UNET = "unet"
 TEXT_ENCODER_NAMES = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -85,6 +85,8 @@ def _is_t5(encoder: torch.nn.Module) -> bool:
 def _text_encoder_prefixes(model: LoadedModel) -> list[list[str]]:
     """kohya prefixes for each text encoder, in LoadedModel.text_encoders order."""
     count = len(model.text_encoders)
+    if model.family == ModelFamily.SDXL_REFINER:
+        return [["lora_te2_", "lora_te_"]]  # its one encoder is the base's second (OpenCLIP bigG)
     prefixes = [["lora_te_", "lora_te1_"]] if count == 1 else [["lora_te1_", "lora_te_"], ["lora_te2_"]]
     if count == 3:
         prefixes.append(["lora_te3_"])
