@@ -8,7 +8,7 @@ encoders' attention and MLP layers). Both sides patch the same module objects in
 deltas, patch, one image, undo), the apply alone (cold, timed on its own: a difference of two images' times
 would carry their noise), the apply as a second job finds the deltas cached, time to switch the weight (1 -> 0.5: in place within a job, and as two jobs do
 it, the first's undo then the second's apply), time to go back to no LoRA, the ratios,
-and the RAM the delta cache holds against its limit. Goal (issue 15): apply <= 0.5x diffusers, switching
+and the RAM the LoRA budget holds (cached differences, the undo's copies) against its limit. Goal (issue 15): apply <= 0.5x diffusers, switching
 weight <= 0.2x, RAM overhead <= the delta cache limit.
 
 By default the U-Net channels are halved (160/320/640) and the text encoders have 4 layers each, so it
@@ -233,12 +233,10 @@ def report(ours: dict, theirs: dict, modules: int) -> None:
     print(f"{'':42s} {'ours':>9s} {'diffusers':>10s} {'ratio':>7s}   ({CLOCK[0].__name__})")
     for label, mine, other in rows:
         print(f"{label:42s} {mine:8.3f}s {other:9.3f}s {mine / other:7.2f}")
-    print(f"RAM held after the first LoRA job: {ours['held'] / mib:.0f} MiB (RSS growth); delta cache "
-          f"{ours['cache_bytes'] / mib:.0f} MiB of its {ours['cache_limit'] / mib:.0f} MiB limit")  # fmt: skip
-    print(
-        f"during a job the undo holds {ours['copies'] / mib:.0f} MiB (copies of the patched weights in RAM; "
-        "freed at the job's end, the C allocator keeps their pages for the next job's copies)"
-    )
+    print(f"RAM held after the first LoRA job: {ours['held'] / mib:.0f} MiB (RSS growth); the LoRA RAM budget "
+          f"(limit {ours['cache_limit'] / mib:.0f} MiB) holds {ours['cache_bytes'] / mib:.0f} MiB of cached "
+          f"differences and, during a job, {ours['copies'] / mib:.0f} MiB of copies of the patched weights "
+          "(freed at the job's end; the C allocator keeps their pages for the next job's copies)")  # fmt: skip
     diff = (ours["probe"] - theirs["probe"]).abs().max().item()
     print(f"same patched weight as diffusers at weight 1 ({PROBE}): max |difference| {diff:.2e}")
 

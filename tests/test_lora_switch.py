@@ -156,13 +156,14 @@ def test_a_network_whose_file_changed_since_reading_writes_no_hash(tmp_path):
 
 
 def test_dense_cpu_differences_make_room_from_other_files_never_their_own(tmp_path):
+    """(Undone by subtraction: no copies take the room here.)"""
     model = tiny_loaded_model("sd1", seed=4)
     first, second = _networks(model, tmp_path)
     linear = model.unet.get_submodule(LINEAR).weight.numel() * 4
     cache = DeltaCache(limit_bytes=2 * linear)  # room for two LINEAR-sized differences, not CONV3's
-    LoraPatch([NetworkWeight(first)], cache).apply(model)()
+    LoraPatch([NetworkWeight(first)], cache, by_subtraction=True).apply(model)()
     assert {key.target for key in cache._entries} == {f"unet.{LINEAR}"}  # the rest did not fit
-    LoraPatch([NetworkWeight(second)], cache).apply(model)()  # fits beside it
+    LoraPatch([NetworkWeight(second)], cache, by_subtraction=True).apply(model)()  # fits beside it
     assert len(cache) == 2 and cache.bytes == 2 * linear
     third = load_network(
         save_safetensors(
@@ -173,9 +174,38 @@ def test_dense_cpu_differences_make_room_from_other_files_never_their_own(tmp_pa
         ),
         build_index(model),
     )
-    LoraPatch([NetworkWeight(third)], cache).apply(model)()  # 9 * LINEAR: more than the limit, kept out
+    LoraPatch([NetworkWeight(third)], cache, by_subtraction=True).apply(
+        model
+    )()  # 9 * LINEAR: more than the limit, kept out
     assert len(cache) == 2
     small = DeltaCache(limit_bytes=linear)
-    LoraPatch([NetworkWeight(first)], small).apply(model)()
-    LoraPatch([NetworkWeight(second)], small).apply(model)()  # the other file's entry makes room
+    LoraPatch([NetworkWeight(first)], small, by_subtraction=True).apply(model)()
+    LoraPatch([NetworkWeight(second)], small, by_subtraction=True).apply(
+        model
+    )()  # the other file's entry makes room
     assert [key.file for key in small._entries] == [second.identity]
+
+
+def test_copies_for_the_undo_come_out_of_the_same_ram_budget_first(tmp_path):
+    """Copies of patched weights in RAM take room before cached differences; weights beyond the budget are
+    undone by subtraction; either way the model comes back bit-exactly and the room is given back."""
+    model = tiny_loaded_model("sd1", seed=4)
+    first, _ = _networks(model, tmp_path)
+    original = _state(model)
+    sizes = {t: model.unet.get_submodule(t).weight.nbytes for t in (LINEAR, CONV3, WIDE)}
+    cache = DeltaCache(limit_bytes=sizes[CONV3] + sizes[WIDE])  # not for all three copies
+    undo = LoraPatch([NetworkWeight(first, unet=1.0)], cache).apply(model)
+    kinds = {target: type(record).__name__ for target, record in undo.subtracted.items()}
+    assert sorted(kinds.values()) == ["Copied", "Copied", "Subtracted"], kinds
+    assert cache.reserved == undo.reserved <= cache.limit_bytes
+    assert cache.bytes + cache.reserved <= cache.limit_bytes  # differences evicted for the copies
+    assert LoraPatch([NetworkWeight(first, unet=0.25)], cache).reweight(undo)
+    undo()
+    _assert_bit_identical(model, original)
+    assert cache.reserved == 0
+    roomy = DeltaCache(limit_bytes=4 * sum(sizes.values()))
+    undo = LoraPatch([NetworkWeight(first, unet=1.0)], roomy).apply(model)
+    assert {type(r).__name__ for r in undo.subtracted.values()} == {"Copied"}
+    assert roomy.bytes == sum(sizes.values())  # and every difference cached beside the copies
+    undo()
+    _assert_bit_identical(model, original)

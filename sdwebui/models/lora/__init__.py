@@ -18,7 +18,8 @@ Reading a network for a model::
 - ``LoraPatch.apply``: if it raises, the model is already restored. A difference that does not depend on
   the weight (LoRA, LoHa, LoKr, diff) is built from the network's factors (held by the library, never
   re-read for a new multiplier). A weight in RAM is copied for the job and written back from the copy
-  (``undo``); ``LoraPatch.reweight(undo)`` then writes ``copy + new * d`` in one pass, the very bits of a
+  (``undo``) while the RAM budget (the ``DeltaCache`` limit, a quarter of the machine's RAM by default:
+  copies first, cached differences in what is left) has room, else undone by subtraction as below; ``LoraPatch.reweight(undo)`` then writes ``copy + new * d`` in one pass, the very bits of a
   fresh apply. On an accelerator the difference is subtracted again instead (no copy over the bus): the
   few elements where rounding makes that inexact are kept and written back, a fingerprint proves the weight
   bit-identical, and a reweight is one more step ``W += (new - old) * d``, undone step by step.

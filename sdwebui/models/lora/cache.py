@@ -1,7 +1,9 @@
-"""RAM cache of computed weight differences, least recently used out first, bounded in bytes."""
+"""RAM cache of computed weight differences, least recently used out first, bounded in bytes: the LoRA RAM
+budget, which also covers the copies that weights patched in RAM hold for their undo (those come first)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -10,7 +12,16 @@ import torch
 
 from sdwebui.models.lora.files import FileIdentity
 
-DEFAULT_LIMIT_BYTES = 2 << 30
+DEFAULT_LIMIT_BYTES = 2 << 30  # where the machine's RAM size is unknown
+
+
+def default_limit_bytes() -> int:
+    """A quarter of the machine's RAM, at least 1 GiB."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return DEFAULT_LIMIT_BYTES
+    return max(1 << 30, total // 4)
 
 
 @dataclass(frozen=True)
@@ -22,10 +33,12 @@ class DeltaKey:
 
 
 class DeltaCache:
-    """fp32 multiplier-1 differences on the CPU; a file changed on disk has a new identity, so a new key."""
+    """fp32 multiplier-1 differences on the CPU; a file changed on disk has a new identity, so a new key.
+    `reserve` takes room for an undo's copies, evicting differences: the cache holds what is left."""
 
-    def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES):
-        self.limit_bytes = limit_bytes
+    def __init__(self, limit_bytes: int | None = None):
+        self.limit_bytes = default_limit_bytes() if limit_bytes is None else limit_bytes
+        self.reserved = 0  # bytes of undo copies now held
         self._entries: OrderedDict[DeltaKey, torch.Tensor] = OrderedDict()
         self._file_bytes: dict[FileIdentity, int] = {}  # per network file: put_if_room's own share
         self._lock = threading.Lock()
@@ -45,13 +58,12 @@ class DeltaCache:
 
     def put(self, key: DeltaKey, tensor: torch.Tensor) -> None:
         size = tensor.numel() * tensor.element_size()
-        if size > self.limit_bytes:
-            return
         with self._lock:
+            if size + self.reserved > self.limit_bytes:
+                return
             self._drop(key)
             self._add(key, tensor)
-            while self.bytes > self.limit_bytes:
-                self._drop(next(iter(self._entries)))
+            self._evict_until(0)
 
     def put_if_room(self, key: DeltaKey, tensor: torch.Tensor) -> None:
         """Keep `tensor` (held as it is: a CPU tensor is not copied) if it fits, making room by evicting
@@ -60,15 +72,33 @@ class DeltaCache:
         size = tensor.numel() * tensor.element_size()
         with self._lock:
             own = self._file_bytes.get(key.file, 0)
-            if key in self._entries or own + size > self.limit_bytes:
+            if key in self._entries or own + size + self.reserved > self.limit_bytes:
                 return  # evicting would not make it fit
-            if self.bytes + size > self.limit_bytes:
+            if self.bytes + size + self.reserved > self.limit_bytes:
                 others = [k for k in self._entries if k.file != key.file]  # only when evicting: a scan
                 for old in others:
-                    if self.bytes + size <= self.limit_bytes:
+                    if self.bytes + size + self.reserved <= self.limit_bytes:
                         break
                     self._drop(old)
             self._add(key, tensor.to("cpu"))
+
+    def reserve(self, size: int) -> bool:
+        """Room for `size` bytes of undo copies, evicting differences (least recently used first) to make
+        it; False (nothing evicted) when the copies already held leave too little."""
+        with self._lock:
+            if self.reserved + size > self.limit_bytes:
+                return False
+            self.reserved += size
+            self._evict_until(0)
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.reserved = max(0, self.reserved - size)
+
+    def _evict_until(self, size: int) -> None:
+        while self._entries and self.bytes + self.reserved + size > self.limit_bytes:
+            self._drop(next(iter(self._entries)))
 
     def _add(self, key: DeltaKey, tensor: torch.Tensor) -> None:
         size = tensor.numel() * tensor.element_size()

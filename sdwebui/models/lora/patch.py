@@ -81,7 +81,7 @@ class LoraPatch:
         return plan
 
     def apply(self, model: LoadedModel) -> Undo:
-        undo = Undo(by_subtraction=self.by_subtraction)
+        undo = Undo(by_subtraction=self.by_subtraction, budget=self.cache)
         model_key = _model_key(model)
         try:
             with torch.no_grad():

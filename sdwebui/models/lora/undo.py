@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from sdwebui.models.lora.cache import DeltaCache
 from sdwebui.models.lora.errors import LoraError
 
 Delta = Callable[[], torch.Tensor]  # a deterministic fp32 difference of the weight's shape
@@ -180,14 +181,16 @@ class Undo:
     subtracted: dict[str, Subtracted | Copied] = field(default_factory=dict)  # by target
     scratch: Scratch = field(default_factory=Scratch)
     by_subtraction: bool = False  # in RAM too (a copy is the faster undo there; this holds less)
+    budget: DeltaCache | None = None  # the RAM the copies may take (beyond it: by subtraction)
+    reserved: int = 0  # bytes of copies taken from the budget
 
     def keep(self, tensor: torch.Tensor) -> None:
         self.copies.append((tensor, tensor.detach().to("cpu", copy=True)))
 
     def add(self, target: str, tensor: torch.Tensor, terms: list[tuple[Hashable, Delta, float]]) -> None:
-        """``tensor += sum m_i * d_i``: from a copy in RAM, else undoable without a copy of the tensor (or with
-        one where that is smaller than the corrections)."""
-        if tensor.device.type == "cpu" and not self.by_subtraction:
+        """``tensor += sum m_i * d_i``: from a copy in RAM while the budget has room for it, else undoable
+        without a copy of the tensor (or with one where that is smaller than the corrections)."""
+        if tensor.device.type == "cpu" and not self.by_subtraction and self._reserve(tensor.nbytes):
             copied = Copied(tensor, list(terms), tensor.detach().clone())
             _write(tensor, copied.original, tuple((delta, m) for _, delta, m in terms))
             self.subtracted[target] = copied
@@ -199,6 +202,12 @@ class Undo:
         else:
             record.steps.append(step)
         self.subtracted[target] = record
+
+    def _reserve(self, size: int) -> bool:
+        if self.budget is not None and not self.budget.reserve(size):
+            return False
+        self.reserved += size
+        return True
 
     @property
     def nbytes(self) -> int:
@@ -228,6 +237,9 @@ class Undo:
                 except LoraError as error:  # restore the others still; report it
                     failure = failure or error
             self.subtracted.clear()
+            if self.budget is not None:
+                self.budget.release(self.reserved)
+            self.reserved = 0
             while self.copies:
                 tensor, copy = self.copies.pop()
                 tensor.copy_(copy.to(tensor.device))
