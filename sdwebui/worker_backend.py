@@ -65,7 +65,7 @@ class StackBackend:
         self._jobs: dict[str, Job] = {}
         self._early: dict[str, list[str]] = {}  # interrupt / skip that came before the job was queued
         self._front_options: dict[str, Any] = {}  # the settings the front sent last
-        self._applied: dict[str, Any] | None = None  # this process's settings right after applying them
+        self._applied: dict[str, Any] | None = None  # the values set in this process, right after applying
 
     def device(self) -> str:
         return self.services.stack.device
@@ -141,7 +141,7 @@ class StackBackend:
         options = self.services.options
         if values is not None:
             self._front_options = values
-        elif options.items() == self._applied:
+        elif options.data == self._applied:  # what `set` writes: nothing changed them since
             return
         for key, value in self._front_options.items():
             if options.get(key) != value:
@@ -149,7 +149,7 @@ class StackBackend:
                     options.set(key, value, run_callbacks=False)
                 except Exception as exc:  # an option this worker's extensions do not know
                     log.debug("setting %s not applied on this worker: %s", key, exc)
-        self._applied = options.items()
+        self._applied = dict(options.data)
 
 
 def _changes(local: Job) -> Iterator[RemoteProgress]:
