@@ -253,13 +253,18 @@ class AppServices:
         script_call: ScriptCall | None = None,
         restore_overrides: bool = True,
         stack: WorkerStack | None = None,
+        checked: bool = False,
     ) -> Job:
         """Queue one generation on `stack` (default: the default one); the job's result is a
-        GenerationResult and `job.generation` its GenerationJob. Raises RequestError before queueing."""
-        request.validate()
+        GenerationResult and `job.generation` its GenerationJob. Raises RequestError before queueing.
+        `checked`: the front process checked the request and its limits already (a pool worker runs it);
+        the files it names (upscaler, checkpoint, LoRAs, face restoration) are still looked up here."""
+        if not checked:
+            request.validate()
         hires.check_upscaler(getattr(request, "hires", None), self.upscalers(stack))
         limits = JobLimits.from_settings(self.options.items())  # the shared settings, never the overrides
-        limits.check(request, self.token_counter())
+        if not checked:
+            limits.check(request, self.token_counter())
         kind = "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
         overrides = dict(request.override_settings)
         self._check_output_dirs(overrides, prefix="override_settings.")

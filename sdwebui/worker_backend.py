@@ -64,6 +64,8 @@ class StackBackend:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._early: dict[str, list[str]] = {}  # interrupt / skip that came before the job was queued
+        self._front_options: dict[str, Any] = {}  # the settings the front sent last
+        self._applied: dict[str, Any] | None = None  # the values set in this process, right after applying
 
     def device(self) -> str:
         return self.services.stack.device
@@ -86,7 +88,10 @@ class StackBackend:
         self._apply_options(job.options)
         request = dataclasses.replace(job.request, do_not_save_samples=True)  # the front saves
         try:
-            local = self.services.submit_generation(request, task_id=job.job_id, script_call=job.script_call)
+            # checked in front; what this process holds (its files) is checked here again
+            local = self.services.submit_generation(
+                request, task_id=job.job_id, script_call=job.script_call, checked=True
+            )
         except RequestError as exc:
             yield RemoteFailure(str(exc), exc.field, exc.reason)
             return
@@ -130,35 +135,40 @@ class StackBackend:
                 return
         getattr(self.services.jobs, action)(job_id)
 
-    def _apply_options(self, values: dict[str, Any]) -> None:
-        """The front's settings, in memory only (the front owns config.json)."""
+    def _apply_options(self, values: dict[str, Any] | None) -> None:
+        """The front's settings, in memory only (the front owns config.json). None: the same as with the
+        last job; set again only where something in this process (a script) changed them since."""
         options = self.services.options
-        for key, value in values.items():
+        if values is not None:
+            self._front_options = values
+        elif options.data == self._applied:  # what `set` writes: nothing changed them since
+            return
+        for key, value in self._front_options.items():
             if options.get(key) != value:
                 try:
                     options.set(key, value, run_callbacks=False)
                 except Exception as exc:  # an option this worker's extensions do not know
                     log.debug("setting %s not applied on this worker: %s", key, exc)
+        self._applied = dict(options.data)
 
 
 def _changes(local: Job) -> Iterator[RemoteProgress]:
-    """`local`'s progress each time it changed, looked at every PROGRESS_SECONDS until it finishes (a
-    preview only when it is new); the first is sent as soon as it is seen."""
+    """`local`'s progress each time it changed, until it finishes (a preview only when it is new). Woken
+    by the job itself (no polling): its start and its first step go out at once (the front shows them
+    without delay), later steps at most every PROGRESS_SECONDS (each item is a message to the front)."""
     sent: tuple = (0, 0, 0, 0, False)  # nothing to tell before it starts
     preview_sent = 0  # the queue numbers previews from 1
-    while True:
-        try:
-            local.wait(PROGRESS_SECONDS)
-            return  # finished (a failure raises JobError)
-        except TimeoutError:
-            pass
+    while not local.finished:
+        local.wait_changed()
         p, preview_id = local.progress, local.preview_id
         key = (p.job_no, p.job_count, p.step, p.steps, local.started_at is not None)
-        if key == sent and preview_id == preview_sent:
+        if local.finished or (key == sent and preview_id == preview_sent):
             continue
         preview = local.preview if preview_id != preview_sent else None
         sent, preview_sent = key, preview_id
         yield RemoteProgress(p.job_no, p.job_count, p.step, p.steps, preview_id, preview, key[-1])
+        if (p.step or p.job_no) and local.wait_finished(PROGRESS_SECONDS):
+            return  # after a step: the next look in PROGRESS_SECONDS, or now when it ends
 
 
 def _engine_seconds(local: Job) -> float:

@@ -11,6 +11,7 @@ from modules import cmd_args
 from sdwebui.engine.generate import generate as engine_generate
 from sdwebui.engine.requests import Txt2ImgRequest
 from sdwebui.jobs.generation import GenerationJob
+from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.services import build_services
 from tests import tiny_models
 
@@ -67,6 +68,23 @@ def test_two_stacks_run_jobs_in_parallel_on_their_own_models_and_queues(args):
         # one hash cache for both managers: loading at the same time neither fails nor falls back
         assert on_first.info.name == on_second.info.name == "alpha" and not services.all_notices()
         assert [r.seeds for r in results] == [[0], [1]]
+    finally:
+        services.shutdown()
+
+
+def test_a_stack_finds_a_checkpoint_by_the_title_another_stack_hashed(args):
+    """The first stack to load the settings' model writes its title with the new hash to
+    sd_model_checkpoint; another stack that listed the files before that hash existed finds the model by
+    that title (the shared hash cache has it), instead of falling back with a notice."""
+    services = build_services(args, devices=["cpu", "cpu"])
+    try:
+        first, second = (stack.models.manager for stack in services.stacks)
+        hashed = first.hash_of(first.find_checkpoint("alpha"))
+        assert hashed.title == f"alpha.safetensors [{hashed.sha256[:10]}]"
+        found = second.find_checkpoint(hashed.title)
+        assert found.filename == hashed.filename and found.sha256 == hashed.sha256
+        with pytest.raises(CheckpointLoadError, match="not found"):  # an unknown hash is still unknown
+            second.find_checkpoint("alpha.safetensors [0123456789]")
     finally:
         services.shutdown()
 

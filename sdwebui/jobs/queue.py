@@ -146,6 +146,8 @@ class Job:
     clock: Callable[[], float] = field(default=time.time, repr=False)  # a fake one in tests
     step_timer: StepTimer = field(default_factory=StepTimer, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    # set when it starts, at each step or preview and when it ends: a watcher blocks on it (no polling)
+    _changed: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -169,9 +171,22 @@ class Job:
             raise JobError(self)
         return self.result
 
+    def wait_finished(self, timeout: float | None = None) -> bool:
+        """Block until finished or `timeout`; whether it finished (raises nothing)."""
+        return self._done.wait(timeout)
+
+    def wait_changed(self, timeout: float | None = None) -> bool:
+        """Block until it started, reported a step or preview, or finished, since the last call (or
+        `timeout`); whether something changed. Read its state after this returns: a change during the read
+        wakes the next call."""
+        changed = self._changed.wait(timeout)
+        self._changed.clear()
+        return changed
+
     def _on_step(self, info: StepInfo) -> None:
         self.progress = Progress(info.job_no, info.job_count, info.step, info.steps)
         self.step_timer.record(self.progress, self.clock())
+        self._changed.set()
         if self.preview_fn is None or self.preview_every <= 0 or info.latents is None:
             return
         if info.step % self.preview_every and info.step != info.steps:
@@ -184,6 +199,7 @@ class Job:
         if image is not None:
             self.preview = image
             self.preview_id += 1
+            self._changed.set()
 
 
 class JobQueue:
@@ -348,6 +364,7 @@ class JobQueue:
                 job.started_at = self._clock()
                 job.worker = self.name
                 self._running.append(job)
+                job._changed.set()
             self._execute(job, index)
 
     def _take(self, index: int) -> Job | None:
@@ -380,6 +397,7 @@ class JobQueue:
         job.exception = exception
         job.finished_at = self._clock()
         job._done.set()
+        job._changed.set()
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._keep_finished:
             old = self._finished_order.popleft()

@@ -4,8 +4,9 @@
 dispatcher thread per worker actor; each takes the job the dispatch rules give it (sdwebui.jobs.dispatch:
 per-user round robin, model affinity) and sends it to its actor, whose `run` is a Ray streaming generator:
 the job's progress and previews come back as the worker sees them change, then its outcome (the images
-through Ray's object store), with no progress requests from the front. The dispatcher forwards interrupt /
-skip meanwhile. Saving and infotext stay in front (the job's `finish` callback). Jobs that are not
+through Ray's object store), with no progress requests from the front. Interrupt and skip reach the actor
+from the thread that asks for them (the job's context forwards them), so the dispatcher only blocks on the
+stream. Saving and infotext stay in front (the job's `finish` callback). Jobs that are not
 generations (option changes) run in front.
 
 Dispatch overhead (GET /sdapi/v1/workers, benchmarks/scale_out.py): per job, the time from the moment a
@@ -21,13 +22,16 @@ and the dispatcher starts a replacement actor; a second loss fails the job with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdwebui.engine.context import JobContext
 from sdwebui.jobs import dispatch
 from sdwebui.jobs.generation import GenerationJob
 from sdwebui.jobs.queue import Job, JobQueue, JobState, Progress, _describe
@@ -44,13 +48,50 @@ from sdwebui.jobs.remote import (
 
 log = logging.getLogger(__name__)
 
-CONTROL_SECONDS = 0.1  # how often a dispatcher looks at interrupt / skip and the step timeout meanwhile
 READY_TIMEOUT = 900.0  # a new actor builds its stack and loads its first model
 MAX_ATTEMPTS = 2  # a job is run at most twice: once, and once more after its worker died
 
 
 class WorkerLost(RuntimeError):
     """The actor running a job died or hung."""
+
+
+@dataclass
+class RemoteContext(JobContext):
+    """A remote job's context in front: while an actor runs the job, interrupt and skip are sent to it by
+    the thread that asks (an HTTP handler), the flags kept here too; before that they wait in the flags."""
+
+    _send: Callable[[str], None] | None = field(default=None, repr=False)  # "interrupt" / "skip" -> actor
+    _sending: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        with self._sending:
+            if self._send is not None:
+                self._send("interrupt")
+
+    def skip(self) -> None:
+        super().skip()
+        with self._sending:
+            if self._send is not None:
+                self._send_skip()
+
+    def attach(self, send: Callable[[str], None]) -> None:
+        """An actor runs the job now: what was asked before goes to it first."""
+        with self._sending:
+            self._send = send
+            if self.interrupted:
+                send("interrupt")
+            if self.skipped:
+                self._send_skip()
+
+    def detach(self) -> None:
+        with self._sending:
+            self._send = None
+
+    def _send_skip(self) -> None:
+        self.clear_skip()  # the worker clears its flag per batch; here each skip is sent once
+        self._send("skip")
 
 
 @dataclass
@@ -71,6 +112,7 @@ class Slot:
     jobs_done: int = 0
     restarts: int = 0
     overhead: float = 0.0  # seconds of dispatch overhead (see the module's doc), over `jobs_done`
+    options_sent: dict[str, Any] | None = None  # the settings its actor last got (None: none yet)
 
 
 @dataclass
@@ -133,6 +175,7 @@ class RayPool(JobQueue):
             job = self.submit(
                 lambda ctx: None, kind=kind, task_id=spec.job_id, generation=generation, **submit_options
             )
+            job.ctx = RemoteContext(on_step=job._on_step)
             self._remote[job.id] = RemoteEntry(spec, finish)
         return job
 
@@ -241,6 +284,7 @@ class RayPool(JobQueue):
         slot.overhead += max(0.0, time.perf_counter() - entry.taken - outcome.engine_seconds)
         slot.jobs_done += 1
         if isinstance(outcome, RemoteFailure):
+            slot.options_sent = None  # it may have failed before taking them: all of them with the next job
             self._end(job, slot, JobState.FAILED, error=outcome.message, exception=_rebuilt(outcome))
             return
         slot.loaded, slot.loras = frozenset(outcome.loaded), _held(outcome.loras)
@@ -264,19 +308,33 @@ class RayPool(JobQueue):
     def _on_actor(self, job: Job, slot: Slot, spec: RemoteJob) -> Outcome:
         """Run `spec` on the slot's actor, mirroring its progress events into `job` until the outcome."""
         ray = self.cluster.ray
-        stream = slot.run.remote(spec)
+        stream = slot.run.remote(self._settings_once(slot, spec))
         watch = _Watch(self._clock())
-        while True:
-            ready, _ = ray.wait([stream], timeout=CONTROL_SECONDS)
-            if ready:
+        actor, ctx = slot.actor, job.ctx
+        if isinstance(ctx, RemoteContext):
+            ctx.attach(lambda action: getattr(actor, action).remote(job.id))
+        try:
+            while True:
+                left = self.settings.step_timeout - (self._clock() - watch.changed)
+                ready, _ = ray.wait([stream], timeout=max(0.0, left))
+                if not ready:
+                    ray.kill(actor, no_restart=True)
+                    raise WorkerLost(f"{slot.name} made no progress for {self.settings.step_timeout:g} s")
                 item = self._next_item(slot, stream)
                 if not isinstance(item, RemoteProgress):
                     return item
                 self._mirror_progress(job, watch, item)
-            self._forward_control(job, slot, watch)
-            if self._clock() - watch.changed > self.settings.step_timeout:
-                ray.kill(slot.actor, no_restart=True)
-                raise WorkerLost(f"{slot.name} made no progress for {self.settings.step_timeout:g} s")
+        finally:
+            if isinstance(ctx, RemoteContext):
+                ctx.detach()
+
+    @staticmethod
+    def _settings_once(slot: Slot, spec: RemoteJob) -> RemoteJob:
+        """`spec` without its settings when the slot's actor has them already from its last job."""
+        if spec.options == slot.options_sent:
+            return dataclasses.replace(spec, options=None)
+        slot.options_sent = spec.options
+        return spec
 
     def _next_item(self, slot: Slot, stream: Any) -> RemoteProgress | Outcome:
         """The stream's next item (it is ready); a dead actor's stream ends with the error that says so."""
@@ -289,14 +347,6 @@ class RayPool(JobQueue):
             return RemoteFailure(f"{slot.name} ended the job without a result")
         except ray.exceptions.RayTaskError as exc:  # the worker's run raised (its stack is in the message)
             return RemoteFailure(f"{slot.name} failed: {exc}")
-
-    def _forward_control(self, job: Job, slot: Slot, watch: _Watch) -> None:
-        if job.ctx.interrupted and not watch.interrupt_sent:
-            slot.actor.interrupt.remote(job.id)
-            watch.interrupt_sent = True  # once: the worker's own flag stays set
-        if job.ctx.skipped:
-            job.ctx.clear_skip()  # the worker clears its flag per batch; here each skip is sent once
-            slot.actor.skip.remote(job.id)
 
     def _mirror_progress(self, job: Job, watch: _Watch, seen: RemoteProgress) -> None:
         key = (seen.job_no, seen.job_count, seen.step, seen.steps, seen.running)
@@ -328,8 +378,9 @@ class RayPool(JobQueue):
     def _launch(self, slot: Slot) -> None:
         threads = None if self.on_gpus else 1
         slot.actor = self._actor_class.remote(self._factory, self._worker_args, threads)
-        slot.run = slot.actor.run.options(num_returns="streaming")
-        slot.ready, slot.facts = False, None
+        # no task events: nothing here reads them (the dashboard is off), and each job pays for them
+        slot.run = slot.actor.run.options(num_returns="streaming", enable_task_events=False)
+        slot.ready, slot.facts, slot.options_sent = False, None, None
 
     def _wait_ready(self, slot: Slot) -> None:
         """Block this slot's dispatcher until its actor has built its stack (retrying failed starts)."""
@@ -366,7 +417,6 @@ class _Watch:
 
     changed: float
     key: tuple = ()
-    interrupt_sent: bool = False
 
 
 def _held(loras: dict[str, list[str]]) -> dict[str, frozenset[str]]:

@@ -24,12 +24,16 @@ class RemoteJob:
     job_id: str
     request: Any  # a Txt2ImgRequest / Img2ImgRequest (sdwebui.engine.requests)
     script_call: Any  # sdwebui.services.ScriptCall
-    options: dict[str, Any]  # the front's settings when it was queued (workers keep no settings of their own)
+    # the front's settings when it was queued (workers keep no settings of their own); the pool sends None
+    # to a worker that got these same settings with its last job
+    options: dict[str, Any] | None
     checkpoint: str | None = None  # the checkpoint file it runs on (None: the default), for model affinity
     loras: tuple[str, ...] = ()  # the LoRA files its prompt names (resolved paths), for model affinity
 
 
-PROGRESS_SECONDS = 0.1  # how often a worker looks at its running job's progress (it sends only changes)
+PROGRESS_SECONDS = (
+    0.1  # a worker sends a running job's steps at most this often (its start, first step at once)
+)
 
 
 @dataclass

@@ -112,9 +112,30 @@ class ModelManager:
     def find_checkpoint(self, name: str) -> CheckpointInfo:
         """By title, name, file name (with or without extension), listed path, or short/full hash; only
         what discovery listed (a path that was not listed is not found, whether it exists or not)."""
+        try:
+            return self._find_listed(name)
+        except discovery.NotListedError:
+            # a title with a hash that another manager sharing the hash cache (another worker stack)
+            # recorded after this one listed the files: the cache knows it now
+            if not self._take_cached_hashes():
+                raise
+            return self._find_listed(name)
+
+    def _find_listed(self, name: str) -> CheckpointInfo:
         return discovery.find_listed(
             name, self._checkpoints, discovery.checkpoint_names, "checkpoint", "sd_model_checkpoint"
         )
+
+    def _take_cached_hashes(self) -> bool:
+        """Record the hashes the cache holds for listed files not hashed here yet (no file is read);
+        whether there were any."""
+        found = False
+        for info in self.checkpoints():
+            if not (info.sha256 or info.is_diffusers_folder):
+                cached = self.hashes.cached(info.path)
+                found = found or cached is not None
+                self._record_hash(info, cached)
+        return found
 
     def hash_of(self, info: CheckpointInfo) -> CheckpointInfo:
         """The info with its sha256 (hashing the file once; cached by path + mtime + size)."""
