@@ -195,7 +195,7 @@ def test_copies_for_the_undo_come_out_of_the_same_ram_budget_first(tmp_path):
     sizes = {t: model.unet.get_submodule(t).weight.nbytes for t in (LINEAR, CONV3, WIDE)}
     cache = DeltaCache(limit_bytes=sizes[CONV3] + sizes[WIDE])  # not for all three copies
     undo = LoraPatch([NetworkWeight(first, unet=1.0)], cache).apply(model)
-    kinds = {target: type(record).__name__ for target, record in undo.subtracted.items()}
+    kinds = {target: type(record).__name__ for target, record in undo.weight_free.items()}
     assert sorted(kinds.values()) == ["Copied", "Copied", "Subtracted"], kinds
     assert cache.reserved == undo.reserved <= cache.limit_bytes
     assert cache.bytes + cache.reserved <= cache.limit_bytes  # differences evicted for the copies
@@ -205,7 +205,7 @@ def test_copies_for_the_undo_come_out_of_the_same_ram_budget_first(tmp_path):
     assert cache.reserved == 0
     roomy = DeltaCache(limit_bytes=4 * sum(sizes.values()))
     undo = LoraPatch([NetworkWeight(first, unet=1.0)], roomy).apply(model)
-    assert {type(r).__name__ for r in undo.subtracted.values()} == {"Copied"}
+    assert {type(r).__name__ for r in undo.weight_free.values()} == {"Copied"}
     assert roomy.bytes == sum(sizes.values())  # and every difference cached beside the copies
     undo()
     _assert_bit_identical(model, original)

@@ -178,7 +178,9 @@ class Undo:
     weight (DoRA, IA3, OFT...) or is small (biases), else subtraction plus sparse corrections. Called once."""
 
     copies: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    subtracted: dict[str, Subtracted | Copied] = field(default_factory=dict)  # by target
+    weight_free: dict[str, Subtracted | Copied] = field(
+        default_factory=dict
+    )  # weights patched by weight-free differences, by target
     scratch: Scratch = field(default_factory=Scratch)
     by_subtraction: bool = False  # in RAM too (a copy is the faster undo there; this holds less)
     budget: DeltaCache | None = None  # the RAM the copies may take (beyond it: by subtraction)
@@ -193,7 +195,7 @@ class Undo:
         if tensor.device.type == "cpu" and not self.by_subtraction and self._reserve(tensor.nbytes):
             copied = Copied(tensor, list(terms), tensor.detach().clone())
             _write(tensor, copied.original, tuple((delta, m) for _, delta, m in terms))
-            self.subtracted[target] = copied
+            self.weight_free[target] = copied
             return
         record = Subtracted(tensor, list(terms), fingerprint(tensor))
         step = _take_step(tensor, tuple((delta, m) for _, delta, m in terms), self.scratch)
@@ -201,7 +203,7 @@ class Undo:
             record.original = _original(tensor, step, self.scratch)  # a copy is smaller
         else:
             record.steps.append(step)
-        self.subtracted[target] = record
+        self.weight_free[target] = record
 
     def _reserve(self, size: int) -> bool:
         if self.budget is not None and not self.budget.reserve(size):
@@ -212,18 +214,18 @@ class Undo:
     @property
     def nbytes(self) -> int:
         """RAM the undo holds (CPU copies and corrections)."""
-        return sum(copy.nbytes for _, copy in self.copies) + sum(r.nbytes for r in self.subtracted.values())
+        return sum(copy.nbytes for _, copy in self.copies) + sum(r.nbytes for r in self.weight_free.values())
 
     def reweight(self, targets: dict[str, list[tuple[Hashable, float]]]) -> bool:
         """New multipliers for the same networks on the same targets, one step per weight; False (and
         nothing changed) when the patch is not that shape: the caller undoes and applies anew."""
-        if self.copies or set(targets) != set(self.subtracted):
+        if self.copies or set(targets) != set(self.weight_free):
             return False
-        for target, record in self.subtracted.items():
+        for target, record in self.weight_free.items():
             if [key for key, _ in targets[target]] != [key for key, _, _ in record.terms]:
                 return False
         with torch.no_grad():
-            for target, record in self.subtracted.items():
+            for target, record in self.weight_free.items():
                 record.step_to([m for _, m in targets[target]], self.scratch)
         self.scratch = Scratch()  # the buffers are not held between switches
         return True
@@ -231,12 +233,12 @@ class Undo:
     def __call__(self) -> None:
         with torch.no_grad():
             failure: LoraError | None = None
-            for record in reversed(list(self.subtracted.values())):
+            for record in reversed(list(self.weight_free.values())):
                 try:
                     record.restore(self.scratch)
                 except LoraError as error:  # restore the others still; report it
                     failure = failure or error
-            self.subtracted.clear()
+            self.weight_free.clear()
             if self.budget is not None:
                 self.budget.release(self.reserved)
             self.reserved = 0
