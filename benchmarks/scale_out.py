@@ -9,13 +9,16 @@ move with the load, CPU time much less). The data dir has no checkpoint, so ever
 default model at its native 64 px.
 
 Dispatch overhead (the mean GET /sdapi/v1/workers reports, over the 32 timed jobs) is bounded by two
-timestamps taken in the front, perf_counter both: t0 when a dispatcher takes the job from the queue
-(RayPool._take), t1 when the job's outcome has arrived and is unpickled (the stream's last item,
-RayPool._next_item, before any saving); from t1 - t0 it subtracts only the time the worker's own queue ran
-the job (its local job's started_at -> finished_at: the engine run, model lease included). Everything else
-the job spends between t0 and t1 counts: sending it, the worker's checks and settings, its queue's
-hand-offs, the progress stream while it runs, the result's way back. The front's saving of the PNGs and the
-HTTP answer come after t1 (they are in the front's CPU per job, not in this figure).
+timestamps taken in the front, perf_counter both: t0 when the job's worker could begin it (a dispatcher
+takes it from the queue, RayPool._take; for a job sent ahead to a busy worker, the outcome of the job
+before it on that worker arrives), t1 when the job's outcome has arrived and is unpickled (the stream's
+last item, before any saving); from t1 - t0 it subtracts only the time the worker's own queue ran the job
+(its local job's started_at -> finished_at: the engine run, model lease included). Over a busy worker the
+sum is the time it did not spend running jobs. The same figure for the 5 jobs run one at a time on the idle
+pool ("idle pool") is the whole cost of going remote for one job: sending it, the worker's checks and
+settings, its queue's hand-offs, the progress stream while it runs, the result's way back. The front's
+saving of the PNGs and the HTTP answer come after t1 (they are in the front's CPU per job, not in this
+figure).
 Usage: python benchmarks/scale_out.py [--steps N] [--jobs-each N]
 """
 
@@ -51,7 +54,8 @@ def main() -> None:
     for workers, row in rows.items():
         print(
             f"{workers} worker(s): {row['jobs_per_s']:.2f} jobs/s ({row['elapsed']:.1f} s), "
-            f"dispatch overhead {row['overhead_ms']:.1f} ms/job, "
+            f"dispatch overhead {row['overhead_ms']:.1f} ms/job "
+            f"({row['idle_overhead_ms']:.1f} ms one job at a time on the idle pool), "
             f"first progress {row['first_progress_ms']:.0f} ms after start (median of {PROBES})"
         )
         print(
@@ -67,10 +71,8 @@ def run_pool(workers: int, body: dict, jobs_each: int) -> dict:
         flags = ["--workers", str(workers), "--ray-temp-dir", str(data_dir / "ray")]
         with start_server(data_dir, flags, timeout=900) as server:
             wait_ready(server, workers)
-            for seed in range(workers * 2):  # warm-up: each worker's first job
-                requests.post(
-                    server.api + "/txt2img", json={**body, "seed": seed}, timeout=600
-                ).raise_for_status()
+            warm_up(server, body, workers)
+            idle_before = overhead_totals(server)
             first_progress = [first_progress_ms(server, {**body, "seed": 100 + n}) for n in range(PROBES)]
             before = overhead_totals(server)
             groups = process_groups(server, data_dir / "ray")
@@ -97,9 +99,26 @@ def run_pool(workers: int, body: dict, jobs_each: int) -> dict:
         "jobs_per_s": done / elapsed,
         "elapsed": elapsed,
         "overhead_ms": (after[0] - before[0]) / jobs if jobs else float("nan"),
+        "idle_overhead_ms": (before[0] - idle_before[0]) / max(1, before[1] - idle_before[1]),
         "first_progress_ms": statistics.median(first_progress),
         "cpu_ms": cpu_ms,
     }
+
+
+def warm_up(server, body: dict, workers: int) -> None:
+    """Each worker's first jobs (its first costs some 250 ms more than the next: lazy imports, the first
+    pickles), sent together so that every worker gets some, then one at a time."""
+
+    def one(seed: int) -> None:
+        requests.post(server.api + "/txt2img", json={**body, "seed": seed}, timeout=600).raise_for_status()
+
+    with ThreadPoolExecutor(workers * 2) as pool:
+        list(pool.map(one, range(workers * 2)))
+    for seed in range(workers * 2):
+        one(50 + seed)
+    done = [row["jobs_done"] for row in requests.get(server.api + "/workers", timeout=30).json()]
+    if min(done) == 0:
+        raise RuntimeError(f"a worker ran none of the warm-up jobs: {done}")
 
 
 def process_groups(server, ray_dir: Path) -> dict[str, list[int]]:

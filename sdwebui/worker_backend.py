@@ -10,14 +10,15 @@ and nothing here writes config.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sdwebui.engine.errors import RequestError
-from sdwebui.jobs.queue import Job, JobError
+from sdwebui.jobs.queue import CANCELLED_BEFORE_START, Job, JobError
 from sdwebui.jobs.remote import (
     PROGRESS_SECONDS,
     Outcome,
@@ -30,6 +31,9 @@ from sdwebui.models.errors import CheckpointLoadError
 from sdwebui.services import AppServices, build_services
 
 log = logging.getLogger(__name__)
+
+TURN_WAIT = 60.0
+CANCEL_POLL = 0.1  # seconds: how soon a job waiting for the one before it to end sees it was cancelled
 
 
 def start_pool(services: AppServices) -> bool:
@@ -66,6 +70,7 @@ class StackBackend:
         self._early: dict[str, list[str]] = {}  # interrupt / skip that came before the job was queued
         self._front_options: dict[str, Any] = {}  # the settings the front sent last
         self._applied: dict[str, Any] | None = None  # the values set in this process, right after applying
+        self._turns = Turns()
 
     def device(self) -> str:
         return self.services.stack.device
@@ -84,21 +89,34 @@ class StackBackend:
         return manager.loaded() if manager is not None else []
 
     def run(self, job: RemoteJob) -> Iterator[RemoteProgress | Outcome]:
-        """Run `job` on this process's queue: its progress while it changes, then its outcome."""
-        self._apply_options(job.options)
-        request = dataclasses.replace(job.request, do_not_save_samples=True)  # the front saves
-        try:
-            # checked in front; what this process holds (its files) is checked here again
-            local = self.services.submit_generation(
-                request, task_id=job.job_id, script_call=job.script_call, checked=True
-            )
-        except RequestError as exc:
-            yield RemoteFailure(str(exc), exc.field, exc.reason)
-            return
-        with self._lock:
-            self._jobs[job.job_id] = local
-            for action in self._early.pop(job.job_id, []):
-                getattr(local.ctx, action)()
+        """Run `job` on this process's queue: its progress while it changes, then its outcome. A job sent
+        ahead waits for its turn: its settings are applied, and its request checked against them, only
+        once the job before it has ended (a running job's settings never change under it)."""
+
+        def cancelled() -> bool:
+            return "interrupt" in self._early.get(job.job_id, ())
+
+        with self._turns.taking(job.turn, cancelled):
+            if cancelled():  # while it waited for its turn
+                with self._lock:
+                    del self._early[job.job_id]
+                yield RemoteFailure(CANCELLED_BEFORE_START)
+                return
+            self._apply_options(job.options)
+            request = dataclasses.replace(job.request, do_not_save_samples=True)  # the front saves
+            try:
+                # checked in front; what this process holds (its files) is checked here again
+                local = self.services.submit_generation(
+                    request, task_id=job.job_id, script_call=job.script_call, checked=True
+                )
+            except RequestError as exc:
+                yield RemoteFailure(str(exc), exc.field, exc.reason)
+                return
+            self._turns.last = local
+            with self._lock:
+                self._jobs[job.job_id] = local
+                for action in self._early.pop(job.job_id, []):
+                    getattr(local.ctx, action)()
         try:
             yield from _changes(local)
             result = local.wait()
@@ -132,8 +150,12 @@ class StackBackend:
             job = self._jobs.get(job_id)
             if job is None:
                 self._early.setdefault(job_id, []).append(action)
+                self._turns.wake()  # a job waiting for its turn is cancelled now
                 return
-        getattr(self.services.jobs, action)(job_id)
+        if action == "interrupt":  # the front's cancel or interrupt: a job still queued here is removed
+            self.services.jobs.cancel(job_id)
+        else:
+            self.services.jobs.skip(job_id)
 
     def _apply_options(self, values: dict[str, Any] | None) -> None:
         """The front's settings, in memory only (the front owns config.json). None: the same as with the
@@ -150,6 +172,41 @@ class StackBackend:
                 except Exception as exc:  # an option this worker's extensions do not know
                     log.debug("setting %s not applied on this worker: %s", key, exc)
         self._applied = dict(options.data)
+
+
+class Turns:
+    """The jobs sent to this worker start in the order the front sent them (`RemoteJob.turn`), each once
+    the one before it has ended on this process's queue; a job cancelled while it waits leaves at once. A
+    turn that never comes (its call was lost with the front's send) is waited for TURN_WAIT s at most."""
+
+    def __init__(self) -> None:
+        self._next = 0  # the turn that may start
+        self._taken: set[int] = set()  # later turns that left already (cancelled while they waited)
+        self._changed = threading.Condition()
+        self.last: Job | None = None  # the local job of the last turn taken
+
+    @contextlib.contextmanager
+    def taking(self, turn: int, cancelled: Callable[[], bool]) -> Iterator[None]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._next >= turn or cancelled(), timeout=TURN_WAIT):
+                log.warning("turn %d of this worker's jobs was never sent; going on without it", turn - 1)
+                self._next = turn
+        previous = self.last
+        while previous is not None and not previous.wait_finished(CANCEL_POLL) and not cancelled():
+            pass
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._taken.add(turn)
+                while self._next in self._taken:
+                    self._taken.remove(self._next)
+                    self._next += 1
+                self._changed.notify_all()
+
+    def wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
 
 def _changes(local: Job) -> Iterator[RemoteProgress]:

@@ -141,6 +141,14 @@ def test_affinity_prefers_the_worker_holding_the_model_and_keeps_the_queue_movin
     assert dispatch.choose([any_job], holds_b, [holds_a, holds_b], _wants) is any_job
 
 
+def test_a_busy_worker_is_sent_ahead_only_a_job_for_a_model_it_holds():
+    a_job, b_job, any_job = _job(1, model="A"), _job(2, model="B"), _job(3)
+    busy_a = dispatch.WorkerView(0, frozenset({"A"}), idle=False)
+    assert dispatch.choose_ahead([b_job, a_job], busy_a, _wants) is a_job  # fair order, then the fit
+    assert dispatch.choose_ahead([b_job], busy_a, _wants) is None  # B is not loaded here: it waits
+    assert dispatch.choose_ahead([b_job, any_job], busy_a, _wants) is any_job
+
+
 def test_affinity_prefers_the_worker_holding_the_most_requested_loras():
     with_x, with_xy = _job(1, model="A+x"), _job(2, model="A+x+y")
     holds_x = dispatch.WorkerView(0, frozenset({"A"}), True, {"A": frozenset({"x"})})
@@ -405,11 +413,19 @@ def test_interrupt_skip_and_cancel_reach_the_worker_running_the_job(pool_server)
         post(pool_server, "/txt2img?async=true", {**LONG, "seed": s}).json()["task_id"] for s in (1, 2)
     ]
     victim = post(pool_server, "/txt2img?async=true", {**TINY, "seed": 3}).json()["task_id"]
+    for blocker in blockers:
+        _wait_running(pool_server, blocker)
+    # both workers are busy: the victim was sent ahead to one of them, and is still queued to the user
+    task = requests.get(f"{pool_server.api}/tasks/{victim}", timeout=30).json()
+    assert (task["status"], task["queue_position"]) == ("queued", 0)
+    assert _live(pool_server, victim)["queued"] is True
     assert post(pool_server, f"/tasks/{victim}/cancel").json() == {"task_id": victim, "cancelled": True}
     assert _wait_done(pool_server, victim)["status"] == "cancelled"
     for blocker in blockers:
         post(pool_server, f"/tasks/{blocker}/cancel")  # running: interrupted on its worker
-        assert json.loads(_wait_done(pool_server, blocker)["result"]["info"])["interrupted"] is True
+        done = _wait_done(pool_server, blocker)
+        assert done["status"] == "done", done
+        assert json.loads(done["result"]["info"])["interrupted"] is True
 
 
 @pytest.mark.slow

@@ -81,3 +81,14 @@ def choose(
         if not left_to_another(wants, fit(worker, wants)):
             return job
     return None
+
+
+def choose_ahead(order: Sequence[Job], worker: WorkerView, wanted: Callable[[Job], Wants]) -> Job | None:
+    """The job a busy worker takes to run after its current one (sent ahead, so that it starts there the
+    moment the current one ends), or None. Only a job it fits (holds its checkpoint, or one that names
+    none), the first in fair order: loading another checkpoint for a job that another worker may take
+    sooner would not keep the queue moving. The caller asks only when no worker is idle."""
+    for job in order:
+        if fit(worker, wanted(job))[0]:
+            return job
+    return None

@@ -33,6 +33,9 @@ JobScope = Callable[["Job"], AbstractContextManager[object]]
 FINISHED_JOBS_KEPT = 256
 
 
+CANCELLED_BEFORE_START = "cancelled before it started"
+
+
 class JobState(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -330,7 +333,7 @@ class JobQueue:
                 return False
             if job in self._queue:
                 self._queue.remove(job)
-                self._finish(job, JobState.CANCELLED, error="cancelled before it started")
+                self._finish(job, JobState.CANCELLED, error=CANCELLED_BEFORE_START)
                 return True
         job.ctx.interrupt()
         return True
@@ -360,12 +363,16 @@ class JobQueue:
                     self._lock.wait()
                 if self._stopping or job is None:
                     return
-                job.state = JobState.RUNNING
-                job.started_at = self._clock()
-                job.worker = self.name
-                self._running.append(job)
-                job._changed.set()
+                self._begin(job)
             self._execute(job, index)
+
+    def _begin(self, job: Job) -> None:
+        """A job taken from the queue starts (caller holds the lock)."""
+        job.state = JobState.RUNNING
+        job.started_at = self._clock()
+        job.worker = self.name
+        self._running.append(job)
+        job._changed.set()
 
     def _take(self, index: int) -> Job | None:
         """The job worker thread `index` runs next, removed from the queue (caller holds the lock; None: wait).

@@ -1,18 +1,24 @@
 """Several workers on Ray behind the one queue of the front process (issue 21).
 
-`RayPool` is the front's JobQueue: the API, the UI and /tasks see one queue of jobs as before. It has a
-dispatcher thread per worker actor; each takes the job the dispatch rules give it (sdwebui.jobs.dispatch:
-per-user round robin, model affinity) and sends it to its actor, whose `run` is a Ray streaming generator:
+`RayPool` is the front's JobQueue: the API, the UI and /tasks see one queue of jobs as before. It has
+two dispatcher threads per worker actor. An idle worker's takes the job the dispatch rules give it
+(sdwebui.jobs.dispatch: per-user round robin, model affinity); while it runs, the other sends the worker
+its next job ahead (only when no worker is idle, only a job for a model it holds), so the next job starts
+there as the current one ends, without waiting for a round trip to the front; to the user that job is
+queued until it starts. Each job goes to the actor's `run`, a Ray streaming generator:
 the job's progress and previews come back as the worker sees them change, then its outcome (the images
 through Ray's object store), with no progress requests from the front. Interrupt and skip reach the actor
 from the thread that asks for them (the job's context forwards them), so the dispatcher only blocks on the
 stream. Saving and infotext stay in front (the job's `finish` callback). Jobs that are not
 generations (option changes) run in front.
 
-Dispatch overhead (GET /sdapi/v1/workers, benchmarks/scale_out.py): per job, the time from the moment a
-dispatcher takes it from the queue to the moment its outcome is unpickled in front, less the time the
-worker's own queue ran it (`engine_seconds`: the engine run, model lease included). Sending, the worker's
-checks and settings, its queue hand-offs, the progress stream and the result's way back all count.
+Dispatch overhead (GET /sdapi/v1/workers, benchmarks/scale_out.py): per job, the time from the moment
+its worker could begin it (a dispatcher took it from the queue, or, for a job sent ahead, the outcome of
+the job before it on that worker arrived in front) to the moment its outcome is unpickled in front, less
+the time the worker's own queue ran it (`engine_seconds`: the engine run, model lease included). Summed
+over a busy worker this is the time it spent not running jobs; for one job on an idle pool it is the whole
+cost of going remote: sending, the worker's checks and settings, its queue hand-offs, the progress stream
+and the result's way back.
 
 Faults: an actor that dies during a job (killed, node lost), or that reports no progress for the step
 timeout (then killed), loses the job: it goes back to the head of the queue once, marked "retrying",
@@ -34,7 +40,7 @@ from typing import Any
 from sdwebui.engine.context import JobContext
 from sdwebui.jobs import dispatch
 from sdwebui.jobs.generation import GenerationJob
-from sdwebui.jobs.queue import Job, JobQueue, JobState, Progress, _describe
+from sdwebui.jobs.queue import CANCELLED_BEFORE_START, Job, JobQueue, JobState, Progress, _describe
 from sdwebui.jobs.ray_cluster import Cluster, PoolSettings, connect, worker_count
 from sdwebui.jobs.remote import (
     Outcome,
@@ -50,10 +56,16 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 900.0  # a new actor builds its stack and loads its first model
 MAX_ATTEMPTS = 2  # a job is run at most twice: once, and once more after its worker died
+AHEAD = 1  # jobs sent to a busy worker ahead of its current one
+BEHIND_POLL = 1.0  # seconds: how often a job sent ahead looks whether it is first on its worker now
 
 
 class WorkerLost(RuntimeError):
     """The actor running a job died or hung."""
+
+    def __init__(self, message: str, actor: Any):
+        super().__init__(message)
+        self.actor = actor  # the one lost (its slot may hold a new one already)
 
 
 @dataclass
@@ -108,19 +120,29 @@ class Slot:
     loras: dict[str, frozenset[str]] = field(
         default_factory=dict
     )  # checkpoint file -> LoRA files read for it
-    current: str | None = None  # the id of the job it runs
+    held: list[str] = field(default_factory=list)  # the jobs it runs and was sent ahead, in that order
     jobs_done: int = 0
     restarts: int = 0
     overhead: float = 0.0  # seconds of dispatch overhead (see the module's doc), over `jobs_done`
     options_sent: dict[str, Any] | None = None  # the settings its actor last got (None: none yet)
+    next_turn: int = 0  # RemoteJob.turn of the next job sent to its actor
+    sending: threading.Lock = field(default_factory=threading.Lock, repr=False)  # turns in send order
+    last_outcome: float = 0.0  # perf_counter when the last job's outcome arrived
+
+    @property
+    def current(self) -> str | None:
+        """The id of the job it runs (or was sent first)."""
+        return self.held[0] if self.held else None
 
 
 @dataclass
 class RemoteEntry:
     spec: RemoteJob
     finish: Callable[[Job, RemoteResult], None]  # the front's saving and bookkeeping of a result
-    attempts: int = 0
+    attempts: int = 0  # starts on a worker
     taken: float = 0.0  # perf_counter when a dispatcher last took it from the queue
+    ahead: bool = False  # sent to a busy worker, not started there yet (queued, to the user)
+    sent: bool = False  # its actor call was made
 
 
 @dataclass
@@ -157,7 +179,8 @@ class RayPool(JobQueue):
         self._actor_class = ray.remote(max_concurrency=8, **resources)(WorkerActor)
         self.slots = [Slot(n, f"worker{n}") for n in range(count)]
         self._remote: dict[str, RemoteEntry] = {}
-        super().__init__(workers=count, name="pool", start=False, **queue_options)
+        self._ahead: list[Job] = []  # taken and sent ahead, not started yet (RemoteEntry.ahead)
+        super().__init__(workers=count * (1 + AHEAD), name="pool", start=False, **queue_options)
         for slot in self.slots:
             self._launch(slot)
         self.start()
@@ -186,6 +209,23 @@ class RayPool(JobQueue):
             if job is not None and job.state is JobState.CANCELLED:  # removed before any worker saw it
                 self._remote.pop(task_id, None)
         return cancelled
+
+    # jobs sent ahead are still queued to the user: first in line
+    def position(self, task_id: str) -> int | None:
+        with self._lock:
+            for index, job in enumerate([*self._ahead, *self._queue]):
+                if job.id == task_id:
+                    return index
+            return None
+
+    def queued(self) -> list[Job]:
+        with self._lock:
+            return [*self._ahead, *self._queue]
+
+    def recent(self) -> list[Job]:
+        with self._lock:
+            finished = [self._jobs[i] for i in reversed(self._finished_order) if i in self._jobs]
+            return [*self._running, *self._ahead, *self._queue, *finished]
 
     @staticmethod
     def new_task_id() -> str:
@@ -232,26 +272,60 @@ class RayPool(JobQueue):
         if self.cluster.started and ray.is_initialized():
             ray.shutdown()
 
-    # --- dispatch (the queue's hooks; the lock is held in _take) ---
+    # --- dispatch (the queue's hooks; the lock is held in _take and _begin) ---
     def _worker(self, index: int = 0) -> None:
-        self._wait_ready(self.slots[index])
+        if index < len(self.slots):  # a slot's first dispatcher waits for its actor; the other takes
+            self._wait_ready(self.slots[index])  # nothing until then (`_take` sees it not ready)
         super()._worker(index)
 
+    def _slot(self, index: int) -> Slot:
+        return self.slots[index % len(self.slots)]
+
     def _take(self, index: int) -> Job | None:
-        if not self._queue or not self.slots[index].ready:
+        slot = self._slot(index)
+        if not self._queue or not slot.ready or len(slot.held) > AHEAD:
             return None
-        views = [
-            dispatch.WorkerView(s.index, s.loaded, s.ready and s.current is None, s.loras) for s in self.slots
-        ]
-        order = dispatch.fair_order(list(self._queue), self._running)
-        job = dispatch.choose(order, views[index], views, self._wanted)
-        if job is not None:
-            self._queue.remove(job)
-            self.slots[index].current = job.id
-            entry = self._remote.get(job.id)
-            if entry is not None:
-                entry.taken = time.perf_counter()
+        views = [dispatch.WorkerView(s.index, s.loaded, s.ready and not s.held, s.loras) for s in self.slots]
+        order = dispatch.fair_order(list(self._queue), [*self._running, *self._ahead])
+        if not slot.held:
+            job = dispatch.choose(order, views[slot.index], views, self._wanted)
+        elif self._may_send_ahead(slot) and not any(view.idle for view in views):
+            job = dispatch.choose_ahead(order, views[slot.index], self._wanted)
+        else:
+            return None
+        entry = self._remote.get(job.id) if job is not None else None
+        if job is None or (entry is None and slot.held):  # an option change is never sent ahead
+            return None
+        self._queue.remove(job)
+        slot.held.append(job.id)
+        if entry is not None:
+            entry.taken, entry.ahead, entry.sent = time.perf_counter(), len(slot.held) > 1, False
         return job
+
+    def _may_send_ahead(self, slot: Slot) -> bool:
+        """Its current job is a generation already sent to its actor (after an option change, which runs
+        in front, the next job waits for it: its settings are those the change wrote)."""
+        entry = self._remote.get(slot.held[0])
+        return entry is not None and entry.sent
+
+    def _begin(self, job: Job) -> None:
+        entry = self._remote.get(job.id)
+        if entry is not None and entry.ahead:
+            self._ahead.append(job)  # queued to the user until its worker starts it (`_started`)
+            return
+        super()._begin(job)
+        if entry is not None:
+            entry.attempts += 1
+
+    def _started(self, job: Job, entry: RemoteEntry) -> None:
+        """A job sent ahead has started on its worker."""
+        with self._lock:
+            if job in self._ahead:
+                self._ahead.remove(job)
+                entry.ahead, worker = False, job.worker
+                super()._begin(job)
+                job.worker = worker  # its slot's name, not the pool's
+                entry.attempts += 1
 
     def _wanted(self, job: Job) -> dispatch.Wants:
         entry = self._remote.get(job.id)
@@ -260,7 +334,7 @@ class RayPool(JobQueue):
         return dispatch.Wants(entry.spec.checkpoint, frozenset(entry.spec.loras))
 
     def _execute(self, job: Job, index: int) -> None:
-        slot = self.slots[index]
+        slot = self._slot(index)
         entry = self._remote.get(job.id)
         try:
             if entry is None:
@@ -268,25 +342,36 @@ class RayPool(JobQueue):
                 return
             self._run_remote(job, slot, entry)
         finally:
-            slot.current = None
             with self._lock:
-                self._lock.notify_all()  # this worker is idle again: jobs left to it may be taken now
+                self._release(slot, job)
+
+    def _release(self, slot: Slot, job: Job) -> None:
+        """The slot no longer holds `job` (caller holds the lock): jobs left to it may be taken now."""
+        if job.id in slot.held:
+            slot.held.remove(job.id)
+        self._lock.notify_all()
 
     def _run_remote(self, job: Job, slot: Slot, entry: RemoteEntry) -> None:
         job.worker = slot.name
-        entry.attempts += 1
         try:
-            outcome = self._on_actor(job, slot, entry.spec)
+            outcome = self._on_actor(job, slot, entry)
         except WorkerLost as lost:
             self._lost(job, slot, entry, str(lost))
-            self._replace(slot)
+            self._replace(slot, lost.actor)
             return
-        slot.overhead += max(0.0, time.perf_counter() - entry.taken - outcome.engine_seconds)
+        arrived = time.perf_counter()
+        since = max(entry.taken, slot.last_outcome)  # when its worker could begin it
+        slot.overhead += max(0.0, arrived - since - outcome.engine_seconds)
+        slot.last_outcome = arrived
         slot.jobs_done += 1
         if isinstance(outcome, RemoteFailure):
             slot.options_sent = None  # it may have failed before taking them: all of them with the next job
+            if entry.ahead and job.ctx.interrupted:  # cancelled while it waited on the worker
+                self._end(job, slot, JobState.CANCELLED, error=CANCELLED_BEFORE_START)
+                return
             self._end(job, slot, JobState.FAILED, error=outcome.message, exception=_rebuilt(outcome))
             return
+        self._started(job, entry)  # a job too quick for its start event
         slot.loaded, slot.loras = frozenset(outcome.loaded), _held(outcome.loras)
         try:
             entry.finish(job, outcome)  # saving, infotext, outputs: in front
@@ -299,30 +384,50 @@ class RayPool(JobQueue):
 
     def _end(self, job: Job, slot: Slot, state: JobState, error: str | None = None, exception=None) -> None:
         with self._lock:
-            slot.current = None  # idle before the job's waiters hear of it: their next job sees it free
-            if job in self._running:
-                self._running.remove(job)
+            self._release(slot, job)  # before the job's waiters hear of it: their next job sees it free
+            self._forget(job)
             self._remote.pop(job.id, None)
             self._finish(job, state, error=error, exception=exception)
 
-    def _on_actor(self, job: Job, slot: Slot, spec: RemoteJob) -> Outcome:
-        """Run `spec` on the slot's actor, mirroring its progress events into `job` until the outcome."""
+    def _forget(self, job: Job) -> None:
+        """`job` is neither running nor waiting ahead on a worker (caller holds the lock)."""
+        for held in (self._running, self._ahead):
+            if job in held:
+                held.remove(job)
+
+    def _on_actor(self, job: Job, slot: Slot, entry: RemoteEntry) -> Outcome:
+        """Run the job on the slot's actor, mirroring its progress events into `job` until the outcome.
+        A job sent ahead waits for the one before it: while it does, only that one's silence counts."""
         ray = self.cluster.ray
-        stream = slot.run.remote(self._settings_once(slot, spec))
+        with slot.sending:  # turns in the order of the calls
+            spec = dataclasses.replace(self._settings_once(slot, entry.spec), turn=slot.next_turn)
+            slot.next_turn += 1
+            actor, stream = slot.actor, slot.run.remote(spec)
+        with self._lock:
+            entry.sent = True
+            self._lock.notify_all()  # the slot's other dispatcher may send the next job ahead now
         watch = _Watch(self._clock())
-        actor, ctx = slot.actor, job.ctx
+        ctx = job.ctx
         if isinstance(ctx, RemoteContext):
             ctx.attach(lambda action: getattr(actor, action).remote(job.id))
         try:
             while True:
+                behind = slot.current != job.id
+                if behind:
+                    watch.changed = self._clock()
                 left = self.settings.step_timeout - (self._clock() - watch.changed)
-                ready, _ = ray.wait([stream], timeout=max(0.0, left))
+                ready, _ = ray.wait([stream], timeout=min(left, BEHIND_POLL) if behind else max(0.0, left))
                 if not ready:
+                    if behind:
+                        continue
                     ray.kill(actor, no_restart=True)
-                    raise WorkerLost(f"{slot.name} made no progress for {self.settings.step_timeout:g} s")
-                item = self._next_item(slot, stream)
+                    message = f"{slot.name} made no progress for {self.settings.step_timeout:g} s"
+                    raise WorkerLost(message, actor)
+                item = self._next_item(slot, actor, stream)
                 if not isinstance(item, RemoteProgress):
                     return item
+                if item.running and entry.ahead:
+                    self._started(job, entry)
                 self._mirror_progress(job, watch, item)
         finally:
             if isinstance(ctx, RemoteContext):
@@ -336,13 +441,13 @@ class RayPool(JobQueue):
         slot.options_sent = spec.options
         return spec
 
-    def _next_item(self, slot: Slot, stream: Any) -> RemoteProgress | Outcome:
+    def _next_item(self, slot: Slot, actor: Any, stream: Any) -> RemoteProgress | Outcome:
         """The stream's next item (it is ready); a dead actor's stream ends with the error that says so."""
         ray = self.cluster.ray
         try:
             return ray.get(next(stream))
         except ray.exceptions.RayActorError as exc:
-            raise WorkerLost(f"{slot.name} died during the job ({type(exc).__name__})") from exc
+            raise WorkerLost(f"{slot.name} died during the job ({type(exc).__name__})", actor) from exc
         except StopIteration:  # the worker's run always ends with an outcome: only a bug gets here
             return RemoteFailure(f"{slot.name} ended the job without a result")
         except ray.exceptions.RayTaskError as exc:  # the worker's run raised (its stack is in the message)
@@ -361,7 +466,13 @@ class RayPool(JobQueue):
     def _lost(self, job: Job, slot: Slot, entry: RemoteEntry, reason: str) -> None:
         log.warning("job %s: %s", job.id, reason)
         with self._lock:
-            self._running.remove(job)
+            self._forget(job)
+            if entry.ahead:  # it never started: back in its place in line, no attempt counted
+                entry.ahead, job.worker = False, None
+                later = [queued for queued in self._queue if queued.seq > job.seq]
+                self._queue.insert(self._queue.index(later[0]) if later else len(self._queue), job)
+                self._lock.notify_all()
+                return
             if entry.attempts >= MAX_ATTEMPTS or self._stopping or job.ctx.interrupted:
                 # twice lost, or the user had stopped it already: no other worker runs it again
                 self._remote.pop(job.id, None)
@@ -380,7 +491,7 @@ class RayPool(JobQueue):
         slot.actor = self._actor_class.remote(self._factory, self._worker_args, threads)
         # no task events: nothing here reads them (the dashboard is off), and each job pays for them
         slot.run = slot.actor.run.options(num_returns="streaming", enable_task_events=False)
-        slot.ready, slot.facts, slot.options_sent = False, None, None
+        slot.ready, slot.facts, slot.options_sent, slot.next_turn = False, None, None, 0
 
     def _wait_ready(self, slot: Slot) -> None:
         """Block this slot's dispatcher until its actor has built its stack (retrying failed starts)."""
@@ -400,14 +511,19 @@ class RayPool(JobQueue):
                 self._lock.notify_all()
             return
 
-    def _replace(self, slot: Slot) -> None:
-        slot.ready, slot.loaded, slot.loras = False, frozenset(), {}
+    def _replace(self, slot: Slot, dead: Any) -> None:
+        """Start a new actor for the slot whose actor `dead` was lost (once: both of its dispatchers lose
+        their jobs with it; the second finds it replaced and waits in `_take` for it to be ready)."""
+        with self._lock:
+            if slot.actor is not dead:
+                return
+            slot.ready, slot.loaded, slot.loras = False, frozenset(), {}
+            slot.restarts += 1
+            self._launch(slot)
         try:
-            self.cluster.ray.kill(slot.actor, no_restart=True)
+            self.cluster.ray.kill(dead, no_restart=True)
         except Exception:  # already dead
             pass
-        slot.restarts += 1
-        self._launch(slot)
         self._wait_ready(slot)
 
 
