@@ -464,6 +464,44 @@ def test_a_worker_killed_mid_job_loses_nothing(pool_server):
 
 
 @pytest.mark.slow
+def test_a_job_sent_ahead_to_a_killed_worker_goes_back_to_its_place_in_line(pool_server):
+    """Both workers busy: the next job is sent ahead to one. kill -9 that one: its running job is retried
+    ("retrying"), the job sent ahead was never tried (no "retrying"), and each is saved once."""
+    long = {"width": 192, "height": 192, "steps": 80, "save_images": True}
+    running = [
+        post(pool_server, "/txt2img?async=true", {**long, "seed": s}).json()["task_id"] for s in (61, 62)
+    ]
+    ahead = post(pool_server, "/txt2img?async=true", {**TINY, "seed": 63, "save_images": True}).json()[
+        "task_id"
+    ]
+    victim = wait_until(
+        lambda: next((w for w in workers(pool_server).values() if w["next_job"] == ahead), None),
+        "the tiny job sent ahead to a busy worker",
+        timeout=120,
+    )
+    _wait_running(pool_server, victim["current_job"])
+    os.kill(victim["pid"], signal.SIGKILL)
+    texts = []
+
+    def finished() -> bool:
+        texts.append(_live(pool_server, ahead)["textinfo"] or "")
+        return requests.get(f"{pool_server.api}/tasks/{ahead}", timeout=30).json()["status"] == "done"
+
+    wait_until(finished, "the job sent ahead done", timeout=600)
+    assert not any("retrying" in text for text in texts), texts
+    retried = _wait_done(pool_server, victim["current_job"])
+    assert retried["status"] == "done" and json.loads(retried["result"]["info"])["worker"] != victim["id"]
+    for task_id, seed in zip((*running, ahead), (61, 62, 63), strict=True):
+        assert _wait_done(pool_server, task_id)["status"] == "done"
+        assert len(pngs(pool_server, seed)) == 1
+    wait_until(
+        lambda: (w := workers(pool_server)[victim["id"]])["ready"] and w["pid"] != victim["pid"],
+        "a replacement worker",
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
 def test_a_worker_hanging_past_the_step_timeout_is_treated_as_dead(pool_server):
     """SIGSTOP the worker running a job: after --worker-step-timeout (90 s here) without progress it is
     killed, the job completes on the other worker, and a replacement starts."""

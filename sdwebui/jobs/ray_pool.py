@@ -157,6 +157,7 @@ class WorkerStatus:
     ready: bool
     restarts: int = 0
     loaded_loras: list[str] = field(default_factory=list)  # LoRA files it holds read (for any checkpoint)
+    next_job: str | None = None  # the job sent to it ahead, to start when its current one ends
     dispatch_overhead_ms: float | None = None  # mean per job: taken from the queue -> outcome back, less
     # the worker's own run of it
     memory: dict[str, Any] = field(default_factory=dict)
@@ -250,6 +251,7 @@ class RayPool(JobQueue):
                     device=facts.device if facts else None,
                     loaded_models=sorted(slot.loaded),
                     current_job=slot.current,
+                    next_job=slot.held[1] if len(slot.held) > 1 else None,
                     jobs_done=slot.jobs_done,
                     ready=slot.ready,
                     restarts=slot.restarts,

@@ -25,11 +25,15 @@ class WorkerItem(BaseModel):
         default_factory=list, description="LoRA files it holds read (jobs naming them prefer this worker)"
     )
     current_job: str | None = Field(None, description="the task id it runs now")
+    next_job: str | None = Field(
+        None, description="the task id sent to it ahead, to start when the current one ends (still queued)"
+    )
     jobs_done: int = 0
     ready: bool = Field(True, description="false while it starts (or is being replaced after a crash)")
     restarts: int = Field(0, description="replacements started after it died")
     dispatch_overhead_ms: float | None = Field(
-        None, description="mean time per job spent outside the worker's run (sending, progress, the result)"
+        None,
+        description="mean time per job from when the worker could begin it to its result in front, less its run",
     )
     memory: dict[str, Any] = Field(default_factory=dict)
 
