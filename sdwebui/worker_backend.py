@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sdwebui.engine.errors import RequestError
-from sdwebui.jobs.queue import CANCELLED_BEFORE_START, Job, JobError
+from sdwebui.jobs.queue import CANCELLED_BEFORE_START, Job, JobError, JobState
 from sdwebui.jobs.remote import (
     PROGRESS_SECONDS,
     Outcome,
@@ -33,7 +33,7 @@ from sdwebui.services import AppServices, build_services
 log = logging.getLogger(__name__)
 
 TURN_WAIT = 60.0
-CANCEL_POLL = 0.1  # seconds: how soon a job waiting for the one before it to end sees it was cancelled
+CANCEL_POLL = 0.1  # seconds: how soon a job queued behind the running one sees it was cancelled
 
 
 def start_pool(services: AppServices) -> bool:
@@ -90,33 +90,19 @@ class StackBackend:
 
     def run(self, job: RemoteJob) -> Iterator[RemoteProgress | Outcome]:
         """Run `job` on this process's queue: its progress while it changes, then its outcome. A job sent
-        ahead waits for its turn: its settings are applied, and its request checked against them, only
-        once the job before it has ended (a running job's settings never change under it)."""
+        ahead is queued here at once, in its turn, behind the running one; its settings are applied, and
+        its request checked against them, on the queue's thread when the job before it has ended (a
+        running job's settings never change under it), and it starts there without a thread hand-off."""
 
         def cancelled() -> bool:
             return "interrupt" in self._early.get(job.job_id, ())
 
         with self._turns.taking(job.turn, cancelled):
-            if cancelled():  # while it waited for its turn
-                with self._lock:
-                    del self._early[job.job_id]
-                yield RemoteFailure(CANCELLED_BEFORE_START)
-                return
-            self._apply_options(job.options)
-            request = dataclasses.replace(job.request, do_not_save_samples=True)  # the front saves
-            try:
-                # checked in front; what this process holds (its files) is checked here again
-                local = self.services.submit_generation(
-                    request, task_id=job.job_id, script_call=job.script_call, checked=True
-                )
-            except RequestError as exc:
-                yield RemoteFailure(str(exc), exc.field, exc.reason)
-                return
-            self._turns.last = local
-            with self._lock:
-                self._jobs[job.job_id] = local
-                for action in self._early.pop(job.job_id, []):
-                    getattr(local.ctx, action)()
+            starter = self.services.jobs.submit(lambda ctx: self._start(job, cancelled), kind="start")
+        local = self._started(starter, job.job_id, cancelled)
+        if isinstance(local, RemoteFailure):
+            yield local
+            return
         try:
             yield from _changes(local)
             result = local.wait()
@@ -128,6 +114,43 @@ class StackBackend:
                 self._jobs.pop(job.job_id, None)
         ran_on = local.generation.ran_on
         yield RemoteResult(result, ran_on, self.loaded(), self.loras(), _engine_seconds(local))
+
+    def _start(self, job: RemoteJob, cancelled: Callable[[], bool]) -> Job | RemoteFailure:
+        """On the queue's thread, right after the job before it: its settings, then its generation job
+        (queued next: this thread takes it now)."""
+        if cancelled():  # while it waited behind the job before it
+            with self._lock:
+                self._early.pop(job.job_id, None)
+            return RemoteFailure(CANCELLED_BEFORE_START)
+        self._apply_options(job.options)
+        request = dataclasses.replace(job.request, do_not_save_samples=True)  # the front saves
+        try:
+            # checked in front; what this process holds (its files) is checked here again
+            local = self.services.submit_generation(
+                request, task_id=job.job_id, script_call=job.script_call, checked=True
+            )
+        except RequestError as exc:
+            return RemoteFailure(str(exc), exc.field, exc.reason)
+        with self._lock:
+            self._jobs[job.job_id] = local
+            for action in self._early.pop(job.job_id, []):
+                getattr(local.ctx, action)()
+        return local
+
+    def _started(self, starter: Job, job_id: str, cancelled: Callable[[], bool]) -> Job | RemoteFailure:
+        """The generation job `starter` queued, or why there is none; a job cancelled while its starter
+        waits behind the running job leaves at once (within CANCEL_POLL)."""
+        while not starter.wait_finished(CANCEL_POLL):
+            if cancelled() and self.services.jobs.cancel(starter.id) and starter.wait_finished(CANCEL_POLL):
+                break
+        try:
+            return starter.wait()
+        except JobError as exc:  # cancelled while queued, or its start failed
+            if exc.job.state is JobState.CANCELLED:
+                with self._lock:
+                    self._early.pop(job_id, None)
+                return RemoteFailure(CANCELLED_BEFORE_START)
+            return RemoteFailure(exc.job.error or f"job {exc.job.id} did not start")
 
     def interrupt(self, job_id: str) -> None:
         self._control(job_id, "interrupt")
@@ -175,15 +198,14 @@ class StackBackend:
 
 
 class Turns:
-    """The jobs sent to this worker start in the order the front sent them (`RemoteJob.turn`), each once
-    the one before it has ended on this process's queue; a job cancelled while it waits leaves at once. A
-    turn that never comes (its call was lost with the front's send) is waited for TURN_WAIT s at most."""
+    """The jobs sent to this worker are queued here in the order the front sent them (`RemoteJob.turn`);
+    one cancelled while it waits for its turn leaves at once. A turn that never comes (its call was lost
+    with the front's send) is waited for TURN_WAIT seconds at most."""
 
     def __init__(self) -> None:
-        self._next = 0  # the turn that may start
+        self._next = 0  # the turn that may be queued
         self._taken: set[int] = set()  # later turns that left already (cancelled while they waited)
         self._changed = threading.Condition()
-        self.last: Job | None = None  # the local job of the last turn taken
 
     @contextlib.contextmanager
     def taking(self, turn: int, cancelled: Callable[[], bool]) -> Iterator[None]:
@@ -191,9 +213,6 @@ class Turns:
             if not self._changed.wait_for(lambda: self._next >= turn or cancelled(), timeout=TURN_WAIT):
                 log.warning("turn %d of this worker's jobs was never sent; going on without it", turn - 1)
                 self._next = turn
-        previous = self.last
-        while previous is not None and not previous.wait_finished(CANCEL_POLL) and not cancelled():
-            pass
         try:
             yield
         finally:

@@ -363,7 +363,9 @@ class RayPool(JobQueue):
             return
         arrived = time.perf_counter()
         since = max(entry.taken, slot.last_outcome)  # when its worker could begin it
-        slot.overhead += max(0.0, arrived - since - outcome.engine_seconds)
+        # not clamped at 0: over a busy run the sum is the run's span less its engine time (a job whose
+        # result came back quicker than the one before it counts below 0)
+        slot.overhead += arrived - since - outcome.engine_seconds
         slot.last_outcome = arrived
         slot.jobs_done += 1
         if isinstance(outcome, RemoteFailure):

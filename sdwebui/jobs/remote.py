@@ -35,7 +35,7 @@ class RemoteJob:
 
 
 PROGRESS_SECONDS = (
-    0.1  # a worker sends a running job's steps at most this often (its start, first step at once)
+    0.25  # a worker sends a running job's steps at most this often (its start, first step at once)
 )
 
 
