@@ -97,9 +97,9 @@ class StackBackend:
         def cancelled() -> bool:
             return "interrupt" in self._early.get(job.job_id, ())
 
-        with self._turns.taking(job.turn, cancelled):
+        with self._turns.taking(job.turn):
             starter = self.services.jobs.submit(lambda ctx: self._start(job, cancelled), kind="start")
-        local = self._started(starter, job.job_id, cancelled)
+        local = self._generation_of(starter, job.job_id, cancelled)
         if isinstance(local, RemoteFailure):
             yield local
             return
@@ -137,7 +137,7 @@ class StackBackend:
                 getattr(local.ctx, action)()
         return local
 
-    def _started(self, starter: Job, job_id: str, cancelled: Callable[[], bool]) -> Job | RemoteFailure:
+    def _generation_of(self, starter: Job, job_id: str, cancelled: Callable[[], bool]) -> Job | RemoteFailure:
         """The generation job `starter` queued, or why there is none; a job cancelled while its starter
         waits behind the running job leaves at once (within CANCEL_POLL)."""
         while not starter.wait_finished(CANCEL_POLL):
@@ -173,7 +173,6 @@ class StackBackend:
             job = self._jobs.get(job_id)
             if job is None:
                 self._early.setdefault(job_id, []).append(action)
-                self._turns.wake()  # a job waiting for its turn is cancelled now
                 return
         if action == "interrupt":  # the front's cancel or interrupt: a job still queued here is removed
             self.services.jobs.cancel(job_id)
@@ -198,34 +197,25 @@ class StackBackend:
 
 
 class Turns:
-    """The jobs sent to this worker are queued here in the order the front sent them (`RemoteJob.turn`);
-    one cancelled while it waits for its turn leaves at once. A turn that never comes (its call was lost
+    """The jobs sent to this worker are queued here in the order the front sent them (`RemoteJob.turn`;
+    Ray keeps no order between the calls of a threaded actor). A turn that never comes (its call was lost
     with the front's send) is waited for TURN_WAIT seconds at most."""
 
     def __init__(self) -> None:
         self._next = 0  # the turn that may be queued
-        self._taken: set[int] = set()  # later turns that left already (cancelled while they waited)
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
-    def taking(self, turn: int, cancelled: Callable[[], bool]) -> Iterator[None]:
+    def taking(self, turn: int) -> Iterator[None]:
         with self._changed:
-            if not self._changed.wait_for(lambda: self._next >= turn or cancelled(), timeout=TURN_WAIT):
+            if not self._changed.wait_for(lambda: self._next >= turn, timeout=TURN_WAIT):
                 log.warning("turn %d of this worker's jobs was never sent; going on without it", turn - 1)
-                self._next = turn
         try:
             yield
         finally:
             with self._changed:
-                self._taken.add(turn)
-                while self._next in self._taken:
-                    self._taken.remove(self._next)
-                    self._next += 1
+                self._next = max(self._next, turn + 1)
                 self._changed.notify_all()
-
-    def wake(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
 
 
 def _changes(local: Job) -> Iterator[RemoteProgress]:

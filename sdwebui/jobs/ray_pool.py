@@ -158,8 +158,8 @@ class WorkerStatus:
     restarts: int = 0
     loaded_loras: list[str] = field(default_factory=list)  # LoRA files it holds read (for any checkpoint)
     next_job: str | None = None  # the job sent to it ahead, to start when its current one ends
-    dispatch_overhead_ms: float | None = None  # mean per job: taken from the queue -> outcome back, less
-    # the worker's own run of it
+    dispatch_overhead_ms: float | None = None  # mean per job: from when its worker could begin it to its
+    # outcome back, less the worker's own run of it (see the module's doc)
     memory: dict[str, Any] = field(default_factory=dict)
 
 

@@ -30,7 +30,7 @@ class RemoteJob:
     checkpoint: str | None = None  # the checkpoint file it runs on (None: the default), for model affinity
     loras: tuple[str, ...] = ()  # the LoRA files its prompt names (resolved paths), for model affinity
     # its place among the jobs sent to this actor (0, 1, ...): the front sends one ahead of the running one,
-    # and the worker starts them in this order, each once the one before it has ended
+    # and the worker queues them in this order
     turn: int = 0
 
 
